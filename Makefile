@@ -1,0 +1,23 @@
+# Each target is one line; anything longer lives in scripts/.
+.PHONY: run build test lint fuzz bench deps
+
+run:
+	go run ./cmd/roomchatd
+
+build:
+	mkdir -p bin && go build -o bin/ ./cmd/...
+
+test:
+	bash scripts/test.sh
+
+lint:
+	bash scripts/lint.sh
+
+fuzz:
+	bash scripts/fuzz.sh
+
+bench:
+	bash scripts/bench.sh
+
+deps:
+	bash scripts/deps.sh

@@ -1,0 +1,74 @@
+package protocol
+
+import "fmt"
+
+// Error codes (SPEC §4). The same codes are used by the HTTP API.
+const (
+	CodeBadJSON          = "bad_json"
+	CodeBadEnvelope      = "bad_envelope"
+	CodeUnknownType      = "unknown_type"
+	CodeBadPayload       = "bad_payload"
+	CodeNotInRoom        = "not_in_room"
+	CodeRoomRequired     = "room_required"
+	CodeTooLong          = "too_long"
+	CodeRateLimited      = "rate_limited"
+	CodeRoomFull         = "room_full"
+	CodeStoreUnavailable = "store_unavailable"
+	// CodeInternal is what a client sees for a server fault; the cause is
+	// logged, never sent.
+	CodeInternal = "internal"
+	// CodeNotFound and CodeTooLarge are HTTP-only (404 and 413).
+	CodeNotFound = "not_found"
+	CodeTooLarge = "too_large"
+)
+
+// ErrorCodes lists every code the server may send.
+var ErrorCodes = []string{
+	CodeBadJSON, CodeBadEnvelope, CodeUnknownType, CodeBadPayload, CodeNotInRoom,
+	CodeRoomRequired, CodeTooLong, CodeRateLimited, CodeRoomFull, CodeStoreUnavailable,
+	CodeInternal, CodeNotFound, CodeTooLarge,
+}
+
+// Error is the one error type that crosses the wire: the payload of an
+// error frame and the body of an HTTP error. Field names the offending
+// payload field for bad_payload and too_long.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf returns an *Error with a formatted human message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// FieldErrorf returns an *Error that names the payload field at fault.
+func FieldErrorf(code, field, format string, args ...any) *Error {
+	return &Error{Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// WebSocket close codes roomchat uses (RFC 6455 §7.4.1), with their reasons.
+// Reasons stay well under the 123-byte limit of a close frame.
+const (
+	CloseNormal       = 1000
+	CloseGoingAway    = 1001 // server shutdown
+	CloseUnsupported  = 1003 // binary frame
+	CloseInvalidData  = 1007 // text frame that is not UTF-8
+	ClosePolicy       = 1008 // sustained rate abuse
+	CloseTooBig       = 1009 // frame over the size cap
+	CloseInternal     = 1011 // server fault
+	CloseTryAgainLate = 1013 // slow consumer
+
+	ReasonShutdown   = "server shutting down"
+	ReasonBinary     = "binary frames are not supported; send JSON text frames"
+	ReasonUTF8       = "text frame is not valid UTF-8"
+	ReasonRateAbuse  = "too many messages; slow down"
+	ReasonTooBig     = "frame exceeds the size limit"
+	ReasonSlow       = "connection too slow to keep up; reconnect and resume"
+	ReasonInternal   = "internal error"
+	ReasonKeepalive  = "keepalive timeout"
+	ReasonDuplicated = "resumed on another connection"
+)

@@ -1,0 +1,139 @@
+package protocol
+
+import (
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+)
+
+// Client → server frame types (SPEC §4).
+const (
+	TypeJoin   = "join"
+	TypeMsg    = "msg"
+	TypeLeave  = "leave"
+	TypeCreate = "create"
+	TypeTyping = "typing"
+	TypePing   = "ping"
+)
+
+// Server → client frame types (SPEC §4). TypeMsg and TypeTyping are shared
+// with the client side.
+const (
+	TypeWelcome  = "welcome"
+	TypeJoined   = "joined"
+	TypePresence = "presence"
+	TypeLeft     = "left"
+	TypeCreated  = "created"
+	TypePong     = "pong"
+	TypeAck      = "ack"
+	TypeError    = "error"
+)
+
+// ClientTypes lists every frame type a client may send.
+var ClientTypes = []string{TypeJoin, TypeMsg, TypeLeave, TypeCreate, TypeTyping, TypePing}
+
+// ServerTypes lists every frame type the server sends.
+var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError}
+
+// Envelope is one frame: {"type", "id"?, "payload"?}. Payload stays raw until
+// the handler for Type decodes it into the matching struct.
+type Envelope struct {
+	Type    string         `json:"type"`
+	ID      string         `json:"id,omitempty"`
+	Payload jsontext.Value `json:"payload,omitempty"`
+}
+
+// Join is the payload of a client's join.
+type Join struct {
+	RoomID string `json:"roomID"`
+	Name   string `json:"name,omitempty"`
+	// Since, when set, asks for every stored message with seq > *Since.
+	Since *int64 `json:"since,omitempty"`
+}
+
+// Send is the payload of a client's msg.
+type Send struct {
+	Message string `json:"message"`
+	RoomID  string `json:"roomID,omitempty"`
+}
+
+// RoomRef is the payload of leave and of a client's typing: an optional room.
+type RoomRef struct {
+	RoomID string `json:"roomID,omitempty"`
+}
+
+// User names a connection's user in events.
+type User struct {
+	UserID string `json:"userID"`
+	Name   string `json:"name"`
+}
+
+// TimeFormat is the layout of Message.TS: RFC 3339 in UTC with milliseconds.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// Message is a stored chat message and the payload of a server's msg event.
+type Message struct {
+	ID      string    `json:"id"`
+	RoomID  string    `json:"roomID"`
+	Seq     int64     `json:"seq"`
+	From    User      `json:"from"`
+	Message string    `json:"message"`
+	TS      time.Time `json:"ts,format:'2006-01-02T15:04:05.000Z07:00'"`
+}
+
+// Welcome is the first frame on every connection.
+type Welcome struct {
+	UserID string `json:"userID"`
+	Resume string `json:"resume"`
+	Online int    `json:"online"`
+	Limits Limits `json:"limits"`
+}
+
+// Joined answers a join.
+type Joined struct {
+	RoomID    string    `json:"roomID"`
+	You       User      `json:"you"`
+	Members   []User    `json:"members"`
+	Count     int       `json:"count"`
+	History   []Message `json:"history"`
+	LastSeq   int64     `json:"lastSeq"`
+	Epoch     string    `json:"epoch"`
+	Truncated bool      `json:"truncated"`
+}
+
+// Presence events.
+const (
+	PresenceJoin  = "join"
+	PresenceLeave = "leave"
+)
+
+// Presence tells the other members that someone came or went.
+type Presence struct {
+	RoomID string `json:"roomID"`
+	Event  string `json:"event"`
+	User   User   `json:"user"`
+	Count  int    `json:"count"`
+}
+
+// Typing tells the other members that User is typing.
+type Typing struct {
+	RoomID string `json:"roomID"`
+	User   User   `json:"user"`
+}
+
+// Left answers a leave.
+type Left struct {
+	RoomID string `json:"roomID"`
+}
+
+// Created answers a create (and POST /api/rooms).
+type Created struct {
+	RoomID string `json:"roomID"`
+	URL    string `json:"url"`
+}
+
+// Ack confirms that a msg sent with an id is stored.
+type Ack struct {
+	MsgID string `json:"msgID"`
+	Seq   int64  `json:"seq"`
+}

@@ -1,0 +1,118 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// ErrUnavailable wraps every failure to read or write the store's data. The
+// server answers it with store_unavailable.
+var ErrUnavailable = errors.New("store unavailable")
+
+// ErrClosed is returned (wrapping ErrUnavailable) after Close.
+var ErrClosed = errors.New("store closed")
+
+// DedupWindow is how long a (user, client id) key de-duplicates a retried
+// msg (SPEC §4: 5 minutes).
+const DedupWindow = 5 * time.Minute
+
+// DoneFunc receives the outcome of an Append. stored is the message as
+// kept, with its seq; dup is true when the key matched an earlier message,
+// in which case stored is that earlier message and nothing new was stored.
+// err is nil when stored is durable, else it wraps ErrUnavailable.
+type DoneFunc func(stored protocol.Message, dup bool, err error)
+
+// Store is the history contract. Methods are safe for concurrent use.
+type Store interface {
+	// Append stores m in room m.RoomID, setting m.Seq to the room's next
+	// sequence number: 1 for a room's first message, then one more per
+	// message, with no gap and no reuse, also across restarts. The caller
+	// sets m.ID, m.From, m.Message and m.TS (UTC, milliseconds).
+	//
+	// When key is not empty and a message appended with the same key less
+	// than DedupWindow ago exists, nothing is stored and done gets that
+	// message with dup = true. Keys are kept atomically with their message.
+	//
+	// Append does not wait for I/O. done is called exactly once, either
+	// before Append returns or later from the store's own goroutine, once m
+	// is durable or has failed. For one room, successful done calls happen
+	// in seq order, and two Appends made in order by one goroutine get seqs
+	// in that order. done must not block and must not call the Store.
+	Append(m protocol.Message, key string, done DoneFunc)
+
+	// Messages returns stored messages of room roomID, oldest first; see
+	// Query. An unknown room has none.
+	Messages(ctx context.Context, roomID string, q Query) ([]protocol.Message, error)
+
+	// Room describes the stored history of roomID. An unknown room has a
+	// zero RoomInfo.
+	Room(ctx context.Context, roomID string) (RoomInfo, error)
+
+	// Ready returns nil when the store can serve reads and writes.
+	Ready(ctx context.Context) error
+
+	// Close waits for pending Appends to finish (their done is called),
+	// then releases the store. Appends after Close fail with ErrClosed.
+	Close() error
+}
+
+// Query selects messages with After < seq < Before (a zero Before means no
+// upper bound), at most Limit of them (Limit ≤ 0 means no limit). When
+// Newest is set, the newest Limit of the range are returned, else the
+// oldest; either way the result is oldest first.
+type Query struct {
+	After  int64
+	Before int64
+	Limit  int
+	Newest bool
+}
+
+// RoomInfo describes a room's stored history.
+type RoomInfo struct {
+	// LastSeq is the seq of the room's last message, 0 if none.
+	LastSeq int64
+	// FirstSeq is the seq of the oldest message retention still keeps, 0
+	// if none. A client whose last seen seq is below FirstSeq-1 missed
+	// messages that are gone.
+	FirstSeq int64
+	// Epoch names this incarnation of the room's history: it changes only
+	// when the stored history is lost or reset, so that a seq from another
+	// epoch means nothing. It is empty while a room has no history.
+	Epoch string
+}
+
+// Retention bounds what a store keeps.
+type Retention struct {
+	// MaxMessages is the most messages kept per room; 0 means 10,000.
+	MaxMessages int
+	// MaxAge drops messages older than this; 0 keeps them regardless of age.
+	MaxAge time.Duration
+}
+
+// DefaultMaxMessages is Retention.MaxMessages's default.
+const DefaultMaxMessages = 10000
+
+// Limit returns MaxMessages with its default applied.
+func (r Retention) Limit() int {
+	if r.MaxMessages <= 0 {
+		return DefaultMaxMessages
+	}
+	return r.MaxMessages
+}
+
+// Truncated reports whether a client that last saw seq since missed
+// messages that retention dropped.
+func (ri RoomInfo) Truncated(since int64) bool {
+	return ri.FirstSeq > 0 && since < ri.FirstSeq-1
+}
+
+// DedupKey joins a user and a client request id into one Append key.
+func DedupKey(userID, clientID string) string {
+	if clientID == "" {
+		return ""
+	}
+	return userID + "\x00" + clientID
+}

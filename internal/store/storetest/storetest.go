@@ -1,0 +1,333 @@
+// Package storetest is the conformance suite every store.Store must pass:
+// memory, SQLite and any later one run the same tests through Run.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// Factory opens a fresh, empty store with the given retention. The suite
+// closes it.
+type Factory func(t *testing.T, ret store.Retention) store.Store
+
+// Run runs the whole suite against stores made by newStore.
+func Run(t *testing.T, newStore Factory) {
+	t.Run("SeqStartsAtOneAndGrowsByOne", func(t *testing.T) { testSeq(t, newStore) })
+	t.Run("ConcurrentAppendsKeepOrder", func(t *testing.T) { testConcurrent(t, newStore) })
+	t.Run("Messages", func(t *testing.T) { testMessages(t, newStore) })
+	t.Run("Dedup", func(t *testing.T) { testDedup(t, newStore) })
+	t.Run("RetentionCount", func(t *testing.T) { testRetention(t, newStore) })
+	t.Run("RoomInfo", func(t *testing.T) { testRoomInfo(t, newStore) })
+	t.Run("Closed", func(t *testing.T) { testClosed(t, newStore) })
+}
+
+// Msg returns a message ready to Append.
+func Msg(room, text string) protocol.Message {
+	return protocol.Message{
+		ID:      fmt.Sprintf("id-%s-%s", room, text),
+		RoomID:  room,
+		From:    protocol.User{UserID: "u1", Name: "alice"},
+		Message: text,
+		TS:      time.Now().UTC().Truncate(time.Millisecond),
+	}
+}
+
+// Result is the outcome of one Append.
+type Result struct {
+	Msg protocol.Message
+	Dup bool
+	Err error
+}
+
+// MustAppend appends m and waits for its outcome, failing the test on error.
+func MustAppend(t testing.TB, s store.Store, m protocol.Message, key string) Result {
+	t.Helper()
+	r := Append(t, s, m, key)
+	if r.Err != nil {
+		t.Fatalf("Append(%q in %q): %v", m.Message, m.RoomID, r.Err)
+	}
+	return r
+}
+
+// Append appends m and waits (up to 10 s) for its outcome.
+func Append(t testing.TB, s store.Store, m protocol.Message, key string) Result {
+	t.Helper()
+	ch := make(chan Result, 1)
+	s.Append(m, key, func(stored protocol.Message, dup bool, err error) {
+		ch <- Result{stored, dup, err}
+	})
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Append(%q) did not complete within 10s", m.Message)
+		return Result{}
+	}
+}
+
+func open(t *testing.T, f Factory, ret store.Retention) store.Store {
+	t.Helper()
+	s := f(t, ret)
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func testSeq(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	for i := 1; i <= 5; i++ {
+		for _, room := range []string{"a", "b"} {
+			r := MustAppend(t, s, Msg(room, fmt.Sprint(i)), "")
+			if r.Msg.Seq != int64(i) || r.Dup {
+				t.Fatalf("room %s message %d: got seq=%d dup=%v, want seq=%d dup=false", room, i, r.Msg.Seq, r.Dup, i)
+			}
+		}
+	}
+}
+
+// testConcurrent appends from many goroutines at once and checks that each
+// room's done calls come in seq order with no gap, and that each goroutine's
+// messages got increasing seqs.
+func testConcurrent(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	const rooms, writers, each = 4, 8, 50
+	var mu sync.Mutex
+	doneOrder := map[string][]int64{}
+	bySender := map[string][]int64{}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			var inner sync.WaitGroup
+			for i := range each {
+				room := fmt.Sprintf("r%d", (w+i)%rooms)
+				m := Msg(room, fmt.Sprintf("w%d-%d", w, i))
+				m.ID = fmt.Sprintf("w%d-%d", w, i)
+				inner.Add(1)
+				s.Append(m, "", func(stored protocol.Message, dup bool, err error) {
+					defer inner.Done()
+					if err != nil {
+						t.Errorf("Append: %v", err)
+						return
+					}
+					mu.Lock()
+					doneOrder[room] = append(doneOrder[room], stored.Seq)
+					bySender[fmt.Sprintf("w%d/%s", w, room)] = append(bySender[fmt.Sprintf("w%d/%s", w, room)], stored.Seq)
+					mu.Unlock()
+				})
+			}
+			inner.Wait()
+		})
+	}
+	wg.Wait()
+	total := 0
+	for room, seqs := range doneOrder {
+		total += len(seqs)
+		for i, seq := range seqs {
+			if seq != int64(i+1) {
+				t.Fatalf("room %s: done call %d had seq %d, want %d (done calls out of seq order)", room, i, seq, i+1)
+			}
+		}
+	}
+	if total != writers*each {
+		t.Fatalf("got %d done calls, want %d", total, writers*each)
+	}
+	for k, seqs := range bySender {
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] <= seqs[i-1] {
+				t.Fatalf("%s: seqs %v not increasing: one goroutine's appends reordered", k, seqs)
+			}
+		}
+	}
+}
+
+func seqs(ms []protocol.Message) []int64 {
+	out := []int64{}
+	for _, m := range ms {
+		out = append(out, m.Seq)
+	}
+	return out
+}
+
+func testMessages(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	ctx := context.Background()
+	var want []protocol.Message
+	for i := 1; i <= 10; i++ {
+		want = append(want, MustAppend(t, s, Msg("room", fmt.Sprintf("m%d", i)), "").Msg)
+	}
+	MustAppend(t, s, Msg("other", "x"), "")
+
+	all, err := s.Messages(ctx, "room", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, all); diff != "" {
+		t.Fatalf("Messages(all) differs from what was appended (-want +got):\n%s", diff)
+	}
+	cases := []struct {
+		name string
+		q    store.Query
+		want []int64
+	}{
+		{"after", store.Query{After: 7}, []int64{8, 9, 10}},
+		{"after limit oldest", store.Query{After: 2, Limit: 3}, []int64{3, 4, 5}},
+		{"newest limit", store.Query{Limit: 3, Newest: true}, []int64{8, 9, 10}},
+		{"before newest", store.Query{Before: 5, Limit: 2, Newest: true}, []int64{3, 4}},
+		{"between", store.Query{After: 3, Before: 6}, []int64{4, 5}},
+		{"after last", store.Query{After: 10}, []int64{}},
+		{"before first", store.Query{Before: 1}, []int64{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.Messages(ctx, "room", tc.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, seqs(got)); diff != "" {
+				t.Fatalf("Messages(%+v) seqs (-want +got):\n%s", tc.q, diff)
+			}
+		})
+	}
+	none, err := s.Messages(ctx, "never-used", store.Query{})
+	if err != nil || len(none) != 0 {
+		t.Fatalf("Messages(unknown room) = %v, %v; want none, nil", none, err)
+	}
+}
+
+func testDedup(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	first := MustAppend(t, s, Msg("room", "hello"), store.DedupKey("u1", "c1"))
+	again := MustAppend(t, s, Msg("room", "hello again"), store.DedupKey("u1", "c1"))
+	if !again.Dup || again.Msg.Seq != first.Msg.Seq || again.Msg.ID != first.Msg.ID {
+		t.Fatalf("retry with same key: got %+v dup=%v, want original seq %d dup=true", again.Msg, again.Dup, first.Msg.Seq)
+	}
+	other := MustAppend(t, s, Msg("room", "from u2"), store.DedupKey("u2", "c1"))
+	if other.Dup || other.Msg.Seq != 2 {
+		t.Fatalf("same client id from another user: got seq=%d dup=%v, want seq=2 dup=false", other.Msg.Seq, other.Dup)
+	}
+	all, err := s.Messages(context.Background(), "room", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 {
+		t.Fatalf("stored %d messages, want 2 (the retry must store nothing)", len(all))
+	}
+	// Retries sent back to back, before the first is durable, still store one message.
+	var wg sync.WaitGroup
+	results := make(chan Result, 5)
+	for range 5 {
+		wg.Add(1)
+		s.Append(Msg("burst", "same"), store.DedupKey("u3", "k"), func(m protocol.Message, dup bool, err error) {
+			results <- Result{m, dup, err}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	close(results)
+	stored := 0
+	for r := range results {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		if !r.Dup {
+			stored++
+		}
+		if r.Msg.Seq != 1 {
+			t.Fatalf("burst retry got seq %d, want 1", r.Msg.Seq)
+		}
+	}
+	if stored != 1 {
+		t.Fatalf("5 sends with one key stored %d messages, want 1", stored)
+	}
+}
+
+func testRetention(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{MaxMessages: 5})
+	for i := 1; i <= 12; i++ {
+		MustAppend(t, s, Msg("room", fmt.Sprint(i)), "")
+	}
+	ctx := context.Background()
+	// Retention may run in the background: wait for it, boundedly.
+	deadline := time.Now().Add(10 * time.Second)
+	var got []protocol.Message
+	for {
+		var err error
+		got, err = s.Messages(ctx, "room", store.Query{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) <= 5 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if diff := cmp.Diff([]int64{8, 9, 10, 11, 12}, seqs(got)); diff != "" {
+		t.Fatalf("after 12 messages with MaxMessages=5 (-want +got):\n%s", diff)
+	}
+	ri, err := s.Room(ctx, "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ri.LastSeq != 12 || ri.FirstSeq != 8 {
+		t.Fatalf("Room = %+v, want LastSeq 12, FirstSeq 8", ri)
+	}
+	if !ri.Truncated(3) || ri.Truncated(7) || ri.Truncated(12) {
+		t.Fatalf("Truncated: since 3 → %v (want true), 7 → %v, 12 → %v (want false)", ri.Truncated(3), ri.Truncated(7), ri.Truncated(12))
+	}
+	// The next seq continues after trimming.
+	if r := MustAppend(t, s, Msg("room", "13"), ""); r.Msg.Seq != 13 {
+		t.Fatalf("seq after trimming = %d, want 13", r.Msg.Seq)
+	}
+}
+
+func testRoomInfo(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	ctx := context.Background()
+	ri, err := s.Room(ctx, "empty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ri.LastSeq != 0 || ri.Truncated(0) {
+		t.Fatalf("Room(unused) = %+v, want LastSeq 0 and nothing truncated", ri)
+	}
+	MustAppend(t, s, Msg("r", "1"), "")
+	MustAppend(t, s, Msg("r", "2"), "")
+	ri, err = s.Room(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ri.LastSeq != 2 || ri.FirstSeq != 1 || ri.Epoch == "" {
+		t.Fatalf("Room = %+v, want LastSeq 2, FirstSeq 1, an epoch", ri)
+	}
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+}
+
+func testClosed(t *testing.T, f Factory) {
+	s := f(t, store.Retention{})
+	MustAppend(t, s, Msg("r", "1"), "")
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	r := Append(t, s, Msg("r", "2"), "")
+	if !errors.Is(r.Err, store.ErrUnavailable) {
+		t.Fatalf("Append after Close: err = %v, want ErrUnavailable", r.Err)
+	}
+	if err := s.Ready(context.Background()); err == nil {
+		t.Fatal("Ready after Close = nil, want an error")
+	}
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what the tests need and the machine lacks: Chromium for the
+# browser tests. Idempotent; uses apt-get when run as root on Debian.
+set -eu
+need=()
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "deps: missing ${need[*]}; install them (Debian: apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# make test: install what the tests need, check formatting and the module
+# under CI, then run every test with the race detector and every benchmark
+# once so that none of them rots.
+set -eu
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+if [ "${CI:-}" = true ]; then
+  unformatted=$(gofmt -l $(git ls-files '*.go'))
+  if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted" >&2; exit 1; fi
+  go mod tidy -diff
+fi
+go vet ./...
+go test -race -count=1 -timeout 12m ./...
+go test -run '^$' -bench . -benchtime 1x -timeout 5m ./...
