@@ -1,0 +1,153 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// config is everything roomchatd can be told.
+type config struct {
+	addr, db, origins, redis, publicURL string
+	logLevel, logFormat                 string
+	limits                              protocol.Limits
+	retention                           int
+	retentionAge                        time.Duration
+	maxQueue                            int
+	writeTimeout, ping, pingTimeout     time.Duration
+	grace, resumeWindow, shutdown       time.Duration
+}
+
+// flagTable registers every flag with its environment variable and
+// default, in one place, so that -h cannot drift from what is read.
+func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
+	envs := map[string]string{}
+	add := func(name, env string, def any, usage string) {
+		envs[name] = env
+		usage = fmt.Sprintf("%s (env %s)", usage, env)
+		switch p := def.(type) {
+		case *string:
+			fs.StringVar(p, name, *p, usage)
+		case *int:
+			fs.IntVar(p, name, *p, usage)
+		case *int64:
+			fs.Int64Var(p, name, *p, usage)
+		case *float64:
+			fs.Float64Var(p, name, *p, usage)
+		case *time.Duration:
+			fs.DurationVar(p, name, *p, usage)
+		default:
+			panic(fmt.Sprintf("flag %s: unsupported type %T", name, def))
+		}
+	}
+	l := &c.limits
+	add("addr", "ROOMCHAT_ADDR", &c.addr, "listen address")
+	add("db", "ROOMCHAT_DB", &c.db, `SQLite file for history; ":memory:" keeps none`)
+	add("rate", "ROOMCHAT_RATE", &l.Rate, "messages per second per connection; 0 turns the limit off")
+	add("burst", "ROOMCHAT_BURST", &l.Burst, "messages a connection may send at once before -rate applies")
+	add("origins", "ROOMCHAT_ORIGINS", &c.origins, "browser origins allowed besides the server's own, comma-separated: chat.example.com, *.example.com or https://chat.example.com")
+	add("redis", "ROOMCHAT_REDIS", &c.redis, "Redis URL for cluster mode (not available in this version)")
+	add("url", "ROOMCHAT_URL", &c.publicURL, "public base URL of share links, e.g. https://chat.example.com; empty uses each request's host")
+	add("max-message", "ROOMCHAT_MAX_MESSAGE", &l.MaxMessage, "longest message, in characters after trimming")
+	add("max-name", "ROOMCHAT_MAX_NAME", &l.MaxName, "longest display name, in characters after trimming")
+	add("max-room-id", "ROOMCHAT_MAX_ROOM_ID", &l.MaxRoomID, "longest room ID, in characters")
+	add("max-frame", "ROOMCHAT_MAX_FRAME", &l.MaxFrame, "largest frame or HTTP body, in bytes; a larger frame closes with 1009")
+	add("room-capacity", "ROOMCHAT_ROOM_CAPACITY", &l.RoomCapacity, "most members in one room")
+	add("history", "ROOMCHAT_HISTORY", &l.History, "messages sent with joined when no since is given")
+	add("retention", "ROOMCHAT_RETENTION", &c.retention, "most messages kept per room")
+	add("retention-age", "ROOMCHAT_RETENTION_AGE", &c.retentionAge, "drop messages older than this; 0 keeps them")
+	add("queue", "ROOMCHAT_QUEUE", &c.maxQueue, "bytes a connection may have queued before it is closed as too slow (1013)")
+	add("write-timeout", "ROOMCHAT_WRITE_TIMEOUT", &c.writeTimeout, "longest a write to a connection may block before it is closed as too slow (1013)")
+	add("ping", "ROOMCHAT_PING", &c.ping, "keepalive ping interval")
+	add("ping-timeout", "ROOMCHAT_PING_TIMEOUT", &c.pingTimeout, "how long a pong may take before the connection is closed")
+	add("grace", "ROOMCHAT_GRACE", &c.grace, "how long a dropped connection stays in its rooms before a presence leave")
+	add("resume-window", "ROOMCHAT_RESUME_WINDOW", &c.resumeWindow, "how long a resume token keeps its userID after a drop")
+	add("shutdown-timeout", "ROOMCHAT_SHUTDOWN_TIMEOUT", &c.shutdown, "how long shutdown waits for connections to close")
+	add("log-level", "ROOMCHAT_LOG_LEVEL", &c.logLevel, "debug, info, warn or error")
+	add("log-format", "ROOMCHAT_LOG_FORMAT", &c.logFormat, "text or json")
+	return envs
+}
+
+func defaultConfig() config {
+	return config{
+		addr:         ":8080",
+		db:           "./data/roomchat.db",
+		limits:       protocol.DefaultLimits(),
+		retention:    10000,
+		maxQueue:     1 << 20,
+		writeTimeout: 10 * time.Second,
+		ping:         25 * time.Second,
+		pingTimeout:  10 * time.Second,
+		grace:        15 * time.Second,
+		resumeWindow: 2 * time.Minute,
+		shutdown:     10 * time.Second,
+		logLevel:     "info",
+		logFormat:    "text",
+	}
+}
+
+// parseConfig reads the environment, then the command line, which wins.
+func parseConfig(args []string, stderr io.Writer) (config, error) {
+	c := defaultConfig()
+	fs := flag.NewFlagSet("roomchatd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	envs := c.flagTable(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: roomchatd [flags]\n\nroomchatd serves roomchat: WebSocket chat rooms on /ws, the HTTP API on /api and\nthe web client on /. Every flag can also be set by its environment variable;\na flag on the command line wins.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	for name, env := range envs {
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fs.Set(name, v); err != nil {
+				return c, usageError(stderr, "%s=%q: %v", env, v, err)
+			}
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return c, err
+		}
+		return c, errUsage
+	}
+	if fs.NArg() > 0 {
+		return c, usageError(stderr, "unexpected argument %q (see roomchatd -h)", fs.Arg(0))
+	}
+	if err := c.check(); err != nil {
+		return c, usageError(stderr, "%v", err)
+	}
+	return c, nil
+}
+
+func (c *config) check() error {
+	l := c.limits
+	switch {
+	case l.Rate < 0:
+		return fmt.Errorf("-rate must be ≥ 0")
+	case l.Rate > 0 && l.Burst < 1:
+		return fmt.Errorf("-burst must be ≥ 1")
+	case l.MaxMessage < 1, l.MaxName < 1, l.MaxRoomID < 1, l.RoomCapacity < 1, l.History < 0:
+		return fmt.Errorf("-max-message, -max-name, -max-room-id and -room-capacity must be ≥ 1, -history ≥ 0")
+	case l.MaxFrame < 1024:
+		return fmt.Errorf("-max-frame must be at least 1024 bytes")
+	case c.retention < 1:
+		return fmt.Errorf("-retention must be ≥ 1")
+	case c.logFormat != "text" && c.logFormat != "json":
+		return fmt.Errorf("-log-format must be text or json")
+	}
+	return nil
+}
+
+func (c *config) originList() []string {
+	var out []string
+	for _, o := range strings.Split(c.origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/server"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// run starts roomchatd and serves until ctx ends, then shuts down: stop
+// accepting, close every connection with 1001, flush the store. It returns
+// nil after a clean shutdown.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := parseConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg.logLevel, cfg.logFormat)
+	if err != nil {
+		return usageError(stderr, "%v", err)
+	}
+	if cfg.redis != "" {
+		return errors.New("cluster mode (-redis) is not available in this version")
+	}
+
+	st, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{
+		Store:        st,
+		Limits:       cfg.limits,
+		Origins:      cfg.originList(),
+		PublicURL:    cfg.publicURL,
+		Web:          webFS(),
+		Logger:       log,
+		MaxQueue:     cfg.maxQueue,
+		WriteTimeout: cfg.writeTimeout,
+		PingInterval: cfg.ping,
+		PingTimeout:  cfg.pingTimeout,
+		Grace:        cfg.grace,
+		ResumeWindow: cfg.resumeWindow,
+	})
+	if err != nil {
+		st.Close()
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		st.Close()
+		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "db", cfg.db)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	select {
+	case err = <-serveErr:
+		st.Close()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := hs.Shutdown(sctx); err != nil {
+			log.Warn("http shutdown", "err", err)
+		}
+	})
+	wg.Go(func() {
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("websocket shutdown", "err", err)
+		}
+	})
+	wg.Wait()
+	<-serveErr // http.ErrServerClosed
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+// openStore opens the history store that -db names.
+func openStore(ctx context.Context, cfg config, log *slog.Logger) (store.Store, error) {
+	ret := store.Retention{MaxMessages: cfg.retention, MaxAge: cfg.retentionAge}
+	if cfg.db == ":memory:" {
+		return store.NewMemory(ret), nil
+	}
+	// TODO(#3): the SQLite store.
+	log.Warn("SQLite store not wired yet; history is kept in memory", "db", cfg.db)
+	return store.NewMemory(ret), nil
+}

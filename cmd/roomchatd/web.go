@@ -1,0 +1,6 @@
+package main
+
+import "io/fs"
+
+// webFS returns the embedded web client.
+func webFS() fs.FS { return nil }

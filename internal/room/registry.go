@@ -1,0 +1,523 @@
+package room
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gonanoid "github.com/matoous/go-nanoid/v2"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// Options configure a Registry. Zero values mean the documented defaults.
+type Options struct {
+	// Limits are SPEC §4's limits; the zero value means protocol.DefaultLimits.
+	Limits protocol.Limits
+	// Grace is how long a connection that dropped without a close frame
+	// stays in its rooms before a presence leave is announced (15 s).
+	Grace time.Duration
+	// ResumeWindow is how long after a drop the user's resume token keeps
+	// its userID (2 minutes).
+	ResumeWindow time.Duration
+	// Logger receives join, leave and error records; nil discards them.
+	Logger *slog.Logger
+}
+
+// Registry owns every live room and user of one server.
+type Registry struct {
+	store        store.Store
+	limits       protocol.Limits
+	grace        time.Duration
+	resumeWindow time.Duration
+	log          *slog.Logger
+
+	mu     sync.RWMutex // guards rooms and tokens
+	rooms  map[string]*Room
+	tokens map[string]*User // resume token → user
+
+	stored     atomic.Uint64 // messages stored
+	deliveries atomic.Uint64 // msg events queued to members
+	roomsLive  atomic.Int64
+}
+
+// New returns a registry whose rooms keep history in st. It starts nothing.
+func New(st store.Store, opts Options) *Registry {
+	if opts.Limits == (protocol.Limits{}) {
+		opts.Limits = protocol.DefaultLimits()
+	}
+	if opts.Grace <= 0 {
+		opts.Grace = 15 * time.Second
+	}
+	if opts.ResumeWindow <= 0 {
+		opts.ResumeWindow = 2 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Registry{
+		store:        st,
+		limits:       opts.Limits,
+		grace:        opts.Grace,
+		resumeWindow: opts.ResumeWindow,
+		log:          opts.Logger,
+		rooms:        make(map[string]*Room),
+		tokens:       make(map[string]*User),
+	}
+}
+
+// Stats are the registry's counters, for metrics.
+type Stats struct {
+	Rooms      int64  // rooms with at least one member
+	Stored     uint64 // messages stored since start
+	Deliveries uint64 // msg events queued to members since start
+}
+
+// Stats returns the current counters.
+func (reg *Registry) Stats() Stats {
+	return Stats{Rooms: reg.roomsLive.Load(), Stored: reg.stored.Load(), Deliveries: reg.deliveries.Load()}
+}
+
+// Limits returns the limits in force.
+func (reg *Registry) Limits() protocol.Limits { return reg.limits }
+
+// NewRoomID returns a fresh 21-character room ID.
+func NewRoomID() string { return gonanoid.Must(protocol.RoomIDLen) }
+
+func newToken() string { return gonanoid.Must(32) }
+
+// getOrCreate returns the live room id, creating it if needed. The caller
+// locks it and must check dead.
+func (reg *Registry) getOrCreate(id string) *Room {
+	reg.mu.RLock()
+	r := reg.rooms[id]
+	reg.mu.RUnlock()
+	if r != nil {
+		return r
+	}
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	if r = reg.rooms[id]; r == nil {
+		r = newRoom(id)
+		reg.rooms[id] = r
+		reg.roomsLive.Add(1)
+	}
+	return r
+}
+
+func (reg *Registry) lookup(id string) *Room {
+	reg.mu.RLock()
+	defer reg.mu.RUnlock()
+	return reg.rooms[id]
+}
+
+// dropIfEmpty removes r from the registry once it has no members.
+// Guarded by r.mu (lock order: a room's mu, then reg.mu).
+func (reg *Registry) dropIfEmpty(r *Room) {
+	if len(r.members) > 0 || r.dead {
+		return
+	}
+	r.dead = true
+	reg.mu.Lock()
+	if reg.rooms[r.id] == r {
+		delete(reg.rooms, r.id)
+		reg.roomsLive.Add(-1)
+	}
+	reg.mu.Unlock()
+}
+
+// Connect registers a new connection c. With the resume token of a user
+// whose connection dropped less than ResumeWindow ago, it returns that user
+// (resumed = true) with a fresh token; the old token stops working. If the
+// user's previous connection is still attached, it is returned as replaced:
+// the caller closes it. An unknown or expired token gives a new user.
+func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, replaced Conn) {
+	if token != "" {
+		reg.mu.Lock()
+		u = reg.tokens[token]
+		if u != nil {
+			delete(reg.tokens, token)
+			u.mu.Lock()
+			u.token = newToken()
+			reg.tokens[u.token] = u
+			u.mu.Unlock()
+		}
+		reg.mu.Unlock()
+		if u != nil {
+			replaced = u.attach(c)
+			return u, true, replaced
+		}
+	}
+	u = &User{
+		reg:   reg,
+		id:    gonanoid.Must(),
+		name:  "guest-" + gonanoid.MustGenerate("abcdefghijklmnopqrstuvwxyz0123456789", 4),
+		conn:  c,
+		token: newToken(),
+		rooms: make(map[string]*Room),
+	}
+	reg.mu.Lock()
+	reg.tokens[u.token] = u
+	reg.mu.Unlock()
+	return u, false, nil
+}
+
+// Join puts u, on connection c, into room roomID under name ("" keeps the
+// user's current name) and queues the joined reply (with id reqID) to c.
+// With since, joined.history holds every stored message with seq > *since;
+// without, the last Limits.History messages. Messages stored while Join
+// reads history are merged by seq, so c sees each seq once, in order, and
+// joined before any later msg. A first join announces a presence join to
+// the other members; joining again, or re-joining after a resume within the
+// grace period, is silent.
+func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name string, since *int64, reqID string) error {
+	if name != "" {
+		u.mu.Lock()
+		u.name = name
+		u.mu.Unlock()
+	}
+	name = u.Name()
+
+	var r *Room
+	var m *member
+	fresh := false
+	for {
+		r = reg.getOrCreate(roomID)
+		r.mu.Lock()
+		if !r.dead {
+			break
+		}
+		r.mu.Unlock()
+	}
+	if m = r.member(u); m == nil {
+		if len(r.members) >= reg.limits.RoomCapacity {
+			r.mu.Unlock()
+			return protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", roomID, reg.limits.RoomCapacity)
+		}
+		m = &member{user: u}
+		r.add(m)
+		fresh = true
+		r.broadcast(protocol.Encode(protocol.TypePresence, "", protocol.Presence{
+			RoomID: roomID, Event: protocol.PresenceJoin, User: protocol.User{UserID: u.id, Name: name}, Count: len(r.members),
+		}), u)
+	}
+	m.name, m.conn, m.joining, m.pending = name, c, true, nil
+	r.mu.Unlock()
+
+	u.mu.Lock()
+	u.rooms[roomID] = r
+	delete(u.ghosts, roomID)
+	u.mu.Unlock()
+
+	info, hist, err := reg.history(ctx, roomID, since)
+	if err != nil {
+		u.mu.Lock()
+		delete(u.rooms, roomID)
+		u.mu.Unlock()
+		r.mu.Lock()
+		if fresh {
+			reg.removeMember(r, u)
+		} else {
+			m.joining = false
+		}
+		r.mu.Unlock()
+		return err
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.member(u) != m {
+		// Left (or was dropped) meanwhile: nothing to answer.
+		return protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", roomID)
+	}
+	last := int64(0)
+	if len(hist) > 0 {
+		last = hist[len(hist)-1].Seq
+	}
+	if since != nil && last < *since {
+		last = *since
+	}
+	for _, p := range m.pending {
+		if p.Seq > last {
+			hist = append(hist, p)
+			last = p.Seq
+		}
+	}
+	m.pending, m.joining = nil, false
+	if hist == nil {
+		hist = []protocol.Message{}
+	}
+	truncated := false
+	if since != nil {
+		truncated = info.Truncated(*since)
+	}
+	c.Queue(protocol.Encode(protocol.TypeJoined, reqID, protocol.Joined{
+		RoomID:    roomID,
+		You:       protocol.User{UserID: u.id, Name: name},
+		Members:   r.users(),
+		Count:     len(r.members),
+		History:   hist,
+		LastSeq:   max(info.LastSeq, last),
+		Epoch:     info.Epoch,
+		Truncated: truncated,
+	}))
+	if fresh {
+		reg.log.Info("join", "room", roomID, "user", u.id, "count", len(r.members))
+	}
+	return nil
+}
+
+// history reads what a join needs from the store.
+func (reg *Registry) history(ctx context.Context, roomID string, since *int64) (store.RoomInfo, []protocol.Message, error) {
+	info, err := reg.store.Room(ctx, roomID)
+	if err != nil {
+		return info, nil, reg.storeError("read room", err)
+	}
+	q := store.Query{Limit: reg.limits.History, Newest: true}
+	if since != nil {
+		q = store.Query{After: *since}
+	}
+	hist, err := reg.store.Messages(ctx, roomID, q)
+	if err != nil {
+		return info, nil, reg.storeError("read history", err)
+	}
+	return info, hist, nil
+}
+
+func (reg *Registry) storeError(op string, err error) *protocol.Error {
+	if !errors.Is(err, context.Canceled) {
+		reg.log.Error("store", "op", op, "err", err)
+	}
+	return protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable; try again shortly")
+}
+
+// removeMember takes u out of r and tells the others. Guarded by r.mu.
+func (reg *Registry) removeMember(r *Room, u *User) bool {
+	m, ok := r.remove(u)
+	if !ok {
+		return false
+	}
+	r.broadcast(protocol.Encode(protocol.TypePresence, "", protocol.Presence{
+		RoomID: r.id, Event: protocol.PresenceLeave, User: protocol.User{UserID: u.id, Name: m.name}, Count: len(r.members),
+	}), nil)
+	reg.log.Info("leave", "room", r.id, "user", u.id, "count", len(r.members))
+	reg.dropIfEmpty(r)
+	return true
+}
+
+// Leave takes u out of roomID ("" when u is in exactly one room) at once,
+// announcing a presence leave, and queues left (with id reqID) to c.
+func (reg *Registry) Leave(u *User, c Conn, roomID, reqID string) error {
+	r, err := u.resolve(roomID, true)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	reg.removeMember(r, u)
+	r.mu.Unlock()
+	c.Queue(protocol.Encode(protocol.TypeLeft, reqID, protocol.Left{RoomID: r.id}))
+	return nil
+}
+
+// Send stores text as a message from u in roomID ("" when u is in exactly
+// one room). Once stored, every live member receives the msg event, and,
+// when reqID is set, u gets an ack (the original one for a retried reqID).
+// A store failure reaches u as a store_unavailable error with id reqID. Send
+// returns before the message is stored; it fails at once for not_in_room
+// and room_required.
+func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
+	r, err := u.resolve(roomID, false)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	m := r.member(u)
+	var name string
+	if m != nil {
+		name = m.name
+	}
+	r.mu.Unlock()
+	if m == nil {
+		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
+	}
+	msg := protocol.Message{
+		ID:      gonanoid.Must(),
+		RoomID:  r.id,
+		From:    protocol.User{UserID: u.id, Name: name},
+		Message: text,
+		TS:      time.Now().UTC().Truncate(time.Millisecond),
+	}
+	reg.store.Append(msg, store.DedupKey(u.id, reqID), func(stored protocol.Message, dup bool, err error) {
+		if err != nil {
+			reg.log.Error("store append", "room", r.id, "user", u.id, "err", err)
+			u.queue(protocol.EncodeError(reqID, protocol.Errorf(protocol.CodeStoreUnavailable, "the message was not stored; the store is unavailable")))
+			return
+		}
+		if !dup {
+			reg.deliver(stored)
+		}
+		if reqID != "" {
+			u.queue(protocol.Encode(protocol.TypeAck, reqID, protocol.Ack{MsgID: stored.ID, Seq: stored.Seq}))
+		}
+	})
+	return nil
+}
+
+// Post stores a message from a bot (HTTP API) in roomID and delivers it to
+// the room's live members. It blocks until the message is stored or ctx ends.
+func (reg *Registry) Post(ctx context.Context, roomID, name, text string) (protocol.Message, error) {
+	msg := protocol.Message{
+		ID:      gonanoid.Must(),
+		RoomID:  roomID,
+		From:    protocol.User{UserID: "bot-" + gonanoid.Must(12), Name: name},
+		Message: text,
+		TS:      time.Now().UTC().Truncate(time.Millisecond),
+	}
+	type result struct {
+		m   protocol.Message
+		err error
+	}
+	ch := make(chan result, 1)
+	reg.store.Append(msg, "", func(stored protocol.Message, _ bool, err error) {
+		if err == nil {
+			reg.deliver(stored)
+		}
+		ch <- result{stored, err}
+	})
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			return protocol.Message{}, reg.storeError("append", res.err)
+		}
+		return res.m, nil
+	case <-ctx.Done():
+		return protocol.Message{}, ctx.Err()
+	}
+}
+
+// deliver encodes m once and queues it to every live member of its room;
+// members still joining keep it to merge with their history. The store
+// calls it in seq order.
+func (reg *Registry) deliver(m protocol.Message) {
+	reg.stored.Add(1)
+	r := reg.lookup(m.RoomID)
+	if r == nil {
+		return
+	}
+	frame := protocol.Encode(protocol.TypeMsg, "", m)
+	r.mu.Lock()
+	n := 0
+	for _, mem := range r.members {
+		switch {
+		case mem.joining:
+			mem.pending = append(mem.pending, m)
+		case mem.conn != nil:
+			mem.conn.Queue(frame)
+			n++
+		}
+	}
+	r.mu.Unlock()
+	reg.deliveries.Add(uint64(n))
+}
+
+// Typing tells the other live members of roomID ("" when u is in exactly
+// one room) that u is typing.
+func (reg *Registry) Typing(u *User, roomID string) error {
+	r, err := u.resolve(roomID, false)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.member(u)
+	if m == nil {
+		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
+	}
+	r.broadcast(protocol.Encode(protocol.TypeTyping, "", protocol.Typing{RoomID: r.id, User: protocol.User{UserID: u.id, Name: m.name}}), u)
+	return nil
+}
+
+// Disconnect tells the registry that connection c of u ended. clean means
+// the client closed it on purpose (a close frame): u leaves every room at
+// once. Otherwise u stays in its rooms, receiving nothing, for the grace
+// period, in which a resumed connection may join them again silently; then
+// the others see a presence leave. Either way u's resume token works for
+// ResumeWindow. A c that is no longer u's connection is ignored.
+func (reg *Registry) Disconnect(u *User, c Conn, clean bool) {
+	u.mu.Lock()
+	if u.conn != c {
+		u.mu.Unlock()
+		return
+	}
+	u.conn = nil
+	rooms := u.rooms
+	u.rooms = make(map[string]*Room)
+	if clean {
+		for id, r := range u.ghosts {
+			rooms[id] = r
+		}
+		u.ghosts = nil
+	} else {
+		if u.ghosts == nil {
+			u.ghosts = make(map[string]*Room)
+		}
+		for id, r := range rooms {
+			u.ghosts[id] = r
+		}
+		if u.graceTimer == nil {
+			u.graceTimer = time.AfterFunc(reg.grace, u.graceOver)
+		}
+	}
+	if u.expireTimer != nil {
+		u.expireTimer.Stop()
+	}
+	u.expireTimer = time.AfterFunc(reg.resumeWindow, u.expire)
+	u.mu.Unlock()
+
+	for _, r := range rooms {
+		r.mu.Lock()
+		if clean {
+			reg.removeMember(r, u)
+		} else if m := r.member(u); m != nil && m.conn == c {
+			m.conn = nil
+		}
+		r.mu.Unlock()
+	}
+}
+
+// Room describes a live room for the HTTP API: its members (nil when nobody
+// is in it).
+func (reg *Registry) Room(roomID string) []protocol.User {
+	r := reg.lookup(roomID)
+	if r == nil {
+		return []protocol.User{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.users()
+}
+
+// Close stops the registry's timers. Call it after every connection has
+// gone.
+func (reg *Registry) Close() {
+	reg.mu.Lock()
+	users := make([]*User, 0, len(reg.tokens))
+	for _, u := range reg.tokens {
+		users = append(users, u)
+	}
+	reg.mu.Unlock()
+	for _, u := range users {
+		u.mu.Lock()
+		if u.graceTimer != nil {
+			u.graceTimer.Stop()
+		}
+		if u.expireTimer != nil {
+			u.expireTimer.Stop()
+		}
+		u.mu.Unlock()
+	}
+}

@@ -1,0 +1,96 @@
+package room
+
+import (
+	"sync"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// Conn is a connection as the registry sees it: a place to queue encoded
+// frames. Queue must not block; it returns false when the connection is too
+// slow to keep up, in which case the connection closes itself (1013) and
+// later calls Registry.Disconnect.
+type Conn interface {
+	Queue(frame []byte) bool
+}
+
+// Room is one chat room's live state: who is in it, and who is still
+// catching up with a join.
+type Room struct {
+	id string
+
+	mu      sync.Mutex // guards the fields below
+	members []*member  // in join order; delivery walks this slice
+	index   map[*User]int
+	dead    bool // removed from the registry; a joiner must look again
+}
+
+// member is one user's place in a room. Guarded by its Room's mu.
+type member struct {
+	user *User
+	name string
+	// conn is where the room's events go: nil while the user's connection
+	// is gone and the grace period runs.
+	conn Conn
+	// pending, while the member joins, holds messages delivered between
+	// registering and reading history; nil once the member is live.
+	pending []protocol.Message
+	joining bool
+}
+
+func newRoom(id string) *Room {
+	return &Room{id: id, index: make(map[*User]int)}
+}
+
+// add appends m. Guarded by r.mu.
+func (r *Room) add(m *member) {
+	r.index[m.user] = len(r.members)
+	r.members = append(r.members, m)
+}
+
+// remove drops u's member and reports whether it was there. Guarded by r.mu.
+func (r *Room) remove(u *User) (*member, bool) {
+	i, ok := r.index[u]
+	if !ok {
+		return nil, false
+	}
+	m := r.members[i]
+	last := len(r.members) - 1
+	r.members[i] = r.members[last]
+	r.index[r.members[i].user] = i
+	r.members[last] = nil
+	r.members = r.members[:last]
+	delete(r.index, u)
+	return m, true
+}
+
+// member returns u's member, or nil. Guarded by r.mu.
+func (r *Room) member(u *User) *member {
+	if i, ok := r.index[u]; ok {
+		return r.members[i]
+	}
+	return nil
+}
+
+// users lists the members. Guarded by r.mu.
+func (r *Room) users() []protocol.User {
+	out := make([]protocol.User, len(r.members))
+	for i, m := range r.members {
+		out[i] = protocol.User{UserID: m.user.id, Name: m.name}
+	}
+	return out
+}
+
+// broadcast queues frame to every live member except skip, and returns how
+// many it was queued to. Guarded by r.mu.
+func (r *Room) broadcast(frame []byte, skip *User) int {
+	n := 0
+	for _, m := range r.members {
+		if m.user == skip || m.conn == nil || m.joining {
+			continue
+		}
+		m.conn.Queue(frame)
+		n++
+	}
+	return n
+}

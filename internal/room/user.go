@@ -1,0 +1,150 @@
+package room
+
+import (
+	"sync"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// User is one person's identity on the server: a userID that survives
+// reconnects through a resume token, and the rooms it is in.
+type User struct {
+	reg *Registry
+	id  string
+
+	mu    sync.Mutex // guards the fields below
+	name  string
+	conn  Conn             // the current connection; nil after a drop
+	token string           // the resume token
+	rooms map[string]*Room // rooms joined on the current connection
+	// ghosts are rooms kept through the grace period after a drop, until
+	// the user joins them again or the grace period ends.
+	ghosts      map[string]*Room
+	graceTimer  *time.Timer // ends the grace period; nil when none runs
+	expireTimer *time.Timer // ends the resume window
+	expired     bool
+}
+
+// ID returns the userID.
+func (u *User) ID() string { return u.id }
+
+// Name returns the name the user joined with last (guest-xxxx at first).
+func (u *User) Name() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.name
+}
+
+// Token returns the current resume token.
+func (u *User) Token() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.token
+}
+
+// attach makes c the user's connection and returns the one it replaces, if
+// that one was still attached.
+func (u *User) attach(c Conn) (replaced Conn) {
+	u.mu.Lock()
+	replaced = u.conn
+	rooms := u.rooms
+	u.conn = c
+	u.rooms = make(map[string]*Room)
+	if u.ghosts == nil {
+		u.ghosts = make(map[string]*Room)
+	}
+	for id, r := range rooms {
+		u.ghosts[id] = r
+	}
+	if len(rooms) > 0 && u.graceTimer == nil {
+		u.graceTimer = time.AfterFunc(u.reg.grace, u.graceOver)
+	}
+	if u.expireTimer != nil {
+		u.expireTimer.Stop()
+		u.expireTimer = nil
+	}
+	u.mu.Unlock()
+	// The replaced connection's memberships stop receiving; the new one
+	// joins again to receive.
+	for _, r := range rooms {
+		r.mu.Lock()
+		if m := r.member(u); m != nil && m.conn == replaced {
+			m.conn = nil
+		}
+		r.mu.Unlock()
+	}
+	return replaced
+}
+
+// graceOver ends the grace period: rooms not joined again are left, with a
+// presence leave to their members.
+func (u *User) graceOver() {
+	u.mu.Lock()
+	ghosts := u.ghosts
+	u.ghosts = nil
+	u.graceTimer = nil
+	u.mu.Unlock()
+	for _, r := range ghosts {
+		r.mu.Lock()
+		// A member joined again since (conn set) stays.
+		if m := r.member(u); m != nil && m.conn == nil {
+			u.reg.removeMember(r, u)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// expire ends the resume window: the token stops working.
+func (u *User) expire() {
+	u.mu.Lock()
+	if u.conn != nil {
+		u.mu.Unlock()
+		return
+	}
+	u.expired = true
+	token := u.token
+	u.mu.Unlock()
+	u.reg.mu.Lock()
+	if u.reg.tokens[token] == u {
+		delete(u.reg.tokens, token)
+	}
+	u.reg.mu.Unlock()
+}
+
+// queue sends frame to the user's current connection, if any.
+func (u *User) queue(frame []byte) {
+	u.mu.Lock()
+	c := u.conn
+	u.mu.Unlock()
+	if c != nil {
+		c.Queue(frame)
+	}
+}
+
+// resolve finds the room a frame means: roomID, or, when it is empty, the
+// only room the user is in. forLeave selects the wording of errors.
+func (u *User) resolve(roomID string, forLeave bool) (*Room, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if roomID == "" {
+		switch len(u.rooms) {
+		case 0:
+			return nil, protocol.Errorf(protocol.CodeNotInRoom, "you are not in any room; join one first")
+		case 1:
+			for _, r := range u.rooms {
+				return r, nil
+			}
+		default:
+			return nil, protocol.FieldErrorf(protocol.CodeRoomRequired, "roomID", "you are in %d rooms; say which with \"roomID\"", len(u.rooms))
+		}
+	}
+	r := u.rooms[roomID]
+	if r == nil {
+		return nil, protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s", roomID)
+	}
+	if forLeave {
+		delete(u.rooms, roomID)
+	}
+	return r, nil
+}

@@ -1,0 +1,332 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"golang.org/x/time/rate"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// contentSecurityPolicy lets pages load only their own scripts, styles and
+// WebSocket ('self' covers ws: and wss: of the same host), never inline code.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+const (
+	defaultPage = 50
+	maxPage     = 500
+)
+
+func (s *Server) routes() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws", s.handleWS)
+	mux.HandleFunc("POST /api/rooms", s.handleCreateRoom)
+	mux.HandleFunc("GET /api/rooms/{id}", s.handleGetRoom)
+	mux.HandleFunc("GET /api/rooms/{id}/messages", s.handleListMessages)
+	mux.HandleFunc("POST /api/rooms/{id}/messages", s.handlePostMessage)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.HandleFunc("GET /{$}", s.page("index.html"))
+	mux.HandleFunc("GET /r/{id}", s.page("room.html"))
+	if s.cfg.Web != nil {
+		if static, err := fs.Sub(s.cfg.Web, "static"); err == nil {
+			mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+		}
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, protocol.Errorf(protocol.CodeNotFound, "no such path: %s %s", r.Method, r.URL.Path))
+	})
+	s.mux = mux
+}
+
+// page serves one HTML file of the web client with the CSP header.
+func (s *Server) page(name string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if id := r.PathValue("id"); id != "" {
+			if err := s.limits.CheckRoomID("roomID", id); err != nil {
+				writeError(w, http.StatusNotFound, protocol.Errorf(protocol.CodeNotFound, "%s", err.Message))
+				return
+			}
+		}
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-cache")
+		if s.cfg.Web == nil {
+			h.Set("Content-Type", "text/html; charset=utf-8")
+			io.WriteString(w, placeholderPage)
+			return
+		}
+		b, err := fs.ReadFile(s.cfg.Web, name)
+		if err != nil {
+			s.log.Error("web client file missing", "file", name, "err", err)
+			writeError(w, http.StatusNotFound, protocol.Errorf(protocol.CodeNotFound, "the web client is not available"))
+			return
+		}
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(b)
+	}
+}
+
+const placeholderPage = `<!doctype html><meta charset="utf-8"><title>roomchat</title>
+<h1>roomchat</h1><p>The server is running. Connect a WebSocket client to <code>/ws</code>.</p>`
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.shutting.Load() {
+		writeError(w, http.StatusServiceUnavailable, protocol.Errorf("shutting_down", "the server is shutting down"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ready(ctx); err != nil {
+		s.log.Warn("not ready", "err", err)
+		writeError(w, http.StatusServiceUnavailable, protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
+	id := room.NewRoomID()
+	writeJSON(w, http.StatusCreated, protocol.Created{RoomID: id, URL: s.baseURL(r) + "/r/" + id})
+}
+
+// roomID reads and checks the {id} path segment.
+func (s *Server) roomID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if err := s.limits.CheckRoomID("roomID", id); err != nil {
+		s.fail(w, http.StatusBadRequest, err)
+		return "", false
+	}
+	return id, true
+}
+
+// RoomInfo is the body of GET /api/rooms/{id}.
+type RoomInfo struct {
+	RoomID  string          `json:"roomID"`
+	Count   int             `json:"count"`
+	Members []protocol.User `json:"members"`
+	LastSeq int64           `json:"lastSeq"`
+}
+
+func (s *Server) handleGetRoom(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.roomID(w, r)
+	if !ok {
+		return
+	}
+	info, err := s.store.Room(r.Context(), id)
+	if err != nil {
+		s.storeFailed(w, err)
+		return
+	}
+	members := s.reg.Room(id)
+	writeJSON(w, http.StatusOK, RoomInfo{RoomID: id, Count: len(members), Members: members, LastSeq: info.LastSeq})
+}
+
+// MessagePage is the body of GET /api/rooms/{id}/messages.
+type MessagePage struct {
+	RoomID   string             `json:"roomID"`
+	Messages []protocol.Message `json:"messages"`
+	LastSeq  int64              `json:"lastSeq"`
+}
+
+func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.roomID(w, r)
+	if !ok {
+		return
+	}
+	q := store.Query{Limit: defaultPage}
+	var perr *protocol.Error
+	if q.Before, perr = queryInt(r, "before", 0); perr != nil {
+		s.fail(w, http.StatusBadRequest, perr)
+		return
+	}
+	if q.After, perr = queryInt(r, "after", 0); perr != nil {
+		s.fail(w, http.StatusBadRequest, perr)
+		return
+	}
+	limit, perr := queryInt(r, "limit", defaultPage)
+	if perr != nil || limit < 1 || limit > maxPage {
+		s.fail(w, http.StatusBadRequest, protocol.FieldErrorf(protocol.CodeBadPayload, "limit", "limit must be a whole number from 1 to %d", maxPage))
+		return
+	}
+	q.Limit = int(limit)
+	// Without after, a page ends at the newest message (or before "before");
+	// with after alone, it starts just after it.
+	q.Newest = q.After == 0 || q.Before != 0
+	msgs, err := s.store.Messages(r.Context(), id, q)
+	if err != nil {
+		s.storeFailed(w, err)
+		return
+	}
+	info, err := s.store.Room(r.Context(), id)
+	if err != nil {
+		s.storeFailed(w, err)
+		return
+	}
+	if msgs == nil {
+		msgs = []protocol.Message{}
+	}
+	writeJSON(w, http.StatusOK, MessagePage{RoomID: id, Messages: msgs, LastSeq: info.LastSeq})
+}
+
+func queryInt(r *http.Request, name string, def int64) (int64, *protocol.Error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, protocol.FieldErrorf(protocol.CodeBadPayload, name, "%s must be a whole number ≥ 0", name)
+	}
+	return n, nil
+}
+
+// PostMessage is the body of POST /api/rooms/{id}/messages.
+type PostMessage struct {
+	Name    string `json:"name"`
+	Message string `json:"message"`
+}
+
+func (s *Server) handlePostMessage(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.roomID(w, r)
+	if !ok {
+		return
+	}
+	if !s.posts.allow(r) {
+		s.fail(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeRateLimited, "too many messages; the limit is %g per second", s.limits.Rate))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits.MaxFrame))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			s.fail(w, http.StatusRequestEntityTooLarge, protocol.Errorf(protocol.CodeTooLarge, "the body exceeds %d bytes", s.limits.MaxFrame))
+			return
+		}
+		s.fail(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeBadJSON, "could not read the body"))
+		return
+	}
+	var p PostMessage
+	if perr := decodeBody(body, &p); perr != nil {
+		s.fail(w, http.StatusBadRequest, perr)
+		return
+	}
+	name := "bot"
+	if p.Name != "" {
+		n, perr := s.limits.CleanName("name", p.Name)
+		if perr != nil {
+			s.fail(w, http.StatusBadRequest, perr)
+			return
+		}
+		name = n
+	}
+	if perr := s.limits.CheckMessage("message", p.Message); perr != nil {
+		s.fail(w, http.StatusBadRequest, perr)
+		return
+	}
+	msg, err := s.reg.Post(r.Context(), id, name, p.Message)
+	if err != nil {
+		s.storeFailed(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, msg)
+}
+
+// decodeBody decodes a JSON request body with the frame rules: unique,
+// case-sensitive keys, and an object at the top.
+func decodeBody(body []byte, v any) *protocol.Error {
+	env := protocol.Envelope{Type: "body", Payload: body}
+	if len(body) == 0 {
+		return protocol.Errorf(protocol.CodeBadJSON, "the body must be a JSON object")
+	}
+	if err := json.Unmarshal(body, new(map[string]any)); err != nil {
+		if _, ok := errors.AsType[*json.SemanticError](err); ok {
+			return protocol.Errorf(protocol.CodeBadJSON, "the body must be a JSON object")
+		}
+		return protocol.Errorf(protocol.CodeBadJSON, "the body is not valid JSON (or has a duplicated key)")
+	}
+	return protocol.DecodePayload(env, v)
+}
+
+func (s *Server) storeFailed(w http.ResponseWriter, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	var pe *protocol.Error
+	if !errors.As(err, &pe) {
+		s.log.Error("store", "err", err)
+		pe = protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable; try again shortly")
+	}
+	s.fail(w, http.StatusServiceUnavailable, pe)
+}
+
+// fail writes an HTTP error and counts it.
+func (s *Server) fail(w http.ResponseWriter, status int, e *protocol.Error) {
+	s.metrics.errors.WithLabelValues(e.Code).Inc()
+	writeError(w, status, e)
+}
+
+func writeError(w http.ResponseWriter, status int, e *protocol.Error) {
+	writeJSON(w, status, e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.MarshalWrite(w, v)
+	io.WriteString(w, "\n")
+}
+
+// ipLimiter rate-limits HTTP posts per client address.
+type ipLimiter struct {
+	rate  rate.Limit
+	burst int
+
+	mu   sync.Mutex // guards seen
+	seen map[string]*rate.Limiter
+}
+
+func newIPLimiter(perSecond float64, burst int) *ipLimiter {
+	return &ipLimiter{rate: rate.Limit(perSecond), burst: burst, seen: make(map[string]*rate.Limiter)}
+}
+
+func (l *ipLimiter) allow(r *http.Request) bool {
+	if l.rate <= 0 {
+		return true
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.seen) > 10000 {
+		// Forget full buckets; they are the same as new ones.
+		for k, lim := range l.seen {
+			if lim.Tokens() >= float64(l.burst) {
+				delete(l.seen, k)
+			}
+		}
+	}
+	lim := l.seen[host]
+	if lim == nil {
+		lim = rate.NewLimiter(l.rate, l.burst)
+		l.seen[host] = lim
+	}
+	return lim.Allow()
+}

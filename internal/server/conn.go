@@ -1,0 +1,414 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+		"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
+)
+
+// conn is one WebSocket connection. Its read loop runs in the goroutine
+// that serve starts; its writer runs only while frames are queued.
+type conn struct {
+	srv   *Server
+	ws    *websocket.Conn
+	nw    *netWriter
+	user  *room.User
+	batch bool
+	base  string // the share-link base URL, from the upgrade request
+	ctx   context.Context
+
+	limiter *rate.Limiter // nil when the rate limit is off
+	abuse   *rate.Limiter // rejected frames; empty means close with 1008
+
+	mu      sync.Mutex // guards the fields below
+	queue   [][]byte   // frames waiting for the writer
+	queued  int        // bytes in queue
+	writing bool       // a writer goroutine runs
+	closing bool       // no more frames are taken
+	// byServer records that the server started closing, so a close frame
+	// echoed by the client is not taken for a clean close by the client.
+	byServer bool
+
+	ping *time.Timer // next keepalive; Reset and Stop under mu
+
+	wg sync.WaitGroup // the writer and close goroutines
+}
+
+// Queue implements room.Conn: it appends frame for the writer, starting
+// one if none runs. A connection already holding more than MaxQueue bytes
+// is too slow: it is closed with 1013 and Queue returns false.
+func (c *conn) Queue(frame []byte) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	if c.queued > c.srv.cfg.MaxQueue {
+		c.mu.Unlock()
+		c.srv.metrics.slow.Inc()
+		c.closeWith(websocket.StatusTryAgainLater, protocol.ReasonSlow, "slow consumer")
+		return false
+	}
+	c.queue = append(c.queue, frame)
+	c.queued += len(frame)
+	if !c.writing {
+		c.writing = true
+		c.wg.Add(1)
+		go c.writeLoop()
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// writeLoop drains the queue until it is empty, then exits. Each drain is
+// one write to the socket: with batching one frame holding every queued
+// event, without it one frame per event.
+func (c *conn) writeLoop() {
+	defer c.wg.Done()
+	for {
+		c.mu.Lock()
+		q := c.queue
+		c.queue, c.queued = nil, 0
+		if len(q) == 0 || c.closing && !c.byServer {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		if err := c.write(q); err != nil {
+			c.mu.Lock()
+			c.writing = false
+			c.mu.Unlock()
+			if errors.Is(err, errTimeout) {
+				c.closeWith(websocket.StatusTryAgainLater, protocol.ReasonSlow, "write timeout")
+			} else {
+				c.ws.CloseNow()
+			}
+			return
+		}
+		c.srv.metrics.framesOut.Add(float64(len(q)))
+	}
+}
+
+var errTimeout = errors.New("write timed out")
+
+var batchBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func (c *conn) write(q [][]byte) error {
+	c.nw.hold()
+	var err error
+	if c.batch && len(q) > 1 {
+		buf := batchBufs.Get().(*bytes.Buffer)
+		for _, f := range q {
+			buf.Write(f)
+			buf.WriteByte('\n')
+		}
+		err = c.ws.Write(context.Background(), websocket.MessageText, buf.Bytes())
+		buf.Reset()
+		batchBufs.Put(buf)
+	} else {
+		for _, f := range q {
+			if err = c.ws.Write(context.Background(), websocket.MessageText, f); err != nil {
+				break
+			}
+		}
+	}
+	if rerr := c.nw.release(c.srv.cfg.WriteTimeout); err == nil && rerr != nil {
+		err = rerr
+		var ne interface{ Timeout() bool }
+		if errors.As(rerr, &ne) && ne.Timeout() {
+			err = errTimeout
+		}
+	}
+	return err
+}
+
+// closeWith closes the connection with code, once, without blocking the
+// caller: the close handshake can take seconds.
+func (c *conn) closeWith(code websocket.StatusCode, reason, why string) {
+	if !c.startClose(why, code, true) {
+		return
+	}
+	go func() {
+		defer c.wg.Done()
+		c.ws.Close(code, reason)
+	}()
+}
+
+// closeSync is closeWith for a caller that bounds its own concurrency
+// (Shutdown): it returns when the close handshake is over.
+func (c *conn) closeSync(code websocket.StatusCode, reason, why string) {
+	if c.startClose(why, code, false) {
+		c.ws.Close(code, reason)
+	}
+}
+
+// startClose marks the connection closing by the server and drops what is
+// queued; with async it adds the closing goroutine to wg, under mu so that
+// serve cannot have waited yet. It reports false if the connection was
+// already closing.
+func (c *conn) startClose(why string, code websocket.StatusCode, async bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.closing, c.byServer = true, true
+	c.queue, c.queued = nil, 0
+	if async {
+		c.wg.Add(1)
+	}
+	c.srv.log.Info("closing", "user", c.user.ID(), "code", int(code), "why", why)
+	return true
+}
+
+// serve runs the connection: welcome, then the read loop until the
+// connection ends; then it leaves the registry and waits for its
+// goroutines.
+func (c *conn) serve() {
+	defer c.srv.conns.Done()
+	c.srv.metrics.conns.Inc()
+	c.srv.metrics.connsTotal.Inc()
+	start := time.Now()
+	clean, why := c.readLoop()
+	c.mu.Lock()
+	if c.byServer {
+		clean = false
+	}
+	c.closing = true
+	c.ping.Stop()
+	c.mu.Unlock()
+	c.srv.reg.Disconnect(c.user, c, clean)
+	c.ws.CloseNow()
+	c.wg.Wait()
+	c.srv.untrack(c)
+	c.srv.metrics.conns.Dec()
+	c.srv.log.Info("disconnect", "user", c.user.ID(), "why", why, "clean", clean, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// readLoop reads frames until the connection ends. clean reports a close
+// frame from the client; why says how it ended, for the log.
+func (c *conn) readLoop() (clean bool, why string) {
+	buf := new(bytes.Buffer)
+	for {
+		typ, r, err := c.ws.Reader(c.ctx)
+		if err != nil {
+			if st := websocket.CloseStatus(err); st != -1 {
+				return true, fmt.Sprintf("client closed (%d)", st)
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+				return false, "connection lost"
+			}
+			return false, err.Error()
+		}
+		if typ == websocket.MessageBinary {
+			c.closeWith(websocket.StatusUnsupportedData, protocol.ReasonBinary, "binary frame")
+			continue // the read loop ends when the close handshake does
+		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			// Over the read limit, the library has already sent 1009.
+			return false, err.Error()
+		}
+		frame := buf.Bytes()
+		if !utf8.Valid(frame) {
+			c.closeWith(websocket.StatusInvalidFramePayloadData, protocol.ReasonUTF8, "invalid UTF-8")
+			continue
+		}
+		c.srv.metrics.framesIn.Inc()
+		c.handle(frame)
+		if buf.Cap() > 4<<10 {
+			// Don't keep a large frame's buffer for the idle connection.
+			buf = new(bytes.Buffer)
+		}
+	}
+}
+
+// handle decodes and runs one frame. A panic here is logged and answered
+// with an internal error: it ends neither the connection nor the process.
+func (c *conn) handle(frame []byte) {
+	var reqID string
+	defer func() {
+		if p := recover(); p != nil {
+			c.srv.log.Error("panic handling frame", "user", c.user.ID(), "panic", p, "stack", string(debug.Stack()))
+			c.reply(reqID, errInternal)
+		}
+	}()
+	if c.limiter != nil && !c.limiter.Allow() {
+		if !c.abuse.Allow() {
+			c.srv.metrics.errors.WithLabelValues(protocol.CodeRateLimited).Inc()
+			c.closeWith(websocket.StatusPolicyViolation, protocol.ReasonRateAbuse, "rate abuse")
+			return
+		}
+		c.reply("", protocol.Errorf(protocol.CodeRateLimited, "too many messages; the limit is %g per second", c.srv.limits.Rate))
+		return
+	}
+	env, perr := protocol.DecodeEnvelope(frame)
+	if perr != nil {
+		c.reply("", perr)
+		return
+	}
+	reqID = env.ID
+	if err := c.dispatch(env); err != nil {
+		c.reply(reqID, err)
+	}
+}
+
+var errInternal = protocol.Errorf(protocol.CodeInternal, "the server failed to handle this frame")
+
+// dispatch runs one decoded frame and returns the error to answer with.
+func (c *conn) dispatch(env protocol.Envelope) error {
+	lim := c.srv.limits
+	reg := c.srv.reg
+	switch env.Type {
+	case protocol.TypeJoin:
+		var p protocol.Join
+		if err := protocol.DecodePayload(env, &p); err != nil {
+			return err
+		}
+		if err := lim.CheckRoomID("roomID", p.RoomID); err != nil {
+			return err
+		}
+		name := ""
+		if p.Name != "" {
+			n, err := lim.CleanName("name", p.Name)
+			if err != nil {
+				return err
+			}
+			name = n
+		}
+		if p.Since != nil && *p.Since < 0 {
+			return protocol.FieldErrorf(protocol.CodeBadPayload, "since", `"since" must be a whole number ≥ 0`)
+		}
+		return reg.Join(c.ctx, c.user, c, p.RoomID, name, p.Since, env.ID)
+
+	case protocol.TypeMsg:
+		var p protocol.Send
+		if err := protocol.DecodePayload(env, &p); err != nil {
+			return err
+		}
+		if err := c.checkOptionalRoom(p.RoomID); err != nil {
+			return err
+		}
+		if err := lim.CheckMessage("message", p.Message); err != nil {
+			return err
+		}
+		c.srv.metrics.msgsIn.Inc()
+		return reg.Send(c.user, p.RoomID, p.Message, env.ID)
+
+	case protocol.TypeLeave:
+		var p protocol.RoomRef
+		if err := protocol.DecodePayload(env, &p); err != nil {
+			return err
+		}
+		if err := c.checkOptionalRoom(p.RoomID); err != nil {
+			return err
+		}
+		return reg.Leave(c.user, c, p.RoomID, env.ID)
+
+	case protocol.TypeCreate:
+		id := room.NewRoomID()
+		c.Queue(protocol.Encode(protocol.TypeCreated, env.ID, protocol.Created{RoomID: id, URL: c.base + "/r/" + id}))
+		return nil
+
+	case protocol.TypeTyping:
+		var p protocol.RoomRef
+		if err := protocol.DecodePayload(env, &p); err != nil {
+			return err
+		}
+		if err := c.checkOptionalRoom(p.RoomID); err != nil {
+			return err
+		}
+		return reg.Typing(c.user, p.RoomID)
+
+	case protocol.TypePing:
+		c.Queue(protocol.Encode(protocol.TypePong, env.ID, nil))
+		return nil
+	}
+	return protocol.FieldErrorf(protocol.CodeUnknownType, "type", "unknown frame type %q; known types: join, msg, leave, create, typing, ping", truncate(env.Type, 32))
+}
+
+func (c *conn) checkOptionalRoom(id string) error {
+	if id == "" {
+		return nil
+	}
+	if err := c.srv.limits.CheckRoomID("roomID", id); err != nil {
+		return err
+	}
+	return nil
+}
+
+// reply queues an error frame. A *protocol.Error goes to the client as it
+// is; anything else is logged and the client sees only "internal".
+func (c *conn) reply(reqID string, err error) {
+	var pe *protocol.Error
+	if !errors.As(err, &pe) {
+		c.srv.log.Error("handling frame", "user", c.user.ID(), "err", err)
+		pe = errInternal
+	}
+	c.srv.metrics.errors.WithLabelValues(pe.Code).Inc()
+	c.Queue(protocol.EncodeError(reqID, pe))
+}
+
+// keepalive pings the client every PingInterval; no pong within
+// PingTimeout drops the connection. Each ping runs in the timer's own
+// short-lived goroutine, so an idle connection holds none for it.
+func (c *conn) keepalive() {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	defer c.wg.Done()
+	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.PingTimeout)
+	defer cancel()
+	if err := c.ws.Ping(ctx); err != nil {
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if !closing {
+			c.srv.log.Info("keepalive timeout", "user", c.user.ID())
+			c.ws.CloseNow()
+		}
+		return
+	}
+	c.mu.Lock()
+	if !c.closing {
+		c.ping.Reset(c.srv.cfg.PingInterval)
+	}
+	c.mu.Unlock()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// baseURL is the scheme and host a share link starts with.
+func (s *Server) baseURL(r *http.Request) string {
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL
+	}
+	scheme := "http"
+	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}

@@ -1,0 +1,103 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// The WebSocket library reads and writes through the bufio pair that
+// Hijack returns; net/http's are 4 KiB each. An idle chat connection needs
+// neither: reads of a frame larger than the read buffer go straight to the
+// socket, and writes go through netWriter, which collects a whole drain of
+// the queue before one write to the socket. Small buffers keep an idle
+// connection in kilobytes.
+const (
+	// readBufSize fits a typical chat frame (header and payload) in one read.
+	readBufSize = 512
+	// writeBufSize only has to hold a frame header before it reaches
+	// netWriter, which does the real buffering.
+	writeBufSize = 64
+)
+
+// hijackWriter hands the WebSocket library small buffers at Hijack, keeping
+// any bytes net/http had already read.
+type hijackWriter struct {
+	http.ResponseWriter
+	nw *netWriter // set by Hijack
+}
+
+func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	var r io.Reader = conn
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn)
+	}
+	w.nw = &netWriter{conn: conn}
+	return conn, bufio.NewReadWriter(bufio.NewReaderSize(r, readBufSize), bufio.NewWriterSize(w.nw, writeBufSize)), nil
+}
+
+// netWriter is the writer under the library's bufio.Writer. Outside a
+// drain it passes writes to the socket (the library's own pong and close
+// frames). Between hold and release it collects them in a pooled buffer,
+// so the writer sends a whole drain of the queue in one syscall.
+type netWriter struct {
+	conn net.Conn
+
+	mu   sync.Mutex // serializes socket writes; guards held and buf
+	held bool
+	buf  *[]byte
+}
+
+var drainBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func (w *netWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.held {
+		*w.buf = append(*w.buf, p...)
+		return len(p), nil
+	}
+	return w.conn.Write(p)
+}
+
+// hold starts collecting writes.
+func (w *netWriter) hold() {
+	w.mu.Lock()
+	w.held = true
+	w.buf = drainBufs.Get().(*[]byte)
+	w.mu.Unlock()
+}
+
+// release writes what was collected in one write, which must finish within
+// timeout, and stops collecting.
+func (w *netWriter) release(timeout time.Duration) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.held = false
+	b := w.buf
+	w.buf = nil
+	var err error
+	if len(*b) > 0 {
+		w.conn.SetWriteDeadline(time.Now().Add(timeout))
+		_, err = w.conn.Write(*b)
+		// Clear it: the library's own later writes (pong, close) have
+		// their own timeouts.
+		w.conn.SetWriteDeadline(time.Time{})
+	}
+	if cap(*b) <= 256<<10 {
+		*b = (*b)[:0]
+		drainBufs.Put(b)
+	}
+	return err
+}

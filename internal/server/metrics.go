@@ -1,0 +1,76 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// metrics are the server's Prometheus series, on a registry of its own so
+// that several servers can run in one process (tests).
+type metrics struct {
+	reg        *prometheus.Registry
+	conns      prometheus.Gauge
+	connsTotal prometheus.Counter
+	refused    prometheus.Counter
+	framesIn   prometheus.Counter
+	framesOut  prometheus.Counter
+	msgsIn     prometheus.Counter
+	slow       prometheus.Counter
+	errors     *prometheus.CounterVec
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomchat_connections", Help: "Open WebSocket connections.",
+		}),
+		connsTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomchat_connections_total", Help: "WebSocket connections accepted.",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomchat_connections_refused_total", Help: "WebSocket upgrades refused (bad handshake or foreign Origin).",
+		}),
+		framesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomchat_frames_received_total", Help: "Text frames received from clients.",
+		}),
+		framesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomchat_events_sent_total", Help: "Server events written to clients (several may share a frame with batching).",
+		}),
+		msgsIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomchat_messages_received_total", Help: "Valid chat messages received over WebSocket.",
+		}),
+		slow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomchat_slow_consumers_total", Help: "Connections closed with 1013 because they could not keep up.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomchat_errors_total", Help: "Error frames and responses sent, by code.",
+		}, []string{"code"}),
+	}
+	for _, code := range protocol.ErrorCodes {
+		m.errors.WithLabelValues(code)
+	}
+	m.reg.MustRegister(m.conns, m.connsTotal, m.refused, m.framesIn, m.framesOut, m.msgsIn, m.slow, m.errors,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomchat_rooms", Help: "Rooms with at least one member.",
+		}, func() float64 { return float64(s.reg.Stats().Rooms) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roomchat_messages_stored_total", Help: "Chat messages stored (WebSocket and HTTP).",
+		}, func() float64 { return float64(s.reg.Stats().Stored) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roomchat_messages_delivered_total", Help: "msg events queued to room members.",
+		}, func() float64 { return float64(s.reg.Stats().Deliveries) }),
+	)
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,231 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// Config configures a Server. Zero values mean the documented defaults.
+type Config struct {
+	// Store keeps history. Required.
+	Store store.Store
+	// Limits are SPEC §4's limits; zero means protocol.DefaultLimits().
+	Limits protocol.Limits
+	// Origins are the browser origins allowed besides the server's own:
+	// host patterns (chat.example.com, *.example.com) or full origins
+	// (https://chat.example.com). Clients that send no Origin are accepted.
+	Origins []string
+	// PublicURL is the scheme and host of share links
+	// (https://chat.example.com); empty derives it from each request.
+	PublicURL string
+	// Web holds the browser client's files (index.html, room.html and
+	// static assets); nil serves a placeholder page.
+	Web fs.FS
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+
+	// MaxQueue is the most bytes a connection may have queued before it is
+	// closed as too slow (1 MiB).
+	MaxQueue int
+	// WriteTimeout bounds one write to a connection (10 s); past it the
+	// connection is closed as too slow.
+	WriteTimeout time.Duration
+	// PingInterval is the keepalive period (25 s); PingTimeout is how long a
+	// pong may take (10 s).
+	PingInterval, PingTimeout time.Duration
+	// Grace and ResumeWindow are room.Options' (15 s and 2 min).
+	Grace, ResumeWindow time.Duration
+}
+
+// Server serves roomchat's HTTP routes and WebSocket connections.
+type Server struct {
+	cfg     Config
+	limits  protocol.Limits
+	reg     *room.Registry
+	store   store.Store
+	log     *slog.Logger
+	mux     *http.ServeMux
+	metrics *metrics
+	posts   *ipLimiter
+
+	base     context.Context // cancelled when Shutdown ends
+	cancel   context.CancelFunc
+	shutting atomic.Bool
+
+	mu    sync.Mutex // guards live
+	live  map[*conn]struct{}
+	conns sync.WaitGroup // one per connection's serve goroutine
+}
+
+// New returns a Server. It does no I/O and starts nothing: mount it with
+// an http.Server and call Shutdown to stop it.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("server: Config.Store is required")
+	}
+	if cfg.Limits == (protocol.Limits{}) {
+		cfg.Limits = protocol.DefaultLimits()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 1 << 20
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 25 * time.Second
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = 10 * time.Second
+	}
+	base, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:    cfg,
+		limits: cfg.Limits,
+		store:  cfg.Store,
+		log:    cfg.Logger,
+		base:   base,
+		cancel: cancel,
+		live:   make(map[*conn]struct{}),
+	}
+	s.reg = room.New(cfg.Store, room.Options{
+		Limits:       cfg.Limits,
+		Grace:        cfg.Grace,
+		ResumeWindow: cfg.ResumeWindow,
+		Logger:       cfg.Logger,
+	})
+	s.posts = newIPLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
+	s.metrics = newMetrics(s)
+	s.routes()
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Online returns how many WebSocket connections are open.
+func (s *Server) Online() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.live)
+}
+
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	if s.shutting.Load() {
+		writeError(w, http.StatusServiceUnavailable, protocol.Errorf("shutting_down", "the server is shutting down"))
+		return
+	}
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.Origins})
+	if err != nil {
+		// Accept has answered (403 for a foreign Origin, 426 for a bad upgrade).
+		s.log.Info("refused websocket", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+		s.metrics.refused.Inc()
+		return
+	}
+	ws.SetReadLimit(s.limits.MaxFrame)
+	c := &conn{
+		srv:   s,
+		ws:    ws,
+		nw:    hw.nw,
+		batch: r.URL.Query().Get("batch") == "1",
+		base:  s.baseURL(r),
+		ctx:   s.base,
+	}
+	if s.limits.Rate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(s.limits.Rate), s.limits.Burst)
+		c.abuse = rate.NewLimiter(rate.Limit(s.limits.Rate), 2*s.limits.Burst)
+	}
+	u, resumed, replaced := s.reg.Connect(c, r.URL.Query().Get("resume"))
+	c.user = u
+	if old, ok := replaced.(*conn); ok {
+		old.closeWith(websocket.StatusNormalClosure, protocol.ReasonDuplicated, "resumed elsewhere")
+	}
+	s.mu.Lock()
+	s.live[c] = struct{}{}
+	online := len(s.live)
+	s.conns.Add(1)
+	s.mu.Unlock()
+	c.Queue(protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{
+		UserID: u.ID(), Resume: u.Token(), Online: online, Limits: s.limits,
+	}))
+	c.ping = time.AfterFunc(s.cfg.PingInterval, c.keepalive)
+	s.log.Info("connect", "user", u.ID(), "remote", r.RemoteAddr, "resumed", resumed, "batch", c.batch)
+	if s.shutting.Load() {
+		c.closeWith(websocket.StatusGoingAway, protocol.ReasonShutdown, "shutdown")
+	}
+	// The read loop gets a goroutine of its own, so that net/http's
+	// connection goroutine, with its deeper stack, ends here.
+	go c.serve()
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.live, c)
+	s.mu.Unlock()
+}
+
+// Shutdown closes every WebSocket connection with 1001, at most 128 at a
+// time, and waits for them to end. Connections still open when ctx ends
+// are dropped without a handshake. It stops the registry's timers last.
+// Stop the http.Server (which ignores hijacked connections) separately.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutting.Store(true)
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.live))
+	for c := range s.live {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	var g errgroup.Group
+	g.SetLimit(128)
+	for _, c := range conns {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			c.closeSync(websocket.StatusGoingAway, protocol.ReasonShutdown, "shutdown")
+			return nil
+		})
+	}
+	g.Wait()
+
+	done := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.mu.Lock()
+		for c := range s.live {
+			c.ws.CloseNow()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.cancel()
+	s.reg.Close()
+	return err
+}
