@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// relay is the baseline: the least a server on the same WebSocket library
+// can do to fan a room's messages out. GET /?room=R upgrades; every text
+// frame read is queued unchanged to every connection in R, the sender
+// included (as roomchat echoes a msg to its sender), one frame per message.
+// Each connection has a reader (the handler) and one writer goroutine with
+// a bounded queue; a connection whose queue is full is closed with 1013.
+// No JSON, no registry beyond a map, no store: it is the ceiling roomchat
+// is measured against.
+type relay struct {
+	mu    sync.Mutex // guards rooms; held only for map and channel sends
+	rooms map[string]map[*relayConn]struct{}
+	conns sync.WaitGroup // one per live connection handler
+}
+
+type relayConn struct {
+	ws *websocket.Conn
+	q  chan []byte // closed by the handler after it left the room; drained by the writer
+	// slow is set once the connection was handed to a 1013 close.
+	slow atomic.Bool
+}
+
+// relayQueue bounds a connection's outbound queue: 4096 64-byte messages
+// is 256 KiB, a quarter of roomchat's 1 MiB slow-reader budget.
+const relayQueue = 4096
+
+func newRelay() *relay { return &relay{rooms: map[string]map[*relayConn]struct{}{}} }
+
+func (rl *relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/healthz":
+		w.Write([]byte("ok\n"))
+		return
+	case "/metrics":
+		rl.metrics(w)
+		return
+	case "/":
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	room := r.URL.Query().Get("room")
+	if room == "" {
+		http.Error(w, "room query parameter required", http.StatusBadRequest)
+		return
+	}
+	ws, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	rl.conns.Add(1)
+	defer rl.conns.Done()
+	ws.SetReadLimit(64 << 10)
+	c := &relayConn{ws: ws, q: make(chan []byte, relayQueue)}
+
+	rl.mu.Lock()
+	m := rl.rooms[room]
+	if m == nil {
+		m = map[*relayConn]struct{}{}
+		rl.rooms[room] = m
+	}
+	m[c] = struct{}{}
+	rl.mu.Unlock()
+
+	var writer sync.WaitGroup
+	writer.Go(func() {
+		// Background: no timer per write; the handler's CloseNow ends a
+		// blocked Write.
+		for b := range c.q {
+			if err := ws.Write(context.Background(), websocket.MessageText, b); err != nil {
+				ws.CloseNow()
+				for range c.q { // keep draining so broadcasters never see a full queue
+				}
+				return
+			}
+		}
+	})
+
+	for {
+		typ, b, err := ws.Read(context.Background())
+		if err != nil {
+			break
+		}
+		if typ != websocket.MessageText {
+			continue
+		}
+		rl.mu.Lock()
+		for o := range rl.rooms[room] {
+			select {
+			case o.q <- b:
+			default:
+				if o.slow.CompareAndSwap(false, true) {
+					// Close can block for seconds: never inline, never under mu.
+					go o.ws.Close(websocket.StatusTryAgainLater, "slow reader")
+				}
+			}
+		}
+		rl.mu.Unlock()
+	}
+
+	rl.mu.Lock()
+	delete(m, c)
+	if len(m) == 0 {
+		delete(rl.rooms, room)
+	}
+	rl.mu.Unlock()
+	close(c.q) // no broadcaster can reach c any more
+	writer.Wait()
+	ws.CloseNow()
+}
+
+// metrics writes the few gauges the bench reads, in Prometheus text format.
+func (rl *relay) metrics(w http.ResponseWriter) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	rss := int64(0)
+	if v, err := procStatus(os.Getpid(), "VmRSS"); err == nil {
+		rss = v
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	fmt.Fprintf(w, "go_goroutines %d\n", runtime.NumGoroutine())
+	fmt.Fprintf(w, "go_memstats_heap_inuse_bytes %d\n", ms.HeapInuse)
+	fmt.Fprintf(w, "go_memstats_heap_alloc_bytes %d\n", ms.HeapAlloc)
+	fmt.Fprintf(w, "go_memstats_heap_objects %d\n", ms.HeapObjects)
+	fmt.Fprintf(w, "process_resident_memory_bytes %d\n", rss)
+}
+
+// runBaseline serves the relay on addr (loopback only) until ctx ends, then
+// closes every connection with 1001 and returns.
+func runBaseline(ctx context.Context, addr string, log *slog.Logger) error {
+	if err := checkLoopback(addr); err != nil {
+		return err
+	}
+	fdLimit()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	rl := newRelay()
+	srv := &http.Server{Handler: rl, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("listening", "addr", ln.Addr().String(), "pid", os.Getpid())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	rl.closeAll()
+	<-errc
+	return nil
+}
+
+// closeAll sends 1001 to every connection, in parallel with a cap, and
+// waits for the handlers (bounded: Close gives up after 5 s each).
+func (rl *relay) closeAll() {
+	rl.mu.Lock()
+	var all []*relayConn
+	for _, m := range rl.rooms {
+		for c := range m {
+			all = append(all, c)
+		}
+	}
+	rl.mu.Unlock()
+	sem := make(chan struct{}, 128)
+	var wg sync.WaitGroup
+	for _, c := range all {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = c.ws.Close(websocket.StatusGoingAway, "shutting down")
+		})
+	}
+	wg.Wait()
+	done := make(chan struct{})
+	go func() { rl.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+var errUsage = errors.New("usage")

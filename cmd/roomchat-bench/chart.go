@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"html"
+	"math"
+	"os"
+	"slices"
+	"strings"
+)
+
+// chartPoint is the part of a fanout result the chart plots.
+type chartPoint struct {
+	Kind     string  `json:"kind"`
+	Target   string  `json:"target"`
+	Scenario string  `json:"scenario"`
+	Offered  float64 `json:"offeredDeliveriesPerSec"`
+	P99      float64 `json:"p99ms"`
+	Pass     bool    `json:"pass"`
+}
+
+// writeChart reads JSON-lines results and writes an SVG with one panel per
+// fan-out scenario: p99 latency (log scale) against offered deliveries/s,
+// one line per target (roomchat, roomchat+batch, baseline), failed steps
+// drawn hollow, and the find-max limit of 250 ms dashed.
+func writeChart(in, out string) error {
+	if in == "" {
+		return fmt.Errorf("chart needs -in")
+	}
+	f, err := os.Open(in)
+	if err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	defer f.Close()
+	series := map[string]map[string][]chartPoint{} // scenario → target → points
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for n := 0; sc.Scan() && n < 1_000_000; n++ {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 || line[0] != '{' {
+			continue
+		}
+		var p chartPoint
+		if jsonUnmarshal(line, &p) != nil || p.Kind != "fanout" || p.Offered <= 0 {
+			continue
+		}
+		if series[p.Scenario] == nil {
+			series[p.Scenario] = map[string][]chartPoint{}
+		}
+		series[p.Scenario][p.Target] = append(series[p.Scenario][p.Target], p)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("chart: read %s: %w", in, err)
+	}
+	if len(series) == 0 {
+		return fmt.Errorf("chart: %s has no fanout results", in)
+	}
+	svg := renderChart(series)
+	if err := os.WriteFile(out, []byte(svg), 0o644); err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	return nil
+}
+
+var chartColors = map[string]string{
+	"baseline":       "#6b7280",
+	"roomchat":       "#2563eb",
+	"roomchat+batch": "#dc2626",
+}
+
+func renderChart(series map[string]map[string][]chartPoint) string {
+	scenarios := make([]string, 0, len(series))
+	for s := range series {
+		scenarios = append(scenarios, s)
+	}
+	slices.Sort(scenarios)
+	const (
+		w, ph       = 720, 300 // width, panel height
+		ml, mr      = 70, 150  // margins: left (axis labels), right (legend)
+		mt, mb      = 40, 50
+		plotW       = w - ml - mr
+		plotH       = ph - mt - mb
+		yMin, yMax  = 0.1, 10000.0 // ms, log scale
+		limitMillis = 250.0
+	)
+	h := ph * len(scenarios)
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
+	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
+	ly := func(v float64) float64 {
+		v = math.Min(math.Max(v, yMin), yMax)
+		return float64(plotH) * (1 - (math.Log10(v)-math.Log10(yMin))/(math.Log10(yMax)-math.Log10(yMin)))
+	}
+	for i, scn := range scenarios {
+		targets := series[scn]
+		xMax := 0.0
+		for _, pts := range targets {
+			for _, p := range pts {
+				xMax = math.Max(xMax, p.Offered)
+			}
+		}
+		xMax = niceCeil(xMax * 1.05)
+		lx := func(v float64) float64 { return float64(plotW) * v / xMax }
+		fmt.Fprintf(&b, `<g transform="translate(%d,%d)">`+"\n", ml, i*ph+mt)
+		fmt.Fprintf(&b, `<text x="0" y="-14" font-size="14" font-weight="bold">fan-out %s: p99 latency vs offered load</text>`+"\n", html.EscapeString(scn))
+		fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="none" stroke="#9ca3af"/>`+"\n", plotW, plotH)
+		for _, v := range []float64{0.1, 1, 10, 100, 1000, 10000} {
+			y := ly(v)
+			fmt.Fprintf(&b, `<line x1="0" x2="%d" y1="%.1f" y2="%.1f" stroke="#e5e7eb"/>`, plotW, y, y)
+			fmt.Fprintf(&b, `<text x="-6" y="%.1f" text-anchor="end" dominant-baseline="middle">%s</text>`+"\n", y, trimNum(v))
+		}
+		for k := 0; k <= 5; k++ {
+			v := xMax * float64(k) / 5
+			x := lx(v)
+			fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="0" y2="%d" stroke="#e5e7eb"/>`, x, x, plotH)
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x, plotH+16, humanNum(v))
+		}
+		yl := ly(limitMillis)
+		fmt.Fprintf(&b, `<line x1="0" x2="%d" y1="%.1f" y2="%.1f" stroke="#f59e0b" stroke-dasharray="6 4"/>`, plotW, yl, yl)
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" fill="#b45309" text-anchor="end">p99 limit 250 ms</text>`+"\n", plotW-4, yl-4)
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">offered deliveries/s</text>`+"\n", plotW/2, plotH+36)
+		fmt.Fprintf(&b, `<text transform="translate(-52,%d) rotate(-90)" text-anchor="middle">p99 latency (ms, log)</text>`+"\n", plotH/2)
+
+		names := make([]string, 0, len(targets))
+		for t := range targets {
+			names = append(names, t)
+		}
+		slices.Sort(names)
+		for j, t := range names {
+			pts := slices.Clone(targets[t])
+			slices.SortFunc(pts, func(a, b chartPoint) int { return cmpFloat(a.Offered, b.Offered) })
+			col := chartColors[t]
+			if col == "" {
+				col = "#16a34a"
+			}
+			var path strings.Builder
+			for k, p := range pts {
+				cmd := "L"
+				if k == 0 {
+					cmd = "M"
+				}
+				fmt.Fprintf(&path, "%s%.1f %.1f ", cmd, lx(p.Offered), ly(p.P99))
+			}
+			fmt.Fprintf(&b, `<path d="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.TrimSpace(path.String()), col)
+			for _, p := range pts {
+				fill := col
+				if !p.Pass {
+					fill = "white"
+				}
+				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s" stroke="%s"><title>%s: %.0f offered/s, p99 %.2f ms</title></circle>`+"\n",
+					lx(p.Offered), ly(p.P99), fill, col, html.EscapeString(t), p.Offered, p.P99)
+			}
+			fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d" dominant-baseline="middle">%s</text>`+"\n",
+				plotW+12, plotW+32, 10+j*18, 10+j*18, col, plotW+38, 10+j*18, html.EscapeString(t))
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#6b7280" font-size="10">hollow: step failed</text>`+"\n", plotW+12, 10+len(names)*18+4)
+		b.WriteString("</g>\n")
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten.
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= v {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+func humanNum(v float64) string {
+	switch {
+	case v >= 1e6:
+		return trimNum(v/1e6) + "M"
+	case v >= 1e3:
+		return trimNum(v/1e3) + "k"
+	}
+	return trimNum(v)
+}
+
+func trimNum(v float64) string {
+	s := fmt.Sprintf("%.1f", v)
+	return strings.TrimSuffix(s, ".0")
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+type churnConfig struct {
+	Cycles  int
+	Par     int
+	Rooms   int
+	MaxTime time.Duration // bound on the cycling phase
+	Settle  time.Duration // bound on waiting for the server to return to baseline
+	// Slack is how far above its start the goroutine count may stay; heap
+	// may stay HeapSlack (fraction) + 1 MiB above: the GC runs when it
+	// likes, and nothing here forces it.
+	Slack     int
+	HeapSlack float64
+}
+
+// churnResult is kind "churn".
+type churnResult struct {
+	Kind       string  `json:"kind"`
+	Target     string  `json:"target"`
+	Cycles     int64   `json:"cycles"`
+	Failed     int64   `json:"failed"`
+	FirstError string  `json:"firstError,omitzero"`
+	Seconds    float64 `json:"seconds"`
+	Rate       float64 `json:"cyclesPerSec"`
+	GoBefore   float64 `json:"goroutinesBefore"`
+	GoAfter    float64 `json:"goroutinesAfter"`
+	GoPeak     float64 `json:"goroutinesPeak"`
+	HeapBefore float64 `json:"heapInuseBeforeBytes"`
+	HeapAfter  float64 `json:"heapInuseAfterBytes"`
+	HeapPeak   float64 `json:"heapInusePeakBytes"`
+	SettleS    float64 `json:"settleSeconds"`
+	Returned   bool    `json:"returnedToBaseline"`
+	Why        string  `json:"why,omitzero"`
+}
+
+// heapMetric names the heap gauge read from /metrics (client_golang's Go
+// collector and the relay both export it).
+const heapMetric = "go_memstats_heap_inuse_bytes"
+
+func runChurn(ctx context.Context, t *target, cfg churnConfig) (churnResult, error) {
+	res := churnResult{Kind: "churn", Target: t.name()}
+	if cfg.Cycles < 1 || cfg.Cycles > 10_000_000 || cfg.Par < 1 || cfg.Par > 1000 {
+		return res, errors.New("-cycles must be in [1, 1e7] and -par in [1, 1000]")
+	}
+	if cfg.MaxTime <= 0 || cfg.MaxTime > 2*time.Hour || cfg.Settle < 0 || cfg.Settle > time.Hour {
+		return res, errors.New("-max-time must be in (0, 2h] and -settle in [0, 1h]")
+	}
+	murl := t.httpURL("/metrics")
+	sample := func() (g, h float64, err error) {
+		m, err := scrapeMetrics(ctx, murl)
+		if err != nil {
+			return 0, 0, err
+		}
+		g, ok1 := m["go_goroutines"]
+		h, ok2 := m[heapMetric]
+		if !ok1 || !ok2 {
+			return 0, 0, fmt.Errorf("%s lacks go_goroutines or %s", murl, heapMetric)
+		}
+		return g, h, nil
+	}
+
+	// Baseline: the goroutine count unchanged over three samples, at most 10 s.
+	var g0, h0 float64
+	prev, same := -1.0, 0
+	for i := 0; i < 20 && same < 2; i++ {
+		g, h, err := sample()
+		if err != nil {
+			return res, fmt.Errorf("before: %w", err)
+		}
+		if g == prev {
+			same++
+		} else {
+			same = 0
+		}
+		prev, g0, h0 = g, g, h
+		if same < 2 {
+			sleepUntil(ctx, time.Now().Add(500*time.Millisecond))
+		}
+	}
+	res.GoBefore, res.HeapBefore = g0, h0
+
+	// Cycles: Par workers take cycle numbers until Cycles or MaxTime.
+	d := newDialer(1)
+	var (
+		next, failed atomic.Int64
+		firstErr     atomic.Pointer[string]
+		wg           sync.WaitGroup
+		peakMu       sync.Mutex
+	)
+	cctx, cancel := context.WithTimeout(ctx, cfg.MaxTime)
+	defer cancel()
+	runID := randID()
+	rooms := max(1, cfg.Rooms)
+	t0 := time.Now()
+	for range cfg.Par {
+		wg.Go(func() {
+			for cctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= int64(cfg.Cycles) {
+					return
+				}
+				if err := churnCycle(cctx, d, t, int(i), fmt.Sprintf("churn-%s-r%d", runID, i%int64(rooms))); err != nil {
+					if cctx.Err() != nil {
+						return
+					}
+					failed.Add(1)
+					s := err.Error()
+					firstErr.CompareAndSwap(nil, &s)
+				}
+			}
+		})
+	}
+	// Watch the server's peak while cycling (bounded by the cycling itself).
+	stop := make(chan struct{})
+	var watcher sync.WaitGroup
+	watcher.Go(func() {
+		tk := time.NewTicker(time.Second)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				if g, h, err := sample(); err == nil {
+					peakMu.Lock()
+					res.GoPeak, res.HeapPeak = math.Max(res.GoPeak, g), math.Max(res.HeapPeak, h)
+					peakMu.Unlock()
+				}
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	watcher.Wait()
+	el := time.Since(t0)
+	done := min(next.Load(), int64(cfg.Cycles))
+	res.Cycles = done - failed.Load()
+	res.Failed = failed.Load()
+	if e := firstErr.Load(); e != nil {
+		res.FirstError = *e
+	}
+	res.Seconds = round3(el.Seconds())
+	res.Rate = round1(float64(res.Cycles) / el.Seconds())
+
+	// After: poll until both are back within slack, at most Settle.
+	s0 := time.Now()
+	okG := func(g float64) bool { return g <= g0+float64(cfg.Slack) }
+	okH := func(h float64) bool { return h <= h0*(1+cfg.HeapSlack)+(1<<20) }
+	for {
+		g, h, err := sample()
+		if err != nil {
+			return res, fmt.Errorf("after: %w", err)
+		}
+		res.GoAfter, res.HeapAfter = g, h
+		if okG(g) && okH(h) {
+			res.Returned = true
+			break
+		}
+		if time.Since(s0) >= cfg.Settle || ctx.Err() != nil {
+			break
+		}
+		sleepUntil(ctx, time.Now().Add(time.Second))
+	}
+	res.SettleS = round3(time.Since(s0).Seconds())
+	if !res.Returned {
+		res.Why = fmt.Sprintf("after %v: goroutines %.0f (start %.0f, slack %d), heap in use %.1f MiB (start %.1f MiB)",
+			cfg.Settle, res.GoAfter, g0, cfg.Slack, res.HeapAfter/(1<<20), h0/(1<<20))
+	}
+	if res.Cycles == 0 {
+		return res, fmt.Errorf("no cycle completed: %s", res.FirstError)
+	}
+	return res, ctx.Err()
+}
+
+// churnCycle is one connect → join → leave → close (roomchat) or connect
+// → close (relay), bounded to 10 s.
+func churnCycle(ctx context.Context, d *dialer, t *target, i int, room string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := connect(ctx, d, t, i, room)
+	if err != nil {
+		return err
+	}
+	if t.kind == kindRoomchat {
+		if err := c.leave(ctx); err != nil {
+			c.ws.CloseNow()
+			return err
+		}
+	}
+	// Close waits for the server's close frame, reading past anything
+	// still queued for us.
+	if err := c.ws.Close(websocket.StatusNormalClosure, ""); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}

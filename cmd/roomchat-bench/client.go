@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// kind says which server a target speaks to.
+type kind string
+
+const (
+	kindRoomchat kind = "roomchat" // SPEC §4 JSON protocol on /ws
+	kindRelay    kind = "baseline" // raw relay: /?room=R, text in = text out
+)
+
+// target is one server under test.
+type target struct {
+	kind  kind
+	base  *url.URL // ws://127.x.y.z:port
+	batch bool     // roomchat: ask for ?batch=1
+}
+
+// parseTarget accepts ws://, http:// or a bare host:port and refuses any
+// host outside 127.0.0.0/8: the tool only ever loads loopback servers.
+func parseTarget(raw string, k kind) (*target, error) {
+	if raw == "" {
+		return nil, errors.New("empty server URL")
+	}
+	if !strings.Contains(raw, "://") {
+		raw = "ws://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse server URL %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "ws", "http":
+		u.Scheme = "ws"
+	default:
+		return nil, fmt.Errorf("server URL %q: scheme must be ws or http (loopback only)", raw)
+	}
+	if err := checkLoopback(u.Host); err != nil {
+		return nil, err
+	}
+	u.Path, u.RawQuery = "", ""
+	return &target{kind: k, base: u}, nil
+}
+
+// checkLoopback reports an error unless hostport names an address in
+// 127.0.0.0/8 ("localhost" counts as 127.0.0.1).
+func checkLoopback(hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("address %q needs host:port: %w", hostport, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() == nil || ip.To4()[0] != 127 {
+		return fmt.Errorf("address %q is not in 127.0.0.0/8: the benchmark only targets loopback", hostport)
+	}
+	return nil
+}
+
+// httpURL returns the target's plain HTTP URL for path (for /metrics).
+func (t *target) httpURL(path string) string {
+	u := *t.base
+	u.Scheme = "http"
+	u.Path = path
+	return u.String()
+}
+
+// wsURL returns the WebSocket URL that joins room for a relay, or /ws for
+// roomchat.
+func (t *target) wsURL(room string) string {
+	u := *t.base
+	q := url.Values{}
+	if t.kind == kindRelay {
+		u.Path = "/"
+		q.Set("room", room)
+	} else {
+		u.Path = "/ws"
+		if t.batch {
+			q.Set("batch", "1")
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func (t *target) name() string {
+	if t.kind == kindRoomchat && t.batch {
+		return "roomchat+batch"
+	}
+	return string(t.kind)
+}
+
+// dialer opens WebSocket connections, spreading them over several loopback
+// source addresses when one address would run out of ephemeral ports
+// (about 28k on Linux's default range).
+type dialer struct {
+	clients []*http.Client
+	perAddr int
+}
+
+// maxPerSourceAddr keeps each source address well inside Linux's default
+// ephemeral port range (32768–60999, 28,232 ports).
+const maxPerSourceAddr = 25000
+
+// newDialer returns a dialer for up to n connections. With n above
+// maxPerSourceAddr it binds source addresses 127.0.0.2, 127.0.0.3, …
+func newDialer(n int) *dialer {
+	d := &dialer{perAddr: maxPerSourceAddr}
+	addrs := (n + maxPerSourceAddr - 1) / maxPerSourceAddr
+	if addrs < 1 {
+		addrs = 1
+	}
+	for i := range addrs {
+		var local net.Addr
+		if addrs > 1 {
+			local = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))}
+		}
+		nd := &net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}
+		tr := &http.Transport{
+			DialContext:         nd.DialContext,
+			MaxIdleConnsPerHost: -1,
+			DisableKeepAlives:   true,
+			Proxy:               nil, // never route loopback load through a proxy
+		}
+		d.clients = append(d.clients, &http.Client{Transport: tr, Timeout: 0})
+	}
+	return d
+}
+
+func (d *dialer) sourceAddrs() int { return len(d.clients) }
+
+// dial opens connection number i to rawURL. The handshake is bounded by ctx.
+func (d *dialer) dial(ctx context.Context, i int, rawURL string) (*websocket.Conn, error) {
+	cl := d.clients[(i/d.perAddr)%len(d.clients)]
+	c, _, err := websocket.Dial(ctx, rawURL, &websocket.DialOptions{HTTPClient: cl})
+	if err != nil {
+		return nil, err
+	}
+	// A batch frame of a busy room can exceed the library's 32 KiB default.
+	c.SetReadLimit(16 << 20)
+	return c, nil
+}
+
+// conn is one benchmark connection with a reusable read buffer.
+type conn struct {
+	ws   *websocket.Conn
+	buf  []byte
+	room string
+}
+
+// readFrame reads one data frame into c.buf, reusing it, and returns it.
+// It blocks until a frame arrives, ctx ends or the connection closes.
+func (c *conn) readFrame(ctx context.Context) ([]byte, error) {
+	_, r, err := c.ws.Reader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.buf == nil {
+		c.buf = make([]byte, 0, 512)
+	}
+	b := c.buf[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	c.buf = b
+	return b, nil
+}
+
+// rcEvent is the part of a roomchat event the setup phase looks at.
+type rcEvent struct {
+	Type    string `json:"type"`
+	Payload struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		RoomID  string `json:"roomID"`
+	} `json:"payload"`
+}
+
+// connect opens connection i to room on t and, for roomchat, reads welcome,
+// sends join and waits for joined (SPEC §4). Everything is bounded by ctx.
+func connect(ctx context.Context, d *dialer, t *target, i int, room string) (*conn, error) {
+	ws, err := d.dial(ctx, i, t.wsURL(room))
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	c := &conn{ws: ws, room: room}
+	if t.kind == kindRelay {
+		return c, nil
+	}
+	if err := c.expect(ctx, protocol.TypeWelcome, ""); err != nil {
+		ws.CloseNow()
+		return nil, err
+	}
+	join := appendJSONString([]byte(`{"type":"join","payload":{"roomID":`), []byte(room))
+	join = append(join, "}}"...)
+	if err := ws.Write(ctx, websocket.MessageText, join); err != nil {
+		ws.CloseNow()
+		return nil, fmt.Errorf("send join: %w", err)
+	}
+	if err := c.expect(ctx, protocol.TypeJoined, room); err != nil {
+		ws.CloseNow()
+		return nil, err
+	}
+	return c, nil
+}
+
+// leave sends leave for c's room and waits for left.
+func (c *conn) leave(ctx context.Context) error {
+	b := appendJSONString([]byte(`{"type":"leave","payload":{"roomID":`), []byte(c.room))
+	b = append(b, "}}"...)
+	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+		return fmt.Errorf("send leave: %w", err)
+	}
+	return c.expect(ctx, protocol.TypeLeft, c.room)
+}
+
+// expect reads events until one of type typ (for room, when given) arrives,
+// skipping others (presence of other joiners); an error event fails.
+func (c *conn) expect(ctx context.Context, typ, room string) error {
+	for range 100000 { // bounded: a join into a busy room may see many presence events
+		f, err := c.readFrame(ctx)
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", typ, err)
+		}
+		for _, ev := range protocol.SplitBatch(f) {
+			if !bytes.Contains(ev, []byte(`"`+typ+`"`)) && !bytes.Contains(ev, []byte(`"error"`)) {
+				continue
+			}
+			var e rcEvent
+			if err := jsonUnmarshal(ev, &e); err != nil {
+				return fmt.Errorf("waiting for %s: bad event %.200q: %w", typ, ev, err)
+			}
+			if e.Type == protocol.TypeError {
+				return fmt.Errorf("waiting for %s: server error %s: %s", typ, e.Payload.Code, e.Payload.Message)
+			}
+			if e.Type == typ && (room == "" || e.Payload.RoomID == room) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("waiting for %s: too many other events", typ)
+}
+
+// connectAll opens n connections with up to par handshakes in flight;
+// room(i) names connection i's room. It stops at the first error (after
+// closing what it opened) or when ctx ends.
+func connectAll(ctx context.Context, d *dialer, t *target, n, par int, room func(int) string) ([]*conn, error) {
+	conns := make([]*conn, n)
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	next := make(chan int)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range par {
+		wg.Go(func() {
+			for i := range next {
+				c, err := connect(cctx, d, t, i, room(i))
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("connection %d: %w", i, err)
+						cancel()
+					}
+					mu.Unlock()
+					continue
+				}
+				conns[i] = c
+			}
+		})
+	}
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case <-cctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		closeAll(conns)
+		return nil, firstErr
+	}
+	return conns, nil
+}
+
+// closeAll drops every connection without a close handshake (fast, and a
+// handshake per connection would dominate teardown at 19,500 conns).
+func closeAll(conns []*conn) {
+	for _, c := range conns {
+		if c != nil {
+			c.ws.CloseNow()
+		}
+	}
+}

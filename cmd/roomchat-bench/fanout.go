@@ -1,0 +1,497 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// fanoutConfig is one fan-out scenario. Every member of a room, senders
+// included, receives every message sent to the room (SPEC §4, and the
+// relay forwards to the sender too), so a message costs Members deliveries.
+type fanoutConfig struct {
+	Rooms    int
+	Members  int
+	Senders  int           // per room, members 0..Senders-1
+	Rate     float64       // msgs/s per sender (the start rate with FindMax)
+	Duration time.Duration // measured window per step
+	Warmup   time.Duration // before each measured window
+	Drain    time.Duration // longest wait for stragglers after a window
+	FindMax  bool
+	Step     float64       // rate factor between find-max steps (1.25)
+	MaxSteps int           // bound on find-max steps, refinement included
+	Refine   int           // bisection steps after the first failure
+	MaxP99   time.Duration // find-max limit (250 ms)
+	Par      int           // handshakes in flight while connecting
+	PID      int           // server PID for its CPU share, 0 = unknown
+	Label    string        // scenario name in reports, e.g. "100x100"
+}
+
+func (c fanoutConfig) validate() error {
+	switch {
+	case c.Rooms < 1 || c.Members < 1:
+		return errors.New("-rooms and -members must be at least 1")
+	case c.Senders < 1 || c.Senders > c.Members:
+		return errors.New("-senders must be between 1 and -members")
+	case c.Rate <= 0 || math.IsInf(c.Rate, 0) || math.IsNaN(c.Rate):
+		return errors.New("-rate must be a positive number of msgs/s per sender")
+	case c.Duration <= 0 || c.Duration > time.Hour:
+		return errors.New("-duration must be in (0, 1h]")
+	case c.Warmup < 0 || c.Warmup > time.Hour || c.Drain < 0 || c.Drain > time.Hour:
+		return errors.New("-warmup and -drain must be in [0, 1h]")
+	case c.FindMax && (c.Step <= 1 || c.MaxSteps < 1 || c.MaxSteps > 200):
+		return errors.New("-step must be > 1 and -max-steps in [1, 200]")
+	}
+	return nil
+}
+
+// fanoutResult is one measured window (kind "fanout") or a find-max summary
+// (kind "fanout-max"). Rates are per second of the measured window.
+type fanoutResult struct {
+	Kind     string `json:"kind"`
+	Target   string `json:"target"`
+	Scenario string `json:"scenario"`
+	Step     int    `json:"step,omitzero"`
+
+	Rooms   int     `json:"rooms"`
+	Members int     `json:"members"`
+	Senders int     `json:"senders"`
+	Rate    float64 `json:"ratePerSender"`
+	Seconds float64 `json:"seconds"`
+
+	OfferedMsgs       float64 `json:"offeredMsgsPerSec"`
+	OfferedDeliveries float64 `json:"offeredDeliveriesPerSec"`
+	SentMsgs          float64 `json:"sentMsgsPerSec"`
+	Delivered         float64 `json:"deliveredPerSec"`
+
+	Sent     int64   `json:"sentMsgs"`
+	Expected int64   `json:"expectedDeliveries"`
+	Received int64   `json:"receivedDeliveries"`
+	Loss     int64   `json:"loss"`
+	LossPct  float64 `json:"lossPct"`
+
+	P50 float64 `json:"p50ms"`
+	P90 float64 `json:"p90ms"`
+	P99 float64 `json:"p99ms"`
+	Max float64 `json:"maxms"`
+
+	Disconnects  int64   `json:"disconnects"`
+	ServerErrors int64   `json:"serverErrors"`
+	GenCPU       float64 `json:"generatorCPU"`                // cores used by this process in the window
+	ServerCPU    float64 `json:"serverCPU,omitzero"`          // cores used by -pid in the window
+	Pass         bool    `json:"pass"`                        // p99 within limit, no loss, rate offered, no disconnects
+	Why          string  `json:"why,omitzero"`                // why it did not pass
+	Note         string  `json:"note,omitzero"`               // e.g. generator saturated
+	MaxDelivered float64 `json:"maxDeliveredPerSec,omitzero"` // fanout-max: highest passing step
+}
+
+// round holds the counters of one step. Readers find the current round
+// through fanoutRun.cur; old rounds' late messages carry another phase byte
+// and are ignored by the new round's measured counters.
+type round struct {
+	measure  byte        // phase byte of this round's measured messages
+	inWindow atomic.Bool // a delivery now counts toward deliveredPerSec
+	window   atomic.Int64
+	measured atomic.Int64 // measured deliveries received (any time)
+	lat      hist
+	sent     atomic.Int64 // measured messages written
+}
+
+type fanoutRun struct {
+	cfg   fanoutConfig
+	t     *target
+	conns []*conn
+	runID string
+
+	cur         atomic.Pointer[round]
+	disconnects atomic.Int64
+	errs        atomic.Int64
+	firstErr    atomic.Pointer[string]
+	closing     atomic.Bool
+	readers     sync.WaitGroup
+	rounds      int
+}
+
+var errEvent = []byte(`"type":"error"`)
+
+// setup connects every member, then starts one reader per connection.
+func (r *fanoutRun) setup(ctx context.Context, d *dialer, gen int) error {
+	cfg := r.cfg
+	n := cfg.Rooms * cfg.Members
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute+time.Duration(n)*5*time.Millisecond)
+	defer cancel()
+	conns, err := connectAll(cctx, d, r.t, n, cfg.Par, func(i int) string {
+		return fmt.Sprintf("bench-%s-%d-r%d", r.runID, gen, i/cfg.Members)
+	})
+	if err != nil {
+		return fmt.Errorf("connect %d members to %s: %w", n, r.t.name(), err)
+	}
+	r.conns = conns
+	r.closing.Store(false)
+	for _, c := range conns {
+		r.readers.Go(func() { r.read(c) })
+	}
+	return nil
+}
+
+// read is a connection's only reader: it counts bench messages without
+// decoding JSON and ends when the connection does.
+func (r *fanoutRun) read(c *conn) {
+	ctx := context.Background() // no per-read timer; teardown closes the conn
+	for {
+		f, err := c.readFrame(ctx)
+		if err != nil {
+			if !r.closing.Load() {
+				r.disconnects.Add(1)
+				s := fmt.Sprintf("disconnected: %v", err)
+				r.firstErr.CompareAndSwap(nil, &s)
+			}
+			return
+		}
+		rd := r.cur.Load()
+		if rd == nil {
+			continue
+		}
+		now := time.Now().UnixNano()
+		n := scanMsgs(f, func(ns int64, phase byte) {
+			if phase == rd.measure {
+				rd.measured.Add(1)
+				rd.lat.record(time.Duration(now - ns))
+			}
+		})
+		if n > 0 && rd.inWindow.Load() {
+			rd.window.Add(int64(n))
+		}
+		if r.t.kind == kindRoomchat && bytes.Contains(f, errEvent) {
+			r.errs.Add(int64(bytes.Count(f, errEvent)))
+			s := fmt.Sprintf("server error event: %.300s", f)
+			r.firstErr.CompareAndSwap(nil, &s)
+		}
+	}
+}
+
+// teardown closes every connection with a close frame (so a roomchat
+// server announces the leave at once instead of after its grace period),
+// bounded in time, and waits for the readers.
+func (r *fanoutRun) teardown() {
+	r.closing.Store(true)
+	closeAllClean(r.conns, 64, 20*time.Second)
+	r.readers.Wait()
+	r.conns = nil
+}
+
+// closeAllClean closes conns with status 1000, up to par at a time, and
+// drops whatever is still open after limit.
+func closeAllClean(conns []*conn, par int, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		if c == nil {
+			continue
+		}
+		if time.Now().After(deadline) {
+			c.ws.CloseNow()
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = c.ws.Close(websocket.StatusNormalClosure, "bench done")
+		})
+	}
+	wg.Wait()
+}
+
+// msgFrame builds what a sender writes: the raw message for the relay, the
+// msg envelope for roomchat. off is where the message text starts.
+func msgFrame(k kind) (frame []byte, off int) {
+	msg := newMsgBuf()
+	if k == kindRelay {
+		return msg, 0
+	}
+	pre := `{"type":"msg","payload":{"message":"`
+	frame = append([]byte(pre), msg...)
+	frame = append(frame, `"}}`...)
+	return frame, len(pre)
+}
+
+// runRound sends at rate msgs/s per sender for warm-up plus the window, then
+// waits (bounded by Drain) for the measured deliveries to arrive.
+func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanoutResult {
+	cfg := r.cfg
+	r.rounds++
+	rd := &round{measure: byte('A' + r.rounds%26)}
+	r.cur.Store(rd)
+	errs0, disc0 := r.errs.Load(), r.disconnects.Load()
+
+	var phase atomic.Uint32 // 0 warm-up, 1 measure, 2 stop
+	phase.Store(0)
+	start := time.Now()
+	measureAt := start.Add(cfg.Warmup)
+	end := measureAt.Add(cfg.Duration)
+	sctx, cancel := context.WithDeadline(ctx, end.Add(10*time.Second))
+	defer cancel()
+
+	totalSenders := cfg.Rooms * cfg.Senders
+	var senders sync.WaitGroup
+	j := 0
+	for room := range cfg.Rooms {
+		for s := range cfg.Senders {
+			c := r.conns[room*cfg.Members+s]
+			// Stagger the senders evenly over one message interval so that
+			// the rooms do not all burst at the same instant.
+			offset := time.Duration(float64(j) / float64(totalSenders) / rate * float64(time.Second))
+			j++
+			senders.Go(func() { r.send(sctx, c, rate, start.Add(offset), end, &phase, rd) })
+		}
+	}
+
+	// The window: switch the phase at measureAt, read the CPU clocks,
+	// stop at end.
+	sleepUntil(ctx, measureAt)
+	phase.Store(1)
+	rd.inWindow.Store(true)
+	cpu0 := selfCPU()
+	srv0 := procCPU(cfg.PID)
+	t0 := time.Now()
+	sleepUntil(ctx, end)
+	phase.Store(2)
+	rd.inWindow.Store(false)
+	window := time.Since(t0)
+	cpu1 := selfCPU()
+	srv1 := procCPU(cfg.PID)
+	senders.Wait()
+
+	expected := rd.sent.Load() * int64(cfg.Members)
+	drainEnd := time.Now().Add(cfg.Drain)
+	for rd.measured.Load() < expected && time.Now().Before(drainEnd) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	received := rd.measured.Load()
+
+	secs := window.Seconds()
+	offered := rate * float64(totalSenders)
+	res := fanoutResult{
+		Kind: "fanout", Target: r.t.name(), Scenario: cfg.Label, Step: step,
+		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders, Rate: round3(rate),
+		Seconds:           round3(secs),
+		OfferedMsgs:       round1(offered),
+		OfferedDeliveries: round1(offered * float64(cfg.Members)),
+		SentMsgs:          round1(float64(rd.sent.Load()) / secs),
+		Delivered:         round1(float64(rd.window.Load()) / secs),
+		Sent:              rd.sent.Load(),
+		Expected:          expected,
+		Received:          received,
+		Loss:              expected - received,
+		Disconnects:       r.disconnects.Load() - disc0,
+		ServerErrors:      r.errs.Load() - errs0,
+		GenCPU:            round3((cpu1 - cpu0).Seconds() / secs),
+	}
+	if srv0 >= 0 && srv1 >= 0 {
+		res.ServerCPU = round3((srv1 - srv0).Seconds() / secs)
+	}
+	if expected > 0 {
+		res.LossPct = round3(100 * float64(res.Loss) / float64(expected))
+	}
+	snap := rd.lat.snapshot()
+	res.P50 = ms(snap.quantile(0.50))
+	res.P90 = ms(snap.quantile(0.90))
+	res.P99 = ms(snap.quantile(0.99))
+	res.Max = ms(time.Duration(snap.max))
+
+	var why []string
+	if res.Loss != 0 {
+		why = append(why, fmt.Sprintf("loss %d", res.Loss))
+	}
+	if snap.quantile(0.99) > cfg.MaxP99 {
+		why = append(why, fmt.Sprintf("p99 %.1fms > %v", res.P99, cfg.MaxP99))
+	}
+	if res.SentMsgs < 0.97*offered {
+		why = append(why, fmt.Sprintf("sent %.0f msgs/s < 97%% of offered %.0f", res.SentMsgs, offered))
+	}
+	if res.Disconnects > 0 {
+		why = append(why, fmt.Sprintf("%d disconnects", res.Disconnects))
+	}
+	if res.ServerErrors > 0 {
+		why = append(why, fmt.Sprintf("%d server error events", res.ServerErrors))
+	}
+	if e := r.firstErr.Swap(nil); e != nil {
+		why = append(why, *e)
+	}
+	res.Pass = len(why) == 0
+	res.Why = joinWhy(why)
+	if res.GenCPU > 0.9 {
+		res.Note = "generator near one core: its figures may be the limit"
+	}
+	r.cur.Store(nil)
+	return res
+}
+
+// send is one sender: a ticker paces it, and each tick writes however many
+// messages are due by now (credit), so the offered rate holds even when a
+// tick comes late. It stops at end or when ctx ends.
+func (r *fanoutRun) send(ctx context.Context, c *conn, rate float64, start, end time.Time, phase *atomic.Uint32, rd *round) {
+	frame, off := msgFrame(r.t.kind)
+	msg := frame[off : off+msgSize]
+	interval := time.Duration(float64(time.Second) / rate)
+	interval = max(interval, time.Millisecond)
+	if !sleepUntil(ctx, start) {
+		return
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var sent int64
+	for {
+		now := time.Now()
+		if !now.Before(end) {
+			return
+		}
+		due := int64(now.Sub(start).Seconds()*rate) + 1
+		for ; sent < due; sent++ {
+			p := phase.Load()
+			if p == 2 {
+				return
+			}
+			ph := byte(phaseWarmup)
+			if p == 1 {
+				ph = rd.measure
+			}
+			fillMsg(msg, time.Now().UnixNano(), ph)
+			if err := c.ws.Write(ctx, websocket.MessageText, frame); err != nil {
+				return // the reader counts the disconnect
+			}
+			if p == 1 {
+				rd.sent.Add(1)
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// sleepUntil sleeps until t or ctx ends; it reports whether t was reached.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// runFanout runs cfg against t: one window at cfg.Rate, or with FindMax a
+// rising series of windows. emit gets every window's result as it ends; the
+// return value is the last window (fixed rate) or the find-max summary.
+func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any)) (fanoutResult, error) {
+	if err := cfg.validate(); err != nil {
+		return fanoutResult{}, err
+	}
+	n := cfg.Rooms * cfg.Members
+	if lim := fdLimit(); n+100 > lim {
+		return fanoutResult{}, fmt.Errorf("%d connections need more than this process's open-files limit (%d)", n, lim)
+	}
+	r := &fanoutRun{cfg: cfg, t: t, runID: randID()}
+	d := newDialer(n)
+	gen := 0
+	if err := r.setup(ctx, d, gen); err != nil {
+		return fanoutResult{}, err
+	}
+	defer func() { r.teardown() }()
+
+	if !cfg.FindMax {
+		res := r.runRound(ctx, cfg.Rate, 0)
+		emit(res)
+		return res, ctx.Err()
+	}
+
+	// find-max: multiply the rate by Step while windows pass, then bisect
+	// between the last pass and the first failure Refine times.
+	var best *fanoutResult
+	lo, hi := 0.0, 0.0 // last passing and first failing per-sender rates
+	rate := cfg.Rate
+	refined := 0
+	for step := 1; step <= cfg.MaxSteps && ctx.Err() == nil; step++ {
+		res := r.runRound(ctx, rate, step)
+		emit(res)
+		if res.Pass {
+			lo = rate
+			if best == nil || res.Delivered > best.Delivered {
+				b := res
+				best = &b
+			}
+		} else {
+			hi = rate
+		}
+		if res.Disconnects > 0 {
+			// The set is damaged: reconnect every member to fresh rooms.
+			r.teardown()
+			gen++
+			if err := r.setup(ctx, d, gen); err != nil {
+				return fanoutResult{}, err
+			}
+		} else if !res.Pass {
+			// Let a backlog behind a failing step clear before the next.
+			sleepUntil(ctx, time.Now().Add(min(cfg.Drain, 3*time.Second)))
+		}
+		if hi == 0 {
+			rate *= cfg.Step
+			continue
+		}
+		if lo == 0 {
+			// The start rate already fails: go down instead.
+			rate /= cfg.Step * cfg.Step
+			if rate < 1e-3 {
+				break
+			}
+			continue
+		}
+		if refined >= cfg.Refine || hi/lo < 1.02 {
+			break
+		}
+		refined++
+		rate = (lo + hi) / 2
+	}
+	sum := fanoutResult{Kind: "fanout-max", Target: t.name(), Scenario: cfg.Label,
+		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders}
+	if best != nil {
+		sum = *best
+		sum.Kind, sum.Step = "fanout-max", 0
+		sum.MaxDelivered = best.Delivered
+	} else {
+		sum.Why = "no step passed"
+	}
+	emit(sum)
+	return sum, ctx.Err()
+}
+
+func joinWhy(s []string) string {
+	var b bytes.Buffer
+	for i, x := range s {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(x)
+	}
+	return b.String()
+}
+
+func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }
+func round1(f float64) float64   { return math.Round(f*10) / 10 }
+func round3(f float64) float64   { return math.Round(f*1000) / 1000 }

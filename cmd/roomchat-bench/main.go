@@ -1,0 +1,372 @@
+// Command roomchat-bench measures roomchat against a minimal relay on the
+// same WebSocket library (issue 6): fan-out throughput and latency, memory
+// per idle connection, connect+join rate and connection churn. It only ever
+// connects to loopback addresses, and every loop is bounded in count and
+// time.
+//
+// Subcommands:
+//
+//	roomchat-bench baseline -addr 127.0.0.1:PORT
+//	roomchat-bench fanout   [-server URL] [-baseline URL] -rooms R -members M -senders S -rate X -duration D -warmup W [-batch] [-find-max] [-json]
+//	roomchat-bench idle     -server URL -conns N [-rooms R] [-pid PID] [-hold D]
+//	roomchat-bench churn    -server URL -cycles N [-par P]
+//	roomchat-bench chart    -in results.jsonl -out chart.svg
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "roomchat-bench:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: roomchat-bench <command> [flags]
+
+commands:
+  baseline  run the minimal relay server (the ceiling) on a loopback address
+  fanout    R rooms x M members, S senders per room at a fixed rate; -find-max steps it up
+  idle      hold N joined connections; server memory per connection, connect+join rate
+  churn     connect/join/leave/close cycles; server goroutines and heap before and after
+  chart     SVG of p99 latency against offered deliveries/s from -json results
+
+"roomchat-bench <command> -h" lists a command's flags.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet("roomchat-bench "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o output
+	o.w = stdout
+	addOut := func() {
+		fs.BoolVar(&o.json, "json", false, "print one JSON object per result instead of a table")
+		fs.StringVar(&o.file, "o", "", "also append one JSON object per result to this file")
+	}
+	switch cmd {
+	case "baseline":
+		addr := fs.String("addr", "127.0.0.1:9100", "loopback address to listen on")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		log := slog.New(slog.NewTextHandler(stderr, nil))
+		return runBaseline(ctx, *addr, log)
+
+	case "fanout":
+		var cfg fanoutConfig
+		server := fs.String("server", "", "roomchat server (ws://127.0.0.1:PORT); its /ws is used")
+		baseline := fs.String("baseline", "", "baseline relay (ws://127.0.0.1:PORT) to run the same scenario against and compare")
+		batch := fs.Bool("batch", false, "roomchat: connect with ?batch=1 (several events per frame)")
+		fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms")
+		fs.IntVar(&cfg.Members, "members", 100, "members per room, senders included")
+		fs.IntVar(&cfg.Senders, "senders", 1, "senders per room")
+		fs.Float64Var(&cfg.Rate, "rate", 2, "msgs/s per sender (the start rate with -find-max)")
+		fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured window (per step)")
+		fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up before each window")
+		fs.DurationVar(&cfg.Drain, "drain", 3*time.Second, "longest wait for late deliveries after a window")
+		fs.BoolVar(&cfg.FindMax, "find-max", false, "step the rate up until p99 > -max-p99, loss or disconnects")
+		fs.Float64Var(&cfg.Step, "step", 1.25, "find-max: rate factor between steps")
+		fs.IntVar(&cfg.MaxSteps, "max-steps", 30, "find-max: most steps")
+		fs.IntVar(&cfg.Refine, "refine", 2, "find-max: bisection steps after the first failure")
+		fs.DurationVar(&cfg.MaxP99, "max-p99", 250*time.Millisecond, "find-max: the p99 limit")
+		fs.IntVar(&cfg.Par, "par", 64, "handshakes in flight while connecting")
+		fs.IntVar(&cfg.PID, "pid", 0, "roomchat server PID, to report its CPU use")
+		bpid := fs.Int("baseline-pid", 0, "baseline server PID, to report its CPU use")
+		fs.StringVar(&cfg.Label, "label", "", "scenario name in reports (default RxM)")
+		addOut()
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if *server == "" && *baseline == "" {
+			return errors.New("fanout needs -server, -baseline or both")
+		}
+		if cfg.Label == "" {
+			cfg.Label = fmt.Sprintf("%dx%d", cfg.Rooms, cfg.Members)
+		}
+		if err := cfg.validate(); err != nil {
+			return err
+		}
+		if err := o.open(); err != nil {
+			return err
+		}
+		defer o.close()
+		var rc, bl *fanoutResult
+		if *server != "" {
+			t, err := parseTarget(*server, kindRoomchat)
+			if err != nil {
+				return err
+			}
+			t.batch = *batch
+			r, err := runFanout(ctx, t, cfg, o.emit)
+			if err != nil {
+				return fmt.Errorf("fanout %s: %w", t.name(), err)
+			}
+			rc = &r
+		}
+		if *baseline != "" {
+			t, err := parseTarget(*baseline, kindRelay)
+			if err != nil {
+				return err
+			}
+			bcfg := cfg
+			bcfg.PID = *bpid
+			r, err := runFanout(ctx, t, bcfg, o.emit)
+			if err != nil {
+				return fmt.Errorf("fanout baseline: %w", err)
+			}
+			bl = &r
+		}
+		if rc != nil && bl != nil {
+			o.emit(compare(*rc, *bl, cfg.FindMax))
+		}
+		return o.err
+
+	case "idle":
+		var cfg idleConfig
+		server := fs.String("server", "", "server (ws://127.0.0.1:PORT)")
+		relay := fs.Bool("relay", false, "the server is the baseline relay, not roomchat")
+		fs.IntVar(&cfg.Conns, "conns", 1000, "connections to hold (capped by the open-files limit)")
+		fs.IntVar(&cfg.Rooms, "rooms", 0, "rooms to spread them over (0: one per 100 connections)")
+		fs.IntVar(&cfg.PID, "pid", 0, "server PID: memory from /proc/PID/status VmRSS (else /metrics)")
+		fs.DurationVar(&cfg.Hold, "hold", 10*time.Second, "how long to hold them before measuring")
+		fs.IntVar(&cfg.Par, "par", 64, "handshakes in flight")
+		addOut()
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		t, err := parseTarget(*server, pick(*relay))
+		if err != nil {
+			return err
+		}
+		if err := o.open(); err != nil {
+			return err
+		}
+		defer o.close()
+		res, err := runIdle(ctx, t, cfg)
+		if err != nil {
+			return fmt.Errorf("idle: %w", err)
+		}
+		o.emit(res)
+		return o.err
+
+	case "churn":
+		var cfg churnConfig
+		server := fs.String("server", "", "server (ws://127.0.0.1:PORT) with /metrics")
+		relay := fs.Bool("relay", false, "the server is the baseline relay, not roomchat")
+		fs.IntVar(&cfg.Cycles, "cycles", 10000, "connect/join/leave/close cycles")
+		fs.IntVar(&cfg.Par, "par", 16, "cycles in flight")
+		fs.IntVar(&cfg.Rooms, "rooms", 16, "rooms the cycles join, round robin")
+		fs.DurationVar(&cfg.MaxTime, "max-time", 5*time.Minute, "stop cycling after this long")
+		fs.DurationVar(&cfg.Settle, "settle", 30*time.Second, "longest wait for the server to return to its start")
+		fs.IntVar(&cfg.Slack, "slack", 2, "goroutines allowed above the start")
+		fs.Float64Var(&cfg.HeapSlack, "heap-slack", 0.25, "fraction of heap in use allowed above the start (plus 1 MiB)")
+		addOut()
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		t, err := parseTarget(*server, pick(*relay))
+		if err != nil {
+			return err
+		}
+		if err := o.open(); err != nil {
+			return err
+		}
+		defer o.close()
+		res, err := runChurn(ctx, t, cfg)
+		if err != nil {
+			o.emit(res)
+			return fmt.Errorf("churn: %w", err)
+		}
+		o.emit(res)
+		return o.err
+
+	case "chart":
+		in := fs.String("in", "", "JSON-lines results (from -json or -o)")
+		out := fs.String("out", "bench-latency.svg", "SVG file to write")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		return writeChart(*in, *out)
+
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "roomchat-bench: unknown command %q\n%s", cmd, usage)
+	return errUsage
+}
+
+func pick(relay bool) kind {
+	if relay {
+		return kindRelay
+	}
+	return kindRoomchat
+}
+
+// ratioResult is kind "ratio": roomchat's figure over the baseline's,
+// measured in the same run.
+type ratioResult struct {
+	Kind     string  `json:"kind"`
+	Scenario string  `json:"scenario"`
+	Target   string  `json:"target"`
+	Metric   string  `json:"metric"`
+	Roomchat float64 `json:"roomchat"`
+	Baseline float64 `json:"baseline"`
+	Ratio    float64 `json:"ratio"`
+	P99      float64 `json:"roomchatP99ms,omitzero"`
+	BaseP99  float64 `json:"baselineP99ms,omitzero"`
+}
+
+func compare(rc, bl fanoutResult, findMax bool) ratioResult {
+	r := ratioResult{Kind: "ratio", Scenario: rc.Scenario, Target: rc.Target, P99: rc.P99, BaseP99: bl.P99}
+	if findMax {
+		r.Metric, r.Roomchat, r.Baseline = "maxDeliveredPerSec", rc.MaxDelivered, bl.MaxDelivered
+	} else {
+		r.Metric, r.Roomchat, r.Baseline = "deliveredPerSec", rc.Delivered, bl.Delivered
+	}
+	if r.Baseline > 0 {
+		r.Ratio = round3(r.Roomchat / r.Baseline)
+	}
+	return r
+}
+
+// output prints results as a table (or JSON lines) and appends JSON lines
+// to a file.
+type output struct {
+	w      io.Writer
+	json   bool
+	file   string
+	f      *os.File
+	err    error
+	header string
+}
+
+func (o *output) open() error {
+	if o.file == "" {
+		return nil
+	}
+	f, err := os.OpenFile(o.file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("open results file: %w", err)
+	}
+	o.f = f
+	return nil
+}
+
+func (o *output) close() {
+	if o.f != nil {
+		if err := o.f.Close(); err != nil && o.err == nil {
+			o.err = err
+		}
+	}
+}
+
+func (o *output) emit(v any) {
+	line, err := jsonMarshal(v)
+	if err != nil {
+		o.err = err
+		return
+	}
+	if o.f != nil {
+		if _, err := o.f.Write(append(line, '\n')); err != nil && o.err == nil {
+			o.err = err
+		}
+	}
+	if o.json {
+		o.w.Write(append(line, '\n'))
+		return
+	}
+	o.table(v)
+}
+
+func (o *output) table(v any) {
+	hdr := func(h string) {
+		if o.header != h {
+			fmt.Fprintln(o.w, h)
+			o.header = h
+		}
+	}
+	switch r := v.(type) {
+	case fanoutResult:
+		if r.Kind == "fanout-max" {
+			o.header = ""
+			if r.MaxDelivered == 0 {
+				fmt.Fprintf(o.w, "=> %s %s: no step passed\n", r.Target, r.Scenario)
+				return
+			}
+			fmt.Fprintf(o.w, "=> %s %s: max sustained %.0f deliveries/s (p99 %.1f ms, %.0f msgs/s in)\n",
+				r.Target, r.Scenario, r.MaxDelivered, r.P99, r.SentMsgs)
+			return
+		}
+		hdr(fmt.Sprintf("%-15s %-9s %4s %9s %11s %11s %8s %8s %8s %8s %7s %5s %5s %s",
+			"target", "scenario", "step", "rate/snd", "offered/s", "delivered/s", "p50ms", "p90ms", "p99ms", "maxms", "loss", "gen", "srv", "result"))
+		res := "ok"
+		if !r.Pass {
+			res = "FAIL " + r.Why
+		}
+		if r.Note != "" {
+			res += " (" + r.Note + ")"
+		}
+		srv := "-"
+		if r.ServerCPU > 0 {
+			srv = fmt.Sprintf("%.2f", r.ServerCPU)
+		}
+		fmt.Fprintf(o.w, "%-15s %-9s %4d %9.2f %11.0f %11.0f %8.2f %8.2f %8.2f %8.1f %7d %5.2f %5s %s\n",
+			r.Target, r.Scenario, r.Step, r.Rate, r.OfferedDeliveries, r.Delivered, r.P50, r.P90, r.P99, r.Max, r.Loss, r.GenCPU, srv, res)
+	case ratioResult:
+		o.header = ""
+		fmt.Fprintf(o.w, "=> %s %s: %s %.0f vs baseline %.0f = %.3fx the baseline (p99 %.2f ms vs %.2f ms)\n",
+			r.Target, r.Scenario, r.Metric, r.Roomchat, r.Baseline, r.Ratio, r.P99, r.BaseP99)
+	case idleResult:
+		o.header = ""
+		fmt.Fprintf(o.w, "idle %s: %d conns in %d rooms (requested %d, %d source addr)\n", r.Target, r.Conns, r.Rooms, r.Requested, r.SrcAddrs)
+		if r.Capped != "" {
+			fmt.Fprintf(o.w, "  NOTE: %s\n", r.Capped)
+		}
+		fmt.Fprintf(o.w, "  server memory (%s): %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
+			r.Source, float64(r.Before)/(1<<20), float64(r.After)/(1<<20), r.PerConn, r.PerConn/1024)
+		fmt.Fprintf(o.w, "  connect+join: %.0f/s (%.2f s, generator CPU %.2f s); dropped while held: %d\n", r.Rate, r.ConnectS, r.GenCPU, r.Dropped)
+		if r.GoAfter > 0 {
+			fmt.Fprintf(o.w, "  server goroutines %.0f -> %.0f (%.2f per conn), heap in use %.1f MiB\n",
+				r.GoBefore, r.GoAfter, (r.GoAfter-r.GoBefore)/float64(r.Conns), r.HeapAfter/(1<<20))
+		}
+	case churnResult:
+		o.header = ""
+		fmt.Fprintf(o.w, "churn %s: %d cycles (%d failed) in %.1f s = %.0f cycles/s\n", r.Target, r.Cycles, r.Failed, r.Seconds, r.Rate)
+		if r.FirstError != "" {
+			fmt.Fprintf(o.w, "  first error: %s\n", r.FirstError)
+		}
+		verdict := "returned to baseline"
+		if !r.Returned {
+			verdict = "NOT back to baseline: " + r.Why
+		}
+		fmt.Fprintf(o.w, "  goroutines %.0f -> peak %.0f -> %.0f; heap in use %.1f -> peak %.1f -> %.1f MiB; %s after %.1f s\n",
+			r.GoBefore, r.GoPeak, r.GoAfter, r.HeapBefore/(1<<20), r.HeapPeak/(1<<20), r.HeapAfter/(1<<20), verdict, r.SettleS)
+	default:
+		fmt.Fprintf(o.w, "%+v\n", v)
+	}
+}

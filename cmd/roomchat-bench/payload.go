@@ -1,0 +1,101 @@
+package main
+
+import "bytes"
+
+// A bench message is exactly msgSize bytes of ASCII text:
+//
+//	rcb:<19-digit unix ns send time>:<phase>:<padding x…>
+//
+// The marker lets a receiver find the timestamp with one bytes.Index in a
+// roomchat msg event (or in each line of a batch) without decoding JSON, and
+// the phase byte tells measured messages ('m') from warm-up ones ('w'), so
+// that warm-up traffic still arriving in the measured window is neither
+// counted as a measured delivery nor as loss. The text needs no JSON
+// escaping, so the relay and roomchat carry the same 64 bytes.
+const (
+	msgSize     = 64
+	marker      = "rcb:"
+	tsDigits    = 19
+	phaseOffset = len(marker) + tsDigits + 1
+	minMsgSize  = phaseOffset + 2
+)
+
+const (
+	phaseWarmup  = 'w'
+	phaseMeasure = 'm'
+)
+
+var markerBytes = []byte(marker)
+
+// fillMsg writes a bench message with send time ns and phase into b, which
+// must be msgSize long and whose padding fillMsg leaves alone after the
+// first call (newMsgBuf prepares it).
+func fillMsg(b []byte, ns int64, phase byte) {
+	// Fixed-width decimal, most significant digit first.
+	for i := len(marker) + tsDigits - 1; i >= len(marker); i-- {
+		b[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	b[phaseOffset] = phase
+}
+
+// newMsgBuf returns a msgSize buffer with the marker, separators and padding
+// in place.
+func newMsgBuf() []byte {
+	b := bytes.Repeat([]byte{'x'}, msgSize)
+	copy(b, marker)
+	b[len(marker)+tsDigits] = ':'
+	b[phaseOffset+1] = ':'
+	return b
+}
+
+// parseMsgAt reads the timestamp and phase of the bench message that starts
+// at the marker at b[0:]. ok is false when b does not hold a whole header.
+func parseMsgAt(b []byte) (ns int64, phase byte, ok bool) {
+	if len(b) < minMsgSize || !bytes.HasPrefix(b, markerBytes) {
+		return 0, 0, false
+	}
+	for _, c := range b[len(marker) : len(marker)+tsDigits] {
+		if c < '0' || c > '9' {
+			return 0, 0, false
+		}
+		ns = ns*10 + int64(c-'0')
+	}
+	return ns, b[phaseOffset], true
+}
+
+// scanMsgs calls fn for every bench message header in frame. A roomchat
+// frame holds one event, or with ?batch=1 several events separated by '\n';
+// a relay frame is the raw message. Each event carries at most one message,
+// so scanning for the marker is enough and no JSON is decoded.
+func scanMsgs(frame []byte, fn func(ns int64, phase byte)) (n int) {
+	for {
+		i := bytes.Index(frame, markerBytes)
+		if i < 0 {
+			return n
+		}
+		frame = frame[i:]
+		if ns, ph, ok := parseMsgAt(frame); ok {
+			fn(ns, ph)
+			n++
+			frame = frame[minMsgSize:]
+			continue
+		}
+		frame = frame[len(marker):]
+	}
+}
+
+// appendJSONString is strconv.AppendQuote's JSON cousin for the few strings
+// the generator sends (room IDs and bench text: plain ASCII).
+func appendJSONString(b []byte, s []byte) []byte {
+	b = append(b, '"')
+	for _, c := range s {
+		if c == '"' || c == '\\' || c < 0x20 {
+			b = append(b, `\u00`...)
+			b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&15])
+			continue
+		}
+		b = append(b, c)
+	}
+	return append(b, '"')
+}
