@@ -1,0 +1,83 @@
+// Landing page (GET /): create a room through POST /api/rooms and show its
+// share link, or join a room by ID or link.
+
+import { checkRoomID, copyText, roomIDFromInput, roomURL } from './common.js';
+
+const $ = (id) => document.getElementById(id);
+
+const createBtn = $('create-room');
+const createStatus = $('create-status');
+const created = $('created');
+const shareLink = $('share-link');
+const copyBtn = $('copy-link');
+const copyStatus = $('copy-status');
+const openRoom = $('open-room');
+const joinForm = $('join-form');
+const joinID = $('join-id');
+const joinError = $('join-error');
+
+async function createRoom() {
+  createBtn.disabled = true;
+  createBtn.setAttribute('aria-busy', 'true');
+  createStatus.textContent = 'Creating a room…';
+  createStatus.classList.remove('warn');
+  try {
+    const res = await fetch('/api/rooms', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: '{}',
+    });
+    let body = null;
+    try {
+      body = await res.json();
+    } catch {
+      // Not JSON; handled below.
+    }
+    if (!res.ok || !body || typeof body.roomID !== 'string') {
+      const why = body && body.message ? body.message : `the server answered ${res.status}`;
+      throw new Error(why);
+    }
+    // The link is built from the address this page was loaded from, exactly
+    // as the room page builds it, so both pages show the same link.
+    const url = roomURL(body.roomID);
+    shareLink.value = url;
+    openRoom.href = `/r/${encodeURIComponent(body.roomID)}`;
+    created.hidden = false;
+    created.dataset.roomId = body.roomID;
+    copyStatus.textContent = '';
+    createStatus.textContent = 'Room created. Share the link, then open the room.';
+    shareLink.focus();
+    shareLink.select();
+  } catch (err) {
+    createStatus.textContent = `Couldn’t create a room: ${err.message}. Check your connection and try again.`;
+    createStatus.classList.add('warn');
+  } finally {
+    createBtn.disabled = false;
+    createBtn.removeAttribute('aria-busy');
+  }
+}
+
+createBtn.addEventListener('click', createRoom);
+copyBtn.addEventListener('click', () => copyText(shareLink, copyStatus));
+
+joinForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const id = roomIDFromInput(joinID.value);
+  const problem = checkRoomID(id);
+  if (problem) {
+    joinError.textContent = problem;
+    joinID.setAttribute('aria-invalid', 'true');
+    joinID.focus();
+    return;
+  }
+  joinError.textContent = '';
+  joinID.removeAttribute('aria-invalid');
+  location.assign(`/r/${encodeURIComponent(id)}`);
+});
+
+joinID.addEventListener('input', () => {
+  if (joinID.getAttribute('aria-invalid')) {
+    joinError.textContent = '';
+    joinID.removeAttribute('aria-invalid');
+  }
+});

@@ -1,0 +1,842 @@
+// Room page (GET /r/{id}): joins the room named in the URL over the
+// WebSocket protocol of SPEC §4 and renders it. All user-supplied text goes
+// into the page through textContent, never as HTML.
+//
+// Message bookkeeping:
+//   - rendered maps seq → element. A seq is rendered at most once; history
+//     replays and live events are merged by seq, in seq order.
+//   - Our own messages live in the outbox until their ack arrives. Each has a
+//     client ID (the envelope id). The server answers a re-sent id with the
+//     original ack, so after a reconnect every unacknowledged message is
+//     simply sent again with the same id.
+//   - The msg event for our own message and its ack usually come together;
+//     whichever comes second finds the seq already rendered, so one message
+//     shows, not two.
+
+import {
+  DEFAULT_LIMITS,
+  checkRoomID,
+  cleanName,
+  copyText,
+  formatTime,
+  messageLength,
+  newID,
+  roomURL,
+  storageGet,
+  storageSet,
+} from './common.js';
+import { CLOSE, Connection } from './conn.js';
+
+const $ = (id) => document.getElementById(id);
+
+const NAME_KEY = 'roomchat.name';
+const NAME_SKIPPED_KEY = 'roomchat.nameSkipped';
+const TYPING_SEND_MS = 2000; // send typing at most this often
+const TYPING_SHOW_MS = 3000; // show someone's typing this long
+// The server de-duplicates a re-sent id for 5 minutes. A message unconfirmed
+// for longer than this could be stored twice if re-sent, so it is marked
+// failed instead and the user decides.
+const UNCONFIRMED_MS = 4.5 * 60 * 1000;
+const ROOM_FULL_RETRY_MS = 10000;
+
+// ---- elements ---------------------------------------------------------------
+
+const el = {
+  roomID: $('room-id'),
+  status: $('status'),
+  statusText: $('status-text'),
+  reconnectNow: $('reconnect-now'),
+  shareLink: $('share-link'),
+  copyLink: $('copy-link'),
+  copyStatus: $('copy-status'),
+  myName: $('my-name'),
+  changeName: $('change-name'),
+  errorBar: $('error-bar'),
+  error: $('error'),
+  errorDismiss: $('error-dismiss'),
+  messages: $('messages'),
+  typing: $('typing'),
+  composer: $('composer'),
+  input: $('message-input'),
+  charCount: $('char-count'),
+  send: $('send'),
+  membersPanel: $('members-panel'),
+  membersToggle: $('members-toggle'),
+  members: $('members'),
+  memberCount: $('member-count'),
+  nameDialog: $('name-dialog'),
+  nameForm: $('name-form'),
+  nameInput: $('name-input'),
+  nameError: $('name-error'),
+  nameSkip: $('name-skip'),
+};
+
+// The outbox holds our pending and failed messages, always at the bottom of
+// the message list.
+const outboxEl = document.createElement('div');
+outboxEl.className = 'outbox';
+el.messages.append(outboxEl);
+
+// ---- state ------------------------------------------------------------------
+
+const roomID = roomIDFromPath(location.pathname);
+let limits = { ...DEFAULT_LIMITS };
+const me = { userID: '', name: '' };
+let joined = false; // in the room on the current connection
+let everJoined = false;
+let epoch = null; // epoch of the room history we render
+let lastSeq = 0; // highest seq rendered
+const rendered = new Map(); // seq → message element
+const joinRequests = new Map(); // join envelope id → since sent (or null)
+let nameDecided = false;
+let roomFullTimer = 0;
+const members = new Map(); // userID → name
+let memberCount = 0;
+const outbox = []; // {cid, text, el, state: 'queued'|'sent'|'failed', firstSentAt, userID}
+const typers = new Map(); // userID → {name, timer}
+let lastTypingSent = 0;
+let unread = 0;
+let statusTimer = 0;
+
+const conn = new Connection();
+
+// ---- start ------------------------------------------------------------------
+
+function roomIDFromPath(path) {
+  const m = /^\/r\/([^/]*)\/?$/.exec(path);
+  if (!m) return '';
+  try {
+    return decodeURIComponent(m[1]);
+  } catch {
+    return '';
+  }
+}
+
+function init() {
+  const problem = checkRoomID(roomID);
+  el.roomID.textContent = roomID || '?';
+  if (problem) {
+    document.title = 'roomchat · no such room';
+    showError(`This address does not name a valid room. ${problem} Go back to the start page to create or join a room.`);
+    setStatus('offline', 'Not connected');
+    el.input.disabled = true;
+    el.send.disabled = true;
+    el.changeName.disabled = true;
+    return;
+  }
+  updateTitle();
+  el.shareLink.value = roomURL(roomID);
+  el.copyLink.addEventListener('click', () => copyText(el.shareLink, el.copyStatus));
+  el.reconnectNow.addEventListener('click', () => conn.reconnectNow());
+  el.errorDismiss.addEventListener('click', clearError);
+  el.changeName.addEventListener('click', () => openNameDialog(true));
+  el.nameForm.addEventListener('submit', onNameSubmit);
+  el.nameSkip.addEventListener('click', onNameSkip);
+  el.nameDialog.addEventListener('cancel', (ev) => {
+    ev.preventDefault();
+    onNameSkip();
+  });
+  el.composer.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    sendFromInput();
+  });
+  el.input.addEventListener('keydown', onInputKey);
+  // Some input paths (IMEs, automation sending a separate "char" event)
+  // insert the newline through keypress even when keydown was cancelled.
+  el.input.addEventListener('keypress', (ev) => {
+    if (ev.key === 'Enter' && !ev.shiftKey) ev.preventDefault();
+  });
+  el.input.addEventListener('input', onInput);
+  el.membersToggle.addEventListener('click', toggleMembers);
+  document.addEventListener('visibilitychange', onVisibility);
+
+  const stored = storageGet('localStorage', NAME_KEY);
+  me.name = stored || '';
+  renderMyName();
+  if (stored || storageGet('localStorage', NAME_SKIPPED_KEY) === '1') {
+    nameDecided = true;
+  } else {
+    openNameDialog(false);
+  }
+
+  conn.addEventListener('state', (ev) => onConnState(ev.detail));
+  conn.addEventListener('message', (ev) => onEvent(ev.detail.event));
+  conn.addEventListener('close', (ev) => onClose(ev.detail));
+  conn.start();
+  setInterval(expireUnconfirmed, 5000);
+  updateCharCount();
+
+  // A handle for browser tests and for debugging from the console.
+  globalThis.roomchat = Object.freeze({
+    conn,
+    get roomID() {
+      return roomID;
+    },
+    get lastSeq() {
+      return lastSeq;
+    },
+    get userID() {
+      return me.userID;
+    },
+    get joined() {
+      return joined;
+    },
+  });
+}
+
+// ---- connection -------------------------------------------------------------
+
+function onConnState({ state, retryAt }) {
+  clearInterval(statusTimer);
+  el.reconnectNow.hidden = !(state === 'waiting' || state === 'offline');
+  switch (state) {
+    case 'connecting':
+      setStatus('connecting', everJoined ? 'Reconnecting…' : 'Connecting…');
+      break;
+    case 'open':
+      setStatus('connecting', nameDecided ? 'Joining the room…' : 'Connected. Choose a name to join.');
+      break;
+    case 'waiting': {
+      const tick = () => {
+        const s = Math.max(1, Math.ceil((retryAt - Date.now()) / 1000));
+        setStatus('reconnecting', `Disconnected. Reconnecting in ${s} s…`);
+      };
+      tick();
+      statusTimer = setInterval(tick, 250);
+      break;
+    }
+    case 'offline':
+      setStatus('offline', 'Offline. Waiting for the network…');
+      break;
+    default:
+      break;
+  }
+}
+
+function setStatus(state, text) {
+  // #status is a live region: write only changes, so that a screen reader
+  // does not hear the same sentence again every tick.
+  if (el.status.dataset.state !== state) el.status.dataset.state = state;
+  if (el.statusText.textContent !== text) el.statusText.textContent = text;
+}
+
+function onClose({ code }) {
+  joined = false;
+  joinRequests.clear();
+  clearTimeout(roomFullTimer);
+  clearTypers();
+  for (const item of outbox) if (item.state === 'sent' || item.state === 'queued') markQueued(item);
+  if (code === CLOSE.POLICY) {
+    showError('The server disconnected you for sending too many messages. Reconnecting shortly…');
+  } else if (code === CLOSE.TOO_BIG) {
+    // The frame that was too big is the last one we sent; sending it again
+    // would only repeat this.
+    const last = [...outbox].reverse().find((i) => i.state !== 'failed' && i.firstSentAt);
+    if (last) markFailed(last, 'The server refused it as too big.');
+    showError('A message was too big for the server, which closed the connection. Reconnecting…');
+  }
+}
+
+// ---- events from the server -------------------------------------------------
+
+function onEvent(ev) {
+  if (!ev || typeof ev.type !== 'string') return;
+  const p = ev.payload || {};
+  switch (ev.type) {
+    case 'welcome':
+      onWelcome(p);
+      break;
+    case 'joined':
+      onJoined(ev.id, p);
+      break;
+    case 'msg':
+      if (p.roomID === roomID) onMsg(p, true);
+      break;
+    case 'ack':
+      onAck(ev.id, p);
+      break;
+    case 'presence':
+      if (p.roomID === roomID) onPresence(p);
+      break;
+    case 'typing':
+      if (p.roomID === roomID) onTyping(p);
+      break;
+    case 'error':
+      onError(ev.id, p);
+      break;
+    default:
+      break; // pong, left, created: nothing to show
+  }
+}
+
+function onWelcome(p) {
+  if (p.limits && typeof p.limits === 'object') {
+    for (const k of Object.keys(DEFAULT_LIMITS)) {
+      if (Number.isInteger(p.limits[k]) && p.limits[k] > 0) limits[k] = p.limits[k];
+    }
+  }
+  updateCharCount();
+  if (p.userID) me.userID = p.userID;
+  if (nameDecided) sendJoin();
+}
+
+// sendJoin joins (or re-joins) the room. fresh asks for recent history
+// instead of everything after our last seq.
+function sendJoin(fresh = false) {
+  clearTimeout(roomFullTimer);
+  const id = `join-${newID(10)}`;
+  const payload = { roomID };
+  if (me.name) payload.name = me.name;
+  // since: everything after the last message we rendered. Only meaningful
+  // while we hold the same history (epoch); a first join gets recent history.
+  const since = epoch !== null && !fresh ? lastSeq : null;
+  if (since !== null) payload.since = since;
+  if (conn.send({ type: 'join', id, payload })) {
+    joinRequests.set(id, since);
+    if (conn.state === 'open') setStatus('connecting', 'Joining the room…');
+  }
+}
+
+function onJoined(id, p) {
+  if (p.roomID !== roomID) return;
+  const since = joinRequests.has(id) ? joinRequests.get(id) : null;
+  joinRequests.delete(id);
+
+  if (p.you) {
+    me.userID = p.you.userID || me.userID;
+    me.name = p.you.name || me.name;
+    renderMyName();
+  }
+
+  if (epoch !== null && p.epoch !== epoch) {
+    // The room's stored history was lost or reset: our seqs mean nothing
+    // now. Start the list over.
+    clearMessages();
+    epoch = p.epoch;
+    addNotice('The room’s history was reset on the server; showing it afresh.');
+    if (since !== null) {
+      // Our since referred to the old history; ask again for recent history.
+      sendJoin(true);
+      return;
+    }
+  }
+  epoch = p.epoch ?? '';
+
+  if (p.truncated) addNotice('Some messages are no longer available.');
+
+  const history = Array.isArray(p.history) ? p.history : [];
+  for (const m of history) onMsg(m, false);
+  settleAfterIdentityChange(history);
+
+  members.clear();
+  for (const u of Array.isArray(p.members) ? p.members : []) members.set(u.userID, u.name);
+  if (me.userID) members.set(me.userID, me.name);
+  memberCount = Number.isInteger(p.count) ? p.count : members.size;
+  renderMembers();
+
+  joined = true;
+  everJoined = true;
+  conn.resetBackoff();
+  el.reconnectNow.hidden = true;
+  setStatus('connected', 'Connected');
+  flushOutbox();
+}
+
+function onMsg(m, live) {
+  if (!m || !Number.isInteger(m.seq)) return;
+  const existing = rendered.get(m.seq);
+  if (existing) {
+    // Already shown (from history, or confirmed by its ack first): fill in
+    // the server's time and name, nothing else.
+    if (existing.classList.contains('local')) {
+      fillMessage(existing, m);
+      existing.classList.remove('local');
+    }
+    return;
+  }
+  const from = m.from || {};
+  const node = document.createElement('div');
+  node.className = 'message';
+  fillMessage(node, m);
+  if (from.userID && from.userID === me.userID) node.classList.add('mine');
+  insertBySeq(node, m.seq);
+  if (live && from.userID !== me.userID) {
+    dropTyper(from.userID);
+    if (document.visibilityState === 'hidden') {
+      unread++;
+      updateTitle();
+    }
+  }
+}
+
+// fillMessage (re)writes a message element from a msg payload.
+function fillMessage(node, m) {
+  const from = m.from || {};
+  node.dataset.seq = String(m.seq);
+  if (m.id) node.dataset.id = m.id;
+  node.replaceChildren();
+  const meta = document.createElement('div');
+  meta.className = 'meta';
+  const who = document.createElement('span');
+  who.className = 'from';
+  who.textContent = from.name || 'unknown';
+  const time = document.createElement('time');
+  time.className = 'time';
+  const t = formatTime(m.ts);
+  if (m.ts) time.dateTime = m.ts;
+  time.textContent = t.short;
+  time.title = t.long;
+  meta.append(who, ' ', time);
+  const text = document.createElement('div');
+  text.className = 'text';
+  text.textContent = typeof m.message === 'string' ? m.message : '';
+  node.append(meta, text);
+}
+
+function insertBySeq(node, seq) {
+  const stick = nearBottom();
+  if (seq > lastSeq) {
+    el.messages.insertBefore(node, outboxEl);
+    lastSeq = seq;
+  } else {
+    let before = outboxEl;
+    for (const [s, n] of rendered) {
+      if (s > seq && n.isConnected && (before === outboxEl || s < Number(before.dataset.seq))) before = n;
+    }
+    el.messages.insertBefore(node, before);
+  }
+  rendered.set(seq, node);
+  if (stick) scrollToBottom();
+}
+
+function clearMessages() {
+  for (const child of [...el.messages.children]) if (child !== outboxEl) child.remove();
+  rendered.clear();
+  lastSeq = 0;
+}
+
+function addNotice(text) {
+  const stick = nearBottom();
+  const n = document.createElement('div');
+  n.className = 'notice';
+  n.textContent = text;
+  el.messages.insertBefore(n, outboxEl);
+  if (stick) scrollToBottom();
+}
+
+function onPresence(p) {
+  const u = p.user || {};
+  if (p.event === 'join') {
+    members.set(u.userID, u.name);
+    addNotice(`${u.name || 'Someone'} joined the room.`);
+  } else if (p.event === 'leave') {
+    members.delete(u.userID);
+    dropTyper(u.userID);
+    addNotice(`${u.name || 'Someone'} left the room.`);
+  }
+  memberCount = Number.isInteger(p.count) ? p.count : members.size;
+  renderMembers();
+}
+
+function onTyping(p) {
+  const u = p.user || {};
+  if (!u.userID || u.userID === me.userID) return;
+  const old = typers.get(u.userID);
+  if (old) clearTimeout(old.timer);
+  typers.set(u.userID, {
+    name: u.name || 'Someone',
+    timer: setTimeout(() => dropTyper(u.userID), TYPING_SHOW_MS),
+  });
+  renderTyping();
+}
+
+function dropTyper(userID) {
+  const t = typers.get(userID);
+  if (!t) return;
+  clearTimeout(t.timer);
+  typers.delete(userID);
+  renderTyping();
+}
+
+function clearTypers() {
+  for (const t of typers.values()) clearTimeout(t.timer);
+  typers.clear();
+  renderTyping();
+}
+
+function renderTyping() {
+  const names = [...typers.values()].map((t) => t.name);
+  let s = '';
+  if (names.length === 1) s = `${names[0]} is typing…`;
+  else if (names.length === 2) s = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length > 2) s = `${names.length} people are typing…`;
+  el.typing.textContent = s;
+}
+
+function renderMembers() {
+  const list = [...members.entries()].sort(([a, an], [b, bn]) => {
+    if (a === me.userID) return -1;
+    if (b === me.userID) return 1;
+    return String(an).localeCompare(String(bn));
+  });
+  el.members.replaceChildren(
+    ...list.map(([id, name]) => {
+      const li = document.createElement('li');
+      li.className = 'member';
+      li.dataset.userId = id;
+      li.textContent = name || 'unknown';
+      if (id === me.userID) {
+        li.classList.add('me');
+        const you = document.createElement('span');
+        you.className = 'you';
+        you.textContent = ' (you)';
+        li.append(you);
+      }
+      return li;
+    }),
+  );
+  el.memberCount.textContent = String(memberCount);
+}
+
+function onError(id, p) {
+  const sentence = errorSentence(p.code, p.message);
+  const item = id && outbox.find((i) => i.cid === id);
+  if (item) {
+    if (p.code === 'not_in_room' || p.code === 'room_required') {
+      // We lost our membership (the server forgot us): join again; the
+      // message goes out once we are back in.
+      markQueued(item);
+      joined = false;
+      if (joinRequests.size === 0) sendJoin();
+      return;
+    }
+    markFailed(item, sentence);
+    showError(sentence);
+    return;
+  }
+  if (id && joinRequests.has(id)) {
+    joinRequests.delete(id);
+    if (p.code === 'bad_payload' && (p.field === 'name' || /name/i.test(p.message || ''))) {
+      // The remembered name is not acceptable to this server: forget it and
+      // join with the server's default.
+      storageSet('localStorage', NAME_KEY, null);
+      me.name = '';
+      renderMyName();
+      showError(`Your name was not accepted (${p.message || 'invalid name'}); you joined with a guest name instead.`);
+      sendJoin();
+      return;
+    }
+    if (p.code === 'room_full') {
+      showError(`${sentence} Trying again in ${ROOM_FULL_RETRY_MS / 1000} seconds.`);
+      setStatus('reconnecting', 'Room is full. Trying again shortly…');
+      roomFullTimer = setTimeout(() => {
+        if (conn.isOpen()) sendJoin();
+      }, ROOM_FULL_RETRY_MS);
+      return;
+    }
+  }
+  showError(sentence);
+}
+
+function errorSentence(code, message) {
+  switch (code) {
+    case 'rate_limited':
+      return 'You are sending messages too fast. Wait a moment, then try again.';
+    case 'too_long':
+      return `That message is too long: the limit is ${limits.maxMessage} characters.`;
+    case 'room_full':
+      return 'This room is full.';
+    case 'store_unavailable':
+      return 'The server cannot save messages right now, so your message was not sent. Try again shortly.';
+    case 'bad_payload':
+      return `The server did not accept that: ${message || 'invalid request'}.`;
+    case 'not_in_room':
+      return 'You are not in this room any more.';
+    case 'internal':
+      return 'The server ran into a problem. Try again.';
+    default:
+      return `Something went wrong talking to the server (${code || 'unknown error'}${message ? `: ${message}` : ''}).`;
+  }
+}
+
+function showError(sentence) {
+  el.error.textContent = sentence;
+  el.errorBar.hidden = false;
+}
+
+function clearError() {
+  el.error.textContent = '';
+  el.errorBar.hidden = true;
+  el.input.focus();
+}
+
+// ---- sending ----------------------------------------------------------------
+
+function onInputKey(ev) {
+  if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && !ev.altKey && !ev.ctrlKey && !ev.metaKey) {
+    ev.preventDefault();
+    sendFromInput();
+  }
+}
+
+function onInput() {
+  updateCharCount();
+  const now = Date.now();
+  if (joined && el.input.value.trim() !== '' && now - lastTypingSent >= TYPING_SEND_MS) {
+    if (conn.send({ type: 'typing', payload: { roomID } })) lastTypingSent = now;
+  }
+}
+
+function updateCharCount() {
+  const n = messageLength(el.input.value);
+  const max = limits.maxMessage;
+  el.charCount.classList.toggle('over', n > max);
+  if (n > max) {
+    el.charCount.textContent = `${n - max} characters over the ${max} limit`;
+    el.input.setAttribute('aria-invalid', 'true');
+  } else if (n >= max * 0.9) {
+    el.charCount.textContent = `${n} / ${max}`;
+    el.input.removeAttribute('aria-invalid');
+  } else {
+    el.charCount.textContent = '';
+    el.input.removeAttribute('aria-invalid');
+  }
+}
+
+function sendFromInput() {
+  const text = el.input.value;
+  const n = messageLength(text);
+  if (n === 0) return;
+  if (n > limits.maxMessage) {
+    showError(`That message is ${n} characters long; the limit is ${limits.maxMessage}. Shorten it, then send.`);
+    return;
+  }
+  const item = { cid: newID(), text, el: null, state: 'queued', firstSentAt: 0, userID: '' };
+  item.el = pendingElement(item);
+  outbox.push(item);
+  outboxEl.append(item.el);
+  scrollToBottom();
+  el.input.value = '';
+  updateCharCount();
+  lastTypingSent = 0;
+  trySend(item);
+}
+
+function pendingElement(item) {
+  const node = document.createElement('div');
+  node.className = 'message mine pending';
+  node.dataset.clientId = item.cid;
+  const meta = document.createElement('div');
+  meta.className = 'meta';
+  const who = document.createElement('span');
+  who.className = 'from';
+  who.textContent = me.name || 'you';
+  const time = document.createElement('time');
+  time.className = 'time';
+  const now = new Date();
+  const t = formatTime(now);
+  time.dateTime = now.toISOString();
+  time.textContent = t.short;
+  time.title = t.long;
+  const state = document.createElement('span');
+  state.className = 'state';
+  meta.append(who, ' ', time, ' ', state);
+  const text = document.createElement('div');
+  text.className = 'text';
+  text.textContent = item.text;
+  node.append(meta, text);
+  return node;
+}
+
+function setItemState(item, state, label) {
+  item.state = state;
+  item.el.classList.toggle('pending', state !== 'failed');
+  item.el.classList.toggle('failed', state === 'failed');
+  item.el.querySelector('.state').textContent = label;
+  const actions = item.el.querySelector('.actions');
+  if (actions) actions.remove();
+}
+
+function markQueued(item) {
+  setItemState(item, 'queued', 'Waiting for connection…');
+}
+
+function markFailed(item, reason) {
+  setItemState(item, 'failed', `Not sent. ${reason}`);
+  const actions = document.createElement('div');
+  actions.className = 'actions';
+  const retry = document.createElement('button');
+  retry.type = 'button';
+  retry.className = 'retry small';
+  retry.textContent = 'Retry';
+  retry.addEventListener('click', () => {
+    // A fresh id: the failed attempt was not stored (or is past the server's
+    // de-duplication window), so this is a new message.
+    item.cid = newID();
+    item.el.dataset.clientId = item.cid;
+    item.firstSentAt = 0;
+    trySend(item);
+    el.input.focus();
+  });
+  const discard = document.createElement('button');
+  discard.type = 'button';
+  discard.className = 'discard small';
+  discard.textContent = 'Delete';
+  discard.addEventListener('click', () => {
+    removeItem(item);
+    el.input.focus();
+  });
+  actions.append(retry, discard);
+  item.el.append(actions);
+}
+
+function trySend(item) {
+  if (joined && conn.send({ type: 'msg', id: item.cid, payload: { roomID, message: item.text } })) {
+    if (!item.firstSentAt) item.firstSentAt = Date.now();
+    item.userID = me.userID;
+    setItemState(item, 'sent', 'Sending…');
+  } else {
+    markQueued(item);
+  }
+}
+
+function flushOutbox() {
+  for (const item of [...outbox]) if (item.state !== 'failed') trySend(item);
+}
+
+function onAck(id, p) {
+  const item = outbox.find((i) => i.cid === id);
+  if (!item || !Number.isInteger(p.seq)) return;
+  removeItem(item);
+  const shown = rendered.get(p.seq);
+  // Its msg event came first (same server message id): already on screen.
+  if (shown && (!p.msgID || !shown.dataset.id || shown.dataset.id === p.msgID)) return;
+  // The ack came first: the message is confirmed; show it in its place and
+  // let the msg event fill in the server's timestamp.
+  const node = item.el;
+  node.classList.remove('pending', 'failed');
+  node.classList.add('local');
+  node.querySelector('.state')?.remove();
+  delete node.dataset.clientId;
+  node.dataset.seq = String(p.seq);
+  if (p.msgID) node.dataset.id = p.msgID;
+  insertBySeq(node, p.seq);
+}
+
+function removeItem(item) {
+  const i = outbox.indexOf(item);
+  if (i >= 0) outbox.splice(i, 1);
+  item.el.remove();
+}
+
+// settleAfterIdentityChange handles messages sent, but not acknowledged, on a
+// connection whose userID we no longer have (the resume token expired). The
+// server's de-duplication is per user, so re-sending could store them twice:
+// if the replayed history holds the same text from our old userID, the
+// message did arrive.
+function settleAfterIdentityChange(history) {
+  for (const item of [...outbox]) {
+    if (item.state !== 'sent' || !item.userID || item.userID === me.userID) continue;
+    const hit = history.find((m) => m.from && m.from.userID === item.userID && m.message === item.text);
+    if (hit) removeItem(item);
+  }
+}
+
+function expireUnconfirmed() {
+  const now = Date.now();
+  for (const item of outbox) {
+    if (item.state !== 'failed' && item.firstSentAt && now - item.firstSentAt > UNCONFIRMED_MS) {
+      markFailed(item, 'The server never confirmed it.');
+    }
+  }
+}
+
+// ---- name -------------------------------------------------------------------
+
+let changingName = false;
+
+function openNameDialog(change) {
+  changingName = change;
+  el.nameInput.value = me.name || '';
+  el.nameError.textContent = '';
+  el.nameSkip.textContent = change ? 'Cancel' : 'Skip';
+  if (!el.nameDialog.open) el.nameDialog.showModal();
+  el.nameInput.focus();
+  el.nameInput.select();
+}
+
+function onNameSubmit(ev) {
+  ev.preventDefault();
+  const r = cleanName(el.nameInput.value, limits.maxName);
+  if (r.error) {
+    el.nameError.textContent = r.error;
+    el.nameInput.setAttribute('aria-invalid', 'true');
+    el.nameInput.focus();
+    return;
+  }
+  el.nameInput.removeAttribute('aria-invalid');
+  storageSet('localStorage', NAME_KEY, r.name);
+  el.nameDialog.close();
+  const changed = r.name !== me.name;
+  me.name = r.name;
+  renderMyName();
+  decideName(changed);
+}
+
+function onNameSkip() {
+  el.nameDialog.close();
+  if (!changingName) storageSet('localStorage', NAME_SKIPPED_KEY, '1');
+  decideName(false);
+}
+
+function decideName(changed) {
+  const wasDecided = nameDecided;
+  nameDecided = true;
+  el.input.focus();
+  if (!conn.isOpen()) return; // the next welcome joins
+  if (!wasDecided) {
+    sendJoin();
+  } else if (changed && (joined || joinRequests.size > 0)) {
+    // A re-join of a room one is in keeps the old name, so leave and come
+    // back under the new one; since keeps the history seamless.
+    joined = false;
+    conn.send({ type: 'leave', payload: { roomID } });
+    sendJoin();
+    addNotice(`You are now called ${me.name}.`);
+  }
+}
+
+function renderMyName() {
+  el.myName.textContent = me.name || 'a guest';
+}
+
+// ---- layout, title ----------------------------------------------------------
+
+function toggleMembers() {
+  const open = el.membersPanel.classList.toggle('open');
+  el.membersToggle.setAttribute('aria-expanded', String(open));
+  el.membersToggle.textContent = open ? 'Hide' : 'Show';
+}
+
+function onVisibility() {
+  if (document.visibilityState === 'visible' && unread) {
+    unread = 0;
+    updateTitle();
+  }
+}
+
+function updateTitle() {
+  const base = `roomchat · ${roomID}`;
+  document.title = unread ? `(${unread}) ${base}` : base;
+}
+
+function nearBottom() {
+  const m = el.messages;
+  return m.scrollHeight - m.scrollTop - m.clientHeight < 80;
+}
+
+function scrollToBottom() {
+  el.messages.scrollTop = el.messages.scrollHeight;
+}
+
+init();
