@@ -1,0 +1,372 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	gonanoid "github.com/matoous/go-nanoid/v2"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// A request is one queued Append, or a Ready probe (probe != nil).
+type request struct {
+	msg   protocol.Message
+	key   string
+	done  store.DoneFunc
+	probe chan<- error
+}
+
+// roomState is the committer's view of one room. Owned by the committer.
+type roomState struct {
+	id        int64  // rooms.id
+	last      int64  // last seq assigned, including the batch being built
+	committed int64  // last seq committed; last rolls back to it on failure
+	epoch     string // rooms.epoch
+}
+
+// result is what a request's done gets once its batch commits.
+type result struct {
+	msg   protocol.Message
+	dup   bool
+	dupOf int // index in the batch of the original when dup within the batch, else -1
+}
+
+// committer is the state of the goroutine that writes: everything in it is
+// owned by that goroutine (after init, which runs before it starts).
+type committer struct {
+	s     *Store
+	rooms map[string]*roomState // rooms seen since Open, by room ID
+
+	// Statements on s.wdb, bound to each transaction with tx.Stmt.
+	insMsg, insKey, getKey, delKey, getRoom, insRoom, updRoom, probe *sql.Stmt
+
+	batch   []request // reused between batches
+	results []result
+	timer   *time.Timer // for MaxWait
+
+	trim trimmer
+}
+
+const (
+	insMsgSQL  = `INSERT INTO messages (room, seq, id, user_id, name, body, ts) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	insKeySQL  = `INSERT INTO dedup (key, room, seq, msg_id, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`
+	delKeySQL  = `DELETE FROM dedup WHERE key = ?`
+	getRoomSQL = `SELECT id, last_seq, epoch FROM rooms WHERE room_id = ?`
+	insRoomSQL = `INSERT INTO rooms (room_id, last_seq, epoch, created_ms) VALUES (?, 0, ?, ?)`
+	updRoomSQL = `UPDATE rooms SET last_seq = ? WHERE id = ?`
+	probeSQL   = `INSERT INTO meta (key, value) VALUES ('probe_ms', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+	// getKeySQL finds a key's original message; the message itself may
+	// already be gone to retention (LEFT JOIN).
+	getKeySQL = `SELECT d.at, d.seq, d.msg_id, r.room_id, m.user_id, m.name, m.body, m.ts
+FROM dedup d JOIN rooms r ON r.id = d.room
+LEFT JOIN messages m ON m.room = d.room AND m.seq = d.seq
+WHERE d.key = ?`
+)
+
+func (c *committer) init(ctx context.Context, s *Store) error {
+	c.s = s
+	c.rooms = make(map[string]*roomState)
+	c.timer = time.NewTimer(time.Hour)
+	c.timer.Stop()
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&c.insMsg, insMsgSQL}, {&c.insKey, insKeySQL}, {&c.getKey, getKeySQL},
+		{&c.delKey, delKeySQL}, {&c.getRoom, getRoomSQL}, {&c.insRoom, insRoomSQL},
+		{&c.updRoom, updRoomSQL}, {&c.probe, probeSQL},
+	} {
+		var err error
+		if *p.stmt, err = s.wdb.PrepareContext(ctx, p.sql); err != nil {
+			return fmt.Errorf("prepare %q: %w", p.sql, err)
+		}
+	}
+	return c.trim.init(ctx, s)
+}
+
+func (c *committer) closeStmts() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{c.insMsg, c.insKey, c.getKey, c.delKey, c.getRoom, c.insRoom, c.updRoom, c.probe} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	errs = append(errs, c.trim.closeStmts())
+	return errors.Join(errs...)
+}
+
+// run is the committer goroutine: it commits queued requests in batches
+// and, between batches, runs retention in small steps. It returns once
+// Close has closed the queue and everything queued is done.
+func (c *committer) run() {
+	defer close(c.s.exited)
+	trimTimer := time.NewTimer(c.s.opts.TrimInterval)
+	defer trimTimer.Stop()
+	trimDue := true // a first pass at start cleans up after the last run
+	for {
+		if trimDue {
+			more := c.trim.step(c.s.opts.now())
+			if !more {
+				trimDue = false
+				trimTimer.Reset(c.s.opts.TrimInterval)
+			}
+		}
+		var r request
+		var ok bool
+		if trimDue {
+			// More trimming to do: serve what is queued first, else go on.
+			select {
+			case r, ok = <-c.s.queue:
+			default:
+				continue
+			}
+		} else {
+			select {
+			case r, ok = <-c.s.queue:
+			case <-trimTimer.C:
+				trimDue = true
+				continue
+			}
+		}
+		if !ok {
+			return
+		}
+		closed := c.collect(r)
+		c.commit()
+		if closed {
+			return
+		}
+	}
+}
+
+// collect fills c.batch with r and whatever else is queued, up to MaxBatch,
+// waiting up to MaxWait for more. It reports whether the queue was closed.
+func (c *committer) collect(r request) (closed bool) {
+	opts := c.s.opts
+	c.batch = append(c.batch[:0], r)
+	var deadline time.Time
+	if opts.MaxWait > 0 {
+		deadline = time.Now().Add(opts.MaxWait)
+	}
+	for len(c.batch) < opts.MaxBatch {
+		select {
+		case r, ok := <-c.s.queue:
+			if !ok {
+				return true
+			}
+			c.batch = append(c.batch, r)
+			continue
+		default:
+		}
+		wait := time.Until(deadline)
+		if opts.MaxWait <= 0 || wait <= 0 {
+			return false
+		}
+		c.timer.Reset(wait)
+		select {
+		case r, ok := <-c.s.queue:
+			c.timer.Stop()
+			if !ok {
+				return true
+			}
+			c.batch = append(c.batch, r)
+		case <-c.timer.C:
+			return false
+		}
+	}
+	return false
+}
+
+// commit writes c.batch in one transaction and calls every done (and
+// answers every probe) in batch order, which is seq order in each room.
+func (c *committer) commit() {
+	now := c.s.opts.now()
+	c.results = c.results[:0]
+	touched, created, err := c.write(now)
+	if err != nil {
+		// Nothing of the batch is stored: forget the seqs it took and the
+		// rooms it created, so the next batch reuses them (no gap).
+		for _, rs := range touched {
+			rs.last = rs.committed
+		}
+		for _, id := range created {
+			delete(c.rooms, id)
+		}
+		err = unavailable(fmt.Errorf("commit %d messages: %w", len(c.batch), err))
+	} else {
+		for _, rs := range touched {
+			rs.committed = rs.last
+			c.trim.dirty[rs.id] = rs
+		}
+	}
+	c.s.errMu.Lock()
+	c.s.lastErr = err
+	c.s.errMu.Unlock()
+
+	for i, r := range c.batch {
+		if r.probe != nil {
+			r.probe <- err
+			continue
+		}
+		if err != nil {
+			r.done(r.msg, false, err)
+			continue
+		}
+		res := c.results[i]
+		if res.dupOf >= 0 {
+			res.msg = c.results[res.dupOf].msg
+		}
+		r.done(res.msg, res.dup, nil)
+	}
+	clear(c.batch) // drop references to messages and callbacks
+}
+
+// write runs the batch's transaction. It fills c.results (one per request)
+// and returns the rooms whose seqs it advanced and the IDs of the rooms it
+// created, which commit rolls back in memory if err != nil.
+func (c *committer) write(now time.Time) (touched []*roomState, created []string, err error) {
+	ctx := context.Background() // bounded by busy_timeout, not by a caller
+	nowMs := now.UnixMilli()
+	tx, err := c.s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback() // may fail if SQLite already rolled back; nothing else to do
+		}
+	}()
+	insMsg, insKey, updRoom := tx.Stmt(c.insMsg), tx.Stmt(c.insKey), tx.Stmt(c.updRoom)
+	keys := map[string]int{} // key → index of the request that stored it in this batch
+	seen := map[*roomState]bool{}
+	probe := false
+	for i, r := range c.batch {
+		c.results = append(c.results, result{dupOf: -1})
+		if r.probe != nil {
+			probe = true
+			continue
+		}
+		if r.key != "" {
+			if j, ok := keys[r.key]; ok {
+				c.results[i] = result{dup: true, dupOf: j}
+				continue
+			}
+		}
+		rs, isNew, err := c.room(ctx, tx, r.msg.RoomID, nowMs)
+		if err != nil {
+			return touched, created, err
+		}
+		if isNew {
+			created = append(created, r.msg.RoomID)
+		}
+		m := r.msg
+		m.Seq = rs.last + 1
+		if r.key != "" {
+			fresh, orig, err := c.storeKey(ctx, tx, insKey, r, rs.id, m, nowMs)
+			if err != nil {
+				return touched, created, err
+			}
+			if !fresh {
+				c.results[i] = result{msg: orig, dup: true, dupOf: -1}
+				continue
+			}
+			keys[r.key] = i
+		}
+		if _, err := insMsg.ExecContext(ctx, rs.id, m.Seq, m.ID, m.From.UserID, m.From.Name, m.Message, m.TS.UnixMilli()); err != nil {
+			return touched, created, err
+		}
+		rs.last = m.Seq
+		if !seen[rs] {
+			seen[rs] = true
+			touched = append(touched, rs)
+		}
+		c.results[i].msg = m
+	}
+	for _, rs := range touched {
+		if _, err := updRoom.ExecContext(ctx, rs.last, rs.id); err != nil {
+			return touched, created, err
+		}
+	}
+	if probe {
+		if _, err := tx.Stmt(c.probe).ExecContext(ctx, strconv.FormatInt(nowMs, 10)); err != nil {
+			return touched, created, err
+		}
+	}
+	return touched, created, tx.Commit()
+}
+
+// room returns the state of room roomID, loading it from the database on
+// first use since Open, or creating it (with a new epoch) when the room
+// has never had a message.
+func (c *committer) room(ctx context.Context, tx *sql.Tx, roomID string, nowMs int64) (rs *roomState, isNew bool, err error) {
+	if rs := c.rooms[roomID]; rs != nil {
+		return rs, false, nil
+	}
+	rs = &roomState{}
+	err = tx.Stmt(c.getRoom).QueryRowContext(ctx, roomID).Scan(&rs.id, &rs.last, &rs.epoch)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		// An epoch only needs to differ from any earlier incarnation of
+		// this room's history; 12 nanoid characters (72 bits) do.
+		rs.epoch = gonanoid.Must(12)
+		res, err := tx.Stmt(c.insRoom).ExecContext(ctx, roomID, rs.epoch, nowMs)
+		if err != nil {
+			return nil, false, err
+		}
+		if rs.id, err = res.LastInsertId(); err != nil {
+			return nil, false, err
+		}
+		isNew = true
+	case err != nil:
+		return nil, false, err
+	}
+	rs.committed = rs.last
+	c.rooms[roomID] = rs
+	return rs, isNew, nil
+}
+
+// storeKey records r.key for message m. fresh is false when the key is
+// already there and younger than store.DedupWindow; orig is then the
+// message it names. An expired key is replaced (deleted and inserted
+// again, so that rowid order stays time order for the sweep).
+func (c *committer) storeKey(ctx context.Context, tx *sql.Tx, insKey *sql.Stmt, r request, room int64, m protocol.Message, nowMs int64) (fresh bool, orig protocol.Message, err error) {
+	res, err := insKey.ExecContext(ctx, r.key, room, m.Seq, m.ID, nowMs)
+	if err != nil {
+		return false, orig, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err == nil, orig, err
+	}
+	var at, ts sql.NullInt64
+	var userID, name, body sql.NullString
+	err = tx.Stmt(c.getKey).QueryRowContext(ctx, r.key).Scan(&at, &orig.Seq, &orig.ID, &orig.RoomID, &userID, &name, &body, &ts)
+	if err != nil {
+		return false, orig, fmt.Errorf("read dedup key: %w", err)
+	}
+	if nowMs-at.Int64 < store.DedupWindow.Milliseconds() {
+		if ts.Valid {
+			orig.From = protocol.User{UserID: userID.String, Name: name.String}
+			orig.Message = body.String
+			orig.TS = time.UnixMilli(ts.Int64).UTC()
+		} else {
+			// Retention already dropped the original: what is left is
+			// its ID and seq, which is what an ack needs.
+			orig.From = r.msg.From
+			orig.TS = time.UnixMilli(at.Int64).UTC()
+		}
+		return false, orig, nil
+	}
+	if _, err := tx.Stmt(c.delKey).ExecContext(ctx, r.key); err != nil {
+		return false, orig, err
+	}
+	if _, err := insKey.ExecContext(ctx, r.key, room, m.Seq, m.ID, nowMs); err != nil {
+		return false, orig, err
+	}
+	return true, protocol.Message{}, nil
+}

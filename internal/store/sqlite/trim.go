@@ -1,0 +1,209 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// Trimming deletes what retention no longer keeps and sweeps expired
+// de-duplication keys. It runs in the committer goroutine between batches,
+// in steps of one short transaction each, so that it never holds the write
+// lock for long: a step deletes at most trimChunk rows per room, visits at
+// most trimRooms rooms and sweeps at most trimChunk keys. Reads apply
+// retention themselves, so how soon rows are deleted only affects the
+// file's size, never what clients see.
+const (
+	trimChunk = 1000
+	trimRooms = 100
+	// fullPassEvery is how often, with a MaxAge, every room is visited
+	// (rooms without new messages also age).
+	fullPassEvery = time.Minute
+)
+
+// trimmer is owned by the committer goroutine.
+type trimmer struct {
+	s *Store
+
+	// dirty holds the rooms with commits since their last trim.
+	dirty map[int64]*roomState
+	// cursor is the rooms.id after which a full pass over every room goes
+	// on; -1 when no full pass is under way. A full pass runs at Open (for
+	// rooms left over the limit by the last run, or by a lowered limit) and,
+	// with a MaxAge, every fullPassEvery.
+	cursor   int64
+	nextFull time.Time
+
+	firstSeq, ageSeq, delMsgs, sweep, roomPage *sql.Stmt
+}
+
+const (
+	firstSeqSQL = `SELECT min(seq) FROM messages WHERE room = ?`
+	ageSeqSQL   = `SELECT min(seq) FROM messages WHERE room = ? AND ts >= ?`
+	delMsgsSQL  = `DELETE FROM messages WHERE room = ? AND seq <= ?`
+	// sweepSQL deletes expired keys among the oldest trimChunk in rowid
+	// order, which is insertion (time) order.
+	sweepSQL    = `DELETE FROM dedup WHERE rowid IN (SELECT rowid FROM dedup ORDER BY rowid LIMIT ?) AND at <= ?`
+	roomPageSQL = `SELECT id, last_seq FROM rooms WHERE id > ? ORDER BY id LIMIT ?`
+)
+
+func (t *trimmer) init(ctx context.Context, s *Store) error {
+	t.s = s
+	t.dirty = make(map[int64]*roomState)
+	t.cursor = 0 // full pass at start
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&t.firstSeq, firstSeqSQL}, {&t.ageSeq, ageSeqSQL}, {&t.delMsgs, delMsgsSQL},
+		{&t.sweep, sweepSQL}, {&t.roomPage, roomPageSQL},
+	} {
+		var err error
+		if *p.stmt, err = s.wdb.PrepareContext(ctx, p.sql); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *trimmer) closeStmts() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{t.firstSeq, t.ageSeq, t.delMsgs, t.sweep, t.roomPage} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// step runs one bounded trim transaction and reports whether work is left
+// (more rows to delete, dirty rooms or a full pass not finished). A failed
+// step is logged and retried at the next interval; it changes nothing.
+func (t *trimmer) step(now time.Time) (more bool) {
+	if t.cursor < 0 && t.s.opts.Retention.MaxAge > 0 && !now.Before(t.nextFull) {
+		t.cursor = 0
+	}
+	ctx := context.Background()
+	tx, err := t.s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		slog.Warn("store: trim", "path", t.s.path, "err", err)
+		return false
+	}
+	more, cursor, cleaned, err := t.work(ctx, tx, now)
+	if err == nil {
+		err = tx.Commit()
+	} else {
+		tx.Rollback()
+	}
+	if err != nil {
+		slog.Warn("store: trim", "path", t.s.path, "err", err)
+		return false
+	}
+	for _, id := range cleaned {
+		delete(t.dirty, id)
+	}
+	if t.cursor >= 0 && cursor < 0 {
+		t.nextFull = now.Add(fullPassEvery)
+	}
+	t.cursor = cursor
+	return more || len(t.dirty) > 0 || t.cursor >= 0
+}
+
+// work does one step's statements in tx. It returns the dirty rooms it
+// finished and where the full pass goes on (-1: finished).
+func (t *trimmer) work(ctx context.Context, tx *sql.Tx, now time.Time) (more bool, cursor int64, cleaned []int64, err error) {
+	cut := now.Add(-store.DedupWindow).UnixMilli()
+	res, err := tx.Stmt(t.sweep).ExecContext(ctx, trimChunk, cut)
+	if err != nil {
+		return false, 0, nil, err
+	}
+	if n, _ := res.RowsAffected(); n == trimChunk {
+		more = true
+	}
+	visited := 0
+	for id, rs := range t.dirty {
+		if visited == trimRooms {
+			break
+		}
+		visited++
+		roomMore, err := t.room(ctx, tx, id, rs.committed, now)
+		if err != nil {
+			return false, 0, nil, err
+		}
+		if !roomMore {
+			cleaned = append(cleaned, id)
+		}
+	}
+	cursor = t.cursor
+	if cursor >= 0 {
+		rows, err := tx.Stmt(t.roomPage).QueryContext(ctx, cursor, trimRooms)
+		if err != nil {
+			return false, 0, nil, err
+		}
+		type room struct{ id, last int64 }
+		var page []room
+		for rows.Next() {
+			var r room
+			if err := rows.Scan(&r.id, &r.last); err != nil {
+				rows.Close()
+				return false, 0, nil, err
+			}
+			page = append(page, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return false, 0, nil, err
+		}
+		for _, r := range page {
+			roomMore, err := t.room(ctx, tx, r.id, r.last, now)
+			if err != nil {
+				return false, 0, nil, err
+			}
+			if roomMore {
+				// Stay on this room; the next step deletes more of it.
+				return true, cursor, cleaned, nil
+			}
+			cursor = r.id
+		}
+		if len(page) < trimRooms {
+			cursor = -1
+		}
+	}
+	return more, cursor, cleaned, nil
+}
+
+// room deletes, oldest first and at most trimChunk of them, the messages of
+// room id (whose last seq is last) that retention no longer keeps. It
+// reports whether more remain.
+func (t *trimmer) room(ctx context.Context, tx *sql.Tx, id, last int64, now time.Time) (more bool, err error) {
+	ret := t.s.opts.Retention
+	keepFrom := last - int64(ret.Limit()) + 1 // first seq kept by count
+	if ret.MaxAge > 0 {
+		var s sql.NullInt64
+		if err := tx.Stmt(t.ageSeq).QueryRowContext(ctx, id, now.Add(-ret.MaxAge).UnixMilli()).Scan(&s); err != nil {
+			return false, err
+		}
+		byAge := int64(math.MaxInt64)
+		if s.Valid {
+			byAge = s.Int64
+		}
+		keepFrom = max(keepFrom, min(byAge, last+1))
+	}
+	var first sql.NullInt64
+	if err := tx.Stmt(t.firstSeq).QueryRowContext(ctx, id).Scan(&first); err != nil {
+		return false, err
+	}
+	if !first.Valid || first.Int64 >= keepFrom {
+		return false, nil
+	}
+	upTo := min(keepFrom-1, first.Int64+trimChunk-1)
+	if _, err := tx.Stmt(t.delMsgs).ExecContext(ctx, id, upTo); err != nil {
+		return false, err
+	}
+	return upTo < keepFrom-1, nil
+}
