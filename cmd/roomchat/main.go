@@ -1,0 +1,28 @@
+// Command roomchat is the command-line client of roomchat (SPEC §7): create
+// a room, chat in it from a terminal, send one message from a script, or
+// follow a room as a stream of JSON events.
+//
+// Usage:
+//
+//	roomchat create
+//	roomchat join ROOM [--name NAME] [--since SEQ]
+//	roomchat send ROOM TEXT...
+//	roomchat tail ROOM [--since SEQ] [--json]
+//
+// Exit status: 0 on success, 1 for a server or network error, 2 for a
+// usage error. Run roomchat -h for details.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/mattn/go-isatty"
+
+	"github.com/roomchat/roomchat/internal/client"
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// typingQuiet is how long a "… is typing" notice stays valid: the web
+// client repeats typing every few seconds while a key is pressed, and one
+// notice per burst is enough.
+const typingQuiet = 10 * time.Second
+
+// printer writes a session's events to stdout: raw JSON lines with --json,
+// otherwise "HH:MM name: text" lines and notices.
+type printer struct {
+	w       io.Writer
+	stderr  io.Writer
+	json    bool
+	tty     bool // stdout is a terminal: notices are dim, typing is shown
+	color   bool // ANSI dim is allowed (a terminal, and NO_COLOR unset)
+	lastSeq int64
+	typing  map[string]time.Time // userID → when its notice was printed
+}
+
+func newPrinter(e *env) *printer {
+	p := &printer{w: e.stdout, stderr: e.stderr, json: e.json, typing: map[string]time.Time{}}
+	if f, ok := e.stdout.(*os.File); ok {
+		p.tty = isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())
+	}
+	p.color = p.tty && os.Getenv("NO_COLOR") == ""
+	return p
+}
+
+func (p *printer) print(ev client.Event) error {
+	if ev.Msg != nil {
+		p.lastSeq = max(p.lastSeq, ev.Msg.Seq)
+	}
+	if ev.Joined != nil {
+		for _, m := range ev.Joined.History {
+			p.lastSeq = max(p.lastSeq, m.Seq)
+		}
+	}
+	if p.json {
+		return writeLine(p.w, ev.Raw)
+	}
+	switch {
+	case ev.Joined != nil:
+		j := ev.Joined
+		if ev.EpochChanged {
+			p.notice("the server lost this room's stored history; message numbers restarted")
+		}
+		if !ev.Reconnected {
+			p.notice(fmt.Sprintf("joined %s as %s · %d here", j.RoomID, clean(j.You.Name), j.Count))
+		}
+		if j.Truncated {
+			p.notice("some earlier messages are no longer stored and were missed")
+		}
+		for _, m := range j.History {
+			if err := p.message(m); err != nil {
+				return err
+			}
+		}
+	case ev.Msg != nil:
+		delete(p.typing, ev.Msg.From.UserID)
+		return p.message(*ev.Msg)
+	case ev.Type == protocol.TypePresence:
+		var pr protocol.Presence
+		if protocol.DecodePayload(ev.Envelope, &pr) != nil {
+			return nil
+		}
+		verb := "joined"
+		if pr.Event == protocol.PresenceLeave {
+			verb = "left"
+			delete(p.typing, pr.User.UserID)
+		}
+		p.notice(fmt.Sprintf("%s %s · %d here", clean(pr.User.Name), verb, pr.Count))
+	case ev.Type == protocol.TypeTyping:
+		if !p.tty {
+			return nil // a stream of typing lines is noise in a file or pipe
+		}
+		var t protocol.Typing
+		if protocol.DecodePayload(ev.Envelope, &t) != nil {
+			return nil
+		}
+		if at, ok := p.typing[t.User.UserID]; ok && time.Since(at) < typingQuiet {
+			return nil
+		}
+		p.typing[t.User.UserID] = time.Now()
+		p.notice(clean(t.User.Name) + " is typing…")
+	case ev.Type == protocol.TypeError:
+		var pe protocol.Error
+		if protocol.DecodePayload(ev.Envelope, &pe) == nil {
+			fmt.Fprintf(p.stderr, "roomchat: server: %s (%s)\n", pe.Message, pe.Code)
+		}
+	}
+	return nil
+}
+
+func (p *printer) message(m protocol.Message) error {
+	_, err := fmt.Fprintf(p.w, "%s %s: %s\n", m.TS.Local().Format("15:04"), clean(m.From.Name), clean(m.Message))
+	return err
+}
+
+func (p *printer) notice(s string) {
+	if p.color {
+		fmt.Fprintf(p.w, "\x1b[2m-- %s\x1b[0m\n", s)
+		return
+	}
+	fmt.Fprintf(p.w, "-- %s\n", s)
+}
+
+// clean makes user text safe for one line of a terminal: control
+// characters (newlines, escape sequences that could restyle or rewrite
+// the screen) are shown escaped, e.g. \n and \x1b.
+func clean(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\t':
+			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case unicode.IsControl(r):
+			if r < 0x100 {
+				fmt.Fprintf(&b, `\x%02x`, r)
+			} else {
+				fmt.Fprintf(&b, `\u%04x`, r)
+			}
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,613 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/roomchat/roomchat/internal/client/clienttest"
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// serverBin is roomchatd, built once by TestMain.
+var serverBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "roomchat-client-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins, err := clienttest.Build(dir, "github.com/roomchat/roomchat/cmd/roomchatd")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	serverBin = bins[0]
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func newServer(t *testing.T, args ...string) *clienttest.Server {
+	t.Helper()
+	if len(args) == 0 {
+		args = []string{"-db", ":memory:"}
+	}
+	return clienttest.Start(t, serverBin, args...)
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustDial(t *testing.T, ctx context.Context, url string, opts Options) *Conn {
+	t.Helper()
+	c, err := Dial(ctx, url, opts)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// expectEvent returns the next event of type typ, failing on any other.
+func expectEvent(t *testing.T, ctx context.Context, c *Conn, typ string) (protocol.Envelope, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	env, raw, err := c.Next(ctx)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", typ, err)
+	}
+	if env.Type != typ {
+		t.Fatalf("got event %s, want %s", raw, typ)
+	}
+	return env, raw
+}
+
+// nextMsg skips non-msg events and returns the next msg.
+func nextMsg(t *testing.T, ctx context.Context, c *Conn) protocol.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		env, raw, err := c.Next(ctx)
+		if err != nil {
+			t.Fatalf("waiting for msg: %v", err)
+		}
+		if env.Type != protocol.TypeMsg {
+			continue
+		}
+		var m protocol.Message
+		if err := decode(env, &m); err != nil {
+			t.Fatalf("decode %s: %v", raw, err)
+		}
+		return m
+	}
+}
+
+func TestDialWelcome(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	c := mustDial(t, ctx, srv.URL, Options{})
+	w := c.Welcome()
+	if w.UserID == "" || w.Resume == "" {
+		t.Errorf("welcome = %+v, want userID and resume", w)
+	}
+	if w.Limits.MaxMessage == 0 {
+		t.Errorf("welcome limits = %+v, want them filled", w.Limits)
+	}
+	if !strings.Contains(string(c.WelcomeRaw()), `"type":"welcome"`) {
+		t.Errorf("WelcomeRaw = %s", c.WelcomeRaw())
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+}
+
+func TestDialUnreachable(t *testing.T) {
+	ctx := testCtx(t)
+	_, err := Dial(ctx, "http://127.0.0.1:1", Options{})
+	var de *DialError
+	if !errors.As(err, &de) {
+		t.Fatalf("Dial to a closed port: err = %v, want *DialError", err)
+	}
+}
+
+func TestJoinSendReceive(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			room := "join-send-" + fmt.Sprint(batch)
+			a := mustDial(t, ctx, srv.URL, Options{Batch: batch})
+			b := mustDial(t, ctx, srv.URL, Options{Batch: batch})
+			ja, err := a.Join(ctx, room, "alice", nil)
+			if err != nil {
+				t.Fatalf("alice join: %v", err)
+			}
+			if ja.RoomID != room || ja.You.Name != "alice" || ja.Count != 1 {
+				t.Errorf("joined = %+v", ja)
+			}
+			if _, err := b.Join(ctx, room, "bob", nil); err != nil {
+				t.Fatalf("bob join: %v", err)
+			}
+			const n = 30
+			for i := 1; i <= n; i++ {
+				ack, err := a.SendMessage(ctx, room, fmt.Sprintf("hello %d", i))
+				if err != nil {
+					t.Fatalf("SendMessage %d: %v", i, err)
+				}
+				if ack.Seq != int64(i) || ack.MsgID == "" {
+					t.Fatalf("ack %d = %+v, want seq %d", i, ack, i)
+				}
+			}
+			for _, c := range []*Conn{a, b} {
+				for i := 1; i <= n; i++ {
+					m := nextMsg(t, ctx, c)
+					if m.Seq != int64(i) || m.Message != fmt.Sprintf("hello %d", i) || m.From.Name != "alice" {
+						t.Fatalf("msg %d = %+v", i, m)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestRawIsExact(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	c := mustDial(t, ctx, srv.URL, Options{Batch: true})
+	if _, err := c.Join(ctx, "raw", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SendMessage(ctx, "", "x"); err != nil {
+		t.Fatal(err)
+	}
+	_, raw := expectEvent(t, ctx, c, protocol.TypeMsg)
+	if strings.ContainsRune(string(raw), '\n') || raw[0] != '{' || raw[len(raw)-1] != '}' {
+		t.Errorf("raw = %q, want one JSON object", raw)
+	}
+}
+
+func TestServerErrors(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	c := mustDial(t, ctx, srv.URL, Options{})
+	if _, err := c.SendMessage(ctx, "", "nobody home"); !isCode(err, protocol.CodeNotInRoom) {
+		t.Errorf("msg outside a room: err = %v, want %s", err, protocol.CodeNotInRoom)
+	}
+	if err := c.Leave(ctx, "nowhere"); !isCode(err, protocol.CodeNotInRoom) {
+		t.Errorf("leave outside a room: err = %v, want %s", err, protocol.CodeNotInRoom)
+	}
+	if _, err := c.Join(ctx, "bad room!", "", nil); !isCode(err, protocol.CodeBadPayload) {
+		t.Errorf("join with a bad room ID: err = %v, want %s", err, protocol.CodeBadPayload)
+	}
+	if _, err := c.Join(ctx, "errors", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SendMessage(ctx, "", strings.Repeat("x", 4001)); !isCode(err, protocol.CodeTooLong) {
+		t.Errorf("4001 characters: err = %v, want %s", err, protocol.CodeTooLong)
+	}
+	// The connection stays usable after errors.
+	if _, err := c.SendMessage(ctx, "", "still here"); err != nil {
+		t.Errorf("after errors: %v", err)
+	}
+}
+
+func isCode(err error, code string) bool {
+	pe, ok := errors.AsType[*protocol.Error](err)
+	return ok && pe.Code == code
+}
+
+func TestCreate(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	c := mustDial(t, ctx, srv.URL, Options{})
+	cr, raw, err := c.CreateRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cr.RoomID) != protocol.RoomIDLen || !strings.HasSuffix(cr.URL, "/r/"+cr.RoomID) {
+		t.Errorf("created = %+v (%s)", cr, raw)
+	}
+	id, server, err := ParseRoom(cr.URL)
+	if err != nil || id != cr.RoomID || server == "" {
+		t.Errorf("ParseRoom(%q) = %q, %q, %v", cr.URL, id, server, err)
+	}
+}
+
+func TestDuplicateIDAcksOnce(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	c := mustDial(t, ctx, srv.URL, Options{})
+	if _, err := c.Join(ctx, "dup", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	a1, _, err := c.SendMessageID(ctx, "same-id", "", "once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, _, err := c.SendMessageID(ctx, "same-id", "", "once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1 != a2 {
+		t.Errorf("acks for one id differ: %+v, %+v", a1, a2)
+	}
+}
+
+func TestCloseEndsNext(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	c := mustDial(t, ctx, srv.URL, Options{})
+	c.Close()
+	if _, _, err := c.Next(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Next after Close: %v, want ErrClosed", err)
+	}
+	if err := c.Ping(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Ping after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestServerShutdownIsConnError(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	c := mustDial(t, ctx, srv.URL, Options{})
+	srv.Stop()
+	_, _, err := c.Next(ctx)
+	if _, ok := errors.AsType[*ConnError](err); !ok {
+		t.Fatalf("Next after server shutdown: %v, want *ConnError", err)
+	}
+	if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
+		t.Errorf("close status = %v, want 1001 (%v)", got, err)
+	}
+}
+
+// openSession opens a session with short backoff for tests.
+func openSession(t *testing.T, ctx context.Context, url, room string, opts SessionOptions) *Session {
+	t.Helper()
+	opts.MinBackoff = 20 * time.Millisecond
+	opts.MaxBackoff = 200 * time.Millisecond
+	opts.DialTimeout = 5 * time.Second
+	s, err := OpenSession(ctx, url, room, opts)
+	if err != nil {
+		t.Fatalf("OpenSession: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// collect reads session events until it has seen seq want, and returns
+// every delivered seq in order (history and live).
+func collect(t *testing.T, ctx context.Context, s *Session, want int64, seen []int64) []int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for len(seen) == 0 || seen[len(seen)-1] < want {
+		ev, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("waiting for seq %d (have %v): %v", want, seen, err)
+		}
+		if ev.Joined != nil {
+			for _, m := range ev.Joined.History {
+				seen = append(seen, m.Seq)
+			}
+		}
+		if ev.Msg != nil {
+			seen = append(seen, ev.Msg.Seq)
+		}
+	}
+	return seen
+}
+
+func checkSeqs(t *testing.T, seen []int64, from, to int64) {
+	t.Helper()
+	if len(seen) != int(to-from+1) {
+		t.Fatalf("seqs = %v, want %d..%d once each", seen, from, to)
+	}
+	for i, s := range seen {
+		if s != from+int64(i) {
+			t.Fatalf("seqs = %v, want %d..%d once each", seen, from, to)
+		}
+	}
+}
+
+func TestSessionReconnectsWithoutDuplicates(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "session"
+	sender := mustDial(t, ctx, srv.URL, Options{})
+	if _, err := sender.Join(ctx, room, "sender", nil); err != nil {
+		t.Fatal(err)
+	}
+	send := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := sender.SendMessage(ctx, room, fmt.Sprint(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(1, 3)
+	var states []State
+	stateCh := make(chan State, 16)
+	s := openSession(t, ctx, srv.URL, room, SessionOptions{
+		Options: Options{Batch: true},
+		OnState: func(st State) { stateCh <- st },
+	})
+	seen := collect(t, ctx, s, 3, nil)
+	s.mu.Lock()
+	userID := s.conn.Welcome().UserID
+	s.mu.Unlock()
+
+	// Drop the connection without a close frame (as a network loss would),
+	// and keep sending while it is down.
+	s.mu.Lock()
+	old := s.conn
+	s.mu.Unlock()
+	old.CloseNow()
+	send(4, 8)
+	seen = collect(t, ctx, s, 8, seen)
+	checkSeqs(t, seen, 1, 8)
+
+	for len(states) < 2 {
+		select {
+		case st := <-stateCh:
+			states = append(states, st)
+		case <-ctx.Done():
+			t.Fatalf("states = %+v, want a drop then a reconnect", states)
+		}
+	}
+	if states[0].Connected || states[0].Err == nil || !states[1].Connected {
+		t.Errorf("states = %+v, want a drop then a reconnect", states)
+	}
+	s.mu.Lock()
+	now := s.conn
+	s.mu.Unlock()
+	if now == nil || now.Welcome().UserID != userID {
+		t.Errorf("userID after resume = %v, want %s", now, userID)
+	}
+}
+
+func TestSessionSendRetriesAcrossDrop(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	s := openSession(t, ctx, srv.URL, "retry", SessionOptions{})
+	if _, err := s.Next(ctx); err != nil { // joined
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	old := s.conn
+	s.mu.Unlock()
+	old.CloseNow()
+	ack, err := s.SendMessage(ctx, "after the drop")
+	if err != nil {
+		t.Fatalf("SendMessage across a drop: %v", err)
+	}
+	seen := collect(t, ctx, s, ack.Seq, nil)
+	checkSeqs(t, seen, 1, 1)
+}
+
+func TestSessionStopsWithContext(t *testing.T) {
+	srv := newServer(t)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	s := openSession(t, ctx, srv.URL, "stop", SessionOptions{})
+	cancel()
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := s.Next(context.Background()); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("Next after the context ended: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("session did not stop when its context ended")
+	}
+}
+
+// TestSessionSurvivesServerRestart restarts the server (same -db file)
+// under a session. With a persistent store the session resumes with since;
+// with one that lost the room (the epoch changes) it starts over in the new
+// epoch. Either way every message text arrives once, in order.
+func TestSessionSurvivesServerRestart(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "roomchat.db")
+	srv := newServer(t, "-db", db)
+	ctx := testCtx(t)
+	const room = "restart"
+	send := func(from, to int) {
+		c := mustDial(t, ctx, srv.URL, Options{})
+		defer c.Close()
+		if _, err := c.Join(ctx, room, "sender", nil); err != nil {
+			t.Fatal(err)
+		}
+		for i := from; i <= to; i++ {
+			if _, err := c.SendMessage(ctx, room, fmt.Sprint(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var texts []string
+	epochChanged := false
+	readUntil := func(s *Session, want string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		for len(texts) == 0 || texts[len(texts)-1] != want {
+			ev, err := s.Next(ctx)
+			if err != nil {
+				t.Fatalf("waiting for %q (have %q): %v", want, texts, err)
+			}
+			if ev.Joined != nil {
+				epochChanged = epochChanged || ev.EpochChanged
+				for _, m := range ev.Joined.History {
+					texts = append(texts, m.Message)
+				}
+			}
+			if ev.Msg != nil {
+				texts = append(texts, ev.Msg.Message)
+			}
+		}
+	}
+	send(1, 3)
+	s := openSession(t, ctx, srv.URL, room, SessionOptions{})
+	readUntil(s, "3")
+	for _, kill := range []bool{false, true} {
+		srv.Restart(kill)
+		n := len(texts)
+		send(n+1, n+3)
+		readUntil(s, fmt.Sprint(n+3))
+	}
+	if want := "[1 2 3 4 5 6 7 8 9]"; fmt.Sprint(texts) != want {
+		t.Errorf("texts = %v, want %s", texts, want)
+	}
+	if epochChanged {
+		t.Log("the server's store lost the room on restart (epoch changed): checked reconnection and the epoch reset, not resume by since")
+	}
+}
+
+// TestSessionEpochReset restarts a server whose store keeps nothing
+// (-db :memory:) under a session that joined an empty room: the room's seq
+// numbers restart at 1 and the session must deliver the new messages
+// instead of dropping them as already seen.
+func TestSessionEpochReset(t *testing.T) {
+	for _, sendFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sendBeforeReconnect=%v", sendFirst), func(t *testing.T) {
+			srv := newServer(t)
+			ctx := testCtx(t)
+			room := "epoch"
+			s := openSession(t, ctx, srv.URL, room, SessionOptions{MinBackoff: time.Second})
+			if _, err := s.Next(ctx); err != nil {
+				t.Fatal(err)
+			}
+			send := func(text string) {
+				c := mustDial(t, ctx, srv.URL, Options{})
+				defer c.Close()
+				if _, err := c.Join(ctx, room, "sender", nil); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.SendMessage(ctx, room, text); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send("before")
+			nextWhere(t, ctx, s, "the msg", func(ev Event) bool { return ev.Msg != nil && ev.Msg.Message == "before" })
+			srv.Restart(true)
+			if sendFirst {
+				send("after") // seq 1 again, stored before the session is back
+			}
+			ev := nextWhere(t, ctx, s, "joined after the restart", func(ev Event) bool { return ev.Joined != nil })
+			if !ev.EpochChanged || !ev.Reconnected {
+				t.Errorf("joined after restart: EpochChanged=%v Reconnected=%v, want both", ev.EpochChanged, ev.Reconnected)
+			}
+			if sendFirst {
+				if h := ev.Joined.History; len(h) != 1 || h[0].Message != "after" || h[0].Seq != 1 {
+					t.Errorf("history after the restart = %+v, want the message sent meanwhile", h)
+				}
+			} else {
+				send("after")
+				nextWhere(t, ctx, s, "the msg after the restart", func(ev Event) bool {
+					return ev.Msg != nil && ev.Msg.Message == "after" && ev.Msg.Seq == 1
+				})
+			}
+		})
+	}
+}
+
+// nextWhere returns the first session event for which ok is true, within 10 s.
+func nextWhere(t *testing.T, ctx context.Context, s *Session, what string, ok func(Event) bool) Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var seen []string
+	for {
+		ev, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("waiting for %s (saw %q): %v", what, seen, err)
+		}
+		if ok(ev) {
+			return ev
+		}
+		seen = append(seen, string(ev.Raw))
+	}
+}
+
+func TestParseRoom(t *testing.T) {
+	tests := []struct {
+		in, id, server string
+		bad            bool
+	}{
+		{in: "abc", id: "abc"},
+		{in: " a_b-C9 ", id: "a_b-C9"},
+		{in: "http://localhost:8080/r/xyz", id: "xyz", server: "http://localhost:8080"},
+		{in: "https://chat.example.com/prefix/r/xyz/", id: "xyz", server: "https://chat.example.com/prefix"},
+		{in: "bad id", bad: true},
+		{in: "", bad: true},
+		{in: "http://host/notaroom", bad: true},
+		{in: strings.Repeat("a", 65), bad: true},
+	}
+	for _, tc := range tests {
+		id, server, err := ParseRoom(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("ParseRoom(%q) = %q, %q, want an error", tc.in, id, server)
+			}
+			continue
+		}
+		if err != nil || id != tc.id || server != tc.server {
+			t.Errorf("ParseRoom(%q) = %q, %q, %v; want %q, %q", tc.in, id, server, err, tc.id, tc.server)
+		}
+	}
+}
+
+func TestWebSocketURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"http://localhost:8080", "ws://localhost:8080/ws"},
+		{"https://chat.example.com/", "wss://chat.example.com/ws"},
+		{"https://chat.example.com/prefix", "wss://chat.example.com/prefix/ws"},
+		{"localhost:8080", "ws://localhost:8080/ws"},
+		{"ws://h:1/ws", "ws://h:1/ws"},
+		{"wss://h", "wss://h/ws"},
+	}
+	for _, tc := range tests {
+		u, err := WebSocketURL(tc.in)
+		if err != nil || u.String() != tc.want {
+			t.Errorf("WebSocketURL(%q) = %v, %v; want %s", tc.in, u, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "ftp://x", "http://"} {
+		if _, err := WebSocketURL(bad); err == nil {
+			t.Errorf("WebSocketURL(%q): want an error", bad)
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	lo, hi := 100*time.Millisecond, 2*time.Second
+	for n := 1; n <= 12; n++ {
+		want := min(lo<<(n-1), hi)
+		for range 50 {
+			d := Backoff(n, lo, hi)
+			if d < want/2 || d > want {
+				t.Fatalf("Backoff(%d) = %v, want in [%v, %v]", n, d, want/2, want)
+			}
+		}
+	}
+}

@@ -1,0 +1,484 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+
+	"github.com/coder/websocket"
+	"github.com/go-json-experiment/json"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// ErrClosed is returned by Next, Send and the request helpers after Close.
+var ErrClosed = errors.New("client: connection closed")
+
+// DefaultReadLimit is the largest frame a Conn reads when Options.ReadLimit
+// is 0. A joined reply with since replays every missed message in one frame
+// (4000 characters each, up to 16 KB of UTF-8), so the limit is far above the
+// server's 64 KiB cap on client frames: 64 MiB holds thousands of messages.
+const DefaultReadLimit = 64 << 20
+
+// Options configure Dial. The zero value dials without batching or resume.
+type Options struct {
+	// Batch asks the server to pack several events into one frame
+	// (GET /ws?batch=1). Next still returns one event at a time.
+	Batch bool
+	// Resume is the token from an earlier welcome (GET /ws?resume=…): the
+	// new connection keeps that connection's userID if it is within the
+	// server's resume window.
+	Resume string
+	// Header is sent with the handshake request (e.g. for a proxy).
+	Header http.Header
+	// HTTPClient performs the handshake; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// ReadLimit is the largest frame accepted, in bytes; 0 means
+	// DefaultReadLimit and a negative value means no limit. A larger frame
+	// closes the connection with 1009.
+	ReadLimit int64
+}
+
+// event is one server event: its decoded envelope and its exact bytes.
+type event struct {
+	env protocol.Envelope
+	raw []byte
+}
+
+// Conn is one WebSocket connection to a roomchat server.
+//
+// A Conn runs one goroutine that reads frames, splits batches and routes
+// each event: a reply whose id matches a pending request goes to that
+// request, everything else is queued for Next. The queue is unbounded, so
+// a Conn that is never read only grows until it is closed; Next should be
+// called by one goroutine, while any number of goroutines may send and make
+// requests concurrently.
+type Conn struct {
+	ws         *websocket.Conn
+	welcome    protocol.Welcome
+	welcomeRaw []byte
+
+	// cancel ends readCtx, the context of every ws.Read. Called by Close
+	// after the close frame has been sent.
+	cancel context.CancelFunc
+	// done is closed when readLoop has returned and err is set.
+	done chan struct{}
+	// notify wakes Next when the queue grows. Capacity 1, never closed.
+	notify chan struct{}
+
+	mu      sync.Mutex
+	queue   []event               // guarded by mu
+	waiters map[string]chan event // guarded by mu; each channel has capacity 1
+	err     error                 // guarded by mu; set once, before done closes
+	closing bool                  // guarded by mu; set by Close and CloseNow
+}
+
+// Dial connects to the roomchat server at serverURL (http://host[:port], see
+// WebSocketURL), reads its welcome and starts the Conn's reader. ctx bounds
+// the handshake and the welcome only; the Conn lives until Close or until
+// the server ends it. Errors are network errors, a failed handshake (the
+// HTTP status is in the message) or a first frame that is not a welcome.
+func Dial(ctx context.Context, serverURL string, opts Options) (*Conn, error) {
+	u, err := WebSocketURL(serverURL)
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	if opts.Batch {
+		q.Set("batch", "1")
+	}
+	if opts.Resume != "" {
+		q.Set("resume", opts.Resume)
+	}
+	u.RawQuery = q.Encode()
+	shown := *u
+	shown.RawQuery = "" // the resume token is a credential; keep it out of errors
+
+	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
+		HTTPClient: opts.HTTPClient,
+		HTTPHeader: opts.Header,
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, &DialError{URL: shown.String(), Status: resp.Status, Err: err}
+		}
+		return nil, &DialError{URL: shown.String(), Err: err}
+	}
+	limit := opts.ReadLimit
+	if limit == 0 {
+		limit = DefaultReadLimit
+	}
+	ws.SetReadLimit(limit)
+
+	c := &Conn{
+		ws:      ws,
+		done:    make(chan struct{}),
+		notify:  make(chan struct{}, 1),
+		waiters: make(map[string]chan event),
+	}
+	if err := c.readWelcome(ctx); err != nil {
+		ws.CloseNow()
+		return nil, err
+	}
+	readCtx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	go c.readLoop(readCtx)
+	return c, nil
+}
+
+// DialError is a failed connection attempt. Err is the underlying network
+// or handshake error; Status is the HTTP status line when the server
+// answered the handshake with something other than 101.
+type DialError struct {
+	URL    string
+	Status string
+	Err    error
+}
+
+func (e *DialError) Error() string {
+	if e.Status != "" {
+		return fmt.Sprintf("connect to %s: server answered %s", e.URL, e.Status)
+	}
+	return fmt.Sprintf("connect to %s: %v", e.URL, e.Err)
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
+
+// readWelcome reads until the first event, which must be a welcome. Any
+// event batched after it is queued.
+func (c *Conn) readWelcome(ctx context.Context) error {
+	for {
+		typ, frame, err := c.ws.Read(ctx)
+		if err != nil {
+			return fmt.Errorf("read welcome: %w", err)
+		}
+		if typ != websocket.MessageText {
+			return errors.New("read welcome: server sent a binary frame")
+		}
+		for _, raw := range protocol.SplitBatch(frame) {
+			env, perr := protocol.DecodeEnvelope(raw)
+			if perr != nil {
+				return fmt.Errorf("read welcome: %s", perr.Message)
+			}
+			if c.welcomeRaw == nil {
+				if env.Type != protocol.TypeWelcome {
+					return fmt.Errorf("read welcome: first event is %q, want welcome", env.Type)
+				}
+				if err := decode(env, &c.welcome); err != nil {
+					return err
+				}
+				c.welcomeRaw = raw
+				continue
+			}
+			c.queue = append(c.queue, event{env, raw})
+		}
+		if c.welcomeRaw != nil {
+			return nil
+		}
+	}
+}
+
+// readLoop owns ws.Read. It ends when the connection does, records why, and
+// wakes every waiter.
+func (c *Conn) readLoop(ctx context.Context) {
+	err := c.read(ctx)
+	c.mu.Lock()
+	if c.closing {
+		err = ErrClosed
+	}
+	c.err = err
+	c.mu.Unlock()
+	close(c.done)
+}
+
+func (c *Conn) read(ctx context.Context) error {
+	for {
+		typ, frame, err := c.ws.Read(ctx)
+		if err != nil {
+			return &ConnError{Err: err}
+		}
+		if typ != websocket.MessageText {
+			c.ws.Close(websocket.StatusUnsupportedData, "binary frames are not expected")
+			return &ConnError{Err: errors.New("server sent a binary frame")}
+		}
+		for _, raw := range protocol.SplitBatch(frame) {
+			env, perr := protocol.DecodeEnvelope(raw)
+			if perr != nil {
+				c.ws.Close(websocket.StatusInvalidFramePayloadData, "bad event")
+				return &ConnError{Err: fmt.Errorf("server sent a bad event: %s", perr.Message)}
+			}
+			c.route(event{env, raw})
+		}
+	}
+}
+
+func (c *Conn) route(ev event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ev.env.ID != "" {
+		if w, ok := c.waiters[ev.env.ID]; ok {
+			delete(c.waiters, ev.env.ID)
+			w <- ev // capacity 1, one send per waiter: never blocks
+			return
+		}
+	}
+	c.queue = append(c.queue, ev)
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// ConnError is a connection that ended other than by Close: a network
+// error, or a close frame from the server (then websocket.CloseStatus(err)
+// gives its code, e.g. 1001 at server shutdown).
+type ConnError struct{ Err error }
+
+func (e *ConnError) Error() string {
+	if ce, ok := errors.AsType[websocket.CloseError](e.Err); ok {
+		if ce.Reason != "" {
+			return fmt.Sprintf("connection closed by server (%d): %s", int(ce.Code), ce.Reason)
+		}
+		return fmt.Sprintf("connection closed by server (%d)", int(ce.Code))
+	}
+	return "connection lost: " + e.Err.Error()
+}
+
+func (e *ConnError) Unwrap() error { return e.Err }
+
+// Welcome returns the welcome the server sent first.
+func (c *Conn) Welcome() protocol.Welcome { return c.welcome }
+
+// WelcomeRaw returns the welcome event's exact bytes. The caller must not
+// modify them.
+func (c *Conn) WelcomeRaw() []byte { return c.welcomeRaw }
+
+// Done is closed when the connection has ended; Err then says why.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns nil while the connection is up, ErrClosed after Close, and a
+// *ConnError when the server or the network ended it.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Next returns the next server event that is not a reply to a pending
+// request, with its exact bytes as the server sent them (one line of a
+// batched frame, without the newline). It blocks until an event arrives,
+// ctx ends (the Conn stays usable) or the connection ends; events already
+// received are returned before the connection's error.
+func (c *Conn) Next(ctx context.Context) (protocol.Envelope, []byte, error) {
+	for {
+		c.mu.Lock()
+		if len(c.queue) > 0 {
+			ev := c.queue[0]
+			c.queue[0] = event{}
+			c.queue = c.queue[1:]
+			c.mu.Unlock()
+			return ev.env, ev.raw, nil
+		}
+		err := c.err
+		c.mu.Unlock()
+		if err != nil {
+			return protocol.Envelope{}, nil, err
+		}
+		select {
+		case <-c.notify:
+		case <-c.done:
+		case <-ctx.Done():
+			return protocol.Envelope{}, nil, ctx.Err()
+		}
+	}
+}
+
+// Send writes one frame {"type", "id"?, "payload"?}. payload is one of
+// protocol's payload structs or nil. It does not wait for a reply. If ctx
+// ends while the frame is being written, the connection is closed (that is
+// how coder/websocket abandons a partial frame).
+func (c *Conn) Send(ctx context.Context, typ, id string, payload any) error {
+	b, err := json.Marshal(protocol.Frame{Type: typ, ID: id, Payload: payload})
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", typ, err)
+	}
+	if err := c.Err(); err != nil {
+		return err
+	}
+	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+		if cerr := c.Err(); cerr != nil {
+			return cerr
+		}
+		return &ConnError{Err: err}
+	}
+	return nil
+}
+
+// Request sends a frame with a fresh id and waits for the server's direct
+// reply carrying that id. An error reply is returned as a *protocol.Error
+// together with its envelope and bytes. It returns ctx's error if ctx ends
+// first (a late reply then goes to Next), and the connection's error if the
+// connection ends first.
+func (c *Conn) Request(ctx context.Context, typ string, payload any) (protocol.Envelope, []byte, error) {
+	return c.request(ctx, NewID(), typ, payload)
+}
+
+func (c *Conn) request(ctx context.Context, id, typ string, payload any) (protocol.Envelope, []byte, error) {
+	w := make(chan event, 1)
+	c.mu.Lock()
+	c.waiters[id] = w
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waiters, id)
+		c.mu.Unlock()
+	}()
+	if err := c.Send(ctx, typ, id, payload); err != nil {
+		return protocol.Envelope{}, nil, err
+	}
+	select {
+	case ev := <-w:
+		if ev.env.Type == protocol.TypeError {
+			var pe protocol.Error
+			if err := decode(ev.env, &pe); err != nil {
+				return ev.env, ev.raw, err
+			}
+			return ev.env, ev.raw, &pe
+		}
+		return ev.env, ev.raw, nil
+	case <-c.done:
+		return protocol.Envelope{}, nil, c.Err()
+	case <-ctx.Done():
+		return protocol.Envelope{}, nil, ctx.Err()
+	}
+}
+
+// expect checks that a reply has the wanted type and decodes its payload.
+func expect(env protocol.Envelope, want string, v any) error {
+	if env.Type != want {
+		return fmt.Errorf("server answered %s with %q", want, env.Type)
+	}
+	if v == nil {
+		return nil
+	}
+	return decode(env, v)
+}
+
+func decode(env protocol.Envelope, v any) error {
+	if perr := protocol.DecodePayload(env, v); perr != nil {
+		return fmt.Errorf("decode %s: %s", env.Type, perr.Message)
+	}
+	return nil
+}
+
+// Join joins roomID (created implicitly by the server if new) and returns
+// the joined reply. name "" lets the server pick a guest name; since, when
+// not nil, asks for every stored message with seq > *since.
+func (c *Conn) Join(ctx context.Context, roomID, name string, since *int64) (protocol.Joined, error) {
+	j, _, err := c.JoinRaw(ctx, roomID, name, since)
+	return j, err
+}
+
+// JoinRaw is Join that also returns the joined event's exact bytes.
+func (c *Conn) JoinRaw(ctx context.Context, roomID, name string, since *int64) (protocol.Joined, []byte, error) {
+	var j protocol.Joined
+	env, raw, err := c.Request(ctx, protocol.TypeJoin, protocol.Join{RoomID: roomID, Name: name, Since: since})
+	if err != nil {
+		return j, raw, err
+	}
+	return j, raw, expect(env, protocol.TypeJoined, &j)
+}
+
+// SendMessage sends text to roomID ("" for the only room the connection is
+// in) with a fresh id and waits for its ack, i.e. until the message is
+// stored. The msg event for it arrives through Next like any other.
+func (c *Conn) SendMessage(ctx context.Context, roomID, text string) (protocol.Ack, error) {
+	a, _, err := c.SendMessageID(ctx, NewID(), roomID, text)
+	return a, err
+}
+
+// SendMessageID is SendMessage with a caller-chosen id, and it also returns
+// the reply's bytes. Re-sending the same id after a lost reply (from the
+// same user, e.g. after resuming) gets the original ack and stores nothing.
+func (c *Conn) SendMessageID(ctx context.Context, id, roomID, text string) (protocol.Ack, []byte, error) {
+	var a protocol.Ack
+	env, raw, err := c.request(ctx, id, protocol.TypeMsg, protocol.Send{Message: text, RoomID: roomID})
+	if err != nil {
+		return a, raw, err
+	}
+	return a, raw, expect(env, protocol.TypeAck, &a)
+}
+
+// Create asks the server for a new room (it does not join it).
+func (c *Conn) Create(ctx context.Context) (protocol.Created, error) {
+	cr, _, err := c.CreateRaw(ctx)
+	return cr, err
+}
+
+// CreateRaw is Create that also returns the created event's exact bytes.
+func (c *Conn) CreateRaw(ctx context.Context) (protocol.Created, []byte, error) {
+	var cr protocol.Created
+	env, raw, err := c.Request(ctx, protocol.TypeCreate, struct{}{})
+	if err != nil {
+		return cr, raw, err
+	}
+	return cr, raw, expect(env, protocol.TypeCreated, &cr)
+}
+
+// Leave leaves roomID ("" for the only room) and waits for left.
+func (c *Conn) Leave(ctx context.Context, roomID string) error {
+	env, _, err := c.Request(ctx, protocol.TypeLeave, protocol.RoomRef{RoomID: roomID})
+	if err != nil {
+		return err
+	}
+	return expect(env, protocol.TypeLeft, nil)
+}
+
+// Typing tells the other members of roomID ("" for the only room) that
+// this user is typing. The server sends no reply.
+func (c *Conn) Typing(ctx context.Context, roomID string) error {
+	return c.Send(ctx, protocol.TypeTyping, "", protocol.RoomRef{RoomID: roomID})
+}
+
+// Ping sends an application-level ping and waits for the pong.
+func (c *Conn) Ping(ctx context.Context) error {
+	env, _, err := c.Request(ctx, protocol.TypePing, nil)
+	if err != nil {
+		return err
+	}
+	return expect(env, protocol.TypePong, nil)
+}
+
+// Close closes the connection with 1000 (a clean close, which the server
+// announces to the room at once), waits up to coder/websocket's 5 s close
+// handshake, and returns after the reader goroutine has exited. Next and
+// pending requests then return ErrClosed. Close may be called more than once.
+func (c *Conn) Close() error {
+	return c.close(func() { c.ws.Close(websocket.StatusNormalClosure, "") })
+}
+
+// CloseNow drops the connection without a close frame, as a crash or a
+// lost network would (the server treats it as a drop and waits for a
+// resume). Tests use it; it returns after the reader goroutine has exited.
+func (c *Conn) CloseNow() error {
+	return c.close(func() { c.ws.CloseNow() })
+}
+
+func (c *Conn) close(closeWS func()) error {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	// The close frame goes out before readCtx is cancelled: cancelling a
+	// Read's context makes coder/websocket drop TCP without one.
+	closeWS()
+	c.cancel()
+	<-c.done
+	return nil
+}
+
+// NewID returns a fresh random request id (26 characters of base32).
+func NewID() string { return rand.Text() }
