@@ -84,7 +84,8 @@ let limits = { ...DEFAULT_LIMITS };
 const me = { userID: '', name: '' };
 let joined = false; // in the room on the current connection
 let everJoined = false;
-let epoch = null; // epoch of the room history we render
+let epoch = null; // epoch of the room history we render; '' = room had none yet
+let joinInFlightForEpoch = false;
 let lastSeq = 0; // highest seq rendered
 const rendered = new Map(); // seq → message element
 const joinRequests = new Map(); // join envelope id → since sent (or null)
@@ -308,7 +309,8 @@ function onJoined(id, p) {
     renderMyName();
   }
 
-  if (epoch !== null && p.epoch !== epoch) {
+  joinInFlightForEpoch = false;
+  if (historyReset(p)) {
     // The room's stored history was lost or reset: our seqs mean nothing
     // now. Start the list over.
     clearMessages();
@@ -342,9 +344,36 @@ function onJoined(id, p) {
   flushOutbox();
 }
 
+// historyReset reports whether a joined reply shows that the history we
+// render is not the room's any more: a different epoch; no epoch although we
+// saw messages; or a last seq below ours. A room that had no history when we
+// joined has the epoch "", and getting its first real epoch is no reset
+// (onMsg asks for it as soon as the first message arrives).
+function historyReset(p) {
+  if (epoch === null) return false;
+  const got = p.epoch ?? '';
+  if (epoch !== '' && got !== epoch) return true;
+  if (epoch === '' && got === '' && lastSeq > 0) return true;
+  return Number.isInteger(p.lastSeq) && p.lastSeq < lastSeq;
+}
+
 function onMsg(m, live) {
   if (!m || !Number.isInteger(m.seq)) return;
   const existing = rendered.get(m.seq);
+  if (existing && m.id && existing.dataset.id && existing.dataset.id !== m.id) {
+    // Another message under a seq we already show: the server's history was
+    // reset while we were connected. Start over with recent history.
+    clearMessages();
+    addNotice('The room’s history was reset on the server; showing it afresh.');
+    if (joined) sendJoin(true);
+    return;
+  }
+  if (live && joined && epoch === '' && !joinInFlightForEpoch) {
+    // We joined an empty room, so we hold no epoch yet. Join again (a
+    // member's re-join is silent) to learn it while it is certainly current.
+    joinInFlightForEpoch = true;
+    sendJoin();
+  }
   if (existing) {
     // Already shown (from history, or confirmed by its ack first): fill in
     // the server's time and name, nothing else.
