@@ -29,13 +29,16 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bins, err := clienttest.Build(dir, "github.com/roomchat/roomchat/cmd/roomchatd", "github.com/roomchat/roomchat/cmd/roomchat")
+	bins, err := clienttest.Build(dir, "github.com/roomchat/roomchat/cmd/roomchat")
+	if err == nil {
+		cliBin = bins[0]
+		serverBin, err = clienttest.BuildServer(dir)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	serverBin, cliBin = bins[0], bins[1]
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

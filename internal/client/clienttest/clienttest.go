@@ -39,6 +39,26 @@ func Build(dir string, pkgs ...string) ([]string, error) {
 	return bins, nil
 }
 
+// ServerEnv names an environment variable that, when set, is the path of a
+// prebuilt roomchatd for BuildServer to use instead of building one (to run
+// the client tests against another build of the server).
+const ServerEnv = "ROOMCHAT_TEST_ROOMCHATD"
+
+// ServerPackage is roomchatd's import path.
+const ServerPackage = "github.com/roomchat/roomchat/cmd/roomchatd"
+
+// BuildServer builds roomchatd into dir, or returns $ROOMCHAT_TEST_ROOMCHATD.
+func BuildServer(dir string) (string, error) {
+	if bin := os.Getenv(ServerEnv); bin != "" {
+		return bin, nil
+	}
+	bins, err := Build(dir, ServerPackage)
+	if err != nil {
+		return "", err
+	}
+	return bins[0], nil
+}
+
 // Server is a roomchatd subprocess.
 type Server struct {
 	// URL is http://127.0.0.1:PORT.
