@@ -44,7 +44,12 @@ type committer struct {
 	rooms map[string]*roomState // rooms seen since Open, by room ID
 
 	// Statements on s.wdb, bound to each transaction with tx.Stmt.
-	insMsg, insKey, getKey, delKey, getRoom, insRoom, updRoom, probe *sql.Stmt
+	getKey, delKey, getRoom, insRoom, updRoom, probe *sql.Stmt
+	insMsgs, insKeys, hasKeys                         *multiStmt
+
+	// Reused between batches.
+	msgArgs, keyArgs, keyList []any
+	existing                  map[string]bool
 
 	batch   []request // reused between batches
 	results []result
@@ -54,8 +59,9 @@ type committer struct {
 }
 
 const (
-	insMsgSQL  = `INSERT INTO messages (room, seq, id, user_id, name, body, ts) VALUES (?, ?, ?, ?, ?, ?, ?)`
-	insKeySQL  = `INSERT INTO dedup (key, room, seq, msg_id, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`
+	insMsgsSQL = `INSERT INTO messages (room, seq, id, user_id, name, body, ts) VALUES `
+	insKeysSQL = `INSERT INTO dedup (key, room, seq, msg_id, at) VALUES `
+	hasKeysSQL = `SELECT key FROM dedup WHERE key IN (`
 	delKeySQL  = `DELETE FROM dedup WHERE key = ?`
 	getRoomSQL = `SELECT id, last_seq, epoch FROM rooms WHERE room_id = ?`
 	insRoomSQL = `INSERT INTO rooms (room_id, last_seq, epoch, created_ms) VALUES (?, 0, ?, ?)`
@@ -78,7 +84,7 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 		stmt **sql.Stmt
 		sql  string
 	}{
-		{&c.insMsg, insMsgSQL}, {&c.insKey, insKeySQL}, {&c.getKey, getKeySQL},
+		{&c.getKey, getKeySQL},
 		{&c.delKey, delKeySQL}, {&c.getRoom, getRoomSQL}, {&c.insRoom, insRoomSQL},
 		{&c.updRoom, updRoomSQL}, {&c.probe, probeSQL},
 	} {
@@ -87,16 +93,28 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 			return fmt.Errorf("prepare %q: %w", p.sql, err)
 		}
 	}
+	var err error
+	if c.insMsgs, err = prepareMulti(ctx, s.wdb, insMsgsSQL, 7, "", false); err != nil {
+		return err
+	}
+	if c.insKeys, err = prepareMulti(ctx, s.wdb, insKeysSQL, 5, "", false); err != nil {
+		return err
+	}
+	if c.hasKeys, err = prepareMulti(ctx, s.wdb, hasKeysSQL, 1, ")", true); err != nil {
+		return err
+	}
+	c.existing = make(map[string]bool)
 	return c.trim.init(ctx, s)
 }
 
 func (c *committer) closeStmts() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{c.insMsg, c.insKey, c.getKey, c.delKey, c.getRoom, c.insRoom, c.updRoom, c.probe} {
+	for _, st := range []*sql.Stmt{c.getKey, c.delKey, c.getRoom, c.insRoom, c.updRoom, c.probe} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
 	}
+	errs = append(errs, c.insMsgs.close(), c.insKeys.close(), c.hasKeys.close())
 	errs = append(errs, c.trim.closeStmts())
 	return errors.Join(errs...)
 }
@@ -230,6 +248,11 @@ func (c *committer) commit() {
 // write runs the batch's transaction. It fills c.results (one per request)
 // and returns the rooms whose seqs it advanced and the IDs of the rooms it
 // created, which commit rolls back in memory if err != nil.
+//
+// The transaction: find which of the batch's keys the database already
+// has (one IN query per 64 keys; usually none), walk the batch in order
+// deciding duplicates and assigning seqs, then insert all messages and
+// keys with multi-row INSERTs and update each touched room's last_seq.
 func (c *committer) write(now time.Time) (touched []*roomState, created []string, err error) {
 	ctx := context.Background() // bounded by busy_timeout, not by a caller
 	nowMs := now.UnixMilli()
@@ -242,8 +265,11 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 			tx.Rollback() // may fail if SQLite already rolled back; nothing else to do
 		}
 	}()
-	insMsg, insKey, updRoom := tx.Stmt(c.insMsg), tx.Stmt(c.insKey), tx.Stmt(c.updRoom)
-	keys := map[string]int{} // key → index of the request that stored it in this batch
+	if err := c.findKeys(ctx, tx); err != nil {
+		return nil, nil, err
+	}
+	c.msgArgs, c.keyArgs = c.msgArgs[:0], c.keyArgs[:0]
+	keys := map[string]int{} // key → index of the request that stores it in this batch
 	seen := map[*roomState]bool{}
 	probe := false
 	for i, r := range c.batch {
@@ -257,6 +283,16 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 				c.results[i] = result{dup: true, dupOf: j}
 				continue
 			}
+			if c.existing[r.key] {
+				live, orig, err := c.oldKey(ctx, tx, r, nowMs)
+				if err != nil {
+					return touched, created, err
+				}
+				if live {
+					c.results[i] = result{msg: orig, dup: true, dupOf: -1}
+					continue
+				}
+			}
 		}
 		rs, isNew, err := c.room(ctx, tx, r.msg.RoomID, nowMs)
 		if err != nil {
@@ -267,27 +303,32 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 		}
 		m := r.msg
 		m.Seq = rs.last + 1
-		if r.key != "" {
-			fresh, orig, err := c.storeKey(ctx, tx, insKey, r, rs.id, m, nowMs)
-			if err != nil {
-				return touched, created, err
-			}
-			if !fresh {
-				c.results[i] = result{msg: orig, dup: true, dupOf: -1}
-				continue
-			}
-			keys[r.key] = i
-		}
-		if _, err := insMsg.ExecContext(ctx, rs.id, m.Seq, m.ID, m.From.UserID, m.From.Name, m.Message, m.TS.UnixMilli()); err != nil {
-			return touched, created, err
-		}
 		rs.last = m.Seq
 		if !seen[rs] {
 			seen[rs] = true
 			touched = append(touched, rs)
 		}
+		c.msgArgs = append(c.msgArgs, rs.id, m.Seq, m.ID, m.From.UserID, m.From.Name, m.Message, m.TS.UnixMilli())
+		if r.key != "" {
+			keys[r.key] = i
+			c.keyArgs = append(c.keyArgs, r.key, rs.id, m.Seq, m.ID, nowMs)
+		}
 		c.results[i].msg = m
 	}
+	if err := c.insMsgs.each(c.msgArgs, func(st *sql.Stmt, args []any) error {
+		_, err := tx.Stmt(st).ExecContext(ctx, args...)
+		return err
+	}); err != nil {
+		return touched, created, err
+	}
+	if err := c.insKeys.each(c.keyArgs, func(st *sql.Stmt, args []any) error {
+		_, err := tx.Stmt(st).ExecContext(ctx, args...)
+		return err
+	}); err != nil {
+		return touched, created, err
+	}
+	clear(c.msgArgs) // drop references to message text
+	updRoom := tx.Stmt(c.updRoom)
 	for _, rs := range touched {
 		if _, err := updRoom.ExecContext(ctx, rs.last, rs.id); err != nil {
 			return touched, created, err
@@ -299,6 +340,32 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 		}
 	}
 	return touched, created, tx.Commit()
+}
+
+// findKeys sets c.existing to the batch's keys that the dedup table holds.
+func (c *committer) findKeys(ctx context.Context, tx *sql.Tx) error {
+	clear(c.existing)
+	c.keyList = c.keyList[:0]
+	for _, r := range c.batch {
+		if r.key != "" {
+			c.keyList = append(c.keyList, r.key)
+		}
+	}
+	return c.hasKeys.each(c.keyList, func(st *sql.Stmt, args []any) error {
+		rows, err := tx.Stmt(st).QueryContext(ctx, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				return err
+			}
+			c.existing[k] = true
+		}
+		return rows.Err()
+	})
 }
 
 // room returns the state of room roomID, loading it from the database on
@@ -331,18 +398,12 @@ func (c *committer) room(ctx context.Context, tx *sql.Tx, roomID string, nowMs i
 	return rs, isNew, nil
 }
 
-// storeKey records r.key for message m. fresh is false when the key is
-// already there and younger than store.DedupWindow; orig is then the
-// message it names. An expired key is replaced (deleted and inserted
-// again, so that rowid order stays time order for the sweep).
-func (c *committer) storeKey(ctx context.Context, tx *sql.Tx, insKey *sql.Stmt, r request, room int64, m protocol.Message, nowMs int64) (fresh bool, orig protocol.Message, err error) {
-	res, err := insKey.ExecContext(ctx, r.key, room, m.Seq, m.ID, nowMs)
-	if err != nil {
-		return false, orig, err
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		return err == nil, orig, err
-	}
+// oldKey looks at r.key, which the dedup table holds from an earlier
+// batch. live reports whether it is younger than store.DedupWindow; orig is
+// then the message it names. An expired key is deleted, so that write
+// inserts it again with a new rowid (rowid order stays time order for the
+// sweep).
+func (c *committer) oldKey(ctx context.Context, tx *sql.Tx, r request, nowMs int64) (live bool, orig protocol.Message, err error) {
 	var at, ts sql.NullInt64
 	var userID, name, body sql.NullString
 	err = tx.Stmt(c.getKey).QueryRowContext(ctx, r.key).Scan(&at, &orig.Seq, &orig.ID, &orig.RoomID, &userID, &name, &body, &ts)
@@ -360,13 +421,10 @@ func (c *committer) storeKey(ctx context.Context, tx *sql.Tx, insKey *sql.Stmt, 
 			orig.From = r.msg.From
 			orig.TS = time.UnixMilli(at.Int64).UTC()
 		}
-		return false, orig, nil
+		return true, orig, nil
 	}
 	if _, err := tx.Stmt(c.delKey).ExecContext(ctx, r.key); err != nil {
 		return false, orig, err
 	}
-	if _, err := insKey.ExecContext(ctx, r.key, room, m.Seq, m.ID, nowMs); err != nil {
-		return false, orig, err
-	}
-	return true, protocol.Message{}, nil
+	return false, protocol.Message{}, nil
 }
