@@ -37,9 +37,10 @@ type relayConn struct {
 	slow atomic.Bool
 }
 
-// relayQueue bounds a connection's outbound queue: 4096 64-byte messages
-// is 256 KiB, a quarter of roomchat's 1 MiB slow-reader budget.
-const relayQueue = 4096
+// relayQueue bounds a connection's outbound queue: 512 slots (12 KiB of
+// slice headers, allocated up front) hold 32 KiB of 64-byte messages,
+// far more than a writer that keeps up ever has queued.
+const relayQueue = 512
 
 func newRelay() *relay { return &relay{rooms: map[string]map[*relayConn]struct{}{}} }
 

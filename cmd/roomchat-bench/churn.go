@@ -92,7 +92,10 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (churnResult, err
 	res.GoBefore, res.HeapBefore = g0, h0
 
 	// Cycles: Par workers take cycle numbers until Cycles or MaxTime.
-	d := newDialer(1)
+	// Round robin over 8 source addresses: each closed connection leaves a
+	// TIME_WAIT entry that a later connect() from the same address must
+	// search past.
+	d := newDialerAddrs(8, 1)
 	var (
 		next, failed atomic.Int64
 		firstErr     atomic.Pointer[string]

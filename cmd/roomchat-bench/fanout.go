@@ -86,6 +86,7 @@ type fanoutResult struct {
 	ServerErrors int64   `json:"serverErrors"`
 	GenCPU       float64 `json:"generatorCPU"`                // cores used by this process in the window
 	ServerCPU    float64 `json:"serverCPU,omitzero"`          // cores used by -pid in the window
+	OtherCPU     float64 `json:"otherCPU"`                    // cores used by everything else (the server too without -pid)
 	Pass         bool    `json:"pass"`                        // p99 within limit, no loss, rate offered, no disconnects
 	Why          string  `json:"why,omitzero"`                // why it did not pass
 	Note         string  `json:"note,omitzero"`               // e.g. generator saturated
@@ -261,6 +262,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 	rd.inWindow.Store(true)
 	cpu0 := selfCPU()
 	srv0 := procCPU(cfg.PID)
+	all0 := machineBusy()
 	t0 := time.Now()
 	sleepUntil(ctx, end)
 	phase.Store(2)
@@ -268,6 +270,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 	window := time.Since(t0)
 	cpu1 := selfCPU()
 	srv1 := procCPU(cfg.PID)
+	all1 := machineBusy()
 	senders.Wait()
 
 	expected := rd.sent.Load() * int64(cfg.Members)
@@ -295,8 +298,13 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 		ServerErrors:      r.errs.Load() - errs0,
 		GenCPU:            round3((cpu1 - cpu0).Seconds() / secs),
 	}
+	other := all1 - all0 - (cpu1 - cpu0)
 	if srv0 >= 0 && srv1 >= 0 {
 		res.ServerCPU = round3((srv1 - srv0).Seconds() / secs)
+		other -= srv1 - srv0
+	}
+	if all0 >= 0 && all1 >= 0 {
+		res.OtherCPU = round3(max(0, other.Seconds()/secs))
 	}
 	if expected > 0 {
 		res.LossPct = round3(100 * float64(res.Loss) / float64(expected))
@@ -328,9 +336,14 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 	}
 	res.Pass = len(why) == 0
 	res.Why = joinWhy(why)
-	if res.GenCPU > 0.9 {
-		res.Note = "generator near one core: its figures may be the limit"
+	var notes []string
+	if res.GenCPU > 0.85 {
+		notes = append(notes, "generator near one core: it may be the limit")
 	}
+	if res.OtherCPU > 0.25 && cfg.PID > 0 {
+		notes = append(notes, fmt.Sprintf("other processes used %.2f cores: noisy", res.OtherCPU))
+	}
+	res.Note = joinWhy(notes)
 	r.cur.Store(nil)
 	return res
 }

@@ -37,6 +37,7 @@ type idleResult struct {
 	HeapAfter float64 `json:"heapInuseAfterBytes,omitzero"`
 	Dropped   int64   `json:"droppedDuringHold"`
 	GenCPU    float64 `json:"generatorCPUSecondsConnect"`
+	SrvCPU    float64 `json:"serverCPUSecondsConnect,omitzero"`
 }
 
 // fdReserve is what this process keeps for itself besides the benchmark
@@ -102,6 +103,7 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error)
 	res.SrcAddrs = d.sourceAddrs()
 	runID := randID()
 	cpu0 := selfCPU()
+	srv0 := procCPU(cfg.PID)
 	t0 := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	conns, err := connectAll(cctx, d, t, res.Conns, cfg.Par, func(i int) string {
@@ -114,6 +116,9 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error)
 	res.ConnectS = round3(time.Since(t0).Seconds())
 	res.Rate = round1(float64(res.Conns) / time.Since(t0).Seconds())
 	res.GenCPU = round3((selfCPU() - cpu0).Seconds())
+	if srv1 := procCPU(cfg.PID); srv0 >= 0 && srv1 >= 0 {
+		res.SrvCPU = round3((srv1 - srv0).Seconds())
+	}
 
 	// One reader per connection discards presence events and answers the
 	// server's pings, as a real idle client does.

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -63,9 +64,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var o output
 	o.w = stdout
+	var cpuprofile string
 	addOut := func() {
 		fs.BoolVar(&o.json, "json", false, "print one JSON object per result instead of a table")
 		fs.StringVar(&o.file, "o", "", "also append one JSON object per result to this file")
+		fs.StringVar(&cpuprofile, "cpuprofile", "", "write the generator's own CPU profile to this file")
+	}
+	defer func() {
+		if cpuprofile != "" {
+			pprof.StopCPUProfile()
+		}
+	}()
+	startProfile := func() error {
+		if cpuprofile == "" {
+			return nil
+		}
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		return pprof.StartCPUProfile(f)
 	}
 	switch cmd {
 	case "baseline":
@@ -80,6 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		var cfg fanoutConfig
 		server := fs.String("server", "", "roomchat server (ws://127.0.0.1:PORT); its /ws is used")
 		baseline := fs.String("baseline", "", "baseline relay (ws://127.0.0.1:PORT) to run the same scenario against and compare")
+		mem := fs.String("mem", "", "a second roomchat server with -db :memory:, for the store ratio (-server's figure over this one's)")
+		mpid := fs.Int("mem-pid", 0, "the -mem server's PID, to report its CPU use")
 		batch := fs.Bool("batch", false, "roomchat: connect with ?batch=1 (several events per frame)")
 		fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms")
 		fs.IntVar(&cfg.Members, "members", 100, "members per room, senders included")
@@ -101,8 +121,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		if *server == "" && *baseline == "" {
-			return errors.New("fanout needs -server, -baseline or both")
+		if *server == "" && *baseline == "" && *mem == "" {
+			return errors.New("fanout needs -server, -mem, -baseline or several")
 		}
 		if cfg.Label == "" {
 			cfg.Label = fmt.Sprintf("%dx%d", cfg.Rooms, cfg.Members)
@@ -113,35 +133,50 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := o.open(); err != nil {
 			return err
 		}
+		if err := startProfile(); err != nil {
+			return err
+		}
 		defer o.close()
-		var rc, bl *fanoutResult
-		if *server != "" {
-			t, err := parseTarget(*server, kindRoomchat)
+		// Same scenario, same run, one server after the other: roomchat,
+		// roomchat with the in-memory store, the relay.
+		type run struct {
+			url   string
+			kind  kind
+			label string
+			pid   int
+			res   *fanoutResult
+		}
+		runs := []*run{
+			{url: *server, kind: kindRoomchat, pid: cfg.PID},
+			{url: *mem, kind: kindRoomchat, label: "roomchat-mem", pid: *mpid},
+			{url: *baseline, kind: kindRelay, pid: *bpid},
+		}
+		for _, rn := range runs {
+			if rn.url == "" {
+				continue
+			}
+			t, err := parseTarget(rn.url, rn.kind)
 			if err != nil {
 				return err
 			}
-			t.batch = *batch
-			r, err := runFanout(ctx, t, cfg, o.emit)
+			t.batch = *batch && rn.kind == kindRoomchat
+			t.label = rn.label
+			c := cfg
+			c.PID = rn.pid
+			r, err := runFanout(ctx, t, c, o.emit)
 			if err != nil {
 				return fmt.Errorf("fanout %s: %w", t.name(), err)
 			}
-			rc = &r
+			rn.res = &r
 		}
-		if *baseline != "" {
-			t, err := parseTarget(*baseline, kindRelay)
-			if err != nil {
-				return err
-			}
-			bcfg := cfg
-			bcfg.PID = *bpid
-			r, err := runFanout(ctx, t, bcfg, o.emit)
-			if err != nil {
-				return fmt.Errorf("fanout baseline: %w", err)
-			}
-			bl = &r
+		if rc, bl := runs[0].res, runs[2].res; rc != nil && bl != nil {
+			o.emit(compare(*rc, *bl, cfg.FindMax, "baseline"))
 		}
-		if rc != nil && bl != nil {
-			o.emit(compare(*rc, *bl, cfg.FindMax))
+		if rm, bl := runs[1].res, runs[2].res; rm != nil && bl != nil {
+			o.emit(compare(*rm, *bl, cfg.FindMax, "baseline"))
+		}
+		if rc, rm := runs[0].res, runs[1].res; rc != nil && rm != nil {
+			o.emit(compare(*rc, *rm, cfg.FindMax, rm.Target))
 		}
 		return o.err
 
@@ -154,6 +189,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&cfg.PID, "pid", 0, "server PID: memory from /proc/PID/status VmRSS (else /metrics)")
 		fs.DurationVar(&cfg.Hold, "hold", 10*time.Second, "how long to hold them before measuring")
 		fs.IntVar(&cfg.Par, "par", 64, "handshakes in flight")
+		fs.IntVar(&maxPerSourceAddr, "per-addr", maxPerSourceAddr, "connections per loopback source address (more use 127.0.0.2, 127.0.0.3, …)")
 		addOut()
 		if err := fs.Parse(args); err != nil {
 			return err
@@ -163,6 +199,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if err := o.open(); err != nil {
+			return err
+		}
+		if err := startProfile(); err != nil {
 			return err
 		}
 		defer o.close()
@@ -193,6 +232,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if err := o.open(); err != nil {
+			return err
+		}
+		if err := startProfile(); err != nil {
 			return err
 		}
 		defer o.close()
@@ -227,22 +269,24 @@ func pick(relay bool) kind {
 	return kindRoomchat
 }
 
-// ratioResult is kind "ratio": roomchat's figure over the baseline's,
-// measured in the same run.
+// ratioResult is kind "ratio": one target's figure over another's (the
+// baseline relay, or roomchat with the in-memory store), measured in the
+// same run.
 type ratioResult struct {
 	Kind     string  `json:"kind"`
 	Scenario string  `json:"scenario"`
 	Target   string  `json:"target"`
+	Versus   string  `json:"versus"`
 	Metric   string  `json:"metric"`
-	Roomchat float64 `json:"roomchat"`
-	Baseline float64 `json:"baseline"`
+	Roomchat float64 `json:"value"`
+	Baseline float64 `json:"versusValue"`
 	Ratio    float64 `json:"ratio"`
-	P99      float64 `json:"roomchatP99ms,omitzero"`
-	BaseP99  float64 `json:"baselineP99ms,omitzero"`
+	P99      float64 `json:"p99ms,omitzero"`
+	BaseP99  float64 `json:"versusP99ms,omitzero"`
 }
 
-func compare(rc, bl fanoutResult, findMax bool) ratioResult {
-	r := ratioResult{Kind: "ratio", Scenario: rc.Scenario, Target: rc.Target, P99: rc.P99, BaseP99: bl.P99}
+func compare(rc, bl fanoutResult, findMax bool, versus string) ratioResult {
+	r := ratioResult{Kind: "ratio", Scenario: rc.Scenario, Target: rc.Target, Versus: versus, P99: rc.P99, BaseP99: bl.P99}
 	if findMax {
 		r.Metric, r.Roomchat, r.Baseline = "maxDeliveredPerSec", rc.MaxDelivered, bl.MaxDelivered
 	} else {
@@ -322,8 +366,8 @@ func (o *output) table(v any) {
 				r.Target, r.Scenario, r.MaxDelivered, r.P99, r.SentMsgs)
 			return
 		}
-		hdr(fmt.Sprintf("%-15s %-9s %4s %9s %11s %11s %8s %8s %8s %8s %7s %5s %5s %s",
-			"target", "scenario", "step", "rate/snd", "offered/s", "delivered/s", "p50ms", "p90ms", "p99ms", "maxms", "loss", "gen", "srv", "result"))
+		hdr(fmt.Sprintf("%-15s %-9s %4s %9s %11s %11s %8s %8s %8s %8s %7s %5s %5s %5s %s",
+			"target", "scenario", "step", "rate/snd", "offered/s", "delivered/s", "p50ms", "p90ms", "p99ms", "maxms", "loss", "gen", "srv", "oth", "result"))
 		res := "ok"
 		if !r.Pass {
 			res = "FAIL " + r.Why
@@ -335,12 +379,12 @@ func (o *output) table(v any) {
 		if r.ServerCPU > 0 {
 			srv = fmt.Sprintf("%.2f", r.ServerCPU)
 		}
-		fmt.Fprintf(o.w, "%-15s %-9s %4d %9.2f %11.0f %11.0f %8.2f %8.2f %8.2f %8.1f %7d %5.2f %5s %s\n",
-			r.Target, r.Scenario, r.Step, r.Rate, r.OfferedDeliveries, r.Delivered, r.P50, r.P90, r.P99, r.Max, r.Loss, r.GenCPU, srv, res)
+		fmt.Fprintf(o.w, "%-15s %-9s %4d %9.2f %11.0f %11.0f %8.2f %8.2f %8.2f %8.1f %7d %5.2f %5s %5.2f %s\n",
+			r.Target, r.Scenario, r.Step, r.Rate, r.OfferedDeliveries, r.Delivered, r.P50, r.P90, r.P99, r.Max, r.Loss, r.GenCPU, srv, r.OtherCPU, res)
 	case ratioResult:
 		o.header = ""
-		fmt.Fprintf(o.w, "=> %s %s: %s %.0f vs baseline %.0f = %.3fx the baseline (p99 %.2f ms vs %.2f ms)\n",
-			r.Target, r.Scenario, r.Metric, r.Roomchat, r.Baseline, r.Ratio, r.P99, r.BaseP99)
+		fmt.Fprintf(o.w, "=> %s %s: %s %.0f vs %s %.0f = %.3fx (p99 %.2f ms vs %.2f ms)\n",
+			r.Target, r.Scenario, r.Metric, r.Roomchat, r.Versus, r.Baseline, r.Ratio, r.P99, r.BaseP99)
 	case idleResult:
 		o.header = ""
 		fmt.Fprintf(o.w, "idle %s: %d conns in %d rooms (requested %d, %d source addr)\n", r.Target, r.Conns, r.Rooms, r.Requested, r.SrcAddrs)
@@ -349,7 +393,7 @@ func (o *output) table(v any) {
 		}
 		fmt.Fprintf(o.w, "  server memory (%s): %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
 			r.Source, float64(r.Before)/(1<<20), float64(r.After)/(1<<20), r.PerConn, r.PerConn/1024)
-		fmt.Fprintf(o.w, "  connect+join: %.0f/s (%.2f s, generator CPU %.2f s); dropped while held: %d\n", r.Rate, r.ConnectS, r.GenCPU, r.Dropped)
+		fmt.Fprintf(o.w, "  connect+join: %.0f/s (%.2f s; CPU: generator %.2f s, server %.2f s); dropped while held: %d\n", r.Rate, r.ConnectS, r.GenCPU, r.SrvCPU, r.Dropped)
 		if r.GoAfter > 0 {
 			fmt.Fprintf(o.w, "  server goroutines %.0f -> %.0f (%.2f per conn), heap in use %.1f MiB\n",
 				r.GoBefore, r.GoAfter, (r.GoAfter-r.GoBefore)/float64(r.Conns), r.HeapAfter/(1<<20))

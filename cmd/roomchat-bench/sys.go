@@ -63,6 +63,34 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / clockTick
 }
 
+// machineBusy is the CPU time all CPUs spent not idle, from /proc/stat, or
+// -1 if unreadable. With selfCPU and procCPU it tells how much of the
+// machine other processes took during a window: on a shared machine that
+// is the first suspect for a noisy figure.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return -1
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return -1
+	}
+	var busy int64
+	for i, s := range f[1:] {
+		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is already in user
+			continue
+		}
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return -1
+		}
+		busy += v
+	}
+	return time.Duration(busy) * time.Second / clockTick
+}
+
 // procStatus returns a field of /proc/<pid>/status in bytes (VmRSS is in kB).
 func procStatus(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# make bench: the short default benchmark set of issue 6. Builds roomchatd
+# and roomchat-bench into a temp dir, runs every server pinned to CPU 0 and
+# the load generator pinned to CPU 1 (taskset), GOMAXPROCS=1 each, all on
+# loopback, and writes bench-results/<UTC stamp>.jsonl (one JSON object per
+# result), a .txt copy of the tables and the latency chart .svg.
+#
+# Knobs (environment): BENCH_DURATION (measured window per step, 4s),
+# BENCH_WARMUP (1s), BENCH_CONNS (idle connections, 19500), BENCH_CYCLES
+# (churn cycles, 100000), BENCH_ONLY (space-separated subset of: fanout100
+# fanout1000 batch fixed idle churn).
+set -eu
+cd "$(dirname "$0")/.."
+
+duration=${BENCH_DURATION:-4s}
+warmup=${BENCH_WARMUP:-1s}
+conns=${BENCH_CONNS:-19500}
+cycles=${BENCH_CYCLES:-100000}
+only=${BENCH_ONLY:-fanout100 fanout1000 batch fixed idle churn}
+
+command -v taskset >/dev/null || { echo "bench: taskset (util-linux) is required" >&2; exit 1; }
+if [ "$(nproc)" -lt 2 ]; then
+  echo "bench: needs 2 CPUs (server on 0, generator on 1)" >&2
+  exit 1
+fi
+
+# Both sides hold one descriptor per connection.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+echo "bench: open-files limit $(ulimit -n)" >&2
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${pids[@]}"; do
+    wait "$p" 2>/dev/null || true
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+go build -o "$tmp/" ./cmd/roomchatd ./cmd/roomchat-bench
+bench="$tmp/roomchat-bench"
+
+mkdir -p bench-results
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out="bench-results/$stamp.jsonl"
+txt="bench-results/$stamp.txt"
+svg="bench-results/$stamp-latency.svg"
+{
+  echo "# roomchat bench $stamp"
+  echo "# commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
+  echo "# $(uname -srm); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "# go $(go env GOVERSION); open files $(ulimit -n); load $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$txt"
+
+# start NAME CMD... starts a server on CPU 0 with GOMAXPROCS=1 and sets
+# $addr and $pid once it logged msg=listening (at most 15 s).
+start() {
+  local name=$1
+  shift
+  GOMAXPROCS=1 taskset -c 0 "$@" 2>"$tmp/$name.log" &
+  pid=$!
+  pids+=("$pid")
+  addr=""
+  for _ in $(seq 150); do
+    addr=$(grep -m1 -o 'msg=listening addr=[0-9.:]*' "$tmp/$name.log" 2>/dev/null | sed 's/.*addr=//' || true)
+    [ -n "$addr" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$addr" ]; then
+    echo "bench: $name did not start:" >&2
+    cat "$tmp/$name.log" >&2
+    exit 1
+  fi
+  echo "# $name: pid $pid on $addr: $*" | tee -a "$txt"
+}
+
+# stop PID stops one server we started and waits for it.
+stop() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# gen ARGS... runs the load generator on CPU 1 with GOMAXPROCS=1.
+# A failed run is reported and the set goes on.
+gen() {
+  echo "\$ roomchat-bench $*" | tee -a "$txt"
+  GOMAXPROCS=1 taskset -c 1 "$bench" "$@" -o "$out" 2>&1 | tee -a "$txt"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then
+    echo "bench: roomchat-bench $1 failed (exit $rc)" | tee -a "$txt" >&2
+  fi
+  return 0
+}
+
+want() { case " $only " in *" $1 "*) return 0 ;; esac; return 1; }
+
+fan=(-duration "$duration" -warmup "$warmup" -drain 3s)
+
+if want fanout100 || want fanout1000 || want batch || want fixed; then
+  start baseline "$bench" baseline -addr 127.0.0.1:0
+  bl=$addr bpid=$pid
+  start roomchatd-sqlite "$tmp/roomchatd" -addr 127.0.0.1:0 -rate 0 -db "$tmp/bench.db"
+  rc=$addr rpid=$pid
+  start roomchatd-mem "$tmp/roomchatd" -addr 127.0.0.1:0 -rate 0 -db :memory:
+  rm_=$addr mpid=$pid
+
+  # 100 rooms x 100 members, one sender each: find the max sustained
+  # deliveries/s (p99 <= 250 ms, no loss) for SQLite, memory and the relay.
+  if want fanout100; then
+    gen fanout -server "ws://$rc" -pid "$rpid" -mem "ws://$rm_" -mem-pid "$mpid" -baseline "ws://$bl" -baseline-pid "$bpid" \
+      -rooms 100 -members 100 -senders 1 -rate 3 -find-max "${fan[@]}" -label 100x100
+  fi
+  # p99 at a fixed 20,000 deliveries/s (100 senders x 2 msgs/s x 100).
+  if want fixed; then
+    gen fanout -server "ws://$rc" -pid "$rpid" -baseline "ws://$bl" -baseline-pid "$bpid" \
+      -rooms 100 -members 100 -senders 1 -rate 2 -duration 10s -warmup 2s -label 100x100@20k
+  fi
+  # 1 room x 1000 members, one sender: one frame per event, then batched.
+  if want fanout1000; then
+    gen fanout -server "ws://$rc" -pid "$rpid" -baseline "ws://$bl" -baseline-pid "$bpid" \
+      -rooms 1 -members 1000 -senders 1 -rate 60 -find-max "${fan[@]}" -label 1x1000
+  fi
+  if want batch; then
+    gen fanout -server "ws://$rc" -pid "$rpid" -batch -baseline "ws://$bl" -baseline-pid "$bpid" \
+      -rooms 1 -members 1000 -senders 1 -rate 80 -step 1.5 -find-max "${fan[@]}" -label 1x1000
+  fi
+  stop "$bpid"; stop "$rpid"; stop "$mpid"
+fi
+
+# Idle memory per joined connection and connect+join rate: a fresh server
+# each, so the RSS delta is the connections' alone.
+if want idle; then
+  start baseline "$bench" baseline -addr 127.0.0.1:0
+  gen idle -relay -server "ws://$addr" -pid "$pid" -conns "$conns" -hold 10s
+  stop "$pid"
+  start roomchatd-sqlite "$tmp/roomchatd" -addr 127.0.0.1:0 -rate 0 -db "$tmp/idle.db"
+  gen idle -server "ws://$addr" -pid "$pid" -conns "$conns" -hold 10s
+  stop "$pid"
+fi
+
+# Churn: connect, join, leave, close; goroutines and heap must come back.
+if want churn; then
+  start roomchatd-sqlite "$tmp/roomchatd" -addr 127.0.0.1:0 -rate 0 -db "$tmp/churn.db"
+  gen churn -server "ws://$addr" -cycles "$cycles" -par 16 -settle 150s
+  stop "$pid"
+fi
+
+if grep -q '"kind":"fanout"' "$out" 2>/dev/null; then
+  "$bench" chart -in "$out" -out "$svg"
+  echo "# chart: $svg" | tee -a "$txt"
+fi
+echo "# results: $out" | tee -a "$txt"
