@@ -45,7 +45,7 @@ type committer struct {
 
 	// Statements on s.wdb, bound to each transaction with tx.Stmt.
 	getKey, delKey, getRoom, insRoom, updRoom, probe *sql.Stmt
-	insMsgs, insKeys, hasKeys                         *multiStmt
+	insMsgs, insKeys, hasKeys                        *multiStmt
 
 	// Reused between batches.
 	msgArgs, keyArgs, keyList []any

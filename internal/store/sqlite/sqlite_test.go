@@ -397,3 +397,27 @@ func TestOpenReadOnlyFile(t *testing.T) {
 	}
 	t.Logf("Open(read-only file): %v", err)
 }
+
+// TestBackupVacuumInto runs the backup command of docs/storage.md
+// ("VACUUM INTO") from another connection while the store is open, then
+// opens the copy as a store.
+func TestBackupVacuumInto(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "roomchat.db")
+	s := openT(t, path, Options{})
+	var want []protocol.Message
+	for i := range 20 {
+		want = append(want, storetest.MustAppend(t, s, storetest.Msg("r", fmt.Sprint(i)), "").Msg)
+	}
+	backup := filepath.Join(dir, "backup.db")
+	if _, err := rawDB(t, path).Exec("VACUUM INTO ?", backup); err != nil {
+		t.Fatalf("VACUUM INTO: %v", err)
+	}
+	b := openT(t, backup, Options{})
+	if diff := cmp.Diff(want, messages(t, b, "r")); diff != "" {
+		t.Fatalf("backup's history (-want +got):\n%s", diff)
+	}
+	if got, want := roomInfo(t, b, "r"), roomInfo(t, s, "r"); got != want {
+		t.Fatalf("backup's Room = %+v, want %+v", got, want)
+	}
+}
