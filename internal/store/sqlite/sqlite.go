@@ -95,8 +95,10 @@ func (o Options) withDefaults() Options {
 }
 
 // Store is a store.Store kept in an SQLite file. Its methods are safe for
-// concurrent use. It owns one committer goroutine, started by Open and
-// ended by Close.
+// concurrent use. It owns two goroutines, the committer (all writes) and
+// the checkpointer, both started by Open and ended by Close, and three
+// connection pools to the file (writer, checkpointer, readers), closed by
+// Close.
 type Store struct {
 	path string
 	opts Options
