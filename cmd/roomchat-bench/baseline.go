@@ -140,6 +140,7 @@ func (rl *relay) metrics(w http.ResponseWriter) {
 	fmt.Fprintf(w, "go_memstats_heap_inuse_bytes %d\n", ms.HeapInuse)
 	fmt.Fprintf(w, "go_memstats_heap_alloc_bytes %d\n", ms.HeapAlloc)
 	fmt.Fprintf(w, "go_memstats_heap_objects %d\n", ms.HeapObjects)
+	fmt.Fprintf(w, "go_gc_duration_seconds_count %d\n", ms.NumGC)
 	fmt.Fprintf(w, "process_resident_memory_bytes %d\n", rss)
 }
 

@@ -41,13 +41,20 @@ type churnResult struct {
 	HeapAfter  float64 `json:"heapInuseAfterBytes"`
 	HeapPeak   float64 `json:"heapInusePeakBytes"`
 	SettleS    float64 `json:"settleSeconds"`
-	Returned   bool    `json:"returnedToBaseline"`
-	Why        string  `json:"why,omitzero"`
+	// GCs counts the server's garbage collections while settling: a heap
+	// that stays up across several is retained, not merely uncollected.
+	GCs      float64            `json:"gcsWhileSettling"`
+	Gauges   map[string]float64 `json:"serverGaugesAfter,omitzero"`
+	Returned bool               `json:"returnedToBaseline"`
+	Why      string             `json:"why,omitzero"`
 }
 
 // heapMetric names the heap gauge read from /metrics (client_golang's Go
 // collector and the relay both export it).
 const heapMetric = "go_memstats_heap_inuse_bytes"
+
+// gcMetric counts completed GC cycles (client_golang's summary count).
+const gcMetric = "go_gc_duration_seconds_count"
 
 func runChurn(ctx context.Context, t *target, cfg churnConfig) (churnResult, error) {
 	res := churnResult{Kind: "churn", Target: t.name()}
@@ -58,11 +65,13 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (churnResult, err
 		return res, errors.New("-max-time must be in (0, 2h] and -settle in [0, 1h]")
 	}
 	murl := t.httpURL("/metrics")
+	var last map[string]float64
 	sample := func() (g, h float64, err error) {
 		m, err := scrapeMetrics(ctx, murl)
 		if err != nil {
 			return 0, 0, err
 		}
+		last = m
 		g, ok1 := m["go_goroutines"]
 		h, ok2 := m[heapMetric]
 		if !ok1 || !ok2 {
@@ -159,6 +168,7 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (churnResult, err
 
 	// After: poll until both are back within slack, at most Settle.
 	s0 := time.Now()
+	gc0 := -1.0
 	okG := func(g float64) bool { return g <= g0+float64(cfg.Slack) }
 	okH := func(h float64) bool { return h <= h0*(1+cfg.HeapSlack)+(1<<20) }
 	for {
@@ -167,6 +177,10 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (churnResult, err
 			return res, fmt.Errorf("after: %w", err)
 		}
 		res.GoAfter, res.HeapAfter = g, h
+		if gc0 < 0 {
+			gc0 = last[gcMetric]
+		}
+		res.GCs = last[gcMetric] - gc0
 		if okG(g) && okH(h) {
 			res.Returned = true
 			break
@@ -177,6 +191,14 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (churnResult, err
 		sleepUntil(ctx, time.Now().Add(time.Second))
 	}
 	res.SettleS = round3(time.Since(s0).Seconds())
+	for _, k := range []string{"roomchat_connections", "roomchat_rooms"} {
+		if v, ok := last[k]; ok {
+			if res.Gauges == nil {
+				res.Gauges = map[string]float64{}
+			}
+			res.Gauges[k] = v
+		}
+	}
 	if !res.Returned {
 		res.Why = fmt.Sprintf("after %v: goroutines %.0f (start %.0f, slack %d), heap in use %.1f MiB (start %.1f MiB)",
 			cfg.Settle, res.GoAfter, g0, cfg.Slack, res.HeapAfter/(1<<20), h0/(1<<20))

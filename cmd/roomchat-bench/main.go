@@ -20,9 +20,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -408,8 +410,13 @@ func (o *output) table(v any) {
 		if !r.Returned {
 			verdict = "NOT back to baseline: " + r.Why
 		}
-		fmt.Fprintf(o.w, "  goroutines %.0f -> peak %.0f -> %.0f; heap in use %.1f -> peak %.1f -> %.1f MiB; %s after %.1f s\n",
-			r.GoBefore, r.GoPeak, r.GoAfter, r.HeapBefore/(1<<20), r.HeapPeak/(1<<20), r.HeapAfter/(1<<20), verdict, r.SettleS)
+		fmt.Fprintf(o.w, "  goroutines %.0f -> peak %.0f -> %.0f; heap in use %.1f -> peak %.1f -> %.1f MiB\n",
+			r.GoBefore, r.GoPeak, r.GoAfter, r.HeapBefore/(1<<20), r.HeapPeak/(1<<20), r.HeapAfter/(1<<20))
+		fmt.Fprintf(o.w, "  %s (waited %.1f s, %.0f server GCs meanwhile)", verdict, r.SettleS, r.GCs)
+		for _, k := range slices.Sorted(maps.Keys(r.Gauges)) {
+			fmt.Fprintf(o.w, "; %s %.0f", k, r.Gauges[k])
+		}
+		fmt.Fprintln(o.w)
 	default:
 		fmt.Fprintf(o.w, "%+v\n", v)
 	}
