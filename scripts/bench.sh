@@ -128,7 +128,7 @@ if want fanout100 || want fanout1000 || want batch || want fixed; then
   fi
   if want batch; then
     gen fanout -server "ws://$rc" -pid "$rpid" -batch -baseline "ws://$bl" -baseline-pid "$bpid" \
-      -rooms 1 -members 1000 -senders 1 -rate 80 -step 1.5 -find-max "${fan[@]}" -label 1x1000
+      -rooms 1 -members 1000 -senders 1 -rate 80 -step 1.5 -find-max "${fan[@]}" -label 1x1000-batch
   fi
   stop "$bpid"; stop "$rpid"; stop "$mpid"
 fi
@@ -155,4 +155,6 @@ if grep -q '"kind":"fanout"' "$out" 2>/dev/null; then
   "$bench" chart -in "$out" -out "$svg"
   echo "# chart: $svg" | tee -a "$txt"
 fi
+echo | tee -a "$txt"
+"$bench" summary -in "$out" | tee -a "$txt"
 echo "# results: $out" | tee -a "$txt"

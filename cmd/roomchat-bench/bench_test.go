@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -183,6 +184,41 @@ func TestChart(t *testing.T) {
 	}
 	if n := bytes.Count(svg, []byte("<circle")); n != 3 {
 		t.Errorf("chart has %d points, want 3", n)
+	}
+}
+
+func TestSummary(t *testing.T) {
+	in := t.TempDir() + "/r.jsonl"
+	var b bytes.Buffer
+	for _, v := range []any{
+		idleResult{Kind: "idle", Target: "roomchat", PerConn: 11000, Conns: 19500, Rate: 7000},
+		idleResult{Kind: "idle", Target: "baseline", PerConn: 33000, Conns: 19500, Rate: 6000},
+		compare(fanoutResult{Scenario: "100x100", Target: "roomchat", MaxDelivered: 90}, fanoutResult{MaxDelivered: 100}, true, "baseline"),
+		churnResult{Kind: "churn", Target: "roomchat", Cycles: 100000, Why: "heap"},
+	} {
+		j, err := jsonMarshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(append(j, '\n'))
+	}
+	if err := os.WriteFile(in, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := writeSummary(in, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"11000 B at 19500 conns",
+		"0.900x (90/s)",
+		"7000/s vs 6000/s",
+		"no result",
+		"MISSED",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
 	}
 }
 

@@ -46,10 +46,12 @@ func writeChart(in, out string) error {
 		if jsonUnmarshal(line, &p) != nil || p.Kind != "fanout" || p.Offered <= 0 {
 			continue
 		}
-		if series[p.Scenario] == nil {
-			series[p.Scenario] = map[string][]chartPoint{}
+		// "100x100@20k" (a fixed-rate run) belongs in the 100x100 panel.
+		scn, _, _ := strings.Cut(p.Scenario, "@")
+		if series[scn] == nil {
+			series[scn] = map[string][]chartPoint{}
 		}
-		series[p.Scenario][p.Target] = append(series[p.Scenario][p.Target], p)
+		series[scn][p.Target] = append(series[scn][p.Target], p)
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("chart: read %s: %w", in, err)
@@ -119,7 +121,7 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 		}
 		yl := ly(limitMillis)
 		fmt.Fprintf(&b, `<line x1="0" x2="%d" y1="%.1f" y2="%.1f" stroke="#f59e0b" stroke-dasharray="6 4"/>`, plotW, yl, yl)
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" fill="#b45309" text-anchor="end">p99 limit 250 ms</text>`+"\n", plotW-4, yl-4)
+		fmt.Fprintf(&b, `<text x="4" y="%.1f" fill="#b45309">p99 limit 250 ms</text>`+"\n", yl-4)
 		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">offered deliveries/s</text>`+"\n", plotW/2, plotH+36)
 		fmt.Fprintf(&b, `<text transform="translate(-52,%d) rotate(-90)" text-anchor="middle">p99 latency (ms, log)</text>`+"\n", plotH/2)
 

@@ -11,6 +11,7 @@
 //	roomchat-bench idle     -server URL -conns N [-rooms R] [-pid PID] [-hold D]
 //	roomchat-bench churn    -server URL -cycles N [-par P]
 //	roomchat-bench chart    -in results.jsonl -out chart.svg
+//	roomchat-bench summary  -in results.jsonl
 package main
 
 import (
@@ -52,6 +53,7 @@ commands:
   idle      hold N joined connections; server memory per connection, connect+join rate
   churn     connect/join/leave/close cycles; server goroutines and heap before and after
   chart     SVG of p99 latency against offered deliveries/s from -json results
+  summary   the results against issue 6's budget
 
 "roomchat-bench <command> -h" lists a command's flags.
 `
@@ -90,10 +92,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "baseline":
 		addr := fs.String("addr", "127.0.0.1:9100", "loopback address to listen on")
+		maxTime := fs.Duration("max-time", 2*time.Hour, "exit by itself after this long")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
+		if *maxTime <= 0 {
+			return errors.New("-max-time must be positive")
+		}
 		log := slog.New(slog.NewTextHandler(stderr, nil))
+		ctx, cancel := context.WithTimeout(ctx, *maxTime)
+		defer cancel()
 		return runBaseline(ctx, *addr, log)
 
 	case "fanout":
@@ -247,6 +255,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		o.emit(res)
 		return o.err
+
+	case "summary":
+		in := fs.String("in", "", "JSON-lines results (from -json or -o)")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		return writeSummary(*in, stdout)
 
 	case "chart":
 		in := fs.String("in", "", "JSON-lines results (from -json or -o)")
