@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
+	"github.com/roomchat/roomchat/internal/store/sqlite"
 )
 
 // run starts roomchatd and serves until ctx ends, then shuts down: stop
@@ -31,7 +34,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return errors.New("cluster mode (-redis) is not available in this version")
 	}
 
-	st, err := openStore(ctx, cfg, log)
+	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -109,13 +112,17 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-// openStore opens the history store that -db names.
-func openStore(ctx context.Context, cfg config, log *slog.Logger) (store.Store, error) {
+// openStore opens the history store that -db names, creating the file's
+// directory if needed.
+func openStore(ctx context.Context, cfg config) (store.Store, error) {
 	ret := store.Retention{MaxMessages: cfg.retention, MaxAge: cfg.retentionAge}
 	if cfg.db == ":memory:" {
 		return store.NewMemory(ret), nil
 	}
-	// TODO(#3): the SQLite store.
-	log.Warn("SQLite store not wired yet; history is kept in memory", "db", cfg.db)
-	return store.NewMemory(ret), nil
+	if dir := filepath.Dir(cfg.db); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create directory for -db: %w", err)
+		}
+	}
+	return sqlite.Open(ctx, cfg.db, sqlite.Options{Retention: ret})
 }

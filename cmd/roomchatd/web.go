@@ -1,6 +1,10 @@
 package main
 
-import "io/fs"
+import (
+	"io/fs"
+
+	"github.com/roomchat/roomchat/web"
+)
 
 // webFS returns the embedded web client.
-func webFS() fs.FS { return nil }
+func webFS() fs.FS { return web.FS }

@@ -234,18 +234,24 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 		// Left (or was dropped) meanwhile: nothing to answer.
 		return protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", roomID)
 	}
-	last := int64(0)
-	if len(hist) > 0 {
-		last = hist[len(hist)-1].Seq
+	// Merge what arrived while history was read: only seqs after both the
+	// history and since, so each seq reaches c once.
+	after := int64(0)
+	if since != nil {
+		after = *since
 	}
-	if since != nil && last < *since {
-		last = *since
+	if len(hist) > 0 {
+		after = hist[len(hist)-1].Seq
 	}
 	for _, p := range m.pending {
-		if p.Seq > last {
+		if p.Seq > after {
 			hist = append(hist, p)
-			last = p.Seq
+			after = p.Seq
 		}
+	}
+	lastSeq := info.LastSeq
+	if len(hist) > 0 {
+		lastSeq = max(lastSeq, hist[len(hist)-1].Seq)
 	}
 	m.pending, m.joining = nil, false
 	if hist == nil {
@@ -261,7 +267,7 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 		Members:   r.users(),
 		Count:     len(r.members),
 		History:   hist,
-		LastSeq:   max(info.LastSeq, last),
+		LastSeq:   lastSeq,
 		Epoch:     info.Epoch,
 		Truncated: truncated,
 	}))

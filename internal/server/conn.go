@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-		"net/http"
+	"net/http"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -215,8 +215,11 @@ func (c *conn) readLoop() (clean bool, why string) {
 			return false, err.Error()
 		}
 		if typ == websocket.MessageBinary {
-			c.closeWith(websocket.StatusUnsupportedData, protocol.ReasonBinary, "binary frame")
-			continue // the read loop ends when the close handshake does
+			// Read past it (bounded by the read limit), then close; the
+			// handshake reads the client's close frame itself.
+			io.Copy(io.Discard, r)
+			c.closeSync(websocket.StatusUnsupportedData, protocol.ReasonBinary, "binary frame")
+			return false, "binary frame"
 		}
 		buf.Reset()
 		if _, err := buf.ReadFrom(r); err != nil {
@@ -225,8 +228,8 @@ func (c *conn) readLoop() (clean bool, why string) {
 		}
 		frame := buf.Bytes()
 		if !utf8.Valid(frame) {
-			c.closeWith(websocket.StatusInvalidFramePayloadData, protocol.ReasonUTF8, "invalid UTF-8")
-			continue
+			c.closeSync(websocket.StatusInvalidFramePayloadData, protocol.ReasonUTF8, "invalid UTF-8")
+			return false, "invalid UTF-8"
 		}
 		c.srv.metrics.framesIn.Inc()
 		c.handle(frame)

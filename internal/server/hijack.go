@@ -38,13 +38,22 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var r io.Reader = conn
-	if n := brw.Reader.Buffered(); n > 0 {
+	// A client may send its first frames right behind the handshake, and
+	// net/http may have read them already. The library keeps only what the
+	// returned reader has buffered (it resets the reader onto conn), so the
+	// new reader must hold those bytes in its buffer.
+	n := brw.Reader.Buffered()
+	br := bufio.NewReaderSize(conn, readBufSize)
+	if n > 0 {
 		b, _ := brw.Reader.Peek(n)
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn), max(n, readBufSize))
+		if _, err := br.Peek(n); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
 	}
 	w.nw = &netWriter{conn: conn}
-	return conn, bufio.NewReadWriter(bufio.NewReaderSize(r, readBufSize), bufio.NewWriterSize(w.nw, writeBufSize)), nil
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(w.nw, writeBufSize)), nil
 }
 
 // netWriter is the writer under the library's bufio.Writer. Outside a
