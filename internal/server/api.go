@@ -167,8 +167,10 @@ func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	q.Limit = int(limit)
 	// Without after, a page ends at the newest message (or before "before");
-	// with after alone, it starts just after it.
-	q.Newest = q.After == 0 || q.Before != 0
+	// with after alone, it starts just after it. after=0 is "after seq 0",
+	// the oldest page, not "no after": a script pages a whole room forward
+	// from after=0 (docs/scripting.md).
+	q.Newest = r.URL.Query().Get("after") == "" || q.Before != 0
 	msgs, err := s.store.Messages(r.Context(), id, q)
 	if err != nil {
 		s.storeFailed(w, err)
