@@ -153,19 +153,29 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		c.limiter = rate.NewLimiter(rate.Limit(s.limits.Rate), s.limits.Burst)
 		c.abuse = rate.NewLimiter(rate.Limit(s.limits.Rate), 2*s.limits.Burst)
 	}
+	// Hold c.mu until welcome is queued: once Connect attaches c to a
+	// resumed user, the ack (or error) of a msg that the user's previous
+	// connection sent may be queued to c at any moment, and welcome must
+	// be the first frame (SPEC §4). Nothing that holds a registry lock
+	// waits for c.mu before c has joined a room.
+	c.mu.Lock()
 	u, resumed, replaced := s.reg.Connect(c, r.URL.Query().Get("resume"))
 	c.user = u
-	if old, ok := replaced.(*conn); ok {
-		old.closeWith(websocket.StatusNormalClosure, protocol.ReasonDuplicated, "resumed elsewhere")
-	}
 	s.mu.Lock()
 	s.live[c] = struct{}{}
 	online := len(s.live)
 	s.conns.Add(1)
 	s.mu.Unlock()
-	c.Queue(protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{
+	welcome := protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{
 		UserID: u.ID(), Resume: u.Token(), Online: online, Limits: s.limits,
-	}))
+	})
+	c.queue, c.queued, c.writing = [][]byte{welcome}, len(welcome), true
+	c.wg.Add(1)
+	go c.writeLoop()
+	c.mu.Unlock()
+	if old, ok := replaced.(*conn); ok {
+		old.closeWith(websocket.StatusNormalClosure, protocol.ReasonDuplicated, "resumed elsewhere")
+	}
 	c.ping = time.AfterFunc(s.cfg.PingInterval, c.keepalive)
 	s.log.Info("connect", "user", u.ID(), "remote", r.RemoteAddr, "resumed", resumed, "batch", c.batch)
 	if s.shutting.Load() {
