@@ -7,7 +7,10 @@
 #
 # Knobs (environment): BENCH_DURATION (measured window per step, 4s),
 # BENCH_WARMUP (1s), BENCH_CONNS (idle connections, 19500), BENCH_CYCLES
-# (churn cycles, 100000), BENCH_ONLY (space-separated subset of: fanout100
+# (churn cycles, 100000), BENCH_SETTLE (longest wait for the churned server
+# to return to its start, 270s: roomchat keeps a closed connection's resume
+# record for 2 min, and an idle Go process only collects every 2 min),
+# BENCH_ONLY (space-separated subset of: fanout100
 # fanout1000 batch fixed idle churn).
 set -eu
 cd "$(dirname "$0")/.."
@@ -16,6 +19,7 @@ duration=${BENCH_DURATION:-4s}
 warmup=${BENCH_WARMUP:-1s}
 conns=${BENCH_CONNS:-19500}
 cycles=${BENCH_CYCLES:-100000}
+settle=${BENCH_SETTLE:-270s}
 only=${BENCH_ONLY:-fanout100 fanout1000 batch fixed idle churn}
 
 command -v taskset >/dev/null || { echo "bench: taskset (util-linux) is required" >&2; exit 1; }
@@ -147,7 +151,7 @@ fi
 # Churn: connect, join, leave, close; goroutines and heap must come back.
 if want churn; then
   start roomchatd-sqlite "$tmp/roomchatd" -addr 127.0.0.1:0 -rate 0 -db "$tmp/churn.db"
-  gen churn -server "ws://$addr" -cycles "$cycles" -par 16 -settle 150s
+  gen churn -server "ws://$addr" -cycles "$cycles" -par 16 -settle "$settle"
   stop "$pid"
 fi
 
