@@ -31,7 +31,11 @@ type fanoutConfig struct {
 	MaxP99   time.Duration // find-max limit (250 ms)
 	Par      int           // handshakes in flight while connecting
 	PID      int           // server PID for its CPU share, 0 = unknown
-	Label    string        // scenario name in reports, e.g. "100x100"
+	// QuietWait is how long a step may wait, before it starts, for other
+	// processes to use under quietCores of the machine (0: do not wait).
+	// On a shared machine this keeps most steps out of others' bursts.
+	QuietWait time.Duration
+	Label     string // scenario name in reports, e.g. "100x100"
 }
 
 func (c fanoutConfig) validate() error {
@@ -229,6 +233,7 @@ func msgFrame(k kind) (frame []byte, off int) {
 func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanoutResult {
 	cfg := r.cfg
 	r.rounds++
+	quiet := waitQuiet(ctx, cfg.PID, cfg.QuietWait)
 	rd := &round{measure: byte('A' + r.rounds%26)}
 	r.cur.Store(rd)
 	errs0, disc0 := r.errs.Load(), r.disconnects.Load()
@@ -340,6 +345,9 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 	if res.GenCPU > 0.85 {
 		notes = append(notes, "generator near one core: it may be the limit")
 	}
+	if !quiet {
+		notes = append(notes, fmt.Sprintf("machine not quiet after %v", cfg.QuietWait))
+	}
 	if res.OtherCPU > 0.25 && cfg.PID > 0 {
 		notes = append(notes, fmt.Sprintf("other processes used %.2f cores: noisy", res.OtherCPU))
 	}
@@ -391,6 +399,37 @@ func (r *fanoutRun) send(ctx context.Context, c *conn, rate float64, start, end 
 			return
 		}
 	}
+}
+
+// quietCores is how much CPU other processes may use for a step to start.
+const quietCores = 0.3
+
+// waitQuiet waits, at most maxWait, until processes other than this one and
+// pid used under quietCores over half a second. It reports whether they did.
+func waitQuiet(ctx context.Context, pid int, maxWait time.Duration) bool {
+	if maxWait <= 0 {
+		return true
+	}
+	deadline := time.Now().Add(maxWait)
+	for ctx.Err() == nil {
+		a0, s0, p0, t0 := machineBusy(), selfCPU(), procCPU(pid), time.Now()
+		sleepUntil(ctx, t0.Add(500*time.Millisecond))
+		a1, s1, p1 := machineBusy(), selfCPU(), procCPU(pid)
+		if a0 < 0 || a1 < 0 {
+			return true // no /proc/stat: cannot tell
+		}
+		other := (a1 - a0) - (s1 - s0)
+		if p0 >= 0 && p1 >= 0 {
+			other -= p1 - p0
+		}
+		if other.Seconds()/time.Since(t0).Seconds() < quietCores {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return false
 }
 
 // sleepUntil sleeps until t or ctx ends; it reports whether t was reached.

@@ -125,6 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.DurationVar(&cfg.MaxP99, "max-p99", 250*time.Millisecond, "find-max: the p99 limit")
 		fs.IntVar(&cfg.Par, "par", 64, "handshakes in flight while connecting")
 		fs.IntVar(&cfg.PID, "pid", 0, "roomchat server PID, to report its CPU use")
+		fs.DurationVar(&cfg.QuietWait, "quiet-wait", 20*time.Second, "before each step, wait up to this long for other processes to go quiet (0: don't)")
 		bpid := fs.Int("baseline-pid", 0, "baseline server PID, to report its CPU use")
 		fs.StringVar(&cfg.Label, "label", "", "scenario name in reports (default RxM)")
 		addOut()
@@ -300,6 +301,9 @@ type ratioResult struct {
 	Ratio    float64 `json:"ratio"`
 	P99      float64 `json:"p99ms,omitzero"`
 	BaseP99  float64 `json:"versusP99ms,omitzero"`
+	// Noisy is set when other processes took over 0.25 cores during
+	// either figure's window: rerun before believing the ratio.
+	Noisy bool `json:"noisy,omitzero"`
 }
 
 func compare(rc, bl fanoutResult, findMax bool, versus string) ratioResult {
@@ -312,6 +316,7 @@ func compare(rc, bl fanoutResult, findMax bool, versus string) ratioResult {
 	if r.Baseline > 0 {
 		r.Ratio = round3(r.Roomchat / r.Baseline)
 	}
+	r.Noisy = rc.OtherCPU > 0.25 || bl.OtherCPU > 0.25
 	return r
 }
 
@@ -400,8 +405,12 @@ func (o *output) table(v any) {
 			r.Target, r.Scenario, r.Step, r.Rate, r.OfferedDeliveries, r.Delivered, r.P50, r.P90, r.P99, r.Max, r.Loss, r.GenCPU, srv, r.OtherCPU, res)
 	case ratioResult:
 		o.header = ""
-		fmt.Fprintf(o.w, "=> %s %s: %s %.0f vs %s %.0f = %.3fx (p99 %.2f ms vs %.2f ms)\n",
-			r.Target, r.Scenario, r.Metric, r.Roomchat, r.Versus, r.Baseline, r.Ratio, r.P99, r.BaseP99)
+		noisy := ""
+		if r.Noisy {
+			noisy = " NOISY: other processes were busy, rerun"
+		}
+		fmt.Fprintf(o.w, "=> %s %s: %s %.0f vs %s %.0f = %.3fx (p99 %.2f ms vs %.2f ms)%s\n",
+			r.Target, r.Scenario, r.Metric, r.Roomchat, r.Versus, r.Baseline, r.Ratio, r.P99, r.BaseP99, noisy)
 	case idleResult:
 		o.header = ""
 		fmt.Fprintf(o.w, "idle %s: %d conns in %d rooms (requested %d, %d source addr)\n", r.Target, r.Conns, r.Rooms, r.Requested, r.SrcAddrs)
