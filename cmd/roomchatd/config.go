@@ -14,6 +14,7 @@ import (
 // config is everything roomchatd can be told.
 type config struct {
 	addr, db, origins, redis, publicURL string
+	debugAddr                           string
 	logLevel, logFormat                 string
 	limits                              protocol.Limits
 	retention                           int
@@ -68,6 +69,7 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("grace", "ROOMCHAT_GRACE", &c.grace, "how long a dropped connection stays in its rooms before a presence leave")
 	add("resume-window", "ROOMCHAT_RESUME_WINDOW", &c.resumeWindow, "how long a resume token keeps its userID after a drop")
 	add("shutdown-timeout", "ROOMCHAT_SHUTDOWN_TIMEOUT", &c.shutdown, "how long shutdown waits for connections to close")
+	add("debug-addr", "ROOMCHAT_DEBUG_ADDR", &c.debugAddr, "address for Go's pprof handlers (/debug/pprof/), e.g. 127.0.0.1:6060; empty serves none")
 	add("log-level", "ROOMCHAT_LOG_LEVEL", &c.logLevel, "debug, info, warn or error")
 	add("log-format", "ROOMCHAT_LOG_FORMAT", &c.logFormat, "text or json")
 	return envs

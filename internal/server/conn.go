@@ -202,9 +202,10 @@ func (c *conn) serve() {
 // readLoop reads frames until the connection ends. clean reports a close
 // frame from the client; why says how it ended, for the log.
 func (c *conn) readLoop() (clean bool, why string) {
-	buf := new(bytes.Buffer)
 	for {
-		typ, r, err := c.ws.Reader(c.ctx)
+		// No context: a cancellable one costs an AfterFunc per read, and
+		// Shutdown ends read loops by closing their connections.
+		typ, r, err := c.ws.Reader(context.Background())
 		if err != nil {
 			if st := websocket.CloseStatus(err); st != -1 {
 				return true, fmt.Sprintf("client closed (%d)", st)
@@ -221,23 +222,35 @@ func (c *conn) readLoop() (clean bool, why string) {
 			c.closeSync(websocket.StatusUnsupportedData, protocol.ReasonBinary, "binary frame")
 			return false, "binary frame"
 		}
+		// Frames are read into a pooled buffer: an idle connection keeps
+		// none.
+		buf := frameBufs.Get().(*bytes.Buffer)
+		ok, why := c.readFrame(r, buf)
 		buf.Reset()
-		if _, err := buf.ReadFrom(r); err != nil {
-			// Over the read limit, the library has already sent 1009.
-			return false, err.Error()
-		}
-		frame := buf.Bytes()
-		if !utf8.Valid(frame) {
-			c.closeSync(websocket.StatusInvalidFramePayloadData, protocol.ReasonUTF8, "invalid UTF-8")
-			return false, "invalid UTF-8"
-		}
-		c.srv.metrics.framesIn.Inc()
-		c.handle(frame)
-		if buf.Cap() > 4<<10 {
-			// Don't keep a large frame's buffer for the idle connection.
-			buf = new(bytes.Buffer)
+		frameBufs.Put(buf)
+		if !ok {
+			return false, why
 		}
 	}
+}
+
+var frameBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readFrame reads one text frame into buf and handles it. It returns
+// false when the connection must end.
+func (c *conn) readFrame(r io.Reader, buf *bytes.Buffer) (ok bool, why string) {
+	if _, err := buf.ReadFrom(r); err != nil {
+		// Over the read limit, the library has already sent 1009.
+		return false, err.Error()
+	}
+	frame := buf.Bytes()
+	if !utf8.Valid(frame) {
+		c.closeSync(websocket.StatusInvalidFramePayloadData, protocol.ReasonUTF8, "invalid UTF-8")
+		return false, "invalid UTF-8"
+	}
+	c.srv.metrics.framesIn.Inc()
+	c.handle(frame)
+	return true, ""
 }
 
 // handle decodes and runs one frame. A panic here is logged and answered
@@ -296,7 +309,9 @@ func (c *conn) dispatch(env protocol.Envelope) error {
 		if p.Since != nil && *p.Since < 0 {
 			return protocol.FieldErrorf(protocol.CodeBadPayload, "since", `"since" must be a whole number ≥ 0`)
 		}
-		return reg.Join(c.ctx, c.user, c, p.RoomID, name, p.Since, env.ID)
+		return onFreshStack(func() error {
+			return reg.Join(c.ctx, c.user, c, p.RoomID, name, p.Since, env.ID)
+		})
 
 	case protocol.TypeMsg:
 		var p protocol.Send
@@ -395,6 +410,28 @@ func (c *conn) keepalive() {
 		c.ping.Reset(c.srv.cfg.PingInterval)
 	}
 	c.mu.Unlock()
+}
+
+// onFreshStack runs f on a short-lived goroutine and waits for it. Join
+// reads history through the SQLite driver, whose call chains are deep; run
+// on the read loop's goroutine, they would grow the stack that an idle
+// connection keeps for its lifetime. A panic in f is re-raised here.
+func onFreshStack(f func() error) error {
+	var (
+		err error
+		p   any
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { p = recover() }()
+		err = f()
+	}()
+	<-done
+	if p != nil {
+		panic(p)
+	}
+	return err
 }
 
 func truncate(s string, n int) string {

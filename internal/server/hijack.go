@@ -18,10 +18,10 @@ import (
 // connection in kilobytes.
 const (
 	// readBufSize fits a typical chat frame (header and payload) in one read.
-	readBufSize = 512
+	readBufSize = 128
 	// writeBufSize only has to hold a frame header before it reaches
 	// netWriter, which does the real buffering.
-	writeBufSize = 64
+	writeBufSize = 16
 )
 
 // hijackWriter hands the WebSocket library small buffers at Hijack, keeping

@@ -1,0 +1,731 @@
+package server_test
+
+// Durable history over real WebSocket connections to an in-process server
+// whose store is a real SQLite file in t.TempDir() (issue 3): resume with
+// since while others send, a retried msg after a lost ack, the grace
+// period, the messages API and a failing store. The restart, kill -9,
+// retention, start-up fault and shutdown tests run the roomchatd binary:
+// see cmd/roomchatd/durable_test.go.
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-json-experiment/json"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/server"
+	"github.com/roomchat/roomchat/internal/store"
+	"github.com/roomchat/roomchat/internal/store/sqlite"
+)
+
+// newSQLiteServer starts a server (rate limit off) whose store is a SQLite
+// file at path. The store is closed after the server has shut down.
+func newSQLiteServer(t *testing.T, path string, opts sqlite.Options, mod ...func(*server.Config)) (*testServer, *sqlite.Store) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered before newTestServer's cleanup, so it runs after it.
+	t.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			t.Errorf("closing the store: %v", err)
+		}
+	})
+	mods := append([]func(*server.Config){noRate, func(c *server.Config) { c.Store = st }}, mod...)
+	return newTestServer(t, mods...), st
+}
+
+func dbPath(t *testing.T) string { return filepath.Join(t.TempDir(), "roomchat.db") }
+
+// seqsOf returns the seqs of msgs.
+func seqsOf(msgs []protocol.Message) []int64 {
+	out := make([]int64, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Seq
+	}
+	return out
+}
+
+// checkRun fails unless seqs are exactly from, from+1, …, to.
+func checkRun(t *testing.T, what string, seqs []int64, from, to int64) {
+	t.Helper()
+	want := from
+	for i, s := range seqs {
+		if s != want {
+			lo, hi := max(0, i-3), min(len(seqs), i+4)
+			t.Fatalf("%s: at position %d got seq %d, want %d (a gap or a duplicate); around it: %v", what, i, s, want, seqs[lo:hi])
+		}
+		want++
+	}
+	if want != to+1 {
+		t.Fatalf("%s: seqs end at %d, want %d (%d seqs)", what, want-1, to, len(seqs))
+	}
+}
+
+// nextMsgs reads events until n msg events have arrived (skipping others)
+// and returns the messages; it fails after d.
+func nextMsgs(t *testing.T, c *client, n int, d time.Duration) []protocol.Message {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var out []protocol.Message
+	for len(out) < n {
+		f, err := c.read(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("got %d of %d msg events: %v", len(out), n, err)
+		}
+		if f.Type == protocol.TypeMsg {
+			out = append(out, msgOf(t, f))
+		}
+	}
+	return out
+}
+
+// awaitAck reads events until the ack with id arrives, skipping msg and
+// presence events; any other event (an error) fails the test.
+func awaitAck(t *testing.T, c *client, id string) protocol.Ack {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f, err := c.read(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("waiting for the ack of %q: %v", id, err)
+		}
+		switch {
+		case f.Type == protocol.TypeAck && f.ID == id:
+			var a protocol.Ack
+			decode(t, f, &a)
+			return a
+		case f.Type == protocol.TypeMsg, f.Type == protocol.TypePresence:
+		default:
+			t.Fatalf("waiting for the ack of %q, got %s", id, f)
+		}
+	}
+}
+
+// TestResumeSinceWhileOthersSend: a client drops mid-stream (no close frame)
+// while three others keep sending; it reconnects with resume, joins with
+// since = the last seq it saw, and ends up with every seq exactly once, in
+// order, across the joined.history / live boundary.
+func TestResumeSinceWhileOthersSend(t *testing.T) {
+	ts, st := newSQLiteServer(t, dbPath(t), sqlite.Options{})
+	const roomID = "resume"
+	r := dial(t, ts, "")
+	r.join(roomID)
+	const senders = 3
+	var ss []*client
+	for range senders {
+		c := dial(t, ts, "?batch=1")
+		c.join(roomID)
+		ss = append(ss, c)
+	}
+
+	stop := make(chan struct{})
+	stopOnce := sync.OnceFunc(func() { close(stop) })
+	defer stopOnce()
+	errs := make(chan error, senders)
+	var wg sync.WaitGroup
+	for i, c := range ss {
+		wg.Go(func() {
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err := c.ws.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"msg","payload":{"message":"s%d k%d"}}`, i, k))
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("sender %d: %w", i, err)
+					return
+				}
+				time.Sleep(500 * time.Microsecond)
+			}
+		})
+	}
+
+	// Phase 1: see at least 150 messages, then drop the TCP connection.
+	before := seqsOf(nextMsgs(t, r, 150, 20*time.Second))
+	lastSeen := before[len(before)-1]
+	checkRun(t, "before the drop", before, 1, lastSeen)
+	r.ws.CloseNow()
+	<-r.done
+	time.Sleep(100 * time.Millisecond) // the others keep sending meanwhile
+
+	// Phase 2: resume and join with since while the others still send.
+	r2 := dial(t, ts, "?resume="+url.QueryEscape(r.welcome.Resume))
+	if r2.welcome.UserID != r.welcome.UserID {
+		t.Fatalf("resumed userID = %q, want %q", r2.welcome.UserID, r.welcome.UserID)
+	}
+	r2.sendf(`{"type":"join","payload":{"roomID":%q,"since":%d}}`, roomID, lastSeen)
+	var j protocol.Joined
+	decode(t, r2.expect(protocol.TypeJoined), &j)
+	if j.Truncated {
+		t.Fatal("joined.truncated = true, want false (nothing was trimmed)")
+	}
+	if len(j.History) == 0 {
+		t.Fatal("joined.history is empty; the others sent during the 100 ms gap")
+	}
+	after := seqsOf(j.History)
+	live := seqsOf(nextMsgs(t, r2, 150, 20*time.Second))
+	stopOnce()
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+
+	// Every sender's last frame is processed once its ack arrives, and a
+	// connection's messages get seqs in the order they were sent, so the
+	// highest of these acks is the room's last seq.
+	var last int64
+	for i, c := range ss {
+		c.sendf(`{"type":"msg","id":"final","payload":{"message":"s%d final"}}`, i)
+		last = max(last, awaitAck(t, c, "final").Seq)
+	}
+	if ri, err := st.Room(context.Background(), roomID); err != nil || ri.LastSeq != last {
+		t.Fatalf("store: lastSeq %d (err %v), want %d", ri.LastSeq, err, last)
+	}
+	if n := last - live[len(live)-1]; n > 0 {
+		live = append(live, seqsOf(nextMsgs(t, r2, int(n), 20*time.Second))...)
+	}
+	r2.quiet(100 * time.Millisecond)
+	got := append(after, live...)
+	checkRun(t, "after resuming", got, lastSeen+1, last)
+	t.Logf("saw %d before the drop, %d in joined.history, %d live; %d messages in all", len(before), len(j.History), len(live), last)
+}
+
+// TestRetryAfterLostAck: a client sends a msg with an id and its connection
+// is cut before the ack; it resumes, joins again and re-sends the same id.
+// Exactly one message exists, the ack names it, and another member sees
+// neither a presence leave nor a join, through and past the grace period.
+func TestRetryAfterLostAck(t *testing.T) {
+	cases := []struct {
+		name string
+		// stored waits until the other member has the message before the
+		// drop, so the retry is certainly a duplicate.
+		stored bool
+	}{
+		{"dropped right after writing", false},
+		{"dropped after the message was stored", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			const grace = time.Second
+			ts, st := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
+			const roomID = "retry"
+			const frame = `{"type":"msg","id":"r-1","payload":{"message":"exactly once"}}`
+			other := dial(t, ts, "")
+			other.join(roomID)
+			a := dial(t, ts, "")
+			a.join(roomID)
+			other.expect(protocol.TypePresence)
+
+			a.send(frame)
+			var seen []protocol.Message // what other received
+			if tc.stored {
+				seen = append(seen, msgOf(t, other.expect(protocol.TypeMsg)))
+			}
+			a.ws.CloseNow()
+			dropped := time.Now()
+
+			a2 := dial(t, ts, "?resume="+url.QueryEscape(a.welcome.Resume))
+			if a2.welcome.UserID != a.welcome.UserID {
+				t.Fatalf("resumed userID = %q, want %q", a2.welcome.UserID, a.welcome.UserID)
+			}
+			a2.sendf(`{"type":"join","payload":{"roomID":%q,"since":0}}`, roomID)
+			var j protocol.Joined
+			for j.RoomID == "" {
+				// An ack of the first send may come first, on the new
+				// connection: acks go to the user.
+				f := a2.next()
+				switch f.Type {
+				case protocol.TypeJoined:
+					decode(t, f, &j)
+				case protocol.TypeAck:
+				default:
+					t.Fatalf("after resuming, got %s, want joined", f)
+				}
+			}
+			if tc.stored && len(j.History) != 1 {
+				t.Fatalf("joined.history has %d messages, want the stored one", len(j.History))
+			}
+			a2.send(frame)
+			ack := awaitAck(t, a2, "r-1")
+
+			msgs, err := st.Messages(context.Background(), roomID, store.Query{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) != 1 || msgs[0].Message != "exactly once" {
+				t.Fatalf("stored %d messages (%v), want exactly one", len(msgs), msgs)
+			}
+			if ack.MsgID != msgs[0].ID || ack.Seq != msgs[0].Seq || ack.Seq != 1 {
+				t.Fatalf("ack %+v, want msgID %q seq %d (the stored message)", ack, msgs[0].ID, msgs[0].Seq)
+			}
+			if msgs[0].From.UserID != a.welcome.UserID {
+				t.Fatalf("stored message is from %q, want %q", msgs[0].From.UserID, a.welcome.UserID)
+			}
+
+			// The other member: the message once, and no presence at all,
+			// until well past the end of the grace period.
+			for {
+				f, err := other.read(time.Until(dropped.Add(grace + 700*time.Millisecond)))
+				if err != nil {
+					break
+				}
+				if f.Type != protocol.TypeMsg {
+					t.Fatalf("the other member got %s; want no presence flicker", f)
+				}
+				seen = append(seen, msgOf(t, f))
+			}
+			if len(seen) != 1 || seen[0].ID != ack.MsgID || seen[0].Seq != ack.Seq {
+				t.Fatalf("the other member got %v, want the one message %s", seen, ack.MsgID)
+			}
+			// Still a member after the grace period: a2 receives the room.
+			other.send(`{"type":"msg","payload":{"message":"still there?"}}`)
+			if m := nextMsgs(t, a2, 1, 5*time.Second)[0]; m.Seq != 2 {
+				t.Fatalf("after the grace period the resumed client got seq %d, want 2", m.Seq)
+			}
+		})
+	}
+}
+
+// TestGracePeriod: a connection dropped without a close frame is announced
+// as a presence leave only after the grace period; a close frame or an
+// explicit leave is announced at once.
+func TestGracePeriod(t *testing.T) {
+	const grace = time.Second
+	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
+	cases := []struct {
+		name   string
+		end    func(c *client)
+		atOnce bool
+	}{
+		{"drop without close frame", func(c *client) { c.ws.CloseNow() }, false},
+		{"close frame 1000", func(c *client) { c.ws.Close(websocket.StatusNormalClosure, "bye") }, true},
+		{"close frame 1001", func(c *client) { c.ws.Close(websocket.StatusGoingAway, "page closed") }, true},
+		{"explicit leave", func(c *client) { c.send(`{"type":"leave","payload":{}}`) }, true},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			roomID := fmt.Sprintf("grace-%d", i)
+			watcher := dial(t, ts, "")
+			watcher.join(roomID)
+			c := dial(t, ts, "")
+			c.join(roomID)
+			watcher.expect(protocol.TypePresence)
+
+			start := time.Now()
+			go tc.end(c) // Close waits for the server's close frame
+			f, err := watcher.read(3 * grace)
+			elapsed := time.Since(start)
+			if err != nil {
+				t.Fatalf("no presence leave within %v: %v", 3*grace, err)
+			}
+			var p protocol.Presence
+			if f.Type == protocol.TypePresence {
+				decode(t, f, &p)
+			}
+			if p.Event != protocol.PresenceLeave || p.User.UserID != c.welcome.UserID || p.Count != 1 || p.RoomID != roomID {
+				t.Fatalf("got %s, want a presence leave of %s with count 1", f, c.welcome.UserID)
+			}
+			if tc.atOnce && elapsed > grace/2 {
+				t.Fatalf("leave announced after %v, want at once (grace is %v)", elapsed, grace)
+			}
+			if !tc.atOnce && elapsed < grace {
+				t.Fatalf("leave announced after %v, want no earlier than the grace period (%v)", elapsed, grace)
+			}
+			t.Logf("leave announced after %v", elapsed.Round(time.Millisecond))
+			watcher.quiet(100 * time.Millisecond)
+		})
+	}
+}
+
+// httpResult is one HTTP exchange.
+type httpResult struct {
+	status int
+	ctype  string
+	body   []byte
+}
+
+func doHTTP(t *testing.T, method, u, ctype string, body []byte) httpResult {
+	t.Helper()
+	req, err := http.NewRequest(method, u, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", method, u, err)
+	}
+	return httpResult{res.StatusCode, res.Header.Get("Content-Type"), b}
+}
+
+// wantHTTPError checks a 4xx (or the given status) JSON {code, message}.
+func wantHTTPError(t *testing.T, r httpResult, status int, code string) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d (%s), want %d", r.status, r.body, status)
+	}
+	if !strings.HasPrefix(r.ctype, "application/json") {
+		t.Fatalf("Content-Type %q, want application/json", r.ctype)
+	}
+	var e protocol.Error
+	if err := json.Unmarshal(r.body, &e); err != nil {
+		t.Fatalf("error body %q is not JSON: %v", r.body, err)
+	}
+	if e.Code == "" || e.Message == "" || (code != "" && e.Code != code) {
+		t.Fatalf("error body %s, want {code:%q, message}", r.body, code)
+	}
+}
+
+// messagePage is the body of GET /api/rooms/{id}/messages.
+type messagePage struct {
+	RoomID   string             `json:"roomID"`
+	Messages []protocol.Message `json:"messages"`
+	LastSeq  int64              `json:"lastSeq"`
+}
+
+// TestMessagesAPI: POST /api/rooms/{id}/messages stores a bot message and
+// delivers it live; GET pages through history with before/after/limit;
+// bad input gets 4xx {code,message}, never a 5xx.
+func TestMessagesAPI(t *testing.T) {
+	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{})
+	const roomID = "paging"
+	base := ts.URL + "/api/rooms/" + roomID + "/messages"
+	member := dial(t, ts, "?batch=1")
+	member.join(roomID)
+
+	const n = 120
+	var posted []protocol.Message
+	for i := 1; i <= n; i++ {
+		r := doHTTP(t, http.MethodPost, base, "application/json", fmt.Appendf(nil, `{"name":"bot %d","message":"hello %d"}`, i%3, i))
+		if r.status != http.StatusCreated {
+			t.Fatalf("POST %d: status %d (%s), want 201", i, r.status, r.body)
+		}
+		var m protocol.Message
+		if err := json.Unmarshal(r.body, &m); err != nil {
+			t.Fatalf("POST %d: body %s: %v", i, r.body, err)
+		}
+		if m.Seq != int64(i) || m.ID == "" || m.RoomID != roomID || m.Message != fmt.Sprintf("hello %d", i) ||
+			m.From.Name != fmt.Sprintf("bot %d", i%3) || m.From.UserID == "" || m.TS.IsZero() {
+			t.Fatalf("POST %d: stored message %s", i, r.body)
+		}
+		posted = append(posted, m)
+	}
+	live := nextMsgs(t, member, n, 10*time.Second)
+	for i, m := range live {
+		if m.ID != posted[i].ID || m.Seq != posted[i].Seq || m.Message != posted[i].Message || !m.TS.Equal(posted[i].TS) {
+			t.Fatalf("live msg %d = %+v, want the posted %+v", i, m, posted[i])
+		}
+	}
+	member.quiet(50 * time.Millisecond)
+
+	get := func(t *testing.T, query string) messagePage {
+		t.Helper()
+		r := doHTTP(t, http.MethodGet, base+query, "", nil)
+		if r.status != http.StatusOK {
+			t.Fatalf("GET %s: status %d (%s)", query, r.status, r.body)
+		}
+		var p messagePage
+		if err := json.Unmarshal(r.body, &p); err != nil {
+			t.Fatalf("GET %s: %s: %v", query, r.body, err)
+		}
+		if p.RoomID != roomID || p.LastSeq != n {
+			t.Fatalf("GET %s: roomID %q lastSeq %d, want %q and %d", query, p.RoomID, p.LastSeq, roomID, n)
+		}
+		for _, m := range p.Messages {
+			if want := posted[m.Seq-1]; m.ID != want.ID || m.Message != want.Message || m.From != want.From || !m.TS.Equal(want.TS) {
+				t.Fatalf("GET %s: message %+v, want %+v", query, m, want)
+			}
+		}
+		return p
+	}
+	pages := []struct {
+		query    string
+		from, to int64 // the seqs expected, oldest first
+	}{
+		{"", 71, 120},
+		{"?limit=10", 111, 120},
+		{"?limit=500", 1, 120},
+		{"?before=71", 21, 70},
+		{"?before=11&limit=5", 6, 10},
+		{"?before=3", 1, 2},
+		{"?after=100", 101, 120},
+		{"?after=10&limit=5", 11, 15},
+		{"?after=10&before=20", 11, 19},
+		{"?after=120", 1, 0},
+		{"?before=1", 1, 0},
+		// after=0 is "after seq 0": the oldest page (docs/scripting.md
+		// pages a whole room from after=0), not the newest.
+		{"?after=0&limit=1", 1, 1},
+		{"?after=0", 1, 50},
+	}
+	for _, pg := range pages {
+		t.Run("GET"+pg.query, func(t *testing.T) {
+			p := get(t, pg.query)
+			checkRun(t, pg.query, seqsOf(p.Messages), pg.from, pg.to)
+		})
+	}
+
+	t.Run("page forward with after", func(t *testing.T) {
+		var seqs []int64
+		for after := int64(0); ; {
+			p := get(t, fmt.Sprintf("?after=%d&limit=7", after))
+			if len(p.Messages) == 0 {
+				break
+			}
+			seqs = append(seqs, seqsOf(p.Messages)...)
+			after = p.Messages[len(p.Messages)-1].Seq
+		}
+		checkRun(t, "forward", seqs, 1, n)
+	})
+	t.Run("page backward with before", func(t *testing.T) {
+		var pagesSeen [][]int64
+		p := get(t, "?limit=13")
+		for len(p.Messages) > 0 {
+			pagesSeen = append(pagesSeen, seqsOf(p.Messages))
+			p = get(t, fmt.Sprintf("?before=%d&limit=13", p.Messages[0].Seq))
+		}
+		var seqs []int64
+		for i := len(pagesSeen) - 1; i >= 0; i-- {
+			seqs = append(seqs, pagesSeen[i]...)
+		}
+		checkRun(t, "backward", seqs, 1, n)
+	})
+	t.Run("unknown room", func(t *testing.T) {
+		r := doHTTP(t, http.MethodGet, ts.URL+"/api/rooms/nobody-here/messages", "", nil)
+		if r.status != http.StatusOK || !bytes.Contains(r.body, []byte(`"messages":[]`)) || !bytes.Contains(r.body, []byte(`"lastSeq":0`)) {
+			t.Fatalf("GET unknown room: %d %s, want 200, an empty page and lastSeq 0", r.status, r.body)
+		}
+	})
+
+	badQueries := []string{
+		"?limit=0", "?limit=501", "?limit=-1", "?limit=abc", "?limit=1.5", "?limit=", "?limit=99999999999999999999",
+		"?before=-1", "?before=x", "?after=-5", "?after=1e3", "?after=%20",
+	}
+	for _, q := range badQueries {
+		t.Run("GET bad "+q, func(t *testing.T) {
+			r := doHTTP(t, http.MethodGet, base+q, "", nil)
+			if q == "?limit=" {
+				// An empty value is the same as none: the default page.
+				if r.status != http.StatusOK {
+					t.Fatalf("status %d (%s), want 200", r.status, r.body)
+				}
+				return
+			}
+			wantHTTPError(t, r, http.StatusBadRequest, protocol.CodeBadPayload)
+		})
+	}
+	t.Run("GET bad room ID", func(t *testing.T) {
+		wantHTTPError(t, doHTTP(t, http.MethodGet, ts.URL+"/api/rooms/a.b/messages", "", nil), http.StatusBadRequest, "")
+		wantHTTPError(t, doHTTP(t, http.MethodGet, ts.URL+"/api/rooms/"+strings.Repeat("x", 65)+"/messages", "", nil), http.StatusBadRequest, "")
+	})
+
+	badBodies := []struct {
+		name   string
+		body   []byte
+		status int
+		code   string
+	}{
+		{"not JSON", []byte("hello"), 400, protocol.CodeBadJSON},
+		{"empty", nil, 400, protocol.CodeBadJSON},
+		{"truncated", []byte(`{"message":"hi"`), 400, protocol.CodeBadJSON},
+		{"array", []byte(`["hi"]`), 400, ""},
+		{"string", []byte(`"hi"`), 400, ""},
+		{"null", []byte(`null`), 400, ""},
+		{"duplicated key", []byte(`{"message":"a","message":"b"}`), 400, protocol.CodeBadJSON},
+		{"duplicated name", []byte(`{"name":"a","name":"b","message":"x"}`), 400, protocol.CodeBadJSON},
+		{"missing message", []byte(`{"name":"bot"}`), 400, protocol.CodeBadPayload},
+		{"message key case", []byte(`{"Message":"hi"}`), 400, protocol.CodeBadPayload},
+		{"blank message", []byte(`{"message":"  \n "}`), 400, protocol.CodeBadPayload},
+		{"message not string", []byte(`{"message":42}`), 400, protocol.CodeBadPayload},
+		{"message too long", fmt.Appendf(nil, `{"message":%q}`, strings.Repeat("é", 4001)), 400, protocol.CodeTooLong},
+		{"name too long", fmt.Appendf(nil, `{"name":%q,"message":"x"}`, strings.Repeat("n", 33)), 400, ""},
+		{"name control char", []byte(`{"name":"a\u0007b","message":"x"}`), 400, protocol.CodeBadPayload},
+		{"invalid UTF-8", []byte("{\"message\":\"\xff\xfe\"}"), 400, ""},
+		{"body over 64 KiB", fmt.Appendf(nil, `{"message":%q}`, strings.Repeat("a", 70<<10)), 413, protocol.CodeTooLarge},
+	}
+	for _, tc := range badBodies {
+		t.Run("POST "+tc.name, func(t *testing.T) {
+			wantHTTPError(t, doHTTP(t, http.MethodPost, base, "application/json", tc.body), tc.status, tc.code)
+		})
+	}
+	// None of that stored anything or reached the member.
+	if p := get(t, "?limit=1"); p.LastSeq != n {
+		t.Fatalf("lastSeq %d after bad posts, want %d", p.LastSeq, n)
+	}
+	member.quiet(50 * time.Millisecond)
+
+	t.Run("POST without name, unknown field", func(t *testing.T) {
+		r := doHTTP(t, http.MethodPost, base, "application/json", []byte(`{"message":"anonymous","extra":{"x":1}}`))
+		if r.status != http.StatusCreated {
+			t.Fatalf("status %d (%s), want 201", r.status, r.body)
+		}
+		var m protocol.Message
+		if err := json.Unmarshal(r.body, &m); err != nil || m.Seq != n+1 || m.From.Name == "" {
+			t.Fatalf("stored %s (%v), want seq %d with a default name", r.body, err, n+1)
+		}
+		if got := nextMsgs(t, member, 1, 5*time.Second)[0]; got.ID != m.ID {
+			t.Fatalf("member got %+v, want %s", got, m.ID)
+		}
+	})
+}
+
+// TestStoreUnavailable holds SQLite's write lock from a second connection:
+// a msg gets store_unavailable (with its id) and no ack, /readyz says 503,
+// the connection and other rooms keep working, and once the lock is gone
+// every room stores again with no gap in seq and /readyz says 200.
+func TestStoreUnavailable(t *testing.T) {
+	path := dbPath(t)
+	ts, st := newSQLiteServer(t, path, sqlite.Options{BusyTimeout: 50 * time.Millisecond})
+	ctx := context.Background()
+	a := dial(t, ts, "")
+	a.join("one")
+	b := dial(t, ts, "")
+	b.join("two")
+	a.send(`{"type":"msg","id":"ok-1","payload":{"message":"before the fault"}}`)
+	if ack := awaitAck(t, a, "ok-1"); ack.Seq != 1 {
+		t.Fatalf("first ack seq %d, want 1", ack.Seq)
+	}
+	ready := func() httpResult { return doHTTP(t, http.MethodGet, ts.URL+"/readyz", "", nil) }
+	if r := ready(); r.status != http.StatusOK {
+		t.Fatalf("/readyz before the fault: %d %s", r.status, r.body)
+	}
+
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(100)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	lock, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(ctx, "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	locked := true
+	defer func() {
+		if locked {
+			lock.ExecContext(ctx, "ROLLBACK")
+		}
+	}()
+
+	for _, c := range []*client{a, b} {
+		c.send(`{"type":"msg","id":"f-1","payload":{"message":"during the fault"}}`)
+		f := c.next()
+		var e protocol.Error
+		if f.Type == protocol.TypeError {
+			decode(t, f, &e)
+		}
+		if f.ID != "f-1" || e.Code != protocol.CodeStoreUnavailable || e.Message == "" {
+			t.Fatalf("msg while the store is locked: got %s, want error store_unavailable with id f-1", f)
+		}
+		// The connection stays usable.
+		c.send(`{"type":"ping","id":"p"}`)
+		if f := c.expect(protocol.TypePong); f.ID != "p" {
+			t.Fatalf("pong %s", f)
+		}
+	}
+	if r := ready(); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while the store is locked: %d %s, want 503", r.status, r.body)
+	} else {
+		wantHTTPError(t, r, http.StatusServiceUnavailable, protocol.CodeStoreUnavailable)
+	}
+	r := doHTTP(t, http.MethodPost, ts.URL+"/api/rooms/two/messages", "application/json", []byte(`{"message":"bot during the fault"}`))
+	wantHTTPError(t, r, http.StatusServiceUnavailable, protocol.CodeStoreUnavailable)
+	// No ack, no msg came later for the failed sends.
+	a.quiet(200 * time.Millisecond)
+	b.quiet(0)
+
+	if _, err := lock.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	locked = false
+	deadline := time.Now().Add(10 * time.Second)
+	for ready().status != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still not 200 10 s after the lock is gone: %s", ready().body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.send(`{"type":"msg","id":"ok-2","payload":{"message":"after the fault"}}`)
+	if ack := awaitAck(t, b, "ok-2"); ack.Seq != 1 {
+		t.Fatalf("room two after the fault: seq %d, want 1 (the failed message used none)", ack.Seq)
+	}
+	a.send(`{"type":"msg","id":"ok-3","payload":{"message":"after the fault"}}`)
+	if ack := awaitAck(t, a, "ok-3"); ack.Seq != 2 {
+		t.Fatalf("room one after the fault: seq %d, want 2 (no gap)", ack.Seq)
+	}
+	// Re-sending the failed id now stores it: nothing of it was kept.
+	a.send(`{"type":"msg","id":"f-1","payload":{"message":"during the fault"}}`)
+	if ack := awaitAck(t, a, "f-1"); ack.Seq != 3 {
+		t.Fatalf("retried failed id: seq %d, want 3 (a new message)", ack.Seq)
+	}
+	for room, want := range map[string][]string{"one": {"before the fault", "after the fault", "during the fault"}, "two": {"after the fault"}} {
+		msgs, err := st.Messages(ctx, room, store.Query{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range msgs {
+			got = append(got, m.Message)
+		}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("room %s holds %q, want %q", room, got, want)
+		}
+		checkRun(t, "room "+room, seqsOf(msgs), 1, int64(len(want)))
+	}
+}
+
+// TestWelcomeFirstAfterResume: a client that drops while acks for its msgs
+// are still coming and resumes at once gets welcome first on the new
+// connection; the late acks follow it. (They come late because the server
+// still reads the frames a dropped connection had sent.)
+func TestWelcomeFirstAfterResume(t *testing.T) {
+	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{Synchronous: "NORMAL"})
+	a := dial(t, ts, "")
+	a.join("late-acks")
+	token := a.welcome.Resume
+	for round := range 40 {
+		for i := range 200 {
+			a.sendf(`{"type":"msg","id":"%d-%d","payload":{"message":"x"}}`, round, i)
+		}
+		a.ws.CloseNow()
+		a = dialNoWelcome(t, ts, "?resume="+url.QueryEscape(token), nil)
+		if f := a.next(); f.Type != protocol.TypeWelcome {
+			t.Fatalf("round %d: the resumed connection's first frame is %s, want welcome", round, f)
+		} else {
+			decode(t, f, &a.welcome)
+		}
+		token = a.welcome.Resume
+		a.sendf(`{"type":"join","payload":{"roomID":"late-acks","since":%d}}`, int64(1)<<40)
+		for a.next().Type != protocol.TypeJoined {
+		}
+	}
+}
