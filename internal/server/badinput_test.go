@@ -173,20 +173,22 @@ func TestRateLimit(t *testing.T) {
 	// One burst and then some: the overflow is refused, the connection stays.
 	n := lim.Burst + 20
 	for i := range n {
-		flood.sendf(`{"type":"msg","payload":{"message":"spam %d"}}`, i)
+		flood.sendf(`{"type":"msg","id":"s%d","payload":{"message":"spam %d"}}`, i, i)
 	}
-	limited, delivered := 0, 0
-	for range n {
+	limited, delivered, acks := 0, 0, 0
+	for limited+delivered < n || acks < delivered {
 		switch f := flood.next(); f.Type {
 		case protocol.TypeError:
 			var e protocol.Error
 			decode(t, f, &e)
-			if e.Code != protocol.CodeRateLimited {
-				t.Fatalf("got %s, want rate_limited", f)
+			if e.Code != protocol.CodeRateLimited || f.ID == "" {
+				t.Fatalf("got %s, want rate_limited with the frame's id", f)
 			}
 			limited++
 		case protocol.TypeMsg:
 			delivered++
+		case protocol.TypeAck:
+			acks++
 		default:
 			t.Fatalf("unexpected %s", f)
 		}

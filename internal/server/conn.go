@@ -263,21 +263,23 @@ func (c *conn) handle(frame []byte) {
 			c.reply(reqID, errInternal)
 		}
 	}()
+	// Decode first so that a rate_limited error can carry the request id;
+	// every frame counts against the limit, valid or not.
+	env, perr := protocol.DecodeEnvelope(frame)
+	reqID = env.ID
 	if c.limiter != nil && !c.limiter.Allow() {
 		if !c.abuse.Allow() {
 			c.srv.metrics.errors.WithLabelValues(protocol.CodeRateLimited).Inc()
 			c.closeWith(websocket.StatusPolicyViolation, protocol.ReasonRateAbuse, "rate abuse")
 			return
 		}
-		c.reply("", protocol.Errorf(protocol.CodeRateLimited, "too many messages; the limit is %g per second", c.srv.limits.Rate))
+		c.reply(reqID, protocol.Errorf(protocol.CodeRateLimited, "too many messages; the limit is %g per second", c.srv.limits.Rate))
 		return
 	}
-	env, perr := protocol.DecodeEnvelope(frame)
 	if perr != nil {
 		c.reply("", perr)
 		return
 	}
-	reqID = env.ID
 	if err := c.dispatch(env); err != nil {
 		c.reply(reqID, err)
 	}
