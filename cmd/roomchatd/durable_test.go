@@ -1,0 +1,523 @@
+package main
+
+// Durable history through the roomchatd binary (issue 3): restart on the
+// same file, kill -9 after a burst of acked messages, retention through the
+// flag, start-up faults and graceful shutdown. Each test runs the binary
+// as a subprocess on a SQLite file in t.TempDir() and speaks to it over
+// real WebSocket connections.
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-json-experiment/json"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/server"
+	"github.com/roomchat/roomchat/internal/store"
+	"github.com/roomchat/roomchat/internal/store/sqlite"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// checkSeqs fails unless msgs have the seqs from, from+1, …, to.
+func checkSeqs(t *testing.T, what string, msgs []protocol.Message, from, to int64) {
+	t.Helper()
+	want := from
+	for i, m := range msgs {
+		if m.Seq != want {
+			t.Fatalf("%s: message %d has seq %d, want %d (a gap or a duplicate)", what, i, m.Seq, want)
+		}
+		want++
+	}
+	if want != to+1 {
+		t.Fatalf("%s: %d messages ending at seq %d, want seqs %d..%d", what, len(msgs), want-1, from, to)
+	}
+}
+
+// TestRestartKeepsHistory: SIGTERM, exit 0, start again on the same file:
+// joined.history has the old messages, seq continues at lastSeq+1 and the
+// room's epoch is unchanged.
+func TestRestartKeepsHistory(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "data", "roomchat.db") // the directory is created
+	d := startDaemon(t, db)
+	a := dialWS(t, d.URL, "")
+	if j := a.join("keep", nil); j.Epoch != "" || j.LastSeq != 0 || len(j.History) != 0 {
+		t.Fatalf("new room: epoch %q lastSeq %d history %d, want none", j.Epoch, j.LastSeq, len(j.History))
+	}
+	const n = 20
+	var acks []protocol.Ack
+	for i := 1; i <= n; i++ {
+		ack := a.sendAck(fmt.Sprint("m", i), fmt.Sprint("message ", i))
+		if ack.Seq != int64(i) {
+			t.Fatalf("ack %d has seq %d", i, ack.Seq)
+		}
+		acks = append(acks, ack)
+	}
+	before := dialWS(t, d.URL, "").join("keep", nil)
+	if before.Epoch == "" || before.LastSeq != n {
+		t.Fatalf("before the restart: epoch %q lastSeq %d", before.Epoch, before.LastSeq)
+	}
+
+	d.stop()
+	if code := a.closeCode(5 * time.Second); code != websocket.StatusGoingAway {
+		t.Fatalf("client closed with %d at shutdown, want 1001", code)
+	}
+	d = startDaemon(t, db)
+
+	b := dialWS(t, d.URL, "")
+	j := b.join("keep", nil)
+	if j.Epoch != before.Epoch {
+		t.Fatalf("epoch after the restart %q, want %q (unchanged)", j.Epoch, before.Epoch)
+	}
+	if j.LastSeq != n || j.Truncated {
+		t.Fatalf("after the restart: lastSeq %d truncated %v, want %d, false", j.LastSeq, j.Truncated, n)
+	}
+	checkSeqs(t, "joined.history after the restart", j.History, 1, n)
+	for i, m := range j.History {
+		if m.ID != acks[i].MsgID || m.Message != fmt.Sprint("message ", i+1) || m.From.UserID != a.welcome.UserID || m.TS.IsZero() {
+			t.Fatalf("history[%d] = %+v, want msgID %s from %s", i, m, acks[i].MsgID, a.welcome.UserID)
+		}
+	}
+	if js := dialWS(t, d.URL, "").join("keep", ptr(int64(15))); len(js.History) != 5 || js.History[0].Seq != 16 || js.Epoch != before.Epoch {
+		t.Fatalf("join since 15 after the restart: %d messages from %v, epoch %q", len(js.History), js.History, js.Epoch)
+	}
+	if ack := b.sendAck("next", "after the restart"); ack.Seq != n+1 {
+		t.Fatalf("first message after the restart got seq %d, want %d", ack.Seq, n+1)
+	}
+	var info server.RoomInfo
+	getJSON(t, d.URL+"/api/rooms/keep", 200, &info)
+	if info.LastSeq != n+1 || info.Count != 2 {
+		t.Fatalf("GET /api/rooms/keep = %+v, want lastSeq %d count 2", info, n+1)
+	}
+	d.stop()
+}
+
+// TestKill9AfterAckedBurst: five clients send 500 messages, each waiting
+// for its ack, while a sixth keeps sending without waiting; SIGKILL right
+// after the last of the 500 acks. After a restart every acked (msgID, seq)
+// is there and the seqs run 1..N with no gap.
+func TestKill9AfterAckedBurst(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "roomchat.db")
+	d := startDaemon(t, db)
+	const roomID = "burst"
+	const senders, each = 5, 100
+
+	var cs []*wsClient
+	for range senders {
+		c := dialWS(t, d.URL, "?batch=1")
+		c.join(roomID, nil)
+		cs = append(cs, c)
+	}
+	// The tail client pipelines msgs with ids and collects whatever acks
+	// arrive before the kill.
+	tail := dialWS(t, d.URL, "?batch=1")
+	tail.join(roomID, nil)
+	stopTail := make(chan struct{})
+	var tailWG sync.WaitGroup
+	tailWG.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stopTail:
+				return
+			default:
+			}
+			if tail.send(`{"type":"msg","id":"t%d","payload":{"message":"tail %d"}}`, i, i) != nil {
+				return
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	})
+
+	acks := make([][]protocol.Ack, senders)
+	errs := make(chan error, senders)
+	var wg sync.WaitGroup
+	for s, c := range cs {
+		wg.Go(func() {
+			for i := range each {
+				id := fmt.Sprintf("s%d-%d", s, i)
+				if err := c.send(`{"type":"msg","id":%q,"payload":{"message":%q}}`, id, "burst "+id); err != nil {
+					errs <- err
+					return
+				}
+				a, err := c.ackOf(id)
+				if err != nil {
+					errs <- err
+					return
+				}
+				acks[s] = append(acks[s], a)
+			}
+		})
+	}
+	wg.Wait()
+	d.kill() // right after the last ack
+	close(stopTail)
+	tailWG.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+
+	// Every ack the tail client got before the kill.
+	var all []protocol.Ack
+	for _, a := range acks {
+		all = append(all, a...)
+	}
+	nTail := 0
+	for {
+		e, err := tail.read(time.Second)
+		if err != nil {
+			break
+		}
+		if e.Type == protocol.TypeAck {
+			var a protocol.Ack
+			tail.decode(e, &a)
+			all = append(all, a)
+			nTail++
+		}
+	}
+
+	d = startDaemon(t, db)
+	var info server.RoomInfo
+	getJSON(t, d.URL+"/api/rooms/"+roomID, 200, &info)
+	if info.LastSeq < int64(len(all)) {
+		t.Fatalf("after kill -9: lastSeq %d, but %d messages were acked", info.LastSeq, len(all))
+	}
+	j := dialWS(t, d.URL, "").join(roomID, ptr(int64(0)))
+	checkSeqs(t, "joined.history since 0 after kill -9", j.History, 1, info.LastSeq)
+	if j.LastSeq != info.LastSeq {
+		t.Fatalf("joined.lastSeq %d, GET says %d", j.LastSeq, info.LastSeq)
+	}
+	for _, a := range all {
+		if m := j.History[a.Seq-1]; m.ID != a.MsgID {
+			t.Fatalf("acked %+v, but seq %d holds %+v", a, a.Seq, m)
+		}
+	}
+	// The same through the HTTP API, page by page.
+	var paged []protocol.Message
+	for after := int64(0); ; {
+		var p server.MessagePage
+		getJSON(t, fmt.Sprintf("%s/api/rooms/%s/messages?after=%d&limit=97", d.URL, roomID, after), 200, &p)
+		if len(p.Messages) == 0 {
+			break
+		}
+		paged = append(paged, p.Messages...)
+		after = p.Messages[len(p.Messages)-1].Seq
+	}
+	checkSeqs(t, "GET …/messages after kill -9", paged, 1, info.LastSeq)
+	for i, m := range paged {
+		if m.ID != j.History[i].ID {
+			t.Fatalf("page and joined disagree at seq %d: %s vs %s", m.Seq, m.ID, j.History[i].ID)
+		}
+	}
+	t.Logf("%d acked (%d by the pipelining client), %d stored", len(all), nTail, info.LastSeq)
+	if ack := dialWS(t, d.URL, "").sendAckIn(roomID, "after"); ack.Seq != info.LastSeq+1 {
+		t.Fatalf("first message after kill -9: seq %d, want %d", ack.Seq, info.LastSeq+1)
+	}
+}
+
+// sendAckIn joins roomID and sends one acked message.
+func (c *wsClient) sendAckIn(roomID, id string) protocol.Ack {
+	c.t.Helper()
+	c.join(roomID, nil)
+	return c.sendAck(id, "message "+id)
+}
+
+// TestRetentionFlag: with -retention 5, after 12 messages history holds
+// the last 5, and a join whose since reaches back past them is truncated.
+func TestRetentionFlag(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "roomchat.db")
+	d := startDaemon(t, db, "-retention", "5")
+	const roomID = "trim"
+	a := dialWS(t, d.URL, "")
+	a.join(roomID, nil)
+	for i := 1; i <= 12; i++ {
+		a.sendAck(fmt.Sprint(i), fmt.Sprint("message ", i))
+	}
+	check := func(t *testing.T, d *daemon) {
+		j := dialWS(t, d.URL, "").join(roomID, nil)
+		checkSeqs(t, "joined.history", j.History, 8, 12)
+		if j.LastSeq != 12 || j.Truncated {
+			t.Fatalf("join without since: lastSeq %d truncated %v, want 12, false", j.LastSeq, j.Truncated)
+		}
+		for _, tc := range []struct {
+			since     int64
+			truncated bool
+			from      int64
+		}{
+			{0, true, 8}, {1, true, 8}, {6, true, 8}, {7, false, 8}, {10, false, 11}, {12, false, 13},
+		} {
+			j := dialWS(t, d.URL, "").join(roomID, ptr(tc.since))
+			if j.Truncated != tc.truncated {
+				t.Fatalf("join since %d: truncated %v, want %v", tc.since, j.Truncated, tc.truncated)
+			}
+			checkSeqs(t, fmt.Sprint("join since ", tc.since), j.History, tc.from, 12)
+		}
+		var p server.MessagePage
+		getJSON(t, d.URL+"/api/rooms/"+roomID+"/messages?limit=500", 200, &p)
+		checkSeqs(t, "GET messages", p.Messages, 8, 12)
+		getJSON(t, d.URL+"/api/rooms/"+roomID+"/messages?after=0", 200, &p)
+		checkSeqs(t, "GET messages after=0", p.Messages, 8, 12)
+	}
+	check(t, d)
+	// The same after a restart; seq goes on at 13.
+	d.stop()
+	d = startDaemon(t, db, "-retention", "5")
+	check(t, d)
+	a = dialWS(t, d.URL, "")
+	a.join(roomID, nil)
+	if ack := a.sendAck("13", "message 13"); ack.Seq != 13 {
+		t.Fatalf("after the restart: seq %d, want 13", ack.Seq)
+	}
+	d.stop()
+}
+
+func seqsOf(msgs []protocol.Message) []int64 {
+	out := make([]int64, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Seq
+	}
+	return out
+}
+
+// TestStartupFaults: a database roomchatd cannot use stops start-up with
+// exit code 1 and one clear line on stderr naming the file.
+func TestStartupFaults(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	// A good roomchat database with some history.
+	good := func(name string) string {
+		path := filepath.Join(dir, name)
+		s, err := sqlite.Open(ctx, path, sqlite.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 200 {
+			done := make(chan error, 1)
+			s.Append(protocol.Message{ID: fmt.Sprint("id", i), RoomID: "r", From: protocol.User{UserID: "u", Name: "n"}, Message: strings.Repeat("x", 100), TS: time.Now().UTC()},
+				"", func(_ protocol.Message, _ bool, err error) { done <- err })
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	write := func(name string, b []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	rawSQL := func(name string, stmts ...string) string {
+		path := filepath.Join(dir, name)
+		db, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		for _, s := range stmts {
+			if _, err := db.Exec(s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return path
+	}
+
+	corrupt := good("corrupt.db")
+	b, err := os.ReadFile(corrupt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 100; i < 4096 && i < len(b); i++ {
+		b[i] = 0xA5 // keep the header, garble the schema page
+	}
+	write("corrupt.db", b)
+	newer := good("newer.db")
+	rawSQL("newer.db", "PRAGMA user_version = 999")
+
+	cases := []struct {
+		name, path, text string
+		names            string                  // the path the line names; path if empty
+		setup            func(t *testing.T) bool // false skips
+	}{
+		{name: "text file", path: write("notes.txt", []byte("these are my notes, not a database\n")), text: "not an SQLite database"},
+		{name: "corrupt", path: corrupt, text: "malformed"},
+		{name: "other application's SQLite", path: rawSQL("other.db", "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", "INSERT INTO notes (body) VALUES ('hi')"), text: "another application"},
+		{name: "newer schema", path: newer, text: "newer"},
+		{name: "directory", path: dir, text: "not a regular file"},
+		{name: "parent is a file", path: filepath.Join(write("plain", nil), "x.db"), text: "not a directory", names: filepath.Join(dir, "plain")},
+		{name: "read-only file", path: good("readonly.db"), text: "readonly", setup: func(t *testing.T) bool {
+			path := filepath.Join(dir, "readonly.db")
+			if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {
+				t.Logf("chattr +i: %v %s", err, out)
+				return false
+			}
+			t.Cleanup(func() { exec.Command("chattr", "-i", path).Run() })
+			return true
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.setup != nil && !tc.setup(t) {
+				t.Skip("chattr is not usable here (and root ignores file modes)")
+			}
+			var stderr strings.Builder
+			cmd := daemonCmd(t, "-addr", "127.0.0.1:0", "-db", tc.path)
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waited := make(chan error, 1)
+			go func() { waited <- cmd.Wait() }()
+			select {
+			case <-waited:
+			case <-time.After(30 * time.Second):
+				cmd.Process.Kill()
+				<-waited
+				t.Fatalf("roomchatd still running 30 s later:\n%s", stderr.String())
+			}
+			out := stderr.String()
+			if code := cmd.ProcessState.ExitCode(); code != 1 {
+				t.Fatalf("exit code %d, want 1; stderr:\n%s", code, out)
+			}
+			line := strings.TrimSuffix(out, "\n")
+			if line == "" || strings.Contains(line, "\n") {
+				t.Fatalf("stderr has %d lines, want exactly one:\n%s", strings.Count(out, "\n"), out)
+			}
+			names := tc.names
+			if names == "" {
+				names = tc.path
+			}
+			if !strings.HasPrefix(line, "roomchatd: ") || !strings.Contains(line, names) || !strings.Contains(line, tc.text) {
+				t.Fatalf("stderr %q: want one line starting %q that names %s and says %q", line, "roomchatd: ", names, tc.text)
+			}
+			t.Logf("stderr: %s", line)
+		})
+	}
+}
+
+// TestGracefulShutdown: SIGTERM while three clients send: every client,
+// idle ones too, gets close 1001, roomchatd exits 0, and every acked
+// message is in the file afterwards.
+func TestGracefulShutdown(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "roomchat.db")
+	d := startDaemon(t, db)
+	const roomID = "shut"
+	idle := dialWS(t, d.URL, "")
+	lobby := dialWS(t, d.URL, "?batch=1")
+	lobby.join("lobby", nil)
+
+	const senders = 3
+	var cs []*wsClient
+	for range senders {
+		c := dialWS(t, d.URL, "?batch=1")
+		c.join(roomID, nil)
+		cs = append(cs, c)
+	}
+	var wg sync.WaitGroup
+	for s, c := range cs {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				if c.send(`{"type":"msg","id":"s%d-%d","payload":{"message":"shutdown %d %d"}}`, s, i, s, i) != nil {
+					return // closed by the shutdown
+				}
+				time.Sleep(300 * time.Microsecond)
+			}
+		})
+	}
+	// Let some messages through, then stop the server mid-stream. Each
+	// sender's events are read here until the connection ends.
+	var acks []protocol.Ack
+	codes := make([]websocket.StatusCode, senders)
+	firstAck := make(chan struct{}, senders)
+	var mu sync.Mutex
+	var rg sync.WaitGroup
+	for s, c := range cs {
+		rg.Go(func() {
+			n := 0
+			for {
+				e, err := c.read(30 * time.Second)
+				if err != nil {
+					codes[s] = websocket.CloseStatus(err)
+					return
+				}
+				if e.Type != protocol.TypeAck {
+					continue
+				}
+				var a protocol.Ack
+				if err := json.Unmarshal(e.Payload, &a); err != nil || a.MsgID == "" {
+					a = protocol.Ack{MsgID: "undecodable ack " + e.String()}
+				}
+				mu.Lock()
+				acks = append(acks, a)
+				mu.Unlock()
+				if n++; n == 50 {
+					firstAck <- struct{}{}
+				}
+			}
+		})
+	}
+	for range senders {
+		select {
+		case <-firstAck:
+		case <-time.After(20 * time.Second):
+			t.Fatal("senders got no 50 acks within 20 s")
+		}
+	}
+	start := time.Now()
+	d.signal(syscall.SIGTERM)
+	rg.Wait()
+	wg.Wait()
+	for s, code := range codes {
+		if code != websocket.StatusGoingAway {
+			t.Fatalf("sender %d: connection ended with close code %d, want 1001", s, code)
+		}
+	}
+	for name, c := range map[string]*wsClient{"idle": idle, "lobby": lobby} {
+		if code := c.closeCode(10 * time.Second); code != websocket.StatusGoingAway {
+			t.Fatalf("%s client: close code %d, want 1001", name, code)
+		}
+	}
+	if code := d.wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0:\n%s", code, d.stderr())
+	}
+	t.Logf("shut down in %v with %d acks", time.Since(start).Round(time.Millisecond), len(acks))
+	if logs := d.stderr(); strings.Contains(logs, "level=ERROR") || strings.Contains(logs, "level=WARN") {
+		t.Fatalf("a graceful shutdown logged a warning or an error:\n%s", logs)
+	}
+
+	s, err := sqlite.Open(context.Background(), db, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	msgs, err := s.Messages(context.Background(), roomID, store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri, err := s.Room(context.Background(), roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, "stored after shutdown", msgs, 1, ri.LastSeq)
+	for _, a := range acks {
+		if a.Seq < 1 || a.Seq > int64(len(msgs)) || msgs[a.Seq-1].ID != a.MsgID {
+			t.Fatalf("acked %+v is not in the file (%d messages)", a, len(msgs))
+		}
+	}
+}
