@@ -205,18 +205,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	var g errgroup.Group
-	g.SetLimit(128)
-	for _, c := range conns {
-		if ctx.Err() != nil {
-			break
+	// The close handshakes run beside the wait below, so that ctx's end
+	// cuts them short: Conn.Close waits up to 5 s for a peer that never
+	// answers, and 128 such peers at a time would hold Shutdown past ctx.
+	handshakes := make(chan struct{})
+	go func() {
+		defer close(handshakes)
+		var g errgroup.Group
+		g.SetLimit(128)
+		for _, c := range conns {
+			if ctx.Err() != nil {
+				break
+			}
+			g.Go(func() error {
+				c.closeSync(websocket.StatusGoingAway, protocol.ReasonShutdown, "shutdown")
+				return nil
+			})
 		}
-		g.Go(func() error {
-			c.closeSync(websocket.StatusGoingAway, protocol.ReasonShutdown, "shutdown")
-			return nil
-		})
-	}
-	g.Wait()
+		g.Wait()
+	}()
 
 	done := make(chan struct{})
 	go func() {
@@ -229,12 +236,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 		s.mu.Lock()
+		rest := make([]*conn, 0, len(s.live))
 		for c := range s.live {
-			c.ws.CloseNow()
+			rest = append(rest, c)
 		}
 		s.mu.Unlock()
+		for _, c := range rest {
+			// Closing the socket first also ends a close handshake in
+			// progress, which CloseNow would wait for (up to 5 s).
+			c.nw.conn.Close()
+			c.ws.CloseNow()
+		}
 		<-done
 	}
+	<-handshakes
 	s.cancel()
 	s.reg.Close()
 	return err
