@@ -7,9 +7,12 @@ package main
 // real WebSocket connections.
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,6 +142,10 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 		}
 	})
 
+	// One acked message first, and the room's epoch, to compare after.
+	pre := cs[0].sendAck("pre", "before the burst")
+	epoch := dialWS(t, d.URL, "").join(roomID, nil).Epoch
+
 	acks := make([][]protocol.Ack, senders)
 	errs := make(chan error, senders)
 	var wg sync.WaitGroup
@@ -170,7 +177,7 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 	}
 
 	// Every ack the tail client got before the kill.
-	var all []protocol.Ack
+	all := []protocol.Ack{pre}
 	for _, a := range acks {
 		all = append(all, a...)
 	}
@@ -196,8 +203,8 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 	}
 	j := dialWS(t, d.URL, "").join(roomID, ptr(int64(0)))
 	checkSeqs(t, "joined.history since 0 after kill -9", j.History, 1, info.LastSeq)
-	if j.LastSeq != info.LastSeq {
-		t.Fatalf("joined.lastSeq %d, GET says %d", j.LastSeq, info.LastSeq)
+	if j.LastSeq != info.LastSeq || j.Epoch != epoch || epoch == "" {
+		t.Fatalf("joined after kill -9: lastSeq %d epoch %q; want lastSeq %d (GET) and epoch %q (before the kill)", j.LastSeq, j.Epoch, info.LastSeq, epoch)
 	}
 	for _, a := range all {
 		if m := j.History[a.Seq-1]; m.ID != a.MsgID {
@@ -519,5 +526,54 @@ func TestGracefulShutdown(t *testing.T) {
 		if a.Seq < 1 || a.Seq > int64(len(msgs)) || msgs[a.Seq-1].ID != a.MsgID {
 			t.Fatalf("acked %+v is not in the file (%d messages)", a, len(msgs))
 		}
+	}
+}
+
+// TestShutdownWithUnresponsiveClient: a client that completed the
+// handshake but never reads nor answers the close handshake does not keep
+// roomchatd from exiting 0 soon after -shutdown-timeout; a well-behaved
+// client still gets 1001.
+func TestShutdownWithUnresponsiveClient(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "roomchat.db")
+	d := startDaemon(t, db, "-shutdown-timeout", "1s")
+	good := dialWS(t, d.URL, "")
+	good.join("r", nil)
+	good.sendAck("1", "kept")
+
+	nc, err := net.Dial("tcp", strings.TrimPrefix(d.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", res, err)
+	}
+	// From here on nc is never read: no pong, no close frame.
+
+	start := time.Now()
+	d.signal(syscall.SIGTERM)
+	if code := good.closeCode(10 * time.Second); code != websocket.StatusGoingAway {
+		t.Fatalf("well-behaved client: close code %d, want 1001", code)
+	}
+	code := d.wait(20 * time.Second)
+	took := time.Since(start)
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0:\n%s", code, d.stderr())
+	}
+	// coder/websocket's Close would wait 5 s for the peer's close frame;
+	// the shutdown deadline cuts that short.
+	if took > 4*time.Second {
+		t.Fatalf("shutdown took %v with -shutdown-timeout 1s", took)
+	}
+	t.Logf("exited 0 after %v", took.Round(time.Millisecond))
+	s, err := sqlite.Open(context.Background(), db, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ri, err := s.Room(context.Background(), "r"); err != nil || ri.LastSeq != 1 {
+		t.Fatalf("after shutdown: %+v %v, want lastSeq 1", ri, err)
 	}
 }

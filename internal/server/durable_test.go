@@ -326,13 +326,19 @@ func TestGracePeriod(t *testing.T) {
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
 	cases := []struct {
 		name   string
-		end    func(c *client)
+		end    func(c *client) // must not block: the clock runs
 		atOnce bool
 	}{
 		{"drop without close frame", func(c *client) { c.ws.CloseNow() }, false},
-		{"close frame 1000", func(c *client) { c.ws.Close(websocket.StatusNormalClosure, "bye") }, true},
-		{"close frame 1001", func(c *client) { c.ws.Close(websocket.StatusGoingAway, "page closed") }, true},
+		{"close frame 1000", func(c *client) { go c.ws.Close(websocket.StatusNormalClosure, "bye") }, true},
+		{"close frame 1001", func(c *client) { go c.ws.Close(websocket.StatusGoingAway, "page closed") }, true},
 		{"explicit leave", func(c *client) { c.send(`{"type":"leave","payload":{}}`) }, true},
+		// Resuming restores the userID only: a room not joined again is
+		// left when the grace period ends.
+		{"drop, resume, no re-join", func(c *client) {
+			c.ws.CloseNow()
+			dial(t, ts, "?resume="+url.QueryEscape(c.welcome.Resume))
+		}, false},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -344,7 +350,7 @@ func TestGracePeriod(t *testing.T) {
 			watcher.expect(protocol.TypePresence)
 
 			start := time.Now()
-			go tc.end(c) // Close waits for the server's close frame
+			tc.end(c)
 			f, err := watcher.read(3 * grace)
 			elapsed := time.Since(start)
 			if err != nil {
@@ -672,6 +678,16 @@ func TestStoreUnavailable(t *testing.T) {
 	}
 	r := doHTTP(t, http.MethodPost, ts.URL+"/api/rooms/two/messages", "application/json", []byte(`{"message":"bot during the fault"}`))
 	wantHTTPError(t, r, http.StatusServiceUnavailable, protocol.CodeStoreUnavailable)
+	// Reads do not need the write lock (WAL): joining with history and
+	// paging still work while writes fail.
+	late := dial(t, ts, "")
+	if j := late.join("one"); len(j.History) != 1 || j.History[0].Message != "before the fault" || j.LastSeq != 1 {
+		t.Fatalf("join during the fault: history %v lastSeq %d, want the one stored message", j.History, j.LastSeq)
+	}
+	a.expect(protocol.TypePresence)
+	if r := doHTTP(t, http.MethodGet, ts.URL+"/api/rooms/one/messages", "", nil); r.status != http.StatusOK || !bytes.Contains(r.body, []byte("before the fault")) {
+		t.Fatalf("GET messages during the fault: %d %s", r.status, r.body)
+	}
 	// No ack, no msg came later for the failed sends.
 	a.quiet(200 * time.Millisecond)
 	b.quiet(0)
@@ -694,6 +710,9 @@ func TestStoreUnavailable(t *testing.T) {
 	a.send(`{"type":"msg","id":"ok-3","payload":{"message":"after the fault"}}`)
 	if ack := awaitAck(t, a, "ok-3"); ack.Seq != 2 {
 		t.Fatalf("room one after the fault: seq %d, want 2 (no gap)", ack.Seq)
+	}
+	if m := nextMsgs(t, late, 1, 5*time.Second)[0]; m.Seq != 2 {
+		t.Fatalf("the member who joined during the fault got seq %d, want 2", m.Seq)
 	}
 	// Re-sending the failed id now stores it: nothing of it was kept.
 	a.send(`{"type":"msg","id":"f-1","payload":{"message":"during the fault"}}`)
@@ -740,5 +759,56 @@ func TestWelcomeFirstAfterResume(t *testing.T) {
 		a.sendf(`{"type":"join","payload":{"roomID":"late-acks","since":%d}}`, int64(1)<<40)
 		for a.next().Type != protocol.TypeJoined {
 		}
+	}
+}
+
+// TestResumeToken: a resume token works once (the new connection gets a
+// fresh one), works while the old connection is still open (which is then
+// closed with 1000 and no presence flicker), and stops working after the
+// resume window.
+func TestResumeToken(t *testing.T) {
+	const grace, window = 300 * time.Millisecond, 600 * time.Millisecond
+	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) {
+		c.Grace, c.ResumeWindow = grace, window
+	})
+	other := dial(t, ts, "")
+	other.join("tok")
+	a := dial(t, ts, "")
+	a.join("tok")
+	other.expect(protocol.TypePresence)
+
+	// Resume while a is still open: a is closed with 1000, a2 is the same
+	// user, and re-joining is silent.
+	a2 := dial(t, ts, "?resume="+url.QueryEscape(a.welcome.Resume))
+	if a2.welcome.UserID != a.welcome.UserID || a2.welcome.Resume == a.welcome.Resume || a2.welcome.Resume == "" {
+		t.Fatalf("resumed welcome %+v; want userID %s and a new token", a2.welcome, a.welcome.UserID)
+	}
+	a.expectClose(websocket.StatusNormalClosure)
+	a2.join("tok")
+	other.quiet(grace + 300*time.Millisecond)
+	other.send(`{"type":"msg","payload":{"message":"to the resumed"}}`)
+	if m := nextMsgs(t, a2, 1, 5*time.Second)[0]; m.Message != "to the resumed" {
+		t.Fatalf("resumed connection got %+v", m)
+	}
+
+	// The used token does not work again: a new user.
+	if w := dial(t, ts, "?resume="+url.QueryEscape(a.welcome.Resume)).welcome; w.UserID == a.welcome.UserID {
+		t.Fatal("a used resume token resumed the user again")
+	}
+	// An unknown token: a new user, no error.
+	if w := dial(t, ts, "?resume=no-such-token").welcome; w.UserID == "" || w.UserID == a.welcome.UserID {
+		t.Fatalf("unknown token: welcome %+v", w)
+	}
+
+	// After a drop the token works within the window only.
+	a2.ws.CloseNow()
+	p := protocol.Presence{}
+	decode(t, other.await(protocol.TypePresence), &p)
+	if p.Event != protocol.PresenceLeave || p.User.UserID != a.welcome.UserID {
+		t.Fatalf("after the grace period: %+v, want a leave of %s", p, a.welcome.UserID)
+	}
+	time.Sleep(window + 300*time.Millisecond)
+	if w := dial(t, ts, "?resume="+url.QueryEscape(a2.welcome.Resume)).welcome; w.UserID == a.welcome.UserID {
+		t.Fatalf("token resumed %s after the resume window (%v) had passed", w.UserID, window)
 	}
 }
