@@ -35,6 +35,9 @@ type fanoutConfig struct {
 	// processes to use under quietCores of the machine (0: do not wait).
 	// On a shared machine this keeps most steps out of others' bursts.
 	QuietWait time.Duration
+	// RetryNoisy is how many times find-max repeats a failed step during
+	// which other processes took over noisyCores, before counting it.
+	RetryNoisy int
 	Label     string // scenario name in reports, e.g. "100x100"
 }
 
@@ -348,7 +351,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 	if !quiet {
 		notes = append(notes, fmt.Sprintf("machine not quiet after %v", cfg.QuietWait))
 	}
-	if res.OtherCPU > 0.25 && cfg.PID > 0 {
+	if res.OtherCPU > noisyCores && cfg.PID > 0 {
 		notes = append(notes, fmt.Sprintf("other processes used %.2f cores: noisy", res.OtherCPU))
 	}
 	res.Note = joinWhy(notes)
@@ -400,6 +403,10 @@ func (r *fanoutRun) send(ctx context.Context, c *conn, rate float64, start, end 
 		}
 	}
 }
+
+// noisyCores is how much CPU other processes may take during a window
+// before its figures are called noisy.
+const noisyCores = 0.25
 
 // quietCores is how much CPU other processes may use for a step to start.
 const quietCores = 0.3
@@ -478,10 +485,17 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 	var best *fanoutResult
 	lo, hi := 0.0, 0.0 // last passing and first failing per-sender rates
 	rate := cfg.Rate
-	refined := 0
+	refined, retried := 0, 0
 	for step := 1; step <= cfg.MaxSteps && ctx.Err() == nil; step++ {
 		res := r.runRound(ctx, rate, step)
 		emit(res)
+		if !res.Pass && res.OtherCPU > noisyCores && retried < cfg.RetryNoisy && res.Disconnects == 0 {
+			// Someone else's burst, probably: let it pass and try again.
+			retried++
+			sleepUntil(ctx, time.Now().Add(min(cfg.Drain, 3*time.Second)))
+			continue
+		}
+		retried = 0
 		if res.Pass {
 			lo = rate
 			if best == nil || res.Delivered > best.Delivered {

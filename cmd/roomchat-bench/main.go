@@ -120,11 +120,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.DurationVar(&cfg.Drain, "drain", 3*time.Second, "longest wait for late deliveries after a window")
 		fs.BoolVar(&cfg.FindMax, "find-max", false, "step the rate up until p99 > -max-p99, loss or disconnects")
 		fs.Float64Var(&cfg.Step, "step", 1.25, "find-max: rate factor between steps")
-		fs.IntVar(&cfg.MaxSteps, "max-steps", 30, "find-max: most steps")
+		fs.IntVar(&cfg.MaxSteps, "max-steps", 30, "find-max: most steps, retries included")
 		fs.IntVar(&cfg.Refine, "refine", 2, "find-max: bisection steps after the first failure")
 		fs.DurationVar(&cfg.MaxP99, "max-p99", 250*time.Millisecond, "find-max: the p99 limit")
 		fs.IntVar(&cfg.Par, "par", 64, "handshakes in flight while connecting")
 		fs.IntVar(&cfg.PID, "pid", 0, "roomchat server PID, to report its CPU use")
+		fs.IntVar(&cfg.RetryNoisy, "retry-noisy", 2, "find-max: repeat a failed step this often when other processes were busy during it")
 		fs.DurationVar(&cfg.QuietWait, "quiet-wait", 20*time.Second, "before each step, wait up to this long for other processes to go quiet (0: don't)")
 		bpid := fs.Int("baseline-pid", 0, "baseline server PID, to report its CPU use")
 		fs.StringVar(&cfg.Label, "label", "", "scenario name in reports (default RxM)")
@@ -316,7 +317,7 @@ func compare(rc, bl fanoutResult, findMax bool, versus string) ratioResult {
 	if r.Baseline > 0 {
 		r.Ratio = round3(r.Roomchat / r.Baseline)
 	}
-	r.Noisy = rc.OtherCPU > 0.25 || bl.OtherCPU > 0.25
+	r.Noisy = rc.OtherCPU > noisyCores || bl.OtherCPU > noisyCores
 	return r
 }
 
