@@ -38,7 +38,7 @@ type fanoutConfig struct {
 	// RetryNoisy is how many times find-max repeats a failed step during
 	// which other processes took over noisyCores, before counting it.
 	RetryNoisy int
-	Label     string // scenario name in reports, e.g. "100x100"
+	Label      string // scenario name in reports, e.g. "100x100"
 }
 
 func (c fanoutConfig) validate() error {
