@@ -474,9 +474,7 @@ func (reg *Registry) Disconnect(u *User, c Conn, clean bool) {
 		for id, r := range rooms {
 			u.ghosts[id] = r
 		}
-		if u.graceTimer == nil {
-			u.graceTimer = time.AfterFunc(reg.grace, u.graceOver)
-		}
+		u.startGrace()
 	}
 	if u.expireTimer != nil {
 		u.expireTimer.Stop()

@@ -22,6 +22,7 @@ type User struct {
 	// the user joins them again or the grace period ends.
 	ghosts      map[string]*Room
 	graceTimer  *time.Timer // ends the grace period; nil when none runs
+	graceGen    uint64      // counts startGrace calls; a stale timer's graceOver does nothing
 	expireTimer *time.Timer // ends the resume window
 	expired     bool
 }
@@ -57,8 +58,8 @@ func (u *User) attach(c Conn) (replaced Conn) {
 	for id, r := range rooms {
 		u.ghosts[id] = r
 	}
-	if len(rooms) > 0 && u.graceTimer == nil {
-		u.graceTimer = time.AfterFunc(u.reg.grace, u.graceOver)
+	if len(rooms) > 0 {
+		u.startGrace()
 	}
 	if u.expireTimer != nil {
 		u.expireTimer.Stop()
@@ -77,10 +78,27 @@ func (u *User) attach(c Conn) (replaced Conn) {
 	return replaced
 }
 
+// startGrace starts the grace period for the user's ghost rooms, or starts
+// it again if one runs: a room dropped now gets a whole grace period even
+// when an earlier drop's period is about to end. Guarded by u.mu.
+func (u *User) startGrace() {
+	if u.graceTimer != nil {
+		u.graceTimer.Stop()
+	}
+	u.graceGen++
+	gen := u.graceGen
+	u.graceTimer = time.AfterFunc(u.reg.grace, func() { u.graceOver(gen) })
+}
+
 // graceOver ends the grace period: rooms not joined again are left, with a
 // presence leave to their members.
-func (u *User) graceOver() {
+func (u *User) graceOver(gen uint64) {
 	u.mu.Lock()
+	if gen != u.graceGen {
+		// A later drop started the period again; its timer ends it.
+		u.mu.Unlock()
+		return
+	}
 	ghosts := u.ghosts
 	u.ghosts = nil
 	u.graceTimer = nil
