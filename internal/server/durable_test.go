@@ -812,3 +812,36 @@ func TestResumeToken(t *testing.T) {
 		t.Fatalf("token resumed %s after the resume window (%v) had passed", w.UserID, window)
 	}
 }
+
+// TestGraceRestartsOnEachDrop: a client that drops, resumes and re-joins
+// within the grace period, then drops again, gets a whole grace period
+// after its second drop before the others see it leave.
+func TestGraceRestartsOnEachDrop(t *testing.T) {
+	const grace = time.Second
+	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
+	watcher := dial(t, ts, "")
+	watcher.join("flaky")
+	a := dial(t, ts, "")
+	a.join("flaky")
+	watcher.expect(protocol.TypePresence)
+
+	a.ws.CloseNow()
+	time.Sleep(100 * time.Millisecond)
+	a2 := dial(t, ts, "?resume="+url.QueryEscape(a.welcome.Resume))
+	a2.join("flaky")
+	time.Sleep(grace / 2)
+	second := time.Now()
+	a2.ws.CloseNow()
+
+	f, err := watcher.read(3 * grace)
+	elapsed := time.Since(second)
+	if err != nil {
+		t.Fatalf("no presence leave within %v after the second drop: %v", 3*grace, err)
+	}
+	if f.Type != protocol.TypePresence || !strings.Contains(string(f.Payload), `"leave"`) {
+		t.Fatalf("got %s, want a presence leave", f)
+	}
+	if elapsed < grace {
+		t.Fatalf("leave announced %v after the second drop, want a whole grace period (%v): the first drop's timer ended it", elapsed.Round(time.Millisecond), grace)
+	}
+}
