@@ -103,6 +103,16 @@ func TestRestartKeepsHistory(t *testing.T) {
 	if info.LastSeq != n+1 || info.Count != 2 {
 		t.Fatalf("GET /api/rooms/keep = %+v, want lastSeq %d count 2", info, n+1)
 	}
+
+	// SIGINT is a graceful shutdown too; a third start still continues.
+	d.signal(syscall.SIGINT)
+	if code := d.wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGINT, want 0", code)
+	}
+	d = startDaemon(t, db)
+	if j := dialWS(t, d.URL, "").join("keep", ptr(int64(n))); len(j.History) != 1 || j.History[0].Message != "after the restart" || j.Epoch != before.Epoch {
+		t.Fatalf("after the second restart: history %v epoch %q", j.History, j.Epoch)
+	}
 	d.stop()
 }
 
@@ -290,6 +300,40 @@ func TestRetentionFlag(t *testing.T) {
 	d.stop()
 }
 
+// TestRetentionAgeFlag: with -retention-age, messages older than it leave
+// history, and a join with since before them is truncated.
+func TestRetentionAgeFlag(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "roomchat.db")
+	const age = 700 * time.Millisecond
+	d := startDaemon(t, db, "-retention-age", age.String())
+	a := dialWS(t, d.URL, "")
+	a.join("aging", nil)
+	for i := 1; i <= 3; i++ {
+		a.sendAck(fmt.Sprint(i), "old")
+	}
+	time.Sleep(age + 300*time.Millisecond)
+	for i := 4; i <= 5; i++ {
+		a.sendAck(fmt.Sprint(i), "new")
+	}
+	j := dialWS(t, d.URL, "").join("aging", nil)
+	checkSeqs(t, "joined.history", j.History, 4, 5)
+	if j.LastSeq != 5 {
+		t.Fatalf("lastSeq %d, want 5", j.LastSeq)
+	}
+	if j := dialWS(t, d.URL, "").join("aging", ptr(int64(1))); !j.Truncated {
+		t.Fatal("join since 1 after seqs 1..3 aged out: truncated = false, want true")
+	} else {
+		checkSeqs(t, "join since 1", j.History, 4, 5)
+	}
+	if j := dialWS(t, d.URL, "").join("aging", ptr(int64(3))); j.Truncated {
+		t.Fatal("join since 3: truncated = true, want false (nothing after 3 is gone)")
+	}
+	var p server.MessagePage
+	getJSON(t, d.URL+"/api/rooms/aging/messages?after=0", 200, &p)
+	checkSeqs(t, "GET messages", p.Messages, 4, 5)
+	d.stop()
+}
+
 func seqsOf(msgs []protocol.Message) []int64 {
 	out := make([]int64, len(msgs))
 	for i, m := range msgs {
@@ -378,6 +422,13 @@ func TestStartupFaults(t *testing.T) {
 			return true
 		}},
 	}
+	t.Run("empty file is a new database", func(t *testing.T) {
+		d := startDaemon(t, write("empty.db", nil))
+		if ack := dialWS(t, d.URL, "").sendAckIn("r", "1"); ack.Seq != 1 {
+			t.Fatalf("first message in a new database: seq %d", ack.Seq)
+		}
+		d.stop()
+	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.setup != nil && !tc.setup(t) {
