@@ -14,7 +14,7 @@ import (
 // config is everything roomchatd can be told.
 type config struct {
 	addr, db, origins, redis, publicURL string
-	debugAddr                           string
+	debugAddr, sync                     string
 	logLevel, logFormat                 string
 	limits                              protocol.Limits
 	retention                           int
@@ -49,6 +49,7 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	l := &c.limits
 	add("addr", "ROOMCHAT_ADDR", &c.addr, "listen address")
 	add("db", "ROOMCHAT_DB", &c.db, `SQLite file for history; ":memory:" keeps none`)
+	add("sync", "ROOMCHAT_SYNC", &c.sync, "SQLite durability: normal (an acked message survives a crash of the process) or full (also a power loss, at an fsync per commit)")
 	add("rate", "ROOMCHAT_RATE", &l.Rate, "messages per second per connection; 0 turns the limit off")
 	add("burst", "ROOMCHAT_BURST", &l.Burst, "messages a connection may send at once before -rate applies")
 	add("origins", "ROOMCHAT_ORIGINS", &c.origins, "browser origins allowed besides the server's own, comma-separated: chat.example.com, *.example.com or https://chat.example.com")
@@ -79,6 +80,7 @@ func defaultConfig() config {
 	return config{
 		addr:         ":8080",
 		db:           "./data/roomchat.db",
+		sync:         "normal",
 		limits:       protocol.DefaultLimits(),
 		retention:    10000,
 		maxQueue:     1 << 20,
@@ -138,6 +140,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-max-frame must be at least 1024 bytes")
 	case c.retention < 1:
 		return fmt.Errorf("-retention must be ≥ 1")
+	case c.sync != "normal" && c.sync != "full":
+		return fmt.Errorf("-sync must be normal or full")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return fmt.Errorf("-log-format must be text or json")
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -160,5 +161,5 @@ func openStore(ctx context.Context, cfg config) (store.Store, error) {
 			return nil, fmt.Errorf("create directory for -db: %w", err)
 		}
 	}
-	return sqlite.Open(ctx, cfg.db, sqlite.Options{Retention: ret})
+	return sqlite.Open(ctx, cfg.db, sqlite.Options{Retention: ret, Synchronous: strings.ToUpper(cfg.sync)})
 }

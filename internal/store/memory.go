@@ -29,8 +29,12 @@ type Memory struct {
 
 type memRoom struct {
 	msgs    []protocol.Message // oldest first, seqs consecutive
+	first   int                // msgs[:first] are dropped by retention
 	lastSeq int64
 }
+
+// kept returns the messages retention keeps. Guarded by s.mu.
+func (r *memRoom) kept() []protocol.Message { return r.msgs[r.first:] }
 
 type dedupEntry struct {
 	msg protocol.Message
@@ -80,18 +84,21 @@ func (s *Memory) Append(m protocol.Message, key string, done DoneFunc) {
 	done(m, false, nil)
 }
 
-// trim applies retention to r. Guarded by s.mu.
+// trim applies retention to r: it drops what is past the limit or too
+// old. The slice is compacted only once a quarter of it is dropped
+// messages, so that appending at the limit costs O(1) amortized, not a
+// copy of the room's whole history. Guarded by s.mu.
 func (s *Memory) trim(r *memRoom, now time.Time) {
-	drop := max(len(r.msgs)-s.ret.Limit(), 0)
+	r.first = max(r.first, len(r.msgs)-s.ret.Limit())
 	if s.ret.MaxAge > 0 {
 		cut := now.Add(-s.ret.MaxAge)
-		for drop < len(r.msgs) && r.msgs[drop].TS.Before(cut) {
-			drop++
+		for r.first < len(r.msgs) && r.msgs[r.first].TS.Before(cut) {
+			r.first++
 		}
 	}
-	if drop > 0 {
-		// Copy so that the dropped prefix can be collected.
-		r.msgs = append([]protocol.Message(nil), r.msgs[drop:]...)
+	if r.first > 0 && r.first >= len(r.msgs)/4 {
+		r.msgs = append([]protocol.Message(nil), r.msgs[r.first:]...)
+		r.first = 0
 	}
 }
 
@@ -122,10 +129,11 @@ func (s *Memory) Messages(_ context.Context, roomID string, q Query) ([]protocol
 	if s.ret.MaxAge > 0 {
 		s.trim(r, s.now())
 	}
-	lo := sort.Search(len(r.msgs), func(i int) bool { return r.msgs[i].Seq > q.After })
-	hi := len(r.msgs)
+	msgs := r.kept()
+	lo := sort.Search(len(msgs), func(i int) bool { return msgs[i].Seq > q.After })
+	hi := len(msgs)
 	if q.Before > 0 {
-		hi = sort.Search(len(r.msgs), func(i int) bool { return r.msgs[i].Seq >= q.Before })
+		hi = sort.Search(len(msgs), func(i int) bool { return msgs[i].Seq >= q.Before })
 	}
 	if lo >= hi {
 		return nil, nil
@@ -137,7 +145,7 @@ func (s *Memory) Messages(_ context.Context, roomID string, q Query) ([]protocol
 			hi = lo + q.Limit
 		}
 	}
-	return append([]protocol.Message(nil), r.msgs[lo:hi]...), nil
+	return append([]protocol.Message(nil), msgs[lo:hi]...), nil
 }
 
 // Room implements Store.
@@ -155,8 +163,8 @@ func (s *Memory) Room(_ context.Context, roomID string) (RoomInfo, error) {
 		s.trim(r, s.now())
 	}
 	ri := RoomInfo{LastSeq: r.lastSeq, Epoch: s.epoch}
-	if len(r.msgs) > 0 {
-		ri.FirstSeq = r.msgs[0].Seq
+	if msgs := r.kept(); len(msgs) > 0 {
+		ri.FirstSeq = msgs[0].Seq
 	} else {
 		ri.FirstSeq = r.lastSeq + 1
 	}
