@@ -227,6 +227,7 @@ func TestResumeSinceWhileOthersSend(t *testing.T) {
 // Exactly one message exists, the ack names it, and another member sees
 // neither a presence leave nor a join, through and past the grace period.
 func TestRetryAfterLostAck(t *testing.T) {
+	t.Parallel() // waits out grace periods
 	cases := []struct {
 		name string
 		// stored waits until the other member has the message before the
@@ -238,6 +239,7 @@ func TestRetryAfterLostAck(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			const grace = time.Second
 			ts, st := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
 			const roomID = "retry"
@@ -767,6 +769,7 @@ func TestWelcomeFirstAfterResume(t *testing.T) {
 // closed with 1000 and no presence flicker), and stops working after the
 // resume window.
 func TestResumeToken(t *testing.T) {
+	t.Parallel() // waits out grace periods
 	const grace, window = 300 * time.Millisecond, 600 * time.Millisecond
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) {
 		c.Grace, c.ResumeWindow = grace, window
@@ -817,6 +820,7 @@ func TestResumeToken(t *testing.T) {
 // within the grace period, then drops again, gets a whole grace period
 // after its second drop before the others see it leave.
 func TestGraceRestartsOnEachDrop(t *testing.T) {
+	t.Parallel() // waits out grace periods
 	const grace = time.Second
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
 	watcher := dial(t, ts, "")
