@@ -8,11 +8,13 @@ package server_test
 // see cmd/roomchatd/durable_test.go.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -848,4 +850,46 @@ func TestGraceRestartsOnEachDrop(t *testing.T) {
 	if elapsed < grace {
 		t.Fatalf("leave announced %v after the second drop, want a whole grace period (%v): the first drop's timer ended it", elapsed.Round(time.Millisecond), grace)
 	}
+}
+
+// TestKeepaliveTimeoutIsADrop: a connection that stops answering pings (a
+// half-open peer) is closed after PingInterval + PingTimeout and, being a
+// drop, announced as a leave one grace period later.
+func TestKeepaliveTimeoutIsADrop(t *testing.T) {
+	t.Parallel()
+	const ping, pingTimeout, grace = 200 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond
+	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) {
+		c.PingInterval, c.PingTimeout, c.Grace = ping, pingTimeout, grace
+	})
+	watcher := dial(t, ts, "")
+	watcher.join("half-open")
+
+	// A raw client: handshake, one join frame, then it never reads again,
+	// so it answers no ping.
+	nc, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	if res, err := http.ReadResponse(bufio.NewReader(nc), nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", res, err)
+	}
+	join := []byte(`{"type":"join","payload":{"roomID":"half-open"}}`)
+	// FIN + text, masked with the key 0,0,0,0 (which leaves the payload as is).
+	nc.Write(append([]byte{0x81, 0x80 | byte(len(join)), 0, 0, 0, 0}, join...))
+	start := time.Now()
+	f := watcher.expect(protocol.TypePresence)
+	if !strings.Contains(string(f.Payload), `"join"`) {
+		t.Fatalf("got %s, want the raw client's presence join", f)
+	}
+	f, err = watcher.read(10 * time.Second)
+	elapsed := time.Since(start)
+	if err != nil || f.Type != protocol.TypePresence || !strings.Contains(string(f.Payload), `"leave"`) {
+		t.Fatalf("got %v (%v), want a presence leave of the half-open client", f, err)
+	}
+	if least := ping + pingTimeout + grace; elapsed < least {
+		t.Fatalf("leave after %v, want no earlier than ping + timeout + grace = %v", elapsed, least)
+	}
+	t.Logf("half-open client left after %v", elapsed.Round(time.Millisecond))
 }
