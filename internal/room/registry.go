@@ -121,6 +121,7 @@ func (reg *Registry) dropIfEmpty(r *Room) {
 	if len(r.members) > 0 || r.dead {
 		return
 	}
+	r.flushPresence() // nobody to tell: stops the timer
 	r.dead = true
 	reg.mu.Lock()
 	if reg.rooms[r.id] == r {
@@ -201,7 +202,7 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 		m = &member{user: u}
 		r.add(m)
 		fresh = true
-		r.broadcast(protocol.Encode(protocol.TypePresence, "", protocol.Presence{
+		r.announce(protocol.Encode(protocol.TypePresence, "", protocol.Presence{
 			RoomID: roomID, Event: protocol.PresenceJoin, User: protocol.User{UserID: u.id, Name: name}, Count: len(r.members),
 		}), u)
 	}
@@ -254,6 +255,9 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 		lastSeq = max(lastSeq, hist[len(hist)-1].Seq)
 	}
 	m.pending, m.joining = nil, false
+	// joined lists the members as they are now: earlier presence events are
+	// not for this member.
+	m.after = r.announced
 	if hist == nil {
 		hist = []protocol.Message{}
 	}
@@ -307,9 +311,9 @@ func (reg *Registry) removeMember(r *Room, u *User) bool {
 	if !ok {
 		return false
 	}
-	r.broadcast(protocol.Encode(protocol.TypePresence, "", protocol.Presence{
+	r.announce(protocol.Encode(protocol.TypePresence, "", protocol.Presence{
 		RoomID: r.id, Event: protocol.PresenceLeave, User: protocol.User{UserID: u.id, Name: m.name}, Count: len(r.members),
-	}), nil)
+	}), u)
 	reg.log.Info("leave", "room", r.id, "user", u.id, "count", len(r.members))
 	reg.dropIfEmpty(r)
 	return true
@@ -416,6 +420,7 @@ func (reg *Registry) deliver(m protocol.Message) {
 	}
 	frame := protocol.Encode(protocol.TypeMsg, "", m)
 	r.mu.Lock()
+	r.flushPresence()
 	n := 0
 	for _, mem := range r.members {
 		switch {
@@ -513,7 +518,16 @@ func (reg *Registry) Close() {
 	for _, u := range reg.tokens {
 		users = append(users, u)
 	}
+	rooms := make([]*Room, 0, len(reg.rooms))
+	for _, r := range reg.rooms {
+		rooms = append(rooms, r)
+	}
 	reg.mu.Unlock()
+	for _, r := range rooms {
+		r.mu.Lock()
+		r.flushPresence()
+		r.mu.Unlock()
+	}
 	for _, u := range users {
 		u.mu.Lock()
 		if u.graceTimer != nil {

@@ -2,6 +2,7 @@ package room
 
 import (
 	"sync"
+	"time"
 
 	"github.com/roomchat/roomchat/internal/protocol"
 )
@@ -20,9 +21,28 @@ type Room struct {
 	id string
 
 	mu      sync.Mutex // guards the fields below
-	members []*member  // in join order; delivery walks this slice
+	members []*member  // delivery walks this slice
 	index   map[*User]int
 	dead    bool // removed from the registry; a joiner must look again
+
+	// Presence events wait up to presenceDelay and go out together, so a
+	// burst of joins costs each member one write, not one per join. They
+	// go out before the room's next msg or typing event, which keeps every
+	// member's view in order.
+	announced uint64         // presence events so far; numbers them
+	pending   []announcement // presence events not yet queued
+	flush     *time.Timer    // queues pending; nil when none is due
+}
+
+// presenceDelay bounds how long a presence event waits to be coalesced
+// with others of the same room: well under what a person notices.
+const presenceDelay = 100 * time.Millisecond
+
+// announcement is one presence event waiting to be queued.
+type announcement struct {
+	n     uint64 // its number: members that came after it don't get it
+	frame []byte
+	about *User // the member it is about, who does not get it
 }
 
 // member is one user's place in a room. Guarded by its Room's mu.
@@ -36,6 +56,9 @@ type member struct {
 	// registering and reading history; nil once the member is live.
 	pending []protocol.Message
 	joining bool
+	// after is the number of the last presence event the member's joined
+	// reply already reflects.
+	after uint64
 }
 
 func newRoom(id string) *Room {
@@ -81,9 +104,50 @@ func (r *Room) users() []protocol.User {
 	return out
 }
 
-// broadcast queues frame to every live member except skip, and returns how
-// many it was queued to. Guarded by r.mu.
+// announce schedules a presence event about u for the other members.
+// Guarded by r.mu.
+func (r *Room) announce(frame []byte, about *User) {
+	r.announced++
+	r.pending = append(r.pending, announcement{n: r.announced, frame: frame, about: about})
+	if r.flush == nil {
+		r.flush = time.AfterFunc(presenceDelay, func() {
+			r.mu.Lock()
+			r.flushPresence()
+			r.mu.Unlock()
+		})
+	}
+}
+
+// flushPresence queues the pending presence events, each to the live
+// members that were in the room when it happened, other than the one it is
+// about. Guarded by r.mu.
+func (r *Room) flushPresence() {
+	if r.flush != nil {
+		r.flush.Stop()
+		r.flush = nil
+	}
+	if len(r.pending) == 0 {
+		return
+	}
+	for _, m := range r.members {
+		if m.conn == nil || m.joining {
+			continue
+		}
+		for _, a := range r.pending {
+			if a.n > m.after && a.about != m.user {
+				m.conn.Queue(a.frame)
+			}
+		}
+	}
+	clear(r.pending)
+	r.pending = r.pending[:0]
+}
+
+// broadcast queues frame to every live member except skip, after any
+// pending presence events, and returns how many it was queued to.
+// Guarded by r.mu.
 func (r *Room) broadcast(frame []byte, skip *User) int {
+	r.flushPresence()
 	n := 0
 	for _, m := range r.members {
 		if m.user == skip || m.conn == nil || m.joining {
