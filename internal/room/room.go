@@ -25,18 +25,26 @@ type Room struct {
 	index   map[*User]int
 	dead    bool // removed from the registry; a joiner must look again
 
-	// Presence events wait up to presenceDelay and go out together, so a
-	// burst of joins costs each member one write, not one per join. They
-	// go out before the room's next msg or typing event, which keeps every
-	// member's view in order.
+	// Presence events are coalesced: in a quiet room one goes out after
+	// presenceDelay; while joins and leaves keep coming, the room's pending
+	// events go out together at most once per presenceInterval, so a burst
+	// of joins costs each member one write a second, not one per join.
+	// Pending events always go out before the room's next msg or typing
+	// event, which keeps every member's view in order.
 	announced uint64         // presence events so far; numbers them
 	pending   []announcement // presence events not yet queued
 	flush     *time.Timer    // queues pending; nil when none is due
+	flushed   time.Time      // when pending events last went out
 }
 
-// presenceDelay bounds how long a presence event waits to be coalesced
-// with others of the same room: well under what a person notices.
-const presenceDelay = 100 * time.Millisecond
+const (
+	// presenceDelay is how long a presence event in a quiet room waits for
+	// others to go out with it: well under what a person notices.
+	presenceDelay = 50 * time.Millisecond
+	// presenceInterval is the least time between two flushes of a room's
+	// presence events during a burst of joins or leaves.
+	presenceInterval = time.Second
+)
 
 // announcement is one presence event waiting to be queued.
 type announcement struct {
@@ -110,7 +118,11 @@ func (r *Room) announce(frame []byte, about *User) {
 	r.announced++
 	r.pending = append(r.pending, announcement{n: r.announced, frame: frame, about: about})
 	if r.flush == nil {
-		r.flush = time.AfterFunc(presenceDelay, func() {
+		delay := presenceDelay
+		if next := time.Until(r.flushed.Add(presenceInterval)); next > delay {
+			delay = next
+		}
+		r.flush = time.AfterFunc(delay, func() {
 			r.mu.Lock()
 			r.flushPresence()
 			r.mu.Unlock()
@@ -129,6 +141,7 @@ func (r *Room) flushPresence() {
 	if len(r.pending) == 0 {
 		return
 	}
+	r.flushed = time.Now()
 	for _, m := range r.members {
 		if m.conn == nil || m.joining {
 			continue
