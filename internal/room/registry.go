@@ -287,6 +287,11 @@ func (reg *Registry) history(ctx context.Context, roomID string, since *int64) (
 	if err != nil {
 		return info, nil, reg.storeError("read room", err)
 	}
+	if info.LastSeq == 0 {
+		// Nothing stored yet; what is stored from now on reaches the
+		// joiner as pending messages.
+		return info, nil, nil
+	}
 	q := store.Query{Limit: reg.limits.History, Newest: true}
 	if since != nil {
 		q = store.Query{After: *since}

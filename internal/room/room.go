@@ -25,16 +25,19 @@ type Room struct {
 	index   map[*User]int
 	dead    bool // removed from the registry; a joiner must look again
 
-	// Presence events are coalesced: in a quiet room one goes out after
-	// presenceDelay; while joins and leaves keep coming, the room's pending
-	// events go out together at most once per presenceInterval, so a burst
-	// of joins costs each member one write a second, not one per join.
-	// Pending events always go out before the room's next msg or typing
-	// event, which keeps every member's view in order.
+	// Presence events are coalesced: one goes out presenceDelay after it
+	// happened, with any others of that moment; during a burst (more than
+	// presenceBurst events within presenceInterval) the room's events go
+	// out together at most once per presenceInterval, so a wave of joins
+	// costs each member one write a second, not one per join. Pending
+	// events always go out before the room's next msg or typing event,
+	// which keeps every member's view in order.
 	announced uint64         // presence events so far; numbers them
 	pending   []announcement // presence events not yet queued
 	flush     *time.Timer    // queues pending; nil when none is due
 	flushed   time.Time      // when pending events last went out
+	window    time.Time      // start of the current burst window
+	inWindow  int            // presence events since window
 }
 
 const (
@@ -42,8 +45,10 @@ const (
 	// others to go out with it: well under what a person notices.
 	presenceDelay = 50 * time.Millisecond
 	// presenceInterval is the least time between two flushes of a room's
-	// presence events during a burst of joins or leaves.
+	// presence events during a burst of joins or leaves, and
+	// presenceBurst the number of events within it that make a burst.
 	presenceInterval = time.Second
+	presenceBurst    = 8
 )
 
 // announcement is one presence event waiting to be queued.
@@ -117,9 +122,14 @@ func (r *Room) users() []protocol.User {
 func (r *Room) announce(frame []byte, about *User) {
 	r.announced++
 	r.pending = append(r.pending, announcement{n: r.announced, frame: frame, about: about})
+	now := time.Now()
+	if now.Sub(r.window) > presenceInterval {
+		r.window, r.inWindow = now, 0
+	}
+	r.inWindow++
 	if r.flush == nil {
 		delay := presenceDelay
-		if next := time.Until(r.flushed.Add(presenceInterval)); next > delay {
+		if next := r.flushed.Add(presenceInterval).Sub(now); r.inWindow > presenceBurst && next > delay {
 			delay = next
 		}
 		r.flush = time.AfterFunc(delay, func() {
