@@ -214,7 +214,7 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 	delete(u.ghosts, roomID)
 	u.mu.Unlock()
 
-	info, hist, err := reg.history(ctx, roomID, since)
+	info, hist, err := reg.history(ctx, r, since)
 	if err != nil {
 		u.mu.Lock()
 		delete(u.rooms, roomID)
@@ -281,12 +281,42 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 	return nil
 }
 
-// history reads what a join needs from the store.
-func (reg *Registry) history(ctx context.Context, roomID string, since *int64) (store.RoomInfo, []protocol.Message, error) {
-	info, err := reg.store.Room(ctx, roomID)
+// history returns what a join needs: the room's info and its history, the
+// last Limits.History messages or, with since, everything after it. A join
+// without since into a live room whose info is cached and that has no
+// messages needs no store read.
+func (reg *Registry) history(ctx context.Context, r *Room, since *int64) (info store.RoomInfo, hist []protocol.Message, err error) {
+	if since == nil {
+		r.mu.Lock()
+		info, ok := r.info, r.infoOK
+		info.LastSeq = max(info.LastSeq, r.lastSeq)
+		r.mu.Unlock()
+		if ok && info.LastSeq == 0 {
+			return info, nil, nil
+		}
+	}
+	// The SQLite driver's call chains are deep: read on a short-lived
+	// goroutine, so that they do not grow the stack of the caller, a
+	// connection's read loop, which keeps it for its lifetime.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		info, hist, err = reg.readHistory(ctx, r, since)
+	}()
+	<-done
+	return info, hist, err
+}
+
+func (reg *Registry) readHistory(ctx context.Context, r *Room, since *int64) (store.RoomInfo, []protocol.Message, error) {
+	info, err := reg.store.Room(ctx, r.id)
 	if err != nil {
 		return info, nil, reg.storeError("read room", err)
 	}
+	r.mu.Lock()
+	if info.Epoch != "" || info.LastSeq == 0 {
+		r.info, r.infoOK = info, true
+	}
+	r.mu.Unlock()
 	if info.LastSeq == 0 {
 		// Nothing stored yet; what is stored from now on reaches the
 		// joiner as pending messages.
@@ -296,7 +326,7 @@ func (reg *Registry) history(ctx context.Context, roomID string, since *int64) (
 	if since != nil {
 		q = store.Query{After: *since}
 	}
-	hist, err := reg.store.Messages(ctx, roomID, q)
+	hist, err := reg.store.Messages(ctx, r.id, q)
 	if err != nil {
 		return info, nil, reg.storeError("read history", err)
 	}
@@ -425,6 +455,11 @@ func (reg *Registry) deliver(m protocol.Message) {
 	}
 	frame := protocol.Encode(protocol.TypeMsg, "", m)
 	r.mu.Lock()
+	r.lastSeq = max(r.lastSeq, m.Seq)
+	if r.info.Epoch == "" {
+		// The room's first message may have given it an epoch.
+		r.infoOK = false
+	}
 	r.flushPresence()
 	n := 0
 	for _, mem := range r.members {

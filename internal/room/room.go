@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/store"
 )
 
 // Conn is a connection as the registry sees it: a place to queue encoded
@@ -24,6 +25,15 @@ type Room struct {
 	members []*member  // delivery walks this slice
 	index   map[*User]int
 	dead    bool // removed from the registry; a joiner must look again
+
+	// info caches the store's RoomInfo while the room is live, so that a
+	// join without since into an empty room needs no store read: lastSeq
+	// follows every delivered message. It is dropped when the room's first
+	// message may have created its epoch. FirstSeq is not kept up to date
+	// (retention moves it), so joins with since always ask the store.
+	info    store.RoomInfo
+	infoOK  bool
+	lastSeq int64 // the highest seq delivered to the room
 
 	// Presence events are coalesced: one goes out presenceDelay after it
 	// happened, with any others of that moment; during a burst (more than

@@ -311,9 +311,7 @@ func (c *conn) dispatch(env protocol.Envelope) error {
 		if p.Since != nil && *p.Since < 0 {
 			return protocol.FieldErrorf(protocol.CodeBadPayload, "since", `"since" must be a whole number ≥ 0`)
 		}
-		return onFreshStack(func() error {
-			return reg.Join(c.ctx, c.user, c, p.RoomID, name, p.Since, env.ID)
-		})
+		return reg.Join(c.ctx, c.user, c, p.RoomID, name, p.Since, env.ID)
 
 	case protocol.TypeMsg:
 		var p protocol.Send
@@ -412,28 +410,6 @@ func (c *conn) keepalive() {
 		c.ping.Reset(c.srv.cfg.PingInterval)
 	}
 	c.mu.Unlock()
-}
-
-// onFreshStack runs f on a short-lived goroutine and waits for it. Join
-// reads history through the SQLite driver, whose call chains are deep; run
-// on the read loop's goroutine, they would grow the stack that an idle
-// connection keeps for its lifetime. A panic in f is re-raised here.
-func onFreshStack(f func() error) error {
-	var (
-		err error
-		p   any
-	)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() { p = recover() }()
-		err = f()
-	}()
-	<-done
-	if p != nil {
-		panic(p)
-	}
-	return err
 }
 
 func truncate(s string, n int) string {
