@@ -295,16 +295,7 @@ func (reg *Registry) history(ctx context.Context, r *Room, since *int64) (info s
 			return info, nil, nil
 		}
 	}
-	// The SQLite driver's call chains are deep: read on a short-lived
-	// goroutine, so that they do not grow the stack of the caller, a
-	// connection's read loop, which keeps it for its lifetime.
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		info, hist, err = reg.readHistory(ctx, r, since)
-	}()
-	<-done
-	return info, hist, err
+	return reg.readHistory(ctx, r, since)
 }
 
 func (reg *Registry) readHistory(ctx context.Context, r *Room, since *int64) (store.RoomInfo, []protocol.Message, error) {

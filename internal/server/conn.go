@@ -249,8 +249,24 @@ func (c *conn) readFrame(r io.Reader, buf *bytes.Buffer) (ok bool, why string) {
 		return false, "invalid UTF-8"
 	}
 	c.srv.metrics.framesIn.Inc()
-	c.handle(frame)
+	onFreshStack(func() { c.handle(frame) })
 	return true, ""
+}
+
+// onFreshStack runs f on a short-lived goroutine and waits for it. The
+// read loop's goroutine lives as long as the connection, and a goroutine
+// keeps the stack it grew to unless it later uses less than a quarter of
+// it: handling a frame (JSON encoding of a joined with its member list,
+// history reads through the SQLite driver) needs far more stack than
+// waiting for the next frame, so it runs elsewhere. Frames are still
+// handled one at a time, in order. f recovers its own panics.
+func onFreshStack(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
 }
 
 // handle decodes and runs one frame. A panic here is logged and answered
