@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,9 +37,13 @@ type Registry struct {
 	resumeWindow time.Duration
 	log          *slog.Logger
 
-	mu     sync.RWMutex // guards rooms and tokens
+	mu     sync.RWMutex // guards rooms, tokens and their peaks
 	rooms  map[string]*Room
 	tokens map[string]*User // resume token → user
+	// A Go map keeps its buckets after deletes: these are the sizes the
+	// maps grew to, so that they are rebuilt smaller once they empty out
+	// (see compact) and a burst of connections leaves no lasting heap.
+	roomsPeak, tokensPeak int
 
 	stored     atomic.Uint64 // messages stored
 	deliveries atomic.Uint64 // msg events queued to members
@@ -85,6 +90,17 @@ func (reg *Registry) Stats() Stats {
 // Limits returns the limits in force.
 func (reg *Registry) Limits() protocol.Limits { return reg.limits }
 
+// compact returns m, or m rebuilt to its size when it has shrunk to under
+// a quarter of *peak, which it then lowers: deleting from a Go map does not
+// free its buckets.
+func compact[K comparable, V any](m map[K]V, peak *int) map[K]V {
+	if len(m) >= *peak/4 {
+		return m
+	}
+	*peak = len(m)
+	return maps.Collect(maps.All(m)) // not Clone: it keeps the table size
+}
+
 // NewRoomID returns a fresh 21-character room ID.
 func NewRoomID() string { return gonanoid.Must(protocol.RoomIDLen) }
 
@@ -104,6 +120,7 @@ func (reg *Registry) getOrCreate(id string) *Room {
 	if r = reg.rooms[id]; r == nil {
 		r = newRoom(id)
 		reg.rooms[id] = r
+		reg.roomsPeak = max(reg.roomsPeak, len(reg.rooms))
 		reg.roomsLive.Add(1)
 	}
 	return r
@@ -126,6 +143,7 @@ func (reg *Registry) dropIfEmpty(r *Room) {
 	reg.mu.Lock()
 	if reg.rooms[r.id] == r {
 		delete(reg.rooms, r.id)
+		reg.rooms = compact(reg.rooms, &reg.roomsPeak)
 		reg.roomsLive.Add(-1)
 	}
 	reg.mu.Unlock()
@@ -163,6 +181,7 @@ func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, repla
 	}
 	reg.mu.Lock()
 	reg.tokens[u.token] = u
+	reg.tokensPeak = max(reg.tokensPeak, len(reg.tokens))
 	reg.mu.Unlock()
 	return u, false, nil
 }

@@ -126,6 +126,7 @@ func (u *User) expire() {
 	u.reg.mu.Lock()
 	if u.reg.tokens[token] == u {
 		delete(u.reg.tokens, token)
+		u.reg.tokens = compact(u.reg.tokens, &u.reg.tokensPeak)
 	}
 	u.reg.mu.Unlock()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -66,9 +67,12 @@ type Server struct {
 	cancel   context.CancelFunc
 	shutting atomic.Bool
 
-	mu    sync.Mutex // guards live
-	live  map[*conn]struct{}
-	conns sync.WaitGroup // one per connection's serve goroutine
+	mu   sync.Mutex // guards live and livePeak
+	live map[*conn]struct{}
+	// livePeak is the size live grew to: it is rebuilt smaller when it
+	// empties out, since deleting from a Go map frees no buckets.
+	livePeak int
+	conns    sync.WaitGroup // one per connection's serve goroutine
 }
 
 // New returns a Server. It does no I/O and starts nothing: mount it with
@@ -164,6 +168,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.live[c] = struct{}{}
 	online := len(s.live)
+	s.livePeak = max(s.livePeak, online)
 	s.conns.Add(1)
 	s.mu.Unlock()
 	welcome := protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{
@@ -189,6 +194,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.live, c)
+	if n := len(s.live); n < s.livePeak/4 {
+		s.live, s.livePeak = maps.Collect(maps.All(s.live)), n
+	}
 	s.mu.Unlock()
 }
 
