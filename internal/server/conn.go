@@ -35,6 +35,7 @@ type conn struct {
 
 	mu      sync.Mutex // guards the fields below
 	queue   [][]byte   // frames waiting for the writer
+	spare   [][]byte   // the writer's last queue, emptied, for reuse
 	queued  int        // bytes in queue
 	writing bool       // a writer goroutine runs
 	closing bool       // no more frames are taken
@@ -81,8 +82,11 @@ func (c *conn) writeLoop() {
 	for {
 		c.mu.Lock()
 		q := c.queue
-		c.queue, c.queued = nil, 0
+		// Swap in the emptied slice of the last drain: queueing a frame
+		// allocates nothing once a connection has had traffic.
+		c.queue, c.spare, c.queued = c.spare, nil, 0
 		if len(q) == 0 || c.closing && !c.byServer {
+			c.queue = q
 			c.writing = false
 			c.mu.Unlock()
 			return
@@ -100,6 +104,10 @@ func (c *conn) writeLoop() {
 			return
 		}
 		c.srv.metrics.framesOut.Add(float64(len(q)))
+		clear(q)
+		c.mu.Lock()
+		c.spare = q[:0]
+		c.mu.Unlock()
 	}
 }
 

@@ -77,8 +77,15 @@ func (w *netWriter) Write(p []byte) (int, error) {
 		*w.buf = append(*w.buf, p...)
 		return len(p), nil
 	}
+	// The library's own frames (pong, close): a deadline left by an
+	// earlier drain may have passed, so give this write its own.
+	w.conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
 	return w.conn.Write(p)
 }
+
+// controlWriteTimeout bounds a write of the library's own control frames,
+// as its close handshake does (5 s).
+const controlWriteTimeout = 5 * time.Second
 
 // hold starts collecting writes.
 func (w *netWriter) hold() {
@@ -98,11 +105,10 @@ func (w *netWriter) release(timeout time.Duration) error {
 	w.buf = nil
 	var err error
 	if len(*b) > 0 {
+		// One deadline per drain, left in place afterwards: the next
+		// drain or control frame sets its own.
 		w.conn.SetWriteDeadline(time.Now().Add(timeout))
 		_, err = w.conn.Write(*b)
-		// Clear it: the library's own later writes (pong, close) have
-		// their own timeouts.
-		w.conn.SetWriteDeadline(time.Time{})
 	}
 	if cap(*b) <= 256<<10 {
 		*b = (*b)[:0]
