@@ -177,7 +177,6 @@ func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, repla
 		name:  "guest-" + gonanoid.MustGenerate("abcdefghijklmnopqrstuvwxyz0123456789", 4),
 		conn:  c,
 		token: newToken(),
-		rooms: make(map[string]*Room),
 	}
 	reg.mu.Lock()
 	reg.tokens[u.token] = u
@@ -229,14 +228,14 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 	r.mu.Unlock()
 
 	u.mu.Lock()
-	u.rooms[roomID] = r
-	delete(u.ghosts, roomID)
+	u.rooms.add(r)
+	u.ghosts.remove(roomID)
 	u.mu.Unlock()
 
 	info, hist, err := reg.history(ctx, r, since)
 	if err != nil {
 		u.mu.Lock()
-		delete(u.rooms, roomID)
+		u.rooms.remove(roomID)
 		u.mu.Unlock()
 		r.mu.Lock()
 		if fresh {
@@ -516,18 +515,15 @@ func (reg *Registry) Disconnect(u *User, c Conn, clean bool) {
 	}
 	u.conn = nil
 	rooms := u.rooms
-	u.rooms = make(map[string]*Room)
+	u.rooms = nil
 	if clean {
-		for id, r := range u.ghosts {
-			rooms[id] = r
+		for _, r := range u.ghosts {
+			rooms.add(r)
 		}
 		u.ghosts = nil
 	} else {
-		if u.ghosts == nil {
-			u.ghosts = make(map[string]*Room)
-		}
-		for id, r := range rooms {
-			u.ghosts[id] = r
+		for _, r := range rooms {
+			u.ghosts.add(r)
 		}
 		u.startGrace()
 	}

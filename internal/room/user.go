@@ -1,6 +1,7 @@
 package room
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -15,12 +16,12 @@ type User struct {
 
 	mu    sync.Mutex // guards the fields below
 	name  string
-	conn  Conn             // the current connection; nil after a drop
-	token string           // the resume token
-	rooms map[string]*Room // rooms joined on the current connection
+	conn  Conn    // the current connection; nil after a drop
+	token string  // the resume token
+	rooms roomSet // rooms joined on the current connection
 	// ghosts are rooms kept through the grace period after a drop, until
 	// the user joins them again or the grace period ends.
-	ghosts      map[string]*Room
+	ghosts      roomSet
 	graceTimer  *time.Timer // ends the grace period; nil when none runs
 	graceGen    uint64      // counts startGrace calls; a stale timer's graceOver does nothing
 	expireTimer *time.Timer // ends the resume window
@@ -51,12 +52,9 @@ func (u *User) attach(c Conn) (replaced Conn) {
 	replaced = u.conn
 	rooms := u.rooms
 	u.conn = c
-	u.rooms = make(map[string]*Room)
-	if u.ghosts == nil {
-		u.ghosts = make(map[string]*Room)
-	}
-	for id, r := range rooms {
-		u.ghosts[id] = r
+	u.rooms = nil
+	for _, r := range rooms {
+		u.ghosts.add(r)
 	}
 	if len(rooms) > 0 {
 		u.startGrace()
@@ -151,19 +149,49 @@ func (u *User) resolve(roomID string, forLeave bool) (*Room, error) {
 		case 0:
 			return nil, protocol.Errorf(protocol.CodeNotInRoom, "you are not in any room; join one first")
 		case 1:
-			for _, r := range u.rooms {
-				return r, nil
+			r := u.rooms[0]
+			if forLeave {
+				u.rooms = nil
 			}
+			return r, nil
 		default:
 			return nil, protocol.FieldErrorf(protocol.CodeRoomRequired, "roomID", "you are in %d rooms; say which with \"roomID\"", len(u.rooms))
 		}
 	}
-	r := u.rooms[roomID]
+	r := u.rooms.get(roomID)
 	if r == nil {
 		return nil, protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s", roomID)
 	}
 	if forLeave {
-		delete(u.rooms, roomID)
+		u.rooms.remove(roomID)
 	}
 	return r, nil
+}
+
+// roomSet is a user's rooms: a short slice, since a user is in a few rooms
+// and a map costs a few hundred bytes even for one. Guarded by its user's mu.
+type roomSet []*Room
+
+func (rs roomSet) get(id string) *Room {
+	for _, r := range rs {
+		if r.id == id {
+			return r
+		}
+	}
+	return nil
+}
+
+func (rs *roomSet) add(r *Room) {
+	if rs.get(r.id) == nil {
+		*rs = append(*rs, r)
+	}
+}
+
+func (rs *roomSet) remove(id string) {
+	for i, r := range *rs {
+		if r.id == id {
+			*rs = slices.Delete(*rs, i, i+1)
+			return
+		}
+	}
 }

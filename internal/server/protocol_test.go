@@ -258,3 +258,21 @@ func TestRoomFull(t *testing.T) {
 	}
 	c.join("other")
 }
+
+// TestLeaveWithoutRoomID: leave without roomID leaves the one room, so a
+// later msg without roomID is not_in_room, and after joining another room
+// goes there.
+func TestLeaveWithoutRoomID(t *testing.T) {
+	ts := newTestServer(t)
+	a := dial(t, ts, "")
+	a.join("first")
+	a.send(`{"type":"leave"}`)
+	a.expect(protocol.TypeLeft)
+	a.send(`{"type":"msg","payload":{"message":"anyone?"}}`)
+	a.expectError(protocol.CodeNotInRoom)
+	a.join("second")
+	a.send(`{"type":"msg","payload":{"message":"here"}}`)
+	if m := msgOf(t, a.expect(protocol.TypeMsg)); m.RoomID != "second" {
+		t.Fatalf("msg went to %q, want second", m.RoomID)
+	}
+}
