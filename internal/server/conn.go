@@ -43,7 +43,10 @@ type conn struct {
 	// echoed by the client is not taken for a clean close by the client.
 	byServer bool
 
-	ping *time.Timer // next keepalive; Reset and Stop under mu
+	// The keepalive wheel's list links. Guarded by srv.keep.mu.
+	kaPrev, kaNext *conn
+	kaSlot         int
+	kaIn           bool
 
 	wg sync.WaitGroup // the writer and close goroutines
 }
@@ -197,8 +200,8 @@ func (c *conn) serve() {
 		clean = false
 	}
 	c.closing = true
-	c.ping.Stop()
 	c.mu.Unlock()
+	c.srv.keep.remove(c)
 	c.srv.reg.Disconnect(c.user, c, clean)
 	c.ws.CloseNow()
 	c.wg.Wait()
@@ -405,17 +408,20 @@ func (c *conn) reply(reqID string, err error) {
 	c.Queue(protocol.EncodeError(reqID, pe))
 }
 
-// keepalive pings the client every PingInterval; no pong within
-// PingTimeout drops the connection. Each ping runs in the timer's own
-// short-lived goroutine, so an idle connection holds none for it.
-func (c *conn) keepalive() {
+// startKeepalive pings the client on a short-lived goroutine (the wheel
+// calls it every PingInterval); no pong within PingTimeout drops the
+// connection. It does nothing once the connection is closing.
+func (c *conn) startKeepalive() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closing {
-		c.mu.Unlock()
 		return
 	}
 	c.wg.Add(1)
-	c.mu.Unlock()
+	go c.keepalive()
+}
+
+func (c *conn) keepalive() {
 	defer c.wg.Done()
 	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.PingTimeout)
 	defer cancel()
@@ -427,13 +433,7 @@ func (c *conn) keepalive() {
 			c.srv.log.Info("keepalive timeout", "user", c.user.ID())
 			c.ws.CloseNow()
 		}
-		return
 	}
-	c.mu.Lock()
-	if !c.closing {
-		c.ping.Reset(c.srv.cfg.PingInterval)
-	}
-	c.mu.Unlock()
 }
 
 func truncate(s string, n int) string {

@@ -62,6 +62,7 @@ type Server struct {
 	mux     *http.ServeMux
 	metrics *metrics
 	posts   *ipLimiter
+	keep    *wheel // pings every connection
 
 	base     context.Context // cancelled when Shutdown ends
 	cancel   context.CancelFunc
@@ -116,6 +117,7 @@ func New(cfg Config) (*Server, error) {
 		Logger:       cfg.Logger,
 	})
 	s.posts = newIPLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
+	s.keep = newWheel(cfg.PingInterval)
 	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
@@ -181,7 +183,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if old, ok := replaced.(*conn); ok {
 		old.closeWith(websocket.StatusNormalClosure, protocol.ReasonDuplicated, "resumed elsewhere")
 	}
-	c.ping = time.AfterFunc(s.cfg.PingInterval, c.keepalive)
+	s.keep.add(c)
 	s.log.Info("connect", "user", u.ID(), "remote", r.RemoteAddr, "resumed", resumed, "batch", c.batch)
 	if s.shutting.Load() {
 		c.closeWith(websocket.StatusGoingAway, protocol.ReasonShutdown, "shutdown")
@@ -258,6 +260,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	<-handshakes
+	s.keep.close()
 	s.cancel()
 	s.reg.Close()
 	return err
