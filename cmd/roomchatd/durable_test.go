@@ -334,14 +334,6 @@ func TestRetentionAgeFlag(t *testing.T) {
 	d.stop()
 }
 
-func seqsOf(msgs []protocol.Message) []int64 {
-	out := make([]int64, len(msgs))
-	for i, m := range msgs {
-		out[i] = m.Seq
-	}
-	return out
-}
-
 // TestStartupFaults: a database roomchatd cannot use stops start-up with
 // exit code 1 and one clear line on stderr naming the file.
 func TestStartupFaults(t *testing.T) {

@@ -272,6 +272,7 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 	if len(hist) > 0 {
 		lastSeq = max(lastSeq, hist[len(hist)-1].Seq)
 	}
+	m.seen = lastSeq
 	m.pending, m.joining = nil, false
 	// joined lists the members as they are now: earlier presence events are
 	// not for this member.
@@ -475,7 +476,7 @@ func (reg *Registry) deliver(m protocol.Message) {
 		switch {
 		case mem.joining:
 			mem.pending = append(mem.pending, m)
-		case mem.conn != nil:
+		case mem.conn != nil && m.Seq > mem.seen:
 			mem.conn.Queue(frame)
 			n++
 		}

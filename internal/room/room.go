@@ -82,6 +82,11 @@ type member struct {
 	// after is the number of the last presence event the member's joined
 	// reply already reflects.
 	after uint64
+	// seen is the joined reply's lastSeq: the member has, or has been told
+	// about, every seq up to it. A store commits a batch before it calls
+	// back for each message, so a history read can see messages whose
+	// delivery is still on its way; delivery skips them for this member.
+	seen int64
 }
 
 func newRoom(id string) *Room {

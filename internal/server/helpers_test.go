@@ -79,7 +79,6 @@ type client struct {
 	events  chan frame
 	done    chan struct{} // closed when the reader ends
 	err     error         // why the reader ended; read after done
-	pending []frame
 }
 
 // frame is one server event as read.
