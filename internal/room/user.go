@@ -25,7 +25,6 @@ type User struct {
 	graceTimer  *time.Timer // ends the grace period; nil when none runs
 	graceGen    uint64      // counts startGrace calls; a stale timer's graceOver does nothing
 	expireTimer *time.Timer // ends the resume window
-	expired     bool
 }
 
 // ID returns the userID.
@@ -118,7 +117,6 @@ func (u *User) expire() {
 		u.mu.Unlock()
 		return
 	}
-	u.expired = true
 	token := u.token
 	u.mu.Unlock()
 	u.reg.mu.Lock()

@@ -28,7 +28,6 @@ type conn struct {
 	user  *room.User
 	batch bool
 	base  string // the share-link base URL, from the upgrade request
-	ctx   context.Context
 
 	limiter *rate.Limiter // nil when the rate limit is off
 	abuse   *rate.Limiter // rejected frames; empty means close with 1008
@@ -338,7 +337,7 @@ func (c *conn) dispatch(env protocol.Envelope) error {
 		if p.Since != nil && *p.Since < 0 {
 			return protocol.FieldErrorf(protocol.CodeBadPayload, "since", `"since" must be a whole number ≥ 0`)
 		}
-		return reg.Join(c.ctx, c.user, c, p.RoomID, name, p.Since, env.ID)
+		return reg.Join(c.srv.base, c.user, c, p.RoomID, name, p.Since, env.ID)
 
 	case protocol.TypeMsg:
 		var p protocol.Send
@@ -423,7 +422,7 @@ func (c *conn) startKeepalive() {
 
 func (c *conn) keepalive() {
 	defer c.wg.Done()
-	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.PingTimeout)
+	ctx, cancel := context.WithTimeout(c.srv.base, c.srv.cfg.PingTimeout)
 	defer cancel()
 	if err := c.ws.Ping(ctx); err != nil {
 		c.mu.Lock()

@@ -153,7 +153,6 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		nw:    hw.nw,
 		batch: r.URL.Query().Get("batch") == "1",
 		base:  s.baseURL(r),
-		ctx:   s.base,
 	}
 	if s.limits.Rate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(s.limits.Rate), s.limits.Burst)
