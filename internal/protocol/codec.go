@@ -111,6 +111,22 @@ func Encode(typ, id string, payload any) []byte {
 	return b
 }
 
+// EncodedSize returns how many bytes m takes as JSON, without keeping them.
+func EncodedSize(m Message) int {
+	var n countWriter
+	if err := json.MarshalWrite(&n, m); err != nil {
+		panic(fmt.Sprintf("protocol: encode message: %v", err))
+	}
+	return int(n)
+}
+
+type countWriter int
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	*c += countWriter(len(p))
+	return len(p), nil
+}
+
 // EncodeError is Encode for an error frame.
 func EncodeError(id string, e *Error) []byte { return Encode(TypeError, id, e) }
 

@@ -13,7 +13,11 @@ const (
 	CodeTooLong          = "too_long"
 	CodeRateLimited      = "rate_limited"
 	CodeRoomFull         = "room_full"
+	CodeRoomLimit        = "room_limit"
 	CodeStoreUnavailable = "store_unavailable"
+	// CodeShuttingDown answers frames and requests that arrive while the
+	// server shuts down (WebSocket error, HTTP 503).
+	CodeShuttingDown = "shutting_down"
 	// CodeInternal is what a client sees for a server fault; the cause is
 	// logged, never sent.
 	CodeInternal = "internal"
@@ -25,8 +29,8 @@ const (
 // ErrorCodes lists every code the server may send.
 var ErrorCodes = []string{
 	CodeBadJSON, CodeBadEnvelope, CodeUnknownType, CodeBadPayload, CodeNotInRoom,
-	CodeRoomRequired, CodeTooLong, CodeRateLimited, CodeRoomFull, CodeStoreUnavailable,
-	CodeInternal, CodeNotFound, CodeTooLarge,
+	CodeRoomRequired, CodeTooLong, CodeRateLimited, CodeRoomFull, CodeRoomLimit,
+	CodeStoreUnavailable, CodeShuttingDown, CodeInternal, CodeNotFound, CodeTooLarge,
 }
 
 // Error is the one error type that crosses the wire: the payload of an

@@ -25,8 +25,27 @@ type Limits struct {
 	Burst int `json:"burst"`
 	// RoomCapacity is the most members a room holds (10,000).
 	RoomCapacity int `json:"roomCapacity"`
-	// History is how many stored messages joined.history carries (50).
+	// History is how many stored messages joined.history carries without
+	// since (50).
 	History int `json:"history"`
+	// MaxPage is the most messages in one joined.history or history reply
+	// (200), and MaxPageBytes the most bytes their JSON may take (256 KiB;
+	// a page holds at least one message, whatever its size). Together they
+	// keep every reply far below the 1 MiB slow-consumer bound.
+	MaxPage      int `json:"maxPage"`
+	MaxPageBytes int `json:"maxPageBytes"`
+	// MaxMembers is the most members listed in joined.members and GET
+	// /api/rooms/{id} (100); count stays exact.
+	MaxMembers int `json:"maxMembers"`
+	// MaxRooms is the most rooms one connection may be in (100); one more
+	// join is room_limit.
+	MaxRooms int `json:"maxRooms"`
+	// MaxID is the longest envelope id, in characters (64).
+	MaxID int `json:"maxID"`
+	// MaxEventName is the longest custom event name (64 characters), and
+	// MaxEventData the most bytes its data may take encoded (8 KiB).
+	MaxEventName int `json:"maxEventName"`
+	MaxEventData int `json:"maxEventData"`
 }
 
 // DefaultLimits returns SPEC §4's defaults.
@@ -40,7 +59,119 @@ func DefaultLimits() Limits {
 		Burst:        40,
 		RoomCapacity: 10000,
 		History:      50,
+		MaxPage:      200,
+		MaxPageBytes: 256 << 10,
+		MaxMembers:   100,
+		MaxRooms:     100,
+		MaxID:        64,
+		MaxEventName: 64,
+		MaxEventData: 8 << 10,
 	}
+}
+
+// WithDefaults returns l with every zero field set to its default, so that
+// a configuration that sets some limits gets SPEC's value for the rest.
+// Rate is left alone: 0 turns the rate limit off.
+func (l Limits) WithDefaults() Limits {
+	d := DefaultLimits()
+	set := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	set(&l.MaxRoomID, d.MaxRoomID)
+	set(&l.MaxName, d.MaxName)
+	set(&l.MaxMessage, d.MaxMessage)
+	if l.MaxFrame <= 0 {
+		l.MaxFrame = d.MaxFrame
+	}
+	set(&l.Burst, d.Burst)
+	set(&l.RoomCapacity, d.RoomCapacity)
+	set(&l.History, d.History)
+	set(&l.MaxPage, d.MaxPage)
+	set(&l.MaxPageBytes, d.MaxPageBytes)
+	set(&l.MaxMembers, d.MaxMembers)
+	set(&l.MaxRooms, d.MaxRooms)
+	set(&l.MaxID, d.MaxID)
+	set(&l.MaxEventName, d.MaxEventName)
+	set(&l.MaxEventData, d.MaxEventData)
+	return l
+}
+
+// CheckID checks an envelope id: at most MaxID characters. A longer one is
+// bad_envelope, before anything is stored under it.
+func (l Limits) CheckID(id string) *Error {
+	if len(id) <= l.MaxID {
+		return nil
+	}
+	if n := utf8.RuneCountInString(id); n > l.MaxID {
+		return FieldErrorf(CodeBadEnvelope, "id", `"id" is %d characters; the limit is %d`, n, l.MaxID)
+	}
+	return nil
+}
+
+// CheckEventName checks a custom event's name: 1 to MaxEventName
+// characters from A–Z a–z 0–9 _ . : -.
+func (l Limits) CheckEventName(field, name string) *Error {
+	if name == "" {
+		return FieldErrorf(CodeBadPayload, field, "%s is required", field)
+	}
+	if len(name) > l.MaxEventName {
+		return FieldErrorf(CodeBadPayload, field, "%s must be at most %d characters", field, l.MaxEventName)
+	}
+	for i := 0; i < len(name); i++ {
+		if b := name[i]; !roomIDByte(b) && b != '.' && b != ':' {
+			return FieldErrorf(CodeBadPayload, field, "%s may only contain A-Z, a-z, 0-9, _, ., : and -", field)
+		}
+	}
+	return nil
+}
+
+// CheckEventData checks a custom event's data, as encoded: at most
+// MaxEventData bytes (too_long beyond).
+func (l Limits) CheckEventData(field string, data []byte) *Error {
+	if len(data) > l.MaxEventData {
+		return FieldErrorf(CodeTooLong, field, "%s is %d bytes encoded; the limit is %d", field, len(data), l.MaxEventData)
+	}
+	return nil
+}
+
+// CheckPageLimit checks a history request's limit: 0 (meaning MaxPage) or
+// 1 to MaxPage.
+func (l Limits) CheckPageLimit(field string, n int) *Error {
+	if n < 0 || n > l.MaxPage {
+		return FieldErrorf(CodeBadPayload, field, "%s must be a whole number from 1 to %d", field, l.MaxPage)
+	}
+	return nil
+}
+
+// FitPage returns the longest run of msgs, from the oldest (newest=false)
+// or from the newest (newest=true), whose JSON takes at most MaxPageBytes,
+// and at most MaxPage messages. It holds at least one message when msgs
+// has any, whatever that message's size, so that paging always advances.
+func (l Limits) FitPage(msgs []Message, newest bool) []Message {
+	if len(msgs) > l.MaxPage {
+		if newest {
+			msgs = msgs[len(msgs)-l.MaxPage:]
+		} else {
+			msgs = msgs[:l.MaxPage]
+		}
+	}
+	total := 0
+	for i := range msgs {
+		j := i
+		if newest {
+			j = len(msgs) - 1 - i
+		}
+		total += EncodedSize(msgs[j]) + 1 // the comma between array items
+		if total > l.MaxPageBytes && i > 0 {
+			if newest {
+				return msgs[j+1:]
+			}
+			return msgs[:j]
+		}
+	}
+	return msgs
 }
 
 // RoomIDLen is the length of a room ID that the server creates (a nanoid).

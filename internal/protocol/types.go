@@ -12,12 +12,14 @@ const (
 	TypeMsg    = "msg"
 	TypeLeave  = "leave"
 	TypeCreate = "create"
-	TypeTyping = "typing"
-	TypePing   = "ping"
+	TypeTyping  = "typing"
+	TypePing    = "ping"
+	TypeHistory = "history"
+	TypeEvent   = "event"
 )
 
-// Server → client frame types (SPEC §4). TypeMsg and TypeTyping are shared
-// with the client side.
+// Server → client frame types (SPEC §4). TypeMsg, TypeTyping, TypeHistory
+// and TypeEvent are shared with the client side.
 const (
 	TypeWelcome  = "welcome"
 	TypeJoined   = "joined"
@@ -30,10 +32,10 @@ const (
 )
 
 // ClientTypes lists every frame type a client may send.
-var ClientTypes = []string{TypeJoin, TypeMsg, TypeLeave, TypeCreate, TypeTyping, TypePing}
+var ClientTypes = []string{TypeJoin, TypeMsg, TypeLeave, TypeCreate, TypeTyping, TypePing, TypeHistory, TypeEvent}
 
 // ServerTypes lists every frame type the server sends.
-var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError}
+var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError, TypeHistory, TypeEvent}
 
 // Envelope is one frame: {"type", "id"?, "payload"?}. Payload stays raw until
 // the handler for Type decodes it into the matching struct.
@@ -47,8 +49,47 @@ type Envelope struct {
 type Join struct {
 	RoomID string `json:"roomID"`
 	Name   string `json:"name,omitempty"`
-	// Since, when set, asks for every stored message with seq > *Since.
+	// Since, when set, asks for the stored messages with seq > *Since:
+	// the oldest page of them in joined.history, the rest with history
+	// requests while joined.more is true.
 	Since *int64 `json:"since,omitempty"`
+}
+
+// HistoryRequest is the payload of a client's history: a page of stored
+// messages with seq > After, oldest first. RoomID follows msg's defaulting
+// rule; Limit 0 means MaxPage.
+type HistoryRequest struct {
+	RoomID string `json:"roomID,omitempty"`
+	// After is required: a page starts just after it.
+	After *int64 `json:"after"`
+	Limit int    `json:"limit,omitempty"`
+}
+
+// History answers a history request: a page of messages, oldest first.
+// More is true when stored messages between the page's end and the
+// room's last seq were left out.
+type History struct {
+	RoomID   string    `json:"roomID"`
+	Messages []Message `json:"messages"`
+	More     bool      `json:"more"`
+}
+
+// SendEvent is the payload of a client's event: a custom event for the
+// other members of a room, never stored. Data is any JSON value (absent
+// is null).
+type SendEvent struct {
+	Name   string         `json:"name"`
+	Data   jsontext.Value `json:"data,omitempty"`
+	RoomID string         `json:"roomID,omitempty"`
+}
+
+// Event is a custom event as the members receive it. From.UserID is empty
+// for an event posted through the HTTP API.
+type Event struct {
+	RoomID string         `json:"roomID"`
+	Name   string         `json:"name"`
+	Data   jsontext.Value `json:"data"`
+	From   User           `json:"from"`
 }
 
 // Send is the payload of a client's msg.
@@ -99,6 +140,10 @@ type Joined struct {
 	LastSeq   int64     `json:"lastSeq"`
 	Epoch     string    `json:"epoch"`
 	Truncated bool      `json:"truncated"`
+	// More is true when stored messages between the end of History and
+	// LastSeq were left out of this reply: the client asks for them with
+	// history requests.
+	More bool `json:"more"`
 }
 
 // Presence events.
