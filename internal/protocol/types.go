@@ -8,10 +8,10 @@ import (
 
 // Client → server frame types (SPEC §4).
 const (
-	TypeJoin   = "join"
-	TypeMsg    = "msg"
-	TypeLeave  = "leave"
-	TypeCreate = "create"
+	TypeJoin    = "join"
+	TypeMsg     = "msg"
+	TypeLeave   = "leave"
+	TypeCreate  = "create"
 	TypeTyping  = "typing"
 	TypePing    = "ping"
 	TypeHistory = "history"
