@@ -22,7 +22,7 @@ type User struct {
 	// until prevUntil, for a client that did not get the new one.
 	prevToken string
 	prevUntil time.Time
-	rooms roomSet // rooms joined on the current connection
+	rooms     roomSet // rooms joined on the current connection
 	// ghosts are rooms kept through the grace period after a drop, until
 	// the user joins them again or the grace period ends.
 	ghosts      roomSet

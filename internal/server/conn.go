@@ -32,18 +32,18 @@ type conn struct {
 	limiter *rate.Limiter // nil when the rate limit is off
 	abuse   *rate.Limiter // rejected frames; empty means close with 1008
 
-	mu      sync.Mutex // guards the fields below
-	queue   [][]byte   // frames waiting for the writer
+	mu    sync.Mutex // guards the fields below
+	queue [][]byte   // frames waiting for the writer
 	// idle, when set, is closed by the writer when it exits: Shutdown
 	// waits on it to close the connection after what is queued is written.
 	idle chan struct{}
 	// cancelRead ends the store read a frame's handler is making, so that
 	// a closing connection does not wait for it.
 	cancelRead context.CancelFunc
-	spare   [][]byte   // the writer's last queue, emptied, for reuse
-	queued  int        // bytes in queue
-	writing bool       // a writer goroutine runs
-	closing bool       // no more frames are taken
+	spare      [][]byte // the writer's last queue, emptied, for reuse
+	queued     int      // bytes in queue
+	writing    bool     // a writer goroutine runs
+	closing    bool     // no more frames are taken
 	// byServer records that the server started closing, so a close frame
 	// echoed by the client is not taken for a clean close by the client.
 	byServer bool
