@@ -309,9 +309,9 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 // without since into a live room whose info is cached and that has no
 // messages needs no store read.
 func (reg *Registry) read(ctx context.Context, r *Room, since *int64) (store.RoomInfo, []protocol.Message, error) {
-	q := store.Query{Limit: reg.limits.History, Newest: true}
+	q := store.Query{Limit: reg.limits.History, Newest: true, MaxBytes: reg.limits.MaxPageBytes}
 	if since != nil {
-		q = store.Query{After: *since, Limit: reg.limits.MaxPage}
+		q = store.Query{After: *since, Limit: reg.limits.MaxPage, MaxBytes: reg.limits.MaxPageBytes}
 	} else {
 		r.mu.Lock()
 		info, ok := r.info, r.infoOK
@@ -419,7 +419,7 @@ func (reg *Registry) History(ctx context.Context, u *User, roomID string, after 
 	if limit <= 0 || limit > reg.limits.MaxPage {
 		limit = reg.limits.MaxPage
 	}
-	info, msgs, err := reg.store.Page(ctx, r.id, store.Query{After: after, Limit: limit})
+	info, msgs, err := reg.store.Page(ctx, r.id, store.Query{After: after, Limit: limit, MaxBytes: reg.limits.MaxPageBytes})
 	if err != nil {
 		return protocol.History{}, reg.storeError("read history", err)
 	}

@@ -40,10 +40,13 @@ type conn struct {
 	// cancelRead ends the store read a frame's handler is making, so that
 	// a closing connection does not wait for it.
 	cancelRead context.CancelFunc
-	spare      [][]byte // the writer's last queue, emptied, for reuse
-	queued     int      // bytes in queue
-	writing    bool     // a writer goroutine runs
-	closing    bool     // no more frames are taken
+	// ended is set when the read loop saw the connection end: a store
+	// read started after it is cancelled at once.
+	ended   bool
+	spare   [][]byte // the writer's last queue, emptied, for reuse
+	queued  int      // bytes in queue
+	writing bool     // a writer goroutine runs
+	closing bool     // no more frames are taken
 	// byServer records that the server started closing, so a close frame
 	// echoed by the client is not taken for a clean close by the client.
 	byServer bool
@@ -234,9 +237,9 @@ func (c *conn) closeDrained(ctx context.Context) {
 // connection: it ends when the connection starts closing or the server
 // stops. Call done when the read is over.
 func (c *conn) readContext() (ctx context.Context, done func()) {
-	ctx, cancel := context.WithCancel(c.srv.base)
+	ctx, cancel := context.WithCancel(c.srv.reads)
 	c.mu.Lock()
-	if c.closing {
+	if c.closing || c.ended {
 		cancel()
 	} else {
 		c.cancelRead = cancel
@@ -285,11 +288,27 @@ func (c *conn) serve() {
 // readLoop reads frames until the connection ends. clean reports a close
 // frame from the client; why says how it ended, for the log.
 func (c *conn) readLoop() (clean bool, why string) {
+	// busy is closed when the frame being handled is done. While a frame
+	// is handled the loop already waits for the next one, so that it sees
+	// the connection end and cancels the handler's store read (a client
+	// that joins a large room and leaves at once costs no read), but it
+	// handles the next frame only after this one: in order, one at a time.
+	var busy chan struct{}
+	wait := func() {
+		if busy != nil {
+			<-busy
+		}
+	}
+	defer wait()
 	for {
 		// No context: a cancellable one costs an AfterFunc per read, and
 		// Shutdown ends read loops by closing their connections.
 		typ, r, err := c.ws.Reader(context.Background())
 		if err != nil {
+			c.mu.Lock()
+			c.ended = true
+			c.stopReading()
+			c.mu.Unlock()
 			if st := websocket.CloseStatus(err); st != -1 {
 				return true, fmt.Sprintf("client closed (%d)", st)
 			}
@@ -302,54 +321,45 @@ func (c *conn) readLoop() (clean bool, why string) {
 			// Read past it (bounded by the read limit), then close; the
 			// handshake reads the client's close frame itself.
 			io.Copy(io.Discard, r)
+			wait()
 			c.closeSync(websocket.StatusUnsupportedData, protocol.ReasonBinary, "binary frame")
 			return false, "binary frame"
 		}
 		// Frames are read into a pooled buffer: an idle connection keeps
 		// none.
 		buf := frameBufs.Get().(*bytes.Buffer)
-		ok, why := c.readFrame(r, buf)
-		buf.Reset()
-		frameBufs.Put(buf)
-		if !ok {
-			return false, why
+		if _, err := buf.ReadFrom(r); err != nil {
+			// Over the read limit, the library has already sent 1009.
+			putFrameBuf(buf)
+			return false, err.Error()
 		}
+		wait()
+		if !utf8.Valid(buf.Bytes()) {
+			putFrameBuf(buf)
+			c.closeSync(websocket.StatusInvalidFramePayloadData, protocol.ReasonUTF8, "invalid UTF-8")
+			return false, "invalid UTF-8"
+		}
+		c.srv.metrics.framesIn.Inc()
+		// The frame is handled on a short-lived goroutine: the read loop's
+		// goroutine lives as long as the connection, and a goroutine
+		// keeps the stack it grew to unless it later uses less than a
+		// quarter of it; handling a frame (encoding a joined, reading
+		// history through the SQLite driver) needs far more stack than
+		// waiting for the next frame. handle recovers its own panics.
+		busy = make(chan struct{})
+		go func(done chan struct{}) {
+			defer close(done)
+			c.handle(buf.Bytes())
+			putFrameBuf(buf)
+		}(busy)
 	}
 }
 
 var frameBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// readFrame reads one text frame into buf and handles it. It returns
-// false when the connection must end.
-func (c *conn) readFrame(r io.Reader, buf *bytes.Buffer) (ok bool, why string) {
-	if _, err := buf.ReadFrom(r); err != nil {
-		// Over the read limit, the library has already sent 1009.
-		return false, err.Error()
-	}
-	frame := buf.Bytes()
-	if !utf8.Valid(frame) {
-		c.closeSync(websocket.StatusInvalidFramePayloadData, protocol.ReasonUTF8, "invalid UTF-8")
-		return false, "invalid UTF-8"
-	}
-	c.srv.metrics.framesIn.Inc()
-	onFreshStack(func() { c.handle(frame) })
-	return true, ""
-}
-
-// onFreshStack runs f on a short-lived goroutine and waits for it. The
-// read loop's goroutine lives as long as the connection, and a goroutine
-// keeps the stack it grew to unless it later uses less than a quarter of
-// it: handling a frame (JSON encoding of a joined with its member list,
-// history reads through the SQLite driver) needs far more stack than
-// waiting for the next frame, so it runs elsewhere. Frames are still
-// handled one at a time, in order. f recovers its own panics.
-func onFreshStack(f func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f()
-	}()
-	<-done
+func putFrameBuf(b *bytes.Buffer) {
+	b.Reset()
+	frameBufs.Put(b)
 }
 
 // handle decodes and runs one frame. A panic here is logged and answered

@@ -68,6 +68,10 @@ type Server struct {
 	cancel   context.CancelFunc
 	shutting atomic.Bool
 	handling atomic.Int64 // frames being handled; Shutdown waits for none
+	// reads is the parent of every store read made for a frame; Shutdown
+	// cancels it first, so that frames waiting for the store end at once.
+	reads       context.Context
+	cancelReads context.CancelFunc
 
 	mu   sync.Mutex // guards live and livePeak
 	live map[*conn]struct{}
@@ -103,14 +107,17 @@ func New(cfg Config) (*Server, error) {
 		cfg.PingTimeout = 10 * time.Second
 	}
 	base, cancel := context.WithCancel(context.Background())
+	reads, cancelReads := context.WithCancel(base)
 	s := &Server{
-		cfg:    cfg,
-		limits: cfg.Limits,
-		store:  cfg.Store,
-		log:    cfg.Logger,
-		base:   base,
-		cancel: cancel,
-		live:   make(map[*conn]struct{}),
+		reads:       reads,
+		cancelReads: cancelReads,
+		cfg:         cfg,
+		limits:      cfg.Limits,
+		store:       cfg.Store,
+		log:         cfg.Logger,
+		base:        base,
+		cancel:      cancel,
+		live:        make(map[*conn]struct{}),
 	}
 	s.reg = room.New(cfg.Store, room.Options{
 		Limits:       cfg.Limits,
@@ -212,6 +219,7 @@ func (s *Server) untrack(c *conn) {
 // connections) separately.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting.Store(true)
+	s.cancelReads()
 	for s.handling.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(time.Millisecond) // frames take microseconds; this runs once per shutdown
 	}

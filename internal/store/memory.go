@@ -170,6 +170,24 @@ func (s *Memory) messages(roomID string, q Query) []protocol.Message {
 			hi = lo + q.Limit
 		}
 	}
+	if q.MaxBytes > 0 {
+		n := 0
+		if q.Newest {
+			for i := hi - 1; i > lo; i-- {
+				if n += len(msgs[i].Message); q.Full(n) {
+					lo = i
+					break
+				}
+			}
+		} else {
+			for i := lo; i < hi-1; i++ {
+				if n += len(msgs[i].Message); q.Full(n) {
+					hi = i + 1
+					break
+				}
+			}
+		}
+	}
 	return append([]protocol.Message(nil), msgs[lo:hi]...)
 }
 

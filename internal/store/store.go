@@ -83,7 +83,18 @@ type Query struct {
 	Before int64
 	Limit  int
 	Newest bool
+	// MaxBytes, when > 0, ends the result early: once the texts of the
+	// messages so far (taken in the query's order, oldest or newest first)
+	// add up to more than MaxBytes, no more are read. The encoded page a
+	// caller cuts to a byte budget is never longer than the texts, so it
+	// loses nothing, and a store reads a page's worth, not Limit messages
+	// of up to 4000 characters each.
+	MaxBytes int
 }
+
+// Full reports whether a result of messages whose texts add up to n bytes
+// has reached q.MaxBytes.
+func (q Query) Full(n int) bool { return q.MaxBytes > 0 && n > q.MaxBytes }
 
 // RoomInfo describes a room's stored history.
 type RoomInfo struct {

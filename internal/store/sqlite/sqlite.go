@@ -457,6 +457,7 @@ func (s *Store) messages(ctx context.Context, tx *sql.Tx, roomID string, q store
 	}
 	defer rows.Close()
 	var out []protocol.Message
+	size := 0
 	for rows.Next() {
 		m := protocol.Message{RoomID: roomID}
 		var ts int64
@@ -465,6 +466,9 @@ func (s *Store) messages(ctx context.Context, tx *sql.Tx, roomID string, q store
 		}
 		m.TS = time.UnixMilli(ts).UTC()
 		out = append(out, m)
+		if size += len(m.Message); q.Full(size) {
+			break // closing rows stops SQLite stepping further
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
