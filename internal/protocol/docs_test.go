@@ -24,6 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/server"
 )
 
 const (
@@ -40,12 +41,14 @@ const (
 // here until it is described.
 var (
 	clientPayloads = map[string]reflect.Type{
-		protocol.TypeJoin:   reflect.TypeFor[protocol.Join](),
-		protocol.TypeMsg:    reflect.TypeFor[protocol.Send](),
-		protocol.TypeLeave:  reflect.TypeFor[protocol.RoomRef](),
-		protocol.TypeCreate: nil,
-		protocol.TypeTyping: reflect.TypeFor[protocol.RoomRef](),
-		protocol.TypePing:   nil,
+		protocol.TypeJoin:    reflect.TypeFor[protocol.Join](),
+		protocol.TypeMsg:     reflect.TypeFor[protocol.Send](),
+		protocol.TypeLeave:   reflect.TypeFor[protocol.RoomRef](),
+		protocol.TypeCreate:  nil,
+		protocol.TypeTyping:  reflect.TypeFor[protocol.RoomRef](),
+		protocol.TypePing:    nil,
+		protocol.TypeHistory: reflect.TypeFor[protocol.HistoryRequest](),
+		protocol.TypeEvent:   reflect.TypeFor[protocol.SendEvent](),
 	}
 	serverPayloads = map[string]reflect.Type{
 		protocol.TypeWelcome:  reflect.TypeFor[protocol.Welcome](),
@@ -58,6 +61,8 @@ var (
 		protocol.TypePong:     nil,
 		protocol.TypeAck:      reflect.TypeFor[protocol.Ack](),
 		protocol.TypeError:    reflect.TypeFor[protocol.Error](),
+		protocol.TypeHistory:  reflect.TypeFor[protocol.History](),
+		protocol.TypeEvent:    reflect.TypeFor[protocol.Event](),
 	}
 )
 
@@ -244,6 +249,14 @@ func compareSchema(t *testing.T, doc, schema map[string]any, typ reflect.Type, w
 		where, schema = resolve(t, doc, ref, where)
 	}
 	kind, _ := schema["type"].(string)
+	if typ == reflect.TypeFor[jsontext.Value]() {
+		// Any JSON value (a custom event's data): the schema must not
+		// narrow it to one type.
+		if _, ok := schema["type"]; ok {
+			t.Errorf("%s: type %v, but Go %s holds any JSON value: leave type out", where, schema["type"], typ)
+		}
+		return
+	}
 	want := ""
 	switch {
 	case typ == reflect.TypeFor[time.Time]():
@@ -569,6 +582,26 @@ func checkClient(typ string, v any) error {
 		if p.RoomID != "" {
 			perr = lim.CheckRoomID("roomID", p.RoomID)
 		}
+	case *protocol.HistoryRequest:
+		if p.RoomID != "" {
+			perr = lim.CheckRoomID("roomID", p.RoomID)
+		}
+		if perr == nil && (p.After == nil || *p.After < 0) {
+			perr = protocol.FieldErrorf(protocol.CodeBadPayload, "after", "missing or negative")
+		}
+		if perr == nil {
+			perr = lim.CheckPageLimit("limit", p.Limit)
+		}
+	case *protocol.SendEvent:
+		if p.RoomID != "" {
+			perr = lim.CheckRoomID("roomID", p.RoomID)
+		}
+		if perr == nil {
+			perr = lim.CheckEventName("name", p.Name)
+		}
+		if perr == nil {
+			perr = lim.CheckEventData("data", p.Data)
+		}
 	}
 	if perr != nil {
 		return fmt.Errorf("the server would refuse this %s: %v", typ, perr)
@@ -579,6 +612,7 @@ func checkClient(typ string, v any) error {
 // checkServer checks the values of a server payload that the server could
 // send.
 func checkServer(v any) error {
+	lim := protocol.DefaultLimits()
 	switch p := v.(type) {
 	case *protocol.Welcome:
 		if p.Limits != protocol.DefaultLimits() {
@@ -596,6 +630,56 @@ func checkServer(v any) error {
 		if len(p.RoomID) != protocol.RoomIDLen || !strings.HasSuffix(p.URL, "/r/"+p.RoomID) {
 			return fmt.Errorf("created %+v: want a %d-character room ID and a URL ending in /r/<roomID>", p, protocol.RoomIDLen)
 		}
+	case *protocol.Joined:
+		if p.Epoch == "" {
+			return fmt.Errorf("joined.epoch is empty; the server never sends an empty epoch")
+		}
+		if len(p.Members) > lim.MaxMembers || p.Count < len(p.Members) {
+			return fmt.Errorf("joined lists %d members with count %d; at most %d are listed and count is never smaller", len(p.Members), p.Count, lim.MaxMembers)
+		}
+		if err := checkPage(p.History, p.LastSeq, p.More); err != nil {
+			return fmt.Errorf("joined: %v", err)
+		}
+	case *protocol.History:
+		if err := checkPage(p.Messages, -1, p.More); err != nil {
+			return fmt.Errorf("history: %v", err)
+		}
+	case *protocol.Event:
+		if err := lim.CheckEventName("name", p.Name); err != nil {
+			return fmt.Errorf("event: %v", err)
+		}
+		if len(p.Data) == 0 {
+			return fmt.Errorf("event.data is absent; the server sends null for an event without data")
+		}
+	}
+	return nil
+}
+
+// checkPage checks a page of messages as the server sends one: consecutive
+// seqs, oldest first, at most MaxPage of them, never more than lastSeq
+// (-1: unknown), and more only when the page ends below lastSeq.
+func checkPage(msgs []protocol.Message, lastSeq int64, more bool) error {
+	lim := protocol.DefaultLimits()
+	if len(msgs) > lim.MaxPage {
+		return fmt.Errorf("%d messages; a page holds at most %d", len(msgs), lim.MaxPage)
+	}
+	for i := 1; i < len(msgs); i++ {
+		if msgs[i].Seq != msgs[i-1].Seq+1 {
+			return fmt.Errorf("seq %d follows seq %d; stored seqs are consecutive (shorten a page from its ends only)", msgs[i].Seq, msgs[i-1].Seq)
+		}
+	}
+	if lastSeq < 0 || len(msgs) == 0 {
+		if more && len(msgs) == 0 {
+			return fmt.Errorf("more is true for an empty page")
+		}
+		return nil
+	}
+	end := msgs[len(msgs)-1].Seq
+	if end > lastSeq {
+		return fmt.Errorf("a message with seq %d past lastSeq %d", end, lastSeq)
+	}
+	if more != (end < lastSeq) {
+		return fmt.Errorf("more is %v, but the page ends at seq %d and lastSeq is %d", more, end, lastSeq)
 	}
 	return nil
 }
@@ -633,17 +717,49 @@ func TestSeedFrames(t *testing.T) {
 // ---- api/openapi.yaml -------------------------------------------------------
 
 // TestOpenAPIProtocolSchemas checks the OpenAPI schemas that are protocol
-// types, and their examples.
+// types or the HTTP API's own bodies (internal/server), and their examples.
 func TestOpenAPIProtocolSchemas(t *testing.T) {
 	doc := loadYAML(t, openAPIFile)
+	// Responses: every field is always sent, so every property is required.
 	types := map[string]reflect.Type{
-		"Error":   reflect.TypeFor[protocol.Error](),
-		"Created": reflect.TypeFor[protocol.Created](),
-		"Message": reflect.TypeFor[protocol.Message](),
-		"User":    reflect.TypeFor[protocol.User](),
+		"Error":       reflect.TypeFor[protocol.Error](),
+		"Created":     reflect.TypeFor[protocol.Created](),
+		"Message":     reflect.TypeFor[protocol.Message](),
+		"User":        reflect.TypeFor[protocol.User](),
+		"RoomInfo":    reflect.TypeFor[server.RoomInfo](),
+		"MessagePage": reflect.TypeFor[server.MessagePage](),
+		"EventPosted": reflect.TypeFor[server.EventPosted](),
 	}
 	for name, typ := range types {
 		compareSchema(t, doc, mapAt(t, doc, "components", "schemas", name), typ, "components/schemas/"+name)
+	}
+	// Request bodies: the same properties as the Go type; which ones are
+	// required is the handler's business, not the tag's.
+	requests := map[string]reflect.Type{
+		"PostMessage": reflect.TypeFor[server.PostMessage](),
+		"PostEvent":   reflect.TypeFor[server.PostEvent](),
+	}
+	for name, typ := range requests {
+		where := "components/schemas/" + name
+		schema := mapAt(t, doc, "components", "schemas", name)
+		fields := jsonFields(typ)
+		if got, want := sortedKeys(getMap(schema, "properties")), sortedKeys(fields); !slices.Equal(got, want) {
+			t.Errorf("%s: properties %v, the json fields of %s are %v", where, got, typ, want)
+			continue
+		}
+		for _, f := range sortedKeys(fields) {
+			compareSchema(t, doc, schemaAt(t, doc, getMap(schema, "properties")[f], where+"/properties/"+f), fields[f].typ, where+"/properties/"+f)
+		}
+		types[name] = typ
+	}
+	// The HTTP error codes are protocol.ErrorCodes.
+	var enum []string
+	for _, v := range asListOrNil(getMap(schemaAt(t, doc, getMap(mapAt(t, doc, "components", "schemas", "Error"), "properties")["code"], "components/schemas/Error/properties/code"))["enum"]) {
+		s, _ := v.(string)
+		enum = append(enum, s)
+	}
+	if extra := minus(enum, protocol.ErrorCodes); len(extra) > 0 || len(enum) == 0 {
+		t.Errorf("%s: Error.code enum %v; not in protocol.ErrorCodes: %v", openAPIFile, enum, extra)
 	}
 	// Every JSON example of a response whose schema is one of them decodes
 	// strictly into it.
