@@ -620,3 +620,174 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// fill stores n messages in room through one connection, each acked before
+// the next is sent, so message i has seq first+i-1 and the text text(i).
+func fill(t *testing.T, ctx context.Context, url, room string, n int, text func(i int) string) {
+	t.Helper()
+	c := mustDial(t, ctx, url, Options{})
+	defer c.Close()
+	if _, err := c.Join(ctx, room, "filler", nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		if _, err := c.SendMessage(ctx, room, text(i)); err != nil {
+			t.Fatalf("store message %d: %v", i, err)
+		}
+	}
+	if err := c.Leave(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHistory(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "pages"
+	fill(t, ctx, srv.URL, room, 250, func(i int) string { return fmt.Sprint(i) })
+	c := mustDial(t, ctx, srv.URL, Options{})
+	if _, err := c.History(ctx, room, 0, 0); !isCode(err, protocol.CodeNotInRoom) {
+		t.Errorf("history outside the room: err = %v, want %s", err, protocol.CodeNotInRoom)
+	}
+	if _, err := c.Join(ctx, room, "reader", nil); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		after      int64
+		limit      int
+		first, end int64 // seqs of the page, inclusive; 0, 0 for none
+		more       bool
+	}{
+		{after: 0, limit: 0, first: 1, end: 200, more: true},
+		{after: 200, limit: 0, first: 201, end: 250, more: false},
+		{after: 10, limit: 5, first: 11, end: 15, more: true},
+		{after: 245, limit: 200, first: 246, end: 250, more: false},
+		{after: 250, limit: 0},
+		{after: 1000, limit: 0},
+	}
+	for _, tc := range tests {
+		h, raw, err := c.HistoryRaw(ctx, room, tc.after, tc.limit)
+		if err != nil {
+			t.Errorf("History(after %d, limit %d): %v", tc.after, tc.limit, err)
+			continue
+		}
+		var seqs []int64
+		for _, m := range h.Messages {
+			seqs = append(seqs, m.Seq)
+			if m.Message != fmt.Sprint(m.Seq) || m.RoomID != room {
+				t.Errorf("History(after %d): message %+v", tc.after, m)
+			}
+		}
+		if tc.end == 0 {
+			if len(seqs) != 0 || h.More {
+				t.Errorf("History(after %d, limit %d) = %v, more %v; want no messages", tc.after, tc.limit, seqs, h.More)
+			}
+		} else {
+			checkSeqs(t, seqs, tc.first, tc.end)
+		}
+		if h.RoomID != room || h.More != tc.more {
+			t.Errorf("History(after %d, limit %d): roomID %q, more %v; want %q, %v", tc.after, tc.limit, h.RoomID, h.More, room, tc.more)
+		}
+		if !strings.Contains(string(raw), `"type":"history"`) {
+			t.Errorf("HistoryRaw bytes = %.100s", raw)
+		}
+	}
+	// The room defaults as for msg, and bad values name their field.
+	if h, err := c.History(ctx, "", 249, 0); err != nil || len(h.Messages) != 1 {
+		t.Errorf("History without roomID: %+v, %v; want message 250", h, err)
+	}
+	for _, tc := range []struct {
+		after int64
+		limit int
+		field string
+	}{
+		{after: -1, field: "after"},
+		{after: 0, limit: 201, field: "limit"},
+		{after: 0, limit: -1, field: "limit"},
+	} {
+		_, err := c.History(ctx, room, tc.after, tc.limit)
+		if pe, ok := errors.AsType[*protocol.Error](err); !ok || pe.Code != protocol.CodeBadPayload || pe.Field != tc.field {
+			t.Errorf("History(after %d, limit %d): err = %v, want %s on %q", tc.after, tc.limit, err, protocol.CodeBadPayload, tc.field)
+		}
+	}
+}
+
+func TestEvent(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "events"
+	a := mustDial(t, ctx, srv.URL, Options{})
+	b := mustDial(t, ctx, srv.URL, Options{Batch: true})
+	if err := a.Event(ctx, room, "early", nil); !isCode(err, protocol.CodeNotInRoom) {
+		t.Errorf("event outside the room: err = %v, want %s", err, protocol.CodeNotInRoom)
+	}
+	if _, err := a.Join(ctx, room, "alice", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Join(ctx, room, "bob", nil); err != nil {
+		t.Fatal(err)
+	}
+	expectEvent(t, ctx, a, protocol.TypePresence) // bob joined
+
+	if err := a.Event(ctx, room, "reaction", map[string]any{"emoji": "👍", "seq": 3}); err != nil {
+		t.Fatalf("Event: %v", err)
+	}
+	if err := a.Event(ctx, "", "app:v1.done", nil); err != nil {
+		t.Fatalf("Event without roomID or data: %v", err)
+	}
+	// Refusals carry the event's id, so Event returns them.
+	for _, tc := range []struct {
+		name  string
+		data  any
+		code  string
+		field string
+	}{
+		{name: "", code: protocol.CodeBadPayload, field: "name"},
+		{name: "has space", code: protocol.CodeBadPayload, field: "name"},
+		{name: strings.Repeat("n", 65), code: protocol.CodeBadPayload, field: "name"},
+		{name: "big", data: strings.Repeat("d", 8<<10), code: protocol.CodeTooLong, field: "data"},
+	} {
+		err := a.Event(ctx, room, tc.name, tc.data)
+		if pe, ok := errors.AsType[*protocol.Error](err); !ok || pe.Code != tc.code || pe.Field != tc.field {
+			t.Errorf("Event(%.20q): err = %v, want %s on %q", tc.name, err, tc.code, tc.field)
+		}
+	}
+	if _, err := a.SendMessage(ctx, room, "after the events"); err != nil {
+		t.Fatal(err)
+	}
+
+	// bob gets both events, in order, from alice, then the message.
+	_, raw := expectEvent(t, ctx, b, protocol.TypeEvent)
+	var e protocol.Event
+	if err := decode(mustEnvelope(t, raw), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.RoomID != room || e.Name != "reaction" || e.From.Name != "alice" || e.From.UserID != a.Welcome().UserID ||
+		string(e.Data) != `{"emoji":"👍","seq":3}` {
+		t.Errorf("event = %+v (%s)", e, raw)
+	}
+	_, raw = expectEvent(t, ctx, b, protocol.TypeEvent)
+	e = protocol.Event{}
+	if err := decode(mustEnvelope(t, raw), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Name != "app:v1.done" || (len(e.Data) != 0 && string(e.Data) != "null") {
+		t.Errorf("event without data = %+v (%s), want data null", e, raw)
+	}
+	if m := nextMsg(t, ctx, b); m.Message != "after the events" {
+		t.Errorf("bob's msg after the events = %+v", m)
+	}
+	// alice's next event is her own message: no event came back to her.
+	if _, raw := expectEvent(t, ctx, a, protocol.TypeMsg); !strings.Contains(string(raw), "after the events") {
+		t.Errorf("alice's next event = %s, want her message", raw)
+	}
+}
+
+func mustEnvelope(t *testing.T, raw []byte) protocol.Envelope {
+	t.Helper()
+	env, perr := protocol.DecodeEnvelope(raw)
+	if perr != nil {
+		t.Fatalf("decode %s: %v", raw, perr)
+	}
+	return env
+}
