@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/roomchat/roomchat/internal/client/clienttest"
 	"github.com/roomchat/roomchat/internal/protocol"
@@ -299,13 +301,8 @@ func collect(t *testing.T, ctx context.Context, s *Session, want int64, seen []i
 		if err != nil {
 			t.Fatalf("waiting for seq %d (have %v): %v", want, seen, err)
 		}
-		if ev.Joined != nil {
-			for _, m := range ev.Joined.History {
-				seen = append(seen, m.Seq)
-			}
-		}
-		if ev.Msg != nil {
-			seen = append(seen, ev.Msg.Seq)
+		for _, m := range ev.Messages() {
+			seen = append(seen, m.Seq)
 		}
 	}
 	return seen
@@ -454,14 +451,9 @@ func TestSessionSurvivesServerRestart(t *testing.T) {
 			if err != nil {
 				t.Fatalf("waiting for %q (have %q): %v", want, texts, err)
 			}
-			if ev.Joined != nil {
-				epochChanged = epochChanged || ev.EpochChanged
-				for _, m := range ev.Joined.History {
-					texts = append(texts, m.Message)
-				}
-			}
-			if ev.Msg != nil {
-				texts = append(texts, ev.Msg.Message)
+			epochChanged = epochChanged || ev.EpochChanged
+			for _, m := range ev.Messages() {
+				texts = append(texts, m.Message)
 			}
 		}
 	}
@@ -640,6 +632,13 @@ func fill(t *testing.T, ctx context.Context, url, room string, n int, text func(
 	}
 }
 
+// bulky is the text of stored message i: its number, then up to 3000
+// characters of padding, so that pages are cut by bytes (256 KiB) as well
+// as by count (200).
+func bulky(i int) string {
+	return fmt.Sprintf("%d %s", i, strings.Repeat("x", (i*397)%3000))
+}
+
 func TestHistory(t *testing.T) {
 	srv := newServer(t)
 	ctx := testCtx(t)
@@ -790,4 +789,184 @@ func mustEnvelope(t *testing.T, raw []byte) protocol.Envelope {
 		t.Fatalf("decode %s: %v", raw, perr)
 	}
 	return env
+}
+
+// TestSessionPagesHistory opens a session with since 0 on a room with 700
+// stored messages (more than three pages, by count and by bytes), while
+// another member keeps sending: the session must deliver 1..700 from the
+// joined and its pages, then the live messages, each seq once and in order.
+func TestSessionPagesHistory(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "backlog"
+	const stored = 700
+	fill(t, ctx, srv.URL, room, stored, bulky)
+	sender := mustDial(t, ctx, srv.URL, Options{})
+	if _, err := sender.Join(ctx, room, "live", nil); err != nil {
+		t.Fatal(err)
+	}
+	next := stored + 1
+	sendLive := func(n int) {
+		for range n {
+			if _, err := sender.SendMessage(ctx, room, bulky(next)); err != nil {
+				t.Fatal(err)
+			}
+			next++
+		}
+	}
+
+	since := int64(0)
+	s := openSession(t, ctx, srv.URL, room, SessionOptions{Options: Options{Batch: true}, Since: &since})
+	var seen []int64
+	var pages int
+	ev, err := s.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Joined == nil || !ev.Joined.More || ev.Joined.LastSeq != stored {
+		t.Fatalf("first event = %.300s, want joined with more and lastSeq %d", ev.Raw, stored)
+	}
+	for _, m := range ev.Messages() {
+		seen = append(seen, m.Seq)
+		if m.Message != bulky(int(m.Seq)) {
+			t.Fatalf("message %d = %.40q…", m.Seq, m.Message)
+		}
+	}
+	// The session has asked for the first page, or holds it until Next
+	// takes it: these messages are live while it pages.
+	sendLive(10)
+	ctx2, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for len(seen) == 0 || seen[len(seen)-1] < int64(next-1) {
+		ev, err := s.Next(ctx2)
+		if err != nil {
+			t.Fatalf("after seq %d: %v", seen[len(seen)-1], err)
+		}
+		if ev.History != nil {
+			pages++
+			if pages == 1 {
+				sendLive(10) // and more in the middle of the catch-up
+			}
+		}
+		for _, m := range ev.Messages() {
+			seen = append(seen, m.Seq)
+			if m.Message != bulky(int(m.Seq)) {
+				t.Fatalf("message %d = %.40q…", m.Seq, m.Message)
+			}
+		}
+	}
+	checkSeqs(t, seen, 1, int64(next-1))
+	if pages < 3 {
+		t.Errorf("%d history pages, want at least 3 for 700 messages", pages)
+	}
+}
+
+// TestSessionPagingResumesAfterDrop drops the connection while the session
+// is paging through a backlog: it reconnects, re-joins with since = the last
+// seq it delivered and pages on, delivering every seq once.
+func TestSessionPagingResumesAfterDrop(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "backlog-drop"
+	const stored = 700
+	fill(t, ctx, srv.URL, room, stored, bulky)
+	since := int64(0)
+	s := openSession(t, ctx, srv.URL, room, SessionOptions{Since: &since})
+	var seen []int64
+	reconnected := false
+	dropped := false
+	ctx2, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for len(seen) == 0 || seen[len(seen)-1] < stored {
+		ev, err := s.Next(ctx2)
+		if err != nil {
+			t.Fatalf("have %d messages: %v", len(seen), err)
+		}
+		for _, m := range ev.Messages() {
+			seen = append(seen, m.Seq)
+		}
+		reconnected = reconnected || ev.Reconnected
+		if ev.History != nil && !dropped {
+			dropped = true
+			s.mu.Lock()
+			c := s.conn
+			s.mu.Unlock()
+			c.CloseNow()
+		}
+	}
+	checkSeqs(t, seen, 1, stored)
+	if !dropped || !reconnected {
+		t.Errorf("dropped %v, reconnected %v; want a drop in the middle of the pages and a reconnect", dropped, reconnected)
+	}
+}
+
+// TestSessionEvents checks that a session delivers custom events, decoded,
+// from a member and from the HTTP API, and sends its own.
+func TestSessionEvents(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "session-events"
+	s := openSession(t, ctx, srv.URL, room, SessionOptions{Name: "bot"})
+	if _, err := s.Next(ctx); err != nil { // joined
+		t.Fatal(err)
+	}
+	other := mustDial(t, ctx, srv.URL, Options{})
+	if _, err := other.Join(ctx, room, "carol", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Event(ctx, room, "cursor", []int{3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	ev := nextWhere(t, ctx, s, "the event from carol", func(ev Event) bool { return ev.Event != nil })
+	if e := ev.Event; e.Name != "cursor" || string(e.Data) != "[3,4]" || e.From.Name != "carol" || ev.Type != protocol.TypeEvent {
+		t.Errorf("event = %+v (%s)", e, ev.Raw)
+	}
+
+	resp, err := http.Post(srv.URL+"/api/rooms/"+room+"/events", "application/json", strings.NewReader(`{"name":"deploy","data":{"ok":true}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /api/rooms/%s/events: %s, want 202", room, resp.Status)
+	}
+	ev = nextWhere(t, ctx, s, "the event from the API", func(ev Event) bool { return ev.Event != nil })
+	if e := ev.Event; e.Name != "deploy" || string(e.Data) != `{"ok":true}` || e.From.UserID != "" || e.RoomID != room {
+		t.Errorf("API event = %+v (%s)", e, ev.Raw)
+	}
+
+	if err := s.Event(ctx, "wave", jsontext.Value(`"hi"`)); err != nil {
+		t.Fatalf("Session.Event: %v", err)
+	}
+	_, raw := expectEvent(t, ctx, other, protocol.TypeEvent)
+	if !strings.Contains(string(raw), `"name":"wave","data":"hi"`) || !strings.Contains(string(raw), `"name":"bot"`) {
+		t.Errorf("carol got %s", raw)
+	}
+	if err := s.Event(ctx, "bad name", nil); !isCode(err, protocol.CodeBadPayload) {
+		t.Errorf("Session.Event with a bad name: %v, want %s", err, protocol.CodeBadPayload)
+	}
+}
+
+func TestEventMessages(t *testing.T) {
+	m := func(seq int64) protocol.Message { return protocol.Message{Seq: seq} }
+	seqs := func(ev Event) []int64 {
+		var out []int64
+		for _, m := range ev.Messages() {
+			out = append(out, m.Seq)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		ev   Event
+		want string
+	}{
+		{Event{Joined: &protocol.Joined{History: []protocol.Message{m(1), m(2)}}}, "[1 2]"},
+		{Event{History: &protocol.History{Messages: []protocol.Message{m(3)}}}, "[3]"},
+		{Event{Msg: &protocol.Message{Seq: 4}}, "[4]"},
+		{Event{Event: &protocol.Event{Name: "x"}}, "[]"},
+	} {
+		if got := fmt.Sprint(seqs(tc.ev)); got != tc.want {
+			t.Errorf("Messages of %+v = %s, want %s", tc.ev, got, tc.want)
+		}
+	}
 }
