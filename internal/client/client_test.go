@@ -762,7 +762,7 @@ func TestEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if e.RoomID != room || e.Name != "reaction" || e.From.Name != "alice" || e.From.UserID != a.Welcome().UserID ||
-		string(e.Data) != `{"emoji":"👍","seq":3}` {
+		string(e.Data) != `{"emoji":"👍","seq":3}` { // Event encodes maps with sorted keys
 		t.Errorf("event = %+v (%s)", e, raw)
 	}
 	_, raw = expectEvent(t, ctx, b, protocol.TypeEvent)
@@ -938,6 +938,7 @@ func TestSessionEvents(t *testing.T) {
 	if err := s.Event(ctx, "wave", jsontext.Value(`"hi"`)); err != nil {
 		t.Fatalf("Session.Event: %v", err)
 	}
+	expectEvent(t, ctx, other, protocol.TypeEvent) // deploy, from the API: to every member
 	_, raw := expectEvent(t, ctx, other, protocol.TypeEvent)
 	if !strings.Contains(string(raw), `"name":"wave","data":"hi"`) || !strings.Contains(string(raw), `"name":"bot"`) {
 		t.Errorf("carol got %s", raw)

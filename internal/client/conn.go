@@ -468,9 +468,9 @@ func (c *Conn) HistoryRaw(ctx context.Context, roomID string, after int64, limit
 // with field "data" for data over Limits.MaxEventData, not_in_room,
 // rate_limited).
 //
-// data is encoded with github.com/go-json-experiment/json; a
-// jsontext.Value (or an encoding/json.RawMessage) is sent as it is, and nil
-// sends no data (the members see null).
+// data is encoded with github.com/go-json-experiment/json, maps with
+// their keys sorted; a jsontext.Value (or an encoding/json.RawMessage) is
+// sent as it is, and nil sends no data (the members see null).
 func (c *Conn) Event(ctx context.Context, roomID, name string, data any) error {
 	d, err := encodeData(data)
 	if err != nil {
@@ -543,7 +543,7 @@ func encodeData(data any) (jsontext.Value, error) {
 		}
 		return d, nil
 	}
-	b, err := json.Marshal(data)
+	b, err := json.Marshal(data, json.Deterministic(true)) // map keys sorted
 	if err != nil {
 		return nil, fmt.Errorf("encode event data: %w", err)
 	}
