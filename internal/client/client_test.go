@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -968,6 +969,65 @@ func TestEventMessages(t *testing.T) {
 	} {
 		if got := fmt.Sprint(seqs(tc.ev)); got != tc.want {
 			t.Errorf("Messages of %+v = %s, want %s", tc.ev, got, tc.want)
+		}
+	}
+}
+
+// TestSessionPagingUnderRateLimit pages a backlog on a server whose rate
+// limit (every frame counts, history requests too) is far below what
+// paging asks for: the session waits out rate_limited and asks again on
+// the same connection, with no reconnect.
+func TestSessionPagingUnderRateLimit(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "roomchat.db")
+	srv := newServer(t, "-db", db)
+	ctx := testCtx(t)
+	const room = "limited"
+	const stored = 700
+	fill(t, ctx, srv.URL, room, stored, bulky)
+	srv.Stop()
+	srv = newServer(t, "-db", db, "-rate", "10", "-burst", "2")
+	since := int64(0)
+	var drops atomic.Int32
+	s := openSession(t, ctx, srv.URL, room, SessionOptions{
+		Since:   &since,
+		OnState: func(st State) { drops.Add(1) },
+	})
+	var pages int
+	var seen []int64
+	for len(seen) < stored {
+		ev, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("have %d messages: %v", len(seen), err)
+		}
+		if ev.History != nil {
+			pages++
+		}
+		for _, m := range ev.Messages() {
+			seen = append(seen, m.Seq)
+		}
+	}
+	checkSeqs(t, seen, 1, stored)
+	if pages < 3 || drops.Load() != 0 {
+		t.Errorf("%d pages, %d connection changes; want at least 3 pages and none", pages, drops.Load())
+	}
+}
+
+func TestRateLimitedWait(t *testing.T) {
+	for _, tc := range []struct {
+		rate float64
+		n    int
+		want time.Duration
+	}{
+		{rate: 20, n: 1, want: 50 * time.Millisecond},
+		{rate: 10, n: 1, want: 100 * time.Millisecond},
+		{rate: 10, n: 3, want: 400 * time.Millisecond},
+		{rate: 0.5, n: 1, want: 2 * time.Second},
+		{rate: 0, n: 1, want: 50 * time.Millisecond},
+		{rate: 1000, n: 1, want: 50 * time.Millisecond},
+		{rate: 20, n: 100, want: 2 * time.Second},
+	} {
+		if got := rateLimitedWait(tc.rate, tc.n); got != tc.want {
+			t.Errorf("rateLimitedWait(%g, %d) = %v, want %v", tc.rate, tc.n, got, tc.want)
 		}
 	}
 }

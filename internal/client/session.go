@@ -301,15 +301,34 @@ func (s *Session) rejoined(j *protocol.Joined) bool {
 // next one, until a page reaches upTo (the joined's lastSeq) or the server
 // says there is no more. Each request is bounded by DialTimeout; a timeout
 // or a lost connection is returned, and the reconnect that follows re-joins
-// with since = the last seq delivered. A server that refuses to page (an
-// older one answers unknown_type) gets its error delivered, and the
-// session goes on with live events.
+// with since = the last seq delivered. Every frame counts against the
+// server's per-connection rate limit, so a reader fast enough to page past
+// it gets rate_limited: the same page is asked for again after
+// rateLimitedWait. A server that refuses to page (an older one answers
+// unknown_type) gets its error delivered, and the session goes on with
+// live events.
 func (s *Session) catchUp(ctx context.Context, c *Conn, upTo int64) error {
 	after := s.lastSeq
+	limited := 0 // rate_limited answers in a row
 	for after < upTo {
 		rctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
 		env, raw, err := c.Request(rctx, protocol.TypeHistory, protocol.HistoryRequest{RoomID: s.roomID, After: &after})
 		cancel()
+		if pe, ok := errors.AsType[*protocol.Error](err); ok && pe.Code == protocol.CodeRateLimited {
+			limited++
+			t := time.NewTimer(rateLimitedWait(c.Welcome().Limits.Rate, limited))
+			select {
+			case <-t.C:
+				continue
+			case <-c.Done():
+				t.Stop()
+				return c.Err()
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		limited = 0
 		if err != nil {
 			if pe, ok := errors.AsType[*protocol.Error](err); ok && !transient(pe.Code) {
 				if !s.deliver(ctx, Event{Envelope: env, Raw: raw}) {
@@ -337,6 +356,24 @@ func (s *Session) catchUp(ctx context.Context, c *Conn, upTo int64) error {
 		after = last
 	}
 	return nil
+}
+
+// rateLimitedWait is how long to wait before asking again after the n-th
+// rate_limited answer in a row, on a connection allowed rate frames per
+// second: the time one frame's allowance takes to come back, doubled per
+// repeated refusal, between 50 ms and 2 s. Each refused frame also counts
+// towards the server's closing the connection for abuse, which needs
+// refused frames faster than rate for a while, so waiting at least 1/rate
+// keeps clear of it.
+func rateLimitedWait(rate float64, n int) time.Duration {
+	d := 50 * time.Millisecond
+	if rate > 0 {
+		d = max(d, time.Duration(float64(time.Second)/rate))
+	}
+	for i := 1; i < n && d < 2*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 2*time.Second)
 }
 
 // transient reports whether an error code may go away by itself, so a
