@@ -63,7 +63,8 @@ func mustDial(t *testing.T, ctx context.Context, url string, opts Options) *Conn
 	return c
 }
 
-// expectEvent returns the next event of type typ, failing on any other.
+// expectEvent returns the next event of type typ (any type for ""),
+// failing on any other.
 func expectEvent(t *testing.T, ctx context.Context, c *Conn, typ string) (protocol.Envelope, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -72,7 +73,7 @@ func expectEvent(t *testing.T, ctx context.Context, c *Conn, typ string) (protoc
 	if err != nil {
 		t.Fatalf("waiting for %s: %v", typ, err)
 	}
-	if env.Type != typ {
+	if typ != "" && env.Type != typ {
 		t.Fatalf("got event %s, want %s", raw, typ)
 	}
 	return env, raw
@@ -247,6 +248,26 @@ func TestDuplicateIDAcksOnce(t *testing.T) {
 	}
 	if a1 != a2 {
 		t.Errorf("acks for one id differ: %+v, %+v", a1, a2)
+	}
+	// 64 characters is the most an id may have; a longer one is refused
+	// at once, since the server's error could not carry it back.
+	if _, _, err := c.SendMessageID(ctx, strings.Repeat("i", 64), "", "long id"); err != nil {
+		t.Errorf("64-character id: %v", err)
+	}
+	long := strings.Repeat("i", 65)
+	if _, _, err := c.SendMessageID(ctx, long, "", "too long an id"); !isCode(err, protocol.CodeBadEnvelope) {
+		t.Errorf("65-character id: err = %v, want %s", err, protocol.CodeBadEnvelope)
+	}
+	// And the server agrees: its error has no id.
+	if err := c.Send(ctx, protocol.TypePing, long, nil); err != nil {
+		t.Fatal(err)
+	}
+	env, raw := expectEvent(t, ctx, c, protocol.TypeMsg) // once
+	for env.Type == protocol.TypeMsg {
+		env, raw = expectEvent(t, ctx, c, "")
+	}
+	if env.Type != protocol.TypeError || env.ID != "" || !strings.Contains(string(raw), protocol.CodeBadEnvelope) {
+		t.Errorf("ping with a 65-character id: %s, want bad_envelope without id", raw)
 	}
 }
 

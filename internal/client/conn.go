@@ -332,6 +332,11 @@ func (c *Conn) Request(ctx context.Context, typ string, payload any) (protocol.E
 }
 
 func (c *Conn) request(ctx context.Context, id, typ string, payload any) (protocol.Envelope, []byte, error) {
+	// The server answers a longer id with an error that cannot carry it,
+	// so the reply would never be matched: refuse it here.
+	if perr := c.welcome.Limits.WithDefaults().CheckID(id); perr != nil {
+		return protocol.Envelope{}, nil, perr
+	}
 	w := c.await(id)
 	defer c.forget(id)
 	if err := c.Send(ctx, typ, id, payload); err != nil {
@@ -422,6 +427,8 @@ func (c *Conn) SendMessage(ctx context.Context, roomID, text string) (protocol.A
 // SendMessageID is SendMessage with a caller-chosen id, and it also returns
 // the reply's bytes. Re-sending the same id after a lost reply (from the
 // same user, e.g. after resuming) gets the original ack and stores nothing.
+// An id longer than the server's Limits.MaxID (64) is a bad_envelope
+// *protocol.Error, returned without sending anything.
 func (c *Conn) SendMessageID(ctx context.Context, id, roomID, text string) (protocol.Ack, []byte, error) {
 	var a protocol.Ack
 	env, raw, err := c.request(ctx, id, protocol.TypeMsg, protocol.Send{Message: text, RoomID: roomID})
