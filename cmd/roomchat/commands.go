@@ -281,13 +281,26 @@ func follow(ctx context.Context, e *env, args []string, name string, since *seqF
 	defer sess.Close()
 	p := newPrinter(e)
 	// The joined event (with the history) is printed before stdin is read,
-	// so that even "roomchat join R </dev/null" shows it.
+	// so that even "roomchat join R </dev/null" shows it; so are the
+	// history pages that complete it when it says more.
 	ev, err := sess.Next(ctx)
 	if err != nil {
 		return nil // interrupted
 	}
 	if err := p.print(ev); err != nil {
 		return err
+	}
+	for j := ev.Joined; j != nil && j.More && p.lastSeq < j.LastSeq; {
+		ev, err := sess.Next(ctx)
+		if err != nil {
+			return nil // interrupted
+		}
+		if err := p.print(ev); err != nil {
+			return err
+		}
+		if ev.History == nil {
+			break // the catch-up ended early (a drop, or a server that cannot page)
+		}
 	}
 
 	if !interactive {

@@ -628,6 +628,28 @@ func TestTailFromStart(t *testing.T) {
 	})
 }
 
+// TestJoinFromStartPrintsBacklog checks that join prints the whole
+// backlog, every page of it, before it reads stdin: with nothing on stdin
+// it still prints everything after --from-start, then leaves.
+func TestJoinFromStartPrintsBacklog(t *testing.T) {
+	srv := newServer(t)
+	const stored = 450 // three pages of 200
+	fillRoom(t, srv.URL, "backlog", stored)
+	out, errOut, code := roomchat(t, "", "join", "backlog", "--from-start", "--server", srv.URL)
+	if code != 0 {
+		t.Fatalf("join: exit %d, stderr %q", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != stored+1 || !strings.HasPrefix(lines[0], "-- joined backlog as ") {
+		t.Fatalf("join printed %d lines, starting %.60q; want the joined notice and %d messages", len(lines), lines[0], stored)
+	}
+	for i, l := range lines[1:] {
+		if m := fillerLine.FindStringSubmatch(l); m == nil || m[2]+" "+m[3] != filler(i+1) {
+			t.Fatalf("line %d = %.60q…, want message %d", i+2, l, i+1)
+		}
+	}
+}
+
 // TestTailJSONPages checks tail --from-start --json on a backlog: the
 // joined says more, history events follow, and together with the msg
 // events they hold every message once, in order.
