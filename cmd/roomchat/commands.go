@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/roomchat/roomchat/internal/client"
 )
 
@@ -117,19 +119,89 @@ func runSend(ctx context.Context, e *env, args []string, name string) error {
 	return nil
 }
 
+var eventCmd = &command{
+	name:     "event",
+	synopsis: "event ROOM NAME [JSON] [--name N]",
+	help: `Joins ROOM and sends the custom event NAME, with JSON as its data, to the
+other members, who see it live (tail and join print "* SENDER NAME DATA",
+--json an event line); it is not stored and has no seq. NAME is 1-64
+characters of A-Z a-z 0-9 and _.:- ; JSON is any one JSON value, at most
+8 KiB encoded (without it the data is null; "-" reads it from stdin).
+Invalid JSON is a usage error (exit 2). roomchat waits until the server has
+accepted the event, prints nothing (also with --json) and exits 0, or exits
+1 with the server's reason.
+
+Examples:
+  roomchat event abc123 reaction '{"emoji":"👍","seq":42}'
+  roomchat event abc123 build.done --name ci
+  jq -c '{status, url}' result.json | roomchat event abc123 deploy -
+`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		name := fs.String("name", "", "display `NAME` (default: a guest name chosen by the server)")
+		return func(ctx context.Context, e *env, args []string) error { return runEvent(ctx, e, args, *name) }
+	},
+}
+
+func runEvent(ctx context.Context, e *env, args []string, name string) error {
+	switch {
+	case len(args) == 0:
+		return usageError{"missing ROOM"}
+	case len(args) == 1:
+		return usageError{"missing NAME"}
+	case len(args) > 3:
+		return usageError{fmt.Sprintf("unexpected argument %q (quote the JSON: '{\"a\": 1}')", args[3])}
+	}
+	room, err := roomArg(e, args[0])
+	if err != nil {
+		return err
+	}
+	var data jsontext.Value
+	if len(args) == 3 {
+		data = jsontext.Value(args[2])
+		if args[2] == "-" {
+			b, err := io.ReadAll(io.LimitReader(e.stdin, 1<<20))
+			if err != nil {
+				return fmt.Errorf("read stdin: %w", err)
+			}
+			data = jsontext.Value(b)
+		}
+		if !data.IsValid() {
+			return usageError{fmt.Sprintf("event data is not one valid JSON value: %.60q", data)}
+		}
+		data.Compact()
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	c, err := client.Dial(ctx, e.server, client.Options{})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Join(ctx, room, name, nil); err != nil {
+		return err
+	}
+	if err := c.Event(ctx, room, args[1], data); err != nil {
+		return err
+	}
+	c.Leave(ctx, room) // a courtesy, as in send
+	return nil
+}
+
 var joinCmd = &command{
 	name:     "join",
-	synopsis: "join ROOM [--name N] [--since SEQ] [--json]",
-	help: `Joins ROOM and prints its recent history, then every new message as
+	synopsis: "join ROOM [--name N] [--since SEQ | --from-start] [--json]",
+	help: `Joins ROOM and prints its recent history (or everything after --since,
+or all of it with --from-start), then every new message as
 "HH:MM name: text". Each line typed (or piped) on stdin is sent as a message;
 end of input (Ctrl-D) leaves the room and exits 0. Arrivals, departures and
-typing are shown as dim notices on a terminal (typing only there). If the
-connection drops, roomchat reconnects and catches up without repeating a
-message.
+typing are shown as dim notices on a terminal (typing only there), custom
+events as "* SENDER NAME DATA". If the connection drops, roomchat reconnects
+and catches up without repeating a message.
 
 Examples:
   roomchat join abc123 --name alice
-  roomchat join http://chat.example.com/r/abc123 --since 0
+  roomchat join http://chat.example.com/r/abc123 --from-start
   printf 'hello\nbye\n' | roomchat join abc123 --name bot
 `,
 	setup: func(fs *flag.FlagSet) runFunc { return followFlags(fs, true) },
@@ -137,17 +209,24 @@ Examples:
 
 var tailCmd = &command{
 	name:     "tail",
-	synopsis: "tail ROOM [--since SEQ] [--json] [--name N]",
+	synopsis: "tail ROOM [--since SEQ | --from-start] [--json] [--name N]",
 	help: `Follows ROOM read-only: prints its recent history (or everything after
---since), then every new message, until interrupted. It reconnects by itself
-and never prints a message twice. With --json every server event is printed
-as one line of JSON, exactly as the server sent it; messages arrive both in
-joined events (payload.history, at start and after a reconnect) and in msg
-events.
+--since, or all of it with --from-start), then every new message and custom
+event ("* SENDER NAME DATA"), until interrupted. A long backlog is fetched page
+by page as it is printed, so a slow reader never makes the server drop it.
+It reconnects by itself and never prints a message twice.
+
+With --json every server event is printed as one line of JSON, exactly as the
+server sent it. Messages arrive in joined events (payload.history, at start
+and after a reconnect), in history events (payload.messages, the pages that
+follow a joined whose payload.more is true) and in msg events; together they
+hold every message once, in seq order.
 
 Examples:
   roomchat tail abc123
-  roomchat tail abc123 --since 0 --json | jq -r 'select(.type=="msg") | .payload.message'
+  roomchat tail abc123 --from-start --json |
+    jq -r 'if .type=="joined" then .payload.history[] elif .type=="history" then .payload.messages[]
+           elif .type=="msg" then .payload else empty end | .message'
 `,
 	setup: func(fs *flag.FlagSet) runFunc { return followFlags(fs, false) },
 }
@@ -155,7 +234,14 @@ Examples:
 func followFlags(fs *flag.FlagSet, interactive bool) runFunc {
 	name := fs.String("name", "", "display `NAME` (default: a guest name chosen by the server)")
 	since := sinceFlag(fs)
+	fromStart := fs.Bool("from-start", false, "start from the room's first stored message (the same as --since 0)")
 	return func(ctx context.Context, e *env, args []string) error {
+		if *fromStart {
+			if since.v != nil && *since.v != 0 {
+				return usageError{"--from-start and --since " + since.String() + " disagree; give one"}
+			}
+			since.v = new(int64(0))
+		}
 		return follow(ctx, e, args, *name, since, interactive)
 	}
 }
@@ -195,13 +281,26 @@ func follow(ctx context.Context, e *env, args []string, name string, since *seqF
 	defer sess.Close()
 	p := newPrinter(e)
 	// The joined event (with the history) is printed before stdin is read,
-	// so that even "roomchat join R </dev/null" shows it.
+	// so that even "roomchat join R </dev/null" shows it; so are the
+	// history pages that complete it when it says more.
 	ev, err := sess.Next(ctx)
 	if err != nil {
 		return nil // interrupted
 	}
 	if err := p.print(ev); err != nil {
 		return err
+	}
+	for j := ev.Joined; j != nil && j.More && p.lastSeq < j.LastSeq; {
+		ev, err := sess.Next(ctx)
+		if err != nil {
+			return nil // interrupted
+		}
+		if err := p.print(ev); err != nil {
+			return err
+		}
+		if ev.History == nil {
+			break // the catch-up ended early (a drop, or a server that cannot page)
+		}
 	}
 
 	if !interactive {

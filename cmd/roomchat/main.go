@@ -1,13 +1,14 @@
 // Command roomchat is the command-line client of roomchat (SPEC §7): create
-// a room, chat in it from a terminal, send one message from a script, or
-// follow a room as a stream of JSON events.
+// a room, chat in it from a terminal, send one message or custom event from
+// a script, or follow a room as a stream of JSON events.
 //
 // Usage:
 //
 //	roomchat create
-//	roomchat join ROOM [--name NAME] [--since SEQ]
+//	roomchat join ROOM [--name NAME] [--since SEQ | --from-start]
 //	roomchat send ROOM TEXT...
-//	roomchat tail ROOM [--since SEQ] [--json]
+//	roomchat event ROOM NAME [JSON]
+//	roomchat tail ROOM [--since SEQ | --from-start] [--json]
 //
 // Exit status: 0 on success, 1 for a server or network error, 2 for a
 // usage error. Run roomchat -h for details.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomchat/roomchat/internal/client"
 	"github.com/roomchat/roomchat/internal/client/clienttest"
 )
 
@@ -95,6 +96,13 @@ type proc struct {
 
 func startCLI(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startCLIReader(t, nil, args...)
+}
+
+// startCLIReader is startCLI with stdout read through wrap(stdout), e.g.
+// a slowReader; nil reads it as fast as it comes.
+func startCLIReader(t *testing.T, wrap func(io.Reader) io.Reader, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, lines: make(chan string, 1000), exited: make(chan struct{})}
 	p.cmd = exec.Command(cliBin, args...)
 	p.cmd.Env = cliEnv()
@@ -114,8 +122,13 @@ func startCLI(t *testing.T, args ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var out io.Reader = stdout
+	if wrap != nil {
+		out = wrap(stdout)
+	}
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64<<10), 4<<20) // a --json line holds up to a page (256 KiB) of messages
 		for sc.Scan() {
 			p.lines <- sc.Text()
 		}
@@ -349,6 +362,11 @@ func TestUsage(t *testing.T) {
 		{"tail"},
 		{"create", "extra"},
 		{"--timeout", "0", "create"},
+		{"tail", "room", "--from-start", "--since", "3"},
+		{"event", "room"},
+		{"event", "room", "name", "{bad json"},
+		{"event", "room", "name", `{"a":1,"a":2}`},
+		{"event", "room", "name", "1", "2"},
 	} {
 		_, errOut, code := roomchat(t, "", args...)
 		if code != 2 {
@@ -358,7 +376,7 @@ func TestUsage(t *testing.T) {
 			t.Errorf("roomchat %q: nothing on stderr", args)
 		}
 	}
-	for _, args := range [][]string{{"-h"}, {"help"}, {"join", "-h"}, {"send", "--help"}, {"tail", "-h"}, {"create", "-h"}} {
+	for _, args := range [][]string{{"-h"}, {"help"}, {"join", "-h"}, {"send", "--help"}, {"tail", "-h"}, {"create", "-h"}, {"event", "-h"}} {
 		out, _, code := roomchat(t, "", args...)
 		if code != 0 || !strings.Contains(out, "roomchat") || !strings.Contains(out, "xample") {
 			t.Errorf("roomchat %q: exit %d, stdout %q; want help with an example", args, code, out)
@@ -470,6 +488,291 @@ func TestClean(t *testing.T) {
 	} {
 		if got := clean(in); got != want {
 			t.Errorf("clean(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// fillRoom stores n messages in room, message i with the text filler(i).
+func fillRoom(t *testing.T, url, room string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, url, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Join(ctx, room, "filler", nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		if _, err := c.SendMessage(ctx, room, filler(i)); err != nil {
+			t.Fatalf("store message %d: %v", i, err)
+		}
+	}
+}
+
+// filler is message i's text: its number and 500 to 699 bytes of padding,
+// so that 2,000 of them (about 1.2 MB) need several pages by count and by
+// bytes, and are more than a server queues for a slow connection (1 MiB).
+func filler(i int) string { return fmt.Sprintf("%d %s", i, strings.Repeat("y", 500+i%200)) }
+
+var fillerLine = regexp.MustCompile(`^\d\d:\d\d (\w+): (\d+) (y+)$`)
+
+// readFiller reads tail's plain output until message last and checks that
+// it printed 1..last, each once, in order, with its whole text.
+func readFiller(t *testing.T, p *proc, last int) {
+	t.Helper()
+	want := 1
+	for want <= last {
+		line, _ := p.expectLine(`^\d\d:\d\d `)
+		m := fillerLine.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("line %.80q…, want message %d", line, want)
+		}
+		if got := m[2] + " " + m[3]; got != filler(want) {
+			t.Fatalf("line %.80q…, want message %d (seen 1..%d once each)", line, want, want-1)
+		}
+		want++
+	}
+}
+
+// slowReader reads at most 4 KiB at a time, each read after pause, and
+// none before gate is closed: a consumer much slower than the server.
+type slowReader struct {
+	r     io.Reader
+	gate  <-chan struct{}
+	pause time.Duration
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	<-s.gate
+	time.Sleep(s.pause)
+	return s.r.Read(p[:min(len(p), 4<<10)])
+}
+
+// TestTailFromStart has tail --from-start print a room of 2,000 stored
+// messages (about 1.2 MB, so the server must page them), each once and in
+// order, then messages sent while it catches up, then a live one; also when
+// its stdout is read slowly, so that it blocks on the pipe with the
+// backlog half printed.
+func TestTailFromStart(t *testing.T) {
+	srv := newServer(t)
+	const stored = 2000
+	fillRoom(t, srv.URL, "backlog", stored)
+	fillRoom(t, srv.URL, "backlog-slow", stored)
+
+	t.Run("fast", func(t *testing.T) {
+		tail := startCLI(t, "tail", "backlog", "--from-start", "--server", srv.URL)
+		tail.expectLine(`^-- joined backlog as `)
+		readFiller(t, tail, stored)
+		_, errOut, code := roomchat(t, "", "send", "backlog", "live one", "--name", "bob", "--server", srv.URL)
+		if code != 0 {
+			t.Fatalf("send: exit %d, %s", code, errOut)
+		}
+		tail.expectLine(`^\d\d:\d\d bob: live one$`)
+		if s := tail.Stderr(); s != "" {
+			t.Errorf("tail stderr = %q, want nothing", s)
+		}
+	})
+
+	t.Run("slow reader", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		// The live sender joins first, so that tail's presence tells when
+		// tail has joined.
+		live, err := client.Dial(ctx, srv.URL, client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer live.Close()
+		j, err := live.Join(ctx, "backlog-slow", "filler", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := int(j.LastSeq) + 1
+		gate := make(chan struct{})
+		tail := startCLIReader(t, func(r io.Reader) io.Reader {
+			return &slowReader{r: r, gate: gate, pause: time.Millisecond}
+		}, "tail", "backlog-slow", "--from-start", "--server", srv.URL)
+		for {
+			env, raw, err := live.Next(ctx)
+			if err != nil {
+				t.Fatalf("waiting for tail to join: %v", err)
+			}
+			if env.Type == "presence" && strings.Contains(string(raw), `"event":"join"`) {
+				break
+			}
+		}
+		// tail is printing the backlog into a pipe nobody reads; these
+		// arrive while it is stuck.
+		for range 50 {
+			if _, err := live.SendMessage(ctx, "backlog-slow", filler(next)); err != nil {
+				t.Fatal(err)
+			}
+			next++
+		}
+		close(gate)
+		tail.expectLine(`^-- joined backlog-slow as `)
+		readFiller(t, tail, next-1)
+		if _, err := live.SendMessage(ctx, "backlog-slow", filler(next)); err != nil {
+			t.Fatal(err)
+		}
+		line, _ := tail.expectLine(`^\d\d:\d\d `)
+		if m := fillerLine.FindStringSubmatch(line); m == nil || m[2]+" "+m[3] != filler(next) {
+			t.Errorf("live line %.80q…, want message %d", line, next)
+		}
+		if s := tail.Stderr(); s != "" {
+			t.Errorf("tail stderr = %q, want nothing (no drop, no reconnect)", s)
+		}
+	})
+}
+
+// TestJoinFromStartPrintsBacklog checks that join prints the whole
+// backlog, every page of it, before it reads stdin: with nothing on stdin
+// it still prints everything after --from-start, then leaves.
+func TestJoinFromStartPrintsBacklog(t *testing.T) {
+	srv := newServer(t)
+	const stored = 450 // three pages of 200
+	fillRoom(t, srv.URL, "backlog", stored)
+	out, errOut, code := roomchat(t, "", "join", "backlog", "--from-start", "--server", srv.URL)
+	if code != 0 {
+		t.Fatalf("join: exit %d, stderr %q", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != stored+1 || !strings.HasPrefix(lines[0], "-- joined backlog as ") {
+		t.Fatalf("join printed %d lines, starting %.60q; want the joined notice and %d messages", len(lines), lines[0], stored)
+	}
+	for i, l := range lines[1:] {
+		if m := fillerLine.FindStringSubmatch(l); m == nil || m[2]+" "+m[3] != filler(i+1) {
+			t.Fatalf("line %d = %.60q…, want message %d", i+2, l, i+1)
+		}
+	}
+}
+
+// TestTailJSONPages checks tail --from-start --json on a backlog: the
+// joined says more, history events follow, and together with the msg
+// events they hold every message once, in order.
+func TestTailJSONPages(t *testing.T) {
+	srv := newServer(t)
+	const stored = 600
+	fillRoom(t, srv.URL, "pages", stored)
+	tail := startCLI(t, "tail", "pages", "--from-start", "--json", "--server", srv.URL)
+	var seqs []int64
+	pages := 0
+	read := func(want int) {
+		t.Helper()
+		for len(seqs) < want {
+			line, _ := tail.expectLine(`.`)
+			var ev struct {
+				Type    string `json:"type"`
+				Payload struct {
+					History  []struct{ Seq int64 } `json:"history"`
+					Messages []struct{ Seq int64 } `json:"messages"`
+					Seq      int64                 `json:"seq"`
+					More     bool                  `json:"more"`
+				} `json:"payload"`
+			}
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				t.Fatalf("line %.80q: %v", line, err)
+			}
+			switch ev.Type {
+			case "joined":
+				if !ev.Payload.More {
+					t.Errorf("joined without more on %d stored messages: %.200s", stored, line)
+				}
+				for _, m := range ev.Payload.History {
+					seqs = append(seqs, m.Seq)
+				}
+			case "history":
+				pages++
+				for _, m := range ev.Payload.Messages {
+					seqs = append(seqs, m.Seq)
+				}
+			case "msg":
+				seqs = append(seqs, ev.Payload.Seq)
+			}
+		}
+	}
+	read(stored)
+	if _, errOut, code := roomchat(t, "", "send", "pages", "live", "--server", srv.URL); code != 0 {
+		t.Fatalf("send: exit %d, %s", code, errOut)
+	}
+	read(stored + 1)
+	for i, seq := range seqs {
+		if seq != int64(i+1) {
+			t.Fatalf("seqs printed = %v, want 1..%d once each", seqs, stored+1)
+		}
+	}
+	if pages < 2 {
+		t.Errorf("%d history events, want at least 2 for %d messages", pages, stored)
+	}
+}
+
+// TestEventCommand sends custom events with roomchat event to a tail
+// --json and an interactive join in the same room.
+func TestEventCommand(t *testing.T) {
+	srv := newServer(t)
+	tail := startCLI(t, "tail", "ev", "--json", "--server", srv.URL)
+	tail.expectLine(`"type":"joined"`)
+	carol := startCLI(t, "join", "ev", "--name", "carol", "--server", srv.URL)
+	carol.expectLine(`^-- joined ev as carol`)
+
+	out, errOut, code := roomchat(t, "", "event", "ev", "reaction", `{"emoji": "👍", "seq": 1}`, "--name", "bob", "--server", srv.URL)
+	if code != 0 || out != "" || errOut != "" {
+		t.Fatalf("event: exit %d, stdout %q, stderr %q; want 0 and no output", code, out, errOut)
+	}
+	line, _ := tail.expectLine(`"type":"event"`)
+	ev := mustJSON(t, line)
+	p := ev["payload"].(map[string]any)
+	from := p["from"].(map[string]any)
+	data, _ := p["data"].(map[string]any)
+	if p["roomID"] != "ev" || p["name"] != "reaction" || from["name"] != "bob" || data["emoji"] != "👍" || data["seq"] != 1.0 {
+		t.Errorf("tail --json event = %s", line)
+	}
+	carol.expectLine(`^\* bob reaction {"emoji":"👍","seq":1}$`)
+
+	// Without JSON the data is null; "-" reads it from stdin.
+	if _, errOut, code := roomchat(t, "", "event", "ev", "build.done", "--name", "ci", "--server", srv.URL); code != 0 {
+		t.Fatalf("event without data: exit %d, %s", code, errOut)
+	}
+	carol.expectLine(`^\* ci build.done$`)
+	if _, errOut, code := roomchat(t, "[1,\n 2]\n", "event", "ev", "nums", "-", "--server", srv.URL); code != 0 {
+		t.Fatalf("event with data from stdin: exit %d, %s", code, errOut)
+	}
+	carol.expectLine(`^\* guest-\w+ nums \[1,2\]$`)
+
+	// Refusals: the server's sentence, exit 1. Bad JSON never reaches it: exit 2.
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"bad name!"}, 1, "(bad_payload)"},
+		{[]string{"big", `"` + strings.Repeat("d", 9000) + `"`}, 1, "(too_long)"},
+		{[]string{"x", "{bad"}, 2, "JSON"},
+		{[]string{"x", ""}, 2, "JSON"},
+	} {
+		_, errOut, code := roomchat(t, "", append(append([]string{"event", "ev"}, tc.args...), "--server", srv.URL)...)
+		if code != tc.code || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("event %.30q: exit %d, stderr %q; want %d and %q", tc.args, code, errOut, tc.code, tc.want)
+		}
+	}
+	// A message after them is the next thing either reader prints: the
+	// refused events reached nobody.
+	if _, errOut, code := roomchat(t, "", "send", "ev", "done", "--name", "bob", "--server", srv.URL); code != 0 {
+		t.Fatalf("send: exit %d, %s", code, errOut)
+	}
+	_, before := carol.expectLine(`bob: done$`)
+	for _, l := range before {
+		if strings.HasPrefix(l, "* ") {
+			t.Errorf("join printed %q for a refused event", l)
+		}
+	}
+	_, before = tail.expectLine(`"message":"done"`)
+	for _, l := range before {
+		if strings.Contains(l, `"type":"event"`) && !strings.Contains(l, `"build.done"`) && !strings.Contains(l, `"nums"`) {
+			t.Errorf("tail printed %s", l)
 		}
 	}
 }

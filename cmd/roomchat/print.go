@@ -41,13 +41,8 @@ func newPrinter(e *env) *printer {
 }
 
 func (p *printer) print(ev client.Event) error {
-	if ev.Msg != nil {
-		p.lastSeq = max(p.lastSeq, ev.Msg.Seq)
-	}
-	if ev.Joined != nil {
-		for _, m := range ev.Joined.History {
-			p.lastSeq = max(p.lastSeq, m.Seq)
-		}
+	for _, m := range ev.Messages() {
+		p.lastSeq = max(p.lastSeq, m.Seq)
 	}
 	if p.json {
 		return writeLine(p.w, ev.Raw)
@@ -69,9 +64,17 @@ func (p *printer) print(ev client.Event) error {
 				return err
 			}
 		}
+	case ev.History != nil:
+		for _, m := range ev.History.Messages {
+			if err := p.message(m); err != nil {
+				return err
+			}
+		}
 	case ev.Msg != nil:
 		delete(p.typing, ev.Msg.From.UserID)
 		return p.message(*ev.Msg)
+	case ev.Event != nil:
+		return p.event(*ev.Event)
 	case ev.Type == protocol.TypePresence:
 		var pr protocol.Presence
 		if protocol.DecodePayload(ev.Envelope, &pr) != nil {
@@ -107,6 +110,27 @@ func (p *printer) print(ev client.Event) error {
 
 func (p *printer) message(m protocol.Message) error {
 	_, err := fmt.Fprintf(p.w, "%s %s: %s\n", m.TS.Local().Format("15:04"), clean(m.From.Name), clean(m.Message))
+	return err
+}
+
+// event prints a custom event as "* alice reaction {"emoji":"👍"}": the
+// sender's name (for an event posted through the HTTP API, which has no
+// sender, "server"), the event's name and its data as compact JSON, left
+// out when null.
+func (p *printer) event(e protocol.Event) error {
+	from := e.From.Name
+	if from == "" {
+		from = "server"
+	}
+	line := "* " + clean(from) + " " + clean(e.Name)
+	if d := e.Data; len(d) > 0 && d.Kind() != 'n' {
+		d = d.Clone()
+		if d.Compact() != nil {
+			d = e.Data // not valid JSON: shown as sent, on one line by clean
+		}
+		line += " " + clean(string(d))
+	}
+	_, err := fmt.Fprintln(p.w, line)
 	return err
 }
 

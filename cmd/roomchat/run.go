@@ -64,7 +64,7 @@ type command struct {
 var commands []*command
 
 func init() {
-	commands = []*command{createCmd, joinCmd, sendCmd, tailCmd}
+	commands = []*command{createCmd, joinCmd, sendCmd, eventCmd, tailCmd}
 }
 
 const topUsage = `roomchat is the command-line client of a roomchat server.
@@ -73,7 +73,11 @@ Usage:
   roomchat create                               create a room, print its share link
   roomchat join ROOM [--name N] [--since SEQ]   chat: stdin lines are sent, messages printed
   roomchat send ROOM [TEXT...]                  send one message (TEXT or stdin), print its seq
+  roomchat event ROOM NAME [JSON]               send a custom event (not stored) to the others
   roomchat tail ROOM [--since SEQ] [--json]     follow a room, read-only
+
+join and tail print the room's last messages first; --since SEQ starts after
+message SEQ instead, and --from-start at the room's first message.
 
 ROOM is a room ID or a share link (http://host/r/ID); a link also names the
 server unless --server is given.

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/roomchat/roomchat/internal/client/clienttest"
 	"github.com/roomchat/roomchat/internal/protocol"
@@ -60,7 +63,8 @@ func mustDial(t *testing.T, ctx context.Context, url string, opts Options) *Conn
 	return c
 }
 
-// expectEvent returns the next event of type typ, failing on any other.
+// expectEvent returns the next event of type typ (any type for ""),
+// failing on any other.
 func expectEvent(t *testing.T, ctx context.Context, c *Conn, typ string) (protocol.Envelope, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -69,7 +73,7 @@ func expectEvent(t *testing.T, ctx context.Context, c *Conn, typ string) (protoc
 	if err != nil {
 		t.Fatalf("waiting for %s: %v", typ, err)
 	}
-	if env.Type != typ {
+	if typ != "" && env.Type != typ {
 		t.Fatalf("got event %s, want %s", raw, typ)
 	}
 	return env, raw
@@ -245,6 +249,26 @@ func TestDuplicateIDAcksOnce(t *testing.T) {
 	if a1 != a2 {
 		t.Errorf("acks for one id differ: %+v, %+v", a1, a2)
 	}
+	// 64 characters is the most an id may have; a longer one is refused
+	// at once, since the server's error could not carry it back.
+	if _, _, err := c.SendMessageID(ctx, strings.Repeat("i", 64), "", "long id"); err != nil {
+		t.Errorf("64-character id: %v", err)
+	}
+	long := strings.Repeat("i", 65)
+	if _, _, err := c.SendMessageID(ctx, long, "", "too long an id"); !isCode(err, protocol.CodeBadEnvelope) {
+		t.Errorf("65-character id: err = %v, want %s", err, protocol.CodeBadEnvelope)
+	}
+	// And the server agrees: its error has no id.
+	if err := c.Send(ctx, protocol.TypePing, long, nil); err != nil {
+		t.Fatal(err)
+	}
+	env, raw := expectEvent(t, ctx, c, protocol.TypeMsg) // once
+	for env.Type == protocol.TypeMsg {
+		env, raw = expectEvent(t, ctx, c, "")
+	}
+	if env.Type != protocol.TypeError || env.ID != "" || !strings.Contains(string(raw), protocol.CodeBadEnvelope) {
+		t.Errorf("ping with a 65-character id: %s, want bad_envelope without id", raw)
+	}
 }
 
 func TestCloseEndsNext(t *testing.T) {
@@ -299,13 +323,8 @@ func collect(t *testing.T, ctx context.Context, s *Session, want int64, seen []i
 		if err != nil {
 			t.Fatalf("waiting for seq %d (have %v): %v", want, seen, err)
 		}
-		if ev.Joined != nil {
-			for _, m := range ev.Joined.History {
-				seen = append(seen, m.Seq)
-			}
-		}
-		if ev.Msg != nil {
-			seen = append(seen, ev.Msg.Seq)
+		for _, m := range ev.Messages() {
+			seen = append(seen, m.Seq)
 		}
 	}
 	return seen
@@ -454,14 +473,9 @@ func TestSessionSurvivesServerRestart(t *testing.T) {
 			if err != nil {
 				t.Fatalf("waiting for %q (have %q): %v", want, texts, err)
 			}
-			if ev.Joined != nil {
-				epochChanged = epochChanged || ev.EpochChanged
-				for _, m := range ev.Joined.History {
-					texts = append(texts, m.Message)
-				}
-			}
-			if ev.Msg != nil {
-				texts = append(texts, ev.Msg.Message)
+			epochChanged = epochChanged || ev.EpochChanged
+			for _, m := range ev.Messages() {
+				texts = append(texts, m.Message)
 			}
 		}
 	}
@@ -617,6 +631,424 @@ func TestBackoff(t *testing.T) {
 			if d < want/2 || d > want {
 				t.Fatalf("Backoff(%d) = %v, want in [%v, %v]", n, d, want/2, want)
 			}
+		}
+	}
+}
+
+// fill stores n messages in room through one connection, each acked before
+// the next is sent, so message i has seq first+i-1 and the text text(i).
+func fill(t *testing.T, ctx context.Context, url, room string, n int, text func(i int) string) {
+	t.Helper()
+	c := mustDial(t, ctx, url, Options{})
+	defer c.Close()
+	if _, err := c.Join(ctx, room, "filler", nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		if _, err := c.SendMessage(ctx, room, text(i)); err != nil {
+			t.Fatalf("store message %d: %v", i, err)
+		}
+	}
+	if err := c.Leave(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bulky is the text of stored message i: its number, then up to 3000
+// characters of padding, so that pages are cut by bytes (256 KiB) as well
+// as by count (200).
+func bulky(i int) string {
+	return fmt.Sprintf("%d %s", i, strings.Repeat("x", (i*397)%3000))
+}
+
+func TestHistory(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "pages"
+	fill(t, ctx, srv.URL, room, 250, func(i int) string { return fmt.Sprint(i) })
+	c := mustDial(t, ctx, srv.URL, Options{})
+	if _, err := c.History(ctx, room, 0, 0); !isCode(err, protocol.CodeNotInRoom) {
+		t.Errorf("history outside the room: err = %v, want %s", err, protocol.CodeNotInRoom)
+	}
+	if _, err := c.Join(ctx, room, "reader", nil); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		after      int64
+		limit      int
+		first, end int64 // seqs of the page, inclusive; 0, 0 for none
+		more       bool
+	}{
+		{after: 0, limit: 0, first: 1, end: 200, more: true},
+		{after: 200, limit: 0, first: 201, end: 250, more: false},
+		{after: 10, limit: 5, first: 11, end: 15, more: true},
+		{after: 245, limit: 200, first: 246, end: 250, more: false},
+		{after: 250, limit: 0},
+		{after: 1000, limit: 0},
+	}
+	for _, tc := range tests {
+		h, raw, err := c.HistoryRaw(ctx, room, tc.after, tc.limit)
+		if err != nil {
+			t.Errorf("History(after %d, limit %d): %v", tc.after, tc.limit, err)
+			continue
+		}
+		var seqs []int64
+		for _, m := range h.Messages {
+			seqs = append(seqs, m.Seq)
+			if m.Message != fmt.Sprint(m.Seq) || m.RoomID != room {
+				t.Errorf("History(after %d): message %+v", tc.after, m)
+			}
+		}
+		if tc.end == 0 {
+			if len(seqs) != 0 || h.More {
+				t.Errorf("History(after %d, limit %d) = %v, more %v; want no messages", tc.after, tc.limit, seqs, h.More)
+			}
+		} else {
+			checkSeqs(t, seqs, tc.first, tc.end)
+		}
+		if h.RoomID != room || h.More != tc.more {
+			t.Errorf("History(after %d, limit %d): roomID %q, more %v; want %q, %v", tc.after, tc.limit, h.RoomID, h.More, room, tc.more)
+		}
+		if !strings.Contains(string(raw), `"type":"history"`) {
+			t.Errorf("HistoryRaw bytes = %.100s", raw)
+		}
+	}
+	// The room defaults as for msg, and bad values name their field.
+	if h, err := c.History(ctx, "", 249, 0); err != nil || len(h.Messages) != 1 {
+		t.Errorf("History without roomID: %+v, %v; want message 250", h, err)
+	}
+	for _, tc := range []struct {
+		after int64
+		limit int
+		field string
+	}{
+		{after: -1, field: "after"},
+		{after: 0, limit: 201, field: "limit"},
+		{after: 0, limit: -1, field: "limit"},
+	} {
+		_, err := c.History(ctx, room, tc.after, tc.limit)
+		if pe, ok := errors.AsType[*protocol.Error](err); !ok || pe.Code != protocol.CodeBadPayload || pe.Field != tc.field {
+			t.Errorf("History(after %d, limit %d): err = %v, want %s on %q", tc.after, tc.limit, err, protocol.CodeBadPayload, tc.field)
+		}
+	}
+}
+
+func TestEvent(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "events"
+	a := mustDial(t, ctx, srv.URL, Options{})
+	b := mustDial(t, ctx, srv.URL, Options{Batch: true})
+	if err := a.Event(ctx, room, "early", nil); !isCode(err, protocol.CodeNotInRoom) {
+		t.Errorf("event outside the room: err = %v, want %s", err, protocol.CodeNotInRoom)
+	}
+	if _, err := a.Join(ctx, room, "alice", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Join(ctx, room, "bob", nil); err != nil {
+		t.Fatal(err)
+	}
+	expectEvent(t, ctx, a, protocol.TypePresence) // bob joined
+
+	if err := a.Event(ctx, room, "reaction", map[string]any{"emoji": "👍", "seq": 3}); err != nil {
+		t.Fatalf("Event: %v", err)
+	}
+	if err := a.Event(ctx, "", "app:v1.done", nil); err != nil {
+		t.Fatalf("Event without roomID or data: %v", err)
+	}
+	// Refusals carry the event's id, so Event returns them.
+	for _, tc := range []struct {
+		name  string
+		data  any
+		code  string
+		field string
+	}{
+		{name: "", code: protocol.CodeBadPayload, field: "name"},
+		{name: "has space", code: protocol.CodeBadPayload, field: "name"},
+		{name: strings.Repeat("n", 65), code: protocol.CodeBadPayload, field: "name"},
+		{name: "big", data: strings.Repeat("d", 8<<10), code: protocol.CodeTooLong, field: "data"},
+	} {
+		err := a.Event(ctx, room, tc.name, tc.data)
+		if pe, ok := errors.AsType[*protocol.Error](err); !ok || pe.Code != tc.code || pe.Field != tc.field {
+			t.Errorf("Event(%.20q): err = %v, want %s on %q", tc.name, err, tc.code, tc.field)
+		}
+	}
+	if _, err := a.SendMessage(ctx, room, "after the events"); err != nil {
+		t.Fatal(err)
+	}
+
+	// bob gets both events, in order, from alice, then the message.
+	_, raw := expectEvent(t, ctx, b, protocol.TypeEvent)
+	var e protocol.Event
+	if err := decode(mustEnvelope(t, raw), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.RoomID != room || e.Name != "reaction" || e.From.Name != "alice" || e.From.UserID != a.Welcome().UserID ||
+		string(e.Data) != `{"emoji":"👍","seq":3}` { // Event encodes maps with sorted keys
+		t.Errorf("event = %+v (%s)", e, raw)
+	}
+	_, raw = expectEvent(t, ctx, b, protocol.TypeEvent)
+	e = protocol.Event{}
+	if err := decode(mustEnvelope(t, raw), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Name != "app:v1.done" || (len(e.Data) != 0 && string(e.Data) != "null") {
+		t.Errorf("event without data = %+v (%s), want data null", e, raw)
+	}
+	if m := nextMsg(t, ctx, b); m.Message != "after the events" {
+		t.Errorf("bob's msg after the events = %+v", m)
+	}
+	// alice's next event is her own message: no event came back to her.
+	if _, raw := expectEvent(t, ctx, a, protocol.TypeMsg); !strings.Contains(string(raw), "after the events") {
+		t.Errorf("alice's next event = %s, want her message", raw)
+	}
+}
+
+func mustEnvelope(t *testing.T, raw []byte) protocol.Envelope {
+	t.Helper()
+	env, perr := protocol.DecodeEnvelope(raw)
+	if perr != nil {
+		t.Fatalf("decode %s: %v", raw, perr)
+	}
+	return env
+}
+
+// TestSessionPagesHistory opens a session with since 0 on a room with 700
+// stored messages (more than three pages, by count and by bytes), while
+// another member keeps sending: the session must deliver 1..700 from the
+// joined and its pages, then the live messages, each seq once and in order.
+func TestSessionPagesHistory(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "backlog"
+	const stored = 700
+	fill(t, ctx, srv.URL, room, stored, bulky)
+	sender := mustDial(t, ctx, srv.URL, Options{})
+	if _, err := sender.Join(ctx, room, "live", nil); err != nil {
+		t.Fatal(err)
+	}
+	next := stored + 1
+	sendLive := func(n int) {
+		for range n {
+			if _, err := sender.SendMessage(ctx, room, bulky(next)); err != nil {
+				t.Fatal(err)
+			}
+			next++
+		}
+	}
+
+	since := int64(0)
+	s := openSession(t, ctx, srv.URL, room, SessionOptions{Options: Options{Batch: true}, Since: &since})
+	var seen []int64
+	var pages int
+	ev, err := s.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Joined == nil || !ev.Joined.More || ev.Joined.LastSeq != stored {
+		t.Fatalf("first event = %.300s, want joined with more and lastSeq %d", ev.Raw, stored)
+	}
+	for _, m := range ev.Messages() {
+		seen = append(seen, m.Seq)
+		if m.Message != bulky(int(m.Seq)) {
+			t.Fatalf("message %d = %.40q…", m.Seq, m.Message)
+		}
+	}
+	// The session has asked for the first page, or holds it until Next
+	// takes it: these messages are live while it pages.
+	sendLive(10)
+	ctx2, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for len(seen) == 0 || seen[len(seen)-1] < int64(next-1) {
+		ev, err := s.Next(ctx2)
+		if err != nil {
+			t.Fatalf("after seq %d: %v", seen[len(seen)-1], err)
+		}
+		if ev.History != nil {
+			pages++
+			if pages == 1 {
+				sendLive(10) // and more in the middle of the catch-up
+			}
+		}
+		for _, m := range ev.Messages() {
+			seen = append(seen, m.Seq)
+			if m.Message != bulky(int(m.Seq)) {
+				t.Fatalf("message %d = %.40q…", m.Seq, m.Message)
+			}
+		}
+	}
+	checkSeqs(t, seen, 1, int64(next-1))
+	if pages < 3 {
+		t.Errorf("%d history pages, want at least 3 for 700 messages", pages)
+	}
+}
+
+// TestSessionPagingResumesAfterDrop drops the connection while the session
+// is paging through a backlog: it reconnects, re-joins with since = the last
+// seq it delivered and pages on, delivering every seq once.
+func TestSessionPagingResumesAfterDrop(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "backlog-drop"
+	const stored = 700
+	fill(t, ctx, srv.URL, room, stored, bulky)
+	since := int64(0)
+	s := openSession(t, ctx, srv.URL, room, SessionOptions{Since: &since})
+	var seen []int64
+	reconnected := false
+	dropped := false
+	ctx2, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for len(seen) == 0 || seen[len(seen)-1] < stored {
+		ev, err := s.Next(ctx2)
+		if err != nil {
+			t.Fatalf("have %d messages: %v", len(seen), err)
+		}
+		for _, m := range ev.Messages() {
+			seen = append(seen, m.Seq)
+		}
+		reconnected = reconnected || ev.Reconnected
+		if ev.History != nil && !dropped {
+			dropped = true
+			s.mu.Lock()
+			c := s.conn
+			s.mu.Unlock()
+			c.CloseNow()
+		}
+	}
+	checkSeqs(t, seen, 1, stored)
+	if !dropped || !reconnected {
+		t.Errorf("dropped %v, reconnected %v; want a drop in the middle of the pages and a reconnect", dropped, reconnected)
+	}
+}
+
+// TestSessionEvents checks that a session delivers custom events, decoded,
+// from a member and from the HTTP API, and sends its own.
+func TestSessionEvents(t *testing.T) {
+	srv := newServer(t)
+	ctx := testCtx(t)
+	const room = "session-events"
+	s := openSession(t, ctx, srv.URL, room, SessionOptions{Name: "bot"})
+	if _, err := s.Next(ctx); err != nil { // joined
+		t.Fatal(err)
+	}
+	other := mustDial(t, ctx, srv.URL, Options{})
+	if _, err := other.Join(ctx, room, "carol", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Event(ctx, room, "cursor", []int{3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	ev := nextWhere(t, ctx, s, "the event from carol", func(ev Event) bool { return ev.Event != nil })
+	if e := ev.Event; e.Name != "cursor" || string(e.Data) != "[3,4]" || e.From.Name != "carol" || ev.Type != protocol.TypeEvent {
+		t.Errorf("event = %+v (%s)", e, ev.Raw)
+	}
+
+	resp, err := http.Post(srv.URL+"/api/rooms/"+room+"/events", "application/json", strings.NewReader(`{"name":"deploy","data":{"ok":true}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /api/rooms/%s/events: %s, want 202", room, resp.Status)
+	}
+	ev = nextWhere(t, ctx, s, "the event from the API", func(ev Event) bool { return ev.Event != nil })
+	if e := ev.Event; e.Name != "deploy" || string(e.Data) != `{"ok":true}` || e.From.UserID != "" || e.RoomID != room {
+		t.Errorf("API event = %+v (%s)", e, ev.Raw)
+	}
+
+	if err := s.Event(ctx, "wave", jsontext.Value(`"hi"`)); err != nil {
+		t.Fatalf("Session.Event: %v", err)
+	}
+	expectEvent(t, ctx, other, protocol.TypeEvent) // deploy, from the API: to every member
+	_, raw := expectEvent(t, ctx, other, protocol.TypeEvent)
+	if !strings.Contains(string(raw), `"name":"wave","data":"hi"`) || !strings.Contains(string(raw), `"name":"bot"`) {
+		t.Errorf("carol got %s", raw)
+	}
+	if err := s.Event(ctx, "bad name", nil); !isCode(err, protocol.CodeBadPayload) {
+		t.Errorf("Session.Event with a bad name: %v, want %s", err, protocol.CodeBadPayload)
+	}
+}
+
+func TestEventMessages(t *testing.T) {
+	m := func(seq int64) protocol.Message { return protocol.Message{Seq: seq} }
+	seqs := func(ev Event) []int64 {
+		var out []int64
+		for _, m := range ev.Messages() {
+			out = append(out, m.Seq)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		ev   Event
+		want string
+	}{
+		{Event{Joined: &protocol.Joined{History: []protocol.Message{m(1), m(2)}}}, "[1 2]"},
+		{Event{History: &protocol.History{Messages: []protocol.Message{m(3)}}}, "[3]"},
+		{Event{Msg: &protocol.Message{Seq: 4}}, "[4]"},
+		{Event{Event: &protocol.Event{Name: "x"}}, "[]"},
+	} {
+		if got := fmt.Sprint(seqs(tc.ev)); got != tc.want {
+			t.Errorf("Messages of %+v = %s, want %s", tc.ev, got, tc.want)
+		}
+	}
+}
+
+// TestSessionPagingUnderRateLimit pages a backlog on a server whose rate
+// limit (every frame counts, history requests too) is far below what
+// paging asks for: the session waits out rate_limited and asks again on
+// the same connection, with no reconnect.
+func TestSessionPagingUnderRateLimit(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "roomchat.db")
+	srv := newServer(t, "-db", db)
+	ctx := testCtx(t)
+	const room = "limited"
+	const stored = 700
+	fill(t, ctx, srv.URL, room, stored, bulky)
+	srv.Stop()
+	srv = newServer(t, "-db", db, "-rate", "10", "-burst", "2")
+	since := int64(0)
+	var drops atomic.Int32
+	s := openSession(t, ctx, srv.URL, room, SessionOptions{
+		Since:   &since,
+		OnState: func(st State) { drops.Add(1) },
+	})
+	var pages int
+	var seen []int64
+	for len(seen) < stored {
+		ev, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("have %d messages: %v", len(seen), err)
+		}
+		if ev.History != nil {
+			pages++
+		}
+		for _, m := range ev.Messages() {
+			seen = append(seen, m.Seq)
+		}
+	}
+	checkSeqs(t, seen, 1, stored)
+	if pages < 3 || drops.Load() != 0 {
+		t.Errorf("%d pages, %d connection changes; want at least 3 pages and none", pages, drops.Load())
+	}
+}
+
+func TestRateLimitedWait(t *testing.T) {
+	for _, tc := range []struct {
+		rate float64
+		n    int
+		want time.Duration
+	}{
+		{rate: 20, n: 1, want: 50 * time.Millisecond},
+		{rate: 10, n: 1, want: 100 * time.Millisecond},
+		{rate: 10, n: 3, want: 400 * time.Millisecond},
+		{rate: 0.5, n: 1, want: 2 * time.Second},
+		{rate: 0, n: 1, want: 50 * time.Millisecond},
+		{rate: 1000, n: 1, want: 50 * time.Millisecond},
+		{rate: 20, n: 100, want: 2 * time.Second},
+	} {
+		if got := rateLimitedWait(tc.rate, tc.n); got != tc.want {
+			t.Errorf("rateLimitedWait(%g, %d) = %v, want %v", tc.rate, tc.n, got, tc.want)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/roomchat/roomchat/internal/protocol"
 )
@@ -19,9 +20,12 @@ import (
 var ErrClosed = errors.New("client: connection closed")
 
 // DefaultReadLimit is the largest frame a Conn reads when Options.ReadLimit
-// is 0. A joined reply with since replays every missed message in one frame
-// (4000 characters each, up to 16 KB of UTF-8), so the limit is far above the
-// server's 64 KiB cap on client frames: 64 MiB holds thousands of messages.
+// is 0. A server pages its history (joined and history replies hold at most
+// Limits.MaxPageBytes, 256 KiB, of messages) and a batched frame holds at
+// most what it queued for the connection (1 MiB before it gives up on a
+// slow reader), but a server configured with larger limits, or an older
+// one that replays everything after since in one joined, sends more: 64 MiB
+// holds thousands of 4000-character messages.
 const DefaultReadLimit = 64 << 20
 
 // Options configure Dial. The zero value dials without batching or resume.
@@ -328,33 +332,52 @@ func (c *Conn) Request(ctx context.Context, typ string, payload any) (protocol.E
 }
 
 func (c *Conn) request(ctx context.Context, id, typ string, payload any) (protocol.Envelope, []byte, error) {
-	w := make(chan event, 1)
-	c.mu.Lock()
-	c.waiters[id] = w
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.waiters, id)
-		c.mu.Unlock()
-	}()
+	// The server answers a longer id with an error that cannot carry it,
+	// so the reply would never be matched: refuse it here.
+	if perr := c.welcome.Limits.WithDefaults().CheckID(id); perr != nil {
+		return protocol.Envelope{}, nil, perr
+	}
+	w := c.await(id)
+	defer c.forget(id)
 	if err := c.Send(ctx, typ, id, payload); err != nil {
 		return protocol.Envelope{}, nil, err
 	}
 	select {
 	case ev := <-w:
-		if ev.env.Type == protocol.TypeError {
-			var pe protocol.Error
-			if err := decode(ev.env, &pe); err != nil {
-				return ev.env, ev.raw, err
-			}
-			return ev.env, ev.raw, &pe
-		}
-		return ev.env, ev.raw, nil
+		return reply(ev)
 	case <-c.done:
 		return protocol.Envelope{}, nil, c.Err()
 	case <-ctx.Done():
 		return protocol.Envelope{}, nil, ctx.Err()
 	}
+}
+
+// await registers a waiter for the reply carrying id; forget removes it.
+// The channel has capacity 1 and receives at most one event.
+func (c *Conn) await(id string) chan event {
+	w := make(chan event, 1)
+	c.mu.Lock()
+	c.waiters[id] = w
+	c.mu.Unlock()
+	return w
+}
+
+func (c *Conn) forget(id string) {
+	c.mu.Lock()
+	delete(c.waiters, id)
+	c.mu.Unlock()
+}
+
+// reply returns a reply event, turning an error reply into a *protocol.Error.
+func reply(ev event) (protocol.Envelope, []byte, error) {
+	if ev.env.Type == protocol.TypeError {
+		var pe protocol.Error
+		if err := decode(ev.env, &pe); err != nil {
+			return ev.env, ev.raw, err
+		}
+		return ev.env, ev.raw, &pe
+	}
+	return ev.env, ev.raw, nil
 }
 
 // expect checks that a reply has the wanted type and decodes its payload.
@@ -404,6 +427,8 @@ func (c *Conn) SendMessage(ctx context.Context, roomID, text string) (protocol.A
 // SendMessageID is SendMessage with a caller-chosen id, and it also returns
 // the reply's bytes. Re-sending the same id after a lost reply (from the
 // same user, e.g. after resuming) gets the original ack and stores nothing.
+// An id longer than the server's Limits.MaxID (64) is a bad_envelope
+// *protocol.Error, returned without sending anything.
 func (c *Conn) SendMessageID(ctx context.Context, id, roomID, text string) (protocol.Ack, []byte, error) {
 	var a protocol.Ack
 	env, raw, err := c.request(ctx, id, protocol.TypeMsg, protocol.Send{Message: text, RoomID: roomID})
@@ -411,6 +436,125 @@ func (c *Conn) SendMessageID(ctx context.Context, id, roomID, text string) (prot
 		return a, raw, err
 	}
 	return a, raw, expect(env, protocol.TypeAck, &a)
+}
+
+// History asks for a page of roomID's stored messages with seq > after,
+// oldest first, and waits for it. The connection must be in the room
+// (not_in_room otherwise); roomID "" means the only room it is in. limit 0
+// asks for the server's maximum (Limits.MaxPage, 200); the server also cuts
+// a page at Limits.MaxPageBytes (256 KiB) of messages, but a page holds at
+// least one message when there is one. More is true when the page stopped
+// before the room's last message: ask again with after = the last seq of
+// this page. A bad after or limit is a bad_payload *protocol.Error.
+//
+// Send one history request at a time on a connection and wait for its
+// reply: a Session does this after a joined with more (see Session).
+func (c *Conn) History(ctx context.Context, roomID string, after int64, limit int) (protocol.History, error) {
+	h, _, err := c.HistoryRaw(ctx, roomID, after, limit)
+	return h, err
+}
+
+// HistoryRaw is History that also returns the reply's exact bytes.
+func (c *Conn) HistoryRaw(ctx context.Context, roomID string, after int64, limit int) (protocol.History, []byte, error) {
+	var h protocol.History
+	env, raw, err := c.Request(ctx, protocol.TypeHistory, protocol.HistoryRequest{RoomID: roomID, After: &after, Limit: limit})
+	if err != nil {
+		return h, raw, err
+	}
+	return h, raw, expect(env, protocol.TypeHistory, &h)
+}
+
+// Event sends the custom event name with data to the other members of
+// roomID ("" for the only room the connection is in) and waits until the
+// server has handled it. The server relays an event to the other members
+// only (never back to the sender), stores nothing and sends no reply on
+// success, so Event follows it with a ping: the server handles a
+// connection's frames in order, so the pong means the event was accepted,
+// and an error carrying the event's id means it was refused (a
+// *protocol.Error: bad_payload with field "name" for a bad name, too_long
+// with field "data" for data over Limits.MaxEventData, not_in_room,
+// rate_limited).
+//
+// data is encoded with github.com/go-json-experiment/json, maps with
+// their keys sorted; a jsontext.Value (or an encoding/json.RawMessage) is
+// sent as it is, and nil sends no data (the members see null).
+func (c *Conn) Event(ctx context.Context, roomID, name string, data any) error {
+	d, err := encodeData(data)
+	if err != nil {
+		return err
+	}
+	evID, pingID := NewID(), NewID()
+	ew := c.await(evID)
+	defer c.forget(evID)
+	pw := c.await(pingID)
+	defer c.forget(pingID)
+	if err := c.Send(ctx, protocol.TypeEvent, evID, protocol.SendEvent{Name: name, Data: d, RoomID: roomID}); err != nil {
+		return err
+	}
+	if err := c.Send(ctx, protocol.TypePing, pingID, nil); err != nil {
+		return err
+	}
+	select {
+	case ev := <-ew:
+		// The pong still follows; wait for it, so that it does not
+		// turn up in Next.
+		select {
+		case <-pw:
+		case <-c.done:
+		case <-ctx.Done():
+		}
+		return eventReply(ev)
+	case ev := <-pw:
+		// Replies are routed in the order they arrive, so an error for
+		// the event, which the server sent before the pong, is already
+		// waiting if there is one.
+		select {
+		case ev := <-ew:
+			return eventReply(ev)
+		default:
+		}
+		env, _, err := reply(ev)
+		if err != nil {
+			return err
+		}
+		return expect(env, protocol.TypePong, nil)
+	case <-c.done:
+		return c.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// eventReply turns a reply carrying an event's id (only an error is
+// expected) into Event's result.
+func eventReply(ev event) error {
+	env, _, err := reply(ev)
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("server answered event with %q", env.Type)
+}
+
+// encodeData encodes an event's data; nil and an empty jsontext.Value
+// mean no data.
+func encodeData(data any) (jsontext.Value, error) {
+	switch d := data.(type) {
+	case nil:
+		return nil, nil
+	case jsontext.Value:
+		if len(d) == 0 {
+			return nil, nil
+		}
+		if !d.IsValid() {
+			return nil, errors.New("encode event data: not valid JSON")
+		}
+		return d, nil
+	}
+	b, err := json.Marshal(data, json.Deterministic(true)) // map keys sorted
+	if err != nil {
+		return nil, fmt.Errorf("encode event data: %w", err)
+	}
+	return jsontext.Value(b), nil
 }
 
 // Create asks the server for a new room (it does not join it).

@@ -58,15 +58,30 @@ type State struct {
 }
 
 // Event is one server event delivered by a Session.
+//
+// The room's messages reach the reader in three kinds of event: the
+// history of a joined (Joined.History), a page of catch-up history
+// (History.Messages) and a live msg (Msg). Taken together, in the order
+// Next returns them, they hold every seq once, in order; Messages returns
+// an event's messages whichever kind it is.
 type Event struct {
 	protocol.Envelope
 	// Raw is the event exactly as the server sent it.
 	Raw []byte
 	// Joined is the decoded payload of a joined event. Its History holds
-	// only messages not delivered before (Raw is untouched).
+	// only messages not delivered before (Raw is untouched). When More is
+	// set, the history events that complete it follow at once.
 	Joined *protocol.Joined
+	// History is the decoded payload of a history event: a page of the
+	// messages a joined with More left out, which the Session asked for.
+	// Its Messages hold only messages not delivered before.
+	History *protocol.History
 	// Msg is the decoded payload of a msg event.
 	Msg *protocol.Message
+	// Event is the decoded payload of a custom event (type "event"),
+	// relayed from another member or posted through the HTTP API (then
+	// From.UserID is "").
+	Event *protocol.Event
 	// Reconnected marks the joined event that follows a reconnect.
 	Reconnected bool
 	// EpochChanged marks a joined event whose epoch differs from the
@@ -75,12 +90,51 @@ type Event struct {
 	EpochChanged bool
 }
 
+// Messages returns the chat messages ev delivers, oldest first: a joined's
+// history, a history page or the one msg; nil for other events.
+func (ev Event) Messages() []protocol.Message {
+	switch {
+	case ev.Joined != nil:
+		return ev.Joined.History
+	case ev.History != nil:
+		return ev.History.Messages
+	case ev.Msg != nil:
+		return []protocol.Message{*ev.Msg}
+	}
+	return nil
+}
+
 // Session is a reconnecting membership of one room, for readers that must
 // not miss or repeat a message (roomchat join and tail, bots). It dials,
 // joins, and delivers the room's events through Next. When the connection
 // drops it reconnects with exponential backoff and jitter, resumes its
 // userID with the welcome's token and re-joins with since = the last seq it
 // delivered, and it drops any msg whose seq it has already delivered.
+//
+// Catching up is paged. A joined holds at most one page of history (200
+// messages, 256 KiB); when it says More, the Session asks for the rest with
+// history requests, one at a time, and delivers each page as an Event with
+// History set, until it has delivered every seq up to the joined's LastSeq.
+// Live events that arrive meanwhile wait, in order, and follow the last
+// page; a msg that a page already delivered is dropped. The next page is
+// asked for only after Next has returned the previous one, so a slow reader
+// slows the catch-up down instead of piling pages up in memory. A drop in
+// the middle is like any other: the Session re-joins with since = the last
+// seq it delivered and pages on from there. So a bot that reads Next gets a
+// whole room's backlog, from SessionOptions.Since on, without paging itself:
+//
+//	since := int64(0) // from the room's first message
+//	s, err := client.OpenSession(ctx, server, room, client.SessionOptions{Since: &since})
+//	…
+//	for {
+//		ev, err := s.Next(ctx)
+//		if err != nil {
+//			return err
+//		}
+//		for _, m := range ev.Messages() {
+//			handle(m) // every seq once, in order
+//		}
+//	}
 //
 // One goroutine, owned by the Session, does this; it stops when the
 // context given to OpenSession ends or Close is called.
@@ -202,16 +256,134 @@ func (s *Session) join(ctx context.Context, c *Conn) ([]Event, error) {
 	s.joined = true
 	s.epoch = j.Epoch
 	s.name = j.You.Name
-	j.History = slices.DeleteFunc(j.History, func(m protocol.Message) bool { return m.Seq <= s.lastSeq })
-	for _, m := range j.History {
-		s.lastSeq = max(s.lastSeq, m.Seq)
+	if since != nil {
+		// The reader has everything up to since (capped at the room's
+		// last seq: a since from the future must not hide new messages),
+		// so a catch-up starts there even if the history is empty.
+		s.lastSeq = max(s.lastSeq, min(*since, j.LastSeq))
 	}
+	s.keepNew(&j.History)
 	if since == nil && len(j.History) == 0 {
 		// Without since, the server's lastSeq is the room's own, and an
 		// empty history means nothing is stored (or History is 0).
 		s.lastSeq = max(s.lastSeq, j.LastSeq)
 	}
 	return []Event{ev}, nil
+}
+
+// keepNew drops the messages already delivered from msgs and advances
+// lastSeq past the rest.
+func (s *Session) keepNew(msgs *[]protocol.Message) {
+	*msgs = slices.DeleteFunc(*msgs, func(m protocol.Message) bool { return m.Seq <= s.lastSeq })
+	for _, m := range *msgs {
+		s.lastSeq = max(s.lastSeq, m.Seq)
+	}
+}
+
+// rejoined takes in a joined the server sent without being asked (for a
+// room whose stored history was reset, it comes with the new epoch). It
+// reports whether the epoch changed, in which case the seq numbers
+// restarted and nothing of the new epoch has been delivered yet.
+func (s *Session) rejoined(j *protocol.Joined) bool {
+	changed := s.epoch != "" && j.Epoch != "" && j.Epoch != s.epoch
+	if changed {
+		s.lastSeq = 0
+	}
+	if j.Epoch != "" {
+		s.epoch = j.Epoch
+	}
+	s.keepNew(&j.History)
+	return changed
+}
+
+// catchUp delivers the messages a joined with more left out: it asks for
+// the page after the last seq delivered, delivers it, and asks for the
+// next one, until a page reaches upTo (the joined's lastSeq) or the server
+// says there is no more. Each request is bounded by DialTimeout; a timeout
+// or a lost connection is returned, and the reconnect that follows re-joins
+// with since = the last seq delivered. Every frame counts against the
+// server's per-connection rate limit, so a reader fast enough to page past
+// it gets rate_limited: the same page is asked for again after
+// rateLimitedWait. A server that refuses to page (an older one answers
+// unknown_type) gets its error delivered, and the session goes on with
+// live events.
+func (s *Session) catchUp(ctx context.Context, c *Conn, upTo int64) error {
+	after := s.lastSeq
+	limited := 0 // rate_limited answers in a row
+	for after < upTo {
+		rctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
+		env, raw, err := c.Request(rctx, protocol.TypeHistory, protocol.HistoryRequest{RoomID: s.roomID, After: &after})
+		cancel()
+		if pe, ok := errors.AsType[*protocol.Error](err); ok && pe.Code == protocol.CodeRateLimited {
+			limited++
+			t := time.NewTimer(rateLimitedWait(c.Welcome().Limits.Rate, limited))
+			select {
+			case <-t.C:
+				continue
+			case <-c.Done():
+				t.Stop()
+				return c.Err()
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		limited = 0
+		if err != nil {
+			if pe, ok := errors.AsType[*protocol.Error](err); ok && !transient(pe.Code) {
+				if !s.deliver(ctx, Event{Envelope: env, Raw: raw}) {
+					return ctx.Err()
+				}
+				return nil
+			}
+			return err
+		}
+		var h protocol.History
+		if err := expect(env, protocol.TypeHistory, &h); err != nil {
+			return err
+		}
+		if len(h.Messages) == 0 {
+			return nil
+		}
+		last := h.Messages[len(h.Messages)-1].Seq
+		s.keepNew(&h.Messages)
+		if len(h.Messages) > 0 && !s.deliver(ctx, Event{Envelope: env, Raw: raw, History: &h}) {
+			return ctx.Err()
+		}
+		if !h.More || last <= after {
+			return nil
+		}
+		after = last
+	}
+	return nil
+}
+
+// rateLimitedWait is how long to wait before asking again after the n-th
+// rate_limited answer in a row, on a connection allowed rate frames per
+// second: the time one frame's allowance takes to come back, doubled per
+// repeated refusal, between 50 ms and 2 s. Each refused frame also counts
+// towards the server's closing the connection for abuse, which needs
+// refused frames faster than rate for a while, so waiting at least 1/rate
+// keeps clear of it.
+func rateLimitedWait(rate float64, n int) time.Duration {
+	d := 50 * time.Millisecond
+	if rate > 0 {
+		d = max(d, time.Duration(float64(time.Second)/rate))
+	}
+	for i := 1; i < n && d < 2*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 2*time.Second)
+}
+
+// transient reports whether an error code may go away by itself, so a
+// request refused with it is worth retrying on a new connection.
+func transient(code string) bool {
+	switch code {
+	case protocol.CodeRateLimited, protocol.CodeStoreUnavailable, protocol.CodeShuttingDown, protocol.CodeInternal:
+		return true
+	}
+	return false
 }
 
 // learnEpoch joins the room again (silently: the server answers a member's
@@ -283,8 +455,8 @@ func (s *Session) loop(ctx context.Context, serverURL string, conn *Conn, pendin
 // (its error) or ctx does.
 func (s *Session) pump(ctx context.Context, conn *Conn, pending []Event) error {
 	for _, ev := range pending {
-		if !s.deliver(ctx, ev) {
-			return ctx.Err()
+		if err := s.deliverJoined(ctx, conn, ev); err != nil {
+			return err
 		}
 	}
 	asked := false // learnEpoch was tried on this connection
@@ -312,7 +484,20 @@ func (s *Session) pump(ctx context.Context, conn *Conn, pending []Event) error {
 			if err := decode(env, &j); err != nil {
 				return err
 			}
+			if j.RoomID == s.roomID {
+				ev.EpochChanged = s.rejoined(&j)
+			}
 			ev.Joined = &j
+		case protocol.TypeEvent:
+			var e protocol.Event
+			if err := decode(env, &e); err != nil {
+				return err
+			}
+			ev.Event = &e
+		case protocol.TypeHistory:
+			// Only a late reply to a page request that timed out (the
+			// connection is dropped then); its messages are asked for again.
+			continue
 		}
 		if ev.Msg != nil && s.epoch == "" && !asked {
 			// Before delivering, so that a caller who has seen the
@@ -320,10 +505,28 @@ func (s *Session) pump(ctx context.Context, conn *Conn, pending []Event) error {
 			asked = true
 			s.learnEpoch(ctx, conn)
 		}
+		if ev.Joined != nil {
+			if err := s.deliverJoined(ctx, conn, ev); err != nil {
+				return err
+			}
+			continue
+		}
 		if !s.deliver(ctx, ev) {
 			return ctx.Err()
 		}
 	}
+}
+
+// deliverJoined delivers a joined event and, when it says more, the pages
+// that complete it, before anything that arrived after it.
+func (s *Session) deliverJoined(ctx context.Context, conn *Conn, ev Event) error {
+	if !s.deliver(ctx, ev) {
+		return ctx.Err()
+	}
+	if j := ev.Joined; j != nil && j.More && j.RoomID == s.roomID {
+		return s.catchUp(ctx, conn, j.LastSeq)
+	}
+	return nil
 }
 
 func (s *Session) deliver(ctx context.Context, ev Event) bool {
@@ -424,6 +627,19 @@ func (s *Session) Typing(ctx context.Context) error {
 		return nil
 	}
 	return c.Typing(ctx, s.roomID)
+}
+
+// Event sends a custom event to the other members of the room and waits
+// until the server has accepted it (see Conn.Event for the errors). It
+// waits for a reconnect if the connection is down, but it does not resend
+// after a drop: the server does not de-duplicate events, and one that
+// reached it before the drop would be relayed twice.
+func (s *Session) Event(ctx context.Context, name string, data any) error {
+	c, err := s.current(ctx, nil)
+	if err != nil {
+		return err
+	}
+	return c.Event(ctx, s.roomID, name, data)
 }
 
 // Leave leaves the room on the current connection (waiting for a
