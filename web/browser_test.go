@@ -9,6 +9,7 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,11 +28,13 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store/sqlite"
 	"github.com/roomchat/roomchat/web"
@@ -290,6 +294,7 @@ type testServer struct {
 	t      *testing.T
 	dbPath string
 	addr   string
+	limits protocol.Limits // zero: the defaults
 	log    *slog.Logger
 	st     *sqlite.Store
 	srv    *server.Server
@@ -301,19 +306,21 @@ type testServer struct {
 // startServer starts a server on addr ("127.0.0.1:0" picks a port).
 func startServer(t *testing.T, dbPath, addr string) *testServer {
 	t.Helper()
-	s := newServer(t, dbPath, addr)
+	s := newServer(t, dbPath, addr, protocol.Limits{})
 	s.listen()
 	return s
 }
 
-// restartServer builds a new server on the old one's database and address;
-// it does not listen until listen is called.
+// restartServer builds a new server on the old one's database, address and
+// limits; it does not listen until listen is called.
 func restartServer(t *testing.T, old *testServer, addr string) *testServer {
 	t.Helper()
-	return newServer(t, old.dbPath, addr)
+	return newServer(t, old.dbPath, addr, old.limits)
 }
 
-func newServer(t *testing.T, dbPath, addr string) *testServer {
+// newServer builds a server that does not listen yet; zero limits are the
+// defaults.
+func newServer(t *testing.T, dbPath, addr string, limits protocol.Limits) *testServer {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
@@ -322,12 +329,12 @@ func newServer(t *testing.T, dbPath, addr string) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, Web: web.FS, Logger: log})
+	srv, err := server.New(server.Config{Store: st, Web: web.FS, Logger: log, Limits: limits})
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
 	}
-	s := &testServer{t: t, dbPath: dbPath, addr: addr, log: log, st: st, srv: srv}
+	s := &testServer{t: t, dbPath: dbPath, addr: addr, limits: limits, log: log, st: st, srv: srv}
 	t.Cleanup(s.stop)
 	return s
 }
@@ -408,22 +415,31 @@ func (s *testServer) postBeforeListening(roomID, name, message string) {
 // post sends a bot message through the HTTP API over the network.
 func (s *testServer) post(roomID, name, message string) {
 	s.t.Helper()
+	if err := s.postErr(roomID, name, message); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// postErr is post for other goroutines than the test's: it returns the
+// error instead of failing the test.
+func (s *testServer) postErr(roomID, name, message string) error {
 	body := fmt.Sprintf(`{"name":%s,"message":%s}`, jsString(name), jsString(message))
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url()+"/api/rooms/"+roomID+"/messages", strings.NewReader(body))
 	if err != nil {
-		s.t.Fatal(err)
+		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		s.t.Fatal(err)
+		return err
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusCreated {
-		s.t.Fatalf("POST %s: %s", req.URL, res.Status)
+		return fmt.Errorf("POST %s: %s", req.URL, res.Status)
 	}
+	return nil
 }
 
 // ---- browser ------------------------------------------------------------------
@@ -489,6 +505,16 @@ type pageT struct {
 	dialogs    []string
 	exceptions []string
 	logs       []string
+	frames     []wsEvent // every event of every WebSocket of the page, in order
+}
+
+// wsEvent is one event the page sent or received over a WebSocket (a
+// batched frame holds several).
+type wsEvent struct {
+	Sent    bool // sent by the page, not received
+	Type    string
+	ID      string
+	Payload json.RawMessage
 }
 
 func newPage(t *testing.T, browser context.Context, name string) *pageT {
@@ -518,6 +544,10 @@ func newPage(t *testing.T, browser context.Context, name string) *pageT {
 			p.mu.Lock()
 			p.exceptions = append(p.exceptions, fmt.Sprintf("%s:%d: %s", d.URL, d.LineNumber, text))
 			p.mu.Unlock()
+		case *network.EventWebSocketFrameSent:
+			p.recordFrame(true, ev.Response)
+		case *network.EventWebSocketFrameReceived:
+			p.recordFrame(false, ev.Response)
 		case *cdplog.EventEntryAdded:
 			e := ev.Entry
 			p.mu.Lock()
@@ -555,6 +585,45 @@ func newPage(t *testing.T, browser context.Context, name string) *pageT {
 		t.Fatalf("%s: open a tab: %v", name, err)
 	}
 	return p
+}
+
+// recordFrame splits a text frame into its events (one JSON object a line,
+// as with batch=1) and appends them to p.frames.
+func (p *pageT) recordFrame(sent bool, f *network.WebSocketFrame) {
+	if f == nil || f.Opcode != 1 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for line := range strings.SplitSeq(string(f.PayloadData), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var e struct {
+			Type    string          `json:"type"`
+			ID      string          `json:"id"`
+			Payload json.RawMessage `json:"payload"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			p.frames = append(p.frames, wsEvent{Sent: sent, Type: "(unparsable)", Payload: json.RawMessage(strconv.Quote(line))})
+			continue
+		}
+		p.frames = append(p.frames, wsEvent{Sent: sent, Type: e.Type, ID: e.ID, Payload: e.Payload})
+	}
+}
+
+// framesSince returns the WebSocket events recorded after the first n.
+func (p *pageT) framesSince(n int) []wsEvent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]wsEvent(nil), p.frames[min(n, len(p.frames)):]...)
+}
+
+// frameCount is how many WebSocket events were recorded so far.
+func (p *pageT) frameCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.frames)
 }
 
 // do runs actions on the page, bounded by stepTimeout.
