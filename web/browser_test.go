@@ -26,7 +26,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
@@ -256,16 +258,20 @@ func TestBrowserLanding(t *testing.T) {
 	p.waitJS("the join error", `document.getElementById('join-error').textContent !== '' &&
 		document.getElementById('join-id').getAttribute('aria-invalid') === 'true'`)
 	// Create a room where the clipboard is not available (as on plain
-	// http): the copy button selects the link and says how to copy it.
+	// http): creating it tries to copy the link and falls back as the copy
+	// button does, selecting the link and saying how to copy it.
 	evalJS[bool](p, `(Object.defineProperty(navigator, 'clipboard', {value: undefined, configurable: true}), true)`)
-	p.do(chromedp.Click(chromedp.ID("create-room")))
-	p.waitJS("the share link", `document.getElementById('share-link').value !== ''`)
-	p.do(chromedp.Click(chromedp.ID("copy-link")))
-	p.waitJS("the copy fallback: the link selected, and a sentence", `(() => {
+	const fallback = `(() => {
 		const i = document.getElementById('share-link');
-		return /selected, press (Ctrl|⌘)\+C/.test(document.getElementById('copy-status').textContent) &&
+		return i.value !== '' && /selected, press (Ctrl|⌘)\+C/.test(document.getElementById('copy-status').textContent) &&
 			document.activeElement === i && i.selectionStart === 0 && i.selectionEnd === i.value.length;
-	})()`)
+	})()`
+	p.do(chromedp.Click(chromedp.ID("create-room")))
+	p.waitJS("the copy fallback after create: the link selected, and a sentence", fallback)
+	// The copy button falls back the same way.
+	evalJS[bool](p, `(document.getElementById('copy-status').textContent = '', document.getElementById('join-id').focus(), true)`)
+	p.do(chromedp.Click(chromedp.ID("copy-link")))
+	p.waitJS("the copy button's fallback: the link selected, and a sentence", fallback)
 
 	p.do(
 		chromedp.Clear(chromedp.ID("join-id")),
@@ -284,6 +290,69 @@ func TestBrowserLanding(t *testing.T) {
 	if err := p.problems(); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestBrowserCreateCopies clicks "Create room" on the landing page with the
+// clipboard allowed, and reads the clipboard back: it holds the share link
+// the page shows (SPEC §6: create shows and copies the link).
+func TestBrowserCreateCopies(t *testing.T) {
+	browser := newBrowser(t)
+	srv := startServer(t, filepath.Join(t.TempDir(), "roomchat.db"), "127.0.0.1:0")
+	base := srv.url()
+	p := newPage(t, browser, "creator")
+	p.do(chromedp.Navigate(base + "/"))
+	p.grantClipboard(base)
+	if got := clipboardText(p); got != "" {
+		t.Fatalf("clipboard before create = %q, want it empty", got)
+	}
+	p.do(chromedp.Click(chromedp.ID("create-room")))
+	p.waitJS("the link copied", `!document.getElementById('created').hidden &&
+		document.getElementById('copy-status').textContent === 'Link copied.'`)
+	link := evalJS[string](p, `document.getElementById('share-link').value`)
+	roomID := evalJS[string](p, `document.getElementById('created').dataset.roomId`)
+	if want := base + "/r/" + roomID; link != want {
+		t.Errorf("share link = %q, want %q", link, want)
+	}
+	if got := clipboardText(p); got != link {
+		t.Errorf("clipboard after create = %q, want the shown share link %q", got, link)
+	}
+	if err := p.problems(); err != nil {
+		t.Error(err)
+	}
+}
+
+// grantClipboard lets pages of origin in p's browser context read and write
+// the clipboard without asking, and makes the page count as focused (a
+// headless tab is not, and the Clipboard API refuses unfocused documents).
+func (p *pageT) grantClipboard(origin string) {
+	p.t.Helper()
+	p.do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		c := chromedp.FromContext(ctx)
+		for _, name := range []string{"clipboard-read", "clipboard-write"} {
+			if _, err := cdp.Call(ctx, c.Browser, browser.SetPermission, browser.SetPermissionParams{
+				Permission:       &browser.PermissionDescriptor{Name: name},
+				Setting:          browser.PermissionSettingGranted,
+				Origin:           origin,
+				BrowserContextID: c.BrowserContextID,
+			}); err != nil {
+				return fmt.Errorf("grant %s: %w", name, err)
+			}
+		}
+		_, err := cdp.Call(ctx, tg, emulation.SetFocusEmulationEnabled, emulation.SetFocusEmulationEnabledParams{Enabled: true})
+		return err
+	}))
+}
+
+// clipboardText reads the clipboard through the page.
+func clipboardText(p *pageT) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, stepTimeout)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`navigator.clipboard.readText()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.t.Fatalf("%s: read the clipboard: %v", p.name, err)
+	}
+	return s
 }
 
 // ---- server -----------------------------------------------------------------
