@@ -385,3 +385,42 @@ func (c *wsClient) closeCode(timeout time.Duration) websocket.StatusCode {
 	}
 	return websocket.CloseStatus(c.err)
 }
+
+// joinAll joins roomID with since and pages with history while joined.more
+// is true (SPEC §4 catch-up), returning joined with every page's messages
+// in History. Live msg and presence events are skipped: the tests that use
+// it have no live traffic.
+func (c *wsClient) joinAll(roomID string, since int64) protocol.Joined {
+	c.t.Helper()
+	j := c.join(roomID, &since)
+	more := j.More
+	for n := 0; more; n++ {
+		after := since
+		if len(j.History) > 0 {
+			after = j.History[len(j.History)-1].Seq
+		}
+		id := fmt.Sprint("page-", n)
+		c.mustSend(`{"type":"history","id":%q,"payload":{"roomID":%q,"after":%d}}`, id, roomID, after)
+		for {
+			e, err := c.read(10 * time.Second)
+			if err != nil {
+				c.t.Fatalf("waiting for history %s: %v", id, err)
+			}
+			if e.Type == protocol.TypePresence || e.Type == protocol.TypeMsg {
+				continue
+			}
+			if e.Type != protocol.TypeHistory || e.ID != id {
+				c.t.Fatalf("got %s, want history %s", e, id)
+			}
+			var h protocol.History
+			c.decode(e, &h)
+			if len(h.Messages) == 0 && h.More {
+				c.t.Fatalf("history after %d: empty page with more", after)
+			}
+			j.History = append(j.History, h.Messages...)
+			more = h.More
+			break
+		}
+	}
+	return j
+}

@@ -55,8 +55,9 @@ func TestRestartKeepsHistory(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "data", "roomchat.db") // the directory is created
 	d := startDaemon(t, db)
 	a := dialWS(t, d.URL, "")
-	if j := a.join("keep", nil); j.Epoch != "" || j.LastSeq != 0 || len(j.History) != 0 {
-		t.Fatalf("new room: epoch %q lastSeq %d history %d, want none", j.Epoch, j.LastSeq, len(j.History))
+	empty := a.join("keep", nil)
+	if empty.Epoch == "" || empty.LastSeq != 0 || len(empty.History) != 0 {
+		t.Fatalf("new room: epoch %q lastSeq %d history %d, want an epoch and no history", empty.Epoch, empty.LastSeq, len(empty.History))
 	}
 	const n = 20
 	var acks []protocol.Ack
@@ -68,8 +69,8 @@ func TestRestartKeepsHistory(t *testing.T) {
 		acks = append(acks, ack)
 	}
 	before := dialWS(t, d.URL, "").join("keep", nil)
-	if before.Epoch == "" || before.LastSeq != n {
-		t.Fatalf("before the restart: epoch %q lastSeq %d", before.Epoch, before.LastSeq)
+	if before.Epoch != empty.Epoch || before.LastSeq != n {
+		t.Fatalf("before the restart: epoch %q lastSeq %d, want the empty room's epoch %q (unchanged by its first message)", before.Epoch, before.LastSeq, empty.Epoch)
 	}
 
 	d.stop()
@@ -211,8 +212,8 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 	if info.LastSeq < int64(len(all)) {
 		t.Fatalf("after kill -9: lastSeq %d, but %d messages were acked", info.LastSeq, len(all))
 	}
-	j := dialWS(t, d.URL, "").join(roomID, ptr(int64(0)))
-	checkSeqs(t, "joined.history since 0 after kill -9", j.History, 1, info.LastSeq)
+	j := dialWS(t, d.URL, "").joinAll(roomID, 0)
+	checkSeqs(t, "joined.history and history pages since 0 after kill -9", j.History, 1, info.LastSeq)
 	if j.LastSeq != info.LastSeq || j.Epoch != epoch || epoch == "" {
 		t.Fatalf("joined after kill -9: lastSeq %d epoch %q; want lastSeq %d (GET) and epoch %q (before the kill)", j.LastSeq, j.Epoch, info.LastSeq, epoch)
 	}

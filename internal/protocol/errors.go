@@ -21,9 +21,12 @@ const (
 	// CodeInternal is what a client sees for a server fault; the cause is
 	// logged, never sent.
 	CodeInternal = "internal"
-	// CodeNotFound and CodeTooLarge are HTTP-only (404 and 413).
-	CodeNotFound = "not_found"
-	CodeTooLarge = "too_large"
+	// CodeNotFound, CodeTooLarge, CodeForbiddenOrigin and
+	// CodeUnsupportedType are HTTP-only (404, 413, 403 and 415).
+	CodeNotFound        = "not_found"
+	CodeTooLarge        = "too_large"
+	CodeForbiddenOrigin = "forbidden_origin"
+	CodeUnsupportedType = "unsupported_media_type"
 )
 
 // ErrorCodes lists every code the server may send.
@@ -31,6 +34,7 @@ var ErrorCodes = []string{
 	CodeBadJSON, CodeBadEnvelope, CodeUnknownType, CodeBadPayload, CodeNotInRoom,
 	CodeRoomRequired, CodeTooLong, CodeRateLimited, CodeRoomFull, CodeRoomLimit,
 	CodeStoreUnavailable, CodeShuttingDown, CodeInternal, CodeNotFound, CodeTooLarge,
+	CodeForbiddenOrigin, CodeUnsupportedType,
 }
 
 // Error is the one error type that crosses the wire: the payload of an

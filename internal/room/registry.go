@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	gonanoid "github.com/matoous/go-nanoid/v2"
 
 	"github.com/roomchat/roomchat/internal/protocol"
@@ -37,13 +38,16 @@ type Registry struct {
 	resumeWindow time.Duration
 	log          *slog.Logger
 
-	mu     sync.RWMutex // guards rooms, tokens and their peaks
-	rooms  map[string]*Room
-	tokens map[string]*User // resume token → user
+	signer  signer    // resume tokens, keyed by the store's TokenKey
+	started time.Time // tokens issued before it come from an earlier run
+
+	mu    sync.RWMutex // guards rooms, users and their peaks
+	rooms map[string]*Room
+	users map[string]*User // by userID: connected, or within ResumeWindow of a drop
 	// A Go map keeps its buckets after deletes: these are the sizes the
 	// maps grew to, so that they are rebuilt smaller once they empty out
 	// (see compact) and a burst of connections leaves no lasting heap.
-	roomsPeak, tokensPeak int
+	roomsPeak, usersPeak int
 
 	stored     atomic.Uint64 // messages stored
 	deliveries atomic.Uint64 // msg events queued to members
@@ -55,6 +59,7 @@ func New(st store.Store, opts Options) *Registry {
 	if opts.Limits == (protocol.Limits{}) {
 		opts.Limits = protocol.DefaultLimits()
 	}
+	opts.Limits = opts.Limits.WithDefaults()
 	if opts.Grace <= 0 {
 		opts.Grace = 15 * time.Second
 	}
@@ -70,8 +75,10 @@ func New(st store.Store, opts Options) *Registry {
 		grace:        opts.Grace,
 		resumeWindow: opts.ResumeWindow,
 		log:          opts.Logger,
+		signer:       signer{key: st.TokenKey()},
+		started:      time.Now(),
 		rooms:        make(map[string]*Room),
-		tokens:       make(map[string]*User),
+		users:        make(map[string]*User),
 	}
 }
 
@@ -103,8 +110,6 @@ func compact[K comparable, V any](m map[K]V, peak *int) map[K]V {
 
 // NewRoomID returns a fresh 21-character room ID.
 func NewRoomID() string { return gonanoid.Must(protocol.RoomIDLen) }
-
-func newToken() string { return gonanoid.Must(32) }
 
 // getOrCreate returns the live room id, creating it if needed. The caller
 // locks it and must check dead.
@@ -149,50 +154,88 @@ func (reg *Registry) dropIfEmpty(r *Room) {
 	reg.mu.Unlock()
 }
 
-// Connect registers a new connection c. With the resume token of a user
-// whose connection dropped less than ResumeWindow ago, it returns that user
-// (resumed = true) with a fresh token; the old token stops working. If the
-// user's previous connection is still attached, it is returned as replaced:
-// the caller closes it. An unknown or expired token gives a new user.
+// Connect registers a new connection c. With a valid resume token (see
+// token.go) it returns the token's user (resumed = true) with a fresh
+// token, when that user's connection dropped less than ResumeWindow ago,
+// or the token was issued before this registry started and ResumeWindow
+// has not passed since (a restart or crash loses when connections ended).
+// The presented token keeps working for tokenOverlap, for a client that
+// lost the welcome carrying the new one. If the user's previous connection
+// is still attached, it is returned as replaced: the caller closes it. An
+// unknown, forged or expired token gives a new user.
 func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, replaced Conn) {
+	now := time.Now()
 	if token != "" {
-		reg.mu.Lock()
-		u = reg.tokens[token]
-		if u != nil {
-			delete(reg.tokens, token)
-			u.mu.Lock()
-			u.token = newToken()
-			reg.tokens[u.token] = u
-			u.mu.Unlock()
+		if id, issued, ok := reg.signer.verify(token); ok {
+			reg.mu.Lock()
+			u = reg.users[id]
+			switch {
+			case u != nil:
+				u.mu.Lock()
+				if token == u.token || token == u.prevToken && now.Before(u.prevUntil) {
+					u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
+					u.token = reg.signer.sign(id, now)
+				} else {
+					u.mu.Unlock()
+					u = nil
+					break
+				}
+				u.mu.Unlock()
+			case issued.Before(reg.started) && now.Before(reg.started.Add(reg.resumeWindow)):
+				u = reg.newUser(id, nil, now)
+				u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
+			}
+			reg.mu.Unlock()
+			if u != nil {
+				return u, true, u.attach(c)
+			}
 		}
-		reg.mu.Unlock()
-		if u != nil {
-			replaced = u.attach(c)
-			return u, true, replaced
-		}
-	}
-	u = &User{
-		reg:   reg,
-		id:    gonanoid.Must(),
-		name:  "guest-" + gonanoid.MustGenerate("abcdefghijklmnopqrstuvwxyz0123456789", 4),
-		conn:  c,
-		token: newToken(),
 	}
 	reg.mu.Lock()
-	reg.tokens[u.token] = u
-	reg.tokensPeak = max(reg.tokensPeak, len(reg.tokens))
+	u = reg.newUser(gonanoid.Must(), c, now)
 	reg.mu.Unlock()
 	return u, false, nil
 }
 
+// tokenOverlap is how long a token that was used to resume keeps working:
+// long enough for a client whose connection died before the new welcome
+// arrived to redial, short enough that two clients cannot share an
+// identity for long. A short ResumeWindow shortens it (overlap).
+const tokenOverlap = 30 * time.Second
+
+// overlap is tokenOverlap, or a quarter of the resume window if shorter.
+func (reg *Registry) overlap() time.Duration { return min(tokenOverlap, reg.resumeWindow/4) }
+
+// newUser registers a user with connection c (nil: attach one). Guarded
+// by reg.mu.
+func (reg *Registry) newUser(id string, c Conn, now time.Time) *User {
+	u := &User{
+		reg:   reg,
+		id:    id,
+		name:  guestName(id),
+		conn:  c,
+		token: reg.signer.sign(id, now),
+	}
+	reg.users[id] = u
+	reg.usersPeak = max(reg.usersPeak, len(reg.users))
+	return u
+}
+
 // Join puts u, on connection c, into room roomID under name ("" keeps the
 // user's current name) and queues the joined reply (with id reqID) to c.
-// With since, joined.history holds every stored message with seq > *since;
-// without, the last Limits.History messages. Messages stored while Join
-// reads history are merged by seq, so c sees each seq once, in order, and
-// joined before any later msg. A first join announces a presence join to
-// the other members; joining again, or re-joining after a resume within the
-// grace period, is silent.
+// Without since, joined.history holds the newest messages (Limits.History
+// of them, within Limits.MaxPageBytes); with since, the oldest page after
+// it, and joined.more tells whether the client must ask for more with
+// History. Messages stored while Join reads follow joined as msg events,
+// so c sees each seq at most once, in order, and joined before any later
+// msg. A first join announces a presence join to the other members;
+// joining again, or re-joining after a resume within the grace period, is
+// silent. ctx bounds the store read.
+//
+// Join runs in three steps, none of which holds a lock across I/O or
+// encoding: enter registers the member, who buffers what is delivered
+// meanwhile; the history is read from one snapshot of the store; answer
+// queues joined and the buffered messages the snapshot did not hold.
 func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name string, since *int64, reqID string) error {
 	if name != "" {
 		u.mu.Lock()
@@ -200,10 +243,35 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 		u.mu.Unlock()
 	}
 	name = u.Name()
+	r, m, fresh, err := reg.enter(u, c, roomID, name)
+	if err != nil {
+		return err
+	}
+	info, hist, err := reg.read(ctx, r, since)
+	if err != nil {
+		reg.abandon(u, r, m, fresh)
+		return err
+	}
+	if err := reg.answer(u, c, r, m, info, hist, since, reqID); err != nil {
+		return err
+	}
+	if fresh {
+		reg.log.Info("join", "room", roomID, "user", u.id)
+	}
+	return nil
+}
 
-	var r *Room
-	var m *member
-	fresh := false
+// enter makes u a member of roomID on connection c, or finds its
+// membership, and marks it joining. It fails with room_limit when u is in
+// MaxRooms rooms already and room_full when the room has RoomCapacity
+// live members; a member waiting out its grace period keeps its place.
+func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *member, fresh bool, err error) {
+	u.mu.Lock()
+	full := u.rooms.get(roomID) == nil && u.ghosts.get(roomID) == nil && len(u.rooms) >= reg.limits.MaxRooms
+	u.mu.Unlock()
+	if full {
+		return nil, nil, false, protocol.Errorf(protocol.CodeRoomLimit, "you are in %d rooms, the most one connection may be in; leave one first", reg.limits.MaxRooms)
+	}
 	for {
 		r = reg.getOrCreate(roomID)
 		r.mu.Lock()
@@ -213,9 +281,9 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 		r.mu.Unlock()
 	}
 	if m = r.member(u); m == nil {
-		if len(r.members) >= reg.limits.RoomCapacity {
+		if r.live() >= reg.limits.RoomCapacity {
 			r.mu.Unlock()
-			return protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", roomID, reg.limits.RoomCapacity)
+			return nil, nil, false, protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", roomID, reg.limits.RoomCapacity)
 		}
 		m = &member{user: u}
 		r.add(m)
@@ -224,88 +292,27 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 			RoomID: roomID, Event: protocol.PresenceJoin, User: protocol.User{UserID: u.id, Name: name}, Count: len(r.members),
 		}), u)
 	}
-	m.name, m.conn, m.joining, m.pending = name, c, true, nil
+	m.name, m.joining, m.pending = name, true, nil
+	r.setConn(m, c)
 	r.mu.Unlock()
 
 	u.mu.Lock()
 	u.rooms.add(r)
 	u.ghosts.remove(roomID)
 	u.mu.Unlock()
-
-	info, hist, err := reg.history(ctx, r, since)
-	if err != nil {
-		u.mu.Lock()
-		u.rooms.remove(roomID)
-		u.mu.Unlock()
-		r.mu.Lock()
-		if fresh {
-			reg.removeMember(r, u)
-		} else {
-			m.joining = false
-		}
-		r.mu.Unlock()
-		return err
-	}
-
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.member(u) != m {
-		// Left (or was dropped) meanwhile: nothing to answer.
-		return protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", roomID)
-	}
-	// Merge what arrived while history was read: only seqs after both the
-	// history and since, so each seq reaches c once.
-	after := int64(0)
-	if since != nil {
-		after = *since
-	}
-	if len(hist) > 0 {
-		after = hist[len(hist)-1].Seq
-	}
-	for _, p := range m.pending {
-		if p.Seq > after {
-			hist = append(hist, p)
-			after = p.Seq
-		}
-	}
-	lastSeq := info.LastSeq
-	if len(hist) > 0 {
-		lastSeq = max(lastSeq, hist[len(hist)-1].Seq)
-	}
-	m.seen = lastSeq
-	m.pending, m.joining = nil, false
-	// joined lists the members as they are now: earlier presence events are
-	// not for this member.
-	m.after = r.announced
-	if hist == nil {
-		hist = []protocol.Message{}
-	}
-	truncated := false
-	if since != nil {
-		truncated = info.Truncated(*since)
-	}
-	c.Queue(protocol.Encode(protocol.TypeJoined, reqID, protocol.Joined{
-		RoomID:    roomID,
-		You:       protocol.User{UserID: u.id, Name: name},
-		Members:   r.users(),
-		Count:     len(r.members),
-		History:   hist,
-		LastSeq:   lastSeq,
-		Epoch:     info.Epoch,
-		Truncated: truncated,
-	}))
-	if fresh {
-		reg.log.Info("join", "room", roomID, "user", u.id, "count", len(r.members))
-	}
-	return nil
+	return r, m, fresh, nil
 }
 
-// history returns what a join needs: the room's info and its history, the
-// last Limits.History messages or, with since, everything after it. A join
+// read returns what a join needs, from one snapshot of the store: the
+// room's info and, without since, its newest messages, or, with since, the
+// oldest page after it. Both fit Limits.MaxPage and MaxPageBytes. A join
 // without since into a live room whose info is cached and that has no
 // messages needs no store read.
-func (reg *Registry) history(ctx context.Context, r *Room, since *int64) (info store.RoomInfo, hist []protocol.Message, err error) {
-	if since == nil {
+func (reg *Registry) read(ctx context.Context, r *Room, since *int64) (store.RoomInfo, []protocol.Message, error) {
+	q := store.Query{Limit: reg.limits.History, Newest: true}
+	if since != nil {
+		q = store.Query{After: *since, Limit: reg.limits.MaxPage}
+	} else {
 		r.mu.Lock()
 		info, ok := r.info, r.infoOK
 		info.LastSeq = max(info.LastSeq, r.lastSeq)
@@ -314,33 +321,113 @@ func (reg *Registry) history(ctx context.Context, r *Room, since *int64) (info s
 			return info, nil, nil
 		}
 	}
-	return reg.readHistory(ctx, r, since)
-}
-
-func (reg *Registry) readHistory(ctx context.Context, r *Room, since *int64) (store.RoomInfo, []protocol.Message, error) {
-	info, err := reg.store.Room(ctx, r.id)
-	if err != nil {
-		return info, nil, reg.storeError("read room", err)
-	}
-	r.mu.Lock()
-	if info.Epoch != "" || info.LastSeq == 0 {
-		r.info, r.infoOK = info, true
-	}
-	r.mu.Unlock()
-	if info.LastSeq == 0 {
-		// Nothing stored yet; what is stored from now on reaches the
-		// joiner as pending messages.
-		return info, nil, nil
-	}
-	q := store.Query{Limit: reg.limits.History, Newest: true}
-	if since != nil {
-		q = store.Query{After: *since}
-	}
-	hist, err := reg.store.Messages(ctx, r.id, q)
+	info, hist, err := reg.store.Page(ctx, r.id, q)
 	if err != nil {
 		return info, nil, reg.storeError("read history", err)
 	}
-	return info, hist, nil
+	r.mu.Lock()
+	r.info, r.infoOK = info, true
+	r.mu.Unlock()
+	return info, reg.limits.FitPage(hist, since == nil), nil
+}
+
+// abandon undoes enter after a failed read: a fresh member leaves again;
+// a member that was already in the room goes on receiving, starting with
+// what it buffered meanwhile, so nothing delivered to it is lost.
+func (reg *Registry) abandon(u *User, r *Room, m *member, fresh bool) {
+	r.mu.Lock()
+	if r.member(u) == m {
+		if fresh {
+			reg.removeMember(r, u)
+		} else {
+			m.goLive(m.seen)
+		}
+	}
+	r.mu.Unlock()
+	if fresh {
+		u.mu.Lock()
+		u.rooms.remove(r.id)
+		u.mu.Unlock()
+	}
+}
+
+// answer queues joined to c, then the messages delivered while the member
+// was joining that the snapshot did not hold, and makes the member live.
+// The member list is read under the room's lock and encoded outside it;
+// if presence went out meanwhile (rare), it is read and encoded again.
+func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.RoomInfo, hist []protocol.Message, since *int64, reqID string) error {
+	if hist == nil {
+		hist = []protocol.Message{}
+	}
+	lastSeq := info.LastSeq
+	if len(hist) > 0 {
+		lastSeq = max(lastSeq, hist[len(hist)-1].Seq)
+	}
+	joined := protocol.Joined{
+		RoomID:    r.id,
+		You:       protocol.User{UserID: u.id, Name: m.name},
+		History:   hist,
+		LastSeq:   lastSeq,
+		Epoch:     info.Epoch,
+		Truncated: since != nil && info.Truncated(*since),
+		More:      store.More(info, hist),
+	}
+	r.mu.Lock()
+	if r.member(u) != m {
+		r.mu.Unlock()
+		return protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
+	}
+	joined.Members, joined.Count = r.users(reg.limits.MaxMembers), len(r.members)
+	announced := r.announced
+	r.mu.Unlock()
+	frame := protocol.Encode(protocol.TypeJoined, reqID, joined)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.member(u) != m {
+		return protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
+	}
+	if r.announced != announced {
+		joined.Members, joined.Count = r.users(reg.limits.MaxMembers), len(r.members)
+		announced = r.announced
+		frame = protocol.Encode(protocol.TypeJoined, reqID, joined)
+	}
+	// joined lists the members as they are now: earlier presence events
+	// are not for this member.
+	m.after = announced
+	c.Queue(frame)
+	m.goLive(lastSeq)
+	return nil
+}
+
+// History answers a history request of u: the oldest page of roomID's
+// stored messages with seq > after, at most limit (0 or more than
+// Limits.MaxPage means MaxPage) and Limits.MaxPageBytes, and whether more
+// remain up to the room's last seq. u must be in the room. ctx bounds the
+// store read; no lock is held across it.
+func (reg *Registry) History(ctx context.Context, u *User, roomID string, after int64, limit int) (protocol.History, error) {
+	r, err := u.resolve(roomID, false)
+	if err != nil {
+		return protocol.History{}, err
+	}
+	r.mu.Lock()
+	in := r.member(u) != nil
+	r.mu.Unlock()
+	if !in {
+		return protocol.History{}, protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
+	}
+	if limit <= 0 || limit > reg.limits.MaxPage {
+		limit = reg.limits.MaxPage
+	}
+	info, msgs, err := reg.store.Page(ctx, r.id, store.Query{After: after, Limit: limit})
+	if err != nil {
+		return protocol.History{}, reg.storeError("read history", err)
+	}
+	msgs = reg.limits.FitPage(msgs, false)
+	if msgs == nil {
+		msgs = []protocol.Message{}
+	}
+	return protocol.History{RoomID: r.id, Messages: msgs, More: store.More(info, msgs)}, nil
 }
 
 func (reg *Registry) storeError(op string, err error) *protocol.Error {
@@ -406,7 +493,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 		Message: text,
 		TS:      time.Now().UTC().Truncate(time.Millisecond),
 	}
-	reg.store.Append(msg, store.DedupKey(u.id, reqID), func(stored protocol.Message, dup bool, err error) {
+	reg.store.Append(msg, store.DedupKey(u.id, r.id, reqID), func(stored protocol.Message, dup bool, err error) {
 		if err != nil {
 			reg.log.Error("store append", "room", r.id, "user", u.id, "err", err)
 			u.queue(protocol.EncodeError(reqID, protocol.Errorf(protocol.CodeStoreUnavailable, "the message was not stored; the store is unavailable")))
@@ -466,16 +553,12 @@ func (reg *Registry) deliver(m protocol.Message) {
 	frame := protocol.Encode(protocol.TypeMsg, "", m)
 	r.mu.Lock()
 	r.lastSeq = max(r.lastSeq, m.Seq)
-	if r.info.Epoch == "" {
-		// The room's first message may have given it an epoch.
-		r.infoOK = false
-	}
 	r.flushPresence()
 	n := 0
 	for _, mem := range r.members {
 		switch {
 		case mem.joining:
-			mem.pending = append(mem.pending, m)
+			mem.pending = append(mem.pending, delivery{seq: m.Seq, frame: frame})
 		case mem.conn != nil && m.Seq > mem.seen:
 			mem.conn.Queue(frame)
 			n++
@@ -485,21 +568,76 @@ func (reg *Registry) deliver(m protocol.Message) {
 	reg.deliveries.Add(uint64(n))
 }
 
+// typingInterval is the least time between two typing events of one user
+// in one room (SPEC §4): a client that sends typing on every keystroke
+// costs the room one event per interval.
+const typingInterval = 2 * time.Second
+
 // Typing tells the other live members of roomID ("" when u is in exactly
-// one room) that u is typing.
+// one room) that u is typing, at most once per typingInterval; typing
+// sent more often is dropped without an error.
 func (reg *Registry) Typing(u *User, roomID string) error {
 	r, err := u.resolve(roomID, false)
 	if err != nil {
 		return err
 	}
+	now := time.Now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	m := r.member(u)
+	if m == nil {
+		r.mu.Unlock()
+		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
+	}
+	if now.Sub(m.typed) < typingInterval {
+		r.mu.Unlock()
+		return nil
+	}
+	m.typed = now
+	from := protocol.User{UserID: u.id, Name: m.name}
+	r.mu.Unlock()
+	r.relay(protocol.Encode(protocol.TypeTyping, "", protocol.Typing{RoomID: r.id, User: from}), u)
+	return nil
+}
+
+// Event relays a custom event from u to the other live members of roomID
+// ("" when u is in exactly one room). Nothing is stored. The caller has
+// checked name and data (protocol.Limits.CheckEventName, CheckEventData);
+// empty data is null.
+func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) error {
+	r, err := u.resolve(roomID, false)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	m := r.member(u)
+	var from protocol.User
+	if m != nil {
+		from = protocol.User{UserID: u.id, Name: m.name}
+	}
+	r.mu.Unlock()
 	if m == nil {
 		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
 	}
-	r.broadcast(protocol.Encode(protocol.TypeTyping, "", protocol.Typing{RoomID: r.id, User: protocol.User{UserID: u.id, Name: m.name}}), u)
+	r.relay(encodeEvent(r.id, name, data, from), u)
 	return nil
+}
+
+// PostEvent relays a custom event from the server side (HTTP API) to every
+// live member of roomID and returns how many it was queued to; a room
+// nobody is in gets nothing.
+func (reg *Registry) PostEvent(roomID, name string, data jsontext.Value) int {
+	r := reg.lookup(roomID)
+	if r == nil {
+		return 0
+	}
+	return r.relay(encodeEvent(roomID, name, data, protocol.User{}), nil)
+}
+
+func encodeEvent(roomID, name string, data jsontext.Value, from protocol.User) []byte {
+	if len(data) == 0 {
+		data = jsontext.Value("null")
+	}
+	return protocol.Encode(protocol.TypeEvent, "", protocol.Event{RoomID: roomID, Name: name, Data: data, From: from})
 }
 
 // Disconnect tells the registry that connection c of u ended. clean means
@@ -539,30 +677,30 @@ func (reg *Registry) Disconnect(u *User, c Conn, clean bool) {
 		if clean {
 			reg.removeMember(r, u)
 		} else if m := r.member(u); m != nil && m.conn == c {
-			m.conn = nil
+			r.setConn(m, nil)
 		}
 		r.mu.Unlock()
 	}
 }
 
-// Room describes a live room for the HTTP API: its members (nil when nobody
-// is in it).
-func (reg *Registry) Room(roomID string) []protocol.User {
+// Members describes a live room for the HTTP API: at most
+// Limits.MaxMembers of its members, and how many it has.
+func (reg *Registry) Members(roomID string) (members []protocol.User, count int) {
 	r := reg.lookup(roomID)
 	if r == nil {
-		return []protocol.User{}
+		return []protocol.User{}, 0
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.users()
+	return r.users(reg.limits.MaxMembers), len(r.members)
 }
 
 // Close stops the registry's timers. Call it after every connection has
 // gone.
 func (reg *Registry) Close() {
 	reg.mu.Lock()
-	users := make([]*User, 0, len(reg.tokens))
-	for _, u := range reg.tokens {
+	users := make([]*User, 0, len(reg.users))
+	for _, u := range reg.users {
 		users = append(users, u)
 	}
 	rooms := make([]*Room, 0, len(reg.rooms))

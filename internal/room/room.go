@@ -24,13 +24,14 @@ type Room struct {
 	mu      sync.Mutex // guards the fields below
 	members []*member  // delivery walks this slice
 	index   map[*User]int
+	away    int  // members without a connection (grace period): not counted against capacity
 	dead    bool // removed from the registry; a joiner must look again
 
 	// info caches the store's RoomInfo while the room is live, so that a
 	// join without since into an empty room needs no store read: lastSeq
-	// follows every delivered message. It is dropped when the room's first
-	// message may have created its epoch. FirstSeq is not kept up to date
-	// (retention moves it), so joins with since always ask the store.
+	// follows every delivered message, and the epoch does not change
+	// while the store is open. FirstSeq is not kept up to date (retention
+	// moves it), so joins with since always ask the store.
 	info    store.RoomInfo
 	infoOK  bool
 	lastSeq int64 // the highest seq delivered to the room
@@ -77,8 +78,10 @@ type member struct {
 	conn Conn
 	// pending, while the member joins, holds messages delivered between
 	// registering and reading history; nil once the member is live.
-	pending []protocol.Message
+	pending []delivery
 	joining bool
+	// typed is when the member's last typing event went out.
+	typed time.Time
 	// after is the number of the last presence event the member's joined
 	// reply already reflects.
 	after uint64
@@ -89,12 +92,50 @@ type member struct {
 	seen int64
 }
 
+// delivery is one encoded msg event and its seq.
+type delivery struct {
+	seq   int64
+	frame []byte
+}
+
+// goLive ends the member's join: it queues the buffered messages after
+// seen, which the member's joined did not cover, and from now on the room
+// delivers to it directly. Guarded by its Room's mu.
+func (m *member) goLive(seen int64) {
+	if m.conn != nil {
+		for _, d := range m.pending {
+			if d.seq > seen {
+				m.conn.Queue(d.frame)
+			}
+		}
+	}
+	clear(m.pending)
+	m.seen, m.pending, m.joining = seen, nil, false
+}
+
 func newRoom(id string) *Room {
 	return &Room{id: id, index: make(map[*User]int)}
 }
 
-// add appends m. Guarded by r.mu.
+// live returns how many members have a connection: the ones capacity
+// counts. Guarded by r.mu.
+func (r *Room) live() int { return len(r.members) - r.away }
+
+// setConn sets m's connection, keeping count of the members without one.
+// Guarded by r.mu.
+func (r *Room) setConn(m *member, c Conn) {
+	switch {
+	case m.conn == nil && c != nil:
+		r.away--
+	case m.conn != nil && c == nil:
+		r.away++
+	}
+	m.conn = c
+}
+
+// add appends m, which has no connection yet. Guarded by r.mu.
 func (r *Room) add(m *member) {
+	r.away++
 	r.index[m.user] = len(r.members)
 	r.members = append(r.members, m)
 }
@@ -106,6 +147,9 @@ func (r *Room) remove(u *User) (*member, bool) {
 		return nil, false
 	}
 	m := r.members[i]
+	if m.conn == nil {
+		r.away--
+	}
 	last := len(r.members) - 1
 	r.members[i] = r.members[last]
 	r.index[r.members[i].user] = i
@@ -123,10 +167,11 @@ func (r *Room) member(u *User) *member {
 	return nil
 }
 
-// users lists the members. Guarded by r.mu.
-func (r *Room) users() []protocol.User {
-	out := make([]protocol.User, len(r.members))
-	for i, m := range r.members {
+// users lists at most max members. Guarded by r.mu.
+func (r *Room) users(max int) []protocol.User {
+	out := make([]protocol.User, min(max, len(r.members)))
+	for i := range out {
+		m := r.members[i]
 		out[i] = protocol.User{UserID: m.user.id, Name: m.name}
 	}
 	return out
@@ -179,6 +224,14 @@ func (r *Room) flushPresence() {
 	}
 	clear(r.pending)
 	r.pending = r.pending[:0]
+}
+
+// relay is broadcast for an event that takes no place in the room's
+// order of messages (typing, custom events): it locks r itself.
+func (r *Room) relay(frame []byte, skip *User) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.broadcast(frame, skip)
 }
 
 // broadcast queues frame to every live member except skip, after any

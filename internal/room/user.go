@@ -16,9 +16,13 @@ type User struct {
 
 	mu    sync.Mutex // guards the fields below
 	name  string
-	conn  Conn    // the current connection; nil after a drop
-	token string  // the resume token
-	rooms roomSet // rooms joined on the current connection
+	conn  Conn   // the current connection; nil after a drop
+	token string // the resume token the last welcome carried
+	// prevToken, the token this connection resumed with, keeps working
+	// until prevUntil, for a client that did not get the new one.
+	prevToken string
+	prevUntil time.Time
+	rooms     roomSet // rooms joined on the current connection
 	// ghosts are rooms kept through the grace period after a drop, until
 	// the user joins them again or the grace period ends.
 	ghosts      roomSet
@@ -68,7 +72,7 @@ func (u *User) attach(c Conn) (replaced Conn) {
 	for _, r := range rooms {
 		r.mu.Lock()
 		if m := r.member(u); m != nil && m.conn == replaced {
-			m.conn = nil
+			r.setConn(m, nil)
 		}
 		r.mu.Unlock()
 	}
@@ -117,12 +121,11 @@ func (u *User) expire() {
 		u.mu.Unlock()
 		return
 	}
-	token := u.token
 	u.mu.Unlock()
 	u.reg.mu.Lock()
-	if u.reg.tokens[token] == u {
-		delete(u.reg.tokens, token)
-		u.reg.tokens = compact(u.reg.tokens, &u.reg.tokensPeak)
+	if u.reg.users[u.id] == u {
+		delete(u.reg.users, u.id)
+		u.reg.users = compact(u.reg.users, &u.reg.usersPeak)
 	}
 	u.reg.mu.Unlock()
 }

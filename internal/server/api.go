@@ -5,13 +5,18 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"mime"
 	"net"
 	"net/http"
+	"net/url"
+	"path"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"golang.org/x/time/rate"
 
 	"github.com/roomchat/roomchat/internal/protocol"
@@ -31,10 +36,11 @@ const (
 func (s *Server) routes() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws", s.handleWS)
-	mux.HandleFunc("POST /api/rooms", s.handleCreateRoom)
+	mux.HandleFunc("POST /api/rooms", s.post(s.handleCreateRoom))
 	mux.HandleFunc("GET /api/rooms/{id}", s.handleGetRoom)
 	mux.HandleFunc("GET /api/rooms/{id}/messages", s.handleListMessages)
-	mux.HandleFunc("POST /api/rooms/{id}/messages", s.handlePostMessage)
+	mux.HandleFunc("POST /api/rooms/{id}/messages", s.post(s.handlePostMessage))
+	mux.HandleFunc("POST /api/rooms/{id}/events", s.post(s.handlePostEvent))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -88,7 +94,7 @@ const placeholderPage = `<!doctype html><meta charset="utf-8"><title>roomchat</t
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.shutting.Load() {
-		writeError(w, http.StatusServiceUnavailable, protocol.Errorf("shutting_down", "the server is shutting down"))
+		writeError(w, http.StatusServiceUnavailable, errShuttingDown)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -134,8 +140,8 @@ func (s *Server) handleGetRoom(w http.ResponseWriter, r *http.Request) {
 		s.storeFailed(w, err)
 		return
 	}
-	members := s.reg.Room(id)
-	writeJSON(w, http.StatusOK, RoomInfo{RoomID: id, Count: len(members), Members: members, LastSeq: info.LastSeq})
+	members, count := s.reg.Members(id)
+	writeJSON(w, http.StatusOK, RoomInfo{RoomID: id, Count: count, Members: members, LastSeq: info.LastSeq})
 }
 
 // MessagePage is the body of GET /api/rooms/{id}/messages.
@@ -171,12 +177,7 @@ func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request) {
 	// the oldest page, not "no after": a script pages a whole room forward
 	// from after=0 (docs/scripting.md).
 	q.Newest = r.URL.Query().Get("after") == "" || q.Before != 0
-	msgs, err := s.store.Messages(r.Context(), id, q)
-	if err != nil {
-		s.storeFailed(w, err)
-		return
-	}
-	info, err := s.store.Room(r.Context(), id)
+	info, msgs, err := s.store.Page(r.Context(), id, q)
 	if err != nil {
 		s.storeFailed(w, err)
 		return
@@ -210,22 +211,8 @@ func (s *Server) handlePostMessage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !s.posts.allow(r) {
-		s.fail(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeRateLimited, "too many messages; the limit is %g per second", s.limits.Rate))
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits.MaxFrame))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			s.fail(w, http.StatusRequestEntityTooLarge, protocol.Errorf(protocol.CodeTooLarge, "the body exceeds %d bytes", s.limits.MaxFrame))
-			return
-		}
-		s.fail(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeBadJSON, "could not read the body"))
-		return
-	}
 	var p PostMessage
-	if perr := decodeBody(body, &p); perr != nil {
-		s.fail(w, http.StatusBadRequest, perr)
+	if !s.readBody(w, r, &p) {
 		return
 	}
 	name := "bot"
@@ -247,6 +234,116 @@ func (s *Server) handlePostMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, msg)
+}
+
+// PostEvent is the body of POST /api/rooms/{id}/events.
+type PostEvent struct {
+	Name string         `json:"name"`
+	Data jsontext.Value `json:"data,omitempty"`
+}
+
+// EventPosted is the 202 answer to POST /api/rooms/{id}/events.
+type EventPosted struct {
+	RoomID string `json:"roomID"`
+	Name   string `json:"name"`
+	// Delivered is how many connections on this server it was queued to.
+	Delivered int `json:"delivered"`
+}
+
+func (s *Server) handlePostEvent(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.roomID(w, r)
+	if !ok {
+		return
+	}
+	var p PostEvent
+	if !s.readBody(w, r, &p) {
+		return
+	}
+	if perr := s.limits.CheckEventName("name", p.Name); perr != nil {
+		s.fail(w, http.StatusBadRequest, perr)
+		return
+	}
+	if perr := s.limits.CheckEventData("data", p.Data); perr != nil {
+		s.fail(w, http.StatusBadRequest, perr)
+		return
+	}
+	n := s.reg.PostEvent(id, p.Name, p.Data)
+	writeJSON(w, http.StatusAccepted, EventPosted{RoomID: id, Name: p.Name, Delivered: n})
+}
+
+// post wraps the handler of a state-changing endpoint (SPEC §5): a
+// browser request from an origin that is not allowed gets 403, so that no
+// web page can make its visitors' browsers post here; during shutdown,
+// 503.
+func (s *Server) post(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.originAllowed(r) {
+			s.fail(w, http.StatusForbidden, protocol.Errorf(protocol.CodeForbiddenOrigin, "requests from origin %q are not allowed", truncate(r.Header.Get("Origin"), 100)))
+			return
+		}
+		if s.shutting.Load() {
+			s.fail(w, http.StatusServiceUnavailable, errShuttingDown)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// originAllowed applies the WebSocket upgrade's Origin rule to HTTP: no
+// Origin (scripts, curl) or the server's own host is allowed, and so is an
+// origin matching one of Config.Origins — a host pattern, or a full origin
+// when the pattern has a scheme — as coder/websocket's Accept does.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, p := range s.cfg.Origins {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// readBody reads and decodes a JSON request body into v, answering the
+// request itself when it cannot: 429 past the per-address rate, 415 for
+// a body that is not application/json, 413 over MaxFrame, 400 for bad
+// JSON.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if !s.posts.allow(r) {
+		s.fail(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeRateLimited, "too many requests; the limit is %g per second", s.limits.Rate))
+		return false
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		s.fail(w, http.StatusUnsupportedMediaType, protocol.Errorf(protocol.CodeUnsupportedType, "the body must be JSON, sent with Content-Type: application/json"))
+		return false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits.MaxFrame))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			s.fail(w, http.StatusRequestEntityTooLarge, protocol.Errorf(protocol.CodeTooLarge, "the body exceeds %d bytes", s.limits.MaxFrame))
+			return false
+		}
+		s.fail(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeBadJSON, "could not read the body"))
+		return false
+	}
+	if perr := decodeBody(body, v); perr != nil {
+		s.fail(w, http.StatusBadRequest, perr)
+		return false
+	}
+	return true
 }
 
 // decodeBody decodes a JSON request body with the frame rules: unique,

@@ -32,12 +32,18 @@ type conn struct {
 	limiter *rate.Limiter // nil when the rate limit is off
 	abuse   *rate.Limiter // rejected frames; empty means close with 1008
 
-	mu      sync.Mutex // guards the fields below
-	queue   [][]byte   // frames waiting for the writer
-	spare   [][]byte   // the writer's last queue, emptied, for reuse
-	queued  int        // bytes in queue
-	writing bool       // a writer goroutine runs
-	closing bool       // no more frames are taken
+	mu    sync.Mutex // guards the fields below
+	queue [][]byte   // frames waiting for the writer
+	// idle, when set, is closed by the writer when it exits: Shutdown
+	// waits on it to close the connection after what is queued is written.
+	idle chan struct{}
+	// cancelRead ends the store read a frame's handler is making, so that
+	// a closing connection does not wait for it.
+	cancelRead context.CancelFunc
+	spare      [][]byte // the writer's last queue, emptied, for reuse
+	queued     int      // bytes in queue
+	writing    bool     // a writer goroutine runs
+	closing    bool     // no more frames are taken
 	// byServer records that the server started closing, so a close frame
 	// echoed by the client is not taken for a clean close by the client.
 	byServer bool
@@ -89,14 +95,14 @@ func (c *conn) writeLoop() {
 		c.queue, c.spare, c.queued = c.spare, nil, 0
 		if len(q) == 0 || c.closing && !c.byServer {
 			c.queue = q
-			c.writing = false
+			c.stopWriting()
 			c.mu.Unlock()
 			return
 		}
 		c.mu.Unlock()
 		if err := c.write(q); err != nil {
 			c.mu.Lock()
-			c.writing = false
+			c.stopWriting()
 			c.mu.Unlock()
 			if errors.Is(err, errTimeout) {
 				c.closeWith(websocket.StatusTryAgainLater, protocol.ReasonSlow, "write timeout")
@@ -110,6 +116,16 @@ func (c *conn) writeLoop() {
 		c.mu.Lock()
 		c.spare = q[:0]
 		c.mu.Unlock()
+	}
+}
+
+// stopWriting marks the writer gone and wakes a Shutdown waiting for it.
+// Guarded by c.mu.
+func (c *conn) stopWriting() {
+	c.writing = false
+	if c.idle != nil {
+		close(c.idle)
+		c.idle = nil
 	}
 }
 
@@ -178,11 +194,68 @@ func (c *conn) startClose(why string, code websocket.StatusCode, async bool) boo
 	}
 	c.closing, c.byServer = true, true
 	c.queue, c.queued = nil, 0
+	c.stopReading()
 	if async {
 		c.wg.Add(1)
 	}
 	c.srv.log.Info("closing", "user", c.user.ID(), "code", int(code), "why", why)
 	return true
+}
+
+// closeDrained closes the connection with 1001 once the writer has
+// written what is already queued (acks, deliveries), or when ctx ends,
+// whichever comes first. No frame is queued after it starts. For
+// Shutdown, which bounds its concurrency.
+func (c *conn) closeDrained(ctx context.Context) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing, c.byServer = true, true
+	c.stopReading()
+	var idle chan struct{}
+	if c.writing {
+		idle = make(chan struct{})
+		c.idle = idle
+	}
+	c.srv.log.Info("closing", "user", c.user.ID(), "code", protocol.CloseGoingAway, "why", "shutdown", "queued", c.queued)
+	c.mu.Unlock()
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+		}
+	}
+	c.ws.Close(websocket.StatusGoingAway, protocol.ReasonShutdown)
+}
+
+// readContext returns the context of a store read made for this
+// connection: it ends when the connection starts closing or the server
+// stops. Call done when the read is over.
+func (c *conn) readContext() (ctx context.Context, done func()) {
+	ctx, cancel := context.WithCancel(c.srv.base)
+	c.mu.Lock()
+	if c.closing {
+		cancel()
+	} else {
+		c.cancelRead = cancel
+	}
+	c.mu.Unlock()
+	return ctx, func() {
+		c.mu.Lock()
+		c.cancelRead = nil
+		c.mu.Unlock()
+		cancel()
+	}
+}
+
+// stopReading ends a store read in progress. Guarded by c.mu.
+func (c *conn) stopReading() {
+	if c.cancelRead != nil {
+		c.cancelRead()
+		c.cancelRead = nil
+	}
 }
 
 // serve runs the connection: welcome, then the read loop until the
@@ -289,9 +362,22 @@ func (c *conn) handle(frame []byte) {
 			c.reply(reqID, errInternal)
 		}
 	}()
+	// Shutdown waits for frames being handled, so that a msg accepted here
+	// is in the store's queue before Shutdown flushes it.
+	c.srv.handling.Add(1)
+	defer c.srv.handling.Add(-1)
+	if c.srv.shutting.Load() {
+		c.reply("", errShuttingDown)
+		return
+	}
 	// Decode first so that a rate_limited error can carry the request id;
 	// every frame counts against the limit, valid or not.
 	env, perr := protocol.DecodeEnvelope(frame)
+	if perr == nil {
+		if perr = c.srv.limits.CheckID(env.ID); perr != nil {
+			env.ID = "" // not echoed: it is too long to be anyone's id
+		}
+	}
 	reqID = env.ID
 	if c.limiter != nil && !c.limiter.Allow() {
 		if !c.abuse.Allow() {
@@ -311,7 +397,10 @@ func (c *conn) handle(frame []byte) {
 	}
 }
 
-var errInternal = protocol.Errorf(protocol.CodeInternal, "the server failed to handle this frame")
+var (
+	errInternal     = protocol.Errorf(protocol.CodeInternal, "the server failed to handle this frame")
+	errShuttingDown = protocol.Errorf(protocol.CodeShuttingDown, "the server is shutting down; reconnect in a moment")
+)
 
 // dispatch runs one decoded frame and returns the error to answer with.
 func (c *conn) dispatch(env protocol.Envelope) error {
@@ -337,7 +426,48 @@ func (c *conn) dispatch(env protocol.Envelope) error {
 		if p.Since != nil && *p.Since < 0 {
 			return protocol.FieldErrorf(protocol.CodeBadPayload, "since", `"since" must be a whole number ≥ 0`)
 		}
-		return reg.Join(c.srv.base, c.user, c, p.RoomID, name, p.Since, env.ID)
+		ctx, done := c.readContext()
+		defer done()
+		return reg.Join(ctx, c.user, c, p.RoomID, name, p.Since, env.ID)
+
+	case protocol.TypeHistory:
+		var p protocol.HistoryRequest
+		if err := protocol.DecodePayload(env, &p); err != nil {
+			return err
+		}
+		if err := c.checkOptionalRoom(p.RoomID); err != nil {
+			return err
+		}
+		if p.After == nil || *p.After < 0 {
+			return protocol.FieldErrorf(protocol.CodeBadPayload, "after", `"after" is required: a whole number ≥ 0, the last seq the client has`)
+		}
+		if err := lim.CheckPageLimit("limit", p.Limit); err != nil {
+			return err
+		}
+		ctx, done := c.readContext()
+		defer done()
+		h, err := reg.History(ctx, c.user, p.RoomID, *p.After, p.Limit)
+		if err != nil {
+			return err
+		}
+		c.Queue(protocol.Encode(protocol.TypeHistory, env.ID, h))
+		return nil
+
+	case protocol.TypeEvent:
+		var p protocol.SendEvent
+		if err := protocol.DecodePayload(env, &p); err != nil {
+			return err
+		}
+		if err := c.checkOptionalRoom(p.RoomID); err != nil {
+			return err
+		}
+		if err := lim.CheckEventName("name", p.Name); err != nil {
+			return err
+		}
+		if err := lim.CheckEventData("data", p.Data); err != nil {
+			return err
+		}
+		return reg.Event(c.user, p.RoomID, p.Name, p.Data)
 
 	case protocol.TypeMsg:
 		var p protocol.Send
@@ -382,7 +512,7 @@ func (c *conn) dispatch(env protocol.Envelope) error {
 		c.Queue(protocol.Encode(protocol.TypePong, env.ID, nil))
 		return nil
 	}
-	return protocol.FieldErrorf(protocol.CodeUnknownType, "type", "unknown frame type %q; known types: join, msg, leave, create, typing, ping", truncate(env.Type, 32))
+	return protocol.FieldErrorf(protocol.CodeUnknownType, "type", "unknown frame type %q; known types: join, msg, leave, create, typing, ping, history, event", truncate(env.Type, 32))
 }
 
 func (c *conn) checkOptionalRoom(id string) error {

@@ -67,6 +67,7 @@ type Server struct {
 	base     context.Context // cancelled when Shutdown ends
 	cancel   context.CancelFunc
 	shutting atomic.Bool
+	handling atomic.Int64 // frames being handled; Shutdown waits for none
 
 	mu   sync.Mutex // guards live and livePeak
 	live map[*conn]struct{}
@@ -85,6 +86,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Limits == (protocol.Limits{}) {
 		cfg.Limits = protocol.DefaultLimits()
 	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -135,7 +137,7 @@ func (s *Server) Online() int {
 
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.shutting.Load() {
-		writeError(w, http.StatusServiceUnavailable, protocol.Errorf("shutting_down", "the server is shutting down"))
+		writeError(w, http.StatusServiceUnavailable, errShuttingDown)
 		return
 	}
 	hw := &hijackWriter{ResponseWriter: w}
@@ -201,12 +203,21 @@ func (s *Server) untrack(c *conn) {
 	s.mu.Unlock()
 }
 
-// Shutdown closes every WebSocket connection with 1001, at most 128 at a
-// time, and waits for them to end. Connections still open when ctx ends
-// are dropped without a handshake. It stops the registry's timers last.
-// Stop the http.Server (which ignores hijacked connections) separately.
+// Shutdown stops taking frames, waits for the ones being handled, flushes
+// the store so that every message accepted so far is stored and its ack
+// and deliveries are queued, then closes every WebSocket connection with
+// 1001 once its queue is written, at most 128 at a time. Connections still
+// open when ctx ends are dropped without a handshake. It stops the
+// registry's timers last. Stop the http.Server (which ignores hijacked
+// connections) separately.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting.Store(true)
+	for s.handling.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond) // frames take microseconds; this runs once per shutdown
+	}
+	if err := s.store.Flush(ctx); err != nil {
+		s.log.Warn("shutdown: store flush", "err", err)
+	}
 	s.mu.Lock()
 	conns := make([]*conn, 0, len(s.live))
 	for c := range s.live {
@@ -227,13 +238,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				break
 			}
 			g.Go(func() error {
-				c.closeSync(websocket.StatusGoingAway, protocol.ReasonShutdown, "shutdown")
+				c.closeDrained(ctx)
 				return nil
 			})
 		}
 		g.Wait()
 	}()
-
 	done := make(chan struct{})
 	go func() {
 		s.conns.Wait()

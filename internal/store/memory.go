@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"sort"
 	"sync"
@@ -18,6 +19,7 @@ import (
 type Memory struct {
 	ret   Retention
 	epoch string
+	key   []byte // TokenKey, drawn at NewMemory
 	now   func() time.Time
 
 	mu     sync.Mutex // guards rooms, dedup and closed
@@ -46,6 +48,7 @@ func NewMemory(ret Retention) *Memory {
 	return &Memory{
 		ret:   ret,
 		epoch: gonanoid.Must(12),
+		key:   randomKey(),
 		now:   time.Now,
 		rooms: make(map[string]*memRoom),
 		dedup: make(map[string]dedupEntry),
@@ -122,9 +125,31 @@ func (s *Memory) Messages(_ context.Context, roomID string, q Query) ([]protocol
 	if s.closed {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
 	}
+	return s.messages(roomID, q), nil
+}
+
+// Page implements Store: one lock holds for the info and the messages.
+func (s *Memory) Page(_ context.Context, roomID string, q Query) (RoomInfo, []protocol.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return RoomInfo{}, nil, fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
+	}
+	return s.room(roomID), s.messages(roomID, q), nil
+}
+
+// TokenKey implements Store.
+func (s *Memory) TokenKey() []byte { return s.key }
+
+// Flush implements Store: Append is synchronous, so there is nothing to
+// wait for.
+func (s *Memory) Flush(context.Context) error { return nil }
+
+// messages selects q's messages of roomID. Guarded by s.mu.
+func (s *Memory) messages(roomID string, q Query) []protocol.Message {
 	r := s.rooms[roomID]
 	if r == nil {
-		return nil, nil
+		return nil
 	}
 	if s.ret.MaxAge > 0 {
 		s.trim(r, s.now())
@@ -136,7 +161,7 @@ func (s *Memory) Messages(_ context.Context, roomID string, q Query) ([]protocol
 		hi = sort.Search(len(msgs), func(i int) bool { return msgs[i].Seq >= q.Before })
 	}
 	if lo >= hi {
-		return nil, nil
+		return nil
 	}
 	if q.Limit > 0 && hi-lo > q.Limit {
 		if q.Newest {
@@ -145,7 +170,7 @@ func (s *Memory) Messages(_ context.Context, roomID string, q Query) ([]protocol
 			hi = lo + q.Limit
 		}
 	}
-	return append([]protocol.Message(nil), msgs[lo:hi]...), nil
+	return append([]protocol.Message(nil), msgs[lo:hi]...)
 }
 
 // Room implements Store.
@@ -155,9 +180,14 @@ func (s *Memory) Room(_ context.Context, roomID string) (RoomInfo, error) {
 	if s.closed {
 		return RoomInfo{}, fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
 	}
+	return s.room(roomID), nil
+}
+
+// room describes roomID. Guarded by s.mu.
+func (s *Memory) room(roomID string) RoomInfo {
 	r := s.rooms[roomID]
 	if r == nil {
-		return RoomInfo{}, nil
+		return RoomInfo{Epoch: s.epoch}
 	}
 	if s.ret.MaxAge > 0 {
 		s.trim(r, s.now())
@@ -168,7 +198,14 @@ func (s *Memory) Room(_ context.Context, roomID string) (RoomInfo, error) {
 	} else {
 		ri.FirstSeq = r.lastSeq + 1
 	}
-	return ri, nil
+	return ri
+}
+
+// randomKey returns 32 random bytes for TokenKey.
+func randomKey() []byte {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand)
+	return b
 }
 
 // Ready implements Store.

@@ -47,9 +47,24 @@ type Store interface {
 	// Query. An unknown room has none.
 	Messages(ctx context.Context, roomID string, q Query) ([]protocol.Message, error)
 
-	// Room describes the stored history of roomID. An unknown room has a
-	// zero RoomInfo.
+	// Room describes the stored history of roomID. An unknown room has
+	// no messages and the store's epoch.
 	Room(ctx context.Context, roomID string) (RoomInfo, error)
+
+	// Page returns the room's info and the messages q selects, both read
+	// from one snapshot of the store, so that the messages and LastSeq
+	// agree even while Appends and retention go on.
+	Page(ctx context.Context, roomID string, q Query) (RoomInfo, []protocol.Message, error)
+
+	// TokenKey returns the secret that resume tokens are signed with: at
+	// least 32 random bytes, created with the store's data and kept with
+	// it, so that tokens stay valid across restarts for as long as the
+	// history does. It does no I/O.
+	TokenKey() []byte
+
+	// Flush returns once every Append made before it was called has
+	// called its done, or when ctx ends (with ctx's error).
+	Flush(ctx context.Context) error
 
 	// Ready returns nil when the store can serve reads and writes.
 	Ready(ctx context.Context) error
@@ -80,7 +95,8 @@ type RoomInfo struct {
 	FirstSeq int64
 	// Epoch names this incarnation of the room's history: it changes only
 	// when the stored history is lost or reset, so that a seq from another
-	// epoch means nothing. It is empty while a room has no history.
+	// epoch means nothing. It is never empty: a room without messages has
+	// the epoch its first message will get (the store's own).
 	Epoch string
 }
 
@@ -109,10 +125,20 @@ func (ri RoomInfo) Truncated(since int64) bool {
 	return ri.FirstSeq > 0 && since < ri.FirstSeq-1
 }
 
-// DedupKey joins a user and a client request id into one Append key.
-func DedupKey(userID, clientID string) string {
+// DedupKey joins a user, a room and a client request id into one Append
+// key (SPEC §4: the same id sent to another room is another request).
+// Client ids are at most 64 characters (protocol.Limits.MaxID), so a key is
+// short.
+func DedupKey(userID, roomID, clientID string) string {
 	if clientID == "" {
 		return ""
 	}
-	return userID + "\x00" + clientID
+	return userID + "\x00" + roomID + "\x00" + clientID
+}
+
+// More reports whether stored messages between the end of page and
+// info.LastSeq were left out of page. Stored seqs are consecutive, so that
+// is the case exactly when the page ends below LastSeq.
+func More(info RoomInfo, page []protocol.Message) bool {
+	return len(page) > 0 && page[len(page)-1].Seq < info.LastSeq
 }

@@ -46,7 +46,7 @@ func benchAppend(b *testing.B, keyed bool, appenders int) {
 		m.ID = fmt.Sprintf("msg-%012d", i)
 		key := ""
 		if keyed {
-			key = store.DedupKey("user-0123456789", m.ID)
+			key = store.DedupKey("user-0123456789", m.RoomID, m.ID)
 		}
 		i++
 		wg.Add(1)

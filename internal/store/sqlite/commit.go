@@ -8,18 +8,19 @@ import (
 	"strconv"
 	"time"
 
-	gonanoid "github.com/matoous/go-nanoid/v2"
-
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 )
 
-// A request is one queued Append, or a Ready probe (probe != nil).
+// A request is one queued Append, a Ready probe (probe != nil) or a Flush
+// (flush != nil), which is answered once everything queued before it is
+// done.
 type request struct {
 	msg   protocol.Message
 	key   string
 	done  store.DoneFunc
 	probe chan<- error
+	flush chan<- struct{}
 }
 
 // roomState is the committer's view of one room. Owned by the committer.
@@ -232,6 +233,10 @@ func (c *committer) commit() {
 			r.probe <- err
 			continue
 		}
+		if r.flush != nil {
+			close(r.flush)
+			continue
+		}
 		if err != nil {
 			r.done(r.msg, false, err)
 			continue
@@ -276,6 +281,9 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 		c.results = append(c.results, result{dupOf: -1})
 		if r.probe != nil {
 			probe = true
+			continue
+		}
+		if r.flush != nil {
 			continue
 		}
 		if r.key != "" {
@@ -379,9 +387,9 @@ func (c *committer) room(ctx context.Context, tx *sql.Tx, roomID string, nowMs i
 	err = tx.Stmt(c.getRoom).QueryRowContext(ctx, roomID).Scan(&rs.id, &rs.last, &rs.epoch)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		// An epoch only needs to differ from any earlier incarnation of
-		// this room's history; 12 nanoid characters (72 bits) do.
-		rs.epoch = gonanoid.Must(12)
+		// A new room's history starts in the store's epoch, the one its
+		// joiners saw before this first message (migrations/0002).
+		rs.epoch = c.s.epoch
 		res, err := tx.Stmt(c.insRoom).ExecContext(ctx, roomID, rs.epoch, nowMs)
 		if err != nil {
 			return nil, false, err

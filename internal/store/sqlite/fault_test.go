@@ -38,7 +38,7 @@ func TestLockedDatabase(t *testing.T) {
 	const n = 5
 	results := make(chan storetest.Result, n)
 	for i := range n {
-		s.Append(storetest.Msg("r", fmt.Sprint("locked", i)), store.DedupKey("u", fmt.Sprint(i)), func(m protocol.Message, dup bool, err error) {
+		s.Append(storetest.Msg("r", fmt.Sprint("locked", i)), store.DedupKey("u", "r", fmt.Sprint(i)), func(m protocol.Message, dup bool, err error) {
 			results <- storetest.Result{Msg: m, Dup: dup, Err: err}
 		})
 	}
@@ -66,7 +66,7 @@ func TestLockedDatabase(t *testing.T) {
 	if err := s.Ready(ctx); err != nil {
 		t.Fatalf("Ready after the lock is gone = %v, want nil", err)
 	}
-	r := storetest.MustAppend(t, s, storetest.Msg("r", "after"), store.DedupKey("u", "0"))
+	r := storetest.MustAppend(t, s, storetest.Msg("r", "after"), store.DedupKey("u", "r", "0"))
 	if r.Dup || r.Msg.Seq != 2 {
 		t.Fatalf("first Append after the fault: seq=%d dup=%v, want seq 2 (no gap), dup false (nothing stored)", r.Msg.Seq, r.Dup)
 	}

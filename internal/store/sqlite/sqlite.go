@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -103,6 +105,9 @@ type Store struct {
 	path string
 	opts Options
 
+	epoch string // the store's epoch (meta 'epoch'); read by Open
+	key   []byte // TokenKey (meta 'token_key'); read by Open
+
 	wdb *sql.DB // one connection; used only by the committer and Close
 	rdb *sql.DB // read-only pool for Messages, Room and Ready
 
@@ -191,6 +196,13 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.wdb.SetConnMaxLifetime(0)
 	if _, err := migrate(ctx, s.wdb, opts.now().UnixMilli()); err != nil {
 		return nil, err
+	}
+	var keyHex string
+	if err := s.wdb.QueryRowContext(ctx, "SELECT (SELECT value FROM meta WHERE key = 'epoch'), (SELECT value FROM meta WHERE key = 'token_key')").Scan(&s.epoch, &keyHex); err != nil {
+		return nil, fmt.Errorf("read identity: %w", err)
+	}
+	if s.key, err = hex.DecodeString(keyHex); err != nil || len(s.key) < 32 || s.epoch == "" {
+		return nil, fmt.Errorf("%w: meta holds no valid epoch or token key", ErrNotRoomchat)
 	}
 	var mode string
 	if err := s.wdb.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
@@ -357,6 +369,75 @@ func (s *Store) Messages(ctx context.Context, roomID string, q store.Query) ([]p
 	if s.isClosed() {
 		return nil, unavailable(store.ErrClosed)
 	}
+	return s.messages(ctx, nil, roomID, q)
+}
+
+// Room implements store.Store, from committed data.
+func (s *Store) Room(ctx context.Context, roomID string) (store.RoomInfo, error) {
+	if s.isClosed() {
+		return store.RoomInfo{}, unavailable(store.ErrClosed)
+	}
+	return s.room(ctx, nil, roomID)
+}
+
+// Page implements store.Store: both reads run in one read transaction,
+// which in WAL mode sees one snapshot of the file.
+func (s *Store) Page(ctx context.Context, roomID string, q store.Query) (store.RoomInfo, []protocol.Message, error) {
+	if s.isClosed() {
+		return store.RoomInfo{}, nil, unavailable(store.ErrClosed)
+	}
+	tx, err := s.rdb.BeginTx(ctx, nil)
+	if err != nil {
+		return store.RoomInfo{}, nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
+	}
+	defer tx.Rollback() // read-only: nothing to commit
+	info, err := s.room(ctx, tx, roomID)
+	if err != nil {
+		return store.RoomInfo{}, nil, err
+	}
+	msgs, err := s.messages(ctx, tx, roomID, q)
+	if err != nil {
+		return store.RoomInfo{}, nil, err
+	}
+	return info, msgs, nil
+}
+
+// TokenKey implements store.Store.
+func (s *Store) TokenKey() []byte { return s.key }
+
+// Flush implements store.Store: it queues a marker behind every pending
+// Append and waits for the committer to reach it.
+func (s *Store) Flush(ctx context.Context) error {
+	done := make(chan struct{})
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil // Close has already waited for every Append
+	}
+	select {
+	case s.queue <- request{flush: done}:
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	s.mu.RUnlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stmt returns st, bound to tx when tx is not nil.
+func stmt(ctx context.Context, tx *sql.Tx, st *sql.Stmt) *sql.Stmt {
+	if tx == nil {
+		return st
+	}
+	return tx.StmtContext(ctx, st)
+}
+
+func (s *Store) messages(ctx context.Context, tx *sql.Tx, roomID string, q store.Query) ([]protocol.Message, error) {
 	before := q.Before
 	if before <= 0 {
 		before = math.MaxInt64
@@ -365,11 +446,12 @@ func (s *Store) Messages(ctx context.Context, roomID string, q store.Query) ([]p
 	if limit <= 0 {
 		limit = -1
 	}
-	stmt := s.readAsc
-	if q.Newest && limit > 0 {
-		stmt = s.readDesc
+	desc := q.Newest && limit > 0
+	st := s.readAsc
+	if desc {
+		st = s.readDesc
 	}
-	rows, err := stmt.QueryContext(ctx, roomID, q.After, s.opts.Retention.Limit(), before, s.ageCutoff(), limit)
+	rows, err := stmt(ctx, tx, st).QueryContext(ctx, roomID, q.After, s.opts.Retention.Limit(), before, s.ageCutoff(), limit)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
 	}
@@ -387,32 +469,27 @@ func (s *Store) Messages(ctx context.Context, roomID string, q store.Query) ([]p
 	if err := rows.Err(); err != nil {
 		return nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
 	}
-	if stmt == s.readDesc {
-		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-			out[i], out[j] = out[j], out[i]
-		}
+	if desc {
+		slices.Reverse(out)
 	}
 	return out, nil
 }
 
-// Room implements store.Store, from committed data.
-func (s *Store) Room(ctx context.Context, roomID string) (store.RoomInfo, error) {
-	if s.isClosed() {
-		return store.RoomInfo{}, unavailable(store.ErrClosed)
-	}
+func (s *Store) room(ctx context.Context, tx *sql.Tx, roomID string) (store.RoomInfo, error) {
 	var ri store.RoomInfo
 	var first sql.NullInt64
-	err := s.roomInfo.QueryRowContext(ctx, roomID, s.opts.Retention.Limit(), s.ageCutoff()).Scan(&ri.LastSeq, &ri.Epoch, &first)
+	err := stmt(ctx, tx, s.roomInfo).QueryRowContext(ctx, roomID, s.opts.Retention.Limit(), s.ageCutoff()).Scan(&ri.LastSeq, &ri.Epoch, &first)
 	if errors.Is(err, sql.ErrNoRows) {
-		return store.RoomInfo{}, nil
-	}
-	if err == nil && ri.LastSeq == 0 {
-		// A room row without messages (created by a batch whose only
-		// message for it was a duplicate) has no history yet.
-		return store.RoomInfo{}, nil
+		// No message yet: the first one will start in the store's epoch.
+		return store.RoomInfo{Epoch: s.epoch}, nil
 	}
 	if err != nil {
 		return store.RoomInfo{}, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
+	}
+	if ri.LastSeq == 0 {
+		// A room row without messages (created by a batch whose only
+		// message for it was a duplicate) has no history yet.
+		return store.RoomInfo{Epoch: ri.Epoch}, nil
 	}
 	if first.Valid {
 		ri.FirstSeq = first.Int64

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -87,15 +88,16 @@ func TestRestartKeepsHistorySeqAndEpoch(t *testing.T) {
 	if r := storetest.MustAppend(t, s, storetest.Msg("new", "x"), ""); r.Msg.Seq != 1 {
 		t.Fatalf("new room's first seq = %d, want 1", r.Msg.Seq)
 	}
-	if e := roomInfo(t, s, "new").Epoch; e == "" || e == before.Epoch {
-		t.Fatalf("new room's epoch = %q, want non-empty and not %q", e, before.Epoch)
+	// Every room of one file starts in the file's epoch.
+	if e, unused := roomInfo(t, s, "new").Epoch, roomInfo(t, s, "unused").Epoch; e == "" || e != unused {
+		t.Fatalf("new room's epoch = %q, want the store's epoch %q", e, unused)
 	}
 }
 
 func TestDedupAcrossRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "roomchat.db")
 	s := mustOpen(t, path, Options{})
-	key := store.DedupKey("u1", "c1")
+	key := store.DedupKey("u1", "room", "c1")
 	first := storetest.MustAppend(t, s, storetest.Msg("r", "hello"), key)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -118,7 +120,7 @@ func TestDedupExpires(t *testing.T) {
 	var mu sync.Mutex
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	s := openT(t, filepath.Join(t.TempDir(), "roomchat.db"), Options{now: now})
-	key := store.DedupKey("u1", "c1")
+	key := store.DedupKey("u1", "room", "c1")
 	storetest.MustAppend(t, s, storetest.Msg("r", "1"), key)
 	mu.Lock()
 	clock = clock.Add(store.DedupWindow - time.Second)
@@ -146,12 +148,12 @@ func TestDedupSweep(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "roomchat.db")
 	s := openT(t, path, Options{now: now, TrimInterval: 10 * time.Millisecond})
 	for i := range 10 {
-		storetest.MustAppend(t, s, storetest.Msg("r", fmt.Sprint(i)), store.DedupKey("u", fmt.Sprint(i)))
+		storetest.MustAppend(t, s, storetest.Msg("r", fmt.Sprint(i)), store.DedupKey("u", "r", fmt.Sprint(i)))
 	}
 	mu.Lock()
 	clock = clock.Add(store.DedupWindow + time.Second)
 	mu.Unlock()
-	storetest.MustAppend(t, s, storetest.Msg("r", "fresh"), store.DedupKey("u", "fresh"))
+	storetest.MustAppend(t, s, storetest.Msg("r", "fresh"), store.DedupKey("u", "r", "fresh"))
 	db := rawDB(t, path)
 	waitFor(t, "expired keys swept", func() bool {
 		var n int
@@ -268,10 +270,30 @@ func TestRetentionMaxAge(t *testing.T) {
 	})
 }
 
-func TestEmptyRoomHasNoEpoch(t *testing.T) {
-	s := openT(t, filepath.Join(t.TempDir(), "roomchat.db"), Options{})
-	if ri := roomInfo(t, s, "nothing"); ri != (store.RoomInfo{}) {
-		t.Fatalf("Room(unused) = %+v, want zero", ri)
+// TestEmptyRoomEpoch: a room without messages has the file's epoch,
+// which survives a restart and differs from another file's, and so does
+// the token key.
+func TestEmptyRoomEpoch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "roomchat.db")
+	s := mustOpen(t, path, Options{})
+	ri := roomInfo(t, s, "nothing")
+	if ri.LastSeq != 0 || ri.FirstSeq != 0 || ri.Epoch == "" {
+		t.Fatalf("Room(unused) = %+v, want no messages and an epoch", ri)
+	}
+	key := s.TokenKey()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, path, Options{})
+	if got := roomInfo(t, s, "nothing"); got != ri {
+		t.Fatalf("Room(unused) after restart = %+v, want %+v", got, ri)
+	}
+	if !bytes.Equal(s.TokenKey(), key) {
+		t.Fatal("token key changed across a restart")
+	}
+	other := openT(t, filepath.Join(t.TempDir(), "other.db"), Options{})
+	if e := roomInfo(t, other, "nothing").Epoch; e == ri.Epoch {
+		t.Fatalf("two files share the epoch %q", e)
 	}
 }
 

@@ -3,10 +3,12 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +31,10 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("RetentionCount", func(t *testing.T) { testRetention(t, newStore) })
 	t.Run("RoomInfo", func(t *testing.T) { testRoomInfo(t, newStore) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, newStore) })
+	t.Run("Page", func(t *testing.T) { testPage(t, newStore) })
+	t.Run("EpochStable", func(t *testing.T) { testEpochStable(t, newStore) })
+	t.Run("Flush", func(t *testing.T) { testFlush(t, newStore) })
+	t.Run("TokenKey", func(t *testing.T) { testTokenKey(t, newStore) })
 }
 
 // Msg returns a message ready to Append.
@@ -209,12 +215,12 @@ func testMessages(t *testing.T, f Factory) {
 
 func testDedup(t *testing.T, f Factory) {
 	s := open(t, f, store.Retention{})
-	first := MustAppend(t, s, Msg("room", "hello"), store.DedupKey("u1", "c1"))
-	again := MustAppend(t, s, Msg("room", "hello again"), store.DedupKey("u1", "c1"))
+	first := MustAppend(t, s, Msg("room", "hello"), store.DedupKey("u1", "room", "c1"))
+	again := MustAppend(t, s, Msg("room", "hello again"), store.DedupKey("u1", "room", "c1"))
 	if !again.Dup || again.Msg.Seq != first.Msg.Seq || again.Msg.ID != first.Msg.ID {
 		t.Fatalf("retry with same key: got %+v dup=%v, want original seq %d dup=true", again.Msg, again.Dup, first.Msg.Seq)
 	}
-	other := MustAppend(t, s, Msg("room", "from u2"), store.DedupKey("u2", "c1"))
+	other := MustAppend(t, s, Msg("room", "from u2"), store.DedupKey("u2", "room", "c1"))
 	if other.Dup || other.Msg.Seq != 2 {
 		t.Fatalf("same client id from another user: got seq=%d dup=%v, want seq=2 dup=false", other.Msg.Seq, other.Dup)
 	}
@@ -225,12 +231,18 @@ func testDedup(t *testing.T, f Factory) {
 	if len(all) != 2 {
 		t.Fatalf("stored %d messages, want 2 (the retry must store nothing)", len(all))
 	}
+	// The same client id from the same user in another room is another
+	// request (SPEC §4).
+	elsewhere := MustAppend(t, s, Msg("room-b", "hello"), store.DedupKey("u1", "room-b", "c1"))
+	if elsewhere.Dup || elsewhere.Msg.Seq != 1 || elsewhere.Msg.RoomID != "room-b" {
+		t.Fatalf("same id in another room: got %+v dup=%v, want a new message with seq 1 in room-b", elsewhere.Msg, elsewhere.Dup)
+	}
 	// Retries sent back to back, before the first is durable, still store one message.
 	var wg sync.WaitGroup
 	results := make(chan Result, 5)
 	for range 5 {
 		wg.Add(1)
-		s.Append(Msg("burst", "same"), store.DedupKey("u3", "k"), func(m protocol.Message, dup bool, err error) {
+		s.Append(Msg("burst", "same"), store.DedupKey("u3", "burst", "k"), func(m protocol.Message, dup bool, err error) {
 			results <- Result{m, dup, err}
 			wg.Done()
 		})
@@ -329,5 +341,113 @@ func testClosed(t *testing.T, f Factory) {
 	}
 	if err := s.Ready(context.Background()); err == nil {
 		t.Fatal("Ready after Close = nil, want an error")
+	}
+}
+
+func testPage(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	ctx := context.Background()
+	for i := 1; i <= 30; i++ {
+		MustAppend(t, s, Msg("room", fmt.Sprint(i)), "")
+	}
+	info, page, err := s.Page(ctx, "room", store.Query{After: 10, Limit: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]int64{11, 12, 13, 14, 15}, seqs(page)); diff != "" {
+		t.Fatalf("Page(after 10, limit 5) (-want +got):\n%s", diff)
+	}
+	if info.LastSeq != 30 || info.Epoch == "" || !store.More(info, page) {
+		t.Fatalf("Page info = %+v, More = %v; want LastSeq 30, an epoch, more", info, store.More(info, page))
+	}
+	info, page, err = s.Page(ctx, "room", store.Query{After: 25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 5 || store.More(info, page) {
+		t.Fatalf("Page(after 25) = %v, More = %v; want 26..30, no more", seqs(page), store.More(info, page))
+	}
+	info, page, err = s.Page(ctx, "unknown", store.Query{Limit: 5, Newest: true})
+	if err != nil || len(page) != 0 || info.LastSeq != 0 || info.Epoch == "" {
+		t.Fatalf("Page(unknown room) = %+v, %v, %v; want no messages, LastSeq 0, an epoch", info, page, err)
+	}
+
+	// Pages read while appends go on agree with their info: never a
+	// message past LastSeq, and the newest page ends at LastSeq.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			MustAppend(t, s, Msg("busy", fmt.Sprint(i)), "")
+		}
+	})
+	for range 200 {
+		info, page, err := s.Page(ctx, "busy", store.Query{Limit: 3, Newest: true})
+		if err != nil {
+			t.Error(err)
+			break
+		}
+		if len(page) > 0 && page[len(page)-1].Seq != info.LastSeq {
+			t.Errorf("newest page ends at %d, info.LastSeq = %d: not one snapshot", page[len(page)-1].Seq, info.LastSeq)
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
+
+func testEpochStable(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	ctx := context.Background()
+	before, err := s.Room(ctx, "fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Epoch == "" {
+		t.Fatal("a room without messages has an empty epoch; want the epoch its first message will have")
+	}
+	MustAppend(t, s, Msg("fresh", "first"), "")
+	after, err := s.Room(ctx, "fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Epoch != before.Epoch {
+		t.Fatalf("epoch changed with the first message: %q → %q", before.Epoch, after.Epoch)
+	}
+}
+
+func testFlush(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	var done atomic.Int64
+	for i := range 500 {
+		s.Append(Msg("flush", fmt.Sprint(i)), "", func(protocol.Message, bool, error) { done.Add(1) })
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	if n := done.Load(); n != 500 {
+		t.Fatalf("after Flush, %d of 500 Appends had called done", n)
+	}
+}
+
+func testTokenKey(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	k := s.TokenKey()
+	if len(k) < 32 {
+		t.Fatalf("TokenKey is %d bytes, want at least 32", len(k))
+	}
+	if !bytes.Equal(k, s.TokenKey()) {
+		t.Fatal("TokenKey changed between two calls")
+	}
+	other := open(t, f, store.Retention{})
+	if bytes.Equal(k, other.TokenKey()) {
+		t.Fatal("two stores have the same TokenKey")
 	}
 }
