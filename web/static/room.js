@@ -524,6 +524,17 @@ function renderMembers() {
       return li;
     }),
   );
+  // joined.members lists at most 100 members (SPEC §4) while count is
+  // exact; presence events keep both up to date, so the difference is
+  // always the members we cannot name.
+  const more = memberCount - list.length;
+  if (more > 0) {
+    const li = document.createElement('li');
+    li.id = 'members-more';
+    li.className = 'more';
+    li.textContent = `and ${more} more`;
+    el.members.append(li);
+  }
   el.memberCount.textContent = String(memberCount);
 }
 
