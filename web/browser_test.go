@@ -321,6 +321,41 @@ func TestBrowserCreateCopies(t *testing.T) {
 	}
 }
 
+// TestBrowserBackoff checks the reconnect backoff of common.js in the
+// browser: the wait doubles from 0.5 s up to 10 s, and each wait is random
+// between half of that and all of it ("equal jitter"), so that clients
+// dropped together by a restart do not all come back in the same instant.
+func TestBrowserBackoff(t *testing.T) {
+	browser := newBrowser(t)
+	srv := startServer(t, filepath.Join(t.TempDir(), "roomchat.db"), "127.0.0.1:0")
+	p := newPage(t, browser, "visitor")
+	p.do(chromedp.Navigate(srv.url() + "/"))
+	type bounds struct{ Low, High, Spread int }
+	ctx, cancel := context.WithTimeout(p.ctx, stepTimeout)
+	defer cancel()
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[[]bounds](`import('/static/common.js').then(({ backoffDelay }) => {
+		const out = [];
+		for (let n = 0; n < 8; n++) {
+			const seen = new Set();
+			for (let i = 0; i < 50; i++) seen.add(backoffDelay(n));
+			out.push({Low: backoffDelay(n, 500, 10000, () => 0), High: backoffDelay(n, 500, 10000, () => 1), Spread: seen.size});
+		}
+		return out;
+	})`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, b := range got {
+		exp := min(10000, 500<<n)
+		if b.Low != exp/2 || b.High != exp {
+			t.Errorf("attempt %d: wait from %d to %d ms, want %d to %d", n, b.Low, b.High, exp/2, exp)
+		}
+		if b.Spread < 10 {
+			t.Errorf("attempt %d: 50 waits took only %d values: no jitter", n, b.Spread)
+		}
+	}
+}
+
 // grantClipboard lets pages of origin in p's browser context read and write
 // the clipboard without asking, and makes the page count as focused (a
 // headless tab is not, and the Clipboard API refuses unfocused documents).
