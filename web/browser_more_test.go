@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,9 +16,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/server"
-	"github.com/roomchat/roomchat/internal/store/sqlite"
-	"github.com/roomchat/roomchat/web"
 )
 
 // TestBrowserErrorsAndUnread runs against a server with a rate limit of one
@@ -182,23 +178,10 @@ func setVisibility(p *pageT, visible bool) {
 	})()`, state, !visible, state))
 }
 
-// startLimitedServer is startServer with limits of its own.
+// startLimitedServer is startServer with limits of its own, on a free port.
 func startLimitedServer(t *testing.T, dbPath string, limits protocol.Limits) *testServer {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
-	defer cancel()
-	st, err := sqlite.Open(ctx, dbPath, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Store: st, Web: web.FS, Logger: log, Limits: limits})
-	if err != nil {
-		st.Close()
-		t.Fatal(err)
-	}
-	s := &testServer{t: t, dbPath: dbPath, addr: "127.0.0.1:0", log: log, st: st, srv: srv}
-	t.Cleanup(s.stop)
+	s := newServer(t, dbPath, "127.0.0.1:0", limits)
 	s.listen()
 	return s
 }

@@ -9,6 +9,7 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,18 +20,23 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store/sqlite"
 	"github.com/roomchat/roomchat/web"
@@ -252,16 +258,20 @@ func TestBrowserLanding(t *testing.T) {
 	p.waitJS("the join error", `document.getElementById('join-error').textContent !== '' &&
 		document.getElementById('join-id').getAttribute('aria-invalid') === 'true'`)
 	// Create a room where the clipboard is not available (as on plain
-	// http): the copy button selects the link and says how to copy it.
+	// http): creating it tries to copy the link and falls back as the copy
+	// button does, selecting the link and saying how to copy it.
 	evalJS[bool](p, `(Object.defineProperty(navigator, 'clipboard', {value: undefined, configurable: true}), true)`)
-	p.do(chromedp.Click(chromedp.ID("create-room")))
-	p.waitJS("the share link", `document.getElementById('share-link').value !== ''`)
-	p.do(chromedp.Click(chromedp.ID("copy-link")))
-	p.waitJS("the copy fallback: the link selected, and a sentence", `(() => {
+	const fallback = `(() => {
 		const i = document.getElementById('share-link');
-		return /selected, press (Ctrl|⌘)\+C/.test(document.getElementById('copy-status').textContent) &&
+		return i.value !== '' && /selected, press (Ctrl|⌘)\+C/.test(document.getElementById('copy-status').textContent) &&
 			document.activeElement === i && i.selectionStart === 0 && i.selectionEnd === i.value.length;
-	})()`)
+	})()`
+	p.do(chromedp.Click(chromedp.ID("create-room")))
+	p.waitJS("the copy fallback after create: the link selected, and a sentence", fallback)
+	// The copy button falls back the same way.
+	evalJS[bool](p, `(document.getElementById('copy-status').textContent = '', document.getElementById('join-id').focus(), true)`)
+	p.do(chromedp.Click(chromedp.ID("copy-link")))
+	p.waitJS("the copy button's fallback: the link selected, and a sentence", fallback)
 
 	p.do(
 		chromedp.Clear(chromedp.ID("join-id")),
@@ -282,6 +292,104 @@ func TestBrowserLanding(t *testing.T) {
 	}
 }
 
+// TestBrowserCreateCopies clicks "Create room" on the landing page with the
+// clipboard allowed, and reads the clipboard back: it holds the share link
+// the page shows (SPEC §6: create shows and copies the link).
+func TestBrowserCreateCopies(t *testing.T) {
+	browser := newBrowser(t)
+	srv := startServer(t, filepath.Join(t.TempDir(), "roomchat.db"), "127.0.0.1:0")
+	base := srv.url()
+	p := newPage(t, browser, "creator")
+	p.do(chromedp.Navigate(base + "/"))
+	p.grantClipboard(base)
+	if got := clipboardText(p); got != "" {
+		t.Fatalf("clipboard before create = %q, want it empty", got)
+	}
+	p.do(chromedp.Click(chromedp.ID("create-room")))
+	p.waitJS("the link copied", `!document.getElementById('created').hidden &&
+		document.getElementById('copy-status').textContent === 'Link copied.'`)
+	link := evalJS[string](p, `document.getElementById('share-link').value`)
+	roomID := evalJS[string](p, `document.getElementById('created').dataset.roomId`)
+	if want := base + "/r/" + roomID; link != want {
+		t.Errorf("share link = %q, want %q", link, want)
+	}
+	if got := clipboardText(p); got != link {
+		t.Errorf("clipboard after create = %q, want the shown share link %q", got, link)
+	}
+	if err := p.problems(); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestBrowserBackoff checks the reconnect backoff of common.js in the
+// browser: the wait doubles from 0.5 s up to 10 s, and each wait is random
+// between half of that and all of it ("equal jitter"), so that clients
+// dropped together by a restart do not all come back in the same instant.
+func TestBrowserBackoff(t *testing.T) {
+	browser := newBrowser(t)
+	srv := startServer(t, filepath.Join(t.TempDir(), "roomchat.db"), "127.0.0.1:0")
+	p := newPage(t, browser, "visitor")
+	p.do(chromedp.Navigate(srv.url() + "/"))
+	type bounds struct{ Low, High, Spread int }
+	ctx, cancel := context.WithTimeout(p.ctx, stepTimeout)
+	defer cancel()
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[[]bounds](`import('/static/common.js').then(({ backoffDelay }) => {
+		const out = [];
+		for (let n = 0; n < 8; n++) {
+			const seen = new Set();
+			for (let i = 0; i < 50; i++) seen.add(backoffDelay(n));
+			out.push({Low: backoffDelay(n, 500, 10000, () => 0), High: backoffDelay(n, 500, 10000, () => 1), Spread: seen.size});
+		}
+		return out;
+	})`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, b := range got {
+		exp := min(10000, 500<<n)
+		if b.Low != exp/2 || b.High != exp {
+			t.Errorf("attempt %d: wait from %d to %d ms, want %d to %d", n, b.Low, b.High, exp/2, exp)
+		}
+		if b.Spread < 10 {
+			t.Errorf("attempt %d: 50 waits took only %d values: no jitter", n, b.Spread)
+		}
+	}
+}
+
+// grantClipboard lets pages of origin in p's browser context read and write
+// the clipboard without asking, and makes the page count as focused (a
+// headless tab is not, and the Clipboard API refuses unfocused documents).
+func (p *pageT) grantClipboard(origin string) {
+	p.t.Helper()
+	p.do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		c := chromedp.FromContext(ctx)
+		for _, name := range []string{"clipboard-read", "clipboard-write"} {
+			if _, err := cdp.Call(ctx, c.Browser, browser.SetPermission, browser.SetPermissionParams{
+				Permission:       &browser.PermissionDescriptor{Name: name},
+				Setting:          browser.PermissionSettingGranted,
+				Origin:           origin,
+				BrowserContextID: c.BrowserContextID,
+			}); err != nil {
+				return fmt.Errorf("grant %s: %w", name, err)
+			}
+		}
+		_, err := cdp.Call(ctx, tg, emulation.SetFocusEmulationEnabled, emulation.SetFocusEmulationEnabledParams{Enabled: true})
+		return err
+	}))
+}
+
+// clipboardText reads the clipboard through the page.
+func clipboardText(p *pageT) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, stepTimeout)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`navigator.clipboard.readText()`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.t.Fatalf("%s: read the clipboard: %v", p.name, err)
+	}
+	return s
+}
+
 // ---- server -----------------------------------------------------------------
 
 // testServer is roomchat's server on a loopback port with a SQLite file,
@@ -290,6 +398,7 @@ type testServer struct {
 	t      *testing.T
 	dbPath string
 	addr   string
+	limits protocol.Limits // zero: the defaults
 	log    *slog.Logger
 	st     *sqlite.Store
 	srv    *server.Server
@@ -301,19 +410,21 @@ type testServer struct {
 // startServer starts a server on addr ("127.0.0.1:0" picks a port).
 func startServer(t *testing.T, dbPath, addr string) *testServer {
 	t.Helper()
-	s := newServer(t, dbPath, addr)
+	s := newServer(t, dbPath, addr, protocol.Limits{})
 	s.listen()
 	return s
 }
 
-// restartServer builds a new server on the old one's database and address;
-// it does not listen until listen is called.
+// restartServer builds a new server on the old one's database, address and
+// limits; it does not listen until listen is called.
 func restartServer(t *testing.T, old *testServer, addr string) *testServer {
 	t.Helper()
-	return newServer(t, old.dbPath, addr)
+	return newServer(t, old.dbPath, addr, old.limits)
 }
 
-func newServer(t *testing.T, dbPath, addr string) *testServer {
+// newServer builds a server that does not listen yet; zero limits are the
+// defaults.
+func newServer(t *testing.T, dbPath, addr string, limits protocol.Limits) *testServer {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
@@ -322,12 +433,12 @@ func newServer(t *testing.T, dbPath, addr string) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, Web: web.FS, Logger: log})
+	srv, err := server.New(server.Config{Store: st, Web: web.FS, Logger: log, Limits: limits})
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
 	}
-	s := &testServer{t: t, dbPath: dbPath, addr: addr, log: log, st: st, srv: srv}
+	s := &testServer{t: t, dbPath: dbPath, addr: addr, limits: limits, log: log, st: st, srv: srv}
 	t.Cleanup(s.stop)
 	return s
 }
@@ -408,22 +519,31 @@ func (s *testServer) postBeforeListening(roomID, name, message string) {
 // post sends a bot message through the HTTP API over the network.
 func (s *testServer) post(roomID, name, message string) {
 	s.t.Helper()
+	if err := s.postErr(roomID, name, message); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// postErr is post for other goroutines than the test's: it returns the
+// error instead of failing the test.
+func (s *testServer) postErr(roomID, name, message string) error {
 	body := fmt.Sprintf(`{"name":%s,"message":%s}`, jsString(name), jsString(message))
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url()+"/api/rooms/"+roomID+"/messages", strings.NewReader(body))
 	if err != nil {
-		s.t.Fatal(err)
+		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		s.t.Fatal(err)
+		return err
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusCreated {
-		s.t.Fatalf("POST %s: %s", req.URL, res.Status)
+		return fmt.Errorf("POST %s: %s", req.URL, res.Status)
 	}
+	return nil
 }
 
 // ---- browser ------------------------------------------------------------------
@@ -489,6 +609,16 @@ type pageT struct {
 	dialogs    []string
 	exceptions []string
 	logs       []string
+	frames     []wsEvent // every event of every WebSocket of the page, in order
+}
+
+// wsEvent is one event the page sent or received over a WebSocket (a
+// batched frame holds several).
+type wsEvent struct {
+	Sent    bool // sent by the page, not received
+	Type    string
+	ID      string
+	Payload json.RawMessage
 }
 
 func newPage(t *testing.T, browser context.Context, name string) *pageT {
@@ -518,6 +648,10 @@ func newPage(t *testing.T, browser context.Context, name string) *pageT {
 			p.mu.Lock()
 			p.exceptions = append(p.exceptions, fmt.Sprintf("%s:%d: %s", d.URL, d.LineNumber, text))
 			p.mu.Unlock()
+		case *network.EventWebSocketFrameSent:
+			p.recordFrame(true, ev.Response)
+		case *network.EventWebSocketFrameReceived:
+			p.recordFrame(false, ev.Response)
 		case *cdplog.EventEntryAdded:
 			e := ev.Entry
 			p.mu.Lock()
@@ -555,6 +689,45 @@ func newPage(t *testing.T, browser context.Context, name string) *pageT {
 		t.Fatalf("%s: open a tab: %v", name, err)
 	}
 	return p
+}
+
+// recordFrame splits a text frame into its events (one JSON object a line,
+// as with batch=1) and appends them to p.frames.
+func (p *pageT) recordFrame(sent bool, f *network.WebSocketFrame) {
+	if f == nil || f.Opcode != 1 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for line := range strings.SplitSeq(string(f.PayloadData), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var e struct {
+			Type    string          `json:"type"`
+			ID      string          `json:"id"`
+			Payload json.RawMessage `json:"payload"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			p.frames = append(p.frames, wsEvent{Sent: sent, Type: "(unparsable)", Payload: json.RawMessage(strconv.Quote(line))})
+			continue
+		}
+		p.frames = append(p.frames, wsEvent{Sent: sent, Type: e.Type, ID: e.ID, Payload: e.Payload})
+	}
+}
+
+// framesSince returns the WebSocket events recorded after the first n.
+func (p *pageT) framesSince(n int) []wsEvent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]wsEvent(nil), p.frames[min(n, len(p.frames)):]...)
+}
+
+// frameCount is how many WebSocket events were recorded so far.
+func (p *pageT) frameCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.frames)
 }
 
 // do runs actions on the page, bounded by stepTimeout.

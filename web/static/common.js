@@ -8,6 +8,7 @@ export const DEFAULT_LIMITS = Object.freeze({
   maxRoomID: 64,
   maxName: 32,
   maxMessage: 4000,
+  maxPage: 200, // most messages a history page holds
 });
 
 const ROOM_ID_RE = /^[A-Za-z0-9_-]+$/;

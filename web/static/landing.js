@@ -1,5 +1,5 @@
-// Landing page (GET /): create a room through POST /api/rooms and show its
-// share link, or join a room by ID or link.
+// Landing page (GET /): create a room through POST /api/rooms, show its
+// share link and copy it to the clipboard, or join a room by ID or link.
 
 import { checkRoomID, copyText, roomIDFromInput, roomURL } from './common.js';
 
@@ -44,10 +44,13 @@ async function createRoom() {
     openRoom.href = `/r/${encodeURIComponent(body.roomID)}`;
     created.hidden = false;
     created.dataset.roomId = body.roomID;
-    copyStatus.textContent = '';
     createStatus.textContent = 'Room created. Share the link, then open the room.';
     shareLink.focus();
     shareLink.select();
+    // Copy it straight away (SPEC §6), still within the click's user
+    // activation; without a usable clipboard copyText selects the link and
+    // says how to copy it, as the Copy button does.
+    await copyText(shareLink, copyStatus);
   } catch (err) {
     createStatus.textContent = `Couldn’t create a room: ${err.message}. Check your connection and try again.`;
     createStatus.classList.add('warn');

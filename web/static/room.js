@@ -12,6 +12,13 @@
 //   - The msg event for our own message and its ack usually come together;
 //     whichever comes second finds the seq already rendered, so one message
 //     shows, not two.
+//   - Catching up: a joined with more: true left stored messages out. We ask
+//     for them a page at a time (history, after = the last seq shown) until
+//     we reach joined.lastSeq or the server says there is no more. Live msg
+//     events arriving meanwhile wait in a buffer and show after the pages, so
+//     lastSeq only grows through a gapless run and a reconnect's since never
+//     skips anything. Our outbox waits for the catch-up too, since an ack
+//     would otherwise put a seq far beyond the pages on screen.
 
 import {
   DEFAULT_LIMITS,
@@ -38,6 +45,9 @@ const TYPING_SHOW_MS = 3000; // show someone's typing this long
 // failed instead and the user decides.
 const UNCONFIRMED_MS = 4.5 * 60 * 1000;
 const ROOM_FULL_RETRY_MS = 10000;
+// A history page refused for a passing reason (rate_limited,
+// store_unavailable, …) is asked for again after this long.
+const HISTORY_RETRY_MS = 2000;
 
 // ---- elements ---------------------------------------------------------------
 
@@ -89,6 +99,10 @@ let joinInFlightForEpoch = false;
 let lastSeq = 0; // highest seq rendered
 const rendered = new Map(); // seq → message element
 const joinRequests = new Map(); // join envelope id → since sent (or null)
+// catchup is non-null while we page through missed messages on this
+// connection: {target: joined.lastSeq, reqID: id of the history request in
+// flight ('' while none), buffer: Map seq → live msg held back, retryTimer}.
+let catchup = null;
 let nameDecided = false;
 let roomFullTimer = 0;
 const members = new Map(); // userID → name
@@ -182,6 +196,9 @@ function init() {
     get joined() {
       return joined;
     },
+    get catchingUp() {
+      return catchup !== null;
+    },
   });
 }
 
@@ -224,6 +241,8 @@ function setStatus(state, text) {
 function onClose({ code }) {
   joined = false;
   joinRequests.clear();
+  // What the buffer held comes again: the next join asks since lastSeq.
+  stopCatchup();
   clearTimeout(roomFullTimer);
   clearTypers();
   for (const item of outbox) if (item.state === 'sent' || item.state === 'queued') markQueued(item);
@@ -251,7 +270,12 @@ function onEvent(ev) {
       onJoined(ev.id, p);
       break;
     case 'msg':
-      if (p.roomID === roomID) onMsg(p, true);
+      if (p.roomID !== roomID) break;
+      if (catchup) catchup.buffer.set(p.seq, p);
+      else onMsg(p, true);
+      break;
+    case 'history':
+      onHistory(ev.id, p);
       break;
     case 'ack':
       onAck(ev.id, p);
@@ -266,7 +290,7 @@ function onEvent(ev) {
       onError(ev.id, p);
       break;
     default:
-      break; // pong, left, created: nothing to show
+      break; // pong, left, created, custom events: nothing to show
   }
 }
 
@@ -310,10 +334,15 @@ function onJoined(id, p) {
   }
 
   joinInFlightForEpoch = false;
+  // Live messages held back by a catch-up on this connection are still good
+  // (a re-join of a room one is in goes on from where the last one ended).
+  const held = catchup ? catchup.buffer : new Map();
+  stopCatchup();
   if (historyReset(p)) {
     // The room's stored history was lost or reset: our seqs mean nothing
     // now. Start the list over.
     clearMessages();
+    held.clear();
     epoch = p.epoch;
     addNotice('The room’s history was reset on the server; showing it afresh.');
     if (since !== null) {
@@ -327,7 +356,7 @@ function onJoined(id, p) {
   if (p.truncated) addNotice('Some messages are no longer available.');
 
   const history = Array.isArray(p.history) ? p.history : [];
-  for (const m of history) onMsg(m, false);
+  renderPage(history);
   settleAfterIdentityChange(history);
 
   members.clear();
@@ -340,8 +369,100 @@ function onJoined(id, p) {
   everJoined = true;
   conn.resetBackoff();
   el.reconnectNow.hidden = true;
+  if (p.more === true && !(Number.isInteger(p.lastSeq) && lastSeq >= p.lastSeq)) {
+    catchup = { target: Number.isInteger(p.lastSeq) ? p.lastSeq : Infinity, reqID: '', buffer: held, retryTimer: 0 };
+    setStatus('connecting', 'Catching up on missed messages…');
+    requestPage();
+    return;
+  }
+  finishJoin(held);
+}
+
+// finishJoin shows the live messages held back while catching up, then
+// says we are connected and sends what waits in the outbox.
+function finishJoin(held) {
+  if (held.size) {
+    const stick = nearBottom();
+    for (const seq of [...held.keys()].sort((a, b) => a - b)) {
+      // A message under a seq we show with another id resets the list and
+      // re-joins; the new joined takes over from there.
+      if (!onMsg(held.get(seq), true, false)) return;
+    }
+    if (stick) scrollToBottom();
+  }
   setStatus('connected', 'Connected');
   flushOutbox();
+}
+
+// requestPage asks for the page of stored messages after the last seq shown.
+function requestPage() {
+  if (!catchup) return;
+  const id = `history-${newID(10)}`;
+  const payload = { roomID, after: lastSeq, limit: limits.maxPage };
+  if (!conn.send({ type: 'history', id, payload })) return; // onClose follows
+  catchup.reqID = id;
+}
+
+function onHistory(id, p) {
+  if (!catchup || !id || id !== catchup.reqID || p.roomID !== roomID) return;
+  catchup.reqID = '';
+  const before = lastSeq;
+  const page = Array.isArray(p.messages) ? p.messages : [];
+  renderPage(page);
+  if (!catchup) return; // the page showed a history reset; a fresh join follows
+  settleAfterIdentityChange(page);
+  // Done when we reached the joined's last seq, when the server has no
+  // more, or (defensively) when a page brought nothing new.
+  if (lastSeq >= catchup.target || p.more !== true || lastSeq <= before) {
+    const held = catchup.buffer;
+    stopCatchup();
+    finishJoin(held);
+    return;
+  }
+  requestPage();
+}
+
+// onHistoryError handles an error answering our history request: passing
+// trouble is retried, a lost membership re-joins (since lastSeq), anything
+// else gives up on the rest of the gap with a notice.
+function onHistoryError(p) {
+  catchup.reqID = '';
+  switch (p.code) {
+    case 'rate_limited':
+    case 'store_unavailable':
+    case 'internal':
+    case 'shutting_down':
+      catchup.retryTimer = setTimeout(requestPage, HISTORY_RETRY_MS);
+      return;
+    case 'not_in_room':
+      stopCatchup();
+      joined = false;
+      sendJoin();
+      return;
+    default: {
+      const held = catchup.buffer;
+      stopCatchup();
+      addNotice('Some missed messages could not be loaded.');
+      finishJoin(held);
+    }
+  }
+}
+
+function stopCatchup() {
+  if (!catchup) return;
+  clearTimeout(catchup.retryTimer);
+  catchup = null;
+}
+
+// renderPage shows stored messages (joined.history or a history page),
+// keeping the list scrolled to the bottom if it was there before.
+function renderPage(msgs) {
+  if (!msgs.length) return;
+  const stick = nearBottom();
+  for (const m of msgs) {
+    if (!onMsg(m, false, false)) break; // a history reset cleared the list
+  }
+  if (stick) scrollToBottom();
 }
 
 // historyReset reports whether a joined reply shows that the history we
@@ -357,8 +478,12 @@ function historyReset(p) {
   return Number.isInteger(p.lastSeq) && p.lastSeq < lastSeq;
 }
 
-function onMsg(m, live) {
-  if (!m || !Number.isInteger(m.seq)) return;
+// onMsg shows one message unless its seq is already shown. scroll false
+// leaves scrolling to the caller (a page of messages scrolls once). It
+// returns false when the message showed that the room's history was reset,
+// which cleared the list.
+function onMsg(m, live, scroll = true) {
+  if (!m || !Number.isInteger(m.seq)) return true;
   const existing = rendered.get(m.seq);
   if (existing && m.id && existing.dataset.id && existing.dataset.id !== m.id) {
     // Another message under a seq we already show: the server's history was
@@ -366,7 +491,7 @@ function onMsg(m, live) {
     clearMessages();
     addNotice('The room’s history was reset on the server; showing it afresh.');
     if (joined) sendJoin(true);
-    return;
+    return false;
   }
   if (live && joined && epoch === '' && !joinInFlightForEpoch) {
     // We joined an empty room, so we hold no epoch yet. Join again (a
@@ -381,14 +506,14 @@ function onMsg(m, live) {
       fillMessage(existing, m);
       existing.classList.remove('local');
     }
-    return;
+    return true;
   }
   const from = m.from || {};
   const node = document.createElement('div');
   node.className = 'message';
   fillMessage(node, m);
   if (from.userID && from.userID === me.userID) node.classList.add('mine');
-  insertBySeq(node, m.seq);
+  insertBySeq(node, m.seq, scroll);
   if (live && from.userID !== me.userID) {
     dropTyper(from.userID);
     if (document.visibilityState === 'hidden') {
@@ -396,6 +521,7 @@ function onMsg(m, live) {
       updateTitle();
     }
   }
+  return true;
 }
 
 // fillMessage (re)writes a message element from a msg payload.
@@ -422,8 +548,8 @@ function fillMessage(node, m) {
   node.append(meta, text);
 }
 
-function insertBySeq(node, seq) {
-  const stick = nearBottom();
+function insertBySeq(node, seq, scroll = true) {
+  const stick = scroll && nearBottom();
   if (seq > lastSeq) {
     el.messages.insertBefore(node, outboxEl);
     lastSeq = seq;
@@ -439,6 +565,7 @@ function insertBySeq(node, seq) {
 }
 
 function clearMessages() {
+  stopCatchup();
   for (const child of [...el.messages.children]) if (child !== outboxEl) child.remove();
   rendered.clear();
   lastSeq = 0;
@@ -524,10 +651,25 @@ function renderMembers() {
       return li;
     }),
   );
+  // joined.members lists at most 100 members (SPEC §4) while count is
+  // exact; presence events keep both up to date, so the difference is
+  // always the members we cannot name.
+  const more = memberCount - list.length;
+  if (more > 0) {
+    const li = document.createElement('li');
+    li.id = 'members-more';
+    li.className = 'more';
+    li.textContent = `and ${more} more`;
+    el.members.append(li);
+  }
   el.memberCount.textContent = String(memberCount);
 }
 
 function onError(id, p) {
+  if (catchup && id && id === catchup.reqID) {
+    onHistoryError(p);
+    return;
+  }
   const sentence = errorSentence(p.code, p.message);
   const item = id && outbox.find((i) => i.cid === id);
   if (item) {
@@ -687,7 +829,7 @@ function setItemState(item, state, label) {
 }
 
 function markQueued(item) {
-  setItemState(item, 'queued', 'Waiting for connection…');
+  setItemState(item, 'queued', joined ? 'Waiting for missed messages to load…' : 'Waiting for connection…');
 }
 
 function markFailed(item, reason) {
@@ -720,7 +862,7 @@ function markFailed(item, reason) {
 }
 
 function trySend(item) {
-  if (joined && conn.send({ type: 'msg', id: item.cid, payload: { roomID, message: item.text } })) {
+  if (joined && !catchup && conn.send({ type: 'msg', id: item.cid, payload: { roomID, message: item.text } })) {
     if (!item.firstSentAt) item.firstSentAt = Date.now();
     item.userID = me.userID;
     setItemState(item, 'sent', 'Sending…');
@@ -829,6 +971,8 @@ function decideName(changed) {
     // A re-join of a room one is in keeps the old name, so leave and come
     // back under the new one; since keeps the history seamless.
     joined = false;
+    // The leave ends this membership; the new join pages on from lastSeq.
+    stopCatchup();
     conn.send({ type: 'leave', payload: { roomID } });
     sendJoin();
     addNotice(`You are now called ${me.name}.`);
