@@ -1,0 +1,191 @@
+package main
+
+// Identity, de-duplication and shutdown across process ends (SPEC §4):
+// the built binary, stopped with SIGTERM or kill -9 and started again.
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/server"
+	"github.com/roomchat/roomchat/internal/store"
+	"github.com/roomchat/roomchat/internal/store/sqlite"
+)
+
+// TestResumeAndRetryAcrossRestart: after SIGTERM and after kill -9, a
+// client that reconnects with its resume token keeps its userID and guest
+// name, and a msg retried with its id is acked with the original msgID
+// and seq and stored once.
+func TestResumeAndRetryAcrossRestart(t *testing.T) {
+	for _, how := range []string{"SIGTERM", "kill -9"} {
+		t.Run(how, func(t *testing.T) {
+			db := filepath.Join(t.TempDir(), "roomchat.db")
+			d := startDaemon(t, db)
+			a := dialWS(t, d.URL, "")
+			j := a.join("keep", nil)
+			first := a.sendAck("retry-me", "sent once")
+			a.sendAck("other", "another")
+			if how == "SIGTERM" {
+				d.stop()
+			} else {
+				d.kill()
+			}
+			d = startDaemon(t, db)
+
+			b := dialWS(t, d.URL, "?resume="+url.QueryEscape(a.welcome.Resume))
+			if b.welcome.UserID != a.welcome.UserID || b.welcome.Resume == "" || b.welcome.Resume == a.welcome.Resume {
+				t.Fatalf("after %s: welcome %+v; want userID %s and a new token", how, b.welcome, a.welcome.UserID)
+			}
+			if jb := b.join("keep", nil); jb.You != j.You {
+				t.Fatalf("after %s: you = %+v, want %+v (the same guest name)", how, jb.You, j.You)
+			}
+			again := b.sendAck("retry-me", "sent once")
+			if again != first {
+				t.Fatalf("retry after %s: ack %+v, want the original %+v", how, again, first)
+			}
+			// The same id in another room is a new message.
+			b.join("elsewhere", nil)
+			b.mustSend(`{"type":"msg","id":"retry-me","payload":{"roomID":"elsewhere","message":"new"}}`)
+			if a, err := b.ackOf("retry-me"); err != nil || a.Seq != 1 || a.MsgID == first.MsgID {
+				t.Fatalf("same id in another room: %+v, %v; want a new message with seq 1", a, err)
+			}
+			var page server.MessagePage
+			getJSON(t, d.URL+"/api/rooms/keep/messages?after=0", 200, &page)
+			if len(page.Messages) != 2 {
+				t.Fatalf("room holds %d messages, want 2 (the retry stored nothing)", len(page.Messages))
+			}
+			// A forged token is a new user.
+			forged := []byte(a.welcome.Resume)
+			forged[len(forged)/2] ^= 1
+			if w := dialWS(t, d.URL, "?resume="+url.QueryEscape(string(forged))).welcome; w.UserID == a.welcome.UserID {
+				t.Fatal("a token with one changed character resumed the user")
+			}
+		})
+	}
+}
+
+// TestMemoryEpoch: with -db :memory:, an empty room has an epoch, its first
+// message keeps it, and a restart (history lost) changes it.
+func TestMemoryEpoch(t *testing.T) {
+	d := startDaemon(t, ":memory:")
+	a := dialWS(t, d.URL, "")
+	empty := a.join("e", nil)
+	if empty.Epoch == "" {
+		t.Fatal("empty room: epoch is empty")
+	}
+	a.sendAck("m", "first")
+	if e := dialWS(t, d.URL, "").join("e", nil).Epoch; e != empty.Epoch {
+		t.Fatalf("epoch after the first message %q, want %q", e, empty.Epoch)
+	}
+	d.stop()
+	d = startDaemon(t, ":memory:")
+	j := dialWS(t, d.URL, "").join("e", ptr(int64(1)))
+	if j.Epoch == "" || j.Epoch == empty.Epoch || j.LastSeq != 0 {
+		t.Fatalf("after a :memory: restart: epoch %q lastSeq %d; want a new epoch and no history", j.Epoch, j.LastSeq)
+	}
+}
+
+// TestShutdownUnderLoad: SIGTERM while clients send with ids as fast as
+// they can: every message a client saw acked is stored with that seq, and
+// every stored message was acked to its sender before the 1001 close.
+func TestShutdownUnderLoad(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "roomchat.db")
+	d := startDaemon(t, db)
+	const senders = 8
+	type sender struct {
+		c    *wsClient
+		mu   sync.Mutex
+		acks map[string]protocol.Ack // id → ack
+	}
+	ss := make([]*sender, senders)
+	for i := range ss {
+		ss[i] = &sender{c: dialWS(t, d.URL, "?batch=1"), acks: map[string]protocol.Ack{}}
+		ss[i].c.join("load", nil)
+	}
+	var wg sync.WaitGroup
+	for i, s := range ss {
+		wg.Go(func() { // writes until the connection ends
+			for k := 0; ; k++ {
+				id := fmt.Sprintf("s%d-%d", i, k)
+				if s.c.send(`{"type":"msg","id":%q,"payload":{"message":%q}}`, id, id) != nil {
+					return
+				}
+				if k%50 == 49 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		})
+		wg.Go(func() { // reads acks until the close
+			for {
+				e, err := s.c.read(20 * time.Second)
+				if err != nil {
+					return
+				}
+				if e.Type == protocol.TypeAck {
+					var a protocol.Ack
+					s.c.decode(e, &a)
+					s.mu.Lock()
+					s.acks[e.ID] = a
+					s.mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(700 * time.Millisecond)
+	d.stop()
+	for _, s := range ss {
+		if code := s.c.closeCode(10 * time.Second); code != websocket.StatusGoingAway {
+			t.Errorf("a sender was closed with %d, want 1001", code)
+		}
+	}
+	wg.Wait()
+
+	st, err := sqlite.Open(context.Background(), db, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	stored, err := st.Messages(context.Background(), "load", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string]protocol.Ack{}
+	for _, s := range ss {
+		for id, a := range s.acks {
+			acked[id] = a
+		}
+	}
+	bySeq := map[int64]protocol.Message{}
+	for _, m := range stored {
+		bySeq[m.Seq] = m
+		a, ok := acked[m.Message]
+		if !ok {
+			t.Errorf("seq %d (%s) is stored but its sender never got the ack", m.Seq, m.Message)
+			continue
+		}
+		if a.Seq != m.Seq || a.MsgID != m.ID {
+			t.Errorf("seq %d (%s): acked as %+v", m.Seq, m.Message, a)
+		}
+	}
+	for id, a := range acked {
+		if m, ok := bySeq[a.Seq]; !ok || m.Message != id {
+			t.Errorf("ack %s %+v has no stored message", id, a)
+		}
+	}
+	if len(stored) < 100 {
+		t.Fatalf("only %d messages were stored before the shutdown; the load did not run", len(stored))
+	}
+	if !strings.Contains(d.stderr(), "shutting down") {
+		t.Fatal("no shutdown in the log")
+	}
+	t.Logf("%d messages stored and acked before the 1001 close", len(stored))
+}
