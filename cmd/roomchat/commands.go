@@ -91,6 +91,23 @@ func runSend(ctx context.Context, e *env, args []string, name string) error {
 		return usageError{"nothing to send: the message is empty"}
 	}
 
+	return inRoom(ctx, e, room, name, func(ctx context.Context, c *client.Conn) error {
+		ack, raw, err := c.SendMessageID(ctx, client.NewID(), room, text)
+		if err != nil {
+			return err
+		}
+		if e.json {
+			return writeLine(e.stdout, raw)
+		}
+		_, err = fmt.Fprintln(e.stdout, ack.Seq)
+		return err
+	})
+}
+
+// inRoom dials, joins room as name, runs f within e.timeout, and leaves.
+// Leaving is a courtesy (closing cleanly announces it too), so its failure
+// does not fail what f did.
+func inRoom(ctx context.Context, e *env, room, name string, f func(context.Context, *client.Conn) error) error {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	c, err := client.Dial(ctx, e.server, client.Options{})
@@ -101,20 +118,9 @@ func runSend(ctx context.Context, e *env, args []string, name string) error {
 	if _, err := c.Join(ctx, room, name, nil); err != nil {
 		return err
 	}
-	ack, raw, err := c.SendMessageID(ctx, client.NewID(), room, text)
-	if err != nil {
+	if err := f(ctx, c); err != nil {
 		return err
 	}
-	if e.json {
-		err = writeLine(e.stdout, raw)
-	} else {
-		_, err = fmt.Fprintln(e.stdout, ack.Seq)
-	}
-	if err != nil {
-		return err
-	}
-	// Leaving is a courtesy (closing cleanly announces it too), so its
-	// failure does not fail a message that is already stored.
 	c.Leave(ctx, room)
 	return nil
 }
@@ -171,21 +177,9 @@ func runEvent(ctx context.Context, e *env, args []string, name string) error {
 		data.Compact()
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
-	c, err := client.Dial(ctx, e.server, client.Options{})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if _, err := c.Join(ctx, room, name, nil); err != nil {
-		return err
-	}
-	if err := c.Event(ctx, room, args[1], data); err != nil {
-		return err
-	}
-	c.Leave(ctx, room) // a courtesy, as in send
-	return nil
+	return inRoom(ctx, e, room, name, func(ctx context.Context, c *client.Conn) error {
+		return c.Event(ctx, room, args[1], data)
+	})
 }
 
 var joinCmd = &command{
