@@ -228,6 +228,10 @@ func TestBrowserChat(t *testing.T) {
 				t.Errorf("%s: %q shows %d times, want once; messages: %q", p.name, want, n, texts)
 			}
 		}
+		// The sender's ack may still be on its way when the other page
+		// shows the message: wait for it to settle, then require none
+		// pending or failed.
+		p.waitJS("no message pending", `document.querySelectorAll('#messages .message.pending').length === 0`)
 		if n := evalJS[int](p, `document.querySelectorAll('#messages .message.pending, #messages .message.failed').length`); n != 0 {
 			t.Errorf("%s: %d messages still pending or failed", p.name, n)
 		}
