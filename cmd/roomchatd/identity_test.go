@@ -99,28 +99,34 @@ func TestMemoryEpoch(t *testing.T) {
 // every stored message was acked to its sender before the 1001 close.
 func TestShutdownUnderLoad(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db)
+	d := startDaemon(t, db, "-retention", "1000000")
 	const senders = 8
 	type sender struct {
-		c    *wsClient
-		mu   sync.Mutex
-		acks map[string]protocol.Ack // id → ack
+		c        *wsClient
+		mu       sync.Mutex
+		acks     map[string]protocol.Ack // id → ack
+		inflight chan struct{}           // one per unacked msg
 	}
 	ss := make([]*sender, senders)
 	for i := range ss {
-		ss[i] = &sender{c: dialWS(t, d.URL, "?batch=1"), acks: map[string]protocol.Ack{}}
+		// At most 32 unacked messages each: a client that sends without
+		// end and cannot read as fast is a slow consumer, not the case
+		// under test.
+		ss[i] = &sender{c: dialWS(t, d.URL, "?batch=1"), acks: map[string]protocol.Ack{}, inflight: make(chan struct{}, 32)}
 		ss[i].c.join("load", nil)
 	}
 	var wg sync.WaitGroup
 	for i, s := range ss {
 		wg.Go(func() { // writes until the connection ends
 			for k := 0; ; k++ {
+				select {
+				case s.inflight <- struct{}{}:
+				case <-s.c.done:
+					return
+				}
 				id := fmt.Sprintf("s%d-%d", i, k)
 				if s.c.send(`{"type":"msg","id":%q,"payload":{"message":%q}}`, id, id) != nil {
 					return
-				}
-				if k%50 == 49 {
-					time.Sleep(time.Millisecond)
 				}
 			}
 		})
@@ -136,6 +142,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 					s.mu.Lock()
 					s.acks[e.ID] = a
 					s.mu.Unlock()
+					<-s.inflight
 				}
 			}
 		})
@@ -179,6 +186,13 @@ func TestShutdownUnderLoad(t *testing.T) {
 	for id, a := range acked {
 		if m, ok := bySeq[a.Seq]; !ok || m.Message != id {
 			t.Errorf("ack %s %+v has no stored message", id, a)
+		}
+	}
+	if t.Failed() {
+		for _, l := range strings.Split(d.stderr(), "\n") {
+			if strings.Contains(l, "clos") || strings.Contains(l, "shut") || strings.Contains(l, "WARN") || strings.Contains(l, "disconnect") {
+				t.Log(l)
+			}
 		}
 	}
 	if len(stored) < 100 {

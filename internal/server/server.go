@@ -67,7 +67,10 @@ type Server struct {
 	base     context.Context // cancelled when Shutdown ends
 	cancel   context.CancelFunc
 	shutting atomic.Bool
-	handling atomic.Int64 // frames being handled; Shutdown waits for none
+	// frames is read-locked by each frame's handler while it runs past
+	// the shutting check; Shutdown write-locks it once, which waits for
+	// those handlers (and makes later ones see shutting).
+	frames sync.RWMutex
 	// reads is the parent of every store read made for a frame; Shutdown
 	// cancels it first, so that frames waiting for the store end at once.
 	reads       context.Context
@@ -220,8 +223,15 @@ func (s *Server) untrack(c *conn) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting.Store(true)
 	s.cancelReads()
-	for s.handling.Load() > 0 && ctx.Err() == nil {
-		time.Sleep(time.Millisecond) // frames take microseconds; this runs once per shutdown
+	handled := make(chan struct{})
+	go func() {
+		s.frames.Lock()
+		s.frames.Unlock()
+		close(handled)
+	}()
+	select {
+	case <-handled:
+	case <-ctx.Done():
 	}
 	if err := s.store.Flush(ctx); err != nil {
 		s.log.Warn("shutdown: store flush", "err", err)
