@@ -2,7 +2,7 @@
 .PHONY: run build test lint fuzz bench deps
 
 run:
-	go run ./cmd/roomchatd
+	GODEBUG=adaptivestackstart=0 go run ./cmd/roomchatd
 
 build:
 	mkdir -p bin && go build -o bin/ ./cmd/...

@@ -47,6 +47,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 go build -o "$tmp/" ./cmd/roomchatd ./cmd/roomchat-bench
+# The server runs as docs/deploy/roomchatd.service runs it: goroutines
+# start with the smallest stack (docs/operations.md).
+export GODEBUG=adaptivestackstart=0
 bench="$tmp/roomchat-bench"
 
 mkdir -p bench-results

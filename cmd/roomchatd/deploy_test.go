@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// unitFile is the systemd unit that docs/operations.md points operators to.
+const unitFile = "../../docs/deploy/roomchatd.service"
+
+// TestDeployUnit runs roomchatd as docs/deploy/roomchatd.service does: with
+// the unit's Environment= lines and ExecStart flags (the address moved to
+// loopback and the database to a temporary directory). The server must
+// serve, and its environment must hold exactly what the unit set:
+// GODEBUG=adaptivestackstart=0, which roomchatd no longer sets itself.
+func TestDeployUnit(t *testing.T) {
+	env, args := readUnit(t)
+	if env["GODEBUG"] != "adaptivestackstart=0" {
+		t.Fatalf("the unit sets GODEBUG=%q, want adaptivestackstart=0", env["GODEBUG"])
+	}
+	env["ROOMCHAT_ADDR"] = "127.0.0.1:0"
+	for i, a := range args {
+		if a == "-db" && i+1 < len(args) {
+			args[i+1] = filepath.Join(t.TempDir(), filepath.Base(args[i+1]))
+		}
+	}
+	pid, url := runWithEnv(t, env, args)
+	if got := godebugOf(t, pid); len(got) != 1 || got[0] != "adaptivestackstart=0" {
+		t.Fatalf("GODEBUG entries of the running server = %q, want exactly [adaptivestackstart=0]", got)
+	}
+	res, err := http.Get(url + "/healthz")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("GET /healthz: %v %v", res, err)
+	}
+	res.Body.Close()
+}
+
+// TestNoReexec: with no GODEBUG, roomchatd runs as started: it does not
+// re-execute itself with a changed environment.
+func TestNoReexec(t *testing.T) {
+	pid, _ := runWithEnv(t, map[string]string{}, []string{"-addr", "127.0.0.1:0", "-db", ":memory:"})
+	if got := godebugOf(t, pid); len(got) != 0 {
+		t.Fatalf("roomchatd started without GODEBUG runs with GODEBUG %q: it changed its own environment", got)
+	}
+}
+
+// readUnit returns the Environment= variables and the ExecStart flags of
+// the unit file.
+func readUnit(t *testing.T) (env map[string]string, args []string) {
+	t.Helper()
+	b, err := os.ReadFile(unitFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Environment="); ok {
+			k, val, _ := strings.Cut(v, "=")
+			env[k] = val
+		}
+		if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			f := strings.Fields(v)
+			if len(f) == 0 || filepath.Base(f[0]) != "roomchatd" {
+				t.Fatalf("ExecStart=%s does not run roomchatd", v)
+			}
+			args = f[1:]
+		}
+	}
+	if args == nil {
+		t.Fatal("the unit has no ExecStart")
+	}
+	return env, args
+}
+
+// runWithEnv starts roomchatd with args and, of GODEBUG and the ROOMCHAT_*
+// variables, only those in env; it waits until the server listens and
+// returns its PID and URL. The process is killed at the end of the test.
+func runWithEnv(t *testing.T, env map[string]string, args []string) (pid int, url string) {
+	t.Helper()
+	cmd := daemonCmd(t, args...)
+	kept := cmd.Env[:0:0]
+	for _, kv := range cmd.Env {
+		if !strings.HasPrefix(kv, "GODEBUG=") {
+			kept = append(kept, kv)
+		}
+	}
+	for k, v := range env {
+		kept = append(kept, k+"="+v)
+	}
+	cmd.Env = kept
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+		close(addr)
+	}()
+	select {
+	case a, ok := <-addr:
+		if !ok {
+			t.Fatal("roomchatd exited without listening")
+		}
+		return cmd.Process.Pid, "http://" + a
+	case <-time.After(20 * time.Second):
+		t.Fatal("roomchatd did not listen within 20s")
+	}
+	return 0, ""
+}
+
+// godebugOf returns the GODEBUG entries in the environment of process pid.
+func godebugOf(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatalf("reading the process environment: %v", err)
+	}
+	var out []string
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
