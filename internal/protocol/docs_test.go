@@ -388,15 +388,14 @@ func TestErrorCodesDocumented(t *testing.T) {
 
 // closeReasons are the close codes the server sends (internal/server) with
 // their reasons; "" where the WebSocket library writes the reason.
-var closeReasons = map[int]string{
-	protocol.CloseNormal:       protocol.ReasonDuplicated,
-	protocol.CloseGoingAway:    protocol.ReasonShutdown,
-	protocol.CloseUnsupported:  protocol.ReasonBinary,
-	protocol.CloseInvalidData:  protocol.ReasonUTF8,
-	protocol.ClosePolicy:       protocol.ReasonRateAbuse,
-	protocol.CloseTooBig:       "",
-	protocol.CloseTryAgainLate: protocol.ReasonSlow,
-}
+var closeReasons = func() map[int]string {
+	m := map[int]string{}
+	for _, c := range protocol.Closes {
+		m[c.Code] = c.Reason
+	}
+	m[protocol.CloseTooBig.Code] = ""
+	return m
+}()
 
 func TestCloseCodesDocumented(t *testing.T) {
 	check := func(where string, got map[int]string) {

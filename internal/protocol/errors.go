@@ -58,25 +58,33 @@ func FieldErrorf(code, field, format string, args ...any) *Error {
 	return &Error{Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-// WebSocket close codes roomchat uses (RFC 6455 §7.4.1), with their reasons.
-// Reasons stay well under the 123-byte limit of a close frame.
-const (
-	CloseNormal       = 1000
-	CloseGoingAway    = 1001 // server shutdown
-	CloseUnsupported  = 1003 // binary frame
-	CloseInvalidData  = 1007 // text frame that is not UTF-8
-	ClosePolicy       = 1008 // sustained rate abuse
-	CloseTooBig       = 1009 // frame over the size cap
-	CloseInternal     = 1011 // server fault
-	CloseTryAgainLate = 1013 // slow consumer
+// Close is a WebSocket close the server sends (RFC 6455 §7.4.1): its code
+// and the reason that goes with it. Reasons stay well under the 123-byte
+// limit of a close frame.
+type Close struct {
+	Code   int
+	Reason string
+}
 
-	ReasonShutdown   = "server shutting down"
-	ReasonBinary     = "binary frames are not supported; send JSON text frames"
-	ReasonUTF8       = "text frame is not valid UTF-8"
-	ReasonRateAbuse  = "too many messages; slow down"
-	ReasonTooBig     = "frame exceeds the size limit"
-	ReasonSlow       = "connection too slow to keep up; reconnect and resume"
-	ReasonInternal   = "internal error"
-	ReasonKeepalive  = "keepalive timeout"
-	ReasonDuplicated = "resumed on another connection"
+// The closes roomchat's server sends.
+var (
+	// CloseReplaced ends a connection whose user resumed on another one.
+	CloseReplaced = Close{1000, "resumed on another connection"}
+	// CloseShutdown ends every connection when the server stops.
+	CloseShutdown = Close{1001, "server shutting down"}
+	// CloseBinary answers a binary frame.
+	CloseBinary = Close{1003, "binary frames are not supported; send JSON text frames"}
+	// CloseNotUTF8 answers a text frame that is not UTF-8.
+	CloseNotUTF8 = Close{1007, "text frame is not valid UTF-8"}
+	// CloseRateAbuse ends a connection that goes on sending far past its
+	// rate limit.
+	CloseRateAbuse = Close{1008, "too many messages; slow down"}
+	// CloseTooBig answers a frame over the size cap; the WebSocket library
+	// sends it, with a reason of its own.
+	CloseTooBig = Close{1009, "frame exceeds the size limit"}
+	// CloseSlow ends a connection that cannot keep up with its room.
+	CloseSlow = Close{1013, "connection too slow to keep up; reconnect and resume"}
 )
+
+// Closes lists every close the server sends.
+var Closes = []Close{CloseReplaced, CloseShutdown, CloseBinary, CloseNotUTF8, CloseRateAbuse, CloseTooBig, CloseSlow}

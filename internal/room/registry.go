@@ -30,18 +30,21 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Registry owns every live room and user of one server.
+// Registry owns every live room and user of one server. Its methods are
+// safe for concurrent use; see the package doc for the lock order.
 type Registry struct {
+	// Read-only after New.
 	store        store.Store
 	limits       protocol.Limits
 	grace        time.Duration
 	resumeWindow time.Duration
 	log          *slog.Logger
+	signer       signer    // resume tokens, keyed by the store's TokenKey
+	started      time.Time // tokens issued before it come from an earlier run
 
-	signer  signer    // resume tokens, keyed by the store's TokenKey
-	started time.Time // tokens issued before it come from an earlier run
-
-	mu    sync.RWMutex // guards rooms, users and their peaks
+	// mu guards rooms, users and their peaks. Taken after a Room's mu,
+	// before a User's.
+	mu    sync.RWMutex
 	rooms map[string]*Room
 	users map[string]*User // by userID: connected, or within ResumeWindow of a drop
 	// A Go map keeps its buckets after deletes: these are the sizes the
@@ -340,7 +343,7 @@ func (reg *Registry) abandon(u *User, r *Room, m *member, fresh bool) {
 		if fresh {
 			reg.removeMember(r, u)
 		} else {
-			m.goLive(m.seen)
+			m.goLive(m.seqSeen)
 		}
 	}
 	r.mu.Unlock()
@@ -394,7 +397,7 @@ func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.Room
 	}
 	// joined lists the members as they are now: earlier presence events
 	// are not for this member.
-	m.after = announced
+	m.presenceSeen = announced
 	c.Queue(frame)
 	m.goLive(lastSeq)
 	return nil
@@ -406,7 +409,7 @@ func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.Room
 // remain up to the room's last seq. u must be in the room. ctx bounds the
 // store read; no lock is held across it.
 func (reg *Registry) History(ctx context.Context, u *User, roomID string, after int64, limit int) (protocol.History, error) {
-	r, err := u.resolve(roomID, false)
+	r, err := u.resolve(roomID)
 	if err != nil {
 		return protocol.History{}, err
 	}
@@ -437,30 +440,40 @@ func (reg *Registry) storeError(op string, err error) *protocol.Error {
 	return protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable; try again shortly")
 }
 
-// removeMember takes u out of r and tells the others. Guarded by r.mu.
-func (reg *Registry) removeMember(r *Room, u *User) bool {
+// removeMember takes u out of r, if there, and tells the others. It
+// returns the room's member count after, or -1 if u was not in r, for the
+// caller to log once it has let go of r.mu (logLeave). Guarded by r.mu.
+func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 	m, ok := r.remove(u)
 	if !ok {
-		return false
+		return -1
 	}
 	r.announce(protocol.Encode(protocol.TypePresence, "", protocol.Presence{
 		RoomID: r.id, Event: protocol.PresenceLeave, User: protocol.User{UserID: u.id, Name: m.name}, Count: len(r.members),
 	}), u)
-	reg.log.Info("leave", "room", r.id, "user", u.id, "count", len(r.members))
 	reg.dropIfEmpty(r)
-	return true
+	return len(r.members)
+}
+
+// logLeave logs that u left r, leaving count members (removeMember's
+// result; -1 logs nothing).
+func (reg *Registry) logLeave(r *Room, u *User, count int) {
+	if count >= 0 {
+		reg.log.Info("leave", "room", r.id, "user", u.id, "count", count)
+	}
 }
 
 // Leave takes u out of roomID ("" when u is in exactly one room) at once,
 // announcing a presence leave, and queues left (with id reqID) to c.
 func (reg *Registry) Leave(u *User, c Conn, roomID, reqID string) error {
-	r, err := u.resolve(roomID, true)
+	r, err := u.leaving(roomID)
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
-	reg.removeMember(r, u)
+	left := reg.removeMember(r, u)
 	r.mu.Unlock()
+	reg.logLeave(r, u, left)
 	c.Queue(protocol.Encode(protocol.TypeLeft, reqID, protocol.Left{RoomID: r.id}))
 	return nil
 }
@@ -472,7 +485,7 @@ func (reg *Registry) Leave(u *User, c Conn, roomID, reqID string) error {
 // returns before the message is stored; it fails at once for not_in_room
 // and room_required.
 func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
-	r, err := u.resolve(roomID, false)
+	r, err := u.resolve(roomID)
 	if err != nil {
 		return err
 	}
@@ -559,7 +572,7 @@ func (reg *Registry) deliver(m protocol.Message) {
 		switch {
 		case mem.joining:
 			mem.pending = append(mem.pending, delivery{seq: m.Seq, frame: frame})
-		case mem.conn != nil && m.Seq > mem.seen:
+		case mem.conn != nil && m.Seq > mem.seqSeen:
 			mem.conn.Queue(frame)
 			n++
 		}
@@ -577,7 +590,7 @@ const typingInterval = 2 * time.Second
 // one room) that u is typing, at most once per typingInterval; typing
 // sent more often is dropped without an error.
 func (reg *Registry) Typing(u *User, roomID string) error {
-	r, err := u.resolve(roomID, false)
+	r, err := u.resolve(roomID)
 	if err != nil {
 		return err
 	}
@@ -604,7 +617,7 @@ func (reg *Registry) Typing(u *User, roomID string) error {
 // checked name and data (protocol.Limits.CheckEventName, CheckEventData);
 // empty data is null.
 func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) error {
-	r, err := u.resolve(roomID, false)
+	r, err := u.resolve(roomID)
 	if err != nil {
 		return err
 	}
@@ -674,12 +687,14 @@ func (reg *Registry) Disconnect(u *User, c Conn, clean bool) {
 
 	for _, r := range rooms {
 		r.mu.Lock()
+		left := -1
 		if clean {
-			reg.removeMember(r, u)
+			left = reg.removeMember(r, u)
 		} else if m := r.member(u); m != nil && m.conn == c {
 			r.setConn(m, nil)
 		}
 		r.mu.Unlock()
+		reg.logLeave(r, u, left)
 	}
 }
 

@@ -9,20 +9,26 @@ import (
 )
 
 // Conn is a connection as the registry sees it: a place to queue encoded
-// frames. Queue must not block; it returns false when the connection is too
-// slow to keep up, in which case the connection closes itself (1013) and
-// later calls Registry.Disconnect.
+// frames. Queue must not block, must not call back into the registry, and
+// may take a lock of its own (lock order: a room's or user's lock, then
+// the connection's). A connection too slow to keep up drops the frame and
+// closes itself (1013), then calls Registry.Disconnect.
 type Conn interface {
-	Queue(frame []byte) bool
+	Queue(frame []byte)
 }
 
 // Room is one chat room's live state: who is in it, and who is still
-// catching up with a join.
+// catching up with a join. It lives in Registry.rooms while it has members
+// and is dropped (dead) when the last one goes.
 type Room struct {
-	id string
+	id string // read-only
 
-	mu      sync.Mutex // guards the fields below
-	members []*member  // delivery walks this slice
+	// mu guards the fields below and every member of the room. Lock order:
+	// mu, then Registry.mu (dropIfEmpty), then a Conn's own lock (Queue).
+	// Never held with a User's mu, and never across a store call,
+	// encoding or logging.
+	mu      sync.Mutex
+	members []*member // delivery walks this slice
 	index   map[*User]int
 	away    int  // members without a connection (grace period): not counted against capacity
 	dead    bool // removed from the registry; a joiner must look again
@@ -82,14 +88,15 @@ type member struct {
 	joining bool
 	// typed is when the member's last typing event went out.
 	typed time.Time
-	// after is the number of the last presence event the member's joined
-	// reply already reflects.
-	after uint64
-	// seen is the joined reply's lastSeq: the member has, or has been told
-	// about, every seq up to it. A store commits a batch before it calls
-	// back for each message, so a history read can see messages whose
-	// delivery is still on its way; delivery skips them for this member.
-	seen int64
+	// presenceSeen is the number of the last presence event the member's
+	// joined reply already reflects: flushPresence sends it later ones.
+	presenceSeen uint64
+	// seqSeen is the joined reply's lastSeq: the member has, or has been
+	// told about, every seq up to it. A store commits a batch before it
+	// calls back for each message, so a history read can see messages
+	// whose delivery is still on its way; delivery skips them for this
+	// member.
+	seqSeen int64
 }
 
 // delivery is one encoded msg event and its seq.
@@ -100,7 +107,8 @@ type delivery struct {
 
 // goLive ends the member's join: it queues the buffered messages after
 // seen, which the member's joined did not cover, and from now on the room
-// delivers to it directly. Guarded by its Room's mu.
+// delivers to it directly, skipping seqs up to seen. Guarded by its Room's
+// mu.
 func (m *member) goLive(seen int64) {
 	if m.conn != nil {
 		for _, d := range m.pending {
@@ -110,7 +118,7 @@ func (m *member) goLive(seen int64) {
 		}
 	}
 	clear(m.pending)
-	m.seen, m.pending, m.joining = seen, nil, false
+	m.seqSeen, m.pending, m.joining = seen, nil, false
 }
 
 func newRoom(id string) *Room {
@@ -217,7 +225,7 @@ func (r *Room) flushPresence() {
 			continue
 		}
 		for _, a := range r.pending {
-			if a.n > m.after && a.about != m.user {
+			if a.n > m.presenceSeen && a.about != m.user {
 				m.conn.Queue(a.frame)
 			}
 		}

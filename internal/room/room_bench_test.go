@@ -14,10 +14,9 @@ import (
 // benchmark measures the registry alone, without sockets.
 type sink struct{ frames, bytes atomic.Int64 }
 
-func (s *sink) Queue(b []byte) bool {
+func (s *sink) Queue(b []byte) {
 	s.frames.Add(1)
 	s.bytes.Add(int64(len(b)))
-	return true
 }
 
 // BenchmarkBroadcast sends one message to a room of n members: the cost of

@@ -9,12 +9,20 @@ import (
 )
 
 // User is one person's identity on the server: a userID that survives
-// reconnects through a resume token, and the rooms it is in.
+// reconnects through a resume token, and the rooms it is in. It lives in
+// Registry.users while it has a connection or its resume window runs.
+//
+// Its two timers run graceOver and expire on timer goroutines; a timer
+// that fires late (after Stop lost the race, or after a later drop started
+// another) finds graceGen or conn changed and does nothing.
 type User struct {
-	reg *Registry
-	id  string
+	reg *Registry // read-only
+	id  string    // read-only
 
-	mu    sync.Mutex // guards the fields below
+	// mu guards the fields below. Lock order: Registry.mu, then mu (Connect
+	// checks a token under both). Never held with a Room's mu: code that
+	// needs both takes one, copies what it needs, and releases it.
+	mu    sync.Mutex
 	name  string
 	conn  Conn   // the current connection; nil after a drop
 	token string // the resume token the last welcome carried
@@ -106,11 +114,13 @@ func (u *User) graceOver(gen uint64) {
 	u.mu.Unlock()
 	for _, r := range ghosts {
 		r.mu.Lock()
+		left := -1
 		// A member joined again since (conn set) stays.
 		if m := r.member(u); m != nil && m.conn == nil {
-			u.reg.removeMember(r, u)
+			left = u.reg.removeMember(r, u)
 		}
 		r.mu.Unlock()
+		u.reg.logLeave(r, u, left)
 	}
 }
 
@@ -141,32 +151,41 @@ func (u *User) queue(frame []byte) {
 }
 
 // resolve finds the room a frame means: roomID, or, when it is empty, the
-// only room the user is in. forLeave selects the wording of errors.
-func (u *User) resolve(roomID string, forLeave bool) (*Room, error) {
+// only room the user is in on this connection.
+func (u *User) resolve(roomID string) (*Room, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	return u.find(roomID)
+}
+
+// leaving is resolve for a leave: it also takes the room out of the
+// user's rooms, so that a frame sent after the leave cannot resolve to it.
+func (u *User) leaving(roomID string) (*Room, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	r, err := u.find(roomID)
+	if err == nil {
+		u.rooms.remove(r.id)
+	}
+	return r, err
+}
+
+// find is resolve's rule. Guarded by u.mu.
+func (u *User) find(roomID string) (*Room, error) {
 	if roomID == "" {
 		switch len(u.rooms) {
 		case 0:
 			return nil, protocol.Errorf(protocol.CodeNotInRoom, "you are not in any room; join one first")
 		case 1:
-			r := u.rooms[0]
-			if forLeave {
-				u.rooms = nil
-			}
-			return r, nil
+			return u.rooms[0], nil
 		default:
 			return nil, protocol.FieldErrorf(protocol.CodeRoomRequired, "roomID", "you are in %d rooms; say which with \"roomID\"", len(u.rooms))
 		}
 	}
-	r := u.rooms.get(roomID)
-	if r == nil {
-		return nil, protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s", roomID)
+	if r := u.rooms.get(roomID); r != nil {
+		return r, nil
 	}
-	if forLeave {
-		u.rooms.remove(roomID)
-	}
-	return r, nil
+	return nil, protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s", roomID)
 }
 
 // roomSet is a user's rooms: a short slice, since a user is in a few rooms

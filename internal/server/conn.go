@@ -19,16 +19,33 @@ import (
 	"github.com/roomchat/roomchat/internal/room"
 )
 
-// conn is one WebSocket connection. Its read loop runs in the goroutine
-// that serve starts; its writer runs only while frames are queued.
+// conn is one WebSocket connection.
+//
+// Goroutines: the read loop (serve, started by handleWS) owns ws's reading
+// side and ends when the connection does; each frame is handled on a
+// short-lived goroutine that the read loop waits for before the next one;
+// the writer (writeLoop) runs only while frames are queued and is the only
+// one writing frames to ws; close handshakes and keepalive pings run on
+// goroutines counted in wg, which serve waits for before it returns.
+//
+// Lock order: a room's and a user's locks (internal/room) come before
+// c.mu, since the registry queues frames under them; srv.keep.mu and
+// srv.mu are never held with c.mu. Nothing under c.mu blocks or does I/O.
 type conn struct {
-	srv   *Server
-	ws    *websocket.Conn
-	nw    *netWriter
-	user  *room.User
-	batch bool
-	base  string // the share-link base URL, from the upgrade request
+	// Set by handleWS before any goroutine of the connection starts, then
+	// read-only, except user (see below).
+	srv      *Server
+	ws       *websocket.Conn
+	nw       *netWriter
+	batch    bool
+	linkBase string // where share links start (scheme and host), from the upgrade request
 
+	// user is set by handleWS under mu once Registry.Connect returns it;
+	// read-only after that. Code that may run before (startClose) reads it
+	// under mu.
+	user *room.User
+
+	// Owned by the frame handlers, which run one at a time.
 	limiter *rate.Limiter // nil when the rate limit is off
 	abuse   *rate.Limiter // rejected frames; empty means close with 1008
 
@@ -45,7 +62,7 @@ type conn struct {
 	ended   bool
 	spare   [][]byte // the writer's last queue, emptied, for reuse
 	queued  int      // bytes in queue
-	writing bool     // a writer goroutine runs
+	writing bool     // a writer goroutine runs, or is about to (see handleWS)
 	closing bool     // no more frames are taken
 	// byServer records that the server started closing, so a close frame
 	// echoed by the client is not taken for a clean close by the client.
@@ -56,23 +73,24 @@ type conn struct {
 	kaSlot         int
 	kaIn           bool
 
-	wg sync.WaitGroup // the writer and close goroutines
+	wg sync.WaitGroup // the writer, close and keepalive goroutines
 }
 
 // Queue implements room.Conn: it appends frame for the writer, starting
 // one if none runs. A connection already holding more than MaxQueue bytes
-// is too slow: it is closed with 1013 and Queue returns false.
-func (c *conn) Queue(frame []byte) bool {
+// is too slow: it is closed with 1013 and frame is dropped, as is any
+// frame queued once the connection is closing.
+func (c *conn) Queue(frame []byte) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return false
+		return
 	}
 	if c.queued > c.srv.cfg.MaxQueue {
 		c.mu.Unlock()
 		c.srv.metrics.slow.Inc()
-		c.closeWith(websocket.StatusTryAgainLater, protocol.ReasonSlow, "slow consumer")
-		return false
+		c.closeWith(protocol.CloseSlow, "slow consumer")
+		return
 	}
 	c.queue = append(c.queue, frame)
 	c.queued += len(frame)
@@ -82,7 +100,6 @@ func (c *conn) Queue(frame []byte) bool {
 		go c.writeLoop()
 	}
 	c.mu.Unlock()
-	return true
 }
 
 // writeLoop drains the queue until it is empty, then exits. Each drain is
@@ -108,7 +125,7 @@ func (c *conn) writeLoop() {
 			c.stopWriting()
 			c.mu.Unlock()
 			if errors.Is(err, errTimeout) {
-				c.closeWith(websocket.StatusTryAgainLater, protocol.ReasonSlow, "write timeout")
+				c.closeWith(protocol.CloseSlow, "write timeout")
 			} else {
 				c.ws.CloseNow()
 			}
@@ -167,21 +184,21 @@ func (c *conn) write(q [][]byte) error {
 
 // closeWith closes the connection with code, once, without blocking the
 // caller: the close handshake can take seconds.
-func (c *conn) closeWith(code websocket.StatusCode, reason, why string) {
-	if !c.startClose(why, code, true) {
+func (c *conn) closeWith(cl protocol.Close, why string) {
+	if !c.startClose(why, cl.Code, true) {
 		return
 	}
 	go func() {
 		defer c.wg.Done()
-		c.ws.Close(code, reason)
+		c.ws.Close(websocket.StatusCode(cl.Code), cl.Reason)
 	}()
 }
 
 // closeSync is closeWith for a caller that bounds its own concurrency
 // (Shutdown): it returns when the close handshake is over.
-func (c *conn) closeSync(code websocket.StatusCode, reason, why string) {
-	if c.startClose(why, code, false) {
-		c.ws.Close(code, reason)
+func (c *conn) closeSync(cl protocol.Close, why string) {
+	if c.startClose(why, cl.Code, false) {
+		c.ws.Close(websocket.StatusCode(cl.Code), cl.Reason)
 	}
 }
 
@@ -189,7 +206,7 @@ func (c *conn) closeSync(code websocket.StatusCode, reason, why string) {
 // queued; with async it adds the closing goroutine to wg, under mu so that
 // serve cannot have waited yet. It reports false if the connection was
 // already closing.
-func (c *conn) startClose(why string, code websocket.StatusCode, async bool) bool {
+func (c *conn) startClose(why string, code int, async bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
@@ -201,8 +218,17 @@ func (c *conn) startClose(why string, code websocket.StatusCode, async bool) boo
 	if async {
 		c.wg.Add(1)
 	}
-	c.srv.log.Info("closing", "user", c.user.ID(), "code", int(code), "why", why)
+	c.srv.log.Info("closing", "user", c.userID(), "code", code, "why", why)
 	return true
+}
+
+// userID is the connection's user's ID, or "" before Connect has returned
+// it. Guarded by c.mu: a resume elsewhere can close c that early.
+func (c *conn) userID() string {
+	if c.user == nil {
+		return ""
+	}
+	return c.user.ID()
 }
 
 // closeDrained closes the connection with 1001 once the writer has
@@ -222,7 +248,7 @@ func (c *conn) closeDrained(ctx context.Context) {
 		idle = make(chan struct{})
 		c.idle = idle
 	}
-	c.srv.log.Info("closing", "user", c.user.ID(), "code", protocol.CloseGoingAway, "why", "shutdown", "queued", c.queued)
+	c.srv.log.Info("closing", "user", c.user.ID(), "code", protocol.CloseShutdown.Code, "why", "shutdown", "queued", c.queued)
 	c.mu.Unlock()
 	if idle != nil {
 		select {
@@ -230,7 +256,7 @@ func (c *conn) closeDrained(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
-	c.ws.Close(websocket.StatusGoingAway, protocol.ReasonShutdown)
+	c.ws.Close(websocket.StatusCode(protocol.CloseShutdown.Code), protocol.CloseShutdown.Reason)
 }
 
 // readContext returns the context of a store read made for this
@@ -322,7 +348,7 @@ func (c *conn) readLoop() (clean bool, why string) {
 			// handshake reads the client's close frame itself.
 			io.Copy(io.Discard, r)
 			wait()
-			c.closeSync(websocket.StatusUnsupportedData, protocol.ReasonBinary, "binary frame")
+			c.closeSync(protocol.CloseBinary, "binary frame")
 			return false, "binary frame"
 		}
 		// Frames are read into a pooled buffer: an idle connection keeps
@@ -336,7 +362,7 @@ func (c *conn) readLoop() (clean bool, why string) {
 		wait()
 		if !utf8.Valid(buf.Bytes()) {
 			putFrameBuf(buf)
-			c.closeSync(websocket.StatusInvalidFramePayloadData, protocol.ReasonUTF8, "invalid UTF-8")
+			c.closeSync(protocol.CloseNotUTF8, "invalid UTF-8")
 			return false, "invalid UTF-8"
 		}
 		c.srv.metrics.framesIn.Inc()
@@ -393,7 +419,7 @@ func (c *conn) handle(frame []byte) {
 	if c.limiter != nil && !c.limiter.Allow() {
 		if !c.abuse.Allow() {
 			c.srv.metrics.errors.WithLabelValues(protocol.CodeRateLimited).Inc()
-			c.closeWith(websocket.StatusPolicyViolation, protocol.ReasonRateAbuse, "rate abuse")
+			c.closeWith(protocol.CloseRateAbuse, "rate abuse")
 			return
 		}
 		c.reply(reqID, protocol.Errorf(protocol.CodeRateLimited, "too many messages; the limit is %g per second", c.srv.limits.Rate))
@@ -506,7 +532,7 @@ func (c *conn) dispatch(env protocol.Envelope) error {
 
 	case protocol.TypeCreate:
 		id := room.NewRoomID()
-		c.Queue(protocol.Encode(protocol.TypeCreated, env.ID, protocol.Created{RoomID: id, URL: c.base + "/r/" + id}))
+		c.Queue(protocol.Encode(protocol.TypeCreated, env.ID, protocol.Created{RoomID: id, URL: c.linkBase + "/r/" + id}))
 		return nil
 
 	case protocol.TypeTyping:
@@ -563,7 +589,7 @@ func (c *conn) startKeepalive() {
 
 func (c *conn) keepalive() {
 	defer c.wg.Done()
-	ctx, cancel := context.WithTimeout(c.srv.base, c.srv.cfg.PingTimeout)
+	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.cfg.PingTimeout)
 	defer cancel()
 	if err := c.ws.Ping(ctx); err != nil {
 		c.mu.Lock()

@@ -18,11 +18,11 @@ const wheelSlots = 25
 type wheel struct {
 	tick time.Duration
 
-	mu    sync.Mutex        // guards the fields below and every conn's ka* fields
-	slots [wheelSlots]*conn // heads of doubly linked lists
-	cur   int               // the slot the next tick pings
-	buf   []*conn           // the slot being pinged; reused
-	run   bool              // the ticking goroutine was started
+	mu      sync.Mutex        // guards the fields below and every conn's ka* fields
+	slots   [wheelSlots]*conn // heads of doubly linked lists
+	cur     int               // the slot the next tick pings
+	buf     []*conn           // the slot being pinged; reused
+	started bool              // the ticking goroutine was started (or close ran)
 
 	stop     chan struct{} // closed by close
 	stopOnce sync.Once
@@ -42,8 +42,8 @@ func newWheel(interval time.Duration) *wheel {
 func (w *wheel) add(c *conn) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.run {
-		w.run = true
+	if !w.started {
+		w.started = true
 		go w.loop()
 	}
 	slot := (w.cur + wheelSlots - 1) % wheelSlots
@@ -102,11 +102,11 @@ func (w *wheel) loop() {
 // more than once.
 func (w *wheel) close() {
 	w.mu.Lock()
-	run := w.run
-	w.run = true // no start after close
+	started := w.started
+	w.started = true // no start after close
 	w.mu.Unlock()
 	w.stopOnce.Do(func() { close(w.stop) })
-	if run {
+	if started {
 		<-w.done
 	}
 }

@@ -64,7 +64,7 @@ type Server struct {
 	posts   *ipLimiter
 	keep    *wheel // pings every connection
 
-	base     context.Context // cancelled when Shutdown ends
+	ctx      context.Context // cancelled when Shutdown ends
 	cancel   context.CancelFunc
 	shutting atomic.Bool
 	// frames is read-locked by each frame's handler while it runs past
@@ -109,8 +109,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = 10 * time.Second
 	}
-	base, cancel := context.WithCancel(context.Background())
-	reads, cancelReads := context.WithCancel(base)
+	ctx, cancel := context.WithCancel(context.Background())
+	reads, cancelReads := context.WithCancel(ctx)
 	s := &Server{
 		reads:       reads,
 		cancelReads: cancelReads,
@@ -118,7 +118,7 @@ func New(cfg Config) (*Server, error) {
 		limits:      cfg.Limits,
 		store:       cfg.Store,
 		log:         cfg.Logger,
-		base:        base,
+		ctx:         ctx,
 		cancel:      cancel,
 		live:        make(map[*conn]struct{}),
 	}
@@ -138,13 +138,6 @@ func New(cfg Config) (*Server, error) {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// Online returns how many WebSocket connections are open.
-func (s *Server) Online() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.live)
-}
-
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.shutting.Load() {
 		writeError(w, http.StatusServiceUnavailable, errShuttingDown)
@@ -160,24 +153,24 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.limits.MaxFrame)
 	c := &conn{
-		srv:   s,
-		ws:    ws,
-		nw:    hw.nw,
-		batch: r.URL.Query().Get("batch") == "1",
-		base:  s.baseURL(r),
+		srv:      s,
+		ws:       ws,
+		nw:       hw.nw,
+		batch:    r.URL.Query().Get("batch") == "1",
+		linkBase: s.baseURL(r),
 	}
 	if s.limits.Rate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(s.limits.Rate), s.limits.Burst)
 		c.abuse = rate.NewLimiter(rate.Limit(s.limits.Rate), 2*s.limits.Burst)
 	}
-	// Hold c.mu until welcome is queued: once Connect attaches c to a
-	// resumed user, the ack (or error) of a msg that the user's previous
-	// connection sent may be queued to c at any moment, and welcome must
-	// be the first frame (SPEC §4). Nothing that holds a registry lock
-	// waits for c.mu before c has joined a room.
-	c.mu.Lock()
+	// welcome must be the first frame (SPEC §4), but once Connect attaches
+	// c to a resumed user, the ack (or error) of a msg that the user's
+	// previous connection sent may be queued to c at any moment. So c
+	// starts out marked as writing, which makes Queue only append, and
+	// welcome goes in front of whatever came meanwhile. c.mu is not held
+	// across Connect: the registry's locks come before a connection's.
+	c.writing = true
 	u, resumed, replaced := s.reg.Connect(c, r.URL.Query().Get("resume"))
-	c.user = u
 	s.mu.Lock()
 	s.live[c] = struct{}{}
 	online := len(s.live)
@@ -187,17 +180,25 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	welcome := protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{
 		UserID: u.ID(), Resume: u.Token(), Online: online, Limits: s.limits,
 	})
-	c.queue, c.queued, c.writing = [][]byte{welcome}, len(welcome), true
-	c.wg.Add(1)
-	go c.writeLoop()
+	c.mu.Lock()
+	c.user = u
+	if c.closing {
+		// Replaced by a resume on another connection already.
+		c.writing = false
+	} else {
+		c.queue = append([][]byte{welcome}, c.queue...)
+		c.queued += len(welcome)
+		c.wg.Add(1)
+		go c.writeLoop()
+	}
 	c.mu.Unlock()
 	if old, ok := replaced.(*conn); ok {
-		old.closeWith(websocket.StatusNormalClosure, protocol.ReasonDuplicated, "resumed elsewhere")
+		old.closeWith(protocol.CloseReplaced, "resumed elsewhere")
 	}
 	s.keep.add(c)
 	s.log.Info("connect", "user", u.ID(), "remote", r.RemoteAddr, "resumed", resumed, "batch", c.batch)
 	if s.shutting.Load() {
-		c.closeWith(websocket.StatusGoingAway, protocol.ReasonShutdown, "shutdown")
+		c.closeWith(protocol.CloseShutdown, "shutdown")
 	}
 	// The read loop gets a goroutine of its own, so that net/http's
 	// connection goroutine, with its deeper stack, ends here.
