@@ -175,14 +175,21 @@ func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, repla
 			switch {
 			case u != nil:
 				u.mu.Lock()
-				if token == u.token || token == u.prevToken && now.Before(u.prevUntil) {
+				switch {
+				case token == u.token:
 					u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
-					u.token = reg.signer.sign(id, now)
-				} else {
+				case token == u.prevToken && now.Before(u.prevUntil):
+					// Using the previous token again does not extend
+					// its overlap: two clients cannot share an identity
+					// past it.
+				default:
 					u.mu.Unlock()
 					u = nil
+				}
+				if u == nil {
 					break
 				}
+				u.token = reg.signer.sign(id, now)
 				u.mu.Unlock()
 			case issued.Before(reg.started) && now.Before(reg.started.Add(reg.resumeWindow)):
 				u = reg.newUser(id, nil, now)

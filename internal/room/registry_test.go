@@ -1,0 +1,758 @@
+package room_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// sleep advances the bubble's clock by d and lets every timer due by then
+// run to completion.
+func sleep(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+func memStore() *store.Memory { return store.NewMemory(store.Retention{MaxMessages: 1000}) }
+
+func TestJoinHistoryAndLive(t *testing.T) {
+	reg := newRegistry(t, memStore(), room.Options{})
+	a := connect(t, reg)
+	if j := a.join("r"); len(j.History) != 0 || j.LastSeq != 0 || j.Epoch == "" || j.Count != 1 {
+		t.Fatalf("first join = %+v, want an empty room with an epoch and one member", j)
+	}
+	for i := range 3 {
+		a.send("r", fmt.Sprint("m", i))
+	}
+	if got := seqs(t, a.conn.take()); !slices.Equal(got, span(1, 3)) {
+		t.Fatalf("sender got seqs %v, want 1..3 (a sender receives its own messages)", got)
+	}
+	b := connect(t, reg)
+	j := b.join("r")
+	if got := seqsOf(j.History); !slices.Equal(got, span(1, 3)) || j.LastSeq != 3 || j.Count != 2 {
+		t.Fatalf("second join: history %v lastSeq %d count %d, want 1..3, 3, 2", got, j.LastSeq, j.Count)
+	}
+	a.send("r", "m3")
+	if got := seqs(t, b.conn.take()); !slices.Equal(got, []int64{4}) {
+		t.Fatalf("after joined, b got seqs %v, want [4]", got)
+	}
+
+	since := int64(2)
+	c := connect(t, reg)
+	j = c.joinSince("r", &since)
+	if got := seqsOf(j.History); !slices.Equal(got, span(3, 4)) || j.More {
+		t.Fatalf("join since 2: history %v more %v, want 3..4 and no more", got, j.More)
+	}
+}
+
+// A message stored but not yet delivered when a join reads history (as
+// SQLite does: it commits a batch, then calls back per message) is in the
+// joined reply's history and lastSeq; its delivery must then skip the new
+// member, which would otherwise see that seq twice.
+func TestJoinSkipsDeliveryOfSeqInHistory(t *testing.T) {
+	st := newHeldStore()
+	reg := newRegistry(t, st, room.Options{})
+	a := connect(t, reg)
+	a.join("r")
+	a.send("r", "one")
+
+	st.mu.Lock()
+	st.holdDone = true
+	st.mu.Unlock()
+	a.send("r", "two") // stored as seq 2, delivery held
+
+	b := connect(t, reg)
+	j := b.join("r")
+	if got := seqsOf(j.History); !slices.Equal(got, span(1, 2)) || j.LastSeq != 2 {
+		t.Fatalf("joined history %v lastSeq %d, want 1..2 and 2", got, j.LastSeq)
+	}
+	st.release()
+	a.send("r", "three")
+	if got := seqs(t, b.conn.take()); !slices.Equal(got, []int64{3}) {
+		t.Fatalf("b got msg seqs %v after joined, want [3]: seq 2 was in its history", got)
+	}
+	if got := seqs(t, a.conn.take()); !slices.Equal(got, span(1, 3)) {
+		t.Fatalf("a got %v, want 1..3", got)
+	}
+}
+
+// Messages delivered while a join reads an older snapshot follow joined,
+// in order, each once; joined comes first.
+func TestJoinMergesDeliveriesDuringRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newHeldStore()
+		reg := newRegistry(t, st, room.Options{})
+		a := connect(t, reg)
+		a.join("r")
+		a.send("r", "one")
+
+		gate := make(chan struct{})
+		st.mu.Lock()
+		st.holdPage = gate
+		st.mu.Unlock()
+		b := connect(t, reg)
+		joinErr := make(chan error, 1)
+		go func() {
+			joinErr <- reg.Join(context.Background(), b.user, b.conn, "r", "", nil, "j")
+		}()
+		synctest.Wait() // b's join has read seq 1 and waits on the gate
+		a.send("r", "two")
+		a.send("r", "three")
+		if got := b.conn.take(); len(got) != 0 {
+			t.Fatalf("b got %d frames before joined", len(got))
+		}
+		close(gate)
+		if err := <-joinErr; err != nil {
+			t.Fatal(err)
+		}
+		frames := b.conn.take()
+		if len(frames) == 0 || frames[0].env.Type != protocol.TypeJoined {
+			t.Fatalf("b's first frame is not joined: %v", frames)
+		}
+		var j protocol.Joined
+		decode(t, frames[0].env, &j)
+		if got := seqsOf(j.History); !slices.Equal(got, []int64{1}) || j.LastSeq != 1 {
+			t.Fatalf("joined history %v lastSeq %d, want [1] and 1", got, j.LastSeq)
+		}
+		if got := seqs(t, frames); !slices.Equal(got, span(2, 3)) {
+			t.Fatalf("after joined b got %v, want 2..3", got)
+		}
+		a.send("r", "four")
+		if got := seqs(t, b.conn.take()); !slices.Equal(got, []int64{4}) {
+			t.Fatalf("b got %v once live, want [4]", got)
+		}
+	})
+}
+
+// A re-join whose history read fails keeps the member receiving, starting
+// with what was delivered while it read: nothing is lost.
+func TestFailedRejoinLosesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newHeldStore()
+		reg := newRegistry(t, st, room.Options{})
+		a, b := connect(t, reg), connect(t, reg)
+		a.join("r")
+		b.join("r")
+		b.conn.take()
+
+		gate := make(chan struct{})
+		st.mu.Lock()
+		st.holdPage = gate
+		st.mu.Unlock()
+		ctx, cancel := context.WithCancel(context.Background())
+		joinErr := make(chan error, 1)
+		since := int64(0)
+		go func() { joinErr <- reg.Join(ctx, b.user, b.conn, "r", "", &since, "j") }()
+		synctest.Wait()
+		a.send("r", "while b re-joins")
+		cancel()
+		close(gate)
+		err := <-joinErr
+		_ = err // the memory store reads before it looks at ctx: either outcome is fine
+		a.send("r", "after")
+		frames := b.conn.take()
+		var got []int64
+		if js := ofType(frames, protocol.TypeJoined); len(js) > 0 {
+			var j protocol.Joined
+			decode(t, js[0].env, &j)
+			got = seqsOf(j.History)
+		}
+		got = append(got, seqs(t, frames)...)
+		if !slices.Equal(got, span(1, 2)) {
+			t.Fatalf("b saw seqs %v (history, then live), want 1..2 each once", got)
+		}
+	})
+}
+
+func TestJoinErrors(t *testing.T) {
+	reg := newRegistry(t, memStore(), room.Options{Limits: limits(func(l *protocol.Limits) {
+		l.RoomCapacity = 2
+		l.MaxRooms = 2
+	})})
+	a, b, c := connect(t, reg), connect(t, reg), connect(t, reg)
+	a.join("r")
+	b.join("r")
+	err := reg.Join(context.Background(), c.user, c.conn, "r", "", nil, "j")
+	wantCode(t, err, protocol.CodeRoomFull, "")
+	if _, n := reg.Members("r"); n != 2 {
+		t.Fatalf("count %d after a refused join, want 2", n)
+	}
+
+	a.join("s")
+	err = reg.Join(context.Background(), a.user, a.conn, "t", "", nil, "j")
+	wantCode(t, err, protocol.CodeRoomLimit, "")
+	a.join("r") // joining a room one is in again is no new room
+	if err := reg.Leave(a.user, a.conn, "s", ""); err != nil {
+		t.Fatal(err)
+	}
+	a.join("t")
+}
+
+// Room capacity counts members with a connection: a member waiting out its
+// grace period leaves its place free, and gets it back on resume even if
+// the room filled meanwhile (the room then holds one more member than its
+// capacity until someone leaves).
+func TestCapacityCountsLiveMembers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := newRegistry(t, memStore(), room.Options{Limits: limits(func(l *protocol.Limits) { l.RoomCapacity = 2 })})
+		a, b := connect(t, reg), connect(t, reg)
+		a.join("r")
+		b.join("r")
+		token := b.user.Token()
+		b.drop(false)
+
+		c := connect(t, reg)
+		c.join("r") // b's place is free while b is away
+		d := connect(t, reg)
+		wantCode(t, reg.Join(context.Background(), d.user, d.conn, "r", "", nil, "j"), protocol.CodeRoomFull, "")
+
+		sleep(5 * time.Second) // within the grace period
+		b2, resumed := resume(t, reg, token)
+		if !resumed {
+			t.Fatal("b did not resume")
+		}
+		j := b2.join("r")
+		if j.Count != 3 {
+			t.Fatalf("b back in a full room: count %d, want 3", j.Count)
+		}
+		wantCode(t, reg.Join(context.Background(), d.user, d.conn, "r", "", nil, "j"), protocol.CodeRoomFull, "")
+		if err := reg.Leave(c.user, c.conn, "r", ""); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, reg.Join(context.Background(), d.user, d.conn, "r", "", nil, "j"), protocol.CodeRoomFull, "")
+		if err := reg.Leave(a.user, a.conn, "r", ""); err != nil {
+			t.Fatal(err)
+		}
+		d.join("r")
+	})
+}
+
+// resolve's rules: an empty roomID means the only room the user is in on
+// this connection.
+func TestEmptyRoomID(t *testing.T) {
+	reg := newRegistry(t, memStore(), room.Options{})
+	a := connect(t, reg)
+	wantCode(t, reg.Send(a.user, "", "hi", ""), protocol.CodeNotInRoom, "")
+	wantCode(t, reg.Send(a.user, "r", "hi", ""), protocol.CodeNotInRoom, "")
+	a.join("r")
+	a.send("", "to r")
+	if got := seqs(t, a.conn.take()); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("got %v, want [1]", got)
+	}
+	a.join("s")
+	wantCode(t, reg.Send(a.user, "", "hi", ""), protocol.CodeRoomRequired, "roomID")
+	wantCode(t, reg.Typing(a.user, ""), protocol.CodeRoomRequired, "roomID")
+	wantCode(t, reg.Leave(a.user, a.conn, "", ""), protocol.CodeRoomRequired, "roomID")
+	if err := reg.Leave(a.user, a.conn, "s", "l1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Leave(a.user, a.conn, "", "l2"); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, f := range ofType(a.conn.take(), protocol.TypeLeft) {
+		var l protocol.Left
+		decode(t, f.env, &l)
+		left = append(left, f.env.ID+":"+l.RoomID)
+	}
+	if !slices.Equal(left, []string{"l1:s", "l2:r"}) {
+		t.Fatalf("left replies %v, want [l1:s l2:r]", left)
+	}
+	wantCode(t, reg.Send(a.user, "", "hi", ""), protocol.CodeNotInRoom, "")
+	wantCode(t, reg.Leave(a.user, a.conn, "r", ""), protocol.CodeNotInRoom, "")
+	if _, n := reg.Members("r"); n != 0 {
+		t.Fatalf("r has %d members after its only member left", n)
+	}
+}
+
+// A drop without a close frame keeps the member for the grace period
+// (15 s): the others see a leave only when it ends. A clean close leaves
+// at once.
+func TestGracePeriod(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := newRegistry(t, memStore(), room.Options{})
+		a, b, c := connect(t, reg), connect(t, reg), connect(t, reg)
+		a.join("r")
+		b.join("r")
+		c.join("r")
+		sleep(time.Second)
+		a.conn.take()
+
+		b.drop(false)
+		sleep(15*time.Second - time.Millisecond)
+		if got := presences(t, a.conn.take()); len(got) != 0 {
+			t.Fatalf("presence within the grace period: %+v", got)
+		}
+		if _, n := reg.Members("r"); n != 3 {
+			t.Fatalf("count %d within the grace period, want 3", n)
+		}
+		sleep(time.Second)
+		got := presences(t, a.conn.take())
+		if len(got) != 1 || got[0].Event != protocol.PresenceLeave || got[0].User.UserID != b.user.ID() || got[0].Count != 2 {
+			t.Fatalf("after the grace period: %+v, want b's leave with count 2", got)
+		}
+
+		c.drop(true)
+		sleep(time.Second)
+		got = presences(t, a.conn.take())
+		if len(got) != 1 || got[0].Event != protocol.PresenceLeave || got[0].User.UserID != c.user.ID() {
+			t.Fatalf("after a clean close: %+v, want c's leave at once", got)
+		}
+	})
+}
+
+// A member that resumes and joins again within the grace period is never
+// seen to leave or join; a second drop gives a whole new grace period,
+// which an earlier drop's timer does not cut short.
+func TestGraceGenerations(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := newRegistry(t, memStore(), room.Options{})
+		a, b := connect(t, reg), connect(t, reg)
+		a.join("r")
+		b.join("r")
+		sleep(time.Second)
+		a.conn.take()
+
+		b.drop(false)
+		sleep(5 * time.Second)
+		b2, resumed := resume(t, reg, b.user.Token())
+		if !resumed || b2.user.ID() != b.user.ID() {
+			t.Fatal("b did not resume as itself")
+		}
+		j := b2.join("r")
+		if j.Count != 2 {
+			t.Fatalf("re-joined count %d, want 2", j.Count)
+		}
+		sleep(30 * time.Second)
+		if got := presences(t, a.conn.take()); len(got) != 0 {
+			t.Fatalf("a silent re-join within grace was announced: %+v", got)
+		}
+
+		// Drop at 0, resume at 10 s without joining, drop again at 12 s:
+		// the leave comes 15 s after the second drop.
+		b2.drop(false)
+		sleep(10 * time.Second)
+		b3, _ := resume(t, reg, b2.user.Token())
+		sleep(2 * time.Second)
+		b3.drop(false)
+		sleep(15*time.Second - time.Millisecond)
+		if got := presences(t, a.conn.take()); len(got) != 0 {
+			t.Fatalf("leave before the second grace period ended: %+v", got)
+		}
+		sleep(time.Second)
+		if got := presences(t, a.conn.take()); len(got) != 1 || got[0].Event != protocol.PresenceLeave {
+			t.Fatalf("after the second grace period: %+v, want one leave", got)
+		}
+	})
+}
+
+// A resume token keeps its userID for the resume window (2 min) after a
+// drop; later it gives a new user. The token used to resume keeps working
+// for 30 s, for a client that lost the welcome with the new one.
+func TestResumeWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := newRegistry(t, memStore(), room.Options{})
+		a := connect(t, reg)
+		id, name, token := a.user.ID(), a.user.Name(), a.user.Token()
+		a.drop(false)
+		sleep(2*time.Minute - time.Second)
+		a2, resumed := resume(t, reg, token)
+		if !resumed || a2.user.ID() != id || a2.user.Name() != name {
+			t.Fatalf("resume within the window: resumed %v id %q name %q, want %q %q", resumed, a2.user.ID(), a2.user.Name(), id, name)
+		}
+		newToken := a2.user.Token()
+		if newToken == token {
+			t.Fatal("a resume gave the same token again")
+		}
+
+		sleep(20 * time.Second)
+		a3, resumed := resume(t, reg, token) // the old token, within its overlap
+		if !resumed || a3.user.ID() != id {
+			t.Fatal("the token used to resume stopped working within 30 s")
+		}
+		sleep(11 * time.Second)
+		if _, resumed := resume(t, reg, token); resumed {
+			t.Fatal("the token used to resume still works after its 30 s")
+		}
+
+		current := a3.user.Token()
+		a3.drop(false)
+		sleep(2*time.Minute + time.Second)
+		a4, resumed := resume(t, reg, current)
+		if resumed || a4.user.ID() == id {
+			t.Fatal("a token resumed after the resume window")
+		}
+		if _, resumed := resume(t, reg, current[:len(current)-2]+"AA"); resumed {
+			t.Fatal("a forged token resumed")
+		}
+	})
+}
+
+// A token issued before the registry started (by an earlier process on the
+// same store) resumes for the resume window after the start.
+func TestResumeAcrossRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memStore()
+		first := room.New(st, room.Options{})
+		a := connect(t, first)
+		id, name, token := a.user.ID(), a.user.Name(), a.user.Token()
+		first.Close()
+
+		sleep(time.Second)
+		second := newRegistry(t, st, room.Options{})
+		a2, resumed := resume(t, second, token)
+		if !resumed || a2.user.ID() != id || a2.user.Name() != name {
+			t.Fatalf("resume after a restart: %v %q %q, want %q %q", resumed, a2.user.ID(), a2.user.Name(), id, name)
+		}
+
+		b := connect(t, first)
+		bToken := b.user.Token()
+		sleep(time.Second)
+		third := newRegistry(t, st, room.Options{})
+		sleep(2*time.Minute + time.Second)
+		if _, resumed := resume(t, third, bToken); resumed {
+			t.Fatal("a token from before the start resumed after the resume window")
+		}
+		other := newRegistry(t, memStore(), room.Options{})
+		if _, resumed := resume(t, other, token); resumed {
+			t.Fatal("a token resumed on a store with another key")
+		}
+	})
+}
+
+// Presence events go out 50 ms after they happen, together with any
+// others of that moment; during a burst they go out at most once a second.
+func TestPresenceCoalescing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := newRegistry(t, memStore(), room.Options{})
+		watcher := connect(t, reg)
+		watcher.join("r")
+		watcher.conn.take()
+		start := time.Now()
+
+		first := connect(t, reg)
+		first.join("r")
+		sleep(49 * time.Millisecond)
+		if got := watcher.conn.take(); len(got) != 0 {
+			t.Fatalf("presence went out before 50 ms: %d frames", len(got))
+		}
+		sleep(time.Millisecond)
+		got := watcher.conn.take()
+		if ps := presences(t, got); len(ps) != 1 || ps[0].User.UserID != first.user.ID() || ps[0].Count != 2 {
+			t.Fatalf("after 50 ms: %+v, want first's join, count 2", ps)
+		}
+
+		// A burst: 40 joins 10 ms apart.
+		var joiners []string
+		for range 40 {
+			p := connect(t, reg)
+			p.join("r")
+			joiners = append(joiners, p.user.ID())
+			sleep(10 * time.Millisecond)
+		}
+		sleep(2 * time.Second)
+		frames := watcher.conn.take()
+		ps := presences(t, frames)
+		var order []string
+		for i, p := range ps {
+			order = append(order, p.User.UserID)
+			if p.Event != protocol.PresenceJoin || p.Count != i+3 {
+				t.Fatalf("presence %d: %+v, want a join with count %d", i, p, i+3)
+			}
+		}
+		if !slices.Equal(order, joiners) {
+			t.Fatalf("joins announced in order %v, want %v", order, joiners)
+		}
+		// Group the events by the moment they were queued: one flush each.
+		type flush struct {
+			at     time.Duration
+			events int
+		}
+		var flushes []flush
+		for _, f := range frames {
+			d := f.at.Sub(start)
+			if len(flushes) == 0 || flushes[len(flushes)-1].at != d {
+				flushes = append(flushes, flush{at: d})
+			}
+			flushes[len(flushes)-1].events++
+		}
+		// Until more than presenceBurst (8) events fell within a second,
+		// each goes out 50 ms after it happened; from then on, flushes are
+		// at least a second apart.
+		seen := 1 // first's join, in the same window
+		for i, f := range flushes {
+			if i > 0 && seen > 8 && f.at-flushes[i-1].at < time.Second {
+				t.Errorf("flushes %v: %v after the previous one during a burst, want ≥ 1 s", flushes, f.at-flushes[i-1].at)
+			}
+			seen += f.events
+		}
+		if len(flushes) > 3 {
+			t.Errorf("a 400 ms burst of 40 joins went out in %d writes (%v), want at most 3", len(flushes), flushes)
+		}
+	})
+}
+
+// Pending presence goes out before a message, so every member sees the
+// room's events in the order they happened.
+func TestPresenceBeforeMessage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := newRegistry(t, memStore(), room.Options{})
+		a, b := connect(t, reg), connect(t, reg)
+		a.join("r")
+		sleep(time.Second)
+		a.conn.take()
+		b.join("r")
+		b.send("r", "hello")
+		frames := a.conn.take()
+		if len(frames) != 2 || frames[0].env.Type != protocol.TypePresence || frames[1].env.Type != protocol.TypeMsg {
+			t.Fatalf("a got %v, want presence then msg", frames)
+		}
+	})
+}
+
+// typing goes to the other live members at most once per 2 s per user and
+// room; more is dropped without an error.
+func TestTypingThrottle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := newRegistry(t, memStore(), room.Options{})
+		a, b := connect(t, reg), connect(t, reg)
+		a.join("r")
+		a.join("s")
+		b.join("r")
+		sleep(time.Second)
+		a.conn.take()
+		b.conn.take()
+		for range 20 {
+			if err := reg.Typing(a.user, "r"); err != nil {
+				t.Fatal(err)
+			}
+			sleep(50 * time.Millisecond)
+		}
+		if err := reg.Typing(a.user, "s"); err != nil { // another room: its own budget
+			t.Fatal(err)
+		}
+		if got := ofType(b.conn.take(), protocol.TypeTyping); len(got) != 1 {
+			t.Fatalf("b got %d typing events for 20 in 1 s, want 1", len(got))
+		}
+		sleep(time.Second)
+		if err := reg.Typing(a.user, "r"); err != nil {
+			t.Fatal(err)
+		}
+		got := ofType(b.conn.take(), protocol.TypeTyping)
+		if len(got) != 1 {
+			t.Fatalf("b got %d typing events 2 s later, want 1", len(got))
+		}
+		var ty protocol.Typing
+		decode(t, got[0].env, &ty)
+		if ty.User.UserID != a.user.ID() || ty.RoomID != "r" {
+			t.Fatalf("typing %+v, want a's in r", ty)
+		}
+		if got := ofType(a.conn.take(), protocol.TypeTyping); len(got) != 0 {
+			t.Fatalf("a got its own typing: %d", len(got))
+		}
+	})
+}
+
+func TestEvents(t *testing.T) {
+	reg := newRegistry(t, memStore(), room.Options{})
+	a, b, c := connect(t, reg), connect(t, reg), connect(t, reg)
+	a.join("r")
+	b.join("r")
+	c.join("other")
+	if err := reg.Event(a.user, "r", "cursor", jsontext.Value(`{"x":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, reg.Event(c.user, "r", "cursor", nil), protocol.CodeNotInRoom, "")
+	got := ofType(b.conn.take(), protocol.TypeEvent)
+	if len(got) != 1 {
+		t.Fatalf("b got %d events, want 1", len(got))
+	}
+	var ev protocol.Event
+	decode(t, got[0].env, &ev)
+	if ev.Name != "cursor" || string(ev.Data) != `{"x":1}` || ev.From.UserID != a.user.ID() {
+		t.Fatalf("event %+v", ev)
+	}
+	if n := len(ofType(a.conn.take(), protocol.TypeEvent)); n != 0 {
+		t.Fatalf("the sender got its own event %d times", n)
+	}
+	if n := reg.PostEvent("r", "deploy", nil); n != 2 {
+		t.Fatalf("PostEvent reached %d members, want 2", n)
+	}
+	if n := reg.PostEvent("nobody-here", "deploy", nil); n != 0 {
+		t.Fatalf("PostEvent to an empty room reached %d", n)
+	}
+	got = ofType(a.conn.take(), protocol.TypeEvent)
+	if len(got) != 1 {
+		t.Fatalf("a got %d posted events", len(got))
+	}
+	decode(t, got[0].env, &ev)
+	if string(ev.Data) != "null" || ev.From.UserID != "" {
+		t.Fatalf("posted event %+v, want null data and no sender", ev)
+	}
+}
+
+func TestMembersCapped(t *testing.T) {
+	reg := newRegistry(t, memStore(), room.Options{Limits: limits(func(l *protocol.Limits) { l.MaxMembers = 2 })})
+	for range 3 {
+		connect(t, reg).join("r")
+	}
+	p := connect(t, reg)
+	j := p.join("r")
+	if len(j.Members) != 2 || j.Count != 4 {
+		t.Fatalf("joined members %d count %d, want 2 and 4", len(j.Members), j.Count)
+	}
+	if m, n := reg.Members("r"); len(m) != 2 || n != 4 {
+		t.Fatalf("Members: %d listed, count %d, want 2 and 4", len(m), n)
+	}
+}
+
+// A retried msg (same user, room and id) is stored once and acked with the
+// first seq; the same id in another room is another message.
+func TestSendDeduplicates(t *testing.T) {
+	reg := newRegistry(t, memStore(), room.Options{})
+	a := connect(t, reg)
+	a.join("r")
+	a.join("s")
+	for range 2 {
+		if err := reg.Send(a.user, "r", "once", "id-1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := reg.Send(a.user, "s", "once", "id-1"); err != nil {
+		t.Fatal(err)
+	}
+	frames := a.conn.take()
+	var acks []int64
+	for _, f := range ofType(frames, protocol.TypeAck) {
+		var ack protocol.Ack
+		decode(t, f.env, &ack)
+		acks = append(acks, ack.Seq)
+	}
+	if !slices.Equal(acks, []int64{1, 1, 1}) || !slices.Equal(seqs(t, frames), []int64{1, 1}) {
+		t.Fatalf("acks %v msgs %v, want acks [1 1 1] (r, r again, s) and msgs [1 1] (one per room)", acks, seqs(t, frames))
+	}
+}
+
+// Many members join, send, drop, resume and join again on one room at
+// once (run with -race): after each joined, a member sees msg events
+// continuing its lastSeq with no gap or repeat, every history it pages
+// through is gap-free, and the room ends with exactly its members, each
+// having seen the last message.
+func TestConcurrentRoom(t *testing.T) {
+	reg := newRegistry(t, memStore(), room.Options{})
+	const members, rounds = 16, 30
+	var wg sync.WaitGroup
+	conns := make([][]*recorder, members) // every connection of each member
+	for i := range members {
+		wg.Go(func() {
+			p := connect(t, reg)
+			conns[i] = append(conns[i], p.conn)
+			for r := range rounds {
+				if r%10 == 5 {
+					p.drop(false)
+					p2, resumed := resume(t, reg, p.user.Token())
+					if !resumed {
+						t.Errorf("member %d: resume failed", i)
+						return
+					}
+					p = p2
+					conns[i] = append(conns[i], p.conn)
+				}
+				if r%10 == 0 || r%10 == 5 {
+					since := int64(0)
+					if err := reg.Join(context.Background(), p.user, p.conn, "r", "", &since, "j"); err != nil {
+						t.Errorf("member %d join: %v", i, err)
+						return
+					}
+					checkHistory(t, i, p)
+				}
+				if err := reg.Send(p.user, "r", fmt.Sprintf("%d-%d", i, r), fmt.Sprintf("%d-%d", i, r)); err != nil {
+					t.Errorf("member %d send: %v", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	total := int64(members * rounds)
+	for i, cs := range conns {
+		for k, c := range cs {
+			last := checkSegments(t, i, c.take())
+			if k == len(cs)-1 && last != total {
+				t.Errorf("member %d: last seq seen %d, want %d", i, last, total)
+			}
+		}
+	}
+	if _, n := reg.Members("r"); n != members {
+		t.Errorf("room has %d members, want %d", n, members)
+	}
+}
+
+// checkHistory pages through the history of p's last joined (since 0:
+// the whole room) and checks it has no gap.
+func checkHistory(t *testing.T, who int, p *peer) {
+	j := p.joined()
+	hist := seqsOf(j.History)
+	for more := j.More; more && len(hist) > 0; {
+		h, err := p.reg.History(context.Background(), p.user, "r", hist[len(hist)-1], 0)
+		if err != nil {
+			t.Errorf("member %d: history: %v", who, err)
+			return
+		}
+		hist = append(hist, seqsOf(h.Messages)...)
+		more = h.More
+	}
+	if len(hist) > 0 && !slices.Equal(hist, span(1, hist[len(hist)-1])) {
+		t.Errorf("member %d: history %v has a gap", who, hist)
+	}
+	// Paging goes on past lastSeq when messages keep coming: history
+	// answers up to the room's last seq at each request.
+	if n := int64(len(hist)); n < j.LastSeq {
+		t.Errorf("member %d: history ends at seq %d, before joined.lastSeq %d", who, n, j.LastSeq)
+	}
+}
+
+// checkSegments checks one connection's frames: after each joined, msg
+// events continue its lastSeq by one each. It returns the last seq seen.
+func checkSegments(t *testing.T, who int, frames []frame) int64 {
+	var next int64 = -1 // -1: before the first joined
+	var last int64
+	for _, f := range frames {
+		switch f.env.Type {
+		case protocol.TypeJoined:
+			var j protocol.Joined
+			decode(t, f.env, &j)
+			next, last = j.LastSeq+1, j.LastSeq
+		case protocol.TypeMsg:
+			var m protocol.Message
+			decode(t, f.env, &m)
+			if m.Seq != next {
+				t.Errorf("member %d: msg seq %d, want %d", who, m.Seq, next)
+				return last
+			}
+			next, last = next+1, m.Seq
+		}
+	}
+	return last
+}
+
+func seqsOf(msgs []protocol.Message) []int64 {
+	out := []int64{}
+	for _, m := range msgs {
+		out = append(out, m.Seq)
+	}
+	return out
+}
