@@ -3,6 +3,7 @@ package room_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -201,7 +202,7 @@ func newRegistry(t testing.TB, st store.Store, opts room.Options) *room.Registry
 //     back for each of its messages;
 //   - with holdPage, Page reads its snapshot, then waits until the test
 //     closes the channel: messages stored meanwhile are delivered while
-//     the join is still reading.
+//     the join is still reading; with failPage set too, Page then fails.
 type heldStore struct {
 	*store.Memory
 
@@ -209,6 +210,7 @@ type heldStore struct {
 	holdDone bool
 	held     []func()
 	holdPage chan struct{}
+	failPage bool
 }
 
 func newHeldStore() *heldStore {
@@ -245,6 +247,12 @@ func (s *heldStore) Page(ctx context.Context, roomID string, q store.Query) (sto
 	s.mu.Unlock()
 	if gate != nil {
 		<-gate
+	}
+	s.mu.Lock()
+	fail := s.failPage
+	s.mu.Unlock()
+	if fail {
+		return store.RoomInfo{}, nil, fmt.Errorf("%w: disk on fire", store.ErrUnavailable)
 	}
 	return info, slices.Clone(msgs), err
 }

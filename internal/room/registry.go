@@ -12,6 +12,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	gonanoid "github.com/matoous/go-nanoid/v2"
 
+	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 )
@@ -28,13 +29,17 @@ type Options struct {
 	ResumeWindow time.Duration
 	// Logger receives join, leave and error records; nil discards them.
 	Logger *slog.Logger
+	// Broker returns the broker that orders and delivers the registry's
+	// messages, delivering to h; nil means broker.NewLocal on the store.
+	Broker func(h broker.Handler) broker.Broker
 }
 
 // Registry owns every live room and user of one server. Its methods are
 // safe for concurrent use; see the package doc for the lock order.
 type Registry struct {
 	// Read-only after New.
-	store        store.Store
+	store        store.Store   // history: joins and history requests read it
+	broker       broker.Broker // messages: published here, delivered by it to deliver
 	limits       protocol.Limits
 	grace        time.Duration
 	resumeWindow time.Duration
@@ -52,7 +57,7 @@ type Registry struct {
 	// (see compact) and a burst of connections leaves no lasting heap.
 	roomsPeak, usersPeak int
 
-	stored     atomic.Uint64 // messages stored
+	stored     atomic.Uint64 // messages this node published and the broker stored
 	deliveries atomic.Uint64 // msg events queued to members
 	roomsLive  atomic.Int64
 }
@@ -72,7 +77,10 @@ func New(st store.Store, opts Options) *Registry {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{
+	if opts.Broker == nil {
+		opts.Broker = func(h broker.Handler) broker.Broker { return broker.NewLocal(st, h) }
+	}
+	reg := &Registry{
 		store:        st,
 		limits:       opts.Limits,
 		grace:        opts.Grace,
@@ -83,7 +91,14 @@ func New(st store.Store, opts Options) *Registry {
 		rooms:        make(map[string]*Room),
 		users:        make(map[string]*User),
 	}
+	reg.broker = opts.Broker(handler{reg})
+	return reg
 }
+
+// handler is the registry as the broker's Handler.
+type handler struct{ reg *Registry }
+
+func (h handler) Deliver(m protocol.Message) { h.reg.deliver(m) }
 
 // Stats are the registry's counters, for metrics.
 type Stats struct {
@@ -242,10 +257,11 @@ func (reg *Registry) newUser(id string, c Conn, now time.Time) *User {
 // joining again, or re-joining after a resume within the grace period, is
 // silent. ctx bounds the store read.
 //
-// Join runs in three steps, none of which holds a lock across I/O or
-// encoding: enter registers the member, who buffers what is delivered
-// meanwhile; the history is read from one snapshot of the store; answer
-// queues joined and the buffered messages the snapshot did not hold.
+// Join runs in steps, none of which holds a lock across I/O or encoding:
+// enter registers the member, who buffers what is delivered meanwhile; a
+// new member subscribes to the room's messages with the broker; the
+// history is read from one snapshot of the store; answer queues joined and
+// the buffered messages the snapshot did not hold.
 func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name string, since *int64, reqID string) error {
 	if name != "" {
 		u.mu.Lock()
@@ -256,6 +272,12 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 	r, m, fresh, err := reg.enter(u, c, roomID, name)
 	if err != nil {
 		return err
+	}
+	if fresh {
+		if err := reg.subscribe(ctx, r, m); err != nil {
+			reg.abandon(u, r, m, fresh)
+			return err
+		}
 	}
 	info, hist, err := reg.read(ctx, r, since)
 	if err != nil {
@@ -311,6 +333,25 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 	u.ghosts.remove(roomID)
 	u.mu.Unlock()
 	return r, m, fresh, nil
+}
+
+// subscribe takes a broker subscription for new member m of r, which
+// removeMember gives back. ctx bounds it. If m left meanwhile, the
+// subscription is given back at once.
+func (reg *Registry) subscribe(ctx context.Context, r *Room, m *member) error {
+	if err := reg.broker.Subscribe(ctx, r.id); err != nil {
+		return reg.storeError("subscribe", err)
+	}
+	r.mu.Lock()
+	in := r.member(m.user) == m
+	if in {
+		m.subscribed = true
+	}
+	r.mu.Unlock()
+	if !in {
+		reg.broker.Unsubscribe(r.id)
+	}
+	return nil
 }
 
 // read returns what a join needs, from one snapshot of the store: the
@@ -455,6 +496,9 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 	if !ok {
 		return -1
 	}
+	if m.subscribed {
+		reg.broker.Unsubscribe(r.id)
+	}
 	r.announce(protocol.Encode(protocol.TypePresence, "", protocol.Presence{
 		RoomID: r.id, Event: protocol.PresenceLeave, User: protocol.User{UserID: u.id, Name: m.name}, Count: len(r.members),
 	}), u)
@@ -513,14 +557,14 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 		Message: text,
 		TS:      time.Now().UTC().Truncate(time.Millisecond),
 	}
-	reg.store.Append(msg, store.DedupKey(u.id, r.id, reqID), func(stored protocol.Message, dup bool, err error) {
+	reg.broker.Publish(msg, store.DedupKey(u.id, r.id, reqID), func(stored protocol.Message, dup bool, err error) {
 		if err != nil {
 			reg.log.Error("store append", "room", r.id, "user", u.id, "err", err)
 			u.queue(protocol.EncodeError(reqID, protocol.Errorf(protocol.CodeStoreUnavailable, "the message was not stored; the store is unavailable")))
 			return
 		}
 		if !dup {
-			reg.deliver(stored)
+			reg.stored.Add(1)
 		}
 		if reqID != "" {
 			u.queue(protocol.Encode(protocol.TypeAck, reqID, protocol.Ack{MsgID: stored.ID, Seq: stored.Seq}))
@@ -544,9 +588,9 @@ func (reg *Registry) Post(ctx context.Context, roomID, name, text string) (proto
 		err error
 	}
 	ch := make(chan result, 1)
-	reg.store.Append(msg, "", func(stored protocol.Message, _ bool, err error) {
+	reg.broker.Publish(msg, "", func(stored protocol.Message, _ bool, err error) {
 		if err == nil {
-			reg.deliver(stored)
+			reg.stored.Add(1)
 		}
 		ch <- result{stored, err}
 	})
@@ -562,10 +606,9 @@ func (reg *Registry) Post(ctx context.Context, roomID, name, text string) (proto
 }
 
 // deliver encodes m once and queues it to every live member of its room;
-// members still joining keep it to merge with their history. The store
-// calls it in seq order.
+// members still joining keep it to merge with their history. The broker
+// calls it in seq order per room; a room without members here ignores it.
 func (reg *Registry) deliver(m protocol.Message) {
-	reg.stored.Add(1)
 	r := reg.lookup(m.RoomID)
 	if r == nil {
 		return

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
+	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/store"
@@ -147,29 +148,22 @@ func TestFailedRejoinLosesNothing(t *testing.T) {
 
 		gate := make(chan struct{})
 		st.mu.Lock()
-		st.holdPage = gate
+		st.holdPage, st.failPage = gate, true
 		st.mu.Unlock()
-		ctx, cancel := context.WithCancel(context.Background())
 		joinErr := make(chan error, 1)
 		since := int64(0)
-		go func() { joinErr <- reg.Join(ctx, b.user, b.conn, "r", "", &since, "j") }()
+		go func() { joinErr <- reg.Join(context.Background(), b.user, b.conn, "r", "", &since, "j") }()
 		synctest.Wait()
 		a.send("r", "while b re-joins")
-		cancel()
 		close(gate)
-		err := <-joinErr
-		_ = err // the memory store reads before it looks at ctx: either outcome is fine
+		wantCode(t, <-joinErr, protocol.CodeStoreUnavailable, "")
 		a.send("r", "after")
 		frames := b.conn.take()
-		var got []int64
-		if js := ofType(frames, protocol.TypeJoined); len(js) > 0 {
-			var j protocol.Joined
-			decode(t, js[0].env, &j)
-			got = seqsOf(j.History)
+		if n := len(ofType(frames, protocol.TypeJoined)); n != 0 {
+			t.Fatalf("a failed join queued %d joined replies", n)
 		}
-		got = append(got, seqs(t, frames)...)
-		if !slices.Equal(got, span(1, 2)) {
-			t.Fatalf("b saw seqs %v (history, then live), want 1..2 each once", got)
+		if got := seqs(t, frames); !slices.Equal(got, span(1, 2)) {
+			t.Fatalf("b got seqs %v, want 1 (delivered while it re-joined) and 2", got)
 		}
 	})
 }
@@ -755,4 +749,54 @@ func seqsOf(msgs []protocol.Message) []int64 {
 		out = append(out, m.Seq)
 	}
 	return out
+}
+
+// Every broker subscription a join takes is given back when its member
+// goes: by leave, clean close, the end of a grace period, or a join that
+// failed.
+func TestSubscriptionsBalanced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newHeldStore()
+		var lb *broker.Local
+		reg := newRegistry(t, st, room.Options{Broker: func(h broker.Handler) broker.Broker {
+			lb = broker.NewLocal(st, h)
+			return lb
+		}})
+		a, b, c := connect(t, reg), connect(t, reg), connect(t, reg)
+		a.join("r")
+		a.join("s")
+		b.join("r")
+		c.join("r")
+		a.join("r") // again: no second subscription
+		if n := lb.Subscriptions(); n != 4 {
+			t.Fatalf("%d subscriptions for 4 memberships", n)
+		}
+		if err := reg.Leave(a.user, a.conn, "s", ""); err != nil {
+			t.Fatal(err)
+		}
+		b.drop(true)
+		c.drop(false)
+		if n := lb.Subscriptions(); n != 2 {
+			t.Fatalf("%d subscriptions after a leave and a clean close, want 2 (a in r, c in its grace period)", n)
+		}
+		sleep(16 * time.Second)
+		if n := lb.Subscriptions(); n != 1 {
+			t.Fatalf("%d subscriptions after c's grace period, want 1", n)
+		}
+
+		// A join whose history read fails gives its subscription back.
+		st.mu.Lock()
+		st.failPage = true
+		st.mu.Unlock()
+		d := connect(t, reg)
+		wantCode(t, reg.Join(context.Background(), d.user, d.conn, "t", "", nil, "j"), protocol.CodeStoreUnavailable, "")
+		if n := lb.Subscriptions(); n != 1 {
+			t.Fatalf("%d subscriptions after a failed join, want 1", n)
+		}
+		d.drop(true)
+		a.drop(true)
+		if n := lb.Subscriptions(); n != 0 {
+			t.Fatalf("%d subscriptions once everyone left, want 0", n)
+		}
+	})
 }

@@ -86,6 +86,9 @@ type member struct {
 	// registering and reading history; nil once the member is live.
 	pending []delivery
 	joining bool
+	// subscribed is set once the member's broker subscription is in
+	// place; removing the member gives it back.
+	subscribed bool
 	// typed is when the member's last typing event went out.
 	typed time.Time
 	// presenceSeen is the number of the last presence event the member's

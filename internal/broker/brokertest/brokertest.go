@@ -1,0 +1,296 @@
+// Package brokertest is the conformance suite every broker.Broker must
+// pass: the single-node Local and the cluster broker run the same tests
+// through Run.
+package brokertest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/broker"
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// Factory starts len(hs) nodes' brokers on one fresh, shared backing,
+// node i delivering to hs[i], and returns them with the history store the
+// nodes read. The suite asks for more than one node only when Run's nodes
+// allows it. It closes nothing: the factory registers its own cleanup.
+type Factory func(t *testing.T, hs []broker.Handler) ([]broker.Broker, store.Store)
+
+// Run runs the suite. nodes is how many nodes the broker supports sharing
+// one backing (1 for a single-node broker).
+func Run(t *testing.T, nodes int, newBrokers Factory) {
+	t.Run("SeqOrder", func(t *testing.T) { testSeqOrder(t, newBrokers) })
+	t.Run("RoomsIndependent", func(t *testing.T) { testRooms(t, newBrokers) })
+	t.Run("Dedup", func(t *testing.T) { testDedup(t, newBrokers) })
+	t.Run("SubscribeThenRead", func(t *testing.T) { testSubscribeThenRead(t, newBrokers) })
+	if nodes > 1 {
+		t.Run("AcrossNodes", func(t *testing.T) { testAcrossNodes(t, min(nodes, 3), newBrokers) })
+	}
+}
+
+// Recorder is a broker.Handler that keeps what it is given, per room.
+type Recorder struct {
+	mu    sync.Mutex
+	rooms map[string][]int64
+	wake  chan struct{}
+}
+
+// NewRecorder returns an empty Recorder.
+func NewRecorder() *Recorder {
+	return &Recorder{rooms: make(map[string][]int64), wake: make(chan struct{}, 1)}
+}
+
+// Deliver implements broker.Handler.
+func (r *Recorder) Deliver(m protocol.Message) {
+	r.mu.Lock()
+	r.rooms[m.RoomID] = append(r.rooms[m.RoomID], m.Seq)
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Seqs returns the seqs delivered for room so far, in delivery order.
+func (r *Recorder) Seqs(room string) []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.rooms[room])
+}
+
+// WaitFor waits up to 10 s for room's deliveries to reach seq last, and
+// returns them.
+func (r *Recorder) WaitFor(t testing.TB, room string, last int64) []int64 {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		got := r.Seqs(room)
+		if len(got) > 0 && got[len(got)-1] >= last {
+			return got
+		}
+		select {
+		case <-r.wake:
+		case <-deadline:
+			t.Fatalf("room %s: delivered %v within 10 s, want up to seq %d", room, tail(got), last)
+			return nil
+		}
+	}
+}
+
+func tail(s []int64) []int64 { return s[max(0, len(s)-10):] }
+
+// Msg returns a message ready to publish.
+func Msg(room, text string) protocol.Message {
+	return protocol.Message{
+		ID:      "id-" + room + "-" + text,
+		RoomID:  room,
+		From:    protocol.User{UserID: "u1", Name: "alice"},
+		Message: text,
+		TS:      time.Now().UTC().Truncate(time.Millisecond),
+	}
+}
+
+// Result is the outcome of one Publish.
+type Result struct {
+	Msg protocol.Message
+	Dup bool
+	Err error
+}
+
+// Publish publishes m and waits up to 10 s for its done.
+func Publish(t testing.TB, b broker.Broker, m protocol.Message, key string) Result {
+	t.Helper()
+	ch := make(chan Result, 1)
+	b.Publish(m, key, func(stored protocol.Message, dup bool, err error) { ch <- Result{stored, dup, err} })
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Publish(%q) did not complete within 10 s", m.Message)
+		return Result{}
+	}
+}
+
+func one(t *testing.T, newBrokers Factory) (broker.Broker, store.Store, *Recorder) {
+	rec := NewRecorder()
+	bs, st := newBrokers(t, []broker.Handler{rec})
+	return bs[0], st, rec
+}
+
+func subscribe(t testing.TB, b broker.Broker, room string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Subscribe(ctx, room); err != nil {
+		t.Fatalf("Subscribe(%s): %v", room, err)
+	}
+}
+
+func span(from, to int64) []int64 {
+	var out []int64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Publishes from many goroutines at once: every done gets its own seq,
+// 1..N between them, and the subscriber is given 1..N in order, each once.
+func testSeqOrder(t *testing.T, newBrokers Factory) {
+	b, _, rec := one(t, newBrokers)
+	subscribe(t, b, "r")
+	const writers, each = 8, 25
+	var mu sync.Mutex
+	var acked []int64
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				res := Publish(t, b, Msg("r", fmt.Sprintf("%d-%d", w, i)), "")
+				if res.Err != nil || res.Dup {
+					t.Errorf("publish: %+v", res)
+					return
+				}
+				mu.Lock()
+				acked = append(acked, res.Msg.Seq)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	const n = writers * each
+	slices.Sort(acked)
+	if !slices.Equal(acked, span(1, n)) {
+		t.Fatalf("acked seqs %v…, want 1..%d each once", tail(acked), n)
+	}
+	if got := rec.WaitFor(t, "r", n); !slices.Equal(got, span(1, n)) {
+		t.Fatalf("delivered %d seqs, not 1..%d in order: %v…", len(got), n, tail(got))
+	}
+}
+
+// Rooms have their own seqs and orders.
+func testRooms(t *testing.T, newBrokers Factory) {
+	b, _, rec := one(t, newBrokers)
+	const rooms, each = 10, 20
+	for i := range rooms {
+		subscribe(t, b, fmt.Sprint("room-", i))
+	}
+	var wg sync.WaitGroup
+	for i := range rooms {
+		wg.Go(func() {
+			for k := range each {
+				if res := Publish(t, b, Msg(fmt.Sprint("room-", i), fmt.Sprint(k)), ""); res.Err != nil || res.Msg.Seq != int64(k+1) {
+					t.Errorf("room-%d message %d: %+v", i, k, res)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range rooms {
+		room := fmt.Sprint("room-", i)
+		if got := rec.WaitFor(t, room, each); !slices.Equal(got, span(1, each)) {
+			t.Errorf("%s delivered %v, want 1..%d", room, got, each)
+		}
+	}
+}
+
+// A retried key is acked with the original and delivered once.
+func testDedup(t *testing.T, newBrokers Factory) {
+	b, _, rec := one(t, newBrokers)
+	subscribe(t, b, "r")
+	first := Publish(t, b, Msg("r", "once"), "u1\x00r\x00k1")
+	again := Publish(t, b, Msg("r", "once, retried"), "u1\x00r\x00k1")
+	other := Publish(t, b, Msg("r", "another"), "u1\x00r\x00k2")
+	if first.Err != nil || first.Dup || first.Msg.Seq != 1 {
+		t.Fatalf("first: %+v", first)
+	}
+	if again.Err != nil || !again.Dup || again.Msg.Seq != 1 || again.Msg.ID != first.Msg.ID {
+		t.Fatalf("retry: %+v, want a dup of seq 1 (%s)", again, first.Msg.ID)
+	}
+	if other.Err != nil || other.Dup || other.Msg.Seq != 2 {
+		t.Fatalf("another key: %+v", other)
+	}
+	if got := rec.WaitFor(t, "r", 2); !slices.Equal(got, []int64{1, 2}) {
+		t.Fatalf("delivered %v, want [1 2]", got)
+	}
+}
+
+// A join subscribes, then reads history: with messages published all the
+// while, the read's LastSeq and the deliveries after it leave no gap.
+func testSubscribeThenRead(t *testing.T, newBrokers Factory) {
+	b, st, rec := one(t, newBrokers)
+	const n = 300
+	stop := make(chan struct{})
+	published := make(chan int64, 1)
+	go func() {
+		var last int64
+		defer func() { published <- last }()
+		for i := range n {
+			if i == n/2 {
+				close(stop) // halfway: let the reader subscribe
+			}
+			res := Publish(t, b, Msg("r", fmt.Sprint(i)), "")
+			if res.Err != nil {
+				t.Errorf("publish %d: %v", i, res.Err)
+				return
+			}
+			last = res.Msg.Seq
+		}
+	}()
+	<-stop
+	subscribe(t, b, "r")
+	info, err := st.Room(context.Background(), "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := <-published
+	if last != n {
+		t.Fatalf("last seq %d, want %d", last, n)
+	}
+	got := rec.WaitFor(t, "r", n)
+	after := slices.DeleteFunc(got, func(s int64) bool { return s <= info.LastSeq })
+	if !slices.Equal(after, span(info.LastSeq+1, n)) {
+		t.Fatalf("read lastSeq %d, then delivered %v…: a gap or repeat", info.LastSeq, tail(after))
+	}
+}
+
+// Messages published on any node reach every node subscribed, in one
+// order.
+func testAcrossNodes(t *testing.T, nodes int, newBrokers Factory) {
+	recs := make([]*Recorder, nodes)
+	hs := make([]broker.Handler, nodes)
+	for i := range recs {
+		recs[i] = NewRecorder()
+		hs[i] = recs[i]
+	}
+	bs, _ := newBrokers(t, hs)
+	for _, b := range bs {
+		subscribe(t, b, "r")
+	}
+	const each = 50
+	var wg sync.WaitGroup
+	for i, b := range bs {
+		wg.Go(func() {
+			for k := range each {
+				if res := Publish(t, b, Msg("r", fmt.Sprintf("%d-%d", i, k)), ""); res.Err != nil {
+					t.Errorf("node %d publish: %v", i, res.Err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	n := int64(nodes * each)
+	for i, rec := range recs {
+		if got := rec.WaitFor(t, "r", n); !slices.Equal(got, span(1, n)) {
+			t.Errorf("node %d delivered %v…, want 1..%d in order", i, tail(got), n)
+		}
+	}
+}
