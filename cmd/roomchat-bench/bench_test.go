@@ -55,8 +55,8 @@ func checkCounts(t *testing.T, res fanoutResult, cfg fanoutConfig) {
 	if res.Disconnects != 0 || res.ServerErrors != 0 {
 		t.Errorf("disconnects %d, server errors %d, want 0 (%s)", res.Disconnects, res.ServerErrors, res.Why)
 	}
-	if res.P50 <= 0 || res.P50 > res.P99 || res.P99 > res.Max {
-		t.Errorf("latency not ordered: p50 %v p99 %v max %v", res.P50, res.P99, res.Max)
+	if res.P50 <= 0 || res.P50 > res.P99 || res.P99 > res.P999 || res.P999 > res.Max {
+		t.Errorf("latency not ordered: p50 %v p99 %v p99.9 %v max %v", res.P50, res.P99, res.P999, res.Max)
 	}
 	if res.OfferedDeliveries != res.OfferedMsgs*float64(cfg.Members) {
 		t.Errorf("offered deliveries %v, want %v × %d", res.OfferedDeliveries, res.OfferedMsgs, cfg.Members)
@@ -75,6 +75,32 @@ func TestFanoutBaseline(t *testing.T) {
 		t.Errorf("emitted %d results, want 1", len(emitted))
 	}
 	checkCounts(t, res, cfg)
+}
+
+// TestLatencyFromSchedule stalls one sender for a known time at its first
+// measured message. The messages it owed meanwhile go out late, so their
+// latency, taken from their scheduled send time, includes the stall: max
+// must be at least the stall. Latency taken from the moment of writing
+// would hide it (coordinated omission) and fail this test.
+func TestLatencyFromSchedule(t *testing.T) {
+	tg := newRelayServer(t)
+	cfg := smallFanout()
+	cfg.Duration = 2 * time.Second
+	const stall = time.Second
+	var once sync.Once
+	cfg.beforeWrite = func(sender int, measured bool) {
+		if sender == 0 && measured {
+			once.Do(func() { time.Sleep(stall) })
+		}
+	}
+	res, err := runFanout(t.Context(), tg, cfg, func(any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounts(t, res, cfg)
+	if want := ms(stall); res.Max < want {
+		t.Errorf("max latency %.1f ms after a %v stall of the sender, want at least %.0f ms", res.Max, stall, want)
+	}
 }
 
 func TestFanoutRoomchatProtocol(t *testing.T) {
@@ -194,6 +220,7 @@ func TestSummary(t *testing.T) {
 		idleResult{Kind: "idle", Target: "roomchat", PerConn: 11000, Conns: 19500, Rate: 7000},
 		idleResult{Kind: "idle", Target: "baseline", PerConn: 33000, Conns: 19500, Rate: 6000},
 		compare(fanoutResult{Scenario: "100x100", Target: "roomchat", MaxDelivered: 90}, fanoutResult{MaxDelivered: 100}, true, "baseline"),
+		compare(fanoutResult{Scenario: "100x100@20k", Target: "roomchat", P99: 8.1, P999: 12.5, Max: 40.2}, fanoutResult{P99: 5}, false, "baseline"),
 		churnResult{Kind: "churn", Target: "roomchat", Cycles: 100000, Why: "heap"},
 	} {
 		j, err := jsonMarshal(v)
@@ -213,6 +240,7 @@ func TestSummary(t *testing.T) {
 		"11000 B at 19500 conns",
 		"0.900x (90/s)",
 		"7000/s vs 6000/s",
+		"8.10 ms (p99.9 12.50, max 40.2)",
 		"no result",
 		"MISSED",
 	} {
@@ -324,4 +352,28 @@ func newFakeRoomchat(t *testing.T) *httptest.Server {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// TestOutputLatency checks that the table and -json both carry p50, p99,
+// p99.9 and max of a fan-out window, and of a comparison.
+func TestOutputLatency(t *testing.T) {
+	res := fanoutResult{Kind: "fanout", Target: "roomchat", Scenario: "2x3", P50: 1.25, P90: 2.5, P99: 3.75, P999: 12.5, Max: 40.25, Pass: true}
+	cmp := compare(res, fanoutResult{P99: 1, P999: 2, Max: 3}, false, "baseline")
+	for _, tc := range []struct {
+		json bool
+		want []string
+	}{
+		{false, []string{"p50ms", "p99ms", "p99.9ms", "maxms", " 1.25 ", " 3.75 ", " 12.50 ", " 40.2 ", "p99.9 12.50 vs 2.00 ms, max 40.2 vs 3.0 ms"}},
+		{true, []string{`"p50ms":1.25`, `"p99ms":3.75`, `"p999ms":12.5`, `"maxms":40.25`, `"versusP999ms":2`, `"versusMaxms":3`}},
+	} {
+		var b bytes.Buffer
+		o := output{w: &b, json: tc.json}
+		o.emit(res)
+		o.emit(cmp)
+		for _, w := range tc.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("json=%v: output lacks %q:\n%s", tc.json, w, b.String())
+			}
+		}
+	}
 }

@@ -18,6 +18,8 @@ type chartPoint struct {
 	Scenario string  `json:"scenario"`
 	Offered  float64 `json:"offeredDeliveriesPerSec"`
 	P99      float64 `json:"p99ms"`
+	P999     float64 `json:"p999ms"`
+	Max      float64 `json:"maxms"`
 	Pass     bool    `json:"pass"`
 }
 
@@ -151,8 +153,8 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 				if !p.Pass {
 					fill = "white"
 				}
-				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s" stroke="%s"><title>%s: %.0f offered/s, p99 %.2f ms</title></circle>`+"\n",
-					lx(p.Offered), ly(p.P99), fill, col, html.EscapeString(t), p.Offered, p.P99)
+				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s" stroke="%s"><title>%s: %.0f offered/s, p99 %.2f ms, p99.9 %.2f ms, max %.1f ms</title></circle>`+"\n",
+					lx(p.Offered), ly(p.P99), fill, col, html.EscapeString(t), p.Offered, p.P99, p.P999, p.Max)
 			}
 			fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d" dominant-baseline="middle">%s</text>`+"\n",
 				plotW+12, plotW+32, 10+j*18, 10+j*18, col, plotW+38, 10+j*18, html.EscapeString(t))

@@ -302,13 +302,18 @@ type ratioResult struct {
 	Ratio    float64 `json:"ratio"`
 	P99      float64 `json:"p99ms,omitzero"`
 	BaseP99  float64 `json:"versusP99ms,omitzero"`
+	P999     float64 `json:"p999ms,omitzero"`
+	BaseP999 float64 `json:"versusP999ms,omitzero"`
+	Max      float64 `json:"maxms,omitzero"`
+	BaseMax  float64 `json:"versusMaxms,omitzero"`
 	// Noisy is set when other processes took over 0.25 cores during
 	// either figure's window: rerun before believing the ratio.
 	Noisy bool `json:"noisy,omitzero"`
 }
 
 func compare(rc, bl fanoutResult, findMax bool, versus string) ratioResult {
-	r := ratioResult{Kind: "ratio", Scenario: rc.Scenario, Target: rc.Target, Versus: versus, P99: rc.P99, BaseP99: bl.P99}
+	r := ratioResult{Kind: "ratio", Scenario: rc.Scenario, Target: rc.Target, Versus: versus,
+		P99: rc.P99, BaseP99: bl.P99, P999: rc.P999, BaseP999: bl.P999, Max: rc.Max, BaseMax: bl.Max}
 	if findMax {
 		r.Metric, r.Roomchat, r.Baseline = "maxDeliveredPerSec", rc.MaxDelivered, bl.MaxDelivered
 	} else {
@@ -385,12 +390,12 @@ func (o *output) table(v any) {
 				fmt.Fprintf(o.w, "=> %s %s: no step passed\n", r.Target, r.Scenario)
 				return
 			}
-			fmt.Fprintf(o.w, "=> %s %s: max sustained %.0f deliveries/s (p99 %.1f ms, %.0f msgs/s in)\n",
-				r.Target, r.Scenario, r.MaxDelivered, r.P99, r.SentMsgs)
+			fmt.Fprintf(o.w, "=> %s %s: max sustained %.0f deliveries/s (p99 %.1f ms, p99.9 %.1f ms, max %.1f ms, %.0f msgs/s in)\n",
+				r.Target, r.Scenario, r.MaxDelivered, r.P99, r.P999, r.Max, r.SentMsgs)
 			return
 		}
-		hdr(fmt.Sprintf("%-15s %-9s %4s %9s %11s %11s %8s %8s %8s %8s %7s %5s %5s %5s %s",
-			"target", "scenario", "step", "rate/snd", "offered/s", "delivered/s", "p50ms", "p90ms", "p99ms", "maxms", "loss", "gen", "srv", "oth", "result"))
+		hdr(fmt.Sprintf("%-15s %-9s %4s %9s %11s %11s %8s %8s %8s %8s %8s %7s %5s %5s %5s %s",
+			"target", "scenario", "step", "rate/snd", "offered/s", "delivered/s", "p50ms", "p90ms", "p99ms", "p99.9ms", "maxms", "loss", "gen", "srv", "oth", "result"))
 		res := "ok"
 		if !r.Pass {
 			res = "FAIL " + r.Why
@@ -402,16 +407,16 @@ func (o *output) table(v any) {
 		if r.ServerCPU > 0 {
 			srv = fmt.Sprintf("%.2f", r.ServerCPU)
 		}
-		fmt.Fprintf(o.w, "%-15s %-9s %4d %9.2f %11.0f %11.0f %8.2f %8.2f %8.2f %8.1f %7d %5.2f %5s %5.2f %s\n",
-			r.Target, r.Scenario, r.Step, r.Rate, r.OfferedDeliveries, r.Delivered, r.P50, r.P90, r.P99, r.Max, r.Loss, r.GenCPU, srv, r.OtherCPU, res)
+		fmt.Fprintf(o.w, "%-15s %-9s %4d %9.2f %11.0f %11.0f %8.2f %8.2f %8.2f %8.2f %8.1f %7d %5.2f %5s %5.2f %s\n",
+			r.Target, r.Scenario, r.Step, r.Rate, r.OfferedDeliveries, r.Delivered, r.P50, r.P90, r.P99, r.P999, r.Max, r.Loss, r.GenCPU, srv, r.OtherCPU, res)
 	case ratioResult:
 		o.header = ""
 		noisy := ""
 		if r.Noisy {
 			noisy = " NOISY: other processes were busy, rerun"
 		}
-		fmt.Fprintf(o.w, "=> %s %s: %s %.0f vs %s %.0f = %.3fx (p99 %.2f ms vs %.2f ms)%s\n",
-			r.Target, r.Scenario, r.Metric, r.Roomchat, r.Versus, r.Baseline, r.Ratio, r.P99, r.BaseP99, noisy)
+		fmt.Fprintf(o.w, "=> %s %s: %s %.0f vs %s %.0f = %.3fx (p99 %.2f vs %.2f ms, p99.9 %.2f vs %.2f ms, max %.1f vs %.1f ms)%s\n",
+			r.Target, r.Scenario, r.Metric, r.Roomchat, r.Versus, r.Baseline, r.Ratio, r.P99, r.BaseP99, r.P999, r.BaseP999, r.Max, r.BaseMax, noisy)
 	case idleResult:
 		o.header = ""
 		fmt.Fprintf(o.w, "idle %s: %d conns in %d rooms (requested %d, %d source addr)\n", r.Target, r.Conns, r.Rooms, r.Requested, r.SrcAddrs)

@@ -4,13 +4,14 @@ import "bytes"
 
 // A bench message is exactly msgSize bytes of ASCII text:
 //
-//	rcb:<19-digit unix ns send time>:<phase>:<padding x…>
+//	rcb:<19-digit unix ns scheduled send time>:<phase>:<padding x…>
 //
 // The marker lets a receiver find the timestamp with one bytes.Index in a
 // roomchat msg event (or in each line of a batch) without decoding JSON, and
-// the phase byte tells measured messages ('m') from warm-up ones ('w'), so
-// that warm-up traffic still arriving in the measured window is neither
-// counted as a measured delivery nor as loss. The text needs no JSON
+// the phase byte tells a round's measured messages ('A'…'Z', one letter
+// per round) from warm-up ones ('w'), so that warm-up traffic or an earlier
+// round's stragglers arriving in the measured window are neither counted
+// as measured deliveries nor as loss. The text needs no JSON
 // escaping, so the relay and roomchat carry the same 64 bytes.
 const (
 	msgSize     = 64
@@ -20,14 +21,11 @@ const (
 	minMsgSize  = phaseOffset + 2
 )
 
-const (
-	phaseWarmup  = 'w'
-	phaseMeasure = 'm'
-)
+const phaseWarmup = 'w'
 
 var markerBytes = []byte(marker)
 
-// fillMsg writes a bench message with send time ns and phase into b, which
+// fillMsg writes a bench message with scheduled send time ns and phase into b, which
 // must be msgSize long and whose padding fillMsg leaves alone after the
 // first call (newMsgBuf prepares it).
 func fillMsg(b []byte, ns int64, phase byte) {
