@@ -82,18 +82,3 @@ func scanMsgs(frame []byte, fn func(ns int64, phase byte)) (n int) {
 		frame = frame[len(marker):]
 	}
 }
-
-// appendJSONString is strconv.AppendQuote's JSON cousin for the few strings
-// the generator sends (room IDs and bench text: plain ASCII).
-func appendJSONString(b []byte, s []byte) []byte {
-	b = append(b, '"')
-	for _, c := range s {
-		if c == '"' || c == '\\' || c < 0x20 {
-			b = append(b, `\u00`...)
-			b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&15])
-			continue
-		}
-		b = append(b, c)
-	}
-	return append(b, '"')
-}
