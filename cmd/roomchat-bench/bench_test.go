@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/go-json-experiment/json"
 
 	"github.com/roomchat/roomchat/internal/protocol"
 )
@@ -191,7 +192,7 @@ func TestChart(t *testing.T) {
 	}
 	var b bytes.Buffer
 	for _, l := range lines {
-		j, _ := jsonMarshal(l)
+		j, _ := json.Marshal(l)
 		b.Write(append(j, '\n'))
 	}
 	b.WriteString("not json\n")
@@ -223,7 +224,7 @@ func TestSummary(t *testing.T) {
 		compare(fanoutResult{Scenario: "100x100@20k", Target: "roomchat", P99: 8.1, P999: 12.5, Max: 40.2}, fanoutResult{P99: 5}, false, "baseline"),
 		churnResult{Kind: "churn", Target: "roomchat", Cycles: 100000, Why: "heap"},
 	} {
-		j, err := jsonMarshal(v)
+		j, err := json.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
 		}

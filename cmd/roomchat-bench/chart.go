@@ -3,12 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"html"
 	"math"
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/go-json-experiment/json"
 )
 
 // chartPoint is the part of a fanout result the chart plots.
@@ -45,7 +48,7 @@ func writeChart(in, out string) error {
 			continue
 		}
 		var p chartPoint
-		if jsonUnmarshal(line, &p) != nil || p.Kind != "fanout" || p.Offered <= 0 {
+		if json.Unmarshal(line, &p) != nil || p.Kind != "fanout" || p.Offered <= 0 {
 			continue
 		}
 		// "100x100@20k" (a fixed-rate run) belongs in the 100x100 panel.
@@ -134,7 +137,7 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 		slices.Sort(names)
 		for j, t := range names {
 			pts := slices.Clone(targets[t])
-			slices.SortFunc(pts, func(a, b chartPoint) int { return cmpFloat(a.Offered, b.Offered) })
+			slices.SortFunc(pts, func(a, b chartPoint) int { return cmp.Compare(a.Offered, b.Offered) })
 			col := chartColors[t]
 			if col == "" {
 				col = "#16a34a"
@@ -164,16 +167,6 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // niceCeil rounds v up to 1, 2 or 5 times a power of ten.

@@ -159,8 +159,6 @@ func newDialerAddrs(addrs, perAddr int) *dialer {
 	return d
 }
 
-func (d *dialer) sourceAddrs() int { return len(d.clients) }
-
 // dial opens connection number i to rawURL. The handshake is bounded by ctx.
 func (d *dialer) dial(ctx context.Context, i int, rawURL string) (*websocket.Conn, error) {
 	cl := d.clients[(i/d.perAddr)%len(d.clients)]

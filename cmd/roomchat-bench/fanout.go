@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -357,7 +358,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 		why = append(why, *e)
 	}
 	res.Pass = len(why) == 0
-	res.Why = joinWhy(why)
+	res.Why = strings.Join(why, "; ")
 	var notes []string
 	if res.GenCPU > 0.85 {
 		notes = append(notes, "generator near one core: it may be the limit")
@@ -368,7 +369,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 	if res.OtherCPU > noisyCores && cfg.PID > 0 {
 		notes = append(notes, fmt.Sprintf("other processes used %.2f cores: noisy", res.OtherCPU))
 	}
-	res.Note = joinWhy(notes)
+	res.Note = strings.Join(notes, "; ")
 	r.cur.Store(nil)
 	return res
 }
@@ -499,7 +500,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 	if err := r.setup(ctx, d, gen); err != nil {
 		return fanoutResult{}, err
 	}
-	defer func() { r.teardown() }()
+	defer r.teardown()
 
 	if !cfg.FindMax {
 		res := r.runRound(ctx, cfg.Rate, 0)
@@ -572,17 +573,6 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 	}
 	emit(sum)
 	return sum, ctx.Err()
-}
-
-func joinWhy(s []string) string {
-	var b bytes.Buffer
-	for i, x := range s {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(x)
-	}
-	return b.String()
 }
 
 func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }

@@ -28,6 +28,8 @@ import (
 	"slices"
 	"syscall"
 	"time"
+
+	"github.com/go-json-experiment/json"
 )
 
 func main() {
@@ -358,7 +360,7 @@ func (o *output) close() {
 }
 
 func (o *output) emit(v any) {
-	line, err := jsonMarshal(v)
+	line, err := json.Marshal(v)
 	if err != nil {
 		o.err = err
 		return

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/go-json-experiment/json"
 )
 
 // summaryRecord is the union of the fields the budget needs from any
@@ -50,7 +52,7 @@ func writeSummary(in string, w io.Writer) error {
 			continue
 		}
 		var r summaryRecord
-		if jsonUnmarshal(line, &r) == nil {
+		if json.Unmarshal(line, &r) == nil {
 			recs = append(recs, r)
 		}
 	}

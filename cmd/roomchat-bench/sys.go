@@ -14,13 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/go-json-experiment/json"
 )
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 // selfCPU is this process's user+system CPU time so far (getrusage).
 func selfCPU() time.Duration {
