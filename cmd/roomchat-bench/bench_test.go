@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-json-experiment/json"
 
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/relay"
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 
@@ -22,7 +23,7 @@ import (
 
 func newRelayServer(t *testing.T) *target {
 	t.Helper()
-	srv := httptest.NewServer(newRelay())
+	srv := httptest.NewServer(relay.New())
 	t.Cleanup(srv.Close)
 	tg, err := parseTarget(srv.URL, kindRelay)
 	if err != nil {
@@ -263,7 +264,7 @@ func newFakeRoomchat(t *testing.T) *httptest.Server {
 		seq   int64
 	)
 	h := http.NewServeMux()
-	h.HandleFunc("GET /metrics", newRelay().ServeHTTP)
+	h.HandleFunc("GET /metrics", relay.New().ServeHTTP)
 	h.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
 		batch := r.URL.Query().Get("batch") == "1"
 		ws, err := websocket.Accept(w, r, nil)

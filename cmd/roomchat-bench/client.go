@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -339,4 +341,12 @@ func closeAll(conns []*conn) {
 			c.ws.CloseNow()
 		}
 	}
+}
+
+// randID names a run's rooms, so that two runs against one server never
+// share a room.
+func randID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

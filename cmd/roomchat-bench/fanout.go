@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 
@@ -283,16 +284,16 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 	// stop at end.
 	sleepUntil(ctx, measureAt)
 	rd.inWindow.Store(true)
-	cpu0 := selfCPU()
-	srv0 := procCPU(cfg.PID)
-	all0 := machineBusy()
+	cpu0 := proc.SelfCPU()
+	srv0 := proc.CPU(cfg.PID)
+	all0 := proc.MachineBusy()
 	t0 := time.Now()
 	sleepUntil(ctx, end)
 	rd.inWindow.Store(false)
 	window := time.Since(t0)
-	cpu1 := selfCPU()
-	srv1 := procCPU(cfg.PID)
-	all1 := machineBusy()
+	cpu1 := proc.SelfCPU()
+	srv1 := proc.CPU(cfg.PID)
+	all1 := proc.MachineBusy()
 	senders.Wait()
 
 	expected := rd.sent.Load() * int64(cfg.Members)
@@ -447,9 +448,9 @@ func waitQuiet(ctx context.Context, pid int, maxWait time.Duration) bool {
 	}
 	deadline := time.Now().Add(maxWait)
 	for ctx.Err() == nil {
-		a0, s0, p0, t0 := machineBusy(), selfCPU(), procCPU(pid), time.Now()
+		a0, s0, p0, t0 := proc.MachineBusy(), proc.SelfCPU(), proc.CPU(pid), time.Now()
 		sleepUntil(ctx, t0.Add(500*time.Millisecond))
-		a1, s1, p1 := machineBusy(), selfCPU(), procCPU(pid)
+		a1, s1, p1 := proc.MachineBusy(), proc.SelfCPU(), proc.CPU(pid)
 		if a0 < 0 || a1 < 0 {
 			return true // no /proc/stat: cannot tell
 		}
@@ -491,7 +492,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 		return fanoutResult{}, err
 	}
 	n := cfg.Rooms * cfg.Members
-	if lim := fdLimit(); n+100 > lim {
+	if lim := proc.RaiseFDLimit(); n+100 > lim {
 		return fanoutResult{}, fmt.Errorf("%d connections need more than this process's open-files limit (%d)", n, lim)
 	}
 	r := &fanoutRun{cfg: cfg, t: t, runID: randID()}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
 )
 
 type idleConfig struct {
@@ -52,13 +54,13 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error)
 		return idleResult{}, errors.New("-hold must be in [0, 1h]")
 	}
 	res := idleResult{Kind: "idle", Target: t.name(), Requested: cfg.Conns, Conns: cfg.Conns}
-	lim := fdLimit()
+	lim := proc.RaiseFDLimit()
 	if max := lim - fdReserve; res.Conns > max {
 		res.Conns = max
 		res.Capped = fmt.Sprintf("capped by this process's open-files limit (RLIMIT_NOFILE %d, %d kept in reserve)", lim, fdReserve)
 	}
 	if cfg.PID > 0 {
-		if sl := procFDLimit(cfg.PID); sl > 0 && res.Conns > sl-100 {
+		if sl := proc.FDLimit(cfg.PID); sl > 0 && res.Conns > sl-100 {
 			res.Conns = sl - 100
 			res.Capped = fmt.Sprintf("capped by the server's open-files limit (%d)", sl)
 		}
@@ -74,7 +76,7 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error)
 	mem := func() (int64, error) {
 		if cfg.PID > 0 {
 			res.Source = "VmRSS"
-			return procStatus(cfg.PID, "VmRSS")
+			return proc.Status(cfg.PID, "VmRSS")
 		}
 		res.Source = "/metrics"
 		m, err := scrapeMetrics(ctx, t.httpURL("/metrics"))
@@ -102,8 +104,8 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error)
 	d := newDialer(res.Conns)
 	res.SrcAddrs = len(d.clients)
 	runID := randID()
-	cpu0 := selfCPU()
-	srv0 := procCPU(cfg.PID)
+	cpu0 := proc.SelfCPU()
+	srv0 := proc.CPU(cfg.PID)
 	t0 := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	conns, err := connectAll(cctx, d, t, res.Conns, cfg.Par, func(i int) string {
@@ -115,8 +117,8 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error)
 	}
 	res.ConnectS = round3(time.Since(t0).Seconds())
 	res.Rate = round1(float64(res.Conns) / time.Since(t0).Seconds())
-	res.GenCPU = round3((selfCPU() - cpu0).Seconds())
-	if srv1 := procCPU(cfg.PID); srv0 >= 0 && srv1 >= 0 {
+	res.GenCPU = round3((proc.SelfCPU() - cpu0).Seconds())
+	if srv1 := proc.CPU(cfg.PID); srv0 >= 0 && srv1 >= 0 {
 		res.SrvCPU = round3((srv1 - srv0).Seconds())
 	}
 

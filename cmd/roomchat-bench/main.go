@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -30,7 +31,12 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json"
+
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/relay"
 )
+
+var errUsage = errors.New("usage")
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -101,10 +107,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *maxTime <= 0 {
 			return errors.New("-max-time must be positive")
 		}
+		if err := checkLoopback(*addr); err != nil {
+			return err
+		}
+		proc.RaiseFDLimit()
+		ln, err := net.Listen("tcp", *addr)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", *addr, err)
+		}
 		log := slog.New(slog.NewTextHandler(stderr, nil))
+		log.Info("listening", "addr", ln.Addr().String(), "pid", os.Getpid())
 		ctx, cancel := context.WithTimeout(ctx, *maxTime)
 		defer cancel()
-		return runBaseline(ctx, *addr, log)
+		return relay.Serve(ctx, ln)
 
 	case "fanout":
 		var cfg fanoutConfig
