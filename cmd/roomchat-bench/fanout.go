@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 
@@ -66,48 +67,6 @@ func (c fanoutConfig) validate() error {
 		return errors.New("-step must be > 1 and -max-steps in [1, 200]")
 	}
 	return nil
-}
-
-// fanoutResult is one measured window (kind "fanout") or a find-max summary
-// (kind "fanout-max"). Rates are per second of the measured window.
-type fanoutResult struct {
-	Kind     string `json:"kind"`
-	Target   string `json:"target"`
-	Scenario string `json:"scenario"`
-	Step     int    `json:"step,omitzero"`
-
-	Rooms   int     `json:"rooms"`
-	Members int     `json:"members"`
-	Senders int     `json:"senders"`
-	Rate    float64 `json:"ratePerSender"`
-	Seconds float64 `json:"seconds"`
-
-	OfferedMsgs       float64 `json:"offeredMsgsPerSec"`
-	OfferedDeliveries float64 `json:"offeredDeliveriesPerSec"`
-	SentMsgs          float64 `json:"sentMsgsPerSec"`
-	Delivered         float64 `json:"deliveredPerSec"`
-
-	Sent     int64   `json:"sentMsgs"`
-	Expected int64   `json:"expectedDeliveries"`
-	Received int64   `json:"receivedDeliveries"`
-	Loss     int64   `json:"loss"`
-	LossPct  float64 `json:"lossPct"`
-
-	P50  float64 `json:"p50ms"`
-	P90  float64 `json:"p90ms"`
-	P99  float64 `json:"p99ms"`
-	P999 float64 `json:"p999ms"`
-	Max  float64 `json:"maxms"`
-
-	Disconnects  int64   `json:"disconnects"`
-	ServerErrors int64   `json:"serverErrors"`
-	GenCPU       float64 `json:"generatorCPU"`                // cores used by this process in the window
-	ServerCPU    float64 `json:"serverCPU,omitzero"`          // cores used by -pid in the window
-	OtherCPU     float64 `json:"otherCPU"`                    // cores used by everything else (the server too without -pid)
-	Pass         bool    `json:"pass"`                        // p99 within limit, no loss, rate offered, no disconnects
-	Why          string  `json:"why,omitzero"`                // why it did not pass
-	Note         string  `json:"note,omitzero"`               // e.g. generator saturated
-	MaxDelivered float64 `json:"maxDeliveredPerSec,omitzero"` // fanout-max: highest passing step
 }
 
 // round holds the counters of one step. Readers find the current round
@@ -251,7 +210,7 @@ func msgFrame(k kind) (frame, msg []byte) {
 
 // runRound sends at rate msgs/s per sender for warm-up plus the window, then
 // waits (bounded by Drain) for the measured deliveries to arrive.
-func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanoutResult {
+func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report.Fanout {
 	cfg := r.cfg
 	r.rounds++
 	quiet := waitQuiet(ctx, cfg.PID, cfg.QuietWait)
@@ -305,7 +264,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 
 	secs := window.Seconds()
 	offered := rate * float64(totalSenders)
-	res := fanoutResult{
+	res := report.Fanout{
 		Kind: "fanout", Target: r.t.name(), Scenario: cfg.Label, Step: step,
 		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders, Rate: round3(rate),
 		Seconds:           round3(secs),
@@ -487,19 +446,19 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 // runFanout runs cfg against t: one window at cfg.Rate, or with FindMax a
 // rising series of windows. emit gets every window's result as it ends; the
 // return value is the last window (fixed rate) or the find-max summary.
-func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any)) (fanoutResult, error) {
+func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any)) (report.Fanout, error) {
 	if err := cfg.validate(); err != nil {
-		return fanoutResult{}, err
+		return report.Fanout{}, err
 	}
 	n := cfg.Rooms * cfg.Members
 	if lim := proc.RaiseFDLimit(); n+100 > lim {
-		return fanoutResult{}, fmt.Errorf("%d connections need more than this process's open-files limit (%d)", n, lim)
+		return report.Fanout{}, fmt.Errorf("%d connections need more than this process's open-files limit (%d)", n, lim)
 	}
 	r := &fanoutRun{cfg: cfg, t: t, runID: randID()}
 	d := newDialer(n)
 	gen := 0
 	if err := r.setup(ctx, d, gen); err != nil {
-		return fanoutResult{}, err
+		return report.Fanout{}, err
 	}
 	defer r.teardown()
 
@@ -511,7 +470,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 
 	// find-max: multiply the rate by Step while windows pass, then bisect
 	// between the last pass and the first failure Refine times.
-	var best *fanoutResult
+	var best *report.Fanout
 	lo, hi := 0.0, 0.0 // last passing and first failing per-sender rates
 	rate := cfg.Rate
 	refined, retried := 0, 0
@@ -539,7 +498,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 			r.teardown()
 			gen++
 			if err := r.setup(ctx, d, gen); err != nil {
-				return fanoutResult{}, err
+				return report.Fanout{}, err
 			}
 		} else if !res.Pass {
 			// Let a backlog behind a failing step clear before the next.
@@ -563,7 +522,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 		refined++
 		rate = (lo + hi) / 2
 	}
-	sum := fanoutResult{Kind: "fanout-max", Target: t.name(), Scenario: cfg.Label,
+	sum := report.Fanout{Kind: "fanout-max", Target: t.name(), Scenario: cfg.Label,
 		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders}
 	if best != nil {
 		sum = *best

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 )
 
 type idleConfig struct {
@@ -18,42 +19,18 @@ type idleConfig struct {
 	Par   int
 }
 
-// idleResult is kind "idle": the server's memory per idle joined connection
-// and the connect+join rate.
-type idleResult struct {
-	Kind      string  `json:"kind"`
-	Target    string  `json:"target"`
-	Requested int     `json:"requestedConns"`
-	Conns     int     `json:"conns"`
-	Rooms     int     `json:"rooms"`
-	Capped    string  `json:"capped,omitzero"` // why Conns < Requested
-	SrcAddrs  int     `json:"sourceAddrs"`
-	Source    string  `json:"memorySource"` // "VmRSS" or "/metrics"
-	Before    int64   `json:"rssBeforeBytes"`
-	After     int64   `json:"rssAfterBytes"`
-	PerConn   float64 `json:"bytesPerConn"`
-	Rate      float64 `json:"connectJoinPerSec"`
-	ConnectS  float64 `json:"connectSeconds"`
-	GoBefore  float64 `json:"goroutinesBefore,omitzero"`
-	GoAfter   float64 `json:"goroutinesAfter,omitzero"`
-	HeapAfter float64 `json:"heapInuseAfterBytes,omitzero"`
-	Dropped   int64   `json:"droppedDuringHold"`
-	GenCPU    float64 `json:"generatorCPUSecondsConnect"`
-	SrvCPU    float64 `json:"serverCPUSecondsConnect,omitzero"`
-}
-
 // fdReserve is what this process keeps for itself besides the benchmark
 // connections (stdio, metrics scrapes, the runtime).
 const fdReserve = 500
 
-func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error) {
+func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error) {
 	if cfg.Conns < 1 || cfg.Conns > 1_000_000 {
-		return idleResult{}, errors.New("-conns must be in [1, 1000000]")
+		return report.Idle{}, errors.New("-conns must be in [1, 1000000]")
 	}
 	if cfg.Hold < 0 || cfg.Hold > time.Hour {
-		return idleResult{}, errors.New("-hold must be in [0, 1h]")
+		return report.Idle{}, errors.New("-hold must be in [0, 1h]")
 	}
-	res := idleResult{Kind: "idle", Target: t.name(), Requested: cfg.Conns, Conns: cfg.Conns}
+	res := report.Idle{Kind: "idle", Target: t.name(), Requested: cfg.Conns, Conns: cfg.Conns}
 	lim := proc.RaiseFDLimit()
 	if max := lim - fdReserve; res.Conns > max {
 		res.Conns = max

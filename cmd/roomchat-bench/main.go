@@ -21,19 +21,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"slices"
 	"syscall"
 	"time"
 
-	"github.com/go-json-experiment/json"
-
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/relay"
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 )
 
 var errUsage = errors.New("usage")
@@ -74,12 +71,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd, args := args[0], args[1:]
 	fs := flag.NewFlagSet("roomchat-bench "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var o output
-	o.w = stdout
-	var cpuprofile string
+	o := &report.Writer{W: stdout}
+	var cpuprofile, file string
 	addOut := func() {
-		fs.BoolVar(&o.json, "json", false, "print one JSON object per result instead of a table")
-		fs.StringVar(&o.file, "o", "", "also append one JSON object per result to this file")
+		fs.BoolVar(&o.JSON, "json", false, "print one JSON object per result instead of a table")
+		fs.StringVar(&file, "o", "", "also append one JSON object per result to this file")
 		fs.StringVar(&cpuprofile, "cpuprofile", "", "write the generator's own CPU profile to this file")
 	}
 	defer func() {
@@ -159,13 +155,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := cfg.validate(); err != nil {
 			return err
 		}
-		if err := o.open(); err != nil {
+		if err := o.Open(file); err != nil {
 			return err
 		}
 		if err := startProfile(); err != nil {
 			return err
 		}
-		defer o.close()
+		defer o.Close()
 		// Same scenario, same run, one server after the other: roomchat,
 		// roomchat with the in-memory store, the relay.
 		type run struct {
@@ -173,7 +169,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			kind  kind
 			label string
 			pid   int
-			res   *fanoutResult
+			res   *report.Fanout
 		}
 		runs := []*run{
 			{url: *server, kind: kindRoomchat, pid: cfg.PID},
@@ -192,22 +188,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			t.label = rn.label
 			c := cfg
 			c.PID = rn.pid
-			r, err := runFanout(ctx, t, c, o.emit)
+			r, err := runFanout(ctx, t, c, o.Emit)
 			if err != nil {
 				return fmt.Errorf("fanout %s: %w", t.name(), err)
 			}
 			rn.res = &r
 		}
 		if rc, bl := runs[0].res, runs[2].res; rc != nil && bl != nil {
-			o.emit(compare(*rc, *bl, cfg.FindMax, "baseline"))
+			o.Emit(compare(*rc, *bl, cfg.FindMax, "baseline"))
 		}
 		if rm, bl := runs[1].res, runs[2].res; rm != nil && bl != nil {
-			o.emit(compare(*rm, *bl, cfg.FindMax, "baseline"))
+			o.Emit(compare(*rm, *bl, cfg.FindMax, "baseline"))
 		}
 		if rc, rm := runs[0].res, runs[1].res; rc != nil && rm != nil {
-			o.emit(compare(*rc, *rm, cfg.FindMax, rm.Target))
+			o.Emit(compare(*rc, *rm, cfg.FindMax, rm.Target))
 		}
-		return o.err
+		return o.Close()
 
 	case "idle":
 		var cfg idleConfig
@@ -227,19 +223,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := o.open(); err != nil {
+		if err := o.Open(file); err != nil {
 			return err
 		}
 		if err := startProfile(); err != nil {
 			return err
 		}
-		defer o.close()
+		defer o.Close()
 		res, err := runIdle(ctx, t, cfg)
 		if err != nil {
 			return fmt.Errorf("idle: %w", err)
 		}
-		o.emit(res)
-		return o.err
+		o.Emit(res)
+		return o.Close()
 
 	case "churn":
 		var cfg churnConfig
@@ -260,27 +256,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := o.open(); err != nil {
+		if err := o.Open(file); err != nil {
 			return err
 		}
 		if err := startProfile(); err != nil {
 			return err
 		}
-		defer o.close()
+		defer o.Close()
 		res, err := runChurn(ctx, t, cfg)
 		if err != nil {
-			o.emit(res)
+			o.Emit(res)
 			return fmt.Errorf("churn: %w", err)
 		}
-		o.emit(res)
-		return o.err
+		o.Emit(res)
+		return o.Close()
 
 	case "summary":
 		in := fs.String("in", "", "JSON-lines results (from -json or -o)")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		return writeSummary(*in, stdout)
+		return report.WriteSummary(*in, stdout)
 
 	case "chart":
 		in := fs.String("in", "", "JSON-lines results (from -json or -o)")
@@ -288,7 +284,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		return writeChart(*in, *out)
+		return report.WriteChart(*in, *out)
 
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -305,31 +301,8 @@ func pick(relay bool) kind {
 	return kindRoomchat
 }
 
-// ratioResult is kind "ratio": one target's figure over another's (the
-// baseline relay, or roomchat with the in-memory store), measured in the
-// same run.
-type ratioResult struct {
-	Kind     string  `json:"kind"`
-	Scenario string  `json:"scenario"`
-	Target   string  `json:"target"`
-	Versus   string  `json:"versus"`
-	Metric   string  `json:"metric"`
-	Roomchat float64 `json:"value"`
-	Baseline float64 `json:"versusValue"`
-	Ratio    float64 `json:"ratio"`
-	P99      float64 `json:"p99ms,omitzero"`
-	BaseP99  float64 `json:"versusP99ms,omitzero"`
-	P999     float64 `json:"p999ms,omitzero"`
-	BaseP999 float64 `json:"versusP999ms,omitzero"`
-	Max      float64 `json:"maxms,omitzero"`
-	BaseMax  float64 `json:"versusMaxms,omitzero"`
-	// Noisy is set when other processes took over 0.25 cores during
-	// either figure's window: rerun before believing the ratio.
-	Noisy bool `json:"noisy,omitzero"`
-}
-
-func compare(rc, bl fanoutResult, findMax bool, versus string) ratioResult {
-	r := ratioResult{Kind: "ratio", Scenario: rc.Scenario, Target: rc.Target, Versus: versus,
+func compare(rc, bl report.Fanout, findMax bool, versus string) report.Ratio {
+	r := report.Ratio{Kind: "ratio", Scenario: rc.Scenario, Target: rc.Target, Versus: versus,
 		P99: rc.P99, BaseP99: bl.P99, P999: rc.P999, BaseP999: bl.P999, Max: rc.Max, BaseMax: bl.Max}
 	if findMax {
 		r.Metric, r.Roomchat, r.Baseline = "maxDeliveredPerSec", rc.MaxDelivered, bl.MaxDelivered
@@ -341,130 +314,4 @@ func compare(rc, bl fanoutResult, findMax bool, versus string) ratioResult {
 	}
 	r.Noisy = rc.OtherCPU > noisyCores || bl.OtherCPU > noisyCores
 	return r
-}
-
-// output prints results as a table (or JSON lines) and appends JSON lines
-// to a file.
-type output struct {
-	w      io.Writer
-	json   bool
-	file   string
-	f      *os.File
-	err    error
-	header string
-}
-
-func (o *output) open() error {
-	if o.file == "" {
-		return nil
-	}
-	f, err := os.OpenFile(o.file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("open results file: %w", err)
-	}
-	o.f = f
-	return nil
-}
-
-func (o *output) close() {
-	if o.f != nil {
-		if err := o.f.Close(); err != nil && o.err == nil {
-			o.err = err
-		}
-	}
-}
-
-func (o *output) emit(v any) {
-	line, err := json.Marshal(v)
-	if err != nil {
-		o.err = err
-		return
-	}
-	if o.f != nil {
-		if _, err := o.f.Write(append(line, '\n')); err != nil && o.err == nil {
-			o.err = err
-		}
-	}
-	if o.json {
-		o.w.Write(append(line, '\n'))
-		return
-	}
-	o.table(v)
-}
-
-func (o *output) table(v any) {
-	hdr := func(h string) {
-		if o.header != h {
-			fmt.Fprintln(o.w, h)
-			o.header = h
-		}
-	}
-	switch r := v.(type) {
-	case fanoutResult:
-		if r.Kind == "fanout-max" {
-			o.header = ""
-			if r.MaxDelivered == 0 {
-				fmt.Fprintf(o.w, "=> %s %s: no step passed\n", r.Target, r.Scenario)
-				return
-			}
-			fmt.Fprintf(o.w, "=> %s %s: max sustained %.0f deliveries/s (p99 %.1f ms, p99.9 %.1f ms, max %.1f ms, %.0f msgs/s in)\n",
-				r.Target, r.Scenario, r.MaxDelivered, r.P99, r.P999, r.Max, r.SentMsgs)
-			return
-		}
-		hdr(fmt.Sprintf("%-15s %-9s %4s %9s %11s %11s %8s %8s %8s %8s %8s %7s %5s %5s %5s %s",
-			"target", "scenario", "step", "rate/snd", "offered/s", "delivered/s", "p50ms", "p90ms", "p99ms", "p99.9ms", "maxms", "loss", "gen", "srv", "oth", "result"))
-		res := "ok"
-		if !r.Pass {
-			res = "FAIL " + r.Why
-		}
-		if r.Note != "" {
-			res += " (" + r.Note + ")"
-		}
-		srv := "-"
-		if r.ServerCPU > 0 {
-			srv = fmt.Sprintf("%.2f", r.ServerCPU)
-		}
-		fmt.Fprintf(o.w, "%-15s %-9s %4d %9.2f %11.0f %11.0f %8.2f %8.2f %8.2f %8.2f %8.1f %7d %5.2f %5s %5.2f %s\n",
-			r.Target, r.Scenario, r.Step, r.Rate, r.OfferedDeliveries, r.Delivered, r.P50, r.P90, r.P99, r.P999, r.Max, r.Loss, r.GenCPU, srv, r.OtherCPU, res)
-	case ratioResult:
-		o.header = ""
-		noisy := ""
-		if r.Noisy {
-			noisy = " NOISY: other processes were busy, rerun"
-		}
-		fmt.Fprintf(o.w, "=> %s %s: %s %.0f vs %s %.0f = %.3fx (p99 %.2f vs %.2f ms, p99.9 %.2f vs %.2f ms, max %.1f vs %.1f ms)%s\n",
-			r.Target, r.Scenario, r.Metric, r.Roomchat, r.Versus, r.Baseline, r.Ratio, r.P99, r.BaseP99, r.P999, r.BaseP999, r.Max, r.BaseMax, noisy)
-	case idleResult:
-		o.header = ""
-		fmt.Fprintf(o.w, "idle %s: %d conns in %d rooms (requested %d, %d source addr)\n", r.Target, r.Conns, r.Rooms, r.Requested, r.SrcAddrs)
-		if r.Capped != "" {
-			fmt.Fprintf(o.w, "  NOTE: %s\n", r.Capped)
-		}
-		fmt.Fprintf(o.w, "  server memory (%s): %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
-			r.Source, float64(r.Before)/(1<<20), float64(r.After)/(1<<20), r.PerConn, r.PerConn/1024)
-		fmt.Fprintf(o.w, "  connect+join: %.0f/s (%.2f s; CPU: generator %.2f s, server %.2f s); dropped while held: %d\n", r.Rate, r.ConnectS, r.GenCPU, r.SrvCPU, r.Dropped)
-		if r.GoAfter > 0 {
-			fmt.Fprintf(o.w, "  server goroutines %.0f -> %.0f (%.2f per conn), heap in use %.1f MiB\n",
-				r.GoBefore, r.GoAfter, (r.GoAfter-r.GoBefore)/float64(r.Conns), r.HeapAfter/(1<<20))
-		}
-	case churnResult:
-		o.header = ""
-		fmt.Fprintf(o.w, "churn %s: %d cycles (%d failed) in %.1f s = %.0f cycles/s\n", r.Target, r.Cycles, r.Failed, r.Seconds, r.Rate)
-		if r.FirstError != "" {
-			fmt.Fprintf(o.w, "  first error: %s\n", r.FirstError)
-		}
-		verdict := "returned to baseline"
-		if !r.Returned {
-			verdict = "NOT back to baseline: " + r.Why
-		}
-		fmt.Fprintf(o.w, "  goroutines %.0f -> peak %.0f -> %.0f; heap in use %.1f -> peak %.1f -> %.1f MiB\n",
-			r.GoBefore, r.GoPeak, r.GoAfter, r.HeapBefore/(1<<20), r.HeapPeak/(1<<20), r.HeapAfter/(1<<20))
-		fmt.Fprintf(o.w, "  %s (waited %.1f s, %.0f server GCs meanwhile)", verdict, r.SettleS, r.GCs)
-		for _, k := range slices.Sorted(maps.Keys(r.Gauges)) {
-			fmt.Fprintf(o.w, "; %s %.0f", k, r.Gauges[k])
-		}
-		fmt.Fprintln(o.w)
-	default:
-		fmt.Fprintf(o.w, "%+v\n", v)
-	}
 }

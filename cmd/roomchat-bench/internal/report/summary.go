@@ -1,14 +1,9 @@
-package main
+package report
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"io"
-	"os"
 	"strings"
-
-	"github.com/go-json-experiment/json"
 )
 
 // summaryRecord is the union of the fields the budget needs from any
@@ -34,29 +29,12 @@ type summaryRecord struct {
 	Noisy    bool    `json:"noisy"`
 }
 
-// writeSummary checks the results in file in against issue 6's budget and
+// WriteSummary checks the results in file in against issue 6's budget and
 // prints one line per item; the last result of each kind wins. Items with no
 // result say so. It reports, it does not fail: these are benchmark numbers.
-func writeSummary(in string, w io.Writer) error {
-	f, err := os.Open(in)
+func WriteSummary(in string, w io.Writer) error {
+	recs, err := readJSONLines[summaryRecord](in)
 	if err != nil {
-		return fmt.Errorf("summary: %w", err)
-	}
-	defer f.Close()
-	var recs []summaryRecord
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for n := 0; sc.Scan() && n < 1_000_000; n++ {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 || line[0] != '{' {
-			continue
-		}
-		var r summaryRecord
-		if json.Unmarshal(line, &r) == nil {
-			recs = append(recs, r)
-		}
-	}
-	if err := sc.Err(); err != nil {
 		return fmt.Errorf("summary: %w", err)
 	}
 	last := func(match func(r summaryRecord) bool) *summaryRecord {

@@ -1,17 +1,14 @@
-package main
+package report
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"fmt"
 	"html"
+	"maps"
 	"math"
 	"os"
 	"slices"
 	"strings"
-
-	"github.com/go-json-experiment/json"
 )
 
 // chartPoint is the part of a fanout result the chart plots.
@@ -26,29 +23,21 @@ type chartPoint struct {
 	Pass     bool    `json:"pass"`
 }
 
-// writeChart reads JSON-lines results and writes an SVG with one panel per
+// WriteChart reads JSON-lines results and writes an SVG with one panel per
 // fan-out scenario: p99 latency (log scale) against offered deliveries/s,
 // one line per target (roomchat, roomchat+batch, baseline), failed steps
 // drawn hollow, and the find-max limit of 250 ms dashed.
-func writeChart(in, out string) error {
+func WriteChart(in, out string) error {
 	if in == "" {
 		return fmt.Errorf("chart needs -in")
 	}
-	f, err := os.Open(in)
+	points, err := readJSONLines[chartPoint](in)
 	if err != nil {
 		return fmt.Errorf("chart: %w", err)
 	}
-	defer f.Close()
 	series := map[string]map[string][]chartPoint{} // scenario → target → points
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for n := 0; sc.Scan() && n < 1_000_000; n++ {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 || line[0] != '{' {
-			continue
-		}
-		var p chartPoint
-		if json.Unmarshal(line, &p) != nil || p.Kind != "fanout" || p.Offered <= 0 {
+	for _, p := range points {
+		if p.Kind != "fanout" || p.Offered <= 0 {
 			continue
 		}
 		// "100x100@20k" (a fixed-rate run) belongs in the 100x100 panel.
@@ -57,9 +46,6 @@ func writeChart(in, out string) error {
 			series[scn] = map[string][]chartPoint{}
 		}
 		series[scn][p.Target] = append(series[scn][p.Target], p)
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("chart: read %s: %w", in, err)
 	}
 	if len(series) == 0 {
 		return fmt.Errorf("chart: %s has no fanout results", in)
@@ -78,11 +64,7 @@ var chartColors = map[string]string{
 }
 
 func renderChart(series map[string]map[string][]chartPoint) string {
-	scenarios := make([]string, 0, len(series))
-	for s := range series {
-		scenarios = append(scenarios, s)
-	}
-	slices.Sort(scenarios)
+	scenarios := slices.Sorted(maps.Keys(series))
 	const (
 		w, ph       = 720, 300 // width, panel height
 		ml, mr      = 70, 150  // margins: left (axis labels), right (legend)
@@ -130,11 +112,7 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">offered deliveries/s</text>`+"\n", plotW/2, plotH+36)
 		fmt.Fprintf(&b, `<text transform="translate(-52,%d) rotate(-90)" text-anchor="middle">p99 latency (ms, log)</text>`+"\n", plotH/2)
 
-		names := make([]string, 0, len(targets))
-		for t := range targets {
-			names = append(names, t)
-		}
-		slices.Sort(names)
+		names := slices.Sorted(maps.Keys(targets))
 		for j, t := range names {
 			pts := slices.Clone(targets[t])
 			slices.SortFunc(pts, func(a, b chartPoint) int { return cmp.Compare(a.Offered, b.Offered) })
