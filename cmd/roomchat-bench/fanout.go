@@ -538,3 +538,20 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }
 func round1(f float64) float64   { return math.Round(f*10) / 10 }
 func round3(f float64) float64   { return math.Round(f*1000) / 1000 }
+
+// compare is rc's figure over bl's, measured in the same run: max
+// sustained deliveries/s with findMax, else delivered/s at the fixed rate.
+func compare(rc, bl report.Fanout, findMax bool, versus string) report.Ratio {
+	r := report.Ratio{Kind: "ratio", Scenario: rc.Scenario, Target: rc.Target, Versus: versus,
+		P99: rc.P99, BaseP99: bl.P99, P999: rc.P999, BaseP999: bl.P999, Max: rc.Max, BaseMax: bl.Max}
+	if findMax {
+		r.Metric, r.Roomchat, r.Baseline = "maxDeliveredPerSec", rc.MaxDelivered, bl.MaxDelivered
+	} else {
+		r.Metric, r.Roomchat, r.Baseline = "deliveredPerSec", rc.Delivered, bl.Delivered
+	}
+	if r.Baseline > 0 {
+		r.Ratio = round3(r.Roomchat / r.Baseline)
+	}
+	r.Noisy = rc.OtherCPU > noisyCores || bl.OtherCPU > noisyCores
+	return r
+}
