@@ -189,25 +189,6 @@ func closeAllClean(conns []*conn, par int, limit time.Duration) {
 	wg.Wait()
 }
 
-// msgFrame returns the frame a sender writes, and the msgSize bytes in it
-// that hold the bench message: for the relay the frame is the raw message,
-// for roomchat a msg frame encoded from protocol.Send. The frame is a
-// template: it is encoded once per sender, and each message only rewrites
-// the timestamp digits and the phase byte in place (fillMsg). Encoding a
-// frame per message would cost ~1.7 µs and 7 allocations each against
-// ~0.12 µs and none (BenchmarkMsgFrame on the project's machine), on the
-// generator's one core that also reads every delivery. The bench message
-// needs no JSON escaping, so it appears in the encoded frame byte for byte.
-func msgFrame(k kind) (frame, msg []byte) {
-	msg = newMsgBuf()
-	if k == kindRelay {
-		return msg, msg
-	}
-	frame = protocol.Encode(protocol.TypeMsg, "", protocol.Send{Message: string(msg)})
-	i := bytes.Index(frame, markerBytes)
-	return frame, frame[i : i+msgSize]
-}
-
 // runRound sends at rate msgs/s per sender for warm-up plus the window, then
 // waits (bounded by Drain) for the measured deliveries to arrive.
 func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report.Fanout {

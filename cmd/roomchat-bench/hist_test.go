@@ -86,32 +86,3 @@ func TestQuantileEmptyAndSkewed(t *testing.T) {
 		t.Errorf("p99.9 = %v, want about 3s", got)
 	}
 }
-
-func TestParseMetrics(t *testing.T) {
-	m := parseMetrics([]byte("# HELP go_goroutines x\n# TYPE go_goroutines gauge\ngo_goroutines 42\n" +
-		"process_resident_memory_bytes 1.2345e+07\nfoo{a=\"1\"} 2\nfoo{a=\"2\"} 3\n"))
-	if m["go_goroutines"] != 42 || m["process_resident_memory_bytes"] != 12345000 || m["foo"] != 5 {
-		t.Errorf("parseMetrics = %v", m)
-	}
-}
-
-func TestLoopbackOnly(t *testing.T) {
-	for _, tc := range []struct {
-		in string
-		ok bool
-	}{
-		{"ws://127.0.0.1:8080", true},
-		{"http://127.0.0.9:80", true},
-		{"127.0.0.1:1", true},
-		{"ws://localhost:8080", true},
-		{"ws://10.0.0.1:8080", false},
-		{"ws://example.com:80", false},
-		{"ws://[::1]:80", false},
-		{"wss://127.0.0.1:80", false},
-	} {
-		_, err := parseTarget(tc.in, kindRoomchat)
-		if (err == nil) != tc.ok {
-			t.Errorf("parseTarget(%q) err = %v, want ok=%v", tc.in, err, tc.ok)
-		}
-	}
-}
