@@ -64,27 +64,78 @@ svg="bench-results/$stamp-latency.svg"
   echo "# go $(go env GOVERSION); open files $(ulimit -n); load $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$txt"
 
-# start NAME CMD... starts a server on CPU 0 with GOMAXPROCS=1 and sets
-# $addr and $pid once it logged msg=listening (at most 15 s).
+# free_port prints a TCP port on 127.0.0.1 on which nothing listens now.
+# It picks from 20000-29999: below Linux's ephemeral range (32768-60999),
+# so neither the generator's outgoing connections nor a server or test
+# elsewhere that listens on port 0 is handed it by the kernel.
+free_port() {
+  local p
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 10000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+  done
+  echo "bench: no free port on 127.0.0.1 in 20000-29999 after 100 tries" >&2
+  return 1
+}
+
+# healthy ADDR reports whether http://ADDR/healthz answers 200 (roomchatd
+# and the relay both serve it), waiting at most 1 s for the answer. It
+# speaks HTTP through bash's /dev/tcp, so it needs no curl.
+healthy() {
+  (
+    exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
+    printf 'GET /healthz HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" >&3
+    IFS= read -r -t 1 status <&3 || exit 1
+    case $status in "HTTP/1."[01]" 200 "*) exit 0 ;; esac
+    exit 1
+  ) 2>/dev/null
+}
+
+# listens PID PORT reports whether process PID holds a socket listening on
+# TCP port PORT (from /proc/net/tcp and /proc/PID/fd; no ss or lsof). It
+# tells our server from another process that took the port meanwhile.
+listens() {
+  local inode
+  for inode in $(awk -v p="$(printf ':%04X' "$2")" \
+    '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' /proc/net/tcp); do
+    ls -l "/proc/$1/fd" 2>/dev/null | grep -qF "socket:[$inode]" && return 0
+  done
+  return 1
+}
+
+# start NAME CMD... starts a server on CPU 0 with GOMAXPROCS=1, told by
+# -addr to listen on a free loopback port, and sets $addr and $pid once it
+# listens there and http://$addr/healthz answers. It gives up after 15 s,
+# or as soon as the server exits (e.g. because it could not listen), and
+# shows its log.
 start() {
-  local name=$1
+  local name=$1 port t0=$SECONDS why=""
   shift
-  GOMAXPROCS=1 taskset -c 0 "$@" 2>"$tmp/$name.log" &
+  port=$(free_port)
+  addr=127.0.0.1:$port
+  GOMAXPROCS=1 taskset -c 0 "$@" -addr "$addr" 2>"$tmp/$name.log" &
   pid=$!
   pids+=("$pid")
-  addr=""
-  for _ in $(seq 150); do
-    addr=$(grep -m1 -o 'msg=listening addr=[0-9.:]*' "$tmp/$name.log" 2>/dev/null | sed 's/.*addr=//' || true)
-    [ -n "$addr" ] && break
-    kill -0 "$pid" 2>/dev/null || break
+  until listens "$pid" "$port" && healthy "$addr"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      why="exited before it answered on http://$addr/healthz"
+      break
+    fi
+    if ((SECONDS - t0 >= 15)); then
+      why="did not answer on http://$addr/healthz within 15 s"
+      break
+    fi
     sleep 0.1
   done
-  if [ -z "$addr" ]; then
-    echo "bench: $name did not start:" >&2
+  if [ -n "$why" ]; then
+    echo "bench: $name $why; its log:" >&2
     cat "$tmp/$name.log" >&2
     exit 1
   fi
-  echo "# $name: pid $pid on $addr: $*" | tee -a "$txt"
+  echo "# $name: pid $pid on $addr: $* -addr $addr" | tee -a "$txt"
 }
 
 # stop PID stops one server we started and waits for it.
@@ -110,11 +161,11 @@ want() { case " $only " in *" $1 "*) return 0 ;; esac; return 1; }
 fan=(-duration "$duration" -warmup "$warmup" -drain 3s)
 
 if want fanout100 || want fanout1000 || want batch || want fixed; then
-  start baseline "$bench" baseline -addr 127.0.0.1:0
+  start baseline "$bench" baseline
   bl=$addr bpid=$pid
-  start roomchatd-sqlite "$tmp/roomchatd" -addr 127.0.0.1:0 -rate 0 -db "$tmp/bench.db"
+  start roomchatd-sqlite "$tmp/roomchatd" -rate 0 -db "$tmp/bench.db"
   rc=$addr rpid=$pid
-  start roomchatd-mem "$tmp/roomchatd" -addr 127.0.0.1:0 -rate 0 -db :memory:
+  start roomchatd-mem "$tmp/roomchatd" -rate 0 -db :memory:
   rm_=$addr mpid=$pid
 
   # 100 rooms x 100 members, one sender each: find the max sustained
@@ -143,17 +194,17 @@ fi
 # Idle memory per joined connection and connect+join rate: a fresh server
 # each, so the RSS delta is the connections' alone.
 if want idle; then
-  start baseline "$bench" baseline -addr 127.0.0.1:0
+  start baseline "$bench" baseline
   gen idle -relay -server "ws://$addr" -pid "$pid" -conns "$conns" -hold 10s
   stop "$pid"
-  start roomchatd-sqlite "$tmp/roomchatd" -addr 127.0.0.1:0 -rate 0 -db "$tmp/idle.db"
+  start roomchatd-sqlite "$tmp/roomchatd" -rate 0 -db "$tmp/idle.db"
   gen idle -server "ws://$addr" -pid "$pid" -conns "$conns" -hold 10s
   stop "$pid"
 fi
 
 # Churn: connect, join, leave, close; goroutines and heap must come back.
 if want churn; then
-  start roomchatd-sqlite "$tmp/roomchatd" -addr 127.0.0.1:0 -rate 0 -db "$tmp/churn.db"
+  start roomchatd-sqlite "$tmp/roomchatd" -rate 0 -db "$tmp/churn.db"
   gen churn -server "ws://$addr" -cycles "$cycles" -par 16 -settle "$settle"
   stop "$pid"
 fi

@@ -1,18 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/relay"
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 
@@ -21,7 +21,7 @@ import (
 
 func newRelayServer(t *testing.T) *target {
 	t.Helper()
-	srv := httptest.NewServer(newRelay())
+	srv := httptest.NewServer(relay.New())
 	t.Cleanup(srv.Close)
 	tg, err := parseTarget(srv.URL, kindRelay)
 	if err != nil {
@@ -40,7 +40,7 @@ func smallFanout() fanoutConfig {
 
 // checkCounts asserts what holds however fast the machine is: nothing lost,
 // and every measured message reached every member of its room.
-func checkCounts(t *testing.T, res fanoutResult, cfg fanoutConfig) {
+func checkCounts(t *testing.T, res report.Fanout, cfg fanoutConfig) {
 	t.Helper()
 	sent := res.Sent
 	if sent == 0 {
@@ -55,8 +55,8 @@ func checkCounts(t *testing.T, res fanoutResult, cfg fanoutConfig) {
 	if res.Disconnects != 0 || res.ServerErrors != 0 {
 		t.Errorf("disconnects %d, server errors %d, want 0 (%s)", res.Disconnects, res.ServerErrors, res.Why)
 	}
-	if res.P50 <= 0 || res.P50 > res.P99 || res.P99 > res.Max {
-		t.Errorf("latency not ordered: p50 %v p99 %v max %v", res.P50, res.P99, res.Max)
+	if res.P50 <= 0 || res.P50 > res.P99 || res.P99 > res.P999 || res.P999 > res.Max {
+		t.Errorf("latency not ordered: p50 %v p99 %v p99.9 %v max %v", res.P50, res.P99, res.P999, res.Max)
 	}
 	if res.OfferedDeliveries != res.OfferedMsgs*float64(cfg.Members) {
 		t.Errorf("offered deliveries %v, want %v × %d", res.OfferedDeliveries, res.OfferedMsgs, cfg.Members)
@@ -75,6 +75,32 @@ func TestFanoutBaseline(t *testing.T) {
 		t.Errorf("emitted %d results, want 1", len(emitted))
 	}
 	checkCounts(t, res, cfg)
+}
+
+// TestLatencyFromSchedule stalls one sender for a known time at its first
+// measured message. The messages it owed meanwhile go out late, so their
+// latency, taken from their scheduled send time, includes the stall: max
+// must be at least the stall. Latency taken from the moment of writing
+// would hide it (coordinated omission) and fail this test.
+func TestLatencyFromSchedule(t *testing.T) {
+	tg := newRelayServer(t)
+	cfg := smallFanout()
+	cfg.Duration = 2 * time.Second
+	const stall = time.Second
+	var once sync.Once
+	cfg.beforeWrite = func(sender int, measured bool) {
+		if sender == 0 && measured {
+			once.Do(func() { time.Sleep(stall) })
+		}
+	}
+	res, err := runFanout(t.Context(), tg, cfg, func(any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCounts(t, res, cfg)
+	if want := ms(stall); res.Max < want {
+		t.Errorf("max latency %.1f ms after a %v stall of the sender, want at least %.0f ms", res.Max, stall, want)
+	}
 }
 
 func TestFanoutRoomchatProtocol(t *testing.T) {
@@ -101,9 +127,9 @@ func TestFindMaxBounded(t *testing.T) {
 	cfg := smallFanout()
 	cfg.FindMax, cfg.Duration, cfg.Warmup, cfg.MaxSteps = true, 300*time.Millisecond, 100*time.Millisecond, 2
 	var steps int
-	var sum fanoutResult
+	var sum report.Fanout
 	_, err := runFanout(t.Context(), tg, cfg, func(v any) {
-		r := v.(fanoutResult)
+		r := v.(report.Fanout)
 		if r.Kind == "fanout" {
 			steps++
 		} else {
@@ -154,74 +180,6 @@ func TestChurnRoomchatProtocol(t *testing.T) {
 	}
 }
 
-func TestChart(t *testing.T) {
-	dir := t.TempDir()
-	in := dir + "/r.jsonl"
-	lines := []fanoutResult{
-		{Kind: "fanout", Target: "baseline", Scenario: "100x100", OfferedDeliveries: 10000, P99: 3, Pass: true},
-		{Kind: "fanout", Target: "baseline", Scenario: "100x100", OfferedDeliveries: 20000, P99: 300},
-		{Kind: "fanout", Target: "roomchat", Scenario: "100x100", OfferedDeliveries: 10000, P99: 5, Pass: true},
-		{Kind: "fanout-max", Target: "roomchat", Scenario: "100x100"},
-	}
-	var b bytes.Buffer
-	for _, l := range lines {
-		j, _ := jsonMarshal(l)
-		b.Write(append(j, '\n'))
-	}
-	b.WriteString("not json\n")
-	if err := os.WriteFile(in, b.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := dir + "/c.svg"
-	if err := writeChart(in, out); err != nil {
-		t.Fatal(err)
-	}
-	svg, _ := os.ReadFile(out)
-	for _, want := range []string{"<svg", "fan-out 100x100", "roomchat", "baseline", "</svg>"} {
-		if !bytes.Contains(svg, []byte(want)) {
-			t.Errorf("chart lacks %q", want)
-		}
-	}
-	if n := bytes.Count(svg, []byte("<circle")); n != 3 {
-		t.Errorf("chart has %d points, want 3", n)
-	}
-}
-
-func TestSummary(t *testing.T) {
-	in := t.TempDir() + "/r.jsonl"
-	var b bytes.Buffer
-	for _, v := range []any{
-		idleResult{Kind: "idle", Target: "roomchat", PerConn: 11000, Conns: 19500, Rate: 7000},
-		idleResult{Kind: "idle", Target: "baseline", PerConn: 33000, Conns: 19500, Rate: 6000},
-		compare(fanoutResult{Scenario: "100x100", Target: "roomchat", MaxDelivered: 90}, fanoutResult{MaxDelivered: 100}, true, "baseline"),
-		churnResult{Kind: "churn", Target: "roomchat", Cycles: 100000, Why: "heap"},
-	} {
-		j, err := jsonMarshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Write(append(j, '\n'))
-	}
-	if err := os.WriteFile(in, b.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if err := writeSummary(in, &out); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{
-		"11000 B at 19500 conns",
-		"0.900x (90/s)",
-		"7000/s vs 6000/s",
-		"no result",
-		"MISSED",
-	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("summary lacks %q:\n%s", want, out.String())
-		}
-	}
-}
-
 // newFakeRoomchat serves the part of SPEC §4 the bench speaks: welcome,
 // join → joined, msg → a msg event to every member, leave → left, with
 // ?batch=1 packing queued events into one frame. It stands in for roomchatd
@@ -234,7 +192,7 @@ func newFakeRoomchat(t *testing.T) *httptest.Server {
 		seq   int64
 	)
 	h := http.NewServeMux()
-	h.HandleFunc("GET /metrics", newRelay().ServeHTTP)
+	h.HandleFunc("GET /metrics", relay.New().ServeHTTP)
 	h.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
 		batch := r.URL.Query().Get("batch") == "1"
 		ws, err := websocket.Accept(w, r, nil)

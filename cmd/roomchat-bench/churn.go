@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 )
 
 type churnConfig struct {
@@ -25,30 +27,6 @@ type churnConfig struct {
 	HeapSlack float64
 }
 
-// churnResult is kind "churn".
-type churnResult struct {
-	Kind       string  `json:"kind"`
-	Target     string  `json:"target"`
-	Cycles     int64   `json:"cycles"`
-	Failed     int64   `json:"failed"`
-	FirstError string  `json:"firstError,omitzero"`
-	Seconds    float64 `json:"seconds"`
-	Rate       float64 `json:"cyclesPerSec"`
-	GoBefore   float64 `json:"goroutinesBefore"`
-	GoAfter    float64 `json:"goroutinesAfter"`
-	GoPeak     float64 `json:"goroutinesPeak"`
-	HeapBefore float64 `json:"heapInuseBeforeBytes"`
-	HeapAfter  float64 `json:"heapInuseAfterBytes"`
-	HeapPeak   float64 `json:"heapInusePeakBytes"`
-	SettleS    float64 `json:"settleSeconds"`
-	// GCs counts the server's garbage collections while settling: a heap
-	// that stays up across several is retained, not merely uncollected.
-	GCs      float64            `json:"gcsWhileSettling"`
-	Gauges   map[string]float64 `json:"serverGaugesAfter,omitzero"`
-	Returned bool               `json:"returnedToBaseline"`
-	Why      string             `json:"why,omitzero"`
-}
-
 // heapMetric names the heap gauge read from /metrics (client_golang's Go
 // collector and the relay both export it).
 const heapMetric = "go_memstats_heap_inuse_bytes"
@@ -56,8 +34,8 @@ const heapMetric = "go_memstats_heap_inuse_bytes"
 // gcMetric counts completed GC cycles (client_golang's summary count).
 const gcMetric = "go_gc_duration_seconds_count"
 
-func runChurn(ctx context.Context, t *target, cfg churnConfig) (churnResult, error) {
-	res := churnResult{Kind: "churn", Target: t.name()}
+func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, error) {
+	res := report.Churn{Kind: "churn", Target: t.name()}
 	if cfg.Cycles < 1 || cfg.Cycles > 10_000_000 || cfg.Par < 1 || cfg.Par > 1000 {
 		return res, errors.New("-cycles must be in [1, 1e7] and -par in [1, 1000]")
 	}

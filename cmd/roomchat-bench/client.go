@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -159,8 +161,6 @@ func newDialerAddrs(addrs, perAddr int) *dialer {
 	return d
 }
 
-func (d *dialer) sourceAddrs() int { return len(d.clients) }
-
 // dial opens connection number i to rawURL. The handshake is bounded by ctx.
 func (d *dialer) dial(ctx context.Context, i int, rawURL string) (*websocket.Conn, error) {
 	cl := d.clients[(i/d.perAddr)%len(d.clients)]
@@ -208,16 +208,6 @@ func (c *conn) readFrame(ctx context.Context) ([]byte, error) {
 	return b, nil
 }
 
-// rcEvent is the part of a roomchat event the setup phase looks at.
-type rcEvent struct {
-	Type    string `json:"type"`
-	Payload struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-		RoomID  string `json:"roomID"`
-	} `json:"payload"`
-}
-
 // connect opens connection i to room on t and, for roomchat, reads welcome,
 // sends join and waits for joined (SPEC §4). Everything is bounded by ctx.
 func connect(ctx context.Context, d *dialer, t *target, i int, room string) (*conn, error) {
@@ -233,8 +223,7 @@ func connect(ctx context.Context, d *dialer, t *target, i int, room string) (*co
 		ws.CloseNow()
 		return nil, err
 	}
-	join := appendJSONString([]byte(`{"type":"join","payload":{"roomID":`), []byte(room))
-	join = append(join, "}}"...)
+	join := protocol.Encode(protocol.TypeJoin, "", protocol.Join{RoomID: room})
 	if err := ws.Write(ctx, websocket.MessageText, join); err != nil {
 		ws.CloseNow()
 		return nil, fmt.Errorf("send join: %w", err)
@@ -248,9 +237,8 @@ func connect(ctx context.Context, d *dialer, t *target, i int, room string) (*co
 
 // leave sends leave for c's room and waits for left.
 func (c *conn) leave(ctx context.Context) error {
-	b := appendJSONString([]byte(`{"type":"leave","payload":{"roomID":`), []byte(c.room))
-	b = append(b, "}}"...)
-	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+	leave := protocol.Encode(protocol.TypeLeave, "", protocol.RoomRef{RoomID: c.room})
+	if err := c.ws.Write(ctx, websocket.MessageText, leave); err != nil {
 		return fmt.Errorf("send leave: %w", err)
 	}
 	return c.expect(ctx, protocol.TypeLeft, c.room)
@@ -265,18 +253,30 @@ func (c *conn) expect(ctx context.Context, typ, room string) error {
 			return fmt.Errorf("waiting for %s: %w", typ, err)
 		}
 		for _, ev := range protocol.SplitBatch(f) {
-			if !bytes.Contains(ev, []byte(`"`+typ+`"`)) && !bytes.Contains(ev, []byte(`"error"`)) {
+			// Skip what cannot be either without decoding it.
+			if !bytes.Contains(ev, []byte(`"`+typ+`"`)) && !bytes.Contains(ev, []byte(`"`+protocol.TypeError+`"`)) {
 				continue
 			}
-			var e rcEvent
-			if err := jsonUnmarshal(ev, &e); err != nil {
-				return fmt.Errorf("waiting for %s: bad event %.200q: %w", typ, ev, err)
+			env, perr := protocol.DecodeEnvelope(ev)
+			if perr != nil {
+				return fmt.Errorf("waiting for %s: bad event %.200q: %w", typ, ev, perr)
 			}
-			if e.Type == protocol.TypeError {
-				return fmt.Errorf("waiting for %s: server error %s: %s", typ, e.Payload.Code, e.Payload.Message)
-			}
-			if e.Type == typ && (room == "" || e.Payload.RoomID == room) {
-				return nil
+			switch env.Type {
+			case protocol.TypeError:
+				var pe protocol.Error
+				if perr := protocol.DecodePayload(env, &pe); perr != nil {
+					return fmt.Errorf("waiting for %s: bad error event %.200q: %w", typ, ev, perr)
+				}
+				return fmt.Errorf("waiting for %s: server error %w", typ, &pe)
+			case typ:
+				// Every reply the bench waits for names its room.
+				var ref protocol.RoomRef
+				if perr := protocol.DecodePayload(env, &ref); perr != nil {
+					return fmt.Errorf("waiting for %s: bad event %.200q: %w", typ, ev, perr)
+				}
+				if room == "" || ref.RoomID == room {
+					return nil
+				}
 			}
 		}
 	}
@@ -341,4 +341,12 @@ func closeAll(conns []*conn) {
 			c.ws.CloseNow()
 		}
 	}
+}
+
+// randID names a run's rooms, so that two runs against one server never
+// share a room.
+func randID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

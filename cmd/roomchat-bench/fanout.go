@@ -6,11 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
+	"github.com/roomchat/roomchat/internal/protocol"
 )
 
 // fanoutConfig is one fan-out scenario. Every member of a room, senders
@@ -39,6 +44,11 @@ type fanoutConfig struct {
 	// which other processes took over noisyCores, before counting it.
 	RetryNoisy int
 	Label      string // scenario name in reports, e.g. "100x100"
+
+	// beforeWrite, when set, runs before each message a sender writes,
+	// with the sender's number and whether the message is measured. Tests
+	// stall a sender with it; nil otherwise.
+	beforeWrite func(sender int, measured bool)
 }
 
 func (c fanoutConfig) validate() error {
@@ -57,47 +67,6 @@ func (c fanoutConfig) validate() error {
 		return errors.New("-step must be > 1 and -max-steps in [1, 200]")
 	}
 	return nil
-}
-
-// fanoutResult is one measured window (kind "fanout") or a find-max summary
-// (kind "fanout-max"). Rates are per second of the measured window.
-type fanoutResult struct {
-	Kind     string `json:"kind"`
-	Target   string `json:"target"`
-	Scenario string `json:"scenario"`
-	Step     int    `json:"step,omitzero"`
-
-	Rooms   int     `json:"rooms"`
-	Members int     `json:"members"`
-	Senders int     `json:"senders"`
-	Rate    float64 `json:"ratePerSender"`
-	Seconds float64 `json:"seconds"`
-
-	OfferedMsgs       float64 `json:"offeredMsgsPerSec"`
-	OfferedDeliveries float64 `json:"offeredDeliveriesPerSec"`
-	SentMsgs          float64 `json:"sentMsgsPerSec"`
-	Delivered         float64 `json:"deliveredPerSec"`
-
-	Sent     int64   `json:"sentMsgs"`
-	Expected int64   `json:"expectedDeliveries"`
-	Received int64   `json:"receivedDeliveries"`
-	Loss     int64   `json:"loss"`
-	LossPct  float64 `json:"lossPct"`
-
-	P50 float64 `json:"p50ms"`
-	P90 float64 `json:"p90ms"`
-	P99 float64 `json:"p99ms"`
-	Max float64 `json:"maxms"`
-
-	Disconnects  int64   `json:"disconnects"`
-	ServerErrors int64   `json:"serverErrors"`
-	GenCPU       float64 `json:"generatorCPU"`                // cores used by this process in the window
-	ServerCPU    float64 `json:"serverCPU,omitzero"`          // cores used by -pid in the window
-	OtherCPU     float64 `json:"otherCPU"`                    // cores used by everything else (the server too without -pid)
-	Pass         bool    `json:"pass"`                        // p99 within limit, no loss, rate offered, no disconnects
-	Why          string  `json:"why,omitzero"`                // why it did not pass
-	Note         string  `json:"note,omitzero"`               // e.g. generator saturated
-	MaxDelivered float64 `json:"maxDeliveredPerSec,omitzero"` // fanout-max: highest passing step
 }
 
 // round holds the counters of one step. Readers find the current round
@@ -127,7 +96,9 @@ type fanoutRun struct {
 	rounds      int
 }
 
-var errEvent = []byte(`"type":"error"`)
+// errEvent is how an error event starts in a frame, as protocol.Encode
+// writes it; read counts them without decoding.
+var errEvent = []byte(`"type":"` + protocol.TypeError + `"`)
 
 // setup connects every member, then starts one reader per connection.
 func (r *fanoutRun) setup(ctx context.Context, d *dialer, gen int) error {
@@ -218,22 +189,9 @@ func closeAllClean(conns []*conn, par int, limit time.Duration) {
 	wg.Wait()
 }
 
-// msgFrame builds what a sender writes: the raw message for the relay, the
-// msg envelope for roomchat. off is where the message text starts.
-func msgFrame(k kind) (frame []byte, off int) {
-	msg := newMsgBuf()
-	if k == kindRelay {
-		return msg, 0
-	}
-	pre := `{"type":"msg","payload":{"message":"`
-	frame = append([]byte(pre), msg...)
-	frame = append(frame, `"}}`...)
-	return frame, len(pre)
-}
-
 // runRound sends at rate msgs/s per sender for warm-up plus the window, then
 // waits (bounded by Drain) for the measured deliveries to arrive.
-func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanoutResult {
+func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report.Fanout {
 	cfg := r.cfg
 	r.rounds++
 	quiet := waitQuiet(ctx, cfg.PID, cfg.QuietWait)
@@ -241,8 +199,6 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 	r.cur.Store(rd)
 	errs0, disc0 := r.errs.Load(), r.disconnects.Load()
 
-	var phase atomic.Uint32 // 0 warm-up, 1 measure, 2 stop
-	phase.Store(0)
 	start := time.Now()
 	measureAt := start.Add(cfg.Warmup)
 	end := measureAt.Add(cfg.Duration)
@@ -258,27 +214,26 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 			// Stagger the senders evenly over one message interval so that
 			// the rooms do not all burst at the same instant.
 			offset := time.Duration(float64(j) / float64(totalSenders) / rate * float64(time.Second))
+			sender := j
 			j++
-			senders.Go(func() { r.send(sctx, c, rate, start.Add(offset), end, &phase, rd) })
+			senders.Go(func() { r.send(sctx, c, sender, rate, start.Add(offset), measureAt, end, rd) })
 		}
 	}
 
-	// The window: switch the phase at measureAt, read the CPU clocks,
+	// The window: count deliveries from measureAt, read the CPU clocks,
 	// stop at end.
 	sleepUntil(ctx, measureAt)
-	phase.Store(1)
 	rd.inWindow.Store(true)
-	cpu0 := selfCPU()
-	srv0 := procCPU(cfg.PID)
-	all0 := machineBusy()
+	cpu0 := proc.SelfCPU()
+	srv0 := proc.CPU(cfg.PID)
+	all0 := proc.MachineBusy()
 	t0 := time.Now()
 	sleepUntil(ctx, end)
-	phase.Store(2)
 	rd.inWindow.Store(false)
 	window := time.Since(t0)
-	cpu1 := selfCPU()
-	srv1 := procCPU(cfg.PID)
-	all1 := machineBusy()
+	cpu1 := proc.SelfCPU()
+	srv1 := proc.CPU(cfg.PID)
+	all1 := proc.MachineBusy()
 	senders.Wait()
 
 	expected := rd.sent.Load() * int64(cfg.Members)
@@ -290,7 +245,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 
 	secs := window.Seconds()
 	offered := rate * float64(totalSenders)
-	res := fanoutResult{
+	res := report.Fanout{
 		Kind: "fanout", Target: r.t.name(), Scenario: cfg.Label, Step: step,
 		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders, Rate: round3(rate),
 		Seconds:           round3(secs),
@@ -321,6 +276,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 	res.P50 = ms(snap.quantile(0.50))
 	res.P90 = ms(snap.quantile(0.90))
 	res.P99 = ms(snap.quantile(0.99))
+	res.P999 = ms(snap.quantile(0.999))
 	res.Max = ms(time.Duration(snap.max))
 
 	var why []string
@@ -343,7 +299,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 		why = append(why, *e)
 	}
 	res.Pass = len(why) == 0
-	res.Why = joinWhy(why)
+	res.Why = strings.Join(why, "; ")
 	var notes []string
 	if res.GenCPU > 0.85 {
 		notes = append(notes, "generator near one core: it may be the limit")
@@ -354,17 +310,24 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) fanout
 	if res.OtherCPU > noisyCores && cfg.PID > 0 {
 		notes = append(notes, fmt.Sprintf("other processes used %.2f cores: noisy", res.OtherCPU))
 	}
-	res.Note = joinWhy(notes)
+	res.Note = strings.Join(notes, "; ")
 	r.cur.Store(nil)
 	return res
 }
 
-// send is one sender: a ticker paces it, and each tick writes however many
-// messages are due by now (credit), so the offered rate holds even when a
-// tick comes late. It stops at end or when ctx ends.
-func (r *fanoutRun) send(ctx context.Context, c *conn, rate float64, start, end time.Time, phase *atomic.Uint32, rd *round) {
-	frame, off := msgFrame(r.t.kind)
-	msg := frame[off : off+msgSize]
+// send is one sender. Its message i is due at its slot, start + i/rate; a
+// ticker wakes it, and each wake writes every message due by then, so the
+// offered rate holds even when a tick comes late. Each message carries its
+// slot, not the moment it is written: a sender held up (by the scheduler,
+// or by a server that stops reading, which blocks Write) shows the delay as
+// latency of the messages it owed instead of quietly sending fewer
+// (coordinated omission). Messages whose slot is in [measureAt, end) are
+// measured. send returns at its first wake at or after end (each wake
+// before it writes all that is due, however long that takes), or when ctx
+// ends; what it still owed then is missing from sentMsgsPerSec, which fails
+// the step below 97 % of the offered rate.
+func (r *fanoutRun) send(ctx context.Context, c *conn, sender int, rate float64, start, measureAt, end time.Time, rd *round) {
+	frame, msg := msgFrame(r.t.kind)
 	interval := time.Duration(float64(time.Second) / rate)
 	interval = max(interval, time.Millisecond)
 	if !sleepUntil(ctx, start) {
@@ -372,27 +335,31 @@ func (r *fanoutRun) send(ctx context.Context, c *conn, rate float64, start, end 
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	var sent int64
+	t0, from, to := start.UnixNano(), measureAt.UnixNano(), end.UnixNano()
+	var i int64 // the next message to write
 	for {
-		now := time.Now()
-		if !now.Before(end) {
+		now := time.Now().UnixNano()
+		if now >= to {
 			return
 		}
-		due := int64(now.Sub(start).Seconds()*rate) + 1
-		for ; sent < due; sent++ {
-			p := phase.Load()
-			if p == 2 {
-				return
+		for ; ; i++ {
+			slot := t0 + int64(float64(i)*float64(time.Second)/rate)
+			if slot > now {
+				break // not due yet; slot ≤ now < end below
 			}
+			measured := slot >= from
 			ph := byte(phaseWarmup)
-			if p == 1 {
+			if measured {
 				ph = rd.measure
 			}
-			fillMsg(msg, time.Now().UnixNano(), ph)
+			if r.cfg.beforeWrite != nil {
+				r.cfg.beforeWrite(sender, measured)
+			}
+			fillMsg(msg, slot, ph)
 			if err := c.ws.Write(ctx, websocket.MessageText, frame); err != nil {
 				return // the reader counts the disconnect
 			}
-			if p == 1 {
+			if measured {
 				rd.sent.Add(1)
 			}
 		}
@@ -419,9 +386,9 @@ func waitQuiet(ctx context.Context, pid int, maxWait time.Duration) bool {
 	}
 	deadline := time.Now().Add(maxWait)
 	for ctx.Err() == nil {
-		a0, s0, p0, t0 := machineBusy(), selfCPU(), procCPU(pid), time.Now()
+		a0, s0, p0, t0 := proc.MachineBusy(), proc.SelfCPU(), proc.CPU(pid), time.Now()
 		sleepUntil(ctx, t0.Add(500*time.Millisecond))
-		a1, s1, p1 := machineBusy(), selfCPU(), procCPU(pid)
+		a1, s1, p1 := proc.MachineBusy(), proc.SelfCPU(), proc.CPU(pid)
 		if a0 < 0 || a1 < 0 {
 			return true // no /proc/stat: cannot tell
 		}
@@ -458,21 +425,21 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 // runFanout runs cfg against t: one window at cfg.Rate, or with FindMax a
 // rising series of windows. emit gets every window's result as it ends; the
 // return value is the last window (fixed rate) or the find-max summary.
-func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any)) (fanoutResult, error) {
+func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any)) (report.Fanout, error) {
 	if err := cfg.validate(); err != nil {
-		return fanoutResult{}, err
+		return report.Fanout{}, err
 	}
 	n := cfg.Rooms * cfg.Members
-	if lim := fdLimit(); n+100 > lim {
-		return fanoutResult{}, fmt.Errorf("%d connections need more than this process's open-files limit (%d)", n, lim)
+	if lim := proc.RaiseFDLimit(); n+100 > lim {
+		return report.Fanout{}, fmt.Errorf("%d connections need more than this process's open-files limit (%d)", n, lim)
 	}
 	r := &fanoutRun{cfg: cfg, t: t, runID: randID()}
 	d := newDialer(n)
 	gen := 0
 	if err := r.setup(ctx, d, gen); err != nil {
-		return fanoutResult{}, err
+		return report.Fanout{}, err
 	}
-	defer func() { r.teardown() }()
+	defer r.teardown()
 
 	if !cfg.FindMax {
 		res := r.runRound(ctx, cfg.Rate, 0)
@@ -482,7 +449,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 
 	// find-max: multiply the rate by Step while windows pass, then bisect
 	// between the last pass and the first failure Refine times.
-	var best *fanoutResult
+	var best *report.Fanout
 	lo, hi := 0.0, 0.0 // last passing and first failing per-sender rates
 	rate := cfg.Rate
 	refined, retried := 0, 0
@@ -510,7 +477,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 			r.teardown()
 			gen++
 			if err := r.setup(ctx, d, gen); err != nil {
-				return fanoutResult{}, err
+				return report.Fanout{}, err
 			}
 		} else if !res.Pass {
 			// Let a backlog behind a failing step clear before the next.
@@ -534,7 +501,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 		refined++
 		rate = (lo + hi) / 2
 	}
-	sum := fanoutResult{Kind: "fanout-max", Target: t.name(), Scenario: cfg.Label,
+	sum := report.Fanout{Kind: "fanout-max", Target: t.name(), Scenario: cfg.Label,
 		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders}
 	if best != nil {
 		sum = *best
@@ -547,17 +514,23 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 	return sum, ctx.Err()
 }
 
-func joinWhy(s []string) string {
-	var b bytes.Buffer
-	for i, x := range s {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(x)
-	}
-	return b.String()
-}
-
 func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }
 func round1(f float64) float64   { return math.Round(f*10) / 10 }
 func round3(f float64) float64   { return math.Round(f*1000) / 1000 }
+
+// compare is rc's figure over bl's, measured in the same run: max
+// sustained deliveries/s with findMax, else delivered/s at the fixed rate.
+func compare(rc, bl report.Fanout, findMax bool, versus string) report.Ratio {
+	r := report.Ratio{Kind: "ratio", Scenario: rc.Scenario, Target: rc.Target, Versus: versus,
+		P99: rc.P99, BaseP99: bl.P99, P999: rc.P999, BaseP999: bl.P999, Max: rc.Max, BaseMax: bl.Max}
+	if findMax {
+		r.Metric, r.Roomchat, r.Baseline = "maxDeliveredPerSec", rc.MaxDelivered, bl.MaxDelivered
+	} else {
+		r.Metric, r.Roomchat, r.Baseline = "deliveredPerSec", rc.Delivered, bl.Delivered
+	}
+	if r.Baseline > 0 {
+		r.Ratio = round3(r.Roomchat / r.Baseline)
+	}
+	r.Noisy = rc.OtherCPU > noisyCores || bl.OtherCPU > noisyCores
+	return r
+}

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 )
 
 type idleConfig struct {
@@ -16,49 +19,25 @@ type idleConfig struct {
 	Par   int
 }
 
-// idleResult is kind "idle": the server's memory per idle joined connection
-// and the connect+join rate.
-type idleResult struct {
-	Kind      string  `json:"kind"`
-	Target    string  `json:"target"`
-	Requested int     `json:"requestedConns"`
-	Conns     int     `json:"conns"`
-	Rooms     int     `json:"rooms"`
-	Capped    string  `json:"capped,omitzero"` // why Conns < Requested
-	SrcAddrs  int     `json:"sourceAddrs"`
-	Source    string  `json:"memorySource"` // "VmRSS" or "/metrics"
-	Before    int64   `json:"rssBeforeBytes"`
-	After     int64   `json:"rssAfterBytes"`
-	PerConn   float64 `json:"bytesPerConn"`
-	Rate      float64 `json:"connectJoinPerSec"`
-	ConnectS  float64 `json:"connectSeconds"`
-	GoBefore  float64 `json:"goroutinesBefore,omitzero"`
-	GoAfter   float64 `json:"goroutinesAfter,omitzero"`
-	HeapAfter float64 `json:"heapInuseAfterBytes,omitzero"`
-	Dropped   int64   `json:"droppedDuringHold"`
-	GenCPU    float64 `json:"generatorCPUSecondsConnect"`
-	SrvCPU    float64 `json:"serverCPUSecondsConnect,omitzero"`
-}
-
 // fdReserve is what this process keeps for itself besides the benchmark
 // connections (stdio, metrics scrapes, the runtime).
 const fdReserve = 500
 
-func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error) {
+func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error) {
 	if cfg.Conns < 1 || cfg.Conns > 1_000_000 {
-		return idleResult{}, errors.New("-conns must be in [1, 1000000]")
+		return report.Idle{}, errors.New("-conns must be in [1, 1000000]")
 	}
 	if cfg.Hold < 0 || cfg.Hold > time.Hour {
-		return idleResult{}, errors.New("-hold must be in [0, 1h]")
+		return report.Idle{}, errors.New("-hold must be in [0, 1h]")
 	}
-	res := idleResult{Kind: "idle", Target: t.name(), Requested: cfg.Conns, Conns: cfg.Conns}
-	lim := fdLimit()
+	res := report.Idle{Kind: "idle", Target: t.name(), Requested: cfg.Conns, Conns: cfg.Conns}
+	lim := proc.RaiseFDLimit()
 	if max := lim - fdReserve; res.Conns > max {
 		res.Conns = max
 		res.Capped = fmt.Sprintf("capped by this process's open-files limit (RLIMIT_NOFILE %d, %d kept in reserve)", lim, fdReserve)
 	}
 	if cfg.PID > 0 {
-		if sl := procFDLimit(cfg.PID); sl > 0 && res.Conns > sl-100 {
+		if sl := proc.FDLimit(cfg.PID); sl > 0 && res.Conns > sl-100 {
 			res.Conns = sl - 100
 			res.Capped = fmt.Sprintf("capped by the server's open-files limit (%d)", sl)
 		}
@@ -74,7 +53,7 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error)
 	mem := func() (int64, error) {
 		if cfg.PID > 0 {
 			res.Source = "VmRSS"
-			return procStatus(cfg.PID, "VmRSS")
+			return proc.Status(cfg.PID, "VmRSS")
 		}
 		res.Source = "/metrics"
 		m, err := scrapeMetrics(ctx, t.httpURL("/metrics"))
@@ -100,10 +79,10 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error)
 	res.GoBefore = gauges()["go_goroutines"]
 
 	d := newDialer(res.Conns)
-	res.SrcAddrs = d.sourceAddrs()
+	res.SrcAddrs = len(d.clients)
 	runID := randID()
-	cpu0 := selfCPU()
-	srv0 := procCPU(cfg.PID)
+	cpu0 := proc.SelfCPU()
+	srv0 := proc.CPU(cfg.PID)
 	t0 := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	conns, err := connectAll(cctx, d, t, res.Conns, cfg.Par, func(i int) string {
@@ -115,8 +94,8 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (idleResult, error)
 	}
 	res.ConnectS = round3(time.Since(t0).Seconds())
 	res.Rate = round1(float64(res.Conns) / time.Since(t0).Seconds())
-	res.GenCPU = round3((selfCPU() - cpu0).Seconds())
-	if srv1 := procCPU(cfg.PID); srv0 >= 0 && srv1 >= 0 {
+	res.GenCPU = round3((proc.SelfCPU() - cpu0).Seconds())
+	if srv1 := proc.CPU(cfg.PID); srv0 >= 0 && srv1 >= 0 {
 		res.SrvCPU = round3((srv1 - srv0).Seconds())
 	}
 

@@ -1,448 +1,125 @@
 // Command roomchat-bench measures roomchat against a minimal relay on the
-// same WebSocket library (issue 6): fan-out throughput and latency, memory
+// same WebSocket library (issue 6): fan-out throughput and latency (p50,
+// p90, p99, p99.9 and max, from each message's scheduled send time), memory
 // per idle connection, connect+join rate and connection churn. It only ever
 // connects to loopback addresses, and every loop is bounded in count and
 // time.
 //
-// Subcommands:
+// Usage:
 //
-//	roomchat-bench baseline -addr 127.0.0.1:PORT
-//	roomchat-bench fanout   [-server URL] [-baseline URL] -rooms R -members M -senders S -rate X -duration D -warmup W [-batch] [-find-max] [-json]
-//	roomchat-bench idle     -server URL -conns N [-rooms R] [-pid PID] [-hold D]
-//	roomchat-bench churn    -server URL -cycles N [-par P]
-//	roomchat-bench chart    -in results.jsonl -out chart.svg
-//	roomchat-bench summary  -in results.jsonl
+//	roomchat-bench baseline [-addr 127.0.0.1:PORT]
+//	roomchat-bench fanout [-server URL] [-mem URL] [-baseline URL] [-rooms R -members M -rate X ...] [-find-max] [-json] [-o FILE]
+//	roomchat-bench idle -server URL [-relay] [-conns N] [-pid PID]
+//	roomchat-bench churn -server URL [-relay] [-cycles N]
+//	roomchat-bench chart -in FILE [-out SVG]
+//	roomchat-bench summary -in FILE
+//
+// roomchat-bench -h lists the commands (from the table in commands.go), and
+// roomchat-bench COMMAND -h a command's flags. Exit status: 0 on success, 1
+// when a run fails, 2 for a usage error.
+//
+// The baseline relay is internal/relay; the result records, their table and
+// JSON-lines form, the chart and the budget summary are internal/report.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"maps"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"slices"
 	"syscall"
-	"time"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // a run failed: a server, the network or a result file
+	exitUsage   = 2
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(2)
-	}
-	if err != nil {
-		if !errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, "roomchat-bench:", err)
-		}
-		os.Exit(1)
-	}
+	os.Exit(code)
 }
 
-const usage = `usage: roomchat-bench <command> [flags]
+// env is what every command gets: the streams it prints to.
+type env struct {
+	stdout, stderr io.Writer
+}
 
-commands:
-  baseline  run the minimal relay server (the ceiling) on a loopback address
-  fanout    R rooms x M members, S senders per room at a fixed rate; -find-max steps it up
-  idle      hold N joined connections; server memory per connection, connect+join rate
-  churn     connect/join/leave/close cycles; server goroutines and heap before and after
-  chart     SVG of p99 latency against offered deliveries/s from -json results
-  summary   the results against issue 6's budget
+// runFunc runs a command once its flags are parsed.
+type runFunc func(ctx context.Context, e *env) error
 
-"roomchat-bench <command> -h" lists a command's flags.
-`
+// command is one row of the command table.
+type command struct {
+	name    string
+	summary string // one line, for the command list and the command's -h
+	// setup defines the command's flags on fs and returns the function that
+	// runs it with their parsed values.
+	setup func(fs *flag.FlagSet) runFunc
+}
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// run is main without the process: it parses args, runs one command and
+// returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errUsage
+		printUsage(stderr)
+		return exitUsage
 	}
-	cmd, args := args[0], args[1:]
-	fs := flag.NewFlagSet("roomchat-bench "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o output
-	o.w = stdout
-	var cpuprofile string
-	addOut := func() {
-		fs.BoolVar(&o.json, "json", false, "print one JSON object per result instead of a table")
-		fs.StringVar(&o.file, "o", "", "also append one JSON object per result to this file")
-		fs.StringVar(&cpuprofile, "cpuprofile", "", "write the generator's own CPU profile to this file")
-	}
-	defer func() {
-		if cpuprofile != "" {
-			pprof.StopCPUProfile()
-		}
-	}()
-	startProfile := func() error {
-		if cpuprofile == "" {
-			return nil
-		}
-		f, err := os.Create(cpuprofile)
-		if err != nil {
-			return err
-		}
-		return pprof.StartCPUProfile(f)
-	}
-	switch cmd {
-	case "baseline":
-		addr := fs.String("addr", "127.0.0.1:9100", "loopback address to listen on")
-		maxTime := fs.Duration("max-time", 2*time.Hour, "exit by itself after this long")
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if *maxTime <= 0 {
-			return errors.New("-max-time must be positive")
-		}
-		log := slog.New(slog.NewTextHandler(stderr, nil))
-		ctx, cancel := context.WithTimeout(ctx, *maxTime)
-		defer cancel()
-		return runBaseline(ctx, *addr, log)
-
-	case "fanout":
-		var cfg fanoutConfig
-		server := fs.String("server", "", "roomchat server (ws://127.0.0.1:PORT); its /ws is used")
-		baseline := fs.String("baseline", "", "baseline relay (ws://127.0.0.1:PORT) to run the same scenario against and compare")
-		mem := fs.String("mem", "", "a second roomchat server with -db :memory:, for the store ratio (-server's figure over this one's)")
-		mpid := fs.Int("mem-pid", 0, "the -mem server's PID, to report its CPU use")
-		batch := fs.Bool("batch", false, "roomchat: connect with ?batch=1 (several events per frame)")
-		fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms")
-		fs.IntVar(&cfg.Members, "members", 100, "members per room, senders included")
-		fs.IntVar(&cfg.Senders, "senders", 1, "senders per room")
-		fs.Float64Var(&cfg.Rate, "rate", 2, "msgs/s per sender (the start rate with -find-max)")
-		fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured window (per step)")
-		fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up before each window")
-		fs.DurationVar(&cfg.Drain, "drain", 3*time.Second, "longest wait for late deliveries after a window")
-		fs.BoolVar(&cfg.FindMax, "find-max", false, "step the rate up until p99 > -max-p99, loss or disconnects")
-		fs.Float64Var(&cfg.Step, "step", 1.25, "find-max: rate factor between steps")
-		fs.IntVar(&cfg.MaxSteps, "max-steps", 30, "find-max: most steps, retries included")
-		fs.IntVar(&cfg.Refine, "refine", 2, "find-max: bisection steps after the first failure")
-		fs.DurationVar(&cfg.MaxP99, "max-p99", 250*time.Millisecond, "find-max: the p99 limit")
-		fs.IntVar(&cfg.Par, "par", 64, "handshakes in flight while connecting")
-		fs.IntVar(&cfg.PID, "pid", 0, "roomchat server PID, to report its CPU use")
-		fs.IntVar(&cfg.RetryNoisy, "retry-noisy", 2, "find-max: repeat a failed step this often when other processes were busy during it")
-		fs.DurationVar(&cfg.QuietWait, "quiet-wait", 20*time.Second, "before each step, wait up to this long for other processes to go quiet (0: don't)")
-		bpid := fs.Int("baseline-pid", 0, "baseline server PID, to report its CPU use")
-		fs.StringVar(&cfg.Label, "label", "", "scenario name in reports (default RxM)")
-		addOut()
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if *server == "" && *baseline == "" && *mem == "" {
-			return errors.New("fanout needs -server, -mem, -baseline or several")
-		}
-		if cfg.Label == "" {
-			cfg.Label = fmt.Sprintf("%dx%d", cfg.Rooms, cfg.Members)
-		}
-		if err := cfg.validate(); err != nil {
-			return err
-		}
-		if err := o.open(); err != nil {
-			return err
-		}
-		if err := startProfile(); err != nil {
-			return err
-		}
-		defer o.close()
-		// Same scenario, same run, one server after the other: roomchat,
-		// roomchat with the in-memory store, the relay.
-		type run struct {
-			url   string
-			kind  kind
-			label string
-			pid   int
-			res   *fanoutResult
-		}
-		runs := []*run{
-			{url: *server, kind: kindRoomchat, pid: cfg.PID},
-			{url: *mem, kind: kindRoomchat, label: "roomchat-mem", pid: *mpid},
-			{url: *baseline, kind: kindRelay, pid: *bpid},
-		}
-		for _, rn := range runs {
-			if rn.url == "" {
-				continue
-			}
-			t, err := parseTarget(rn.url, rn.kind)
-			if err != nil {
-				return err
-			}
-			t.batch = *batch && rn.kind == kindRoomchat
-			t.label = rn.label
-			c := cfg
-			c.PID = rn.pid
-			r, err := runFanout(ctx, t, c, o.emit)
-			if err != nil {
-				return fmt.Errorf("fanout %s: %w", t.name(), err)
-			}
-			rn.res = &r
-		}
-		if rc, bl := runs[0].res, runs[2].res; rc != nil && bl != nil {
-			o.emit(compare(*rc, *bl, cfg.FindMax, "baseline"))
-		}
-		if rm, bl := runs[1].res, runs[2].res; rm != nil && bl != nil {
-			o.emit(compare(*rm, *bl, cfg.FindMax, "baseline"))
-		}
-		if rc, rm := runs[0].res, runs[1].res; rc != nil && rm != nil {
-			o.emit(compare(*rc, *rm, cfg.FindMax, rm.Target))
-		}
-		return o.err
-
-	case "idle":
-		var cfg idleConfig
-		server := fs.String("server", "", "server (ws://127.0.0.1:PORT)")
-		relay := fs.Bool("relay", false, "the server is the baseline relay, not roomchat")
-		fs.IntVar(&cfg.Conns, "conns", 1000, "connections to hold (capped by the open-files limit)")
-		fs.IntVar(&cfg.Rooms, "rooms", 0, "rooms to spread them over (0: one per 100 connections)")
-		fs.IntVar(&cfg.PID, "pid", 0, "server PID: memory from /proc/PID/status VmRSS (else /metrics)")
-		fs.DurationVar(&cfg.Hold, "hold", 10*time.Second, "how long to hold them before measuring")
-		fs.IntVar(&cfg.Par, "par", 64, "handshakes in flight")
-		fs.IntVar(&maxPerSourceAddr, "per-addr", maxPerSourceAddr, "connections per loopback source address (more use 127.0.0.2, 127.0.0.3, …)")
-		addOut()
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		t, err := parseTarget(*server, pick(*relay))
-		if err != nil {
-			return err
-		}
-		if err := o.open(); err != nil {
-			return err
-		}
-		if err := startProfile(); err != nil {
-			return err
-		}
-		defer o.close()
-		res, err := runIdle(ctx, t, cfg)
-		if err != nil {
-			return fmt.Errorf("idle: %w", err)
-		}
-		o.emit(res)
-		return o.err
-
-	case "churn":
-		var cfg churnConfig
-		server := fs.String("server", "", "server (ws://127.0.0.1:PORT) with /metrics")
-		relay := fs.Bool("relay", false, "the server is the baseline relay, not roomchat")
-		fs.IntVar(&cfg.Cycles, "cycles", 10000, "connect/join/leave/close cycles")
-		fs.IntVar(&cfg.Par, "par", 16, "cycles in flight")
-		fs.IntVar(&cfg.Rooms, "rooms", 16, "rooms the cycles join, round robin")
-		fs.DurationVar(&cfg.MaxTime, "max-time", 5*time.Minute, "stop cycling after this long")
-		fs.DurationVar(&cfg.Settle, "settle", 30*time.Second, "longest wait for the server to return to its start")
-		fs.IntVar(&cfg.Slack, "slack", 2, "goroutines allowed above the start")
-		fs.Float64Var(&cfg.HeapSlack, "heap-slack", 0.25, "fraction of heap in use allowed above the start (plus 1 MiB)")
-		addOut()
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		t, err := parseTarget(*server, pick(*relay))
-		if err != nil {
-			return err
-		}
-		if err := o.open(); err != nil {
-			return err
-		}
-		if err := startProfile(); err != nil {
-			return err
-		}
-		defer o.close()
-		res, err := runChurn(ctx, t, cfg)
-		if err != nil {
-			o.emit(res)
-			return fmt.Errorf("churn: %w", err)
-		}
-		o.emit(res)
-		return o.err
-
-	case "summary":
-		in := fs.String("in", "", "JSON-lines results (from -json or -o)")
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		return writeSummary(*in, stdout)
-
-	case "chart":
-		in := fs.String("in", "", "JSON-lines results (from -json or -o)")
-		out := fs.String("out", "bench-latency.svg", "SVG file to write")
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		return writeChart(*in, *out)
-
+	name, args := args[0], args[1:]
+	switch name {
 	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return nil
+		printUsage(stdout)
+		return exitOK
 	}
-	fmt.Fprintf(stderr, "roomchat-bench: unknown command %q\n%s", cmd, usage)
-	return errUsage
+	i := slices.IndexFunc(commands, func(c *command) bool { return c.name == name })
+	if i < 0 {
+		fmt.Fprintf(stderr, "roomchat-bench: unknown command %q\n\n", name)
+		printUsage(stderr)
+		return exitUsage
+	}
+	cmd := commands[i]
+	fs := flag.NewFlagSet("roomchat-bench "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported below, once
+	runCmd := cmd.setup(fs)
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			printCommandUsage(stdout, cmd, fs)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "roomchat-bench %s: %v (see roomchat-bench %s -h)\n", cmd.name, err, cmd.name)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		// The flag package stops at the first argument that is not a flag,
+		// so any flag after it would be silently ignored.
+		fmt.Fprintf(stderr, "roomchat-bench %s: unexpected argument %q (see roomchat-bench %s -h)\n", cmd.name, fs.Arg(0), cmd.name)
+		return exitUsage
+	}
+	if err := runCmd(ctx, &env{stdout: stdout, stderr: stderr}); err != nil {
+		fmt.Fprintln(stderr, "roomchat-bench:", err)
+		return exitFailure
+	}
+	return exitOK
 }
 
-func pick(relay bool) kind {
-	if relay {
-		return kindRelay
+// printUsage lists the commands of the table.
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, "usage: roomchat-bench <command> [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	return kindRoomchat
+	fmt.Fprint(w, "\n\"roomchat-bench <command> -h\" lists a command's flags.\n")
 }
 
-// ratioResult is kind "ratio": one target's figure over another's (the
-// baseline relay, or roomchat with the in-memory store), measured in the
-// same run.
-type ratioResult struct {
-	Kind     string  `json:"kind"`
-	Scenario string  `json:"scenario"`
-	Target   string  `json:"target"`
-	Versus   string  `json:"versus"`
-	Metric   string  `json:"metric"`
-	Roomchat float64 `json:"value"`
-	Baseline float64 `json:"versusValue"`
-	Ratio    float64 `json:"ratio"`
-	P99      float64 `json:"p99ms,omitzero"`
-	BaseP99  float64 `json:"versusP99ms,omitzero"`
-	// Noisy is set when other processes took over 0.25 cores during
-	// either figure's window: rerun before believing the ratio.
-	Noisy bool `json:"noisy,omitzero"`
-}
-
-func compare(rc, bl fanoutResult, findMax bool, versus string) ratioResult {
-	r := ratioResult{Kind: "ratio", Scenario: rc.Scenario, Target: rc.Target, Versus: versus, P99: rc.P99, BaseP99: bl.P99}
-	if findMax {
-		r.Metric, r.Roomchat, r.Baseline = "maxDeliveredPerSec", rc.MaxDelivered, bl.MaxDelivered
-	} else {
-		r.Metric, r.Roomchat, r.Baseline = "deliveredPerSec", rc.Delivered, bl.Delivered
-	}
-	if r.Baseline > 0 {
-		r.Ratio = round3(r.Roomchat / r.Baseline)
-	}
-	r.Noisy = rc.OtherCPU > noisyCores || bl.OtherCPU > noisyCores
-	return r
-}
-
-// output prints results as a table (or JSON lines) and appends JSON lines
-// to a file.
-type output struct {
-	w      io.Writer
-	json   bool
-	file   string
-	f      *os.File
-	err    error
-	header string
-}
-
-func (o *output) open() error {
-	if o.file == "" {
-		return nil
-	}
-	f, err := os.OpenFile(o.file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("open results file: %w", err)
-	}
-	o.f = f
-	return nil
-}
-
-func (o *output) close() {
-	if o.f != nil {
-		if err := o.f.Close(); err != nil && o.err == nil {
-			o.err = err
-		}
-	}
-}
-
-func (o *output) emit(v any) {
-	line, err := jsonMarshal(v)
-	if err != nil {
-		o.err = err
-		return
-	}
-	if o.f != nil {
-		if _, err := o.f.Write(append(line, '\n')); err != nil && o.err == nil {
-			o.err = err
-		}
-	}
-	if o.json {
-		o.w.Write(append(line, '\n'))
-		return
-	}
-	o.table(v)
-}
-
-func (o *output) table(v any) {
-	hdr := func(h string) {
-		if o.header != h {
-			fmt.Fprintln(o.w, h)
-			o.header = h
-		}
-	}
-	switch r := v.(type) {
-	case fanoutResult:
-		if r.Kind == "fanout-max" {
-			o.header = ""
-			if r.MaxDelivered == 0 {
-				fmt.Fprintf(o.w, "=> %s %s: no step passed\n", r.Target, r.Scenario)
-				return
-			}
-			fmt.Fprintf(o.w, "=> %s %s: max sustained %.0f deliveries/s (p99 %.1f ms, %.0f msgs/s in)\n",
-				r.Target, r.Scenario, r.MaxDelivered, r.P99, r.SentMsgs)
-			return
-		}
-		hdr(fmt.Sprintf("%-15s %-9s %4s %9s %11s %11s %8s %8s %8s %8s %7s %5s %5s %5s %s",
-			"target", "scenario", "step", "rate/snd", "offered/s", "delivered/s", "p50ms", "p90ms", "p99ms", "maxms", "loss", "gen", "srv", "oth", "result"))
-		res := "ok"
-		if !r.Pass {
-			res = "FAIL " + r.Why
-		}
-		if r.Note != "" {
-			res += " (" + r.Note + ")"
-		}
-		srv := "-"
-		if r.ServerCPU > 0 {
-			srv = fmt.Sprintf("%.2f", r.ServerCPU)
-		}
-		fmt.Fprintf(o.w, "%-15s %-9s %4d %9.2f %11.0f %11.0f %8.2f %8.2f %8.2f %8.1f %7d %5.2f %5s %5.2f %s\n",
-			r.Target, r.Scenario, r.Step, r.Rate, r.OfferedDeliveries, r.Delivered, r.P50, r.P90, r.P99, r.Max, r.Loss, r.GenCPU, srv, r.OtherCPU, res)
-	case ratioResult:
-		o.header = ""
-		noisy := ""
-		if r.Noisy {
-			noisy = " NOISY: other processes were busy, rerun"
-		}
-		fmt.Fprintf(o.w, "=> %s %s: %s %.0f vs %s %.0f = %.3fx (p99 %.2f ms vs %.2f ms)%s\n",
-			r.Target, r.Scenario, r.Metric, r.Roomchat, r.Versus, r.Baseline, r.Ratio, r.P99, r.BaseP99, noisy)
-	case idleResult:
-		o.header = ""
-		fmt.Fprintf(o.w, "idle %s: %d conns in %d rooms (requested %d, %d source addr)\n", r.Target, r.Conns, r.Rooms, r.Requested, r.SrcAddrs)
-		if r.Capped != "" {
-			fmt.Fprintf(o.w, "  NOTE: %s\n", r.Capped)
-		}
-		fmt.Fprintf(o.w, "  server memory (%s): %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
-			r.Source, float64(r.Before)/(1<<20), float64(r.After)/(1<<20), r.PerConn, r.PerConn/1024)
-		fmt.Fprintf(o.w, "  connect+join: %.0f/s (%.2f s; CPU: generator %.2f s, server %.2f s); dropped while held: %d\n", r.Rate, r.ConnectS, r.GenCPU, r.SrvCPU, r.Dropped)
-		if r.GoAfter > 0 {
-			fmt.Fprintf(o.w, "  server goroutines %.0f -> %.0f (%.2f per conn), heap in use %.1f MiB\n",
-				r.GoBefore, r.GoAfter, (r.GoAfter-r.GoBefore)/float64(r.Conns), r.HeapAfter/(1<<20))
-		}
-	case churnResult:
-		o.header = ""
-		fmt.Fprintf(o.w, "churn %s: %d cycles (%d failed) in %.1f s = %.0f cycles/s\n", r.Target, r.Cycles, r.Failed, r.Seconds, r.Rate)
-		if r.FirstError != "" {
-			fmt.Fprintf(o.w, "  first error: %s\n", r.FirstError)
-		}
-		verdict := "returned to baseline"
-		if !r.Returned {
-			verdict = "NOT back to baseline: " + r.Why
-		}
-		fmt.Fprintf(o.w, "  goroutines %.0f -> peak %.0f -> %.0f; heap in use %.1f -> peak %.1f -> %.1f MiB\n",
-			r.GoBefore, r.GoPeak, r.GoAfter, r.HeapBefore/(1<<20), r.HeapPeak/(1<<20), r.HeapAfter/(1<<20))
-		fmt.Fprintf(o.w, "  %s (waited %.1f s, %.0f server GCs meanwhile)", verdict, r.SettleS, r.GCs)
-		for _, k := range slices.Sorted(maps.Keys(r.Gauges)) {
-			fmt.Fprintf(o.w, "; %s %.0f", k, r.Gauges[k])
-		}
-		fmt.Fprintln(o.w)
-	default:
-		fmt.Fprintf(o.w, "%+v\n", v)
-	}
+func printCommandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: roomchat-bench %s [flags]\n\n%s\n\nflags:\n", c.name, c.summary)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
 }

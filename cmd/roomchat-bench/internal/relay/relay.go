@@ -1,10 +1,19 @@
-package main
+// Package relay is roomchat-bench's baseline server: the least a server on
+// roomchat's WebSocket library (github.com/coder/websocket) can do to fan a
+// room's messages out. It is the ceiling roomchat is measured against
+// (issue 6): no JSON, no registry beyond a map, no store.
+//
+// GET /?room=R upgrades to a WebSocket in room R; every text frame read is
+// queued unchanged to every connection in R, the sender included (as
+// roomchat echoes a msg to its sender), one frame per message. GET /healthz
+// answers 200 "ok", and GET /metrics the few Prometheus gauges the bench
+// reads (goroutines, heap, GCs, resident memory).
+package relay
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -14,37 +23,37 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
 )
 
-// relay is the baseline: the least a server on the same WebSocket library
-// can do to fan a room's messages out. GET /?room=R upgrades; every text
-// frame read is queued unchanged to every connection in R, the sender
-// included (as roomchat echoes a msg to its sender), one frame per message.
-// Each connection has a reader (the handler) and one writer goroutine with
-// a bounded queue; a connection whose queue is full is closed with 1013.
-// No JSON, no registry beyond a map, no store: it is the ceiling roomchat
-// is measured against.
-type relay struct {
+// Relay is the relay's HTTP handler. Each connection has a reader (the
+// handler) and one writer goroutine with a bounded queue; a connection
+// whose queue is full is closed with 1013.
+type Relay struct {
 	mu    sync.Mutex // guards rooms; held only for map and channel sends
-	rooms map[string]map[*relayConn]struct{}
+	rooms map[string]map[*conn]struct{}
 	conns sync.WaitGroup // one per live connection handler
 }
 
-type relayConn struct {
+type conn struct {
 	ws *websocket.Conn
 	q  chan []byte // closed by the handler after it left the room; drained by the writer
 	// slow is set once the connection was handed to a 1013 close.
 	slow atomic.Bool
 }
 
-// relayQueue bounds a connection's outbound queue: 512 slots (12 KiB of
+// queueLen bounds a connection's outbound queue: 512 slots (12 KiB of
 // slice headers, allocated up front) hold 32 KiB of 64-byte messages,
 // far more than a writer that keeps up ever has queued.
-const relayQueue = 512
+const queueLen = 512
 
-func newRelay() *relay { return &relay{rooms: map[string]map[*relayConn]struct{}{}} }
+// New returns a relay with no rooms.
+func New() *Relay { return &Relay{rooms: map[string]map[*conn]struct{}{}} }
 
-func (rl *relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP serves /?room=R (WebSocket), /healthz and /metrics. A
+// WebSocket handler returns when its connection ends.
+func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/healthz":
 		w.Write([]byte("ok\n"))
@@ -69,12 +78,12 @@ func (rl *relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rl.conns.Add(1)
 	defer rl.conns.Done()
 	ws.SetReadLimit(64 << 10)
-	c := &relayConn{ws: ws, q: make(chan []byte, relayQueue)}
+	c := &conn{ws: ws, q: make(chan []byte, queueLen)}
 
 	rl.mu.Lock()
 	m := rl.rooms[room]
 	if m == nil {
-		m = map[*relayConn]struct{}{}
+		m = map[*conn]struct{}{}
 		rl.rooms[room] = m
 	}
 	m[c] = struct{}{}
@@ -128,11 +137,11 @@ func (rl *relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // metrics writes the few gauges the bench reads, in Prometheus text format.
-func (rl *relay) metrics(w http.ResponseWriter) {
+func (rl *Relay) metrics(w http.ResponseWriter) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	rss := int64(0)
-	if v, err := procStatus(os.Getpid(), "VmRSS"); err == nil {
+	if v, err := proc.Status(os.Getpid(), "VmRSS"); err == nil {
 		rss = v
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
@@ -144,20 +153,12 @@ func (rl *relay) metrics(w http.ResponseWriter) {
 	fmt.Fprintf(w, "process_resident_memory_bytes %d\n", rss)
 }
 
-// runBaseline serves the relay on addr (loopback only) until ctx ends, then
-// closes every connection with 1001 and returns.
-func runBaseline(ctx context.Context, addr string, log *slog.Logger) error {
-	if err := checkLoopback(addr); err != nil {
-		return err
-	}
-	fdLimit()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	rl := newRelay()
+// Serve serves a new relay on ln until ctx ends, then stops accepting,
+// closes every connection with 1001 (Close) and returns nil. It returns
+// early with the error if serving fails.
+func Serve(ctx context.Context, ln net.Listener) error {
+	rl := New()
 	srv := &http.Server{Handler: rl, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("listening", "addr", ln.Addr().String(), "pid", os.Getpid())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -168,16 +169,19 @@ func runBaseline(ctx context.Context, addr string, log *slog.Logger) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
-	rl.closeAll()
-	<-errc
+	rl.Close()
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
 	return nil
 }
 
-// closeAll sends 1001 to every connection, in parallel with a cap, and
-// waits for the handlers (bounded: Close gives up after 5 s each).
-func (rl *relay) closeAll() {
+// Close sends 1001 to every connection, at most 128 at a time, and waits
+// for their handlers, at most 10 s (each Close gives up after 5 s). The
+// relay can still accept connections afterwards; stop its listener first.
+func (rl *Relay) Close() {
 	rl.mu.Lock()
-	var all []*relayConn
+	var all []*conn
 	for _, m := range rl.rooms {
 		for c := range m {
 			all = append(all, c)
@@ -201,5 +205,3 @@ func (rl *relay) closeAll() {
 	case <-time.After(10 * time.Second):
 	}
 }
-
-var errUsage = errors.New("usage")

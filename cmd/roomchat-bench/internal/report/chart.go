@@ -1,10 +1,10 @@
-package main
+package report
 
 import (
-	"bufio"
-	"bytes"
+	"cmp"
 	"fmt"
 	"html"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -18,32 +18,26 @@ type chartPoint struct {
 	Scenario string  `json:"scenario"`
 	Offered  float64 `json:"offeredDeliveriesPerSec"`
 	P99      float64 `json:"p99ms"`
+	P999     float64 `json:"p999ms"`
+	Max      float64 `json:"maxms"`
 	Pass     bool    `json:"pass"`
 }
 
-// writeChart reads JSON-lines results and writes an SVG with one panel per
+// WriteChart reads JSON-lines results and writes an SVG with one panel per
 // fan-out scenario: p99 latency (log scale) against offered deliveries/s,
 // one line per target (roomchat, roomchat+batch, baseline), failed steps
 // drawn hollow, and the find-max limit of 250 ms dashed.
-func writeChart(in, out string) error {
+func WriteChart(in, out string) error {
 	if in == "" {
 		return fmt.Errorf("chart needs -in")
 	}
-	f, err := os.Open(in)
+	points, err := readJSONLines[chartPoint](in)
 	if err != nil {
 		return fmt.Errorf("chart: %w", err)
 	}
-	defer f.Close()
 	series := map[string]map[string][]chartPoint{} // scenario → target → points
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for n := 0; sc.Scan() && n < 1_000_000; n++ {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 || line[0] != '{' {
-			continue
-		}
-		var p chartPoint
-		if jsonUnmarshal(line, &p) != nil || p.Kind != "fanout" || p.Offered <= 0 {
+	for _, p := range points {
+		if p.Kind != "fanout" || p.Offered <= 0 {
 			continue
 		}
 		// "100x100@20k" (a fixed-rate run) belongs in the 100x100 panel.
@@ -52,9 +46,6 @@ func writeChart(in, out string) error {
 			series[scn] = map[string][]chartPoint{}
 		}
 		series[scn][p.Target] = append(series[scn][p.Target], p)
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("chart: read %s: %w", in, err)
 	}
 	if len(series) == 0 {
 		return fmt.Errorf("chart: %s has no fanout results", in)
@@ -73,11 +64,7 @@ var chartColors = map[string]string{
 }
 
 func renderChart(series map[string]map[string][]chartPoint) string {
-	scenarios := make([]string, 0, len(series))
-	for s := range series {
-		scenarios = append(scenarios, s)
-	}
-	slices.Sort(scenarios)
+	scenarios := slices.Sorted(maps.Keys(series))
 	const (
 		w, ph       = 720, 300 // width, panel height
 		ml, mr      = 70, 150  // margins: left (axis labels), right (legend)
@@ -125,14 +112,10 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">offered deliveries/s</text>`+"\n", plotW/2, plotH+36)
 		fmt.Fprintf(&b, `<text transform="translate(-52,%d) rotate(-90)" text-anchor="middle">p99 latency (ms, log)</text>`+"\n", plotH/2)
 
-		names := make([]string, 0, len(targets))
-		for t := range targets {
-			names = append(names, t)
-		}
-		slices.Sort(names)
+		names := slices.Sorted(maps.Keys(targets))
 		for j, t := range names {
 			pts := slices.Clone(targets[t])
-			slices.SortFunc(pts, func(a, b chartPoint) int { return cmpFloat(a.Offered, b.Offered) })
+			slices.SortFunc(pts, func(a, b chartPoint) int { return cmp.Compare(a.Offered, b.Offered) })
 			col := chartColors[t]
 			if col == "" {
 				col = "#16a34a"
@@ -151,8 +134,8 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 				if !p.Pass {
 					fill = "white"
 				}
-				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s" stroke="%s"><title>%s: %.0f offered/s, p99 %.2f ms</title></circle>`+"\n",
-					lx(p.Offered), ly(p.P99), fill, col, html.EscapeString(t), p.Offered, p.P99)
+				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s" stroke="%s"><title>%s: %.0f offered/s, p99 %.2f ms, p99.9 %.2f ms, max %.1f ms</title></circle>`+"\n",
+					lx(p.Offered), ly(p.P99), fill, col, html.EscapeString(t), p.Offered, p.P99, p.P999, p.Max)
 			}
 			fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d" dominant-baseline="middle">%s</text>`+"\n",
 				plotW+12, plotW+32, 10+j*18, 10+j*18, col, plotW+38, 10+j*18, html.EscapeString(t))
@@ -162,16 +145,6 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // niceCeil rounds v up to 1, 2 or 5 times a power of ten.
