@@ -25,6 +25,8 @@ var layers = map[string][]string{
 	"internal/store/storetest": {"internal/protocol", "internal/store"},
 	"internal/broker":          {"internal/protocol", "internal/store"},
 	"internal/broker/...":      {"internal/protocol", "internal/store", "internal/broker", "internal/store/..."},
+	"internal/cluster":         {"internal/protocol", "internal/store", "internal/broker"},
+	"internal/redistest":       {},
 	"internal/room":            {"internal/protocol", "internal/store", "internal/broker"},
 	"internal/server":          {"internal/protocol", "internal/store", "internal/broker", "internal/room"},
 	"internal/client":          {"internal/protocol"},

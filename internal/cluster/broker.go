@@ -1,0 +1,579 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/roomchat/roomchat/internal/broker"
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// Broker is broker.Broker on Redis. Publishing runs publish.lua through
+// the Store, which stores the message and PUBLISHes it on the room's
+// channel in one step. Delivery comes from one pub/sub connection per
+// node: Redis pub/sub may drop messages (a reconnect, an output buffer
+// over its limit), so the broker tracks the last seq it delivered per
+// room, drops repeats, fills a gap from the room's stream before it
+// delivers anything newer, and checks each room's position periodically
+// to catch a loss that no later message reveals.
+//
+// Goroutines: run (started by NewBroker, ended by Close) owns the
+// subscription state and is the only one that calls the handler; the
+// pub/sub connection's hook only queues what arrives; connect (run's
+// helper) dials, subscribes in batches and catches up after every
+// reconnect.
+type Broker struct {
+	st      *Store
+	h       broker.Handler
+	log     *slog.Logger
+	check   time.Duration
+
+	mu     sync.Mutex // guards the fields below; never held across Redis calls or the handler
+	events []event    // for run, in order
+	wake   chan struct{}
+	rooms  map[string]int // subscriptions per room, as callers see them
+	conn   rueidis.DedicatedClient
+	ready  error // nil when subscribed and caught up
+	closed bool
+
+	// catchingUp is set from a (re)connect until every room's position
+	// has been checked; Ready fails meanwhile. Owned by run.
+	catchingUp bool
+
+	done chan struct{} // closed when run has ended
+
+	reconnects, fills atomic.Uint64
+}
+
+// BrokerStats are a Broker's counters, for metrics and tests.
+type BrokerStats struct {
+	Reconnects uint64 // pub/sub connections made after the first
+	Fills      uint64 // messages delivered from the stream, not pub/sub
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() BrokerStats {
+	return BrokerStats{Reconnects: b.reconnects.Load(), Fills: b.fills.Load()}
+}
+
+// event is one thing for run to do, in order of arrival.
+type event struct {
+	kind    eventKind
+	room    string
+	seq     int64
+	epoch   string
+	body    string
+	applied chan struct{} // closed when run has applied a subscribe
+}
+
+type eventKind int
+
+const (
+	evMessage   eventKind = iota // a pub/sub message
+	evSubscribe                  // a room's subscription is confirmed: start tracking it
+	evForget                     // a room's last subscription went
+	evCatchUp                    // after a (re)connect: fill every room from its stream
+	evCheck                      // periodic: compare every room's position with Redis
+)
+
+// roomState is run's view of one subscribed room. Owned by run.
+type roomState struct {
+	last  int64  // last seq delivered
+	epoch string // the epoch of last
+	// early holds messages that came before the subscription's position
+	// was known (Subscribe reads it after SUBSCRIBE is confirmed);
+	// applying evSubscribe replays them.
+	early   []event
+	started bool // the position is known
+}
+
+// BrokerOptions configure a Broker.
+type BrokerOptions struct {
+	// Check is how often each room's position is compared with Redis (5 s).
+	Check time.Duration
+	// Logger receives connection errors and gaps; nil discards them.
+	Logger *slog.Logger
+}
+
+// NewBroker starts a broker on st's Redis that delivers to h.
+func NewBroker(st *Store, h broker.Handler, opts BrokerOptions) *Broker {
+	if opts.Check <= 0 {
+		opts.Check = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = st.log
+	}
+	b := &Broker{
+		st:    st,
+		h:     h,
+		log:   opts.Logger,
+		check: opts.Check,
+		wake:  make(chan struct{}, 1),
+		rooms: make(map[string]int),
+		ready: errors.New("pub/sub not connected yet"),
+		done:  make(chan struct{}),
+	}
+	st.mu.Lock()
+	st.subscriber = b.Ready
+	st.mu.Unlock()
+	go b.run()
+	return b
+}
+
+// Ready reports whether the pub/sub connection is up and caught up.
+func (b *Broker) Ready() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ready
+}
+
+// WaitReady waits until Ready is nil or ctx ends.
+func (b *Broker) WaitReady(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := b.Ready()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// Publish implements broker.Broker. The ack (done) comes from the store;
+// delivery, to this node's members too, from the room's channel.
+func (b *Broker) Publish(m protocol.Message, key string, done store.DoneFunc) {
+	b.st.Append(m, key, done)
+}
+
+// Subscribe implements broker.Broker: the first subscription to a room
+// SUBSCRIBEs its channel and waits for Redis to confirm, then reads the
+// room's position, so that every message stored after Subscribe returns
+// is delivered.
+func (b *Broker) Subscribe(ctx context.Context, room string) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return errors.New("broker closed")
+	}
+	b.rooms[room]++
+	first := b.rooms[room] == 1
+	conn, ready := b.conn, b.ready
+	b.mu.Unlock()
+	if !first {
+		return nil
+	}
+	fail := func(err error) error {
+		b.Unsubscribe(room)
+		return err
+	}
+	if conn == nil || ready != nil {
+		return fail(errors.New("redis pub/sub is not connected"))
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.st.timeout)
+	defer cancel()
+	if err := conn.Do(ctx, conn.B().Subscribe().Channel(b.st.channel(room)).Build()).Error(); err != nil {
+		return fail(err)
+	}
+	info, err := b.st.Room(ctx, room)
+	if err != nil {
+		return fail(err)
+	}
+	applied := make(chan struct{})
+	b.push(event{kind: evSubscribe, room: room, seq: info.LastSeq, epoch: info.Epoch, applied: applied})
+	select {
+	case <-applied:
+		return nil
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+}
+
+// Unsubscribe implements broker.Broker. The last subscription's
+// UNSUBSCRIBE is sent on a goroutine of its own: it does not block.
+func (b *Broker) Unsubscribe(room string) {
+	b.mu.Lock()
+	b.rooms[room]--
+	last := b.rooms[room] <= 0
+	if last {
+		delete(b.rooms, room)
+	}
+	conn := b.conn
+	b.mu.Unlock()
+	if !last {
+		return
+	}
+	b.push(event{kind: evForget, room: room})
+	if conn != nil {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+			defer cancel()
+			conn.Do(ctx, conn.B().Unsubscribe().Channel(b.st.channel(room)).Build())
+		}()
+	}
+}
+
+func (b *Broker) push(e event) {
+	b.mu.Lock()
+	b.events = append(b.events, e)
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the broker: no delivery happens after it returns.
+func (b *Broker) Close() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.closed = true
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+	<-b.done
+}
+
+// run owns the rooms' delivery state: it applies events in order,
+// delivers, fills gaps, and keeps the pub/sub connection up.
+func (b *Broker) run() {
+	defer close(b.done)
+	states := make(map[string]*roomState)
+	lost := make(chan error, 1) // the pub/sub connection ended
+	var cancelConn func()
+	reconnect := time.NewTimer(0) // connect at once
+	defer reconnect.Stop()
+	tick := time.NewTicker(b.check)
+	defer tick.Stop()
+	backoff := 100 * time.Millisecond
+	connected := false
+	for {
+		select {
+		case <-b.wake:
+		case err := <-lost:
+			b.log.Warn("redis pub/sub connection lost; reconnecting", "err", errString(err))
+			b.setConn(nil, errors.New("redis pub/sub connection lost"))
+			if cancelConn != nil {
+				cancelConn()
+				cancelConn = nil
+			}
+			reconnect.Reset(backoff)
+		case <-reconnect.C:
+			cancel, err := b.connect(lost)
+			if err != nil {
+				b.log.Warn("redis pub/sub: connect failed", "err", err.Error(), "retry_in", backoff)
+				reconnect.Reset(backoff)
+				backoff = min(2*backoff, 2*time.Second)
+				continue
+			}
+			if connected {
+				b.reconnects.Add(1)
+			}
+			connected = true
+			backoff = 100 * time.Millisecond
+			cancelConn = cancel
+			b.push(event{kind: evCatchUp})
+		case <-tick.C:
+			b.push(event{kind: evCheck})
+		}
+		b.mu.Lock()
+		events := b.events
+		b.events = nil
+		closed := b.closed
+		b.mu.Unlock()
+		if closed {
+			if cancelConn != nil {
+				cancelConn()
+			}
+			return
+		}
+		for _, e := range events {
+			b.apply(states, e)
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}
+
+func (b *Broker) setConn(conn rueidis.DedicatedClient, ready error) {
+	b.mu.Lock()
+	b.conn, b.ready = conn, ready
+	b.mu.Unlock()
+}
+
+// connect opens a pub/sub connection and subscribes every room the node
+// has, in batches; the catch-up that follows it (evCatchUp) makes the
+// node ready. lost receives the connection's end.
+func (b *Broker) connect(lost chan<- error) (cancel func(), err error) {
+	conn, release := b.st.client.Dedicate()
+	wait := conn.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: b.onMessage})
+	b.mu.Lock()
+	rooms := make([]string, 0, len(b.rooms))
+	for r := range b.rooms {
+		rooms = append(rooms, b.st.channel(r))
+	}
+	b.mu.Unlock()
+	for len(rooms) > 0 {
+		n := min(len(rooms), 500)
+		ctx, c := context.WithTimeout(context.Background(), b.st.timeout)
+		err = conn.Do(ctx, conn.B().Subscribe().Channel(rooms[:n]...).Build()).Error()
+		c()
+		if err != nil {
+			conn.Close()
+			release()
+			return nil, err
+		}
+		rooms = rooms[n:]
+	}
+	b.setConn(conn, errors.New("redis pub/sub catching up"))
+	go func() {
+		err, ok := <-wait
+		if !ok {
+			err = errors.New("closed")
+		}
+		select {
+		case lost <- err:
+		default:
+		}
+	}()
+	return func() { conn.Close(); release() }, nil
+}
+
+// onMessage is the pub/sub hook: it parses and queues, nothing more.
+func (b *Broker) onMessage(m rueidis.PubSubMessage) {
+	room, ok := b.roomOf(m.Channel)
+	if !ok {
+		return
+	}
+	seq, rest, ok1 := strings.Cut(m.Message, "\n")
+	epoch, body, ok2 := strings.Cut(rest, "\n")
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if !ok1 || !ok2 || err != nil {
+		b.log.Error("redis pub/sub: malformed message", "channel", m.Channel)
+		return
+	}
+	b.push(event{kind: evMessage, room: room, seq: n, epoch: epoch, body: body})
+}
+
+// roomOf returns the room of a channel name (prefix:{room}).
+func (b *Broker) roomOf(channel string) (string, bool) {
+	rest, ok := strings.CutPrefix(channel, b.st.prefix+":{")
+	if !ok || !strings.HasSuffix(rest, "}") {
+		return "", false
+	}
+	return rest[:len(rest)-1], true
+}
+
+// apply runs one event on run's goroutine.
+func (b *Broker) apply(states map[string]*roomState, e event) {
+	switch e.kind {
+	case evSubscribe:
+		st := states[e.room]
+		if st == nil {
+			st = &roomState{}
+			states[e.room] = st
+		}
+		if !st.started {
+			st.started, st.last, st.epoch = true, e.seq, e.epoch
+			early := st.early
+			st.early = nil
+			for _, m := range early {
+				b.apply(states, m)
+			}
+		}
+		close(e.applied)
+	case evForget:
+		b.mu.Lock()
+		_, again := b.rooms[e.room]
+		b.mu.Unlock()
+		if !again {
+			delete(states, e.room)
+		}
+	case evMessage:
+		st := states[e.room]
+		if st == nil {
+			b.mu.Lock()
+			_, subscribing := b.rooms[e.room]
+			b.mu.Unlock()
+			if !subscribing {
+				return // not subscribed (any more)
+			}
+			st = &roomState{}
+			states[e.room] = st
+		}
+		if !st.started {
+			st.early = append(st.early, e)
+			return
+		}
+		if e.epoch != st.epoch {
+			// The room's history was lost or replaced: its members start
+			// over from the new epoch.
+			b.reset(e.room, st, e.epoch)
+		}
+		switch {
+		case e.seq <= st.last:
+			return // a repeat
+		case e.seq > st.last+1:
+			b.fill(e.room, st, e.seq-1)
+			if e.seq != st.last+1 {
+				return // the fill failed; the next check retries
+			}
+		}
+		m, err := decodeMessage(strconv.FormatInt(e.seq, 10), e.body)
+		if err != nil {
+			b.log.Error("redis pub/sub: bad message", "room", e.room, "err", err)
+			return
+		}
+		b.h.Deliver(m)
+		st.last = e.seq
+	case evCatchUp:
+		b.catchingUp = true
+		fallthrough
+	case evCheck:
+		if b.position(states) && b.catchingUp {
+			b.catchingUp = false
+			b.mu.Lock()
+			if b.conn != nil {
+				b.ready = nil
+			}
+			b.mu.Unlock()
+		}
+	}
+}
+
+// reset starts a room over at a new epoch.
+func (b *Broker) reset(room string, st *roomState, epoch string) {
+	b.log.Warn("room has a new epoch: its history in Redis was lost or replaced", "room", room, "old", st.epoch, "new", epoch)
+	st.epoch, st.last = epoch, 0
+	if r, ok := b.h.(Resetter); ok {
+		r.Reset(room, epoch)
+	}
+}
+
+// Resetter is implemented by a handler that must know when a room's
+// history starts over (a new epoch): it gets Reset before any message of
+// the new epoch.
+type Resetter interface {
+	Reset(room, epoch string)
+}
+
+// fill delivers room's messages from its stream, from st.last+1 up to
+// through (0: everything there is). It stops at the first failure.
+func (b *Broker) fill(room string, st *roomState, through int64) {
+	for through == 0 || st.last < through {
+		q := store.Query{After: st.last, Limit: 500}
+		if through > 0 {
+			q.Before = through + 1
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+		info, msgs, err := b.st.Page(ctx, room, q)
+		cancel()
+		if err != nil {
+			b.log.Warn("redis: filling a gap failed; retrying at the next check", "room", room, "err", err)
+			return
+		}
+		if info.Epoch != st.epoch {
+			b.reset(room, st, info.Epoch)
+			q.After = 0
+			continue
+		}
+		if len(msgs) > 0 && msgs[0].Seq != st.last+1 {
+			// Retention dropped what was missed: deliver from what is kept.
+			b.log.Warn("redis: messages missed on pub/sub are gone from the stream", "room", room, "from", st.last+1, "to", msgs[0].Seq-1)
+		}
+		for _, m := range msgs {
+			b.h.Deliver(m)
+			st.last = m.Seq
+		}
+		b.fills.Add(uint64(len(msgs)))
+		if len(msgs) == 0 {
+			if info.LastSeq < st.last {
+				b.rotate(room, st)
+			}
+			return
+		}
+	}
+}
+
+// rotate gives a room whose seq went backwards (Redis lost acknowledged
+// writes, as after a failover to a replica that lagged) a new epoch, so
+// that clients start over instead of waiting for seqs they already saw.
+func (b *Broker) rotate(room string, st *roomState) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+	defer cancel()
+	epoch, err := rotateScript.Exec(ctx, b.st.client, []string{b.st.metaKey(room)}, []string{st.epoch, newEpoch()}).ToString()
+	if err != nil {
+		b.log.Warn("redis: rotating an epoch failed", "room", room, "err", err)
+		return
+	}
+	b.log.Warn("room's seq went backwards in Redis; new epoch", "room", room, "seen", st.last)
+	b.reset(room, st, epoch)
+	b.fill(room, st, 0)
+}
+
+// position compares every room's last delivered seq with Redis (one
+// pipeline per 500 rooms) and fills what pub/sub lost. It reports whether
+// every room was checked.
+func (b *Broker) position(states map[string]*roomState) bool {
+	rooms := make([]string, 0, len(states))
+	cmds := make(rueidis.Commands, 0, len(states))
+	for room, st := range states {
+		if !st.started {
+			continue
+		}
+		rooms = append(rooms, room)
+		cmds = append(cmds, b.st.client.B().Hmget().Key(b.st.metaKey(room)).Field("e", "s").Build())
+	}
+	failed := false
+	for i := 0; i < len(cmds); i += 500 {
+		j := min(i+500, len(cmds))
+		ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+		res := b.st.client.DoMulti(ctx, cmds[i:j]...)
+		cancel()
+		for k, r := range res {
+			room := rooms[i+k]
+			st := states[room]
+			vals, err := r.ToArray()
+			if err != nil || len(vals) != 2 {
+				failed = true
+				continue
+			}
+			epoch, _ := vals[0].ToString()
+			lastStr, _ := vals[1].ToString()
+			last, _ := strconv.ParseInt(lastStr, 10, 64)
+			switch {
+			case epoch != "" && epoch != st.epoch:
+				b.reset(room, st, epoch)
+				b.fill(room, st, 0)
+			case last > st.last:
+				b.fill(room, st, last)
+			case last < st.last && epoch == st.epoch:
+				b.rotate(room, st)
+			}
+		}
+	}
+	return !failed
+}

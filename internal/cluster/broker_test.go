@@ -1,0 +1,51 @@
+package cluster_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/broker"
+	"github.com/roomchat/roomchat/internal/broker/brokertest"
+	"github.com/roomchat/roomchat/internal/cluster"
+	"github.com/roomchat/roomchat/internal/redistest"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// nodes starts len(hs) brokers, each on a store of its own (its own Redis
+// connections, as separate processes would have) with one key prefix.
+func nodes(t *testing.T, srv *redistest.Server, hs []broker.Handler) ([]*cluster.Broker, []*cluster.Store) {
+	t.Helper()
+	prefix := redistest.Prefix(t)
+	var bs []*cluster.Broker
+	var sts []*cluster.Store
+	for _, h := range hs {
+		st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := cluster.NewBroker(st, h, cluster.BrokerOptions{Check: 200 * time.Millisecond})
+		t.Cleanup(func() { b.Close(); st.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = b.WaitReady(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("broker not ready: %v", err)
+		}
+		bs = append(bs, b)
+		sts = append(sts, st)
+	}
+	return bs, sts
+}
+
+func TestBrokerConformance(t *testing.T) {
+	srv := sharedRedis(t)
+	brokertest.Run(t, 3, func(t *testing.T, hs []broker.Handler) ([]broker.Broker, store.Store) {
+		bs, sts := nodes(t, srv, hs)
+		out := make([]broker.Broker, len(bs))
+		for i, b := range bs {
+			out[i] = b
+		}
+		return out, sts[0]
+	})
+}

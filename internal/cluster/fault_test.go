@@ -1,0 +1,194 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/broker"
+	"github.com/roomchat/roomchat/internal/broker/brokertest"
+	"github.com/roomchat/roomchat/internal/redistest"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+func span(from, to int64) []int64 {
+	var out []int64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+// publishAll publishes n messages to room from node b, failing the test on
+// any error, and returns the last seq.
+func publishAll(t *testing.T, b broker.Broker, room string, n int) int64 {
+	t.Helper()
+	var last int64
+	for i := range n {
+		res := brokertest.Publish(t, b, brokertest.Msg(room, fmt.Sprint(i)), "")
+		if res.Err != nil {
+			t.Fatalf("publish %d: %v", i, res.Err)
+		}
+		last = res.Msg.Seq
+	}
+	return last
+}
+
+// Pub/sub loses messages when Redis kills the subscriber's connection
+// (CLIENT KILL TYPE pubsub) and when its output buffer overflows a tiny
+// limit: every node still delivers 1..N in order, filling each gap from
+// the stream.
+func TestPubSubLossIsFilled(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Args: []string{"--client-output-buffer-limit", "pubsub 2kb 1kb 1"}})
+	admin := srv.Client()
+	recs := []*brokertest.Recorder{brokertest.NewRecorder(), brokertest.NewRecorder()}
+	bs, _ := nodes(t, srv, []broker.Handler{recs[0], recs[1]})
+	for _, b := range bs {
+		if err := b.Subscribe(context.Background(), "r"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 600
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range n {
+			b := bs[i%2]
+			body := strings.Repeat("x", 200) // fills the 2 KB buffer fast
+			res := brokertest.Publish(t, b, brokertest.Msg("r", fmt.Sprint(i, body)), "")
+			if res.Err != nil {
+				t.Errorf("publish %d: %v", i, res.Err)
+				return
+			}
+		}
+	})
+	for range 5 {
+		time.Sleep(20 * time.Millisecond)
+		srv.Do(admin, "CLIENT", "KILL", "TYPE", "pubsub")
+	}
+	wg.Wait()
+	for i, rec := range recs {
+		if got := rec.WaitFor(t, "r", n); !slices.Equal(got, span(1, n)) {
+			t.Errorf("node %d delivered %d seqs, not 1..%d in order", i, len(got), n)
+		}
+		st := bs[i].Stats()
+		t.Logf("node %d: %+v", i, st)
+		if st.Reconnects == 0 || st.Fills == 0 {
+			t.Errorf("node %d: %+v: the test lost nothing to fill", i, st)
+		}
+	}
+}
+
+// epochRecorder records resets too.
+type epochRecorder struct {
+	*brokertest.Recorder
+	mu     sync.Mutex
+	resets []string
+}
+
+func (r *epochRecorder) Reset(room, epoch string) {
+	r.mu.Lock()
+	r.resets = append(r.resets, room+":"+epoch)
+	r.mu.Unlock()
+}
+
+func (r *epochRecorder) Resets() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.resets)
+}
+
+// FLUSHALL loses every room's history: the next message is seq 1 of a new
+// epoch, and the handler is told (Reset) before it gets it.
+func TestFlushAllStartsNewEpoch(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rec := &epochRecorder{Recorder: brokertest.NewRecorder()}
+	bs, sts := nodes(t, srv, []broker.Handler{rec})
+	b := bs[0]
+	if err := b.Subscribe(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := sts[0].Room(context.Background(), "r")
+	publishAll(t, b, "r", 5)
+	rec.WaitFor(t, "r", 5)
+	srv.Do(srv.Client(), "FLUSHALL")
+	if last := publishAll(t, b, "r", 3); last != 3 {
+		t.Fatalf("after FLUSHALL the seqs went on to %d, want 1..3 again", last)
+	}
+	after, _ := sts[0].Room(context.Background(), "r")
+	if after.Epoch == info.Epoch || after.Epoch == "" {
+		t.Fatalf("epoch %q after FLUSHALL, was %q: want a new one", after.Epoch, info.Epoch)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rec.Seqs("r")) < 8 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := rec.Seqs("r"); !slices.Equal(got, []int64{1, 2, 3, 4, 5, 1, 2, 3}) {
+		t.Fatalf("delivered %v, want 1..5 then 1..3", got)
+	}
+	if got := rec.Resets(); !slices.Equal(got, []string{"r:" + after.Epoch}) {
+		t.Fatalf("resets %v, want one to %s", got, after.Epoch)
+	}
+}
+
+// With Redis killed, a publish fails within the timeout (store
+// unavailable) and the node is not ready; once Redis is back (its AOF
+// keeps everything acked), the node is ready again within 10 s by itself,
+// nothing acked is lost, and deliveries go on in order.
+func TestRedisDownAndBack(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rec := brokertest.NewRecorder()
+	bs, sts := nodes(t, srv, []broker.Handler{rec})
+	b := bs[0]
+	if err := b.Subscribe(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	publishAll(t, b, "r", 10)
+	srv.Kill()
+
+	start := time.Now()
+	res := brokertest.Publish(t, b, brokertest.Msg("r", "while down"), "")
+	if !errors.Is(res.Err, store.ErrUnavailable) {
+		t.Fatalf("publish with Redis down: %+v, want ErrUnavailable", res)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("publish took %v to fail, want under 5 s", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for sts[0].Ready(ctx) == nil {
+		if ctx.Err() != nil {
+			t.Fatal("the store still says ready 5 s after Redis died")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := b.Subscribe(context.Background(), "other"); err == nil {
+		t.Fatal("a new subscription succeeded with Redis down")
+	}
+
+	srv.Restart()
+	back := time.Now()
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for sts[0].Ready(ctx) != nil {
+		if ctx.Err() != nil {
+			t.Fatal("not ready 10 s after Redis came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("ready %v after Redis came back", time.Since(back).Round(time.Millisecond))
+	if last := publishAll(t, b, "r", 5); last != 15 {
+		t.Fatalf("after the restart the seqs went on to %d, want 15: acked messages were lost", last)
+	}
+	if got := rec.WaitFor(t, "r", 15); !slices.Equal(got, span(1, 15)) {
+		t.Fatalf("delivered %v, want 1..15", got)
+	}
+	msgs, err := sts[0].Messages(context.Background(), "r", store.Query{})
+	if err != nil || len(msgs) != 15 {
+		t.Fatalf("history after restart: %d messages, %v", len(msgs), err)
+	}
+}

@@ -1,0 +1,32 @@
+-- publish: one message of one room, in one atomic step (SPEC §8).
+-- KEYS[1] the room's stream, KEYS[2] its meta hash, KEYS[3] the
+-- de-duplication key (ignored when ARGV[6] is "0").
+-- ARGV[1] the message JSON (its seq is set by the reader from the entry),
+-- ARGV[2] the stream's approximate MAXLEN, ARGV[3] the room's pub/sub
+-- channel, ARGV[4] an epoch for a room that has none, ARGV[5] the
+-- de-duplication key's lifetime in seconds, ARGV[6] "1" when there is a key.
+-- Returns {1, seq, epoch} for a new message, {0, "seq\nJSON"} for a retry.
+if ARGV[6] == "1" then
+  local prior = redis.call("get", KEYS[3])
+  if prior then
+    return {0, prior}
+  end
+end
+local epoch = redis.call("hget", KEYS[2], "e")
+if not epoch then
+  epoch = ARGV[4]
+  redis.call("hset", KEYS[2], "e", epoch)
+end
+local seq = redis.call("hincrby", KEYS[2], "s", 1)
+if seq == 1 then
+  -- A new epoch starts: an empty room's meta may carry a lifetime (see
+  -- page.lua), and a stream left without its meta is from a lost epoch.
+  redis.call("persist", KEYS[2])
+  redis.call("del", KEYS[1])
+end
+redis.call("xadd", KEYS[1], "MAXLEN", "~", ARGV[2], seq .. "-0", "m", ARGV[1])
+redis.call("publish", ARGV[3], seq .. "\n" .. epoch .. "\n" .. ARGV[1])
+if ARGV[6] == "1" then
+  redis.call("set", KEYS[3], seq .. "\n" .. ARGV[1], "EX", ARGV[5])
+end
+return {1, seq, epoch}

@@ -1,0 +1,64 @@
+package cluster_test
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/roomchat/roomchat/internal/cluster"
+	"github.com/roomchat/roomchat/internal/redistest"
+	"github.com/roomchat/roomchat/internal/store"
+	"github.com/roomchat/roomchat/internal/store/storetest"
+)
+
+// shared is one redis-server for the tests that do not stop or break it;
+// each store on it has its own key prefix.
+var shared *redistest.Server
+
+func sharedRedis(t *testing.T) *redistest.Server {
+	if shared == nil {
+		shared = redistest.Start(&mainT{t}, redistest.Options{})
+	}
+	return shared
+}
+
+// mainT keeps the shared server alive past the test that started it: its
+// cleanups run at the end of the test binary (TestMain).
+type mainT struct{ *testing.T }
+
+var cleanups []func()
+
+func (m *mainT) Cleanup(f func()) { cleanups = append(cleanups, f) }
+func (m *mainT) TempDir() string {
+	d, err := os.MkdirTemp("", "redistest")
+	if err != nil {
+		m.Fatal(err)
+	}
+	cleanups = append(cleanups, func() { os.RemoveAll(d) })
+	return d
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		cleanups[i]()
+	}
+	os.Exit(code)
+}
+
+func openStore(t *testing.T, srv *redistest.Server, ret store.Retention) *cluster.Store {
+	t.Helper()
+	st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: redistest.Prefix(t), Retention: ret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func TestStoreConformance(t *testing.T) {
+	srv := sharedRedis(t)
+	storetest.Run(t, func(t *testing.T, ret store.Retention) store.Store {
+		return openStore(t, srv, ret)
+	})
+}
