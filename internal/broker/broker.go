@@ -26,6 +26,12 @@ type Handler interface {
 	// also be called for rooms without a subscription (the handler
 	// ignores those). It must not block or call the Broker.
 	Deliver(m protocol.Message)
+	// Reset tells that roomID's stored history was lost or replaced: the
+	// room has a new epoch, and Deliver goes on from its first message.
+	// It is called before any message of the new epoch is delivered, on
+	// the same goroutine as Deliver, and must not block either. (A
+	// single-node broker never calls it: its store keeps the epoch.)
+	Reset(roomID, epoch string)
 }
 
 // Broker orders and fans out rooms' messages. Methods are safe for

@@ -32,10 +32,10 @@ import (
 // helper) dials, subscribes in batches and catches up after every
 // reconnect.
 type Broker struct {
-	st      *Store
-	h       broker.Handler
-	log     *slog.Logger
-	check   time.Duration
+	st    *Store
+	h     broker.Handler
+	log   *slog.Logger
+	check time.Duration
 
 	mu     sync.Mutex // guards the fields below; never held across Redis calls or the handler
 	events []event    // for run, in order
@@ -468,16 +468,7 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 func (b *Broker) reset(room string, st *roomState, epoch string) {
 	b.log.Warn("room has a new epoch: its history in Redis was lost or replaced", "room", room, "old", st.epoch, "new", epoch)
 	st.epoch, st.last = epoch, 0
-	if r, ok := b.h.(Resetter); ok {
-		r.Reset(room, epoch)
-	}
-}
-
-// Resetter is implemented by a handler that must know when a room's
-// history starts over (a new epoch): it gets Reset before any message of
-// the new epoch.
-type Resetter interface {
-	Reset(room, epoch string)
+	b.h.Reset(room, epoch)
 }
 
 // fill delivers room's messages from its stream, from st.last+1 up to

@@ -211,6 +211,7 @@ type heldStore struct {
 	held     []func()
 	holdPage chan struct{}
 	failPage bool
+	epoch    string // when set, the epoch Page reports
 }
 
 func newHeldStore() *heldStore {
@@ -254,5 +255,10 @@ func (s *heldStore) Page(ctx context.Context, roomID string, q store.Query) (sto
 	if fail {
 		return store.RoomInfo{}, nil, fmt.Errorf("%w: disk on fire", store.ErrUnavailable)
 	}
+	s.mu.Lock()
+	if s.epoch != "" {
+		info.Epoch = s.epoch
+	}
+	s.mu.Unlock()
 	return info, slices.Clone(msgs), err
 }

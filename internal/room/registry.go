@@ -47,6 +47,12 @@ type Registry struct {
 	signer       signer    // resume tokens, keyed by the store's TokenKey
 	started      time.Time // tokens issued before it come from an earlier run
 
+	// ctx ends at Close; bg counts the goroutines the registry starts
+	// (rejoin), which end with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+
 	// mu guards rooms, users and their peaks. Taken after a Room's mu,
 	// before a User's.
 	mu    sync.RWMutex
@@ -91,6 +97,7 @@ func New(st store.Store, opts Options) *Registry {
 		rooms:        make(map[string]*Room),
 		users:        make(map[string]*User),
 	}
+	reg.ctx, reg.cancel = context.WithCancel(context.Background())
 	reg.broker = opts.Broker(handler{reg})
 	return reg
 }
@@ -99,6 +106,7 @@ func New(st store.Store, opts Options) *Registry {
 type handler struct{ reg *Registry }
 
 func (h handler) Deliver(m protocol.Message) { h.reg.deliver(m) }
+func (h handler) Reset(roomID, epoch string) { h.reg.reset(roomID) }
 
 // Stats are the registry's counters, for metrics.
 type Stats struct {
@@ -269,7 +277,7 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 		u.mu.Unlock()
 	}
 	name = u.Name()
-	r, m, fresh, err := reg.enter(u, c, roomID, name)
+	r, m, fresh, gen, err := reg.enter(u, c, roomID, name)
 	if err != nil {
 		return err
 	}
@@ -279,13 +287,20 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 			return err
 		}
 	}
-	info, hist, err := reg.read(ctx, r, since)
-	if err != nil {
-		reg.abandon(u, r, m, fresh)
-		return err
-	}
-	if err := reg.answer(u, c, r, m, info, hist, since, reqID); err != nil {
-		return err
+	for {
+		info, hist, err := reg.read(ctx, r, since)
+		if err != nil {
+			reg.abandon(u, r, m, fresh)
+			return err
+		}
+		now, err := reg.answer(u, c, r, m, info, hist, since, reqID, gen, false)
+		if err != nil {
+			return err
+		}
+		if now == gen {
+			break
+		}
+		gen = now // the room started over while we read: read again
 	}
 	if fresh {
 		reg.log.Info("join", "room", roomID, "user", u.id)
@@ -297,12 +312,14 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 // membership, and marks it joining. It fails with room_limit when u is in
 // MaxRooms rooms already and room_full when the room has RoomCapacity
 // live members; a member waiting out its grace period keeps its place.
-func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *member, fresh bool, err error) {
+//
+// gen is the room's reset count at entry: answer compares it.
+func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *member, fresh bool, gen uint64, err error) {
 	u.mu.Lock()
 	full := u.rooms.get(roomID) == nil && u.ghosts.get(roomID) == nil && len(u.rooms) >= reg.limits.MaxRooms
 	u.mu.Unlock()
 	if full {
-		return nil, nil, false, protocol.Errorf(protocol.CodeRoomLimit, "you are in %d rooms, the most one connection may be in; leave one first", reg.limits.MaxRooms)
+		return nil, nil, false, 0, protocol.Errorf(protocol.CodeRoomLimit, "you are in %d rooms, the most one connection may be in; leave one first", reg.limits.MaxRooms)
 	}
 	for {
 		r = reg.getOrCreate(roomID)
@@ -315,7 +332,7 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 	if m = r.member(u); m == nil {
 		if r.live() >= reg.limits.RoomCapacity {
 			r.mu.Unlock()
-			return nil, nil, false, protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", roomID, reg.limits.RoomCapacity)
+			return nil, nil, false, 0, protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", roomID, reg.limits.RoomCapacity)
 		}
 		m = &member{user: u}
 		r.add(m)
@@ -324,7 +341,8 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 			RoomID: roomID, Event: protocol.PresenceJoin, User: protocol.User{UserID: u.id, Name: name}, Count: len(r.members),
 		}), u)
 	}
-	m.name, m.joining, m.pending = name, true, nil
+	m.name, m.joining, m.pending, m.rejoin = name, true, nil, false
+	gen = r.resets
 	r.setConn(m, c)
 	r.mu.Unlock()
 
@@ -332,7 +350,7 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 	u.rooms.add(r)
 	u.ghosts.remove(roomID)
 	u.mu.Unlock()
-	return r, m, fresh, nil
+	return r, m, fresh, gen, nil
 }
 
 // subscribe takes a broker subscription for new member m of r, which
@@ -406,7 +424,13 @@ func (reg *Registry) abandon(u *User, r *Room, m *member, fresh bool) {
 // was joining that the snapshot did not hold, and makes the member live.
 // The member list is read under the room's lock and encoded outside it;
 // if presence went out meanwhile (rare), it is read and encoded again.
-func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.RoomInfo, hist []protocol.Message, since *int64, reqID string) error {
+//
+// gen is the room's reset count when the history was read; if the room
+// has started over since (Reset), nothing is queued and answer returns
+// the new count, for the caller to read again. reset marks an answer to
+// Reset, which queues joined only to a member still waiting for it
+// (rejoin), with truncated set.
+func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.RoomInfo, hist []protocol.Message, since *int64, reqID string, gen uint64, reset bool) (uint64, error) {
 	if hist == nil {
 		hist = []protocol.Message{}
 	}
@@ -420,13 +444,13 @@ func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.Room
 		History:   hist,
 		LastSeq:   lastSeq,
 		Epoch:     info.Epoch,
-		Truncated: since != nil && info.Truncated(*since),
+		Truncated: reset || since != nil && info.Truncated(*since),
 		More:      store.More(info, hist),
 	}
 	r.mu.Lock()
 	if r.member(u) != m {
 		r.mu.Unlock()
-		return protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
+		return gen, protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
 	}
 	joined.Members, joined.Count = r.users(reg.limits.MaxMembers), len(r.members)
 	announced := r.announced
@@ -436,7 +460,13 @@ func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.Room
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.member(u) != m {
-		return protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
+		return gen, protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
+	}
+	if r.resets != gen {
+		return r.resets, nil
+	}
+	if reset && !m.rejoin {
+		return gen, nil // a join of the member's own answers it
 	}
 	if r.announced != announced {
 		joined.Members, joined.Count = r.users(reg.limits.MaxMembers), len(r.members)
@@ -446,9 +476,81 @@ func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.Room
 	// joined lists the members as they are now: earlier presence events
 	// are not for this member.
 	m.presenceSeen = announced
+	m.rejoin = false
 	c.Queue(frame)
 	m.goLive(lastSeq)
-	return nil
+	return gen, nil
+}
+
+// reset starts room roomID over at a new epoch (the broker lost its
+// history: SPEC §8): every member with a connection gets a new joined
+// (the new epoch's first page, truncated set) before any message of the
+// new epoch, which it buffers meanwhile. A member in its grace period
+// gets its joined when it joins again. The broker calls it before it
+// delivers the new epoch's first message; the store read runs on a
+// goroutine of the registry's (rejoin).
+func (reg *Registry) reset(roomID string) {
+	r := reg.lookup(roomID)
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.resets++
+	r.infoOK, r.lastSeq = false, 0
+	for _, m := range r.members {
+		m.pending, m.joining, m.rejoin = nil, m.conn != nil, m.conn != nil
+		m.seqSeen = 0
+	}
+	r.mu.Unlock()
+	reg.bg.Add(1)
+	go reg.rejoin(r)
+}
+
+// rejoin answers every member that reset left waiting, retrying the store
+// read each second until it succeeds, the room starts over again (the
+// newer rejoin answers), or the registry closes.
+func (reg *Registry) rejoin(r *Room) {
+	defer reg.bg.Done()
+	zero := int64(0)
+	for {
+		r.mu.Lock()
+		gen := r.resets
+		type waiting struct {
+			m *member
+			c Conn
+		}
+		var todo []waiting
+		for _, m := range r.members {
+			if m.rejoin && m.conn != nil {
+				todo = append(todo, waiting{m, m.conn})
+			}
+		}
+		r.mu.Unlock()
+		if len(todo) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(reg.ctx, 10*time.Second)
+		info, hist, err := reg.read(ctx, r, &zero)
+		cancel()
+		if err == nil {
+			stale := false
+			for _, w := range todo {
+				if now, _ := reg.answer(w.m.user, w.c, r, w.m, info, hist, &zero, "", gen, true); now != gen {
+					stale = true
+					break
+				}
+			}
+			if !stale {
+				return
+			}
+			continue
+		}
+		select {
+		case <-reg.ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // History answers a history request of u: the oldest page of roomID's
@@ -760,9 +862,11 @@ func (reg *Registry) Members(roomID string) (members []protocol.User, count int)
 	return r.users(reg.limits.MaxMembers), len(r.members)
 }
 
-// Close stops the registry's timers. Call it after every connection has
-// gone.
+// Close stops the registry's timers and goroutines. Call it after every
+// connection has gone.
 func (reg *Registry) Close() {
+	reg.cancel()
+	reg.bg.Wait()
 	reg.mu.Lock()
 	users := make([]*User, 0, len(reg.users))
 	for _, u := range reg.users {

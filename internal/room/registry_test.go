@@ -800,3 +800,58 @@ func TestSubscriptionsBalanced(t *testing.T) {
 		}
 	})
 }
+
+// When the broker says a room started over (a new epoch: its history was
+// lost), every member with a connection gets a new joined, with the new
+// epoch and truncated set, before any later message; a member in its
+// grace period gets its joined when it joins again.
+func TestResetSendsNewJoined(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newHeldStore()
+		var h broker.Handler
+		reg := newRegistry(t, st, room.Options{Broker: func(bh broker.Handler) broker.Broker {
+			h = bh
+			return broker.NewLocal(st, bh)
+		}})
+		a, b, c := connect(t, reg), connect(t, reg), connect(t, reg)
+		a.join("r")
+		b.join("r")
+		c.join("r")
+		a.send("r", "one")
+		c.drop(false)
+		sleep(time.Second)
+		a.conn.take()
+		b.conn.take()
+
+		gate := make(chan struct{})
+		st.mu.Lock()
+		st.epoch, st.holdPage = "new-epoch", gate
+		st.mu.Unlock()
+		h.Reset("r", "new-epoch")
+		synctest.Wait() // rejoin waits in Page
+		a.send("r", "during") // seq 2: after the page, delivered once
+		if got := b.conn.take(); len(got) != 0 {
+			t.Fatalf("b got %v before its new joined", got)
+		}
+		close(gate)
+		synctest.Wait()
+		for _, p := range []*peer{a, b} {
+			frames := p.conn.take()
+			if len(frames) == 0 || frames[0].env.Type != protocol.TypeJoined {
+				t.Fatalf("first frame after the reset is not joined: %v", frames)
+			}
+			var j protocol.Joined
+			decode(t, frames[0].env, &j)
+			if j.Epoch != "new-epoch" || !j.Truncated || frames[0].env.ID != "" {
+				t.Fatalf("joined after reset: epoch %q truncated %v id %q", j.Epoch, j.Truncated, frames[0].env.ID)
+			}
+			if got := append(seqsOf(j.History), seqs(t, frames)...); !slices.Equal(got, []int64{1, 2}) {
+				t.Fatalf("history then live after the reset: %v, want [1 2]", got)
+			}
+		}
+		c2, _ := resume(t, reg, c.user.Token())
+		if j := c2.join("r"); j.Epoch != "new-epoch" {
+			t.Fatalf("c re-joined with epoch %q", j.Epoch)
+		}
+	})
+}

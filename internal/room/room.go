@@ -41,6 +41,9 @@ type Room struct {
 	info    store.RoomInfo
 	infoOK  bool
 	lastSeq int64 // the highest seq delivered to the room
+	// resets counts Registry.reset calls: a join that read history before
+	// one reads again.
+	resets uint64
 
 	// Presence events are coalesced: one goes out presenceDelay after it
 	// happened, with any others of that moment; during a burst (more than
@@ -89,6 +92,9 @@ type member struct {
 	// subscribed is set once the member's broker subscription is in
 	// place; removing the member gives it back.
 	subscribed bool
+	// rejoin is set by Registry.reset for a member that must get a new
+	// joined (the room started over); a join of its own clears it.
+	rejoin bool
 	// typed is when the member's last typing event went out.
 	typed time.Time
 	// presenceSeen is the number of the last presence event the member's

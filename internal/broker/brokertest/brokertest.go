@@ -57,6 +57,13 @@ func (r *Recorder) Deliver(m protocol.Message) {
 	}
 }
 
+// Reset implements broker.Handler: the room's deliveries start over.
+func (r *Recorder) Reset(room, epoch string) {
+	r.mu.Lock()
+	r.rooms[room] = nil
+	r.mu.Unlock()
+}
+
 // Seqs returns the seqs delivered for room so far, in delivery order.
 func (r *Recorder) Seqs(room string) []int64 {
 	r.mu.Lock()
