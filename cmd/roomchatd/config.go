@@ -53,7 +53,7 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("rate", "ROOMCHAT_RATE", &l.Rate, "messages per second per connection; 0 turns the limit off")
 	add("burst", "ROOMCHAT_BURST", &l.Burst, "messages a connection may send at once before -rate applies")
 	add("origins", "ROOMCHAT_ORIGINS", &c.origins, "browser origins allowed besides the server's own, comma-separated: chat.example.com, *.example.com or https://chat.example.com")
-	add("redis", "ROOMCHAT_REDIS", &c.redis, "Redis URL for cluster mode (not available in this version)")
+	add("redis", "ROOMCHAT_REDIS", &c.redis, "cluster mode: redis://[user:password@]host:port[/db] of the Redis (≥ 6.2) that the nodes share; it replaces -db")
 	add("url", "ROOMCHAT_URL", &c.publicURL, "public base URL of share links, e.g. https://chat.example.com; empty uses each request's host")
 	add("max-message", "ROOMCHAT_MAX_MESSAGE", &l.MaxMessage, "longest message, in characters after trimming")
 	add("max-name", "ROOMCHAT_MAX_NAME", &l.MaxName, "longest display name, in characters after trimming")

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roomchat/roomchat/internal/broker"
+	"github.com/roomchat/roomchat/internal/cluster"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/sqlite"
@@ -32,15 +34,25 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usageError(stderr, "%v", err)
 	}
-	if cfg.redis != "" {
-		return errors.New("cluster mode (-redis) is not available in this version")
-	}
-
-	st, err := openStore(ctx, cfg)
+	st, newBroker, where, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	var clusterBroker *cluster.Broker
+	if cst, ok := st.(*cluster.Store); ok {
+		newBroker = func(h broker.Handler) broker.Broker {
+			clusterBroker = cluster.NewBroker(cst, h, cluster.BrokerOptions{Logger: log})
+			return clusterBroker
+		}
+	}
+	closeStore := func() error {
+		if clusterBroker != nil {
+			clusterBroker.Close()
+		}
+		return st.Close()
+	}
 	srv, err := server.New(server.Config{
+		Broker:       newBroker,
 		Store:        st,
 		Limits:       cfg.limits,
 		Origins:      cfg.originList(),
@@ -55,12 +67,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ResumeWindow: cfg.resumeWindow,
 	})
 	if err != nil {
-		st.Close()
+		closeStore()
 		return err
+	}
+	if clusterBroker != nil {
+		// Serve once subscribed, or after a while anyway: /readyz says
+		// when the node can take traffic.
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := clusterBroker.WaitReady(wctx); err != nil {
+			log.Warn("redis pub/sub not ready yet; serving, /readyz answers 503 until it is", "err", err)
+		}
+		cancel()
 	}
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
-		st.Close()
+		closeStore()
 		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
 	hs := &http.Server{
@@ -68,12 +89,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "db", cfg.db)
+	log.Info("listening", "addr", ln.Addr().String(), "store", where)
 	if cfg.debugAddr != "" {
 		stopDebug, err := serveDebug(cfg.debugAddr, log)
 		if err != nil {
 			hs.Close()
-			st.Close()
+			closeStore()
 			return err
 		}
 		defer stopDebug()
@@ -83,7 +104,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { serveErr <- hs.Serve(ln) }()
 	select {
 	case err = <-serveErr:
-		st.Close()
+		closeStore()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -104,7 +125,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	wg.Wait()
 	<-serveErr // http.ErrServerClosed
-	if err := st.Close(); err != nil {
+	if err := closeStore(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
 	log.Info("stopped")
@@ -149,17 +170,34 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-// openStore opens the history store that -db names, creating the file's
-// directory if needed.
-func openStore(ctx context.Context, cfg config) (store.Store, error) {
+// openStore opens the history store: Redis with -redis (cluster mode),
+// else the SQLite file -db names, creating its directory if needed. where
+// describes it for the log, without credentials. newBroker is nil: the
+// registry's single-node broker on the store, unless run sets the
+// cluster's.
+func openStore(ctx context.Context, cfg config, log *slog.Logger) (st store.Store, newBroker func(broker.Handler) broker.Broker, where string, err error) {
 	ret := store.Retention{MaxMessages: cfg.retention, MaxAge: cfg.retentionAge}
-	if cfg.db == ":memory:" {
-		return store.NewMemory(ret), nil
+	switch {
+	case cfg.redis != "":
+		if cfg.retentionAge > 0 {
+			return nil, nil, "", errors.New("-retention-age is not supported with -redis: Redis keeps the last -retention messages of each room")
+		}
+		cst, err := cluster.Open(ctx, cluster.Options{URL: cfg.redis, Retention: ret, Logger: log})
+		if err != nil {
+			return nil, nil, "", err
+		}
+		return cst, nil, "redis " + cluster.RedactURL(cfg.redis), nil
+	case cfg.db == ":memory:":
+		return store.NewMemory(ret), nil, "memory", nil
 	}
 	if dir := filepath.Dir(cfg.db); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create directory for -db: %w", err)
+			return nil, nil, "", fmt.Errorf("create directory for -db: %w", err)
 		}
 	}
-	return sqlite.Open(ctx, cfg.db, sqlite.Options{Retention: ret, Synchronous: strings.ToUpper(cfg.sync)})
+	sst, err := sqlite.Open(ctx, cfg.db, sqlite.Options{Retention: ret, Synchronous: strings.ToUpper(cfg.sync)})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return sst, nil, "sqlite " + cfg.db, nil
 }

@@ -828,7 +828,7 @@ func TestResetSendsNewJoined(t *testing.T) {
 		st.epoch, st.holdPage = "new-epoch", gate
 		st.mu.Unlock()
 		h.Reset("r", "new-epoch")
-		synctest.Wait() // rejoin waits in Page
+		synctest.Wait()       // rejoin waits in Page
 		a.send("r", "during") // seq 2: after the page, delivered once
 		if got := b.conn.take(); len(got) != 0 {
 			t.Fatalf("b got %v before its new joined", got)

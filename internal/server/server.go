@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
+	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/store"
@@ -50,6 +51,8 @@ type Config struct {
 	PingInterval, PingTimeout time.Duration
 	// Grace and ResumeWindow are room.Options' (15 s and 2 min).
 	Grace, ResumeWindow time.Duration
+	// Broker is room.Options': nil means the single-node broker on Store.
+	Broker func(broker.Handler) broker.Broker
 }
 
 // Server serves roomchat's HTTP routes and WebSocket connections.
@@ -127,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 		Grace:        cfg.Grace,
 		ResumeWindow: cfg.ResumeWindow,
 		Logger:       cfg.Logger,
+		Broker:       cfg.Broker,
 	})
 	s.posts = newIPLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
 	s.keep = newWheel(cfg.PingInterval)
