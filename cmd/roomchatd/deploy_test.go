@@ -92,7 +92,7 @@ func runWithEnv(t *testing.T, env map[string]string, args []string) (pid int, ur
 	for k, v := range env {
 		kept = append(kept, k+"="+v)
 	}
-	s := chattest.StartEnv(t, roomchatdBin(t), kept, args...)
+	s := chattest.StartEnv(t, kept, args...)
 	return s.PID(), s.URL
 }
 

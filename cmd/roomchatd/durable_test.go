@@ -54,7 +54,7 @@ func checkSeqs(t *testing.T, what string, msgs []protocol.Message, from, to int6
 // room's epoch is unchanged.
 func TestRestartKeepsHistory(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "data", "roomchat.db") // the directory is created
-	d := startDaemon(t, db)
+	d := chattest.Start(t, "-db", db)
 	a := chattest.Dial(t, d.URL, "")
 	empty := a.JoinSince(t, "keep", nil)
 	if empty.Epoch == "" || empty.LastSeq != 0 || len(empty.History) != 0 {
@@ -78,7 +78,7 @@ func TestRestartKeepsHistory(t *testing.T) {
 	if code := a.CloseCode(t, 5*time.Second); code != websocket.StatusGoingAway {
 		t.Fatalf("client closed with %d at shutdown, want 1001", code)
 	}
-	d = startDaemon(t, db)
+	d = chattest.Start(t, "-db", db)
 
 	b := chattest.Dial(t, d.URL, "")
 	j := b.JoinSince(t, "keep", nil)
@@ -111,7 +111,7 @@ func TestRestartKeepsHistory(t *testing.T) {
 	if code := d.Wait(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGINT, want 0", code)
 	}
-	d = startDaemon(t, db)
+	d = chattest.Start(t, "-db", db)
 	if j := chattest.Dial(t, d.URL, "").JoinSince(t, "keep", ptr(int64(n))); len(j.History) != 1 || j.History[0].Message != "after the restart" || j.Epoch != before.Epoch {
 		t.Fatalf("after the second restart: history %v epoch %q", j.History, j.Epoch)
 	}
@@ -124,7 +124,7 @@ func TestRestartKeepsHistory(t *testing.T) {
 // is there and the seqs run 1..N with no gap.
 func TestKill9AfterAckedBurst(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db)
+	d := chattest.Start(t, "-db", db)
 	const roomID = "burst"
 	const senders, each = 5, 100
 
@@ -207,7 +207,7 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 		}
 	}
 
-	d = startDaemon(t, db)
+	d = chattest.Start(t, "-db", db)
 	var info server.RoomInfo
 	getJSON(t, d.URL+"/api/rooms/"+roomID, 200, &info)
 	if info.LastSeq < int64(len(all)) {
@@ -257,7 +257,7 @@ func sendAckIn(t *testing.T, c *chattest.Client, roomID, id string) protocol.Ack
 // the last 5, and a join whose since reaches back past them is truncated.
 func TestRetentionFlag(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db, "-retention", "5")
+	d := chattest.Start(t, "-db", db, "-retention", "5")
 	const roomID = "trim"
 	a := chattest.Dial(t, d.URL, "")
 	a.JoinSince(t, roomID, nil)
@@ -292,7 +292,7 @@ func TestRetentionFlag(t *testing.T) {
 	check(t, d)
 	// The same after a restart; seq goes on at 13.
 	d.Stop(t)
-	d = startDaemon(t, db, "-retention", "5")
+	d = chattest.Start(t, "-db", db, "-retention", "5")
 	check(t, d)
 	a = chattest.Dial(t, d.URL, "")
 	a.JoinSince(t, roomID, nil)
@@ -307,7 +307,7 @@ func TestRetentionFlag(t *testing.T) {
 func TestRetentionAgeFlag(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
 	const age = 700 * time.Millisecond
-	d := startDaemon(t, db, "-retention-age", age.String())
+	d := chattest.Start(t, "-db", db, "-retention-age", age.String())
 	a := chattest.Dial(t, d.URL, "")
 	a.JoinSince(t, "aging", nil)
 	for i := 1; i <= 3; i++ {
@@ -417,7 +417,7 @@ func TestStartupFaults(t *testing.T) {
 		}},
 	}
 	t.Run("empty file is a new database", func(t *testing.T) {
-		d := startDaemon(t, write("empty.db", nil))
+		d := chattest.Start(t, "-db", write("empty.db", nil))
 		if ack := sendAckIn(t, chattest.Dial(t, d.URL, ""), "r", "1"); ack.Seq != 1 {
 			t.Fatalf("first message in a new database: seq %d", ack.Seq)
 		}
@@ -429,7 +429,7 @@ func TestStartupFaults(t *testing.T) {
 				t.Skip("chattr is not usable here (and root ignores file modes)")
 			}
 			var stderr strings.Builder
-			cmd := chattest.Command(roomchatdBin(t), "-addr", "127.0.0.1:0", "-db", tc.path)
+			cmd := chattest.Command(t, "-addr", "127.0.0.1:0", "-db", tc.path)
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -468,7 +468,7 @@ func TestStartupFaults(t *testing.T) {
 // message is in the file afterwards.
 func TestGracefulShutdown(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db)
+	d := chattest.Start(t, "-db", db)
 	const roomID = "shut"
 	idle := chattest.Dial(t, d.URL, "")
 	lobby := chattest.Dial(t, d.URL, "?batch=1")
@@ -580,7 +580,7 @@ func TestGracefulShutdown(t *testing.T) {
 // client still gets 1001.
 func TestShutdownWithUnresponsiveClient(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db, "-shutdown-timeout", "1s")
+	d := chattest.Start(t, "-db", db, "-shutdown-timeout", "1s")
 	good := chattest.Dial(t, d.URL, "")
 	good.JoinSince(t, "r", nil)
 	good.SendAck(t, "1", "kept")

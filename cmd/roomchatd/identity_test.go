@@ -30,7 +30,7 @@ func TestResumeAndRetryAcrossRestart(t *testing.T) {
 	for _, how := range []string{"SIGTERM", "kill -9"} {
 		t.Run(how, func(t *testing.T) {
 			db := filepath.Join(t.TempDir(), "roomchat.db")
-			d := startDaemon(t, db)
+			d := chattest.Start(t, "-db", db)
 			a := chattest.Dial(t, d.URL, "")
 			j := a.JoinSince(t, "keep", nil)
 			first := a.SendAck(t, "retry-me", "sent once")
@@ -40,7 +40,7 @@ func TestResumeAndRetryAcrossRestart(t *testing.T) {
 			} else {
 				d.Kill(t)
 			}
-			d = startDaemon(t, db)
+			d = chattest.Start(t, "-db", db)
 
 			b := chattest.Dial(t, d.URL, "?resume="+url.QueryEscape(a.Welcome.Resume))
 			if b.Welcome.UserID != a.Welcome.UserID || b.Welcome.Resume == "" || b.Welcome.Resume == a.Welcome.Resume {
@@ -77,7 +77,7 @@ func TestResumeAndRetryAcrossRestart(t *testing.T) {
 // TestMemoryEpoch: with -db :memory:, an empty room has an epoch, its first
 // message keeps it, and a restart (history lost) changes it.
 func TestMemoryEpoch(t *testing.T) {
-	d := startDaemon(t, ":memory:")
+	d := chattest.Start(t, "-db", ":memory:")
 	a := chattest.Dial(t, d.URL, "")
 	empty := a.JoinSince(t, "e", nil)
 	if empty.Epoch == "" {
@@ -88,7 +88,7 @@ func TestMemoryEpoch(t *testing.T) {
 		t.Fatalf("epoch after the first message %q, want %q", e, empty.Epoch)
 	}
 	d.Stop(t)
-	d = startDaemon(t, ":memory:")
+	d = chattest.Start(t, "-db", ":memory:")
 	j := chattest.Dial(t, d.URL, "").JoinSince(t, "e", ptr(int64(1)))
 	if j.Epoch == "" || j.Epoch == empty.Epoch || j.LastSeq != 0 {
 		t.Fatalf("after a :memory: restart: epoch %q lastSeq %d; want a new epoch and no history", j.Epoch, j.LastSeq)
@@ -100,7 +100,7 @@ func TestMemoryEpoch(t *testing.T) {
 // every stored message was acked to its sender before the 1001 close.
 func TestShutdownUnderLoad(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db, "-retention", "1000000")
+	d := chattest.Start(t, "-db", db, "-retention", "1000000")
 	const senders = 8
 	type sender struct {
 		c        *chattest.Client

@@ -110,9 +110,11 @@ func Environ() []string {
 	return env
 }
 
-// Command is bin with args and Environ(), its standard output discarded.
-func Command(bin string, args ...string) *exec.Cmd {
-	cmd := exec.Command(bin, args...)
+// Command is roomchatd (see Bin) with args and Environ(), its standard
+// output discarded, for a test that runs it to its end.
+func Command(t testing.TB, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(Bin(t, ServerPackage), args...)
 	cmd.Env = Environ()
 	cmd.Stdout = io.Discard
 	return cmd
@@ -165,19 +167,20 @@ type Server struct {
 	logs strings.Builder
 }
 
-// Start runs bin (see Bin) with -addr 127.0.0.1:0 -rate 0 and args (e.g.
-// "-db", path, which may override those) in Environ(), and waits until it
-// logs its address.
-func Start(t testing.TB, bin string, args ...string) *Server {
+// Start runs roomchatd (see Bin) with -addr 127.0.0.1:0 -rate 0 -db
+// :memory: and then args (e.g. "-db", path: the last of a flag counts) in
+// Environ(), and waits until it logs its address.
+func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
-	return StartEnv(t, bin, nil, append([]string{"-addr", "127.0.0.1:0", "-rate", "0"}, args...)...)
+	return StartEnv(t, nil, append([]string{"-addr", "127.0.0.1:0", "-rate", "0", "-db", ":memory:"}, args...)...)
 }
 
-// StartEnv runs bin with exactly args in the environment env (nil:
+// StartEnv runs roomchatd with exactly args in the environment env (nil:
 // Environ()) and waits until it logs its address. The address is the
 // caller's to choose, by flag or by ROOMCHAT_ADDR: a loopback one.
-func StartEnv(t testing.TB, bin string, env []string, args ...string) *Server {
+func StartEnv(t testing.TB, env []string, args ...string) *Server {
 	t.Helper()
+	bin := Bin(t, ServerPackage)
 	if env == nil {
 		env = Environ()
 	}
