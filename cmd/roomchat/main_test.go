@@ -464,26 +464,6 @@ func TestClean(t *testing.T) {
 	}
 }
 
-// fillRoom stores n messages in room, message i with the text filler(i).
-func fillRoom(t *testing.T, url, room string, n int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, url, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Join(ctx, room, "filler", nil); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= n; i++ {
-		if _, err := c.SendMessage(ctx, room, filler(i)); err != nil {
-			t.Fatalf("store message %d: %v", i, err)
-		}
-	}
-}
-
 // filler is message i's text: its number and 500 to 699 bytes of padding,
 // so that 2,000 of them (about 1.2 MB) need several pages by count and by
 // bytes, and are more than a server queues for a slow connection (1 MiB).
@@ -531,8 +511,8 @@ func (s *slowReader) Read(p []byte) (int, error) {
 func TestTailFromStart(t *testing.T) {
 	srv := chattest.Start(t)
 	const stored = 2000
-	fillRoom(t, srv.URL, "backlog", stored)
-	fillRoom(t, srv.URL, "backlog-slow", stored)
+	chattest.Fill(t, srv.URL, "backlog", stored, filler)
+	chattest.Fill(t, srv.URL, "backlog-slow", stored, filler)
 
 	t.Run("fast", func(t *testing.T) {
 		tail := startCLI(t, "tail", "backlog", "--from-start", "--server", srv.URL)
@@ -606,7 +586,7 @@ func TestTailFromStart(t *testing.T) {
 func TestJoinFromStartPrintsBacklog(t *testing.T) {
 	srv := chattest.Start(t)
 	const stored = 450 // three pages of 200
-	fillRoom(t, srv.URL, "backlog", stored)
+	chattest.Fill(t, srv.URL, "backlog", stored, filler)
 	out, errOut, code := roomchat(t, "", "join", "backlog", "--from-start", "--server", srv.URL)
 	if code != 0 {
 		t.Fatalf("join: exit %d, stderr %q", code, errOut)
@@ -628,7 +608,7 @@ func TestJoinFromStartPrintsBacklog(t *testing.T) {
 func TestTailJSONPages(t *testing.T) {
 	srv := chattest.Start(t)
 	const stored = 600
-	fillRoom(t, srv.URL, "pages", stored)
+	chattest.Fill(t, srv.URL, "pages", stored, filler)
 	tail := startCLI(t, "tail", "pages", "--from-start", "--json", "--server", srv.URL)
 	var seqs []int64
 	pages := 0

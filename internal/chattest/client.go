@@ -401,8 +401,37 @@ func (c *Client) AwaitAck(t testing.TB, id string) protocol.Ack {
 // waits for its ack.
 func (c *Client) SendAck(t testing.TB, id, text string) protocol.Ack {
 	t.Helper()
-	c.Sendf(t, `{"type":"msg","id":%q,"payload":{"message":%q}}`, id, text)
+	c.Send(t, string(protocol.Encode(protocol.TypeMsg, id, protocol.Send{Message: text})))
 	return c.AwaitAck(t, id)
+}
+
+// Fill stores n messages in roomID from a member named "filler" on a
+// connection of its own, each acked before the next is sent, so that
+// message i (1…n) has the text text(i) and seq first+i-1; then it leaves
+// the room and closes, so that the filler is no member afterwards.
+func Fill(t testing.TB, base, roomID string, n int, text func(i int) string) {
+	t.Helper()
+	c := Dial(t, base, "")
+	defer c.Close()
+	c.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"filler"}}`, roomID)
+	c.Expect(t, protocol.TypeJoined)
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprint("fill-", i)
+		c.Send(t, string(protocol.Encode(protocol.TypeMsg, id, protocol.Send{RoomID: roomID, Message: text(i)})))
+		if _, err := c.AckOf(id); err != nil {
+			t.Fatalf("store message %d: %v", i, err)
+		}
+	}
+	c.Sendf(t, `{"type":"leave","id":"fill-leave","payload":{"roomID":%q}}`, roomID)
+	for {
+		switch f := c.Next(t); f.Type {
+		case protocol.TypeMsg, protocol.TypePresence:
+		case protocol.TypeLeft:
+			return
+		default:
+			t.Fatalf("leaving %s: got %s, want left", roomID, f)
+		}
+	}
 }
 
 // Decode decodes f's payload into v, failing t if it cannot.

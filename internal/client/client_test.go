@@ -609,25 +609,6 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-// fill stores n messages in room through one connection, each acked before
-// the next is sent, so message i has seq first+i-1 and the text text(i).
-func fill(t *testing.T, ctx context.Context, url, room string, n int, text func(i int) string) {
-	t.Helper()
-	c := mustDial(t, ctx, url, Options{})
-	defer c.Close()
-	if _, err := c.Join(ctx, room, "filler", nil); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= n; i++ {
-		if _, err := c.SendMessage(ctx, room, text(i)); err != nil {
-			t.Fatalf("store message %d: %v", i, err)
-		}
-	}
-	if err := c.Leave(ctx, room); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // bulky is the text of stored message i: its number, then up to 3000
 // characters of padding, so that pages are cut by bytes (256 KiB) as well
 // as by count (200).
@@ -639,7 +620,7 @@ func TestHistory(t *testing.T) {
 	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	const room = "pages"
-	fill(t, ctx, srv.URL, room, 250, func(i int) string { return fmt.Sprint(i) })
+	chattest.Fill(t, srv.URL, room, 250, func(i int) string { return fmt.Sprint(i) })
 	c := mustDial(t, ctx, srv.URL, Options{})
 	if _, err := c.History(ctx, room, 0, 0); !isCode(err, protocol.CodeNotInRoom) {
 		t.Errorf("history outside the room: err = %v, want %s", err, protocol.CodeNotInRoom)
@@ -796,7 +777,7 @@ func TestSessionPagesHistory(t *testing.T) {
 	ctx := testCtx(t)
 	const room = "backlog"
 	const stored = 700
-	fill(t, ctx, srv.URL, room, stored, bulky)
+	chattest.Fill(t, srv.URL, room, stored, bulky)
 	sender := mustDial(t, ctx, srv.URL, Options{})
 	if _, err := sender.Join(ctx, room, "live", nil); err != nil {
 		t.Fatal(err)
@@ -865,7 +846,7 @@ func TestSessionPagingResumesAfterDrop(t *testing.T) {
 	ctx := testCtx(t)
 	const room = "backlog-drop"
 	const stored = 700
-	fill(t, ctx, srv.URL, room, stored, bulky)
+	chattest.Fill(t, srv.URL, room, stored, bulky)
 	since := int64(0)
 	s := openSession(t, ctx, srv.URL, room, SessionOptions{Since: &since})
 	var seen []int64
@@ -978,7 +959,7 @@ func TestSessionPagingUnderRateLimit(t *testing.T) {
 	ctx := testCtx(t)
 	const room = "limited"
 	const stored = 700
-	fill(t, ctx, srv.URL, room, stored, bulky)
+	chattest.Fill(t, srv.URL, room, stored, bulky)
 	srv.Stop(t)
 	srv = chattest.Start(t, "-db", db, "-rate", "10", "-burst", "2")
 	since := int64(0)
