@@ -12,8 +12,8 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// TestBrowserMemberOverflow fills a room with 105 members over raw
-// WebSockets, then opens it in the browser: joined lists at most 100 of the
+// TestBrowserMemberOverflow fills a room with 105 members over the Go
+// client, then opens it in the browser: joined lists at most 100 of the
 // 106, and the page shows "and N more" for the rest. Members leaving and
 // joining keep the count and N right.
 func TestBrowserMemberOverflow(t *testing.T) {
@@ -21,7 +21,7 @@ func TestBrowserMemberOverflow(t *testing.T) {
 	srv := startServer(t, filepath.Join(t.TempDir(), "roomchat.db"), "127.0.0.1:0")
 	const roomID = "crowd"
 	const nbots = 105
-	bots := make([]*botClient, nbots)
+	bots := make([]*bot, nbots)
 	for i := range bots {
 		bots[i] = dialBot(t, srv.url(), roomID, fmt.Sprintf("bot-%03d", i+1))
 	}

@@ -5,7 +5,7 @@ package web_test
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/coder/websocket"
 
+	"github.com/roomchat/roomchat/internal/client"
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 
@@ -24,7 +24,7 @@ import (
 //     refused as rate_limited, marked failed with Retry and Delete, and #error
 //     holds a sentence (not the code); Retry later sends one, Delete drops one;
 //   - a third person opening the full room (alice in the browser, a bot over
-//     a raw WebSocket) is told in a sentence that it is full, and gets in by
+//     the Go client) is told in a sentence that it is full, and gets in by
 //     the page's own retry once the bot leaves;
 //   - while alice's tab is hidden, two messages from the bot put "(2) " in
 //     front of her title; showing the tab again removes it.
@@ -128,15 +128,15 @@ func TestBrowserErrorsAndUnread(t *testing.T) {
 		t.Errorf("alice's title = %q, want %q", got, baseTitle)
 	}
 	setVisibility(alice, false)
-	bot.send("msg", protocol.Send{RoomID: roomID, Message: "Are you there?"})
-	bot.send("msg", protocol.Send{RoomID: roomID, Message: "Hello?"})
+	bot.say("Are you there?")
+	bot.say("Hello?")
 	alice.waitMessage("Hello?", "Bot")
 	alice.waitJS("the unread count (2) in the title", `document.title === `+jsString("(2) "+baseTitle))
 	setVisibility(alice, true)
 	alice.waitJS("the title without a count", `document.title === `+jsString(baseTitle))
 
 	// ---- the bot leaves; carol's retry gets her in ------------------------
-	bot.send("leave", protocol.RoomRef{RoomID: roomID})
+	bot.leave()
 	bot.close()
 	carol.waitConnected()
 	t.Logf("carol joined %v after the room_full answer", time.Since(roomFullAt).Round(100*time.Millisecond))
@@ -186,102 +186,67 @@ func startLimitedServer(t *testing.T, dbPath string, limits protocol.Limits) *te
 	return s
 }
 
-// botClient is a room member over a raw WebSocket (no batching).
-type botClient struct {
+// bot is a room member over the project's Go client (no batching).
+type bot struct {
 	t      *testing.T
-	ws     *websocket.Conn
-	events chan botEvent
-	cancel context.CancelFunc
-	n      int
+	c      *client.Conn
+	roomID string
 }
 
-type botEvent struct {
-	Type    string          `json:"type"`
-	ID      string          `json:"id"`
-	Payload json.RawMessage `json:"payload"`
-}
-
-// dialBot connects and joins roomID as name.
-func dialBot(t *testing.T, baseURL, roomID, name string) *botClient {
+// dialBot connects and joins roomID as name. The connection is closed at
+// the end of the test if close was not called.
+func dialBot(t *testing.T, baseURL, roomID, name string) *bot {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	dctx, dcancel := context.WithTimeout(ctx, stepTimeout)
-	defer dcancel()
-	ws, _, err := websocket.Dial(dctx, "ws"+strings.TrimPrefix(baseURL, "http")+"/ws", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	c, err := client.Dial(ctx, baseURL, client.Options{})
 	if err != nil {
-		cancel()
 		t.Fatalf("bot: dial: %v", err)
 	}
-	b := &botClient{t: t, ws: ws, events: make(chan botEvent, 256), cancel: cancel}
-	go func() {
-		defer close(b.events)
-		for {
-			_, data, err := ws.Read(ctx)
-			if err != nil {
-				return
-			}
-			var ev botEvent
-			if json.Unmarshal(data, &ev) == nil {
-				select {
-				case b.events <- ev:
-				default: // nobody is waiting for presence and msg events
-				}
-			}
-		}
-	}()
-	t.Cleanup(b.close)
-	b.send("join", protocol.Join{RoomID: roomID, Name: name})
+	t.Cleanup(func() { c.Close() })
+	b := &bot{t: t, c: c, roomID: roomID}
+	b.do("join", func(ctx context.Context) error {
+		_, err := c.Join(ctx, roomID, name, nil)
+		return err
+	})
 	return b
 }
 
-// send sends one request and waits for its reply (the event carrying its
-// id); a rate_limited reply is retried after a second, anything else that is
-// an error fails the test.
-func (b *botClient) send(typ string, payload any) {
+// say sends a message to the bot's room and waits for its ack.
+func (b *bot) say(text string) {
+	b.t.Helper()
+	b.do("msg", func(ctx context.Context) error {
+		_, err := b.c.SendMessage(ctx, b.roomID, text)
+		return err
+	})
+}
+
+// leave leaves the bot's room and waits for left.
+func (b *bot) leave() {
+	b.t.Helper()
+	b.do("leave", func(ctx context.Context) error { return b.c.Leave(ctx, b.roomID) })
+}
+
+// close closes the connection with 1000.
+func (b *bot) close() { b.c.Close() }
+
+// do makes one request and waits for its reply; a rate_limited reply is
+// retried after a second (the server's bucket refills at one frame a
+// second), anything else that is an error fails the test.
+func (b *bot) do(what string, request func(context.Context) error) {
 	b.t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
-		b.n++
-		id := fmt.Sprintf("bot-%d", b.n)
-		ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
-		err := b.ws.Write(ctx, websocket.MessageText, protocol.Encode(typ, id, payload))
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := request(ctx)
 		cancel()
-		if err != nil {
-			b.t.Fatalf("bot: send %s: %v", typ, err)
-		}
-		reply := b.reply(id, deadline)
-		if reply.Type != "error" {
+		if err == nil {
 			return
 		}
-		var e protocol.Error
-		json.Unmarshal(reply.Payload, &e)
-		if e.Code != protocol.CodeRateLimited || time.Now().Add(time.Second).After(deadline) {
-			b.t.Fatalf("bot: %s: error %s: %s", typ, e.Code, e.Message)
+		pe, ok := errors.AsType[*protocol.Error](err)
+		if !ok || pe.Code != protocol.CodeRateLimited || time.Now().Add(time.Second).After(deadline) {
+			b.t.Fatalf("bot: %s: %v", what, err)
 		}
 		time.Sleep(time.Second)
 	}
-}
-
-func (b *botClient) reply(id string, deadline time.Time) botEvent {
-	b.t.Helper()
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	for {
-		select {
-		case ev, ok := <-b.events:
-			if !ok {
-				b.t.Fatalf("bot: connection closed waiting for the reply to %s", id)
-			}
-			if ev.ID == id {
-				return ev
-			}
-		case <-timer.C:
-			b.t.Fatalf("bot: no reply to %s in %v", id, waitFor)
-		}
-	}
-}
-
-func (b *botClient) close() {
-	b.ws.Close(websocket.StatusNormalClosure, "bye")
-	b.cancel()
 }

@@ -16,42 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/client"
-	"github.com/roomchat/roomchat/internal/client/clienttest"
 )
 
 // The tests run the built binaries: roomchatd as the server and roomchat
-// as a user or a script would, as subprocesses, over loopback.
-var serverBin, cliBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "roomchat-cli-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins, err := clienttest.Build(dir, "github.com/roomchat/roomchat/cmd/roomchat")
-	if err == nil {
-		cliBin = bins[0]
-		serverBin, err = clienttest.BuildServer(dir)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func newServer(t *testing.T, args ...string) *clienttest.Server {
-	t.Helper()
-	if len(args) == 0 {
-		args = []string{"-db", ":memory:"}
-	}
-	return clienttest.Start(t, serverBin, args...)
-}
+// as a user or a script would, as subprocesses, over loopback. Both are
+// built once per test binary.
+func TestMain(m *testing.M) { os.Exit(chattest.Main(m)) }
 
 // cliEnv keeps the developer's ROOMCHAT_SERVER out of the tests.
 func cliEnv() []string {
@@ -64,7 +36,7 @@ func roomchat(t *testing.T, stdin string, args ...string) (string, string, int) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, cliBin, args...)
+	cmd := exec.CommandContext(ctx, chattest.Bin(t, chattest.CLIPackage), args...)
 	cmd.Env = cliEnv()
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
@@ -104,7 +76,7 @@ func startCLI(t *testing.T, args ...string) *proc {
 func startCLIReader(t *testing.T, wrap func(io.Reader) io.Reader, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, lines: make(chan string, 1000), exited: make(chan struct{})}
-	p.cmd = exec.Command(cliBin, args...)
+	p.cmd = exec.Command(chattest.Bin(t, chattest.CLIPackage), args...)
 	p.cmd.Env = cliEnv()
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
@@ -205,7 +177,7 @@ func (p *proc) wait() (int, []string) {
 }
 
 func TestCreateJoinSend(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	out, errOut, code := roomchat(t, "", "create", "--server", srv.URL)
 	if code != 0 {
 		t.Fatalf("create: exit %d, stderr %q", code, errOut)
@@ -250,7 +222,7 @@ func TestCreateJoinSend(t *testing.T) {
 }
 
 func TestJoinPipedPrintsOwnMessages(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	out, errOut, code := roomchat(t, "one\n\ntwo\n", "join", "piped", "--name", "bot", "--server", srv.URL)
 	if code != 0 {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
@@ -267,7 +239,7 @@ func TestJoinPipedPrintsOwnMessages(t *testing.T) {
 }
 
 func TestJSONLinesParse(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	out, errOut, code := roomchat(t, "", "create", "--json", "--server", srv.URL)
 	if code != 0 {
 		t.Fatalf("create --json: exit %d, stderr %q", code, errOut)
@@ -342,7 +314,7 @@ func TestUnreachableServer(t *testing.T) {
 }
 
 func TestServerRefusal(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	_, errOut, code := roomchat(t, "", "send", "room", strings.Repeat("x", 4001), "--server", srv.URL)
 	if code != 1 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "(too_long)") {
 		t.Errorf("too long: exit %d, stderr %q; want 1 and the server's sentence", code, errOut)
@@ -391,7 +363,7 @@ func TestUsage(t *testing.T) {
 // epoch: still every message once.
 func TestTailSurvivesRestart(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	srv := newServer(t, "-db", db)
+	srv := chattest.Start(t, "-db", db)
 	send := func(text string) {
 		t.Helper()
 		_, errOut, code := roomchat(t, "", "send", "restart", text, "--server", srv.URL)
@@ -423,7 +395,7 @@ func TestTailSurvivesRestart(t *testing.T) {
 	send("m3")
 	readUntil("m3")
 
-	srv.Restart(false)
+	srv.Restart(t, false)
 	send("m4")
 	send("m5")
 	readUntil("m5")
@@ -442,7 +414,7 @@ func TestTailSurvivesRestart(t *testing.T) {
 	// Plain output across a kill -9 restart: still once each.
 	plain := startCLI(t, "tail", "restart", "--server", srv.URL)
 	plain.expectLine(`: m5$`)
-	srv.Restart(true)
+	srv.Restart(t, true)
 	send("m6")
 	_, before := plain.expectLine(`: m6$`)
 	for _, l := range before {
@@ -492,26 +464,6 @@ func TestClean(t *testing.T) {
 	}
 }
 
-// fillRoom stores n messages in room, message i with the text filler(i).
-func fillRoom(t *testing.T, url, room string, n int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, url, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Join(ctx, room, "filler", nil); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= n; i++ {
-		if _, err := c.SendMessage(ctx, room, filler(i)); err != nil {
-			t.Fatalf("store message %d: %v", i, err)
-		}
-	}
-}
-
 // filler is message i's text: its number and 500 to 699 bytes of padding,
 // so that 2,000 of them (about 1.2 MB) need several pages by count and by
 // bytes, and are more than a server queues for a slow connection (1 MiB).
@@ -557,10 +509,10 @@ func (s *slowReader) Read(p []byte) (int, error) {
 // its stdout is read slowly, so that it blocks on the pipe with the
 // backlog half printed.
 func TestTailFromStart(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	const stored = 2000
-	fillRoom(t, srv.URL, "backlog", stored)
-	fillRoom(t, srv.URL, "backlog-slow", stored)
+	chattest.Fill(t, srv.URL, "backlog", stored, filler)
+	chattest.Fill(t, srv.URL, "backlog-slow", stored, filler)
 
 	t.Run("fast", func(t *testing.T) {
 		tail := startCLI(t, "tail", "backlog", "--from-start", "--server", srv.URL)
@@ -632,9 +584,9 @@ func TestTailFromStart(t *testing.T) {
 // backlog, every page of it, before it reads stdin: with nothing on stdin
 // it still prints everything after --from-start, then leaves.
 func TestJoinFromStartPrintsBacklog(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	const stored = 450 // three pages of 200
-	fillRoom(t, srv.URL, "backlog", stored)
+	chattest.Fill(t, srv.URL, "backlog", stored, filler)
 	out, errOut, code := roomchat(t, "", "join", "backlog", "--from-start", "--server", srv.URL)
 	if code != 0 {
 		t.Fatalf("join: exit %d, stderr %q", code, errOut)
@@ -654,9 +606,9 @@ func TestJoinFromStartPrintsBacklog(t *testing.T) {
 // joined says more, history events follow, and together with the msg
 // events they hold every message once, in order.
 func TestTailJSONPages(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	const stored = 600
-	fillRoom(t, srv.URL, "pages", stored)
+	chattest.Fill(t, srv.URL, "pages", stored, filler)
 	tail := startCLI(t, "tail", "pages", "--from-start", "--json", "--server", srv.URL)
 	var seqs []int64
 	pages := 0
@@ -712,7 +664,7 @@ func TestTailJSONPages(t *testing.T) {
 // TestEventCommand sends custom events with roomchat event to a tail
 // --json and an interactive join in the same room.
 func TestEventCommand(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	tail := startCLI(t, "tail", "ev", "--json", "--server", srv.URL)
 	tail.expectLine(`"type":"joined"`)
 	carol := startCLI(t, "join", "ev", "--name", "carol", "--server", srv.URL)

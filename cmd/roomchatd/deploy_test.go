@@ -1,14 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/roomchat/roomchat/internal/chattest"
 )
 
 // unitFile is the systemd unit that docs/operations.md points operators to.
@@ -83,9 +83,8 @@ func readUnit(t *testing.T) (env map[string]string, args []string) {
 // returns its PID and URL. The process is killed at the end of the test.
 func runWithEnv(t *testing.T, env map[string]string, args []string) (pid int, url string) {
 	t.Helper()
-	cmd := daemonCmd(t, args...)
-	kept := cmd.Env[:0:0]
-	for _, kv := range cmd.Env {
+	kept := []string{}
+	for _, kv := range chattest.Environ() {
 		if !strings.HasPrefix(kv, "GODEBUG=") {
 			kept = append(kept, kv)
 		}
@@ -93,38 +92,8 @@ func runWithEnv(t *testing.T, env map[string]string, args []string) (pid int, ur
 	for k, v := range env {
 		kept = append(kept, k+"="+v)
 	}
-	cmd.Env = kept
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
-		}
-		close(addr)
-	}()
-	select {
-	case a, ok := <-addr:
-		if !ok {
-			t.Fatal("roomchatd exited without listening")
-		}
-		return cmd.Process.Pid, "http://" + a
-	case <-time.After(20 * time.Second):
-		t.Fatal("roomchatd did not listen within 20s")
-	}
-	return 0, ""
+	s := chattest.StartEnv(t, kept, args...)
+	return s.PID(), s.URL
 }
 
 // godebugOf returns the GODEBUG entries in the environment of process pid.

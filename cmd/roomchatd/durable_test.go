@@ -25,6 +25,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-json-experiment/json"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
@@ -53,34 +54,34 @@ func checkSeqs(t *testing.T, what string, msgs []protocol.Message, from, to int6
 // room's epoch is unchanged.
 func TestRestartKeepsHistory(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "data", "roomchat.db") // the directory is created
-	d := startDaemon(t, db)
-	a := dialWS(t, d.URL, "")
-	empty := a.join("keep", nil)
+	d := chattest.Start(t, "-db", db)
+	a := chattest.Dial(t, d.URL, "")
+	empty := a.JoinSince(t, "keep", nil)
 	if empty.Epoch == "" || empty.LastSeq != 0 || len(empty.History) != 0 {
 		t.Fatalf("new room: epoch %q lastSeq %d history %d, want an epoch and no history", empty.Epoch, empty.LastSeq, len(empty.History))
 	}
 	const n = 20
 	var acks []protocol.Ack
 	for i := 1; i <= n; i++ {
-		ack := a.sendAck(fmt.Sprint("m", i), fmt.Sprint("message ", i))
+		ack := a.SendAck(t, fmt.Sprint("m", i), fmt.Sprint("message ", i))
 		if ack.Seq != int64(i) {
 			t.Fatalf("ack %d has seq %d", i, ack.Seq)
 		}
 		acks = append(acks, ack)
 	}
-	before := dialWS(t, d.URL, "").join("keep", nil)
+	before := chattest.Dial(t, d.URL, "").JoinSince(t, "keep", nil)
 	if before.Epoch != empty.Epoch || before.LastSeq != n {
 		t.Fatalf("before the restart: epoch %q lastSeq %d, want the empty room's epoch %q (unchanged by its first message)", before.Epoch, before.LastSeq, empty.Epoch)
 	}
 
-	d.stop()
-	if code := a.closeCode(5 * time.Second); code != websocket.StatusGoingAway {
+	d.Stop(t)
+	if code := a.CloseCode(t, 5*time.Second); code != websocket.StatusGoingAway {
 		t.Fatalf("client closed with %d at shutdown, want 1001", code)
 	}
-	d = startDaemon(t, db)
+	d = chattest.Start(t, "-db", db)
 
-	b := dialWS(t, d.URL, "")
-	j := b.join("keep", nil)
+	b := chattest.Dial(t, d.URL, "")
+	j := b.JoinSince(t, "keep", nil)
 	if j.Epoch != before.Epoch {
 		t.Fatalf("epoch after the restart %q, want %q (unchanged)", j.Epoch, before.Epoch)
 	}
@@ -89,14 +90,14 @@ func TestRestartKeepsHistory(t *testing.T) {
 	}
 	checkSeqs(t, "joined.history after the restart", j.History, 1, n)
 	for i, m := range j.History {
-		if m.ID != acks[i].MsgID || m.Message != fmt.Sprint("message ", i+1) || m.From.UserID != a.welcome.UserID || m.TS.IsZero() {
-			t.Fatalf("history[%d] = %+v, want msgID %s from %s", i, m, acks[i].MsgID, a.welcome.UserID)
+		if m.ID != acks[i].MsgID || m.Message != fmt.Sprint("message ", i+1) || m.From.UserID != a.Welcome.UserID || m.TS.IsZero() {
+			t.Fatalf("history[%d] = %+v, want msgID %s from %s", i, m, acks[i].MsgID, a.Welcome.UserID)
 		}
 	}
-	if js := dialWS(t, d.URL, "").join("keep", ptr(int64(15))); len(js.History) != 5 || js.History[0].Seq != 16 || js.Epoch != before.Epoch {
+	if js := chattest.Dial(t, d.URL, "").JoinSince(t, "keep", ptr(int64(15))); len(js.History) != 5 || js.History[0].Seq != 16 || js.Epoch != before.Epoch {
 		t.Fatalf("join since 15 after the restart: %d messages from %v, epoch %q", len(js.History), js.History, js.Epoch)
 	}
-	if ack := b.sendAck("next", "after the restart"); ack.Seq != n+1 {
+	if ack := b.SendAck(t, "next", "after the restart"); ack.Seq != n+1 {
 		t.Fatalf("first message after the restart got seq %d, want %d", ack.Seq, n+1)
 	}
 	var info server.RoomInfo
@@ -106,15 +107,15 @@ func TestRestartKeepsHistory(t *testing.T) {
 	}
 
 	// SIGINT is a graceful shutdown too; a third start still continues.
-	d.signal(syscall.SIGINT)
-	if code := d.wait(15 * time.Second); code != 0 {
+	d.Signal(syscall.SIGINT)
+	if code := d.Wait(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGINT, want 0", code)
 	}
-	d = startDaemon(t, db)
-	if j := dialWS(t, d.URL, "").join("keep", ptr(int64(n))); len(j.History) != 1 || j.History[0].Message != "after the restart" || j.Epoch != before.Epoch {
+	d = chattest.Start(t, "-db", db)
+	if j := chattest.Dial(t, d.URL, "").JoinSince(t, "keep", ptr(int64(n))); len(j.History) != 1 || j.History[0].Message != "after the restart" || j.Epoch != before.Epoch {
 		t.Fatalf("after the second restart: history %v epoch %q", j.History, j.Epoch)
 	}
-	d.stop()
+	d.Stop(t)
 }
 
 // TestKill9AfterAckedBurst: five clients send 500 messages, each waiting
@@ -123,20 +124,20 @@ func TestRestartKeepsHistory(t *testing.T) {
 // is there and the seqs run 1..N with no gap.
 func TestKill9AfterAckedBurst(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db)
+	d := chattest.Start(t, "-db", db)
 	const roomID = "burst"
 	const senders, each = 5, 100
 
-	var cs []*wsClient
+	var cs []*chattest.Client
 	for range senders {
-		c := dialWS(t, d.URL, "?batch=1")
-		c.join(roomID, nil)
+		c := chattest.Dial(t, d.URL, "?batch=1")
+		c.JoinSince(t, roomID, nil)
 		cs = append(cs, c)
 	}
 	// The tail client pipelines msgs with ids and collects whatever acks
 	// arrive before the kill.
-	tail := dialWS(t, d.URL, "?batch=1")
-	tail.join(roomID, nil)
+	tail := chattest.Dial(t, d.URL, "?batch=1")
+	tail.JoinSince(t, roomID, nil)
 	stopTail := make(chan struct{})
 	var tailWG sync.WaitGroup
 	tailWG.Go(func() {
@@ -146,7 +147,7 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 				return
 			default:
 			}
-			if tail.send(`{"type":"msg","id":"t%d","payload":{"message":"tail %d"}}`, i, i) != nil {
+			if tail.Writef(`{"type":"msg","id":"t%d","payload":{"message":"tail %d"}}`, i, i) != nil {
 				return
 			}
 			time.Sleep(200 * time.Microsecond)
@@ -154,8 +155,8 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 	})
 
 	// One acked message first, and the room's epoch, to compare after.
-	pre := cs[0].sendAck("pre", "before the burst")
-	epoch := dialWS(t, d.URL, "").join(roomID, nil).Epoch
+	pre := cs[0].SendAck(t, "pre", "before the burst")
+	epoch := chattest.Dial(t, d.URL, "").JoinSince(t, roomID, nil).Epoch
 
 	acks := make([][]protocol.Ack, senders)
 	errs := make(chan error, senders)
@@ -164,11 +165,11 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				id := fmt.Sprintf("s%d-%d", s, i)
-				if err := c.send(`{"type":"msg","id":%q,"payload":{"message":%q}}`, id, "burst "+id); err != nil {
+				if err := c.Writef(`{"type":"msg","id":%q,"payload":{"message":%q}}`, id, "burst "+id); err != nil {
 					errs <- err
 					return
 				}
-				a, err := c.ackOf(id)
+				a, err := c.AckOf(id)
 				if err != nil {
 					errs <- err
 					return
@@ -178,7 +179,7 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	d.kill() // right after the last ack
+	d.Kill(t) // right after the last ack
 	close(stopTail)
 	tailWG.Wait()
 	select {
@@ -194,25 +195,25 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 	}
 	nTail := 0
 	for {
-		e, err := tail.read(time.Second)
+		e, err := tail.Read(time.Second)
 		if err != nil {
 			break
 		}
 		if e.Type == protocol.TypeAck {
 			var a protocol.Ack
-			tail.decode(e, &a)
+			chattest.Decode(t, e, &a)
 			all = append(all, a)
 			nTail++
 		}
 	}
 
-	d = startDaemon(t, db)
+	d = chattest.Start(t, "-db", db)
 	var info server.RoomInfo
 	getJSON(t, d.URL+"/api/rooms/"+roomID, 200, &info)
 	if info.LastSeq < int64(len(all)) {
 		t.Fatalf("after kill -9: lastSeq %d, but %d messages were acked", info.LastSeq, len(all))
 	}
-	j := dialWS(t, d.URL, "").joinAll(roomID, 0)
+	j := chattest.Dial(t, d.URL, "").JoinAll(t, roomID, 0)
 	checkSeqs(t, "joined.history and history pages since 0 after kill -9", j.History, 1, info.LastSeq)
 	if j.LastSeq != info.LastSeq || j.Epoch != epoch || epoch == "" {
 		t.Fatalf("joined after kill -9: lastSeq %d epoch %q; want lastSeq %d (GET) and epoch %q (before the kill)", j.LastSeq, j.Epoch, info.LastSeq, epoch)
@@ -240,31 +241,31 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 		}
 	}
 	t.Logf("%d acked (%d by the pipelining client), %d stored", len(all), nTail, info.LastSeq)
-	if ack := dialWS(t, d.URL, "").sendAckIn(roomID, "after"); ack.Seq != info.LastSeq+1 {
+	if ack := sendAckIn(t, chattest.Dial(t, d.URL, ""), roomID, "after"); ack.Seq != info.LastSeq+1 {
 		t.Fatalf("first message after kill -9: seq %d, want %d", ack.Seq, info.LastSeq+1)
 	}
 }
 
 // sendAckIn joins roomID and sends one acked message.
-func (c *wsClient) sendAckIn(roomID, id string) protocol.Ack {
-	c.t.Helper()
-	c.join(roomID, nil)
-	return c.sendAck(id, "message "+id)
+func sendAckIn(t *testing.T, c *chattest.Client, roomID, id string) protocol.Ack {
+	t.Helper()
+	c.JoinSince(t, roomID, nil)
+	return c.SendAck(t, id, "message "+id)
 }
 
 // TestRetentionFlag: with -retention 5, after 12 messages history holds
 // the last 5, and a join whose since reaches back past them is truncated.
 func TestRetentionFlag(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db, "-retention", "5")
+	d := chattest.Start(t, "-db", db, "-retention", "5")
 	const roomID = "trim"
-	a := dialWS(t, d.URL, "")
-	a.join(roomID, nil)
+	a := chattest.Dial(t, d.URL, "")
+	a.JoinSince(t, roomID, nil)
 	for i := 1; i <= 12; i++ {
-		a.sendAck(fmt.Sprint(i), fmt.Sprint("message ", i))
+		a.SendAck(t, fmt.Sprint(i), fmt.Sprint("message ", i))
 	}
-	check := func(t *testing.T, d *daemon) {
-		j := dialWS(t, d.URL, "").join(roomID, nil)
+	check := func(t *testing.T, d *chattest.Server) {
+		j := chattest.Dial(t, d.URL, "").JoinSince(t, roomID, nil)
 		checkSeqs(t, "joined.history", j.History, 8, 12)
 		if j.LastSeq != 12 || j.Truncated {
 			t.Fatalf("join without since: lastSeq %d truncated %v, want 12, false", j.LastSeq, j.Truncated)
@@ -276,7 +277,7 @@ func TestRetentionFlag(t *testing.T) {
 		}{
 			{0, true, 8}, {1, true, 8}, {6, true, 8}, {7, false, 8}, {10, false, 11}, {12, false, 13},
 		} {
-			j := dialWS(t, d.URL, "").join(roomID, ptr(tc.since))
+			j := chattest.Dial(t, d.URL, "").JoinSince(t, roomID, ptr(tc.since))
 			if j.Truncated != tc.truncated {
 				t.Fatalf("join since %d: truncated %v, want %v", tc.since, j.Truncated, tc.truncated)
 			}
@@ -290,15 +291,15 @@ func TestRetentionFlag(t *testing.T) {
 	}
 	check(t, d)
 	// The same after a restart; seq goes on at 13.
-	d.stop()
-	d = startDaemon(t, db, "-retention", "5")
+	d.Stop(t)
+	d = chattest.Start(t, "-db", db, "-retention", "5")
 	check(t, d)
-	a = dialWS(t, d.URL, "")
-	a.join(roomID, nil)
-	if ack := a.sendAck("13", "message 13"); ack.Seq != 13 {
+	a = chattest.Dial(t, d.URL, "")
+	a.JoinSince(t, roomID, nil)
+	if ack := a.SendAck(t, "13", "message 13"); ack.Seq != 13 {
 		t.Fatalf("after the restart: seq %d, want 13", ack.Seq)
 	}
-	d.stop()
+	d.Stop(t)
 }
 
 // TestRetentionAgeFlag: with -retention-age, messages older than it leave
@@ -306,33 +307,33 @@ func TestRetentionFlag(t *testing.T) {
 func TestRetentionAgeFlag(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
 	const age = 700 * time.Millisecond
-	d := startDaemon(t, db, "-retention-age", age.String())
-	a := dialWS(t, d.URL, "")
-	a.join("aging", nil)
+	d := chattest.Start(t, "-db", db, "-retention-age", age.String())
+	a := chattest.Dial(t, d.URL, "")
+	a.JoinSince(t, "aging", nil)
 	for i := 1; i <= 3; i++ {
-		a.sendAck(fmt.Sprint(i), "old")
+		a.SendAck(t, fmt.Sprint(i), "old")
 	}
 	time.Sleep(age + 300*time.Millisecond)
 	for i := 4; i <= 5; i++ {
-		a.sendAck(fmt.Sprint(i), "new")
+		a.SendAck(t, fmt.Sprint(i), "new")
 	}
-	j := dialWS(t, d.URL, "").join("aging", nil)
+	j := chattest.Dial(t, d.URL, "").JoinSince(t, "aging", nil)
 	checkSeqs(t, "joined.history", j.History, 4, 5)
 	if j.LastSeq != 5 {
 		t.Fatalf("lastSeq %d, want 5", j.LastSeq)
 	}
-	if j := dialWS(t, d.URL, "").join("aging", ptr(int64(1))); !j.Truncated {
+	if j := chattest.Dial(t, d.URL, "").JoinSince(t, "aging", ptr(int64(1))); !j.Truncated {
 		t.Fatal("join since 1 after seqs 1..3 aged out: truncated = false, want true")
 	} else {
 		checkSeqs(t, "join since 1", j.History, 4, 5)
 	}
-	if j := dialWS(t, d.URL, "").join("aging", ptr(int64(3))); j.Truncated {
+	if j := chattest.Dial(t, d.URL, "").JoinSince(t, "aging", ptr(int64(3))); j.Truncated {
 		t.Fatal("join since 3: truncated = true, want false (nothing after 3 is gone)")
 	}
 	var p server.MessagePage
 	getJSON(t, d.URL+"/api/rooms/aging/messages?after=0", 200, &p)
 	checkSeqs(t, "GET messages", p.Messages, 4, 5)
-	d.stop()
+	d.Stop(t)
 }
 
 // TestStartupFaults: a database roomchatd cannot use stops start-up with
@@ -416,11 +417,11 @@ func TestStartupFaults(t *testing.T) {
 		}},
 	}
 	t.Run("empty file is a new database", func(t *testing.T) {
-		d := startDaemon(t, write("empty.db", nil))
-		if ack := dialWS(t, d.URL, "").sendAckIn("r", "1"); ack.Seq != 1 {
+		d := chattest.Start(t, "-db", write("empty.db", nil))
+		if ack := sendAckIn(t, chattest.Dial(t, d.URL, ""), "r", "1"); ack.Seq != 1 {
 			t.Fatalf("first message in a new database: seq %d", ack.Seq)
 		}
-		d.stop()
+		d.Stop(t)
 	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -428,7 +429,7 @@ func TestStartupFaults(t *testing.T) {
 				t.Skip("chattr is not usable here (and root ignores file modes)")
 			}
 			var stderr strings.Builder
-			cmd := daemonCmd(t, "-addr", "127.0.0.1:0", "-db", tc.path)
+			cmd := chattest.Command(t, "-addr", "127.0.0.1:0", "-db", tc.path)
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -467,24 +468,24 @@ func TestStartupFaults(t *testing.T) {
 // message is in the file afterwards.
 func TestGracefulShutdown(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db)
+	d := chattest.Start(t, "-db", db)
 	const roomID = "shut"
-	idle := dialWS(t, d.URL, "")
-	lobby := dialWS(t, d.URL, "?batch=1")
-	lobby.join("lobby", nil)
+	idle := chattest.Dial(t, d.URL, "")
+	lobby := chattest.Dial(t, d.URL, "?batch=1")
+	lobby.JoinSince(t, "lobby", nil)
 
 	const senders = 3
-	var cs []*wsClient
+	var cs []*chattest.Client
 	for range senders {
-		c := dialWS(t, d.URL, "?batch=1")
-		c.join(roomID, nil)
+		c := chattest.Dial(t, d.URL, "?batch=1")
+		c.JoinSince(t, roomID, nil)
 		cs = append(cs, c)
 	}
 	var wg sync.WaitGroup
 	for s, c := range cs {
 		wg.Go(func() {
 			for i := 0; ; i++ {
-				if c.send(`{"type":"msg","id":"s%d-%d","payload":{"message":"shutdown %d %d"}}`, s, i, s, i) != nil {
+				if c.Writef(`{"type":"msg","id":"s%d-%d","payload":{"message":"shutdown %d %d"}}`, s, i, s, i) != nil {
 					return // closed by the shutdown
 				}
 				time.Sleep(300 * time.Microsecond)
@@ -502,7 +503,7 @@ func TestGracefulShutdown(t *testing.T) {
 		rg.Go(func() {
 			n := 0
 			for {
-				e, err := c.read(30 * time.Second)
+				e, err := c.Read(30 * time.Second)
 				if err != nil {
 					codes[s] = websocket.CloseStatus(err)
 					return
@@ -531,7 +532,7 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	d.signal(syscall.SIGTERM)
+	d.Signal(syscall.SIGTERM)
 	rg.Wait()
 	wg.Wait()
 	for s, code := range codes {
@@ -539,16 +540,16 @@ func TestGracefulShutdown(t *testing.T) {
 			t.Fatalf("sender %d: connection ended with close code %d, want 1001", s, code)
 		}
 	}
-	for name, c := range map[string]*wsClient{"idle": idle, "lobby": lobby} {
-		if code := c.closeCode(10 * time.Second); code != websocket.StatusGoingAway {
+	for name, c := range map[string]*chattest.Client{"idle": idle, "lobby": lobby} {
+		if code := c.CloseCode(t, 10*time.Second); code != websocket.StatusGoingAway {
 			t.Fatalf("%s client: close code %d, want 1001", name, code)
 		}
 	}
-	if code := d.wait(15 * time.Second); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM, want 0:\n%s", code, d.stderr())
+	if code := d.Wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0:\n%s", code, d.Logs())
 	}
 	t.Logf("shut down in %v with %d acks", time.Since(start).Round(time.Millisecond), len(acks))
-	if logs := d.stderr(); strings.Contains(logs, "level=ERROR") || strings.Contains(logs, "level=WARN") {
+	if logs := d.Logs(); strings.Contains(logs, "level=ERROR") || strings.Contains(logs, "level=WARN") {
 		t.Fatalf("a graceful shutdown logged a warning or an error:\n%s", logs)
 	}
 
@@ -579,10 +580,10 @@ func TestGracefulShutdown(t *testing.T) {
 // client still gets 1001.
 func TestShutdownWithUnresponsiveClient(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db, "-shutdown-timeout", "1s")
-	good := dialWS(t, d.URL, "")
-	good.join("r", nil)
-	good.sendAck("1", "kept")
+	d := chattest.Start(t, "-db", db, "-shutdown-timeout", "1s")
+	good := chattest.Dial(t, d.URL, "")
+	good.JoinSince(t, "r", nil)
+	good.SendAck(t, "1", "kept")
 
 	nc, err := net.Dial("tcp", strings.TrimPrefix(d.URL, "http://"))
 	if err != nil {
@@ -597,14 +598,14 @@ func TestShutdownWithUnresponsiveClient(t *testing.T) {
 	// From here on nc is never read: no pong, no close frame.
 
 	start := time.Now()
-	d.signal(syscall.SIGTERM)
-	if code := good.closeCode(10 * time.Second); code != websocket.StatusGoingAway {
+	d.Signal(syscall.SIGTERM)
+	if code := good.CloseCode(t, 10*time.Second); code != websocket.StatusGoingAway {
 		t.Fatalf("well-behaved client: close code %d, want 1001", code)
 	}
-	code := d.wait(20 * time.Second)
+	code := d.Wait(t, 20*time.Second)
 	took := time.Since(start)
 	if code != 0 {
-		t.Fatalf("exit code %d, want 0:\n%s", code, d.stderr())
+		t.Fatalf("exit code %d, want 0:\n%s", code, d.Logs())
 	}
 	// coder/websocket's Close would wait 5 s for the peer's close frame;
 	// the shutdown deadline cuts that short.

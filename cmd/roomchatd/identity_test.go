@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
@@ -29,33 +30,33 @@ func TestResumeAndRetryAcrossRestart(t *testing.T) {
 	for _, how := range []string{"SIGTERM", "kill -9"} {
 		t.Run(how, func(t *testing.T) {
 			db := filepath.Join(t.TempDir(), "roomchat.db")
-			d := startDaemon(t, db)
-			a := dialWS(t, d.URL, "")
-			j := a.join("keep", nil)
-			first := a.sendAck("retry-me", "sent once")
-			a.sendAck("other", "another")
+			d := chattest.Start(t, "-db", db)
+			a := chattest.Dial(t, d.URL, "")
+			j := a.JoinSince(t, "keep", nil)
+			first := a.SendAck(t, "retry-me", "sent once")
+			a.SendAck(t, "other", "another")
 			if how == "SIGTERM" {
-				d.stop()
+				d.Stop(t)
 			} else {
-				d.kill()
+				d.Kill(t)
 			}
-			d = startDaemon(t, db)
+			d = chattest.Start(t, "-db", db)
 
-			b := dialWS(t, d.URL, "?resume="+url.QueryEscape(a.welcome.Resume))
-			if b.welcome.UserID != a.welcome.UserID || b.welcome.Resume == "" || b.welcome.Resume == a.welcome.Resume {
-				t.Fatalf("after %s: welcome %+v; want userID %s and a new token", how, b.welcome, a.welcome.UserID)
+			b := chattest.Dial(t, d.URL, "?resume="+url.QueryEscape(a.Welcome.Resume))
+			if b.Welcome.UserID != a.Welcome.UserID || b.Welcome.Resume == "" || b.Welcome.Resume == a.Welcome.Resume {
+				t.Fatalf("after %s: welcome %+v; want userID %s and a new token", how, b.Welcome, a.Welcome.UserID)
 			}
-			if jb := b.join("keep", nil); jb.You != j.You {
+			if jb := b.JoinSince(t, "keep", nil); jb.You != j.You {
 				t.Fatalf("after %s: you = %+v, want %+v (the same guest name)", how, jb.You, j.You)
 			}
-			again := b.sendAck("retry-me", "sent once")
+			again := b.SendAck(t, "retry-me", "sent once")
 			if again != first {
 				t.Fatalf("retry after %s: ack %+v, want the original %+v", how, again, first)
 			}
 			// The same id in another room is a new message.
-			b.join("elsewhere", nil)
-			b.mustSend(`{"type":"msg","id":"retry-me","payload":{"roomID":"elsewhere","message":"new"}}`)
-			if a, err := b.ackOf("retry-me"); err != nil || a.Seq != 1 || a.MsgID == first.MsgID {
+			b.JoinSince(t, "elsewhere", nil)
+			b.Sendf(t, `{"type":"msg","id":"retry-me","payload":{"roomID":"elsewhere","message":"new"}}`)
+			if a, err := b.AckOf("retry-me"); err != nil || a.Seq != 1 || a.MsgID == first.MsgID {
 				t.Fatalf("same id in another room: %+v, %v; want a new message with seq 1", a, err)
 			}
 			var page server.MessagePage
@@ -64,9 +65,9 @@ func TestResumeAndRetryAcrossRestart(t *testing.T) {
 				t.Fatalf("room holds %d messages, want 2 (the retry stored nothing)", len(page.Messages))
 			}
 			// A forged token is a new user.
-			forged := []byte(a.welcome.Resume)
+			forged := []byte(a.Welcome.Resume)
 			forged[len(forged)/2] ^= 1
-			if w := dialWS(t, d.URL, "?resume="+url.QueryEscape(string(forged))).welcome; w.UserID == a.welcome.UserID {
+			if w := chattest.Dial(t, d.URL, "?resume="+url.QueryEscape(string(forged))).Welcome; w.UserID == a.Welcome.UserID {
 				t.Fatal("a token with one changed character resumed the user")
 			}
 		})
@@ -76,19 +77,19 @@ func TestResumeAndRetryAcrossRestart(t *testing.T) {
 // TestMemoryEpoch: with -db :memory:, an empty room has an epoch, its first
 // message keeps it, and a restart (history lost) changes it.
 func TestMemoryEpoch(t *testing.T) {
-	d := startDaemon(t, ":memory:")
-	a := dialWS(t, d.URL, "")
-	empty := a.join("e", nil)
+	d := chattest.Start(t, "-db", ":memory:")
+	a := chattest.Dial(t, d.URL, "")
+	empty := a.JoinSince(t, "e", nil)
 	if empty.Epoch == "" {
 		t.Fatal("empty room: epoch is empty")
 	}
-	a.sendAck("m", "first")
-	if e := dialWS(t, d.URL, "").join("e", nil).Epoch; e != empty.Epoch {
+	a.SendAck(t, "m", "first")
+	if e := chattest.Dial(t, d.URL, "").JoinSince(t, "e", nil).Epoch; e != empty.Epoch {
 		t.Fatalf("epoch after the first message %q, want %q", e, empty.Epoch)
 	}
-	d.stop()
-	d = startDaemon(t, ":memory:")
-	j := dialWS(t, d.URL, "").join("e", ptr(int64(1)))
+	d.Stop(t)
+	d = chattest.Start(t, "-db", ":memory:")
+	j := chattest.Dial(t, d.URL, "").JoinSince(t, "e", ptr(int64(1)))
 	if j.Epoch == "" || j.Epoch == empty.Epoch || j.LastSeq != 0 {
 		t.Fatalf("after a :memory: restart: epoch %q lastSeq %d; want a new epoch and no history", j.Epoch, j.LastSeq)
 	}
@@ -99,10 +100,10 @@ func TestMemoryEpoch(t *testing.T) {
 // every stored message was acked to its sender before the 1001 close.
 func TestShutdownUnderLoad(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	d := startDaemon(t, db, "-retention", "1000000")
+	d := chattest.Start(t, "-db", db, "-retention", "1000000")
 	const senders = 8
 	type sender struct {
-		c        *wsClient
+		c        *chattest.Client
 		mu       sync.Mutex
 		acks     map[string]protocol.Ack // id → ack
 		inflight chan struct{}           // one per unacked msg
@@ -112,8 +113,8 @@ func TestShutdownUnderLoad(t *testing.T) {
 		// At most 32 unacked messages each: a client that sends without
 		// end and cannot read as fast is a slow consumer, not the case
 		// under test.
-		ss[i] = &sender{c: dialWS(t, d.URL, "?batch=1"), acks: map[string]protocol.Ack{}, inflight: make(chan struct{}, 32)}
-		ss[i].c.join("load", nil)
+		ss[i] = &sender{c: chattest.Dial(t, d.URL, "?batch=1"), acks: map[string]protocol.Ack{}, inflight: make(chan struct{}, 32)}
+		ss[i].c.JoinSince(t, "load", nil)
 	}
 	var wg sync.WaitGroup
 	for i, s := range ss {
@@ -121,24 +122,24 @@ func TestShutdownUnderLoad(t *testing.T) {
 			for k := 0; ; k++ {
 				select {
 				case s.inflight <- struct{}{}:
-				case <-s.c.done:
+				case <-s.c.Done():
 					return
 				}
 				id := fmt.Sprintf("s%d-%d", i, k)
-				if s.c.send(`{"type":"msg","id":%q,"payload":{"message":%q}}`, id, id) != nil {
+				if s.c.Writef(`{"type":"msg","id":%q,"payload":{"message":%q}}`, id, id) != nil {
 					return
 				}
 			}
 		})
 		wg.Go(func() { // reads acks until the close
 			for {
-				e, err := s.c.read(20 * time.Second)
+				e, err := s.c.Read(20 * time.Second)
 				if err != nil {
 					return
 				}
 				if e.Type == protocol.TypeAck {
 					var a protocol.Ack
-					s.c.decode(e, &a)
+					chattest.Decode(t, e, &a)
 					s.mu.Lock()
 					s.acks[e.ID] = a
 					s.mu.Unlock()
@@ -148,9 +149,9 @@ func TestShutdownUnderLoad(t *testing.T) {
 		})
 	}
 	time.Sleep(700 * time.Millisecond)
-	d.stop()
+	d.Stop(t)
 	for _, s := range ss {
-		if code := s.c.closeCode(10 * time.Second); code != websocket.StatusGoingAway {
+		if code := s.c.CloseCode(t, 10*time.Second); code != websocket.StatusGoingAway {
 			t.Errorf("a sender was closed with %d, want 1001", code)
 		}
 	}
@@ -189,7 +190,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		for _, l := range strings.Split(d.stderr(), "\n") {
+		for _, l := range strings.Split(d.Logs(), "\n") {
 			if strings.Contains(l, "clos") || strings.Contains(l, "shut") || strings.Contains(l, "WARN") || strings.Contains(l, "disconnect") {
 				t.Log(l)
 			}
@@ -198,7 +199,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 	if len(stored) < 100 {
 		t.Fatalf("only %d messages were stored before the shutdown; the load did not run", len(stored))
 	}
-	if !strings.Contains(d.stderr(), "shutting down") {
+	if !strings.Contains(d.Logs(), "shutting down") {
 		t.Fatal("no shutdown in the log")
 	}
 	t.Logf("%d messages stored and acked before the 1001 close", len(stored))

@@ -15,37 +15,11 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-json-experiment/json/jsontext"
 
-	"github.com/roomchat/roomchat/internal/client/clienttest"
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 
-// serverBin is roomchatd, built once by TestMain.
-var serverBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "roomchat-client-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	serverBin, err = clienttest.BuildServer(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func newServer(t *testing.T, args ...string) *clienttest.Server {
-	t.Helper()
-	if len(args) == 0 {
-		args = []string{"-db", ":memory:"}
-	}
-	return clienttest.Start(t, serverBin, args...)
-}
+func TestMain(m *testing.M) { os.Exit(chattest.Main(m)) }
 
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -101,7 +75,7 @@ func nextMsg(t *testing.T, ctx context.Context, c *Conn) protocol.Message {
 }
 
 func TestDialWelcome(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	c := mustDial(t, ctx, srv.URL, Options{})
 	w := c.Welcome()
@@ -129,7 +103,7 @@ func TestDialUnreachable(t *testing.T) {
 }
 
 func TestJoinSendReceive(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	for _, batch := range []bool{false, true} {
 		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
@@ -169,7 +143,7 @@ func TestJoinSendReceive(t *testing.T) {
 }
 
 func TestRawIsExact(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	c := mustDial(t, ctx, srv.URL, Options{Batch: true})
 	if _, err := c.Join(ctx, "raw", "", nil); err != nil {
@@ -185,7 +159,7 @@ func TestRawIsExact(t *testing.T) {
 }
 
 func TestServerErrors(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	c := mustDial(t, ctx, srv.URL, Options{})
 	if _, err := c.SendMessage(ctx, "", "nobody home"); !isCode(err, protocol.CodeNotInRoom) {
@@ -215,7 +189,7 @@ func isCode(err error, code string) bool {
 }
 
 func TestCreate(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	c := mustDial(t, ctx, srv.URL, Options{})
 	cr, raw, err := c.CreateRaw(ctx)
@@ -232,7 +206,7 @@ func TestCreate(t *testing.T) {
 }
 
 func TestDuplicateIDAcksOnce(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	c := mustDial(t, ctx, srv.URL, Options{})
 	if _, err := c.Join(ctx, "dup", "", nil); err != nil {
@@ -272,7 +246,7 @@ func TestDuplicateIDAcksOnce(t *testing.T) {
 }
 
 func TestCloseEndsNext(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	c := mustDial(t, ctx, srv.URL, Options{})
 	c.Close()
@@ -285,10 +259,10 @@ func TestCloseEndsNext(t *testing.T) {
 }
 
 func TestServerShutdownIsConnError(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	c := mustDial(t, ctx, srv.URL, Options{})
-	srv.Stop()
+	srv.Stop(t)
 	_, _, err := c.Next(ctx)
 	if _, ok := errors.AsType[*ConnError](err); !ok {
 		t.Fatalf("Next after server shutdown: %v, want *ConnError", err)
@@ -343,7 +317,7 @@ func checkSeqs(t *testing.T, seen []int64, from, to int64) {
 }
 
 func TestSessionReconnectsWithoutDuplicates(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	const room = "session"
 	sender := mustDial(t, ctx, srv.URL, Options{})
@@ -399,7 +373,7 @@ func TestSessionReconnectsWithoutDuplicates(t *testing.T) {
 }
 
 func TestSessionSendRetriesAcrossDrop(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	s := openSession(t, ctx, srv.URL, "retry", SessionOptions{})
 	if _, err := s.Next(ctx); err != nil { // joined
@@ -418,7 +392,7 @@ func TestSessionSendRetriesAcrossDrop(t *testing.T) {
 }
 
 func TestSessionStopsWithContext(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	s := openSession(t, ctx, srv.URL, "stop", SessionOptions{})
 	cancel()
@@ -447,7 +421,7 @@ func TestSessionStopsWithContext(t *testing.T) {
 // epoch. Either way every message text arrives once, in order.
 func TestSessionSurvivesServerRestart(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	srv := newServer(t, "-db", db)
+	srv := chattest.Start(t, "-db", db)
 	ctx := testCtx(t)
 	const room = "restart"
 	send := func(from, to int) {
@@ -483,7 +457,7 @@ func TestSessionSurvivesServerRestart(t *testing.T) {
 	s := openSession(t, ctx, srv.URL, room, SessionOptions{})
 	readUntil(s, "3")
 	for _, kill := range []bool{false, true} {
-		srv.Restart(kill)
+		srv.Restart(t, kill)
 		n := len(texts)
 		send(n+1, n+3)
 		readUntil(s, fmt.Sprint(n+3))
@@ -503,7 +477,7 @@ func TestSessionSurvivesServerRestart(t *testing.T) {
 func TestSessionEpochReset(t *testing.T) {
 	for _, sendFirst := range []bool{false, true} {
 		t.Run(fmt.Sprintf("sendBeforeReconnect=%v", sendFirst), func(t *testing.T) {
-			srv := newServer(t)
+			srv := chattest.Start(t)
 			ctx := testCtx(t)
 			room := "epoch"
 			s := openSession(t, ctx, srv.URL, room, SessionOptions{MinBackoff: time.Second})
@@ -522,7 +496,7 @@ func TestSessionEpochReset(t *testing.T) {
 			}
 			send("before")
 			nextWhere(t, ctx, s, "the msg", func(ev Event) bool { return ev.Msg != nil && ev.Msg.Message == "before" })
-			srv.Restart(true)
+			srv.Restart(t, true)
 			if sendFirst {
 				send("after") // seq 1 again, stored before the session is back
 			}
@@ -635,25 +609,6 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-// fill stores n messages in room through one connection, each acked before
-// the next is sent, so message i has seq first+i-1 and the text text(i).
-func fill(t *testing.T, ctx context.Context, url, room string, n int, text func(i int) string) {
-	t.Helper()
-	c := mustDial(t, ctx, url, Options{})
-	defer c.Close()
-	if _, err := c.Join(ctx, room, "filler", nil); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= n; i++ {
-		if _, err := c.SendMessage(ctx, room, text(i)); err != nil {
-			t.Fatalf("store message %d: %v", i, err)
-		}
-	}
-	if err := c.Leave(ctx, room); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // bulky is the text of stored message i: its number, then up to 3000
 // characters of padding, so that pages are cut by bytes (256 KiB) as well
 // as by count (200).
@@ -662,10 +617,10 @@ func bulky(i int) string {
 }
 
 func TestHistory(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	const room = "pages"
-	fill(t, ctx, srv.URL, room, 250, func(i int) string { return fmt.Sprint(i) })
+	chattest.Fill(t, srv.URL, room, 250, func(i int) string { return fmt.Sprint(i) })
 	c := mustDial(t, ctx, srv.URL, Options{})
 	if _, err := c.History(ctx, room, 0, 0); !isCode(err, protocol.CodeNotInRoom) {
 		t.Errorf("history outside the room: err = %v, want %s", err, protocol.CodeNotInRoom)
@@ -734,7 +689,7 @@ func TestHistory(t *testing.T) {
 }
 
 func TestEvent(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	const room = "events"
 	a := mustDial(t, ctx, srv.URL, Options{})
@@ -818,11 +773,11 @@ func mustEnvelope(t *testing.T, raw []byte) protocol.Envelope {
 // another member keeps sending: the session must deliver 1..700 from the
 // joined and its pages, then the live messages, each seq once and in order.
 func TestSessionPagesHistory(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	const room = "backlog"
 	const stored = 700
-	fill(t, ctx, srv.URL, room, stored, bulky)
+	chattest.Fill(t, srv.URL, room, stored, bulky)
 	sender := mustDial(t, ctx, srv.URL, Options{})
 	if _, err := sender.Join(ctx, room, "live", nil); err != nil {
 		t.Fatal(err)
@@ -887,11 +842,11 @@ func TestSessionPagesHistory(t *testing.T) {
 // is paging through a backlog: it reconnects, re-joins with since = the last
 // seq it delivered and pages on, delivering every seq once.
 func TestSessionPagingResumesAfterDrop(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	const room = "backlog-drop"
 	const stored = 700
-	fill(t, ctx, srv.URL, room, stored, bulky)
+	chattest.Fill(t, srv.URL, room, stored, bulky)
 	since := int64(0)
 	s := openSession(t, ctx, srv.URL, room, SessionOptions{Since: &since})
 	var seen []int64
@@ -925,7 +880,7 @@ func TestSessionPagingResumesAfterDrop(t *testing.T) {
 // TestSessionEvents checks that a session delivers custom events, decoded,
 // from a member and from the HTTP API, and sends its own.
 func TestSessionEvents(t *testing.T) {
-	srv := newServer(t)
+	srv := chattest.Start(t)
 	ctx := testCtx(t)
 	const room = "session-events"
 	s := openSession(t, ctx, srv.URL, room, SessionOptions{Name: "bot"})
@@ -1000,13 +955,13 @@ func TestEventMessages(t *testing.T) {
 // the same connection, with no reconnect.
 func TestSessionPagingUnderRateLimit(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "roomchat.db")
-	srv := newServer(t, "-db", db)
+	srv := chattest.Start(t, "-db", db)
 	ctx := testCtx(t)
 	const room = "limited"
 	const stored = 700
-	fill(t, ctx, srv.URL, room, stored, bulky)
-	srv.Stop()
-	srv = newServer(t, "-db", db, "-rate", "10", "-burst", "2")
+	chattest.Fill(t, srv.URL, room, stored, bulky)
+	srv.Stop(t)
+	srv = chattest.Start(t, "-db", db, "-rate", "10", "-burst", "2")
 	since := int64(0)
 	var drops atomic.Int32
 	s := openSession(t, ctx, srv.URL, room, SessionOptions{

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 )
@@ -64,34 +65,34 @@ var badInputs = []struct {
 // connection stays open, and the pair loses nothing.
 func TestBadInput(t *testing.T) {
 	ts := newTestServer(t, noRate)
-	bad := dial(t, ts, "")
-	bad.join("bad-room")
-	p1, p2 := dial(t, ts, ""), dial(t, ts, "")
-	p1.join("pair")
-	p2.join("pair")
-	p1.expect(protocol.TypePresence)
+	bad := chattest.Dial(t, ts.URL, "")
+	bad.Join(t, "bad-room")
+	p1, p2 := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
+	p1.Join(t, "pair")
+	p2.Join(t, "pair")
+	p1.Expect(t, protocol.TypePresence)
 
 	for i, tc := range badInputs {
-		bad.send(tc.frame)
-		f := bad.expect(protocol.TypeError)
+		bad.Send(t, tc.frame)
+		f := bad.Expect(t, protocol.TypeError)
 		var e protocol.Error
-		decode(t, f, &e)
+		chattest.Decode(t, f, &e)
 		if e.Code != tc.code || e.Field != tc.field || e.Message == "" {
 			t.Errorf("%s: %s → %s; want code %q field %q and a message", tc.name, truncate(tc.frame), f, tc.code, tc.field)
 		}
 		// The pair keeps chatting, one message per bad frame.
-		p1.sendf(`{"type":"msg","payload":{"message":"ok %d"}}`, i)
-		for _, c := range []*client{p1, p2} {
-			if m := msgOf(t, c.expect(protocol.TypeMsg)); m.Message != fmt.Sprintf("ok %d", i) {
+		p1.Sendf(t, `{"type":"msg","payload":{"message":"ok %d"}}`, i)
+		for _, c := range []*chattest.Client{p1, p2} {
+			if m := chattest.MsgOf(t, c.Expect(t, protocol.TypeMsg)); m.Message != fmt.Sprintf("ok %d", i) {
 				t.Fatalf("pair got %q after %s", m.Message, tc.name)
 			}
 		}
 	}
 	// Still open and working.
-	bad.send(`{"type":"ping","id":"alive"}`)
-	bad.expect(protocol.TypePong)
+	bad.Send(t, `{"type":"ping","id":"alive"}`)
+	bad.Expect(t, protocol.TypePong)
 	// The bad client's own room never saw anything.
-	bad.quiet(100 * time.Millisecond)
+	bad.Quiet(t, 100*time.Millisecond)
 }
 
 func truncate(s string) string {
@@ -103,9 +104,9 @@ func truncate(s string) string {
 
 func TestErrorEchoesID(t *testing.T) {
 	ts := newTestServer(t)
-	a := dial(t, ts, "")
-	a.send(`{"type":"msg","id":"req-7","payload":{"message":"x"}}`)
-	if f := a.expect(protocol.TypeError); f.ID != "req-7" {
+	a := chattest.Dial(t, ts.URL, "")
+	a.Send(t, `{"type":"msg","id":"req-7","payload":{"message":"x"}}`)
+	if f := a.Expect(t, protocol.TypeError); f.ID != "req-7" {
 		t.Fatalf("error %s does not carry the request id", f)
 	}
 }
@@ -129,32 +130,32 @@ func TestCloseCodes(t *testing.T) {
 		}, websocket.StatusMessageTooBig},
 	}
 	ts := newTestServer(t)
-	p1, p2 := dial(t, ts, ""), dial(t, ts, "")
-	p1.join("pair")
-	p2.join("pair")
-	p1.expect(protocol.TypePresence)
+	p1, p2 := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
+	p1.Join(t, "pair")
+	p2.Join(t, "pair")
+	p1.Expect(t, protocol.TypePresence)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := dial(t, ts, "")
-			c.join("pair")
-			if err := tc.send(c.ws); err != nil {
+			c := chattest.Dial(t, ts.URL, "")
+			c.Join(t, "pair")
+			if err := tc.send(c.WS); err != nil {
 				t.Fatal(err)
 			}
-			c.expectClose(tc.code)
-			p1.send(`{"type":"msg","payload":{"message":"still fine"}}`)
-			for _, p := range []*client{p1, p2} {
-				if f := p.await(protocol.TypeMsg); msgOf(t, f).Message != "still fine" {
+			c.ExpectClose(t, tc.code)
+			p1.Send(t, `{"type":"msg","payload":{"message":"still fine"}}`)
+			for _, p := range []*chattest.Client{p1, p2} {
+				if f := p.Await(t, protocol.TypeMsg); chattest.MsgOf(t, f).Message != "still fine" {
 					t.Fatalf("pair got %s", f)
 				}
 			}
 		})
 	}
 	t.Run("frame of exactly 64 KiB is read", func(t *testing.T) {
-		c := dial(t, ts, "")
+		c := chattest.Dial(t, ts.URL, "")
 		frame := `{"type":"ping","id":"big","pad":"`
 		frame += strings.Repeat("x", 64<<10-len(frame)-2) + `"}`
-		c.send(frame)
-		c.expect(protocol.TypePong)
+		c.Send(t, frame)
+		c.Expect(t, protocol.TypePong)
 	})
 }
 
@@ -162,25 +163,25 @@ func TestCloseCodes(t *testing.T) {
 // closes with 1008. Others are unaffected.
 func TestRateLimit(t *testing.T) {
 	ts := newTestServer(t)
-	p1, p2 := dial(t, ts, ""), dial(t, ts, "")
-	p1.join("pair")
-	p2.join("pair")
-	p1.expect(protocol.TypePresence)
+	p1, p2 := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
+	p1.Join(t, "pair")
+	p2.Join(t, "pair")
+	p1.Expect(t, protocol.TypePresence)
 
-	flood := dial(t, ts, "")
-	flood.join("flood")
+	flood := chattest.Dial(t, ts.URL, "")
+	flood.Join(t, "flood")
 	lim := protocol.DefaultLimits()
 	// One burst and then some: the overflow is refused, the connection stays.
 	n := lim.Burst + 20
 	for i := range n {
-		flood.sendf(`{"type":"msg","id":"s%d","payload":{"message":"spam %d"}}`, i, i)
+		flood.Sendf(t, `{"type":"msg","id":"s%d","payload":{"message":"spam %d"}}`, i, i)
 	}
 	limited, delivered, acks := 0, 0, 0
 	for limited+delivered < n || acks < delivered {
-		switch f := flood.next(); f.Type {
+		switch f := flood.Next(t); f.Type {
 		case protocol.TypeError:
 			var e protocol.Error
-			decode(t, f, &e)
+			chattest.Decode(t, f, &e)
 			if e.Code != protocol.CodeRateLimited || f.ID == "" {
 				t.Fatalf("got %s, want rate_limited with the frame's id", f)
 			}
@@ -196,19 +197,19 @@ func TestRateLimit(t *testing.T) {
 	if limited < 10 || delivered < lim.Burst-1 {
 		t.Fatalf("of %d frames, %d delivered and %d rate_limited; want about %d and %d", n, delivered, limited, lim.Burst, n-lim.Burst)
 	}
-	p1.send(`{"type":"msg","payload":{"message":"unaffected"}}`)
-	p2.await(protocol.TypeMsg)
+	p1.Send(t, `{"type":"msg","payload":{"message":"unaffected"}}`)
+	p2.Await(t, protocol.TypeMsg)
 
 	// Sustained abuse: many more frames than the limit closes with 1008.
-	abuser := dial(t, ts, "")
+	abuser := chattest.Dial(t, ts.URL, "")
 	for i := 0; i < 400; i++ {
-		if err := abuser.ws.Write(context.Background(), websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
+		if err := abuser.WS.Write(context.Background(), websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
 			break
 		}
 	}
-	abuser.expectClose(websocket.StatusPolicyViolation)
-	p1.send(`{"type":"msg","payload":{"message":"still unaffected"}}`)
-	p2.await(protocol.TypeMsg)
+	abuser.ExpectClose(t, websocket.StatusPolicyViolation)
+	p1.Send(t, `{"type":"msg","payload":{"message":"still unaffected"}}`)
+	p2.Await(t, protocol.TypeMsg)
 }
 
 // TestIsolationUnderConcurrency: 20 rooms × 10 clients all sending at once;
@@ -217,11 +218,11 @@ func TestRateLimit(t *testing.T) {
 func TestIsolationUnderConcurrency(t *testing.T) {
 	ts := newTestServer(t, noRate)
 	const rooms, members, each = 20, 10, 5
-	clients := make([][]*client, rooms)
+	clients := make([][]*chattest.Client, rooms)
 	for r := range rooms {
 		for range members {
-			c := dial(t, ts, "?batch=1")
-			c.join(fmt.Sprintf("room-%d", r))
+			c := chattest.Dial(t, ts.URL, "?batch=1")
+			c.Join(t, fmt.Sprintf("room-%d", r))
 			clients[r] = append(clients[r], c)
 		}
 	}
@@ -230,7 +231,10 @@ func TestIsolationUnderConcurrency(t *testing.T) {
 		for i, c := range clients[r] {
 			wg.Go(func() {
 				for k := range each {
-					c.sendf(`{"type":"msg","payload":{"message":"r%d c%d k%d"}}`, r, i, k)
+					if err := c.Writef(`{"type":"msg","payload":{"message":"r%d c%d k%d"}}`, r, i, k); err != nil {
+						t.Errorf("room %d client %d: %v", r, i, err)
+						return
+					}
 				}
 			})
 		}
@@ -242,11 +246,11 @@ func TestIsolationUnderConcurrency(t *testing.T) {
 		for i, c := range clients[r] {
 			var got []string
 			for len(got) < want {
-				f := c.next()
+				f := c.Next(t)
 				if f.Type != protocol.TypeMsg {
 					continue // presence of later joiners
 				}
-				m := msgOf(t, f)
+				m := chattest.MsgOf(t, f)
 				if m.RoomID != fmt.Sprintf("room-%d", r) || !strings.HasPrefix(m.Message, fmt.Sprintf("r%d ", r)) {
 					t.Fatalf("client %d of room %d got %+v from another room", i, r, m)
 				}
@@ -260,13 +264,13 @@ func TestIsolationUnderConcurrency(t *testing.T) {
 			} else if strings.Join(got, "|") != strings.Join(first, "|") {
 				t.Fatalf("room %d: client %d saw another order than client 0", r, i)
 			}
-			c.quiet(0)
+			c.Quiet(t, 0)
 		}
 	}
 	// Nothing more arrives anywhere.
 	for r := range rooms {
 		for _, c := range clients[r] {
-			c.quiet(10 * time.Millisecond)
+			c.Quiet(t, 10*time.Millisecond)
 		}
 	}
 }
@@ -279,10 +283,10 @@ func TestSlowConsumer(t *testing.T) {
 		c.MaxQueue = 64 << 10
 		c.Grace = 100 * time.Millisecond
 	})
-	sender, fast := dial(t, ts, ""), dial(t, ts, "")
-	sender.join("busy")
-	fast.join("busy")
-	sender.await(protocol.TypePresence) // fast's join
+	sender, fast := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
+	sender.Join(t, "busy")
+	fast.Join(t, "busy")
+	sender.Await(t, protocol.TypePresence) // fast's join
 	// The slow client joins, then stops reading: a raw connection without
 	// the reader goroutine.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -294,15 +298,15 @@ func TestSlowConsumer(t *testing.T) {
 	}
 	defer slow.CloseNow()
 	slow.Write(ctx, websocket.MessageText, []byte(`{"type":"join","payload":{"roomID":"busy"}}`))
-	sender.await(protocol.TypePresence) // slow's join
-	fast.await(protocol.TypePresence)   // slow's join
+	sender.Await(t, protocol.TypePresence) // slow's join
+	fast.Await(t, protocol.TypePresence)   // slow's join
 
 	text := strings.Repeat("y", 3900)
 	sent := 0
 	for ; sent < 20000 && metric(t, ts, "roomchat_slow_consumers_total") < 1; sent++ {
-		sender.sendf(`{"type":"msg","payload":{"message":"%d %s"}}`, sent, text)
-		for _, c := range []*client{sender, fast} {
-			if m := msgOf(t, c.next()); !strings.HasPrefix(m.Message, fmt.Sprintf("%d ", sent)) {
+		sender.Sendf(t, `{"type":"msg","payload":{"message":"%d %s"}}`, sent, text)
+		for _, c := range []*chattest.Client{sender, fast} {
+			if m := chattest.MsgOf(t, c.Next(t)); !strings.HasPrefix(m.Message, fmt.Sprintf("%d ", sent)) {
 				t.Fatalf("got message %.10q, want number %d", m.Message, sent)
 			}
 		}
@@ -321,15 +325,15 @@ func TestSlowConsumer(t *testing.T) {
 		}
 	}
 	// The others see it leave, and keep chatting.
-	for _, c := range []*client{sender, fast} {
+	for _, c := range []*chattest.Client{sender, fast} {
 		var p protocol.Presence
-		decode(t, c.expect(protocol.TypePresence), &p)
+		chattest.Decode(t, c.Expect(t, protocol.TypePresence), &p)
 		if p.Event != protocol.PresenceLeave || p.Count != 2 {
 			t.Fatalf("got %+v, want the slow member leaving", p)
 		}
 	}
-	sender.send(`{"type":"msg","payload":{"message":"after"}}`)
-	fast.await(protocol.TypeMsg)
+	sender.Send(t, `{"type":"msg","payload":{"message":"after"}}`)
+	fast.Await(t, protocol.TypeMsg)
 }
 
 // metric reads one unlabelled series from /metrics.
@@ -357,15 +361,15 @@ func metric(t *testing.T, ts *testServer, name string) float64 {
 // TestShutdown: Shutdown closes every client with 1001.
 func TestShutdown(t *testing.T) {
 	ts := newTestServer(t)
-	a, b := dial(t, ts, ""), dial(t, ts, "")
-	a.join("x")
+	a, b := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
+	a.Join(t, "x")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := ts.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []*client{a, b} {
-		c.expectClose(websocket.StatusGoingAway)
+	for _, c := range []*chattest.Client{a, b} {
+		c.ExpectClose(t, websocket.StatusGoingAway)
 	}
 	// Upgrades after shutdown are refused.
 	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws"
@@ -414,16 +418,16 @@ func TestPanicContained(t *testing.T) {
 		ps.Store = c.Store
 		c.Store = ps
 	})
-	a, b := dial(t, ts, ""), dial(t, ts, "")
-	a.join("p")
-	b.join("p")
+	a, b := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
+	a.Join(t, "p")
+	b.Join(t, "p")
 	ps.panicNext.Store(true)
-	a.send(`{"type":"msg","id":"boom","payload":{"message":"boom"}}`)
-	if e := a.await(protocol.TypeError); e.ID != "boom" || !strings.Contains(e.String(), protocol.CodeInternal) {
+	a.Send(t, `{"type":"msg","id":"boom","payload":{"message":"boom"}}`)
+	if e := a.Await(t, protocol.TypeError); e.ID != "boom" || !strings.Contains(e.String(), protocol.CodeInternal) {
 		t.Fatalf("got %s, want an internal error for boom", e)
 	}
-	a.send(`{"type":"msg","payload":{"message":"after"}}`)
-	if m := msgOf(t, b.await(protocol.TypeMsg)); m.Message != "after" {
+	a.Send(t, `{"type":"msg","payload":{"message":"after"}}`)
+	if m := chattest.MsgOf(t, b.Await(t, protocol.TypeMsg)); m.Message != "after" {
 		t.Fatalf("got %q", m.Message)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-json-experiment/json"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
@@ -63,12 +64,12 @@ func TestPagedCatchUp(t *testing.T) {
 	ts, st := newSQLiteServer(t, dbPath(t), sqlite.Options{})
 	seed(t, st, "big", 700, func(i int) string { return fmt.Sprint("old ", i) })
 
-	sender := dial(t, ts, "")
-	sender.join("big")
-	r := dial(t, ts, "?batch=1")
-	r.send(`{"type":"join","payload":{"roomID":"big","since":0}}`)
+	sender := chattest.Dial(t, ts.URL, "")
+	sender.Join(t, "big")
+	r := chattest.Dial(t, ts.URL, "?batch=1")
+	r.Send(t, `{"type":"join","payload":{"roomID":"big","since":0}}`)
 	var j protocol.Joined
-	decode(t, r.expect(protocol.TypeJoined), &j)
+	chattest.Decode(t, r.Expect(t, protocol.TypeJoined), &j)
 	if len(j.History) == 0 || len(j.History) > 200 || !j.More || j.LastSeq != 700 || j.History[0].Seq != 1 {
 		t.Fatalf("joined since 0: %d messages from %v, more %v, lastSeq %d; want 1..≤200, more, lastSeq 700", len(j.History), seqsOf(j.History[:min(3, len(j.History))]), j.More, j.LastSeq)
 	}
@@ -79,7 +80,10 @@ func TestPagedCatchUp(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range live {
-			sender.sendf(`{"type":"msg","payload":{"message":"live %d"}}`, i)
+			if err := sender.Writef(`{"type":"msg","payload":{"message":"live %d"}}`, i); err != nil {
+				t.Errorf("live sender: %v", err)
+				return
+			}
 		}
 	}()
 	got := catchUp(t, r, "big", 0, j)
@@ -96,28 +100,28 @@ func TestPagedCatchUp(t *testing.T) {
 	}
 
 	// A page after the end is empty, without more; paging needs the room.
-	r.send(`{"type":"history","id":"end","payload":{"roomID":"big","after":750}}`)
+	r.Send(t, `{"type":"history","id":"end","payload":{"roomID":"big","after":750}}`)
 	var h protocol.History
-	decode(t, r.await(protocol.TypeHistory), &h)
+	chattest.Decode(t, r.Await(t, protocol.TypeHistory), &h)
 	if len(h.Messages) != 0 || h.More {
 		t.Fatalf("history after the last seq: %d messages, more %v; want none", len(h.Messages), h.More)
 	}
-	r.send(`{"type":"history","id":"lim","payload":{"roomID":"big","after":10,"limit":3}}`)
-	decode(t, r.await(protocol.TypeHistory), &h)
+	r.Send(t, `{"type":"history","id":"lim","payload":{"roomID":"big","after":10,"limit":3}}`)
+	chattest.Decode(t, r.Await(t, protocol.TypeHistory), &h)
 	if !slices.Equal(seqsOf(h.Messages), []int64{11, 12, 13}) || !h.More {
 		t.Fatalf("history after 10 limit 3: %v more %v", seqsOf(h.Messages), h.More)
 	}
-	out := dial(t, ts, "")
-	out.send(`{"type":"history","id":"x","payload":{"roomID":"big","after":0}}`)
-	out.expectError(protocol.CodeNotInRoom)
+	out := chattest.Dial(t, ts.URL, "")
+	out.Send(t, `{"type":"history","id":"x","payload":{"roomID":"big","after":0}}`)
+	out.ExpectError(t, protocol.CodeNotInRoom)
 }
 
 // TestHistoryBadInput: every bad history request gets its error, with the
 // request's id, and the connection stays usable.
 func TestHistoryBadInput(t *testing.T) {
 	ts := newTestServer(t, noRate)
-	c := dial(t, ts, "")
-	c.join("h")
+	c := chattest.Dial(t, ts.URL, "")
+	c.Join(t, "h")
 	for _, tc := range []struct{ frame, code, field string }{
 		{`{"type":"history","id":"a","payload":{"roomID":"h"}}`, protocol.CodeBadPayload, "after"},
 		{`{"type":"history","id":"a","payload":{"roomID":"h","after":-1}}`, protocol.CodeBadPayload, "after"},
@@ -127,16 +131,16 @@ func TestHistoryBadInput(t *testing.T) {
 		{`{"type":"history","id":"a","payload":{"roomID":"no such!","after":0}}`, protocol.CodeBadPayload, "roomID"},
 		{`{"type":"history","id":"a","payload":{"roomID":"other","after":0}}`, protocol.CodeNotInRoom, ""},
 	} {
-		c.send(tc.frame)
-		f := c.expect(protocol.TypeError)
+		c.Send(t, tc.frame)
+		f := c.Expect(t, protocol.TypeError)
 		var e protocol.Error
-		decode(t, f, &e)
+		chattest.Decode(t, f, &e)
 		if e.Code != tc.code || e.Field != tc.field || f.ID != "a" {
 			t.Errorf("%s → %s; want code %s field %q id a", tc.frame, f, tc.code, tc.field)
 		}
 	}
-	c.send(`{"type":"ping","id":"p"}`)
-	c.expect(protocol.TypePong)
+	c.Send(t, `{"type":"ping","id":"p"}`)
+	c.Expect(t, protocol.TypePong)
 }
 
 // bigText is a 4000-character message whose JSON takes several bytes per
@@ -166,23 +170,23 @@ func TestReplyByteBudget(t *testing.T) {
 	}
 	// The envelope around the messages: type, id, roomID, members, you…
 	const overhead = 4 << 10
-	c := dial(t, ts, "")
-	c.send(`{"type":"join","payload":{"roomID":"fat","since":0}}`)
-	f := c.expect(protocol.TypeJoined)
+	c := chattest.Dial(t, ts.URL, "")
+	c.Send(t, `{"type":"join","payload":{"roomID":"fat","since":0}}`)
+	f := c.Expect(t, protocol.TypeJoined)
 	var j protocol.Joined
-	decode(t, f, &j)
-	if len(f.raw) > lim.MaxPageBytes+overhead || len(j.History) == 0 || !j.More {
-		t.Fatalf("joined: %d bytes, %d messages, more %v; want ≤ %d bytes, ≥ 1 message, more", len(f.raw), len(j.History), j.More, lim.MaxPageBytes+overhead)
+	chattest.Decode(t, f, &j)
+	if len(f.Raw) > lim.MaxPageBytes+overhead || len(j.History) == 0 || !j.More {
+		t.Fatalf("joined: %d bytes, %d messages, more %v; want ≤ %d bytes, ≥ 1 message, more", len(f.Raw), len(j.History), j.More, lim.MaxPageBytes+overhead)
 	}
 	got := j.History
 	for page := 0; ; page++ {
 		after := got[len(got)-1].Seq
-		c.sendf(`{"type":"history","id":"p%d","payload":{"roomID":"fat","after":%d}}`, page, after)
-		f := c.expect(protocol.TypeHistory)
+		c.Sendf(t, `{"type":"history","id":"p%d","payload":{"roomID":"fat","after":%d}}`, page, after)
+		f := c.Expect(t, protocol.TypeHistory)
 		var h protocol.History
-		decode(t, f, &h)
-		if len(f.raw) > lim.MaxPageBytes+overhead || len(h.Messages) == 0 {
-			t.Fatalf("history page %d: %d bytes, %d messages; want ≤ %d bytes and ≥ 1 message", page, len(f.raw), len(h.Messages), lim.MaxPageBytes+overhead)
+		chattest.Decode(t, f, &h)
+		if len(f.Raw) > lim.MaxPageBytes+overhead || len(h.Messages) == 0 {
+			t.Fatalf("history page %d: %d bytes, %d messages; want ≤ %d bytes and ≥ 1 message", page, len(f.Raw), len(h.Messages), lim.MaxPageBytes+overhead)
 		}
 		got = append(got, h.Messages...)
 		if !h.More {
@@ -191,14 +195,14 @@ func TestReplyByteBudget(t *testing.T) {
 	}
 	checkRun(t, "pages of large messages", seqsOf(got), 1, n)
 	// Without since, the newest messages that fit, ending at the last.
-	c2 := dial(t, ts, "")
-	f = func() frame {
-		c2.send(`{"type":"join","payload":{"roomID":"fat"}}`)
-		return c2.expect(protocol.TypeJoined)
+	c2 := chattest.Dial(t, ts.URL, "")
+	f = func() chattest.Frame {
+		c2.Send(t, `{"type":"join","payload":{"roomID":"fat"}}`)
+		return c2.Expect(t, protocol.TypeJoined)
 	}()
-	decode(t, f, &j)
-	if len(f.raw) > lim.MaxPageBytes+overhead || len(j.History) == 0 || j.History[len(j.History)-1].Seq != n || j.More {
-		t.Fatalf("joined without since: %d bytes, %d messages ending at %d, more %v", len(f.raw), len(j.History), j.History[len(j.History)-1].Seq, j.More)
+	chattest.Decode(t, f, &j)
+	if len(f.Raw) > lim.MaxPageBytes+overhead || len(j.History) == 0 || j.History[len(j.History)-1].Seq != n || j.More {
+		t.Fatalf("joined without since: %d bytes, %d messages ending at %d, more %v", len(f.Raw), len(j.History), j.History[len(j.History)-1].Seq, j.More)
 	}
 }
 
@@ -247,18 +251,18 @@ func TestSlowReaderCatchesUp(t *testing.T) {
 	}
 	defer ws.CloseNow()
 	ws.SetReadLimit(-1)
-	read := func() []frame {
+	read := func() []chattest.Frame {
 		_, b, err := ws.Read(ctx)
 		if err != nil {
 			t.Fatalf("reading: %v (close status %d)", err, websocket.CloseStatus(err))
 		}
-		var out []frame
+		var out []chattest.Frame
 		for _, ev := range protocol.SplitBatch(b) {
 			env, perr := protocol.DecodeEnvelope(ev)
 			if perr != nil {
 				t.Fatalf("bad frame %q: %v", ev, perr)
 			}
-			out = append(out, frame{Envelope: env, raw: ev})
+			out = append(out, chattest.Frame{Envelope: env, Raw: ev})
 		}
 		return out
 	}
@@ -270,8 +274,8 @@ func TestSlowReaderCatchesUp(t *testing.T) {
 	read() // welcome
 	write(`{"type":"join","payload":{"roomID":"slow","since":0}}`)
 
-	sender := dial(t, ts, "")
-	sender.join("slow")
+	sender := chattest.Dial(t, ts.URL, "")
+	sender.Join(t, "slow")
 	stopLive := make(chan struct{})
 	liveDone := make(chan struct{})
 	go func() {
@@ -282,7 +286,10 @@ func TestSlowReaderCatchesUp(t *testing.T) {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			sender.sendf(`{"type":"msg","payload":{"message":"live %d"}}`, i)
+			if err := sender.Writef(`{"type":"msg","payload":{"message":"live %d"}}`, i); err != nil {
+				t.Errorf("live sender: %v", err)
+				return
+			}
 		}
 	}()
 
@@ -294,16 +301,16 @@ func TestSlowReaderCatchesUp(t *testing.T) {
 			switch f.Type {
 			case protocol.TypeJoined:
 				j = new(protocol.Joined)
-				decode(t, f, j)
+				chattest.Decode(t, f, j)
 				got = append(got, j.History...)
 			case protocol.TypeHistory:
 				var h protocol.History
-				decode(t, f, &h)
+				chattest.Decode(t, f, &h)
 				got = append(got, h.Messages...)
 				waiting = false
 				pages++
 			case protocol.TypeMsg:
-				live = append(live, msgOf(t, f))
+				live = append(live, chattest.MsgOf(t, f))
 			}
 		}
 		if j == nil || waiting {
@@ -366,14 +373,14 @@ func TestJoinStormOnLargeRoom(t *testing.T) {
 			}
 		})
 	}
-	a, b := dial(t, ts, ""), dial(t, ts, "")
-	a.join("quiet")
-	b.join("quiet")
-	a.await(protocol.TypePresence)
+	a, b := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
+	a.Join(t, "quiet")
+	b.Join(t, "quiet")
+	a.Await(t, protocol.TypePresence)
 	var rtts []time.Duration
 	for i := range 100 {
 		t0 := time.Now()
-		a.sendf(`{"type":"msg","id":"r%d","payload":{"message":"ping %d"}}`, i, i)
+		a.Sendf(t, `{"type":"msg","id":"r%d","payload":{"message":"ping %d"}}`, i, i)
 		nextMsgs(t, b, 1, 10*time.Second)
 		rtts = append(rtts, time.Since(t0))
 		time.Sleep(10 * time.Millisecond)
@@ -399,25 +406,25 @@ func TestJoinStormOnLargeRoom(t *testing.T) {
 // nothing is stored; the same id in two rooms stores two messages.
 func TestRequestIDs(t *testing.T) {
 	ts := newTestServer(t, noRate)
-	c := dial(t, ts, "")
-	c.join("one")
-	c.join("two")
+	c := chattest.Dial(t, ts.URL, "")
+	c.Join(t, "one")
+	c.Join(t, "two")
 	id64, id65 := strings.Repeat("é", 64), strings.Repeat("i", 65)
-	c.sendf(`{"type":"msg","id":%q,"payload":{"roomID":"one","message":"ok"}}`, id64)
-	if a := awaitAck(t, c, id64); a.Seq != 1 {
+	c.Sendf(t, `{"type":"msg","id":%q,"payload":{"roomID":"one","message":"ok"}}`, id64)
+	if a := c.AwaitAck(t, id64); a.Seq != 1 {
 		t.Fatalf("ack of a 64-character id: %+v", a)
 	}
-	c.sendf(`{"type":"msg","id":%q,"payload":{"roomID":"one","message":"too long an id"}}`, id65)
-	f := c.await(protocol.TypeError)
+	c.Sendf(t, `{"type":"msg","id":%q,"payload":{"roomID":"one","message":"too long an id"}}`, id65)
+	f := c.Await(t, protocol.TypeError)
 	var e protocol.Error
-	decode(t, f, &e)
+	chattest.Decode(t, f, &e)
 	if e.Code != protocol.CodeBadEnvelope || e.Field != "id" || f.ID != "" {
 		t.Fatalf("65-character id: %s; want bad_envelope on field id, id not echoed", f)
 	}
-	c.send(`{"type":"msg","id":"same","payload":{"roomID":"one","message":"in one"}}`)
-	a1 := awaitAck(t, c, "same")
-	c.send(`{"type":"msg","id":"same","payload":{"roomID":"two","message":"in two"}}`)
-	a2 := awaitAck(t, c, "same")
+	c.Send(t, `{"type":"msg","id":"same","payload":{"roomID":"one","message":"in one"}}`)
+	a1 := c.AwaitAck(t, "same")
+	c.Send(t, `{"type":"msg","id":"same","payload":{"roomID":"two","message":"in two"}}`)
+	a2 := c.AwaitAck(t, "same")
 	if a1.MsgID == a2.MsgID || a2.Seq != 1 || a1.Seq != 2 {
 		t.Fatalf("same id in two rooms: acks %+v and %+v; want two messages (seq 2 in one, 1 in two)", a1, a2)
 	}
@@ -435,9 +442,9 @@ func TestRequestIDs(t *testing.T) {
 func TestMembersCap(t *testing.T) {
 	ts := newTestServer(t, noRate)
 	for range 104 {
-		dial(t, ts, "").join("crowd")
+		chattest.Dial(t, ts.URL, "").Join(t, "crowd")
 	}
-	j := dial(t, ts, "").join("crowd")
+	j := chattest.Dial(t, ts.URL, "").Join(t, "crowd")
 	if len(j.Members) != 100 || j.Count != 105 {
 		t.Fatalf("joined: %d members listed, count %d; want 100 and 105", len(j.Members), j.Count)
 	}
@@ -455,36 +462,36 @@ func TestMembersCap(t *testing.T) {
 // more; joining one it is in still works, and leaving makes room.
 func TestRoomLimit(t *testing.T) {
 	ts := newTestServer(t, noRate)
-	c := dial(t, ts, "")
+	c := chattest.Dial(t, ts.URL, "")
 	for i := range 100 {
-		c.sendf(`{"type":"join","payload":{"roomID":"r%d"}}`, i)
-		c.expect(protocol.TypeJoined)
+		c.Sendf(t, `{"type":"join","payload":{"roomID":"r%d"}}`, i)
+		c.Expect(t, protocol.TypeJoined)
 	}
-	c.send(`{"type":"join","id":"x","payload":{"roomID":"one-more"}}`)
-	if e := c.expectError(protocol.CodeRoomLimit); !strings.Contains(e.Message, "100") {
+	c.Send(t, `{"type":"join","id":"x","payload":{"roomID":"one-more"}}`)
+	if e := c.ExpectError(t, protocol.CodeRoomLimit); !strings.Contains(e.Message, "100") {
 		t.Fatalf("room_limit message %q does not say the limit", e.Message)
 	}
-	c.join("r7")
-	c.send(`{"type":"leave","payload":{"roomID":"r7"}}`)
-	c.expect(protocol.TypeLeft)
-	c.join("one-more")
+	c.Join(t, "r7")
+	c.Send(t, `{"type":"leave","payload":{"roomID":"r7"}}`)
+	c.Expect(t, protocol.TypeLeft)
+	c.Join(t, "one-more")
 }
 
 // TestTypingThrottle: typing is forwarded at most once per 2 s per user
 // and room.
 func TestTypingThrottle(t *testing.T) {
 	ts := newTestServer(t, noRate)
-	a, b := dial(t, ts, ""), dial(t, ts, "")
-	a.join("t")
-	b.join("t")
-	a.await(protocol.TypePresence)
+	a, b := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
+	a.Join(t, "t")
+	b.Join(t, "t")
+	a.Await(t, protocol.TypePresence)
 	for range 20 {
-		b.send(`{"type":"typing"}`)
+		b.Send(t, `{"type":"typing"}`)
 	}
-	b.send(`{"type":"ping","id":"done"}`)
-	b.expect(protocol.TypePong)
-	a.expect(protocol.TypeTyping)
-	a.quiet(300 * time.Millisecond)
+	b.Send(t, `{"type":"ping","id":"done"}`)
+	b.Expect(t, protocol.TypePong)
+	a.Expect(t, protocol.TypeTyping)
+	a.Quiet(t, 300*time.Millisecond)
 }
 
 // TestCustomEvents: an event reaches the room's other members with from,
@@ -492,17 +499,17 @@ func TestTypingThrottle(t *testing.T) {
 // bad names and data get their errors; POST …/events reaches everyone.
 func TestCustomEvents(t *testing.T) {
 	ts := newTestServer(t, noRate)
-	a, b, other := dial(t, ts, ""), dial(t, ts, ""), dial(t, ts, "")
-	a.join("ev")
-	b.join("ev")
-	other.join("elsewhere")
-	a.await(protocol.TypePresence)
+	a, b, other := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
+	a.Join(t, "ev")
+	b.Join(t, "ev")
+	other.Join(t, "elsewhere")
+	a.Await(t, protocol.TypePresence)
 
-	b.send(`{"type":"event","payload":{"name":"reaction","data":{"emoji":"👍","to":3}}}`)
+	b.Send(t, `{"type":"event","payload":{"name":"reaction","data":{"emoji":"👍","to":3}}}`)
 	var ev protocol.Event
-	f := a.expect(protocol.TypeEvent)
-	decode(t, f, &ev)
-	if ev.RoomID != "ev" || ev.Name != "reaction" || ev.From.UserID != b.welcome.UserID || ev.From.Name == "" {
+	f := a.Expect(t, protocol.TypeEvent)
+	chattest.Decode(t, f, &ev)
+	if ev.RoomID != "ev" || ev.Name != "reaction" || ev.From.UserID != b.Welcome.UserID || ev.From.Name == "" {
 		t.Fatalf("event: %s", f)
 	}
 	var data struct {
@@ -512,17 +519,17 @@ func TestCustomEvents(t *testing.T) {
 	if err := json.Unmarshal(ev.Data, &data); err != nil || data.Emoji != "👍" || data.To != 3 {
 		t.Fatalf("event data %s: %+v %v", ev.Data, data, err)
 	}
-	if strings.Contains(string(f.raw), `"seq"`) {
+	if strings.Contains(string(f.Raw), `"seq"`) {
 		t.Fatalf("event has a seq: %s", f)
 	}
-	b.send(`{"type":"event","payload":{"name":"ready"}}`)
-	decode(t, a.expect(protocol.TypeEvent), &ev)
+	b.Send(t, `{"type":"event","payload":{"name":"ready"}}`)
+	chattest.Decode(t, a.Expect(t, protocol.TypeEvent), &ev)
 	if string(ev.Data) != "null" {
 		t.Fatalf("event without data: data %s, want null", ev.Data)
 	}
-	b.send(`{"type":"ping","id":"p"}`)
-	b.expect(protocol.TypePong) // the sender got neither event
-	other.quiet(100 * time.Millisecond)
+	b.Send(t, `{"type":"ping","id":"p"}`)
+	b.Expect(t, protocol.TypePong) // the sender got neither event
+	other.Quiet(t, 100*time.Millisecond)
 	if msgs, _ := ts.store.Messages(context.Background(), "ev", store.Query{}); len(msgs) != 0 {
 		t.Fatalf("events stored %d messages", len(msgs))
 	}
@@ -535,28 +542,28 @@ func TestCustomEvents(t *testing.T) {
 		{`{"name":"big","data":"` + strings.Repeat("d", 8<<10) + `"}`, protocol.CodeTooLong, "data"},
 		{`{"name":"x","roomID":"elsewhere"}`, protocol.CodeNotInRoom, ""},
 	} {
-		b.sendf(`{"type":"event","id":"e","payload":%s}`, tc.payload)
-		f := b.expect(protocol.TypeError)
+		b.Sendf(t, `{"type":"event","id":"e","payload":%s}`, tc.payload)
+		f := b.Expect(t, protocol.TypeError)
 		var e protocol.Error
-		decode(t, f, &e)
+		chattest.Decode(t, f, &e)
 		if e.Code != tc.code || e.Field != tc.field || f.ID != "e" {
 			t.Errorf("event %.60s → %s; want %s on %q", tc.payload, f, tc.code, tc.field)
 		}
 	}
-	b.send(`{"type":"event","payload":{"name":"a.b:c_d-9","data":[1,2]}}`)
-	a.expect(protocol.TypeEvent)
+	b.Send(t, `{"type":"event","payload":{"name":"a.b:c_d-9","data":[1,2]}}`)
+	a.Expect(t, protocol.TypeEvent)
 
 	r := doHTTP(t, http.MethodPost, ts.URL+"/api/rooms/ev/events", "application/json", []byte(`{"name":"deploy","data":{"v":2}}`))
 	if r.status != http.StatusAccepted {
 		t.Fatalf("POST events: %d %s", r.status, r.body)
 	}
-	for _, c := range []*client{a, b} {
-		decode(t, c.expect(protocol.TypeEvent), &ev)
+	for _, c := range []*chattest.Client{a, b} {
+		chattest.Decode(t, c.Expect(t, protocol.TypeEvent), &ev)
 		if ev.Name != "deploy" || ev.From.UserID != "" || string(ev.Data) != `{"v":2}` {
 			t.Fatalf("posted event: %+v", ev)
 		}
 	}
-	other.quiet(100 * time.Millisecond)
+	other.Quiet(t, 100*time.Millisecond)
 	wantHTTPError(t, doHTTP(t, http.MethodPost, ts.URL+"/api/rooms/ev/events", "application/json", []byte(`{"name":"bad name"}`)), 400, protocol.CodeBadPayload)
 	wantHTTPError(t, doHTTP(t, http.MethodPost, ts.URL+"/api/rooms/ev/events", "application/json", []byte(`{"name":"x","data":"`+strings.Repeat("d", 8<<10)+`"}`)), 400, protocol.CodeTooLong)
 }

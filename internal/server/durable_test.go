@@ -26,6 +26,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-json-experiment/json"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
@@ -66,7 +67,7 @@ func seqsOf(msgs []protocol.Message) []int64 {
 // seq it has, until it has every seq up to j.LastSeq, buffering the live
 // msg events that arrive meanwhile. It returns the messages in seq order,
 // each once: j.History, the pages, then the buffered live ones after them.
-func catchUp(t *testing.T, c *client, roomID string, since int64, j protocol.Joined) []protocol.Message {
+func catchUp(t *testing.T, c *chattest.Client, roomID string, since int64, j protocol.Joined) []protocol.Message {
 	t.Helper()
 	out := j.History
 	last := since
@@ -76,11 +77,11 @@ func catchUp(t *testing.T, c *client, roomID string, since int64, j protocol.Joi
 	var live []protocol.Message
 	for more, n := j.More, 0; more && last < j.LastSeq; n++ {
 		id := fmt.Sprint("page-", n)
-		c.sendf(`{"type":"history","id":%q,"payload":{"roomID":%q,"after":%d}}`, id, roomID, last)
+		c.Sendf(t, `{"type":"history","id":%q,"payload":{"roomID":%q,"after":%d}}`, id, roomID, last)
 		for {
-			f := c.next()
+			f := c.Next(t)
 			if f.Type == protocol.TypeMsg {
-				live = append(live, msgOf(t, f))
+				live = append(live, chattest.MsgOf(t, f))
 				continue
 			}
 			if f.Type != protocol.TypeHistory || f.ID != id {
@@ -90,7 +91,7 @@ func catchUp(t *testing.T, c *client, roomID string, since int64, j protocol.Joi
 				t.Fatalf("waiting for history %s: got %s", id, f)
 			}
 			var h protocol.History
-			decode(t, f, &h)
+			chattest.Decode(t, f, &h)
 			if len(h.Messages) == 0 {
 				t.Fatalf("history after %d: empty page (more %v), want messages up to %d", last, h.More, j.LastSeq)
 			}
@@ -131,42 +132,20 @@ func checkRun(t *testing.T, what string, seqs []int64, from, to int64) {
 
 // nextMsgs reads events until n msg events have arrived (skipping others)
 // and returns the messages; it fails after d.
-func nextMsgs(t *testing.T, c *client, n int, d time.Duration) []protocol.Message {
+func nextMsgs(t *testing.T, c *chattest.Client, n int, d time.Duration) []protocol.Message {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	var out []protocol.Message
 	for len(out) < n {
-		f, err := c.read(time.Until(deadline))
+		f, err := c.Read(time.Until(deadline))
 		if err != nil {
 			t.Fatalf("got %d of %d msg events: %v", len(out), n, err)
 		}
 		if f.Type == protocol.TypeMsg {
-			out = append(out, msgOf(t, f))
+			out = append(out, chattest.MsgOf(t, f))
 		}
 	}
 	return out
-}
-
-// awaitAck reads events until the ack with id arrives, skipping msg and
-// presence events; any other event (an error) fails the test.
-func awaitAck(t *testing.T, c *client, id string) protocol.Ack {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		f, err := c.read(time.Until(deadline))
-		if err != nil {
-			t.Fatalf("waiting for the ack of %q: %v", id, err)
-		}
-		switch {
-		case f.Type == protocol.TypeAck && f.ID == id:
-			var a protocol.Ack
-			decode(t, f, &a)
-			return a
-		case f.Type == protocol.TypeMsg, f.Type == protocol.TypePresence:
-		default:
-			t.Fatalf("waiting for the ack of %q, got %s", id, f)
-		}
-	}
 }
 
 // TestResumeSinceWhileOthersSend: a client drops mid-stream (no close frame)
@@ -176,13 +155,13 @@ func awaitAck(t *testing.T, c *client, id string) protocol.Ack {
 func TestResumeSinceWhileOthersSend(t *testing.T) {
 	ts, st := newSQLiteServer(t, dbPath(t), sqlite.Options{})
 	const roomID = "resume"
-	r := dial(t, ts, "")
-	r.join(roomID)
+	r := chattest.Dial(t, ts.URL, "")
+	r.Join(t, roomID)
 	const senders = 3
-	var ss []*client
+	var ss []*chattest.Client
 	for range senders {
-		c := dial(t, ts, "?batch=1")
-		c.join(roomID)
+		c := chattest.Dial(t, ts.URL, "?batch=1")
+		c.Join(t, roomID)
 		ss = append(ss, c)
 	}
 
@@ -202,10 +181,7 @@ func TestResumeSinceWhileOthersSend(t *testing.T) {
 					return
 				default:
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				err := c.ws.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"msg","payload":{"message":"s%d k%d"}}`, i, k))
-				cancel()
-				if err != nil {
+				if err := c.Writef(`{"type":"msg","payload":{"message":"s%d k%d"}}`, i, k); err != nil {
 					errs <- fmt.Errorf("sender %d: %w", i, err)
 					return
 				}
@@ -224,16 +200,15 @@ func TestResumeSinceWhileOthersSend(t *testing.T) {
 	var fromHistory, gaps int
 	for cycle := range 5 {
 		lastSeen := got[len(got)-1]
-		r.ws.CloseNow()
-		<-r.done
+		r.Close()
 		time.Sleep(time.Duration(cycle) * 30 * time.Millisecond) // 0 to 120 ms
-		r2 := dial(t, ts, "?resume="+url.QueryEscape(r.welcome.Resume))
-		if r2.welcome.UserID != r.welcome.UserID {
-			t.Fatalf("cycle %d: resumed userID = %q, want %q", cycle, r2.welcome.UserID, r.welcome.UserID)
+		r2 := chattest.Dial(t, ts.URL, "?resume="+url.QueryEscape(r.Welcome.Resume))
+		if r2.Welcome.UserID != r.Welcome.UserID {
+			t.Fatalf("cycle %d: resumed userID = %q, want %q", cycle, r2.Welcome.UserID, r.Welcome.UserID)
 		}
-		r2.sendf(`{"type":"join","payload":{"roomID":%q,"since":%d}}`, roomID, lastSeen)
+		r2.Sendf(t, `{"type":"join","payload":{"roomID":%q,"since":%d}}`, roomID, lastSeen)
 		var j protocol.Joined
-		decode(t, r2.expect(protocol.TypeJoined), &j)
+		chattest.Decode(t, r2.Expect(t, protocol.TypeJoined), &j)
 		if j.Truncated {
 			t.Fatalf("cycle %d: joined.truncated = true, want false (nothing was trimmed)", cycle)
 		}
@@ -263,8 +238,8 @@ func TestResumeSinceWhileOthersSend(t *testing.T) {
 	// highest of these acks is the room's last seq.
 	var last int64
 	for i, c := range ss {
-		c.sendf(`{"type":"msg","id":"final","payload":{"message":"s%d final"}}`, i)
-		last = max(last, awaitAck(t, c, "final").Seq)
+		c.Sendf(t, `{"type":"msg","id":"final","payload":{"message":"s%d final"}}`, i)
+		last = max(last, c.AwaitAck(t, "final").Seq)
 	}
 	if ri, err := st.Room(context.Background(), roomID); err != nil || ri.LastSeq != last {
 		t.Fatalf("store: lastSeq %d (err %v), want %d", ri.LastSeq, err, last)
@@ -272,7 +247,7 @@ func TestResumeSinceWhileOthersSend(t *testing.T) {
 	if n := last - got[len(got)-1]; n > 0 {
 		got = append(got, seqsOf(nextMsgs(t, r, int(n), 20*time.Second))...)
 	}
-	r.quiet(100 * time.Millisecond)
+	r.Quiet(t, 100*time.Millisecond)
 	checkRun(t, "in all", got, 1, last)
 	t.Logf("%d messages, %d of them through joined.history after 5 drops", last, fromHistory)
 }
@@ -299,33 +274,33 @@ func TestRetryAfterLostAck(t *testing.T) {
 			ts, st := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
 			const roomID = "retry"
 			const frame = `{"type":"msg","id":"r-1","payload":{"message":"exactly once"}}`
-			other := dial(t, ts, "")
-			other.join(roomID)
-			a := dial(t, ts, "")
-			a.join(roomID)
-			other.expect(protocol.TypePresence)
+			other := chattest.Dial(t, ts.URL, "")
+			other.Join(t, roomID)
+			a := chattest.Dial(t, ts.URL, "")
+			a.Join(t, roomID)
+			other.Expect(t, protocol.TypePresence)
 
-			a.send(frame)
+			a.Send(t, frame)
 			var seen []protocol.Message // what other received
 			if tc.stored {
-				seen = append(seen, msgOf(t, other.expect(protocol.TypeMsg)))
+				seen = append(seen, chattest.MsgOf(t, other.Expect(t, protocol.TypeMsg)))
 			}
-			a.ws.CloseNow()
+			a.WS.CloseNow()
 			dropped := time.Now()
 
-			a2 := dial(t, ts, "?resume="+url.QueryEscape(a.welcome.Resume))
-			if a2.welcome.UserID != a.welcome.UserID {
-				t.Fatalf("resumed userID = %q, want %q", a2.welcome.UserID, a.welcome.UserID)
+			a2 := chattest.Dial(t, ts.URL, "?resume="+url.QueryEscape(a.Welcome.Resume))
+			if a2.Welcome.UserID != a.Welcome.UserID {
+				t.Fatalf("resumed userID = %q, want %q", a2.Welcome.UserID, a.Welcome.UserID)
 			}
-			a2.sendf(`{"type":"join","payload":{"roomID":%q,"since":0}}`, roomID)
+			a2.Sendf(t, `{"type":"join","payload":{"roomID":%q,"since":0}}`, roomID)
 			var j protocol.Joined
 			for j.RoomID == "" {
 				// An ack of the first send may come first, on the new
 				// connection: acks go to the user.
-				f := a2.next()
+				f := a2.Next(t)
 				switch f.Type {
 				case protocol.TypeJoined:
-					decode(t, f, &j)
+					chattest.Decode(t, f, &j)
 				case protocol.TypeAck:
 				default:
 					t.Fatalf("after resuming, got %s, want joined", f)
@@ -334,8 +309,8 @@ func TestRetryAfterLostAck(t *testing.T) {
 			if tc.stored && len(j.History) != 1 {
 				t.Fatalf("joined.history has %d messages, want the stored one", len(j.History))
 			}
-			a2.send(frame)
-			ack := awaitAck(t, a2, "r-1")
+			a2.Send(t, frame)
+			ack := a2.AwaitAck(t, "r-1")
 
 			msgs, err := st.Messages(context.Background(), roomID, store.Query{})
 			if err != nil {
@@ -347,27 +322,27 @@ func TestRetryAfterLostAck(t *testing.T) {
 			if ack.MsgID != msgs[0].ID || ack.Seq != msgs[0].Seq || ack.Seq != 1 {
 				t.Fatalf("ack %+v, want msgID %q seq %d (the stored message)", ack, msgs[0].ID, msgs[0].Seq)
 			}
-			if msgs[0].From.UserID != a.welcome.UserID {
-				t.Fatalf("stored message is from %q, want %q", msgs[0].From.UserID, a.welcome.UserID)
+			if msgs[0].From.UserID != a.Welcome.UserID {
+				t.Fatalf("stored message is from %q, want %q", msgs[0].From.UserID, a.Welcome.UserID)
 			}
 
 			// The other member: the message once, and no presence at all,
 			// until well past the end of the grace period.
 			for {
-				f, err := other.read(time.Until(dropped.Add(grace + 700*time.Millisecond)))
+				f, err := other.Read(time.Until(dropped.Add(grace + 700*time.Millisecond)))
 				if err != nil {
 					break
 				}
 				if f.Type != protocol.TypeMsg {
 					t.Fatalf("the other member got %s; want no presence flicker", f)
 				}
-				seen = append(seen, msgOf(t, f))
+				seen = append(seen, chattest.MsgOf(t, f))
 			}
 			if len(seen) != 1 || seen[0].ID != ack.MsgID || seen[0].Seq != ack.Seq {
 				t.Fatalf("the other member got %v, want the one message %s", seen, ack.MsgID)
 			}
 			// Still a member after the grace period: a2 receives the room.
-			other.send(`{"type":"msg","payload":{"message":"still there?"}}`)
+			other.Send(t, `{"type":"msg","payload":{"message":"still there?"}}`)
 			if m := nextMsgs(t, a2, 1, 5*time.Second)[0]; m.Seq != 2 {
 				t.Fatalf("after the grace period the resumed client got seq %d, want 2", m.Seq)
 			}
@@ -383,42 +358,42 @@ func TestGracePeriod(t *testing.T) {
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
 	cases := []struct {
 		name   string
-		end    func(c *client) // must not block: the clock runs
+		end    func(c *chattest.Client) // must not block: the clock runs
 		atOnce bool
 	}{
-		{"drop without close frame", func(c *client) { c.ws.CloseNow() }, false},
-		{"close frame 1000", func(c *client) { go c.ws.Close(websocket.StatusNormalClosure, "bye") }, true},
-		{"close frame 1001", func(c *client) { go c.ws.Close(websocket.StatusGoingAway, "page closed") }, true},
-		{"explicit leave", func(c *client) { c.send(`{"type":"leave","payload":{}}`) }, true},
+		{"drop without close frame", func(c *chattest.Client) { c.WS.CloseNow() }, false},
+		{"close frame 1000", func(c *chattest.Client) { go c.WS.Close(websocket.StatusNormalClosure, "bye") }, true},
+		{"close frame 1001", func(c *chattest.Client) { go c.WS.Close(websocket.StatusGoingAway, "page closed") }, true},
+		{"explicit leave", func(c *chattest.Client) { c.Send(t, `{"type":"leave","payload":{}}`) }, true},
 		// Resuming restores the userID only: a room not joined again is
 		// left when the grace period ends.
-		{"drop, resume, no re-join", func(c *client) {
-			c.ws.CloseNow()
-			dial(t, ts, "?resume="+url.QueryEscape(c.welcome.Resume))
+		{"drop, resume, no re-join", func(c *chattest.Client) {
+			c.WS.CloseNow()
+			chattest.Dial(t, ts.URL, "?resume="+url.QueryEscape(c.Welcome.Resume))
 		}, false},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			roomID := fmt.Sprintf("grace-%d", i)
-			watcher := dial(t, ts, "")
-			watcher.join(roomID)
-			c := dial(t, ts, "")
-			c.join(roomID)
-			watcher.expect(protocol.TypePresence)
+			watcher := chattest.Dial(t, ts.URL, "")
+			watcher.Join(t, roomID)
+			c := chattest.Dial(t, ts.URL, "")
+			c.Join(t, roomID)
+			watcher.Expect(t, protocol.TypePresence)
 
 			start := time.Now()
 			tc.end(c)
-			f, err := watcher.read(3 * grace)
+			f, err := watcher.Read(3 * grace)
 			elapsed := time.Since(start)
 			if err != nil {
 				t.Fatalf("no presence leave within %v: %v", 3*grace, err)
 			}
 			var p protocol.Presence
 			if f.Type == protocol.TypePresence {
-				decode(t, f, &p)
+				chattest.Decode(t, f, &p)
 			}
-			if p.Event != protocol.PresenceLeave || p.User.UserID != c.welcome.UserID || p.Count != 1 || p.RoomID != roomID {
-				t.Fatalf("got %s, want a presence leave of %s with count 1", f, c.welcome.UserID)
+			if p.Event != protocol.PresenceLeave || p.User.UserID != c.Welcome.UserID || p.Count != 1 || p.RoomID != roomID {
+				t.Fatalf("got %s, want a presence leave of %s with count 1", f, c.Welcome.UserID)
 			}
 			if tc.atOnce && elapsed > grace/2 {
 				t.Fatalf("leave announced after %v, want at once (grace is %v)", elapsed, grace)
@@ -427,7 +402,7 @@ func TestGracePeriod(t *testing.T) {
 				t.Fatalf("leave announced after %v, want no earlier than the grace period (%v)", elapsed, grace)
 			}
 			t.Logf("leave announced after %v", elapsed.Round(time.Millisecond))
-			watcher.quiet(100 * time.Millisecond)
+			watcher.Quiet(t, 100*time.Millisecond)
 		})
 	}
 }
@@ -492,8 +467,8 @@ func TestMessagesAPI(t *testing.T) {
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{})
 	const roomID = "paging"
 	base := ts.URL + "/api/rooms/" + roomID + "/messages"
-	member := dial(t, ts, "?batch=1")
-	member.join(roomID)
+	member := chattest.Dial(t, ts.URL, "?batch=1")
+	member.Join(t, roomID)
 
 	const n = 120
 	var posted []protocol.Message
@@ -518,7 +493,7 @@ func TestMessagesAPI(t *testing.T) {
 			t.Fatalf("live msg %d = %+v, want the posted %+v", i, m, posted[i])
 		}
 	}
-	member.quiet(50 * time.Millisecond)
+	member.Quiet(t, 50*time.Millisecond)
 
 	get := func(t *testing.T, query string) messagePage {
 		t.Helper()
@@ -654,7 +629,7 @@ func TestMessagesAPI(t *testing.T) {
 	if p := get(t, "?limit=1"); p.LastSeq != n {
 		t.Fatalf("lastSeq %d after bad posts, want %d", p.LastSeq, n)
 	}
-	member.quiet(50 * time.Millisecond)
+	member.Quiet(t, 50*time.Millisecond)
 
 	t.Run("POST without name, unknown field", func(t *testing.T) {
 		r := doHTTP(t, http.MethodPost, base, "application/json", []byte(`{"message":"anonymous","extra":{"x":1}}`))
@@ -679,12 +654,12 @@ func TestStoreUnavailable(t *testing.T) {
 	path := dbPath(t)
 	ts, st := newSQLiteServer(t, path, sqlite.Options{BusyTimeout: 50 * time.Millisecond})
 	ctx := context.Background()
-	a := dial(t, ts, "")
-	a.join("one")
-	b := dial(t, ts, "")
-	b.join("two")
-	a.send(`{"type":"msg","id":"ok-1","payload":{"message":"before the fault"}}`)
-	if ack := awaitAck(t, a, "ok-1"); ack.Seq != 1 {
+	a := chattest.Dial(t, ts.URL, "")
+	a.Join(t, "one")
+	b := chattest.Dial(t, ts.URL, "")
+	b.Join(t, "two")
+	a.Send(t, `{"type":"msg","id":"ok-1","payload":{"message":"before the fault"}}`)
+	if ack := a.AwaitAck(t, "ok-1"); ack.Seq != 1 {
 		t.Fatalf("first ack seq %d, want 1", ack.Seq)
 	}
 	ready := func() httpResult { return doHTTP(t, http.MethodGet, ts.URL+"/readyz", "", nil) }
@@ -712,19 +687,19 @@ func TestStoreUnavailable(t *testing.T) {
 		}
 	}()
 
-	for _, c := range []*client{a, b} {
-		c.send(`{"type":"msg","id":"f-1","payload":{"message":"during the fault"}}`)
-		f := c.next()
+	for _, c := range []*chattest.Client{a, b} {
+		c.Send(t, `{"type":"msg","id":"f-1","payload":{"message":"during the fault"}}`)
+		f := c.Next(t)
 		var e protocol.Error
 		if f.Type == protocol.TypeError {
-			decode(t, f, &e)
+			chattest.Decode(t, f, &e)
 		}
 		if f.ID != "f-1" || e.Code != protocol.CodeStoreUnavailable || e.Message == "" {
 			t.Fatalf("msg while the store is locked: got %s, want error store_unavailable with id f-1", f)
 		}
 		// The connection stays usable.
-		c.send(`{"type":"ping","id":"p"}`)
-		if f := c.expect(protocol.TypePong); f.ID != "p" {
+		c.Send(t, `{"type":"ping","id":"p"}`)
+		if f := c.Expect(t, protocol.TypePong); f.ID != "p" {
 			t.Fatalf("pong %s", f)
 		}
 	}
@@ -737,17 +712,17 @@ func TestStoreUnavailable(t *testing.T) {
 	wantHTTPError(t, r, http.StatusServiceUnavailable, protocol.CodeStoreUnavailable)
 	// Reads do not need the write lock (WAL): joining with history and
 	// paging still work while writes fail.
-	late := dial(t, ts, "")
-	if j := late.join("one"); len(j.History) != 1 || j.History[0].Message != "before the fault" || j.LastSeq != 1 {
+	late := chattest.Dial(t, ts.URL, "")
+	if j := late.Join(t, "one"); len(j.History) != 1 || j.History[0].Message != "before the fault" || j.LastSeq != 1 {
 		t.Fatalf("join during the fault: history %v lastSeq %d, want the one stored message", j.History, j.LastSeq)
 	}
-	a.expect(protocol.TypePresence)
+	a.Expect(t, protocol.TypePresence)
 	if r := doHTTP(t, http.MethodGet, ts.URL+"/api/rooms/one/messages", "", nil); r.status != http.StatusOK || !bytes.Contains(r.body, []byte("before the fault")) {
 		t.Fatalf("GET messages during the fault: %d %s", r.status, r.body)
 	}
 	// No ack, no msg came later for the failed sends.
-	a.quiet(200 * time.Millisecond)
-	b.quiet(0)
+	a.Quiet(t, 200*time.Millisecond)
+	b.Quiet(t, 0)
 
 	if _, err := lock.ExecContext(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
@@ -760,20 +735,20 @@ func TestStoreUnavailable(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	b.send(`{"type":"msg","id":"ok-2","payload":{"message":"after the fault"}}`)
-	if ack := awaitAck(t, b, "ok-2"); ack.Seq != 1 {
+	b.Send(t, `{"type":"msg","id":"ok-2","payload":{"message":"after the fault"}}`)
+	if ack := b.AwaitAck(t, "ok-2"); ack.Seq != 1 {
 		t.Fatalf("room two after the fault: seq %d, want 1 (the failed message used none)", ack.Seq)
 	}
-	a.send(`{"type":"msg","id":"ok-3","payload":{"message":"after the fault"}}`)
-	if ack := awaitAck(t, a, "ok-3"); ack.Seq != 2 {
+	a.Send(t, `{"type":"msg","id":"ok-3","payload":{"message":"after the fault"}}`)
+	if ack := a.AwaitAck(t, "ok-3"); ack.Seq != 2 {
 		t.Fatalf("room one after the fault: seq %d, want 2 (no gap)", ack.Seq)
 	}
 	if m := nextMsgs(t, late, 1, 5*time.Second)[0]; m.Seq != 2 {
 		t.Fatalf("the member who joined during the fault got seq %d, want 2", m.Seq)
 	}
 	// Re-sending the failed id now stores it: nothing of it was kept.
-	a.send(`{"type":"msg","id":"f-1","payload":{"message":"during the fault"}}`)
-	if ack := awaitAck(t, a, "f-1"); ack.Seq != 3 {
+	a.Send(t, `{"type":"msg","id":"f-1","payload":{"message":"during the fault"}}`)
+	if ack := a.AwaitAck(t, "f-1"); ack.Seq != 3 {
 		t.Fatalf("retried failed id: seq %d, want 3 (a new message)", ack.Seq)
 	}
 	for room, want := range map[string][]string{"one": {"before the fault", "after the fault", "during the fault"}, "two": {"after the fault"}} {
@@ -798,23 +773,23 @@ func TestStoreUnavailable(t *testing.T) {
 // still reads the frames a dropped connection had sent.)
 func TestWelcomeFirstAfterResume(t *testing.T) {
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{Synchronous: "NORMAL"})
-	a := dial(t, ts, "")
-	a.join("late-acks")
-	token := a.welcome.Resume
+	a := chattest.Dial(t, ts.URL, "")
+	a.Join(t, "late-acks")
+	token := a.Welcome.Resume
 	for round := range 40 {
 		for i := range 200 {
-			a.sendf(`{"type":"msg","id":"%d-%d","payload":{"message":"x"}}`, round, i)
+			a.Sendf(t, `{"type":"msg","id":"%d-%d","payload":{"message":"x"}}`, round, i)
 		}
-		a.ws.CloseNow()
-		a = dialNoWelcome(t, ts, "?resume="+url.QueryEscape(token), nil)
-		if f := a.next(); f.Type != protocol.TypeWelcome {
+		a.WS.CloseNow()
+		a = chattest.DialNoWelcome(t, ts.URL, "?resume="+url.QueryEscape(token), nil)
+		if f := a.Next(t); f.Type != protocol.TypeWelcome {
 			t.Fatalf("round %d: the resumed connection's first frame is %s, want welcome", round, f)
 		} else {
-			decode(t, f, &a.welcome)
+			chattest.Decode(t, f, &a.Welcome)
 		}
-		token = a.welcome.Resume
-		a.sendf(`{"type":"join","payload":{"roomID":"late-acks","since":%d}}`, int64(1)<<40)
-		for a.next().Type != protocol.TypeJoined {
+		token = a.Welcome.Resume
+		a.Sendf(t, `{"type":"join","payload":{"roomID":"late-acks","since":%d}}`, int64(1)<<40)
+		for a.Next(t).Type != protocol.TypeJoined {
 		}
 	}
 }
@@ -829,22 +804,22 @@ func TestResumeToken(t *testing.T) {
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) {
 		c.Grace, c.ResumeWindow = grace, window
 	})
-	other := dial(t, ts, "")
-	other.join("tok")
-	a := dial(t, ts, "")
-	a.join("tok")
-	other.expect(protocol.TypePresence)
+	other := chattest.Dial(t, ts.URL, "")
+	other.Join(t, "tok")
+	a := chattest.Dial(t, ts.URL, "")
+	a.Join(t, "tok")
+	other.Expect(t, protocol.TypePresence)
 
 	// Resume while a is still open: a is closed with 1000, a2 is the same
 	// user, and re-joining is silent.
-	a2 := dial(t, ts, "?resume="+url.QueryEscape(a.welcome.Resume))
-	if a2.welcome.UserID != a.welcome.UserID || a2.welcome.Resume == a.welcome.Resume || a2.welcome.Resume == "" {
-		t.Fatalf("resumed welcome %+v; want userID %s and a new token", a2.welcome, a.welcome.UserID)
+	a2 := chattest.Dial(t, ts.URL, "?resume="+url.QueryEscape(a.Welcome.Resume))
+	if a2.Welcome.UserID != a.Welcome.UserID || a2.Welcome.Resume == a.Welcome.Resume || a2.Welcome.Resume == "" {
+		t.Fatalf("resumed welcome %+v; want userID %s and a new token", a2.Welcome, a.Welcome.UserID)
 	}
-	a.expectClose(websocket.StatusNormalClosure)
-	a2.join("tok")
-	other.quiet(grace + 300*time.Millisecond)
-	other.send(`{"type":"msg","payload":{"message":"to the resumed"}}`)
+	a.ExpectClose(t, websocket.StatusNormalClosure)
+	a2.Join(t, "tok")
+	other.Quiet(t, grace+300*time.Millisecond)
+	other.Send(t, `{"type":"msg","payload":{"message":"to the resumed"}}`)
 	if m := nextMsgs(t, a2, 1, 5*time.Second)[0]; m.Message != "to the resumed" {
 		t.Fatalf("resumed connection got %+v", m)
 	}
@@ -852,23 +827,23 @@ func TestResumeToken(t *testing.T) {
 	// The used token stops working once its overlap (a quarter of the
 	// resume window here) is over: a new user.
 	time.Sleep(window/4 + 100*time.Millisecond)
-	if w := dial(t, ts, "?resume="+url.QueryEscape(a.welcome.Resume)).welcome; w.UserID == a.welcome.UserID {
+	if w := chattest.Dial(t, ts.URL, "?resume="+url.QueryEscape(a.Welcome.Resume)).Welcome; w.UserID == a.Welcome.UserID {
 		t.Fatal("a used resume token resumed the user again after its overlap")
 	}
 	// An unknown token: a new user, no error.
-	if w := dial(t, ts, "?resume=no-such-token").welcome; w.UserID == "" || w.UserID == a.welcome.UserID {
+	if w := chattest.Dial(t, ts.URL, "?resume=no-such-token").Welcome; w.UserID == "" || w.UserID == a.Welcome.UserID {
 		t.Fatalf("unknown token: welcome %+v", w)
 	}
 
 	// After a drop the token works within the window only.
-	a2.ws.CloseNow()
+	a2.WS.CloseNow()
 	p := protocol.Presence{}
-	decode(t, other.await(protocol.TypePresence), &p)
-	if p.Event != protocol.PresenceLeave || p.User.UserID != a.welcome.UserID {
-		t.Fatalf("after the grace period: %+v, want a leave of %s", p, a.welcome.UserID)
+	chattest.Decode(t, other.Await(t, protocol.TypePresence), &p)
+	if p.Event != protocol.PresenceLeave || p.User.UserID != a.Welcome.UserID {
+		t.Fatalf("after the grace period: %+v, want a leave of %s", p, a.Welcome.UserID)
 	}
 	time.Sleep(window + 300*time.Millisecond)
-	if w := dial(t, ts, "?resume="+url.QueryEscape(a2.welcome.Resume)).welcome; w.UserID == a.welcome.UserID {
+	if w := chattest.Dial(t, ts.URL, "?resume="+url.QueryEscape(a2.Welcome.Resume)).Welcome; w.UserID == a.Welcome.UserID {
 		t.Fatalf("token resumed %s after the resume window (%v) had passed", w.UserID, window)
 	}
 }
@@ -880,21 +855,21 @@ func TestGraceRestartsOnEachDrop(t *testing.T) {
 	t.Parallel() // waits out grace periods
 	const grace = time.Second
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
-	watcher := dial(t, ts, "")
-	watcher.join("flaky")
-	a := dial(t, ts, "")
-	a.join("flaky")
-	watcher.expect(protocol.TypePresence)
+	watcher := chattest.Dial(t, ts.URL, "")
+	watcher.Join(t, "flaky")
+	a := chattest.Dial(t, ts.URL, "")
+	a.Join(t, "flaky")
+	watcher.Expect(t, protocol.TypePresence)
 
-	a.ws.CloseNow()
+	a.WS.CloseNow()
 	time.Sleep(100 * time.Millisecond)
-	a2 := dial(t, ts, "?resume="+url.QueryEscape(a.welcome.Resume))
-	a2.join("flaky")
+	a2 := chattest.Dial(t, ts.URL, "?resume="+url.QueryEscape(a.Welcome.Resume))
+	a2.Join(t, "flaky")
 	time.Sleep(grace / 2)
 	second := time.Now()
-	a2.ws.CloseNow()
+	a2.WS.CloseNow()
 
-	f, err := watcher.read(3 * grace)
+	f, err := watcher.Read(3 * grace)
 	elapsed := time.Since(second)
 	if err != nil {
 		t.Fatalf("no presence leave within %v after the second drop: %v", 3*grace, err)
@@ -916,8 +891,8 @@ func TestKeepaliveTimeoutIsADrop(t *testing.T) {
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) {
 		c.PingInterval, c.PingTimeout, c.Grace = ping, pingTimeout, grace
 	})
-	watcher := dial(t, ts, "")
-	watcher.join("half-open")
+	watcher := chattest.Dial(t, ts.URL, "")
+	watcher.Join(t, "half-open")
 
 	// A raw client: handshake, one join frame, then it never reads again,
 	// so it answers no ping.
@@ -934,11 +909,11 @@ func TestKeepaliveTimeoutIsADrop(t *testing.T) {
 	// FIN + text, masked with the key 0,0,0,0 (which leaves the payload as is).
 	nc.Write(append([]byte{0x81, 0x80 | byte(len(join)), 0, 0, 0, 0}, join...))
 	start := time.Now()
-	f := watcher.expect(protocol.TypePresence)
+	f := watcher.Expect(t, protocol.TypePresence)
 	if !strings.Contains(string(f.Payload), `"join"`) {
 		t.Fatalf("got %s, want the raw client's presence join", f)
 	}
-	f, err = watcher.read(10 * time.Second)
+	f, err = watcher.Read(10 * time.Second)
 	elapsed := time.Since(start)
 	if err != nil || f.Type != protocol.TypePresence || !strings.Contains(string(f.Payload), `"leave"`) {
 		t.Fatalf("got %v (%v), want a presence leave of the half-open client", f, err)

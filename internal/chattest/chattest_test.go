@@ -1,0 +1,46 @@
+package chattest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func TestListenAddr(t *testing.T) {
+	for _, tc := range []struct {
+		name, line, addr string
+	}{
+		{"text", `time=2025-01-02T03:04:05.000Z level=INFO msg=listening addr=127.0.0.1:41321 db=:memory:`, "127.0.0.1:41321"},
+		{"text, IPv6", `time=2025-01-02T03:04:05.000Z level=INFO msg=listening addr=[::1]:8080 db=x.db`, "[::1]:8080"},
+		{"json", `{"time":"2025-01-02T03:04:05Z","level":"INFO","msg":"listening","addr":"127.0.0.1:5","db":"x.db"}`, "127.0.0.1:5"},
+		{"debug listener, text", `time=2025-01-02T03:04:05.000Z level=INFO msg="debug listening" addr=127.0.0.1:6060`, ""},
+		{"debug listener, json", `{"time":"2025-01-02T03:04:05Z","level":"INFO","msg":"debug listening","addr":"127.0.0.1:6060"}`, ""},
+		{"another line", `time=2025-01-02T03:04:05.000Z level=INFO msg="shutting down"`, ""},
+		{"not a log line", `listening addr=1.2.3.4:5`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, ok := ListenAddr(tc.line)
+			if addr != tc.addr || ok != (tc.addr != "") {
+				t.Errorf("ListenAddr(%q) = %q, %v; want %q, %v", tc.line, addr, ok, tc.addr, tc.addr != "")
+			}
+		})
+	}
+}
+
+// TestOnlyTestsImport: chattest is for tests; no package of the module
+// imports it outside its _test.go files.
+func TestOnlyTestsImport(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "github.com/roomchat/roomchat/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	const self = "github.com/roomchat/roomchat/internal/chattest"
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		for _, imp := range f[1:] {
+			if imp == self {
+				t.Errorf("%s imports %s outside its tests", f[0], self)
+			}
+		}
+	}
+}
