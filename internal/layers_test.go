@@ -31,7 +31,7 @@ var layers = map[string][]string{
 	"internal/server":          {"internal/protocol", "internal/store", "internal/broker", "internal/room"},
 	"internal/client":          {"internal/protocol"},
 	"internal/client/...":      {"internal/protocol", "internal/client"},
-	"internal/testkit":         {"internal/protocol", "internal/client"},
+	"internal/chattest":        {"internal/protocol", "internal/client"},
 	"web":                      {},
 	"cmd/roomchat":             {"internal/protocol", "internal/client"},
 	"cmd/roomchat-bench/...":   {"internal/protocol", "cmd/roomchat-bench/..."},

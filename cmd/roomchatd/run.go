@@ -17,6 +17,7 @@ import (
 
 	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/cluster"
+	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/sqlite"
@@ -39,20 +40,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	var clusterBroker *cluster.Broker
+	var dir *cluster.Directory
 	if cst, ok := st.(*cluster.Store); ok {
 		newBroker = func(h broker.Handler) broker.Broker {
 			clusterBroker = cluster.NewBroker(cst, h, cluster.BrokerOptions{Logger: log})
 			return clusterBroker
 		}
+		dir = cluster.NewDirectory(cst, cfg.resumeWindow)
 	}
 	closeStore := func() error {
 		if clusterBroker != nil {
 			clusterBroker.Close()
+			dir.Close()
 		}
 		return st.Close()
 	}
 	srv, err := server.New(server.Config{
 		Broker:       newBroker,
+		Directory:    directory(dir),
 		Store:        st,
 		Limits:       cfg.limits,
 		Origins:      cfg.originList(),
@@ -130,6 +135,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// directory returns dir as a room.Directory: nil (none) when dir is nil.
+func directory(dir *cluster.Directory) room.Directory {
+	if dir == nil {
+		return nil
+	}
+	return dir
 }
 
 // serveDebug serves net/http/pprof on its own listener, apart from the

@@ -32,12 +32,26 @@ type Options struct {
 	// Broker returns the broker that orders and delivers the registry's
 	// messages, delivering to h; nil means broker.NewLocal on the store.
 	Broker func(h broker.Handler) broker.Broker
+	// Directory, in a cluster, knows which users are connected on any
+	// node, so that a resume token works on every node; nil: this node
+	// only.
+	Directory Directory
+}
+
+// Directory records, where every node can see it, which users are
+// connected or dropped less than the resume window ago. Online and
+// Offline must not block; Known may (it is called without locks).
+type Directory interface {
+	Online(userID string)
+	Offline(userID string)
+	Known(ctx context.Context, userID string) (bool, error)
 }
 
 // Registry owns every live room and user of one server. Its methods are
 // safe for concurrent use; see the package doc for the lock order.
 type Registry struct {
 	// Read-only after New.
+	dir          Directory     // nil on a single node
 	store        store.Store   // history: joins and history requests read it
 	broker       broker.Broker // messages: published here, delivered by it to deliver
 	limits       protocol.Limits
@@ -92,6 +106,7 @@ func New(st store.Store, opts Options) *Registry {
 		grace:        opts.Grace,
 		resumeWindow: opts.ResumeWindow,
 		log:          opts.Logger,
+		dir:          opts.Directory,
 		signer:       signer{key: st.TokenKey()},
 		started:      time.Now(),
 		rooms:        make(map[string]*Room),
@@ -193,41 +208,89 @@ func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, repla
 	now := time.Now()
 	if token != "" {
 		if id, issued, ok := reg.signer.verify(token); ok {
-			reg.mu.Lock()
-			u = reg.users[id]
-			switch {
-			case u != nil:
-				u.mu.Lock()
-				switch {
-				case token == u.token:
-					u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
-				case token == u.prevToken && now.Before(u.prevUntil):
-					// Using the previous token again does not extend
-					// its overlap: two clients cannot share an identity
-					// past it.
-				default:
-					u.mu.Unlock()
-					u = nil
-				}
-				if u == nil {
-					break
-				}
-				u.token = reg.signer.sign(id, now)
-				u.mu.Unlock()
-			case issued.Before(reg.started) && now.Before(reg.started.Add(reg.resumeWindow)):
-				u = reg.newUser(id, nil, now)
-				u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
-			}
-			reg.mu.Unlock()
-			if u != nil {
-				return u, true, u.attach(c)
+			if u = reg.resumable(id, issued, token, now); u != nil {
+				replaced = u.attach(c)
+				reg.online(u)
+				return u, true, replaced
 			}
 		}
 	}
 	reg.mu.Lock()
 	u = reg.newUser(gonanoid.Must(), c, now)
 	reg.mu.Unlock()
+	reg.online(u)
 	return u, false, nil
+}
+
+// resumable returns the user a verified token of userID id may resume, or
+// nil: a user this node knows, if token is its current one or the previous
+// one within its overlap; else a user the node does not know, if the
+// token comes from before the node started (a restart) or, in a cluster,
+// the Directory knows the user (connected on another node, or within the
+// resume window of a drop there). It gives the user a fresh token.
+func (reg *Registry) resumable(id string, issued time.Time, token string, now time.Time) *User {
+	reg.mu.Lock()
+	u := reg.users[id]
+	if u != nil {
+		u.mu.Lock()
+		switch {
+		case token == u.token:
+			u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
+		case token == u.prevToken && now.Before(u.prevUntil):
+			// Using the previous token again does not extend its
+			// overlap: two clients cannot share an identity past it.
+		default:
+			u.mu.Unlock()
+			reg.mu.Unlock()
+			return nil
+		}
+		u.token = reg.signer.sign(id, now)
+		u.mu.Unlock()
+		reg.mu.Unlock()
+		return u
+	}
+	fresh := issued.Before(reg.started) && now.Before(reg.started.Add(reg.resumeWindow))
+	reg.mu.Unlock()
+	if !fresh && reg.dir != nil {
+		// Asked without a lock: it is a network call.
+		ctx, cancel := context.WithTimeout(reg.ctx, 2*time.Second)
+		known, err := reg.dir.Known(ctx, id)
+		cancel()
+		if err != nil {
+			reg.log.Warn("directory", "op", "known", "err", err)
+		}
+		fresh = known
+	}
+	if !fresh {
+		return nil
+	}
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	if u = reg.users[id]; u != nil {
+		// Another connection with a token of the same user got here
+		// first; this one replaces it.
+		u.mu.Lock()
+		u.token = reg.signer.sign(id, now)
+		u.mu.Unlock()
+		return u
+	}
+	u = reg.newUser(id, nil, now)
+	u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
+	return u
+}
+
+// online and offline tell the Directory, if any, that u has a connection
+// here, or no longer has one.
+func (reg *Registry) online(u *User) {
+	if reg.dir != nil {
+		reg.dir.Online(u.id)
+	}
+}
+
+func (reg *Registry) offline(u *User) {
+	if reg.dir != nil {
+		reg.dir.Offline(u.id)
+	}
 }
 
 // tokenOverlap is how long a token that was used to resume keeps working:
@@ -818,6 +881,7 @@ func (reg *Registry) Disconnect(u *User, c Conn, clean bool) {
 		return
 	}
 	u.conn = nil
+	reg.offline(u)
 	rooms := u.rooms
 	u.rooms = nil
 	if clean {

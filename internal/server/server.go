@@ -51,8 +51,10 @@ type Config struct {
 	PingInterval, PingTimeout time.Duration
 	// Grace and ResumeWindow are room.Options' (15 s and 2 min).
 	Grace, ResumeWindow time.Duration
-	// Broker is room.Options': nil means the single-node broker on Store.
-	Broker func(broker.Handler) broker.Broker
+	// Broker and Directory are room.Options': nil means the single-node
+	// broker on Store, and no directory.
+	Broker    func(broker.Handler) broker.Broker
+	Directory room.Directory
 }
 
 // Server serves roomchat's HTTP routes and WebSocket connections.
@@ -131,6 +133,7 @@ func New(cfg Config) (*Server, error) {
 		ResumeWindow: cfg.ResumeWindow,
 		Logger:       cfg.Logger,
 		Broker:       cfg.Broker,
+		Directory:    cfg.Directory,
 	})
 	s.posts = newIPLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
 	s.keep = newWheel(cfg.PingInterval)

@@ -1,0 +1,324 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/chattest"
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/redistest"
+)
+
+// Cluster mode (SPEC §8) with real processes: a redis-server and several
+// roomchatd nodes started from the built binary, each on its own port.
+
+// startNodes starts n nodes on srv's Redis. Each uses the same key
+// prefix, as nodes of one cluster do.
+func startNodes(t *testing.T, srv *redistest.Server, n int, args ...string) []*chattest.Server {
+	t.Helper()
+	var nodes []*chattest.Server
+	for range n {
+		nodes = append(nodes, chattest.Start(t, append([]string{"-redis", srv.URL(), "-grace", "2s"}, args...)...))
+	}
+	return nodes
+}
+
+// collect reads msg events from c until it has seen seq last, and returns
+// their message IDs in seq order, failing on a gap or repeat.
+func collect(t *testing.T, c *chattest.Client, after, last int64) []string {
+	t.Helper()
+	var ids []string
+	next := after + 1
+	deadline := time.Now().Add(20 * time.Second)
+	for next <= last {
+		e, err := c.Read(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("waiting for seq %d of %d: %v", next, last, err)
+		}
+		if e.Type != protocol.TypeMsg {
+			continue
+		}
+		m := chattest.MsgOf(t, e)
+		if m.Seq != next {
+			t.Fatalf("got seq %d, want %d: a gap or repeat", m.Seq, next)
+		}
+		ids = append(ids, m.ID)
+		next++
+	}
+	return ids
+}
+
+// Three members on three nodes, three senders at once: every member sees
+// seq 1..N in one order; history, since and the HTTP API are the same
+// from every node; a bot post on one node reaches the others.
+func TestClusterChat(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	nodes := startNodes(t, srv, 3)
+	var members []*chattest.Client
+	for _, n := range nodes {
+		c := chattest.Dial(t, n.URL, "")
+		c.JoinSince(t, "lobby", nil)
+		members = append(members, c)
+	}
+	const each = 30
+	var wg sync.WaitGroup
+	for i, c := range members {
+		wg.Go(func() {
+			for k := range each {
+				if err := c.Writef(`{"type":"msg","id":"%d-%d","payload":{"roomID":"lobby","message":"from node %d, %d"}}`, i, k, i, k); err != nil {
+					t.Errorf("send: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	const n = 3 * each
+	var orders [][]string
+	for _, c := range members {
+		orders = append(orders, collect(t, c, 0, n))
+	}
+	for i := 1; i < len(orders); i++ {
+		if !slices.Equal(orders[i], orders[0]) {
+			t.Fatalf("node %d saw another order than node 0", i)
+		}
+	}
+
+	since := int64(n - 10)
+	for i, node := range nodes {
+		c := chattest.Dial(t, node.URL, "")
+		j := c.JoinSince(t, "lobby", &since)
+		var ids []string
+		for _, m := range j.History {
+			ids = append(ids, m.ID)
+		}
+		if j.LastSeq != n || !slices.Equal(ids, orders[0][n-10:]) {
+			t.Fatalf("node %d: join since %d: lastSeq %d, %d messages, not the last 10", i, since, j.LastSeq, len(ids))
+		}
+		var page struct {
+			Messages []protocol.Message `json:"messages"`
+		}
+		getJSON(t, node.URL+"/api/rooms/lobby/messages?limit=5", http.StatusOK, &page)
+		if len(page.Messages) != 5 || page.Messages[4].Seq != n {
+			t.Fatalf("node %d: GET messages: %+v", i, page.Messages)
+		}
+	}
+
+	res, err := http.Post(nodes[1].URL+"/api/rooms/lobby/messages", "application/json", strings.NewReader(`{"name":"bot","message":"deployed"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated && res.StatusCode != http.StatusOK {
+		t.Fatalf("bot post: %d", res.StatusCode)
+	}
+	collect(t, members[0], n, n+1)
+}
+
+// A user resumes on another node: same userID, and a msg retried there
+// with its id is acked once with the first seq, stored once.
+func TestClusterResumeElsewhere(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	nodes := startNodes(t, srv, 2)
+	a := chattest.Dial(t, nodes[0].URL, "")
+	a.JoinSince(t, "r", nil)
+	ack := a.SendAck(t, "once", "hello")
+	a.Close()
+
+	b := chattest.Dial(t, nodes[1].URL, "?resume="+a.Welcome.Resume)
+	if b.Welcome.UserID != a.Welcome.UserID {
+		t.Fatalf("resumed on another node as %q, want %q", b.Welcome.UserID, a.Welcome.UserID)
+	}
+	zero := int64(0)
+	b.JoinSince(t, "r", &zero)
+	again := b.SendAck(t, "once", "hello")
+	if again.Seq != ack.Seq || again.MsgID != ack.MsgID {
+		t.Fatalf("retried msg acked as %+v, first %+v", again, ack)
+	}
+	var page struct {
+		Messages []protocol.Message `json:"messages"`
+	}
+	getJSON(t, nodes[1].URL+"/api/rooms/r/messages", http.StatusOK, &page)
+	if len(page.Messages) != 1 {
+		t.Fatalf("%d messages stored, want 1", len(page.Messages))
+	}
+}
+
+// A node killed with kill -9: its clients resume on another node with
+// since and miss nothing sent meanwhile.
+func TestClusterNodeKilled(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	nodes := startNodes(t, srv, 2)
+	victim := chattest.Dial(t, nodes[0].URL, "")
+	victim.JoinSince(t, "r", nil)
+	sender := chattest.Dial(t, nodes[1].URL, "")
+	sender.JoinSince(t, "r", nil)
+	for k := range 5 {
+		sender.SendAck(t, fmt.Sprint("before-", k), "before")
+	}
+	collect(t, victim, 0, 5)
+	nodes[0].Kill(t)
+	for k := range 5 {
+		sender.SendAck(t, fmt.Sprint("after-", k), "after")
+	}
+	back := chattest.Dial(t, nodes[1].URL, "?resume="+victim.Welcome.Resume)
+	if back.Welcome.UserID != victim.Welcome.UserID {
+		t.Fatal("resume after a node died gave a new user")
+	}
+	since := int64(5)
+	j := back.JoinSince(t, "r", &since)
+	var seqs []int64
+	for _, m := range j.History {
+		seqs = append(seqs, m.Seq)
+	}
+	if !slices.Equal(seqs, []int64{6, 7, 8, 9, 10}) {
+		t.Fatalf("caught up with %v, want 6..10", seqs)
+	}
+}
+
+// Redis killed: sending fails with store_unavailable within 5 s, /readyz
+// says 503, the connection stays open; Redis restarted from its AOF: the
+// node serves again within 10 s by itself, and nothing acked is lost.
+func TestClusterRedisDown(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	nodes := startNodes(t, srv, 2)
+	a := chattest.Dial(t, nodes[0].URL, "")
+	a.JoinSince(t, "r", nil)
+	b := chattest.Dial(t, nodes[1].URL, "")
+	b.JoinSince(t, "r", nil)
+	for k := range 3 {
+		a.SendAck(t, fmt.Sprint("m", k), "before")
+	}
+	collect(t, b, 0, 3)
+	srv.Kill()
+
+	start := time.Now()
+	a.Send(t, `{"type":"msg","id":"down","payload":{"message":"while Redis is down"}}`)
+	for {
+		e, err := a.Read(5*time.Second - time.Since(start))
+		if err != nil {
+			t.Fatalf("no answer within 5 s of sending with Redis down: %v", err)
+		}
+		if e.Type == protocol.TypeAck {
+			t.Fatalf("acked with Redis down: %s", e)
+		}
+		if e.Type == protocol.TypeError {
+			var pe protocol.Error
+			chattest.Decode(t, e, &pe)
+			if pe.Code != protocol.CodeStoreUnavailable || e.ID != "down" {
+				t.Fatalf("error %s, want store_unavailable for id down", e)
+			}
+			break
+		}
+	}
+	waitStatus(t, nodes[0].URL+"/readyz", http.StatusServiceUnavailable, 5*time.Second)
+	if e, err := b.Read(300 * time.Millisecond); err == nil && e.Type == protocol.TypeMsg {
+		t.Fatalf("a message was delivered with Redis down: %s", e)
+	}
+
+	srv.Restart()
+	for _, n := range nodes {
+		waitStatus(t, n.URL+"/readyz", http.StatusOK, 10*time.Second)
+	}
+	if ack := a.SendAck(t, "after", "Redis is back"); ack.Seq != 4 {
+		t.Fatalf("after Redis came back the message got seq %d, want 4", ack.Seq)
+	}
+	collect(t, b, 3, 4)
+}
+
+// FLUSHALL loses every room: a member gets a new joined (new epoch,
+// truncated) before any message of the new epoch.
+func TestClusterFlushAll(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	nodes := startNodes(t, srv, 2)
+	a := chattest.Dial(t, nodes[0].URL, "")
+	first := a.JoinSince(t, "r", nil)
+	b := chattest.Dial(t, nodes[1].URL, "")
+	b.JoinSince(t, "r", nil)
+	a.SendAck(t, "one", "one")
+	collect(t, b, 0, 1)
+	srv.Do(srv.Client(), "FLUSHALL")
+	a.SendAck(t, "two", "first of the new epoch")
+	for {
+		e, err := b.Read(10 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for the new joined: %v", err)
+		}
+		if e.Type == protocol.TypeMsg {
+			t.Fatalf("a message of the new epoch came before its joined: %s", e)
+		}
+		if e.Type == protocol.TypeJoined {
+			var j protocol.Joined
+			chattest.Decode(t, e, &j)
+			if j.Epoch == first.Epoch || !j.Truncated {
+				t.Fatalf("joined after FLUSHALL: epoch %q (was %q), truncated %v", j.Epoch, first.Epoch, j.Truncated)
+			}
+			break
+		}
+	}
+}
+
+// With requirepass, the password appears in no log line, metric or error.
+func TestClusterPasswordNeverShown(t *testing.T) {
+	const password = "s3cret-pa55word-xyzzy"
+	srv := redistest.Start(t, redistest.Options{Password: password})
+	node := startNodes(t, srv, 1)[0]
+	c := chattest.Dial(t, node.URL, "")
+	c.JoinSince(t, "r", nil)
+	c.SendAck(t, "m", "hello")
+	res, err := http.Get(node.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	srv.Kill() // errors now, with the URL in play
+	c.Send(t, `{"type":"msg","id":"x","payload":{"message":"down"}}`)
+	c.Read(3 * time.Second)
+	waitStatus(t, node.URL+"/readyz", http.StatusServiceUnavailable, 5*time.Second)
+	node.Stop(t)
+	for what, text := range map[string]string{"log": node.Logs(), "metrics": string(metrics)} {
+		if strings.Contains(text, password) {
+			t.Errorf("the Redis password appears in the %s", what)
+		}
+	}
+	if !strings.Contains(node.Logs(), "redis redis://xxxxx@") {
+		t.Errorf("the log does not name the Redis it uses (redacted):\n%s", node.Logs())
+	}
+
+	// A node that cannot reach Redis at start says so and exits 1,
+	// without the password.
+	bad := chattest.Command(t, "-addr", "127.0.0.1:0", "-redis", "redis://:"+password+"@127.0.0.1:1")
+	bad.Stdout = nil
+	out, _ := bad.CombinedOutput()
+	if bad.ProcessState.ExitCode() != 1 || strings.Contains(string(out), password) {
+		t.Errorf("start with an unreachable Redis: exit %d, output %q", bad.ProcessState.ExitCode(), out)
+	}
+}
+
+// waitStatus polls u until it answers status, failing after within.
+func waitStatus(t *testing.T, u string, status int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	last := 0
+	for time.Now().Before(deadline) {
+		res, err := http.Get(u)
+		if err == nil {
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			last = res.StatusCode
+			if last == status {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("GET %s: %d, want %d within %v", u, last, status, within)
+}
