@@ -104,6 +104,7 @@ func (o Options) withDefaults() Options {
 type Store struct {
 	path string
 	opts Options
+	lock *fileLock // held from Open until Close has closed the database
 
 	epoch string // the store's epoch (meta 'epoch'); read by Open
 	key   []byte // TokenKey (meta 'token_key'); read by Open
@@ -138,10 +139,12 @@ var sqliteMagic = []byte("SQLite format 3\x00")
 
 // Open opens the roomchat database at path, creating the file (and its
 // directory) if missing, and migrates its schema to this version. It
-// fails, with an error naming path, when the file cannot be opened or
-// written (permissions, read-only file system), is corrupt, or is not a
-// roomchat database (ErrNotRoomchat). ctx bounds the opening only. The
-// caller must Close the Store.
+// takes an exclusive lock on the database (the file path+"-lock"), held
+// until Close, and fails at once with ErrLocked if another Store, in this
+// process or another, holds it. It also fails, with an error naming path,
+// when the file cannot be opened or written (permissions, read-only file
+// system), is corrupt, or is not a roomchat database (ErrNotRoomchat). ctx
+// bounds the opening only. The caller must Close the Store.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s, err := open(ctx, path, opts)
 	if err != nil {
@@ -161,15 +164,20 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkFile(abs); err != nil {
+	if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
+	// The lock comes first: checkFile opens the database, and closing that
+	// descriptor would drop the POSIX locks of a Store that has it open in
+	// this process (see fileLock).
+	lock, err := lockDB(abs)
+	if err != nil {
 		return nil, err
 	}
 	s := &Store{
 		path:   abs,
 		opts:   opts,
+		lock:   lock,
 		queue:  make(chan request, opts.QueueSize),
 		exited: make(chan struct{}),
 	}
@@ -177,8 +185,12 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	defer func() {
 		if !ok {
 			s.closeDBs()
+			s.lock.release(true)
 		}
 	}()
+	if err := checkFile(abs); err != nil {
+		return nil, err
+	}
 	// The writer: one connection, every transaction BEGIN IMMEDIATE so
 	// that it takes the write lock up front (no deadlock-prone upgrade).
 	// synchronous=FULL fsyncs the WAL at every commit: see docs/storage.md.
@@ -547,8 +559,8 @@ func (s *Store) LastError() error {
 
 // Close stops accepting Appends (later ones fail with store.ErrClosed),
 // waits for the committer to commit everything already queued and call
-// its done functions, then checkpoints the WAL into the database file and
-// closes it. It blocks for as long as those commits take (each bounded by
+// its done functions, then checkpoints the WAL into the database file,
+// closes it and releases the lock that Open took. It blocks for as long as those commits take (each bounded by
 // BusyTimeout when the file is locked). Calling Close again returns the
 // first call's result.
 func (s *Store) Close() error {
@@ -564,7 +576,7 @@ func (s *Store) Close() error {
 		if _, err := s.wdb.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 			errs = append(errs, fmt.Errorf("checkpoint: %w", err))
 		}
-		errs = append(errs, s.closeDBs())
+		errs = append(errs, s.closeDBs(), s.lock.release(false))
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
