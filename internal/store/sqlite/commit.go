@@ -204,6 +204,14 @@ func (c *committer) collect(r request) (closed bool) {
 
 // commit writes c.batch in one transaction and calls every done (and
 // answers every probe) in batch order, which is seq order in each room.
+//
+// A batch that fails (a full disk, an I/O error, a lock held past
+// BusyTimeout) fails every request in it and leaves nothing behind: SQLite
+// rolls the transaction back, and so does the driver when COMMIT itself
+// fails and leaves it open (modernc.org/sqlite's tx.Commit), so the next
+// batch starts a fresh transaction on a clean connection. No state
+// survives a failure but the rolled-back seqs, so the store recovers by
+// itself as soon as a write can succeed again (TestDiskFull).
 func (c *committer) commit() {
 	now := c.s.opts.now()
 	c.results = c.results[:0]

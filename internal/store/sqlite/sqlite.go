@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -267,19 +266,21 @@ const checkpointInterval = 500 * time.Millisecond
 // they copy committed WAL frames into the database file without taking the
 // write lock, so commits go on meanwhile, and once a checkpoint has copied
 // everything the writer starts the WAL over from its beginning. A failed
-// checkpoint is logged and retried at the next tick; it loses nothing.
+// checkpoint (a full disk: the database file cannot grow) is retried at the
+// next tick and loses nothing; it is logged when it starts failing and when
+// it works again.
 func (s *Store) checkpointLoop() {
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
+	fl := faultLog{what: "checkpoint", path: s.path}
 	for {
 		select {
 		case <-s.stopCheckpoints:
 			return
 		case <-t.C:
 		}
-		if _, err := s.ckdb.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-			slog.Warn("store: checkpoint", "path", s.path, "err", err)
-		}
+		_, err := s.ckdb.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		fl.observe(err)
 	}
 }
 

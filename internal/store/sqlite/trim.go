@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"log/slog"
 	"math"
 	"time"
 
@@ -40,6 +39,8 @@ type trimmer struct {
 	nextFull time.Time
 
 	firstSeq, ageSeq, delMsgs, sweep, roomPage *sql.Stmt
+
+	log faultLog
 }
 
 const (
@@ -54,6 +55,7 @@ const (
 
 func (t *trimmer) init(ctx context.Context, s *Store) error {
 	t.s = s
+	t.log = faultLog{what: "trim", path: s.path}
 	t.dirty = make(map[int64]*roomState)
 	t.cursor = 0 // full pass at start
 	for _, p := range []struct {
@@ -83,7 +85,11 @@ func (t *trimmer) closeStmts() error {
 
 // step runs one bounded trim transaction and reports whether work is left
 // (more rows to delete, dirty rooms or a full pass not finished). A failed
-// step is logged and retried at the next interval; it changes nothing.
+// step changes nothing and is retried at the next interval. On a full disk
+// the deletes go on as long as the WAL has room for them (it is reused
+// from its start after each complete checkpoint), and the pages they free
+// take new messages; where even the WAL cannot grow, trimming resumes by
+// itself once there is space.
 func (t *trimmer) step(now time.Time) (more bool) {
 	if t.cursor < 0 && t.s.opts.Retention.MaxAge > 0 && !now.Before(t.nextFull) {
 		t.cursor = 0
@@ -91,7 +97,7 @@ func (t *trimmer) step(now time.Time) (more bool) {
 	ctx := context.Background()
 	tx, err := t.s.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		slog.Warn("store: trim", "path", t.s.path, "err", err)
+		t.log.observe(err)
 		return false
 	}
 	more, cursor, cleaned, err := t.work(ctx, tx, now)
@@ -100,8 +106,8 @@ func (t *trimmer) step(now time.Time) (more bool) {
 	} else {
 		tx.Rollback()
 	}
+	t.log.observe(err)
 	if err != nil {
-		slog.Warn("store: trim", "path", t.s.path, "err", err)
 		return false
 	}
 	for _, id := range cleaned {
