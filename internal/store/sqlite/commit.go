@@ -29,6 +29,9 @@ type roomState struct {
 	last      int64  // last seq assigned, including the batch being built
 	committed int64  // last seq committed; last rolls back to it on failure
 	epoch     string // rooms.epoch
+
+	used   uint64    // c.writes when a batch last wrote to the room
+	usedAt time.Time // and when; both for eviction (cache.go)
 }
 
 // result is what a request's done gets once its batch commits.
@@ -41,8 +44,19 @@ type result struct {
 // committer is the state of the goroutine that writes: everything in it is
 // owned by that goroutine (after init, which runs before it starts).
 type committer struct {
-	s     *Store
-	rooms map[string]*roomState // rooms seen since Open, by room ID
+	s *Store
+
+	// rooms caches, by room ID, the state of rooms written recently: at
+	// most Options.cacheRooms of them between batches, none idle for
+	// roomIdle (cache.go). A room not in it is read from its rooms row.
+	// Its last seq is the database's only because this committer is the
+	// database's only writer: Open's lock (fileLock) keeps every other
+	// Store, in any process, off the file. A second writer would make
+	// these seqs stale and the two would fail each other's batches.
+	rooms     map[string]*roomState
+	roomsPeak int       // the size rooms grew to since it was last rebuilt (compact)
+	writes    uint64    // one more for each room a batch writes to: roomState.used
+	nextSweep time.Time // next sweepIdle
 
 	// Statements on s.wdb, bound to each transaction with tx.Stmt.
 	getKey, delKey, getRoom, insRoom, updRoom, probe *sql.Stmt
@@ -131,6 +145,7 @@ func (c *committer) run() {
 	for {
 		if trimDue {
 			more := c.trim.step(c.s.opts.now())
+			c.publish()
 			if !more {
 				trimDue = false
 				trimTimer.Reset(c.s.opts.TrimInterval)
@@ -150,6 +165,7 @@ func (c *committer) run() {
 			case r, ok = <-c.s.queue:
 			case <-trimTimer.C:
 				trimDue = true
+				c.sweepIdle(c.s.opts.now())
 				continue
 			}
 		}
@@ -229,9 +245,11 @@ func (c *committer) commit() {
 	} else {
 		for _, rs := range touched {
 			rs.committed = rs.last
-			c.trim.dirty[rs.id] = rs
+			c.trim.mark(rs.id, rs.committed)
 		}
 	}
+	c.evict()
+	c.publish()
 	c.s.errMu.Lock()
 	c.s.lastErr = err
 	c.s.errMu.Unlock()
@@ -323,6 +341,8 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 		if !seen[rs] {
 			seen[rs] = true
 			touched = append(touched, rs)
+			c.writes++
+			rs.used, rs.usedAt = c.writes, now
 		}
 		c.msgArgs = append(c.msgArgs, rs.id, m.Seq, m.ID, m.From.UserID, m.From.Name, m.Message, m.TS.UnixMilli())
 		if r.key != "" {
@@ -384,8 +404,8 @@ func (c *committer) findKeys(ctx context.Context, tx *sql.Tx) error {
 	})
 }
 
-// room returns the state of room roomID, loading it from the database on
-// first use since Open, or creating it (with a new epoch) when the room
+// room returns the state of room roomID from the cache, else loads it
+// from the database, or creates it (in the store's epoch) when the room
 // has never had a message.
 func (c *committer) room(ctx context.Context, tx *sql.Tx, roomID string, nowMs int64) (rs *roomState, isNew bool, err error) {
 	if rs := c.rooms[roomID]; rs != nil {
@@ -411,6 +431,7 @@ func (c *committer) room(ctx context.Context, tx *sql.Tx, roomID string, nowMs i
 	}
 	rs.committed = rs.last
 	c.rooms[roomID] = rs
+	c.roomsPeak = max(c.roomsPeak, len(c.rooms))
 	return rs, isNew, nil
 }
 

@@ -68,6 +68,9 @@ type Options struct {
 
 	// now is the clock, for tests; nil means time.Now.
 	now func() time.Time
+	// cacheRooms bounds the committer's room cache and the trimmer's set
+	// of rooms to visit; 0 means maxCachedRooms. Tests lower it.
+	cacheRooms int
 }
 
 func (o Options) withDefaults() Options {
@@ -91,6 +94,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.now == nil {
 		o.now = time.Now
+	}
+	if o.cacheRooms <= 0 {
+		o.cacheRooms = maxCachedRooms
 	}
 	return o
 }
@@ -128,7 +134,8 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	c committer // owned by the committer goroutine
+	c     committer  // owned by the committer goroutine
+	cache cacheStats // sizes of the committer's caches
 }
 
 var _ store.Store = (*Store)(nil)
