@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -12,14 +13,14 @@ import (
 	"github.com/roomchat/roomchat/internal/store"
 )
 
-// A request is one queued Append, a Ready probe (probe != nil) or a Flush
-// (flush != nil), which is answered once everything queued before it is
-// done.
+// A request is one queued Append, Ready's probe (probe set; its outcome
+// goes to Store.health) or a Flush (flush != nil), which is answered once
+// everything queued before it is done.
 type request struct {
 	msg   protocol.Message
 	key   string
 	done  store.DoneFunc
-	probe chan<- error
+	probe bool
 	flush chan<- struct{}
 }
 
@@ -218,8 +219,10 @@ func (c *committer) collect(r request) (closed bool) {
 	return false
 }
 
-// commit writes c.batch in one transaction and calls every done (and
-// answers every probe) in batch order, which is seq order in each room.
+// commit writes c.batch in one transaction and calls every done in batch
+// order, which is seq order in each room. The outcome goes to Store.health
+// when the batch wrote something or failed (a batch of Flush markers and
+// duplicates only proves nothing).
 //
 // A batch that fails (a full disk, an I/O error, a lock held past
 // BusyTimeout) fails every request in it and leaves nothing behind: SQLite
@@ -241,7 +244,7 @@ func (c *committer) commit() {
 		for _, id := range created {
 			delete(c.rooms, id)
 		}
-		err = unavailable(fmt.Errorf("commit %d messages: %w", len(c.batch), err))
+		err = unavailable(fmt.Errorf("commit a batch of %d: %w", len(c.batch), err))
 	} else {
 		for _, rs := range touched {
 			rs.committed = rs.last
@@ -250,13 +253,17 @@ func (c *committer) commit() {
 	}
 	c.evict()
 	c.publish()
-	c.s.errMu.Lock()
-	c.s.lastErr = err
-	c.s.errMu.Unlock()
+	probe := slices.ContainsFunc(c.batch, func(r request) bool { return r.probe })
+	if err != nil || len(touched) > 0 || probe {
+		herr := err
+		if probe && herr == nil {
+			herr = c.s.readCheck()
+		}
+		c.s.health.record(herr, c.s.opts.now(), probe)
+	}
 
 	for i, r := range c.batch {
-		if r.probe != nil {
-			r.probe <- err
+		if r.probe {
 			continue
 		}
 		if r.flush != nil {
@@ -305,7 +312,7 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 	probe := false
 	for i, r := range c.batch {
 		c.results = append(c.results, result{dupOf: -1})
-		if r.probe != nil {
+		if r.probe {
 			probe = true
 			continue
 		}

@@ -34,7 +34,8 @@ func maxPages(t *testing.T, s *Store, n int64) int64 {
 // committer and the trimmer keep running, retention deletes aged rows
 // although the file cannot grow and new messages take the pages they
 // free, and once the file may grow again the next Append succeeds with no
-// gap in seq: no operator action at any point. It runs in a synctest
+// gap in seq: no operator action at any point. Ready follows the batches'
+// outcome. It runs in a synctest
 // bubble, so the hour of retention passes at once.
 func TestDiskFull(t *testing.T) {
 	dir := t.TempDir()
@@ -97,8 +98,8 @@ func TestDiskFull(t *testing.T) {
 				t.Fatalf("Append in a batch on a full file: seq %d err %v, want ErrUnavailable", r.Msg.Seq, r.Err)
 			}
 		}
-		if s.LastError() == nil {
-			t.Fatal("LastError on a full file = nil")
+		if err := s.Ready(context.Background()); !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Ready on a full file, right after a failed batch = %v, want ErrUnavailable", err)
 		}
 		// Reads do not need space.
 		if got := messages(t, s, "live"); len(got) != live {
@@ -147,8 +148,8 @@ func TestDiskFull(t *testing.T) {
 				t.Fatalf("live message %d has seq %d: gap", i, m.Seq)
 			}
 		}
-		if s.LastError() != nil {
-			t.Fatalf("LastError after recovery: %v", s.LastError())
+		if err := s.Ready(context.Background()); err != nil {
+			t.Fatalf("Ready after recovery = %v", err)
 		}
 	})
 }

@@ -66,6 +66,13 @@ type Options struct {
 	// de-duplication keys run; 0 means 1 s.
 	TrimInterval time.Duration
 
+	// ReadyInterval is how long Ready answers from the outcome of the
+	// store's last write before it probes again; 0 means 5 s. A failure is
+	// answered for a fifth of it (1 s), so that recovery shows soon. It is
+	// the most stale Ready's answer gets and bounds how often Ready writes:
+	// see Ready.
+	ReadyInterval time.Duration
+
 	// now is the clock, for tests; nil means time.Now.
 	now func() time.Time
 	// cacheRooms bounds the committer's room cache and the trimmer's set
@@ -88,6 +95,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.TrimInterval <= 0 {
 		o.TrimInterval = time.Second
+	}
+	if o.ReadyInterval <= 0 {
+		o.ReadyInterval = 5 * time.Second
 	}
 	if o.Synchronous == "" {
 		o.Synchronous = "FULL"
@@ -123,8 +133,7 @@ type Store struct {
 	closed bool
 	queue  chan request // closed by Close; drained by the committer
 
-	errMu   sync.Mutex
-	lastErr error // outcome of the last commit; guarded by errMu
+	health health // what Ready reports
 
 	ckdb            *sql.DB        // one connection, for checkpointLoop
 	stopCheckpoints chan struct{}  // closed by Close to end checkpointLoop
@@ -258,6 +267,7 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	ok = true
+	s.health.at = opts.now() // migrate committed a write
 	s.stopCheckpoints = make(chan struct{})
 	s.wg.Go(s.c.run)
 	s.wg.Go(s.checkpointLoop)
@@ -521,48 +531,6 @@ func (s *Store) room(ctx context.Context, tx *sql.Tx, roomID string) (store.Room
 		ri.FirstSeq = ri.LastSeq + 1
 	}
 	return ri, nil
-}
-
-// Ready implements store.Store. It reads the database and makes the
-// committer commit a tiny write (waiting behind queued Appends, at most
-// until ctx ends), so it reports whether the store can really write now:
-// nil, or an error wrapping store.ErrUnavailable. A successful probe also
-// clears the error that a failed commit left.
-func (s *Store) Ready(ctx context.Context) error {
-	var app string
-	if err := s.readyRead.QueryRowContext(ctx).Scan(&app); err != nil {
-		if s.isClosed() {
-			return unavailable(store.ErrClosed)
-		}
-		return unavailable(fmt.Errorf("read: %w", err))
-	}
-	probe := make(chan error, 1)
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return unavailable(store.ErrClosed)
-	}
-	select {
-	case s.queue <- request{probe: probe}:
-	default:
-		s.mu.RUnlock()
-		return unavailable(errors.New("append queue full"))
-	}
-	s.mu.RUnlock()
-	select {
-	case err := <-probe:
-		return err
-	case <-ctx.Done():
-		return unavailable(fmt.Errorf("write probe: %w", ctx.Err()))
-	}
-}
-
-// LastError returns the error of the last commit, nil if it succeeded.
-// For metrics and logs; Ready is the health check.
-func (s *Store) LastError() error {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	return s.lastErr
 }
 
 // Close stops accepting Appends (later ones fail with store.ErrClosed),
