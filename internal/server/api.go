@@ -92,6 +92,11 @@ func (s *Server) page(name string) http.HandlerFunc {
 const placeholderPage = `<!doctype html><meta charset="utf-8"><title>roomchat</title>
 <h1>roomchat</h1><p>The server is running. Connect a WebSocket client to <code>/ws</code>.</p>`
 
+// handleReady answers /readyz from the store's Ready, waiting at most 2 s.
+// Ready does no I/O while the store's last write is recent and otherwise
+// makes one probe that concurrent callers share (sqlite.Store.Ready), so
+// this public endpoint costs the store no write per request. Changes of
+// the answer are logged, not each failing request.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.shutting.Load() {
 		writeError(w, http.StatusServiceUnavailable, errShuttingDown)
@@ -99,8 +104,18 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.store.Ready(ctx); err != nil {
-		s.log.Warn("not ready", "err", err)
+	err := s.store.Ready(ctx)
+	if r.Context().Err() != nil {
+		return // the client has gone: nothing learned, nobody to answer
+	}
+	if was := s.notReady.Swap(err != nil); was != (err != nil) {
+		if err != nil {
+			s.log.Warn("not ready", "err", err)
+		} else {
+			s.log.Info("ready again")
+		}
+	}
+	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable"))
 		return
 	}

@@ -72,6 +72,7 @@ type Server struct {
 	ctx      context.Context // cancelled when Shutdown ends
 	cancel   context.CancelFunc
 	shutting atomic.Bool
+	notReady atomic.Bool // the last /readyz answer was 503; for logging changes only
 	// frames is read-locked by each frame's handler while it runs past
 	// the shutting check; Shutdown write-locks it once, which waits for
 	// those handlers (and makes later ones see shutting).

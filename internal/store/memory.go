@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -22,11 +23,17 @@ type Memory struct {
 	key   []byte // TokenKey, drawn at NewMemory
 	now   func() time.Time
 
-	mu     sync.Mutex // guards rooms, dedup and closed
-	rooms  map[string]*memRoom
-	dedup  map[string]dedupEntry
-	closed bool
-	sweep  time.Time // next time dedup is swept
+	mu sync.Mutex // guards the fields below
+	// rooms is the history itself, not a cache of it: a room's entry holds
+	// its messages (at most Retention's worth) and its last seq, which must
+	// outlive its messages so that seqs are never reused. It is never
+	// emptied, so -db :memory: holds every room written since start; it is
+	// for tests and trials, the SQLite store for anything exposed.
+	rooms     map[string]*memRoom
+	dedup     map[string]dedupEntry
+	dedupPeak int // the size dedup grew to since it was last rebuilt
+	closed    bool
+	sweep     time.Time // next time dedup is swept
 }
 
 type memRoom struct {
@@ -82,6 +89,7 @@ func (s *Memory) Append(m protocol.Message, key string, done DoneFunc) {
 	s.trim(r, now)
 	if key != "" {
 		s.dedup[key] = dedupEntry{msg: m, at: now}
+		s.dedupPeak = max(s.dedupPeak, len(s.dedup))
 		s.sweepDedup(now)
 	}
 	done(m, false, nil)
@@ -105,7 +113,10 @@ func (s *Memory) trim(r *memRoom, now time.Time) {
 	}
 }
 
-// sweepDedup forgets expired keys, at most once a minute. Guarded by s.mu.
+// sweepDedup forgets expired keys, at most once a minute, and rebuilds the
+// map once it is under a quarter of its peak: deleting from a Go map frees
+// no buckets, so a burst of keyed messages would otherwise keep its memory.
+// Guarded by s.mu.
 func (s *Memory) sweepDedup(now time.Time) {
 	if now.Before(s.sweep) {
 		return
@@ -115,6 +126,9 @@ func (s *Memory) sweepDedup(now time.Time) {
 		if now.Sub(e.at) >= DedupWindow {
 			delete(s.dedup, k)
 		}
+	}
+	if len(s.dedup) < s.dedupPeak/4 {
+		s.dedup, s.dedupPeak = maps.Collect(maps.All(s.dedup)), len(s.dedup)
 	}
 }
 

@@ -66,7 +66,11 @@ type Store interface {
 	// called its done, or when ctx ends (with ctx's error).
 	Flush(ctx context.Context) error
 
-	// Ready returns nil when the store can serve reads and writes.
+	// Ready returns nil when the store can serve reads and writes, else an
+	// error wrapping ErrUnavailable. A public endpoint (/readyz) asks it,
+	// so however often it is called it must cost a bounded amount of I/O,
+	// never a write per call: it may answer from the outcome of recent
+	// writes and probe only when that is stale (sqlite.Store.Ready).
 	Ready(ctx context.Context) error
 
 	// Close waits for pending Appends to finish (their done is called),

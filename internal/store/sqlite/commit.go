@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -12,14 +13,14 @@ import (
 	"github.com/roomchat/roomchat/internal/store"
 )
 
-// A request is one queued Append, a Ready probe (probe != nil) or a Flush
-// (flush != nil), which is answered once everything queued before it is
-// done.
+// A request is one queued Append, Ready's probe (probe set; its outcome
+// goes to Store.health) or a Flush (flush != nil), which is answered once
+// everything queued before it is done.
 type request struct {
 	msg   protocol.Message
 	key   string
 	done  store.DoneFunc
-	probe chan<- error
+	probe bool
 	flush chan<- struct{}
 }
 
@@ -29,6 +30,9 @@ type roomState struct {
 	last      int64  // last seq assigned, including the batch being built
 	committed int64  // last seq committed; last rolls back to it on failure
 	epoch     string // rooms.epoch
+
+	used   uint64    // c.writes when a batch last wrote to the room
+	usedAt time.Time // and when; both for eviction (cache.go)
 }
 
 // result is what a request's done gets once its batch commits.
@@ -41,8 +45,19 @@ type result struct {
 // committer is the state of the goroutine that writes: everything in it is
 // owned by that goroutine (after init, which runs before it starts).
 type committer struct {
-	s     *Store
-	rooms map[string]*roomState // rooms seen since Open, by room ID
+	s *Store
+
+	// rooms caches, by room ID, the state of rooms written recently: at
+	// most Options.cacheRooms of them between batches, none idle for
+	// roomIdle (cache.go). A room not in it is read from its rooms row.
+	// Its last seq is the database's only because this committer is the
+	// database's only writer: Open's lock (fileLock) keeps every other
+	// Store, in any process, off the file. A second writer would make
+	// these seqs stale and the two would fail each other's batches.
+	rooms     map[string]*roomState
+	roomsPeak int       // the size rooms grew to since it was last rebuilt (compact)
+	writes    uint64    // one more for each room a batch writes to: roomState.used
+	nextSweep time.Time // next sweepIdle
 
 	// Statements on s.wdb, bound to each transaction with tx.Stmt.
 	getKey, delKey, getRoom, insRoom, updRoom, probe *sql.Stmt
@@ -131,6 +146,7 @@ func (c *committer) run() {
 	for {
 		if trimDue {
 			more := c.trim.step(c.s.opts.now())
+			c.publish()
 			if !more {
 				trimDue = false
 				trimTimer.Reset(c.s.opts.TrimInterval)
@@ -150,6 +166,7 @@ func (c *committer) run() {
 			case r, ok = <-c.s.queue:
 			case <-trimTimer.C:
 				trimDue = true
+				c.sweepIdle(c.s.opts.now())
 				continue
 			}
 		}
@@ -202,8 +219,18 @@ func (c *committer) collect(r request) (closed bool) {
 	return false
 }
 
-// commit writes c.batch in one transaction and calls every done (and
-// answers every probe) in batch order, which is seq order in each room.
+// commit writes c.batch in one transaction and calls every done in batch
+// order, which is seq order in each room. The outcome goes to Store.health
+// when the batch wrote something or failed (a batch of Flush markers and
+// duplicates only proves nothing).
+//
+// A batch that fails (a full disk, an I/O error, a lock held past
+// BusyTimeout) fails every request in it and leaves nothing behind: SQLite
+// rolls the transaction back, and so does the driver when COMMIT itself
+// fails and leaves it open (modernc.org/sqlite's tx.Commit), so the next
+// batch starts a fresh transaction on a clean connection. No state
+// survives a failure but the rolled-back seqs, so the store recovers by
+// itself as soon as a write can succeed again (TestDiskFull).
 func (c *committer) commit() {
 	now := c.s.opts.now()
 	c.results = c.results[:0]
@@ -217,20 +244,26 @@ func (c *committer) commit() {
 		for _, id := range created {
 			delete(c.rooms, id)
 		}
-		err = unavailable(fmt.Errorf("commit %d messages: %w", len(c.batch), err))
+		err = unavailable(fmt.Errorf("commit a batch of %d: %w", len(c.batch), err))
 	} else {
 		for _, rs := range touched {
 			rs.committed = rs.last
-			c.trim.dirty[rs.id] = rs
+			c.trim.mark(rs.id, rs.committed)
 		}
 	}
-	c.s.errMu.Lock()
-	c.s.lastErr = err
-	c.s.errMu.Unlock()
+	c.evict()
+	c.publish()
+	probe := slices.ContainsFunc(c.batch, func(r request) bool { return r.probe })
+	if err != nil || len(touched) > 0 || probe {
+		herr := err
+		if probe && herr == nil {
+			herr = c.s.readCheck()
+		}
+		c.s.health.record(herr, c.s.opts.now(), probe)
+	}
 
 	for i, r := range c.batch {
-		if r.probe != nil {
-			r.probe <- err
+		if r.probe {
 			continue
 		}
 		if r.flush != nil {
@@ -279,7 +312,7 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 	probe := false
 	for i, r := range c.batch {
 		c.results = append(c.results, result{dupOf: -1})
-		if r.probe != nil {
+		if r.probe {
 			probe = true
 			continue
 		}
@@ -315,6 +348,8 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 		if !seen[rs] {
 			seen[rs] = true
 			touched = append(touched, rs)
+			c.writes++
+			rs.used, rs.usedAt = c.writes, now
 		}
 		c.msgArgs = append(c.msgArgs, rs.id, m.Seq, m.ID, m.From.UserID, m.From.Name, m.Message, m.TS.UnixMilli())
 		if r.key != "" {
@@ -376,8 +411,8 @@ func (c *committer) findKeys(ctx context.Context, tx *sql.Tx) error {
 	})
 }
 
-// room returns the state of room roomID, loading it from the database on
-// first use since Open, or creating it (with a new epoch) when the room
+// room returns the state of room roomID from the cache, else loads it
+// from the database, or creates it (in the store's epoch) when the room
 // has never had a message.
 func (c *committer) room(ctx context.Context, tx *sql.Tx, roomID string, nowMs int64) (rs *roomState, isNew bool, err error) {
 	if rs := c.rooms[roomID]; rs != nil {
@@ -403,6 +438,7 @@ func (c *committer) room(ctx context.Context, tx *sql.Tx, roomID string, nowMs i
 	}
 	rs.committed = rs.last
 	c.rooms[roomID] = rs
+	c.roomsPeak = max(c.roomsPeak, len(c.rooms))
 	return rs, isNew, nil
 }
 

@@ -7,7 +7,10 @@
 // message survives kill -9 and power loss. Its schema is versioned
 // (PRAGMA user_version), migrated at Open from the SQL files embedded from
 // migrations/, and marked as roomchat's (PRAGMA application_id and a meta
-// row), so that Open refuses any other file.
+// row), so that Open refuses any other file. One Store at a time has a
+// file open: Open holds an exclusive flock on the file beside it, path +
+// "-lock", until Close, and refuses a database that another Store, in any
+// process, holds (ErrLocked).
 //
 // Writes go through one committer goroutine (group commit): Append only
 // queues; the committer takes everything queued, assigns each room's seqs,

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -67,8 +66,18 @@ type Options struct {
 	// de-duplication keys run; 0 means 1 s.
 	TrimInterval time.Duration
 
+	// ReadyInterval is how long Ready answers from the outcome of the
+	// store's last write before it probes again; 0 means 5 s. A failure is
+	// answered for a fifth of it (1 s), so that recovery shows soon. It is
+	// the most stale Ready's answer gets and bounds how often Ready writes:
+	// see Ready.
+	ReadyInterval time.Duration
+
 	// now is the clock, for tests; nil means time.Now.
 	now func() time.Time
+	// cacheRooms bounds the committer's room cache and the trimmer's set
+	// of rooms to visit; 0 means maxCachedRooms. Tests lower it.
+	cacheRooms int
 }
 
 func (o Options) withDefaults() Options {
@@ -87,11 +96,17 @@ func (o Options) withDefaults() Options {
 	if o.TrimInterval <= 0 {
 		o.TrimInterval = time.Second
 	}
+	if o.ReadyInterval <= 0 {
+		o.ReadyInterval = 5 * time.Second
+	}
 	if o.Synchronous == "" {
 		o.Synchronous = "FULL"
 	}
 	if o.now == nil {
 		o.now = time.Now
+	}
+	if o.cacheRooms <= 0 {
+		o.cacheRooms = maxCachedRooms
 	}
 	return o
 }
@@ -104,6 +119,7 @@ func (o Options) withDefaults() Options {
 type Store struct {
 	path string
 	opts Options
+	lock *fileLock // held from Open until Close has closed the database
 
 	epoch string // the store's epoch (meta 'epoch'); read by Open
 	key   []byte // TokenKey (meta 'token_key'); read by Open
@@ -117,8 +133,7 @@ type Store struct {
 	closed bool
 	queue  chan request // closed by Close; drained by the committer
 
-	errMu   sync.Mutex
-	lastErr error // outcome of the last commit; guarded by errMu
+	health health // what Ready reports
 
 	ckdb            *sql.DB        // one connection, for checkpointLoop
 	stopCheckpoints chan struct{}  // closed by Close to end checkpointLoop
@@ -128,7 +143,8 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	c committer // owned by the committer goroutine
+	c     committer  // owned by the committer goroutine
+	cache cacheStats // sizes of the committer's caches
 }
 
 var _ store.Store = (*Store)(nil)
@@ -138,10 +154,12 @@ var sqliteMagic = []byte("SQLite format 3\x00")
 
 // Open opens the roomchat database at path, creating the file (and its
 // directory) if missing, and migrates its schema to this version. It
-// fails, with an error naming path, when the file cannot be opened or
-// written (permissions, read-only file system), is corrupt, or is not a
-// roomchat database (ErrNotRoomchat). ctx bounds the opening only. The
-// caller must Close the Store.
+// takes an exclusive lock on the database (the file path+"-lock"), held
+// until Close, and fails at once with ErrLocked if another Store, in this
+// process or another, holds it. It also fails, with an error naming path,
+// when the file cannot be opened or written (permissions, read-only file
+// system), is corrupt, or is not a roomchat database (ErrNotRoomchat). ctx
+// bounds the opening only. The caller must Close the Store.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s, err := open(ctx, path, opts)
 	if err != nil {
@@ -161,15 +179,20 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkFile(abs); err != nil {
+	if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
+	// The lock comes first: checkFile opens the database, and closing that
+	// descriptor would drop the POSIX locks of a Store that has it open in
+	// this process (see fileLock).
+	lock, err := lockDB(abs)
+	if err != nil {
 		return nil, err
 	}
 	s := &Store{
 		path:   abs,
 		opts:   opts,
+		lock:   lock,
 		queue:  make(chan request, opts.QueueSize),
 		exited: make(chan struct{}),
 	}
@@ -177,8 +200,12 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	defer func() {
 		if !ok {
 			s.closeDBs()
+			s.lock.release(true)
 		}
 	}()
+	if err := checkFile(abs); err != nil {
+		return nil, err
+	}
 	// The writer: one connection, every transaction BEGIN IMMEDIATE so
 	// that it takes the write lock up front (no deadlock-prone upgrade).
 	// synchronous=FULL fsyncs the WAL at every commit: see docs/storage.md.
@@ -240,6 +267,7 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	ok = true
+	s.health.at = opts.now() // migrate committed a write
 	s.stopCheckpoints = make(chan struct{})
 	s.wg.Go(s.c.run)
 	s.wg.Go(s.checkpointLoop)
@@ -255,19 +283,21 @@ const checkpointInterval = 500 * time.Millisecond
 // they copy committed WAL frames into the database file without taking the
 // write lock, so commits go on meanwhile, and once a checkpoint has copied
 // everything the writer starts the WAL over from its beginning. A failed
-// checkpoint is logged and retried at the next tick; it loses nothing.
+// checkpoint (a full disk: the database file cannot grow) is retried at the
+// next tick and loses nothing; it is logged when it starts failing and when
+// it works again.
 func (s *Store) checkpointLoop() {
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
+	fl := faultLog{what: "checkpoint", path: s.path}
 	for {
 		select {
 		case <-s.stopCheckpoints:
 			return
 		case <-t.C:
 		}
-		if _, err := s.ckdb.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-			slog.Warn("store: checkpoint", "path", s.path, "err", err)
-		}
+		_, err := s.ckdb.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		fl.observe(err)
 	}
 }
 
@@ -503,52 +533,10 @@ func (s *Store) room(ctx context.Context, tx *sql.Tx, roomID string) (store.Room
 	return ri, nil
 }
 
-// Ready implements store.Store. It reads the database and makes the
-// committer commit a tiny write (waiting behind queued Appends, at most
-// until ctx ends), so it reports whether the store can really write now:
-// nil, or an error wrapping store.ErrUnavailable. A successful probe also
-// clears the error that a failed commit left.
-func (s *Store) Ready(ctx context.Context) error {
-	var app string
-	if err := s.readyRead.QueryRowContext(ctx).Scan(&app); err != nil {
-		if s.isClosed() {
-			return unavailable(store.ErrClosed)
-		}
-		return unavailable(fmt.Errorf("read: %w", err))
-	}
-	probe := make(chan error, 1)
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return unavailable(store.ErrClosed)
-	}
-	select {
-	case s.queue <- request{probe: probe}:
-	default:
-		s.mu.RUnlock()
-		return unavailable(errors.New("append queue full"))
-	}
-	s.mu.RUnlock()
-	select {
-	case err := <-probe:
-		return err
-	case <-ctx.Done():
-		return unavailable(fmt.Errorf("write probe: %w", ctx.Err()))
-	}
-}
-
-// LastError returns the error of the last commit, nil if it succeeded.
-// For metrics and logs; Ready is the health check.
-func (s *Store) LastError() error {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	return s.lastErr
-}
-
 // Close stops accepting Appends (later ones fail with store.ErrClosed),
 // waits for the committer to commit everything already queued and call
-// its done functions, then checkpoints the WAL into the database file and
-// closes it. It blocks for as long as those commits take (each bounded by
+// its done functions, then checkpoints the WAL into the database file,
+// closes it and releases the lock that Open took. It blocks for as long as those commits take (each bounded by
 // BusyTimeout when the file is locked). Calling Close again returns the
 // first call's result.
 func (s *Store) Close() error {
@@ -564,7 +552,7 @@ func (s *Store) Close() error {
 		if _, err := s.wdb.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 			errs = append(errs, fmt.Errorf("checkpoint: %w", err))
 		}
-		errs = append(errs, s.closeDBs())
+		errs = append(errs, s.closeDBs(), s.lock.release(false))
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr

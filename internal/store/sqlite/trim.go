@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"log/slog"
 	"math"
 	"time"
 
@@ -30,16 +29,26 @@ const (
 type trimmer struct {
 	s *Store
 
-	// dirty holds the rooms with commits since their last trim.
-	dirty map[int64]*roomState
+	// dirty holds the rooms (rooms.id → last committed seq) with commits
+	// since their last trim that retention may have rows of to delete:
+	// with no MaxAge, only rooms whose seqs went past MaxMessages. It holds
+	// at most Options.cacheRooms rooms; a room that does not fit makes a
+	// full pass run instead (mark), which visits every room.
+	dirty     map[int64]int64
+	dirtyPeak int // for compact
 	// cursor is the rooms.id after which a full pass over every room goes
 	// on; -1 when no full pass is under way. A full pass runs at Open (for
-	// rooms left over the limit by the last run, or by a lowered limit) and,
-	// with a MaxAge, every fullPassEvery.
+	// rooms left over the limit by the last run, or by a lowered limit),
+	// with a MaxAge every fullPassEvery, and when dirty was full. again
+	// asks for one more pass after the one under way, which may already
+	// be past a room that did not fit in dirty.
 	cursor   int64
+	again    bool
 	nextFull time.Time
 
 	firstSeq, ageSeq, delMsgs, sweep, roomPage *sql.Stmt
+
+	log faultLog
 }
 
 const (
@@ -54,7 +63,8 @@ const (
 
 func (t *trimmer) init(ctx context.Context, s *Store) error {
 	t.s = s
-	t.dirty = make(map[int64]*roomState)
+	t.log = faultLog{what: "trim", path: s.path}
+	t.dirty = make(map[int64]int64)
 	t.cursor = 0 // full pass at start
 	for _, p := range []struct {
 		stmt **sql.Stmt
@@ -81,9 +91,31 @@ func (t *trimmer) closeStmts() error {
 	return errors.Join(errs...)
 }
 
+// mark records that room id committed messages up to seq last.
+func (t *trimmer) mark(id, last int64) {
+	ret := t.s.opts.Retention
+	if ret.MaxAge <= 0 && last <= int64(ret.Limit()) {
+		return // seqs start at 1: at most last rows, none past the limit
+	}
+	if _, ok := t.dirty[id]; ok || len(t.dirty) < t.s.opts.cacheRooms {
+		t.dirty[id] = last
+		t.dirtyPeak = max(t.dirtyPeak, len(t.dirty))
+		return
+	}
+	if t.cursor < 0 {
+		t.cursor = 0
+	} else {
+		t.again = true
+	}
+}
+
 // step runs one bounded trim transaction and reports whether work is left
 // (more rows to delete, dirty rooms or a full pass not finished). A failed
-// step is logged and retried at the next interval; it changes nothing.
+// step changes nothing and is retried at the next interval. On a full disk
+// the deletes go on as long as the WAL has room for them (it is reused
+// from its start after each complete checkpoint), and the pages they free
+// take new messages; where even the WAL cannot grow, trimming resumes by
+// itself once there is space.
 func (t *trimmer) step(now time.Time) (more bool) {
 	if t.cursor < 0 && t.s.opts.Retention.MaxAge > 0 && !now.Before(t.nextFull) {
 		t.cursor = 0
@@ -91,7 +123,7 @@ func (t *trimmer) step(now time.Time) (more bool) {
 	ctx := context.Background()
 	tx, err := t.s.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		slog.Warn("store: trim", "path", t.s.path, "err", err)
+		t.log.observe(err)
 		return false
 	}
 	more, cursor, cleaned, err := t.work(ctx, tx, now)
@@ -100,15 +132,19 @@ func (t *trimmer) step(now time.Time) (more bool) {
 	} else {
 		tx.Rollback()
 	}
+	t.log.observe(err)
 	if err != nil {
-		slog.Warn("store: trim", "path", t.s.path, "err", err)
 		return false
 	}
 	for _, id := range cleaned {
 		delete(t.dirty, id)
 	}
+	t.dirty = compact(t.dirty, &t.dirtyPeak)
 	if t.cursor >= 0 && cursor < 0 {
 		t.nextFull = now.Add(fullPassEvery)
+		if t.again {
+			t.again, cursor = false, 0
+		}
 	}
 	t.cursor = cursor
 	return more || len(t.dirty) > 0 || t.cursor >= 0
@@ -126,12 +162,12 @@ func (t *trimmer) work(ctx context.Context, tx *sql.Tx, now time.Time) (more boo
 		more = true
 	}
 	visited := 0
-	for id, rs := range t.dirty {
+	for id, last := range t.dirty {
 		if visited == trimRooms {
 			break
 		}
 		visited++
-		roomMore, err := t.room(ctx, tx, id, rs.committed, now)
+		roomMore, err := t.room(ctx, tx, id, last, now)
 		if err != nil {
 			return false, 0, nil, err
 		}
