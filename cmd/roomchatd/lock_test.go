@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roomchat/roomchat/internal/chattest"
 )
 
 // TestSecondDaemonOnOneDatabase: a second roomchatd on a database that a
@@ -15,13 +17,13 @@ import (
 // once (the lock is not left behind) and continues its seqs.
 func TestSecondDaemonOnOneDatabase(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "data", "roomchat.db")
-	first := startDaemon(t, db)
-	if ack := dialWS(t, first.URL, "").sendAckIn("r", "1"); ack.Seq != 1 {
+	first := chattest.Start(t, "-db", db)
+	if ack := sendAckIn(t, chattest.Dial(t, first.URL, ""), "r", "1"); ack.Seq != 1 {
 		t.Fatalf("first daemon: seq %d, want 1", ack.Seq)
 	}
 
 	var stderr strings.Builder
-	second := daemonCmd(t, "-addr", "127.0.0.1:0", "-db", db)
+	second := chattest.Command(t, "-addr", "127.0.0.1:0", "-db", db)
 	second.Stderr = &stderr
 	if err := second.Start(); err != nil {
 		t.Fatal(err)
@@ -40,20 +42,20 @@ func TestSecondDaemonOnOneDatabase(t *testing.T) {
 		t.Fatalf("second roomchatd: exit code %d, want 1; stderr:\n%s", code, out)
 	}
 	line := strings.TrimSuffix(out, "\n")
-	pid := "pid " + strconv.Itoa(first.cmd.Process.Pid)
+	pid := "pid " + strconv.Itoa(first.PID())
 	if line == "" || strings.Contains(line, "\n") || !strings.HasPrefix(line, "roomchatd: ") ||
 		!strings.Contains(line, db) || !strings.Contains(line, "in use") || !strings.Contains(line, pid) {
 		t.Fatalf("second roomchatd's stderr %q: want one line starting %q that names %s, says %q and %q", out, "roomchatd: ", db, "in use", pid)
 	}
 	t.Logf("second roomchatd: %s", line)
 
-	if ack := dialWS(t, first.URL, "").sendAckIn("r", "2"); ack.Seq != 2 {
+	if ack := sendAckIn(t, chattest.Dial(t, first.URL, ""), "r", "2"); ack.Seq != 2 {
 		t.Fatalf("first daemon after the refused start: seq %d, want 2", ack.Seq)
 	}
-	first.kill()
-	third := startDaemon(t, db)
-	if ack := dialWS(t, third.URL, "").sendAckIn("r", "3"); ack.Seq != 3 {
+	first.Kill(t)
+	third := chattest.Start(t, "-db", db)
+	if ack := sendAckIn(t, chattest.Dial(t, third.URL, ""), "r", "3"); ack.Seq != 3 {
 		t.Fatalf("daemon started after kill -9: seq %d, want 3", ack.Seq)
 	}
-	third.stop()
+	third.Stop(t)
 }
