@@ -32,6 +32,11 @@ type Handler interface {
 	// the same goroutine as Deliver, and must not block either. (A
 	// single-node broker never calls it: its store keeps the epoch.)
 	Reset(roomID, epoch string)
+	// Relayed is an event of roomID that another node relayed (Relay):
+	// the handler queues frame to its members there, except the user it
+	// is about; presence events go with the room's other presence
+	// events. Same goroutine and rules as Deliver.
+	Relayed(roomID, about string, presence bool, frame []byte)
 }
 
 // Broker orders and fans out rooms' messages. Methods are safe for
@@ -56,4 +61,12 @@ type Broker interface {
 	// Unsubscribe drops one subscription to roomID; with none left,
 	// deliveries of the room stop. It does not block.
 	Unsubscribe(roomID string)
+
+	// Relay sends frame, an event of roomID that is not stored (typing, a
+	// custom event, presence), to every other node subscribed to the
+	// room, whose handler gets it through Relayed; about is the userID it
+	// comes from or is about ("" for none). This node's members are the
+	// caller's to serve. Delivery is at most once and unordered with
+	// messages. It does not block.
+	Relay(roomID, about string, presence bool, frame []byte)
 }

@@ -44,6 +44,9 @@ func (b *Local) Subscribe(ctx context.Context, roomID string) error {
 // Unsubscribe implements Broker.
 func (b *Local) Unsubscribe(roomID string) { b.subs.Add(-1) }
 
+// Relay implements Broker: there is no other node.
+func (b *Local) Relay(roomID, about string, presence bool, frame []byte) {}
+
 // Subscriptions returns how many subscriptions are held: 0 once every
 // room's members have gone, if the registry balances them.
 func (b *Local) Subscriptions() int64 { return b.subs.Load() }

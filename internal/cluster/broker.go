@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	gonanoid "github.com/matoous/go-nanoid/v2"
 	"github.com/redis/rueidis"
 
 	"github.com/roomchat/roomchat/internal/broker"
@@ -33,6 +34,7 @@ import (
 // reconnect.
 type Broker struct {
 	st    *Store
+	node  string // this node's ID in relayed events: its own are dropped
 	h     broker.Handler
 	log   *slog.Logger
 	check time.Duration
@@ -49,7 +51,8 @@ type Broker struct {
 	// has been checked; Ready fails meanwhile. Owned by run.
 	catchingUp bool
 
-	done chan struct{} // closed when run has ended
+	done   chan struct{}  // closed when run has ended
+	relays sync.WaitGroup // Relay's PUBLISH goroutines; Close waits for them
 
 	reconnects, fills atomic.Uint64
 }
@@ -67,12 +70,14 @@ func (b *Broker) Stats() BrokerStats {
 
 // event is one thing for run to do, in order of arrival.
 type event struct {
-	kind    eventKind
-	room    string
-	seq     int64
-	epoch   string
-	body    string
-	applied chan struct{} // closed when run has applied a subscribe
+	kind     eventKind
+	room     string
+	seq      int64
+	epoch    string
+	body     string
+	about    string        // evRelay
+	presence bool          // evRelay
+	applied  chan struct{} // closed when run has applied a subscribe
 }
 
 type eventKind int
@@ -83,6 +88,7 @@ const (
 	evForget                     // a room's last subscription went
 	evCatchUp                    // after a (re)connect: fill every room from its stream
 	evCheck                      // periodic: compare every room's position with Redis
+	evRelay                      // an event another node relayed
 )
 
 // roomState is run's view of one subscribed room. Owned by run.
@@ -113,6 +119,7 @@ func NewBroker(st *Store, h broker.Handler, opts BrokerOptions) *Broker {
 		opts.Logger = st.log
 	}
 	b := &Broker{
+		node:  gonanoid.Must(12),
 		st:    st,
 		h:     h,
 		log:   opts.Logger,
@@ -250,6 +257,7 @@ func (b *Broker) Close() {
 	default:
 	}
 	<-b.done
+	b.relays.Wait()
 }
 
 // run owns the rooms' delivery state: it applies events in order,
@@ -362,10 +370,50 @@ func (b *Broker) connect(lost chan<- error) (cancel func(), err error) {
 	return func() { conn.Close(); release() }, nil
 }
 
+// Relay implements broker.Broker: one PUBLISH on the room's channel,
+// which every subscribed node gets, marked with this node's ID so that it
+// drops its own. A stored message's payload starts with its seq (a
+// digit), a relayed event's with "r".
+func (b *Broker) Relay(room, about string, presence bool, frame []byte) {
+	kind := "e"
+	if presence {
+		kind = "p"
+	}
+	payload := "r\n" + b.node + "\n" + kind + "\n" + about + "\n" + string(frame)
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.relays.Add(1)
+	b.mu.Unlock()
+	go func() {
+		defer b.relays.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+		defer cancel()
+		c := b.st.client
+		if err := c.Do(ctx, c.B().Publish().Channel(b.st.channel(room)).Message(payload).Build()).Error(); err != nil {
+			b.log.Warn("redis: relaying an event failed", "room", room, "err", err)
+		}
+	}()
+}
+
 // onMessage is the pub/sub hook: it parses and queues, nothing more.
 func (b *Broker) onMessage(m rueidis.PubSubMessage) {
 	room, ok := b.roomOf(m.Channel)
 	if !ok {
+		return
+	}
+	if rest, ok := strings.CutPrefix(m.Message, "r\n"); ok {
+		parts := strings.SplitN(rest, "\n", 4)
+		if len(parts) != 4 {
+			b.log.Error("redis pub/sub: malformed relay", "channel", m.Channel)
+			return
+		}
+		if parts[0] == b.node {
+			return
+		}
+		b.push(event{kind: evRelay, room: room, about: parts[2], presence: parts[1] == "p", body: parts[3]})
 		return
 	}
 	seq, rest, ok1 := strings.Cut(m.Message, "\n")
@@ -449,6 +497,10 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 		}
 		b.h.Deliver(m)
 		st.last = e.seq
+	case evRelay:
+		if st := states[e.room]; st != nil && st.started {
+			b.h.Relayed(e.room, e.about, e.presence, []byte(e.body))
+		}
 	case evCatchUp:
 		b.catchingUp = true
 		fallthrough

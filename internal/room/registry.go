@@ -122,6 +122,9 @@ type handler struct{ reg *Registry }
 
 func (h handler) Deliver(m protocol.Message) { h.reg.deliver(m) }
 func (h handler) Reset(roomID, epoch string) { h.reg.reset(roomID) }
+func (h handler) Relayed(roomID, about string, presence bool, frame []byte) {
+	h.reg.relayed(roomID, about, presence, frame)
+}
 
 // Stats are the registry's counters, for metrics.
 type Stats struct {
@@ -823,7 +826,9 @@ func (reg *Registry) Typing(u *User, roomID string) error {
 	m.typed = now
 	from := protocol.User{UserID: u.id, Name: m.name}
 	r.mu.Unlock()
-	r.relay(protocol.Encode(protocol.TypeTyping, "", protocol.Typing{RoomID: r.id, User: from}), u)
+	frame := protocol.Encode(protocol.TypeTyping, "", protocol.Typing{RoomID: r.id, User: from})
+	r.relay(frame, u)
+	reg.broker.Relay(r.id, u.id, false, frame)
 	return nil
 }
 
@@ -846,19 +851,47 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	if m == nil {
 		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
 	}
-	r.relay(encodeEvent(r.id, name, data, from), u)
+	frame := encodeEvent(r.id, name, data, from)
+	r.relay(frame, u)
+	reg.broker.Relay(r.id, u.id, false, frame)
 	return nil
 }
 
 // PostEvent relays a custom event from the server side (HTTP API) to every
-// live member of roomID and returns how many it was queued to; a room
-// nobody is in gets nothing.
+// live member of roomID and returns how many on this node it was queued
+// to; a room nobody is in gets nothing. In a cluster the other nodes'
+// members get it too (not counted).
 func (reg *Registry) PostEvent(roomID, name string, data jsontext.Value) int {
+	frame := encodeEvent(roomID, name, data, protocol.User{})
+	reg.broker.Relay(roomID, "", false, frame)
 	r := reg.lookup(roomID)
 	if r == nil {
 		return 0
 	}
-	return r.relay(encodeEvent(roomID, name, data, protocol.User{}), nil)
+	return r.relay(frame, nil)
+}
+
+// relayed queues an event another node relayed to this node's members of
+// roomID, except the user it is about; presence events are coalesced
+// with the room's own.
+func (reg *Registry) relayed(roomID, about string, presence bool, frame []byte) {
+	r := reg.lookup(roomID)
+	if r == nil {
+		return
+	}
+	var u *User
+	if about != "" {
+		reg.mu.RLock()
+		u = reg.users[about]
+		reg.mu.RUnlock()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if presence {
+		r.announce(frame, u)
+	} else {
+		r.broadcast(frame, u)
+	}
 }
 
 func encodeEvent(roomID, name string, data jsontext.Value, from protocol.User) []byte {

@@ -31,14 +31,16 @@ func Run(t *testing.T, nodes int, newBrokers Factory) {
 	t.Run("SubscribeThenRead", func(t *testing.T) { testSubscribeThenRead(t, newBrokers) })
 	if nodes > 1 {
 		t.Run("AcrossNodes", func(t *testing.T) { testAcrossNodes(t, min(nodes, 3), newBrokers) })
+		t.Run("RelayAcrossNodes", func(t *testing.T) { testRelay(t, min(nodes, 3), newBrokers) })
 	}
 }
 
 // Recorder is a broker.Handler that keeps what it is given, per room.
 type Recorder struct {
-	mu    sync.Mutex
-	rooms map[string][]int64
-	wake  chan struct{}
+	mu     sync.Mutex
+	rooms  map[string][]int64
+	relays []string // room|about|presence|frame
+	wake   chan struct{}
 }
 
 // NewRecorder returns an empty Recorder.
@@ -62,6 +64,24 @@ func (r *Recorder) Reset(room, epoch string) {
 	r.mu.Lock()
 	r.rooms[room] = nil
 	r.mu.Unlock()
+}
+
+// Relayed implements broker.Handler.
+func (r *Recorder) Relayed(room, about string, presence bool, frame []byte) {
+	r.mu.Lock()
+	r.relays = append(r.relays, fmt.Sprintf("%s|%s|%v|%s", room, about, presence, frame))
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Relays returns the relayed events so far, as room|about|presence|frame.
+func (r *Recorder) Relays() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.relays)
 }
 
 // Seqs returns the seqs delivered for room so far, in delivery order.
@@ -299,5 +319,47 @@ func testAcrossNodes(t *testing.T, nodes int, newBrokers Factory) {
 		if got := rec.WaitFor(t, "r", n); !slices.Equal(got, span(1, n)) {
 			t.Errorf("node %d delivered %v…, want 1..%d in order", i, tail(got), n)
 		}
+	}
+}
+
+// A relayed event reaches every other node subscribed to the room, not the
+// one that relayed it, nor a node without a subscription.
+func testRelay(t *testing.T, nodes int, newBrokers Factory) {
+	recs := make([]*Recorder, nodes)
+	hs := make([]broker.Handler, nodes)
+	for i := range recs {
+		recs[i] = NewRecorder()
+		hs[i] = recs[i]
+	}
+	bs, _ := newBrokers(t, hs)
+	for _, b := range bs[:nodes-1] {
+		subscribe(t, b, "r")
+	}
+	bs[0].Relay("r", "u1", false, []byte(`{"type":"typing"}`))
+	bs[0].Relay("r", "u1", true, []byte(`{"type":"presence"}`))
+	want := []string{`r|u1|false|{"type":"typing"}`, `r|u1|true|{"type":"presence"}`}
+	for i := 1; i < nodes-1; i++ {
+		deadline := time.Now().Add(10 * time.Second)
+		for len(recs[i].Relays()) < 2 && time.Now().Before(deadline) {
+			select {
+			case <-recs[i].wake:
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		if got := recs[i].Relays(); !slices.Equal(got, want) {
+			t.Errorf("node %d got relays %q, want %q", i, got, want)
+		}
+	}
+	// A message after the relays: once it is delivered everywhere, any
+	// relay that was going to the others has arrived too.
+	Publish(t, bs[0], Msg("r", "fence"), "")
+	for i := range nodes - 1 {
+		recs[i].WaitFor(t, "r", 1)
+	}
+	if got := recs[0].Relays(); len(got) != 0 {
+		t.Errorf("the relaying node got its own relays: %q", got)
+	}
+	if got := recs[nodes-1].Relays(); len(got) != 0 {
+		t.Errorf("a node without a subscription got relays: %q", got)
 	}
 }
