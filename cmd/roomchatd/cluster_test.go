@@ -58,6 +58,7 @@ func collect(t *testing.T, c *chattest.Client, after, last int64) []string {
 // seq 1..N in one order; history, since and the HTTP API are the same
 // from every node; a bot post on one node reaches the others.
 func TestClusterChat(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 3)
 	var members []*chattest.Client
@@ -125,6 +126,7 @@ func TestClusterChat(t *testing.T) {
 // A user resumes on another node: same userID, and a msg retried there
 // with its id is acked once with the first seq, stored once.
 func TestClusterResumeElsewhere(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 2)
 	a := chattest.Dial(t, nodes[0].URL, "")
@@ -154,6 +156,7 @@ func TestClusterResumeElsewhere(t *testing.T) {
 // A node killed with kill -9: its clients resume on another node with
 // since and miss nothing sent meanwhile.
 func TestClusterNodeKilled(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 2)
 	victim := chattest.Dial(t, nodes[0].URL, "")
@@ -187,6 +190,7 @@ func TestClusterNodeKilled(t *testing.T) {
 // says 503, the connection stays open; Redis restarted from its AOF: the
 // node serves again within 10 s by itself, and nothing acked is lost.
 func TestClusterRedisDown(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 2)
 	a := chattest.Dial(t, nodes[0].URL, "")
@@ -236,6 +240,7 @@ func TestClusterRedisDown(t *testing.T) {
 // FLUSHALL loses every room: a member gets a new joined (new epoch,
 // truncated) before any message of the new epoch.
 func TestClusterFlushAll(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 2)
 	a := chattest.Dial(t, nodes[0].URL, "")
@@ -267,6 +272,7 @@ func TestClusterFlushAll(t *testing.T) {
 
 // With requirepass, the password appears in no log line, metric or error.
 func TestClusterPasswordNeverShown(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
 	const password = "s3cret-pa55word-xyzzy"
 	srv := redistest.Start(t, redistest.Options{Password: password})
 	node := startNodes(t, srv, 1)[0]
@@ -321,4 +327,86 @@ func waitStatus(t *testing.T, u string, status int, within time.Duration) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("GET %s: %d, want %d within %v", u, last, status, within)
+}
+
+// awaitPresence reads c's events until a presence event of event for
+// userID comes, and returns it; other events are skipped.
+func awaitPresence(t *testing.T, c *chattest.Client, event, userID string, within time.Duration) protocol.Presence {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		e, err := c.Read(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("waiting %v for presence %s of %s: %v", within, event, userID, err)
+		}
+		if e.Type != protocol.TypePresence {
+			continue
+		}
+		var p protocol.Presence
+		chattest.Decode(t, e, &p)
+		if p.Event == event && p.User.UserID == userID {
+			return p
+		}
+	}
+}
+
+// Presence is cluster-wide: joined's count and members, presence events
+// and GET /api/rooms/{id} count every node's members; typing and custom
+// events cross nodes; a node that stops cleanly takes its members out at
+// once, and a killed node's members leave within 30 s.
+func TestClusterPresence(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
+	srv := redistest.Start(t, redistest.Options{})
+	nodes := startNodes(t, srv, 3)
+	a := chattest.Dial(t, nodes[0].URL, "")
+	a.JoinSince(t, "r", nil)
+	b := chattest.Dial(t, nodes[1].URL, "")
+	jb := b.JoinSince(t, "r", nil)
+	if jb.Count != 2 || len(jb.Members) != 2 {
+		t.Fatalf("b's joined: count %d, members %v; want both members", jb.Count, jb.Members)
+	}
+	if p := awaitPresence(t, a, protocol.PresenceJoin, b.Welcome.UserID, 5*time.Second); p.Count != 2 {
+		t.Fatalf("a saw b's join with count %d, want 2", p.Count)
+	}
+	var info struct {
+		Count   int             `json:"count"`
+		Members []protocol.User `json:"members"`
+	}
+	getJSON(t, nodes[2].URL+"/api/rooms/r", http.StatusOK, &info)
+	if info.Count != 2 || len(info.Members) != 2 {
+		t.Fatalf("GET /api/rooms/r on a third node: %+v, want both members", info)
+	}
+
+	b.Send(t, `{"type":"typing","payload":{"roomID":"r"}}`)
+	b.Send(t, `{"type":"event","payload":{"roomID":"r","name":"cursor","data":{"x":1}}}`)
+	for _, typ := range []string{protocol.TypeTyping, protocol.TypeEvent} {
+		if e := a.Await(t, typ); !strings.Contains(e.String(), b.Welcome.UserID) {
+			t.Fatalf("%s from another node: %s", typ, e)
+		}
+	}
+	res, err := http.Post(nodes[2].URL+"/api/rooms/r/events", "application/json", strings.NewReader(`{"name":"deploy","data":null}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	a.Await(t, protocol.TypeEvent)
+	b.Await(t, protocol.TypeEvent)
+
+	// A clean stop: b's leave comes at once.
+	nodes[1].Stop(t)
+	if p := awaitPresence(t, a, protocol.PresenceLeave, b.Welcome.UserID, 5*time.Second); p.Count != 1 {
+		t.Fatalf("after b's node stopped: count %d, want 1", p.Count)
+	}
+
+	// A killed node: its member's leave comes within 30 s.
+	c := chattest.Dial(t, nodes[2].URL, "")
+	c.JoinSince(t, "r", nil)
+	awaitPresence(t, a, protocol.PresenceJoin, c.Welcome.UserID, 5*time.Second)
+	nodes[2].Kill(t)
+	start := time.Now()
+	p := awaitPresence(t, a, protocol.PresenceLeave, c.Welcome.UserID, 30*time.Second)
+	t.Logf("a killed node's member left after %v", time.Since(start).Round(time.Second))
+	if p.Count != 1 {
+		t.Fatalf("after c's node died: count %d, want 1", p.Count)
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/cluster"
+	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
@@ -39,25 +40,40 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var clusterBroker *cluster.Broker
-	var dir *cluster.Directory
+	var (
+		clusterBroker *cluster.Broker
+		dir           *cluster.Directory
+		roster        *cluster.Roster
+		newRoster     func(func(string, protocol.User, int)) room.Roster
+	)
 	if cst, ok := st.(*cluster.Store); ok {
 		newBroker = func(h broker.Handler) broker.Broker {
 			clusterBroker = cluster.NewBroker(cst, h, cluster.BrokerOptions{Logger: log})
 			return clusterBroker
 		}
+		newRoster = func(left func(string, protocol.User, int)) room.Roster {
+			roster = cluster.NewRoster(cst, left)
+			return roster
+		}
 		dir = cluster.NewDirectory(cst, cfg.resumeWindow)
 	}
+	// closeStore stops the cluster's parts in order: the roster takes this
+	// node's members out of every list (announcing their leaves through
+	// the broker), then the directory and the broker stop, then the store.
 	closeStore := func() error {
+		if roster != nil {
+			roster.Close()
+		}
 		if clusterBroker != nil {
-			clusterBroker.Close()
 			dir.Close()
+			clusterBroker.Close()
 		}
 		return st.Close()
 	}
 	srv, err := server.New(server.Config{
 		Broker:       newBroker,
 		Directory:    directory(dir),
+		Roster:       newRoster,
 		Store:        st,
 		Limits:       cfg.limits,
 		Origins:      cfg.originList(),

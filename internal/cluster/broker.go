@@ -31,7 +31,8 @@ import (
 // subscription state and is the only one that calls the handler; the
 // pub/sub connection's hook only queues what arrives; connect (run's
 // helper) dials, subscribes in batches and catches up after every
-// reconnect.
+// reconnect; relay (also ended by Close) publishes relayed events in
+// order.
 type Broker struct {
 	st    *Store
 	node  string // this node's ID in relayed events: its own are dropped
@@ -51,8 +52,11 @@ type Broker struct {
 	// has been checked; Ready fails meanwhile. Owned by run.
 	catchingUp bool
 
-	done   chan struct{}  // closed when run has ended
-	relays sync.WaitGroup // Relay's PUBLISH goroutines; Close waits for them
+	done chan struct{} // closed when run has ended
+
+	outbox    rueidis.Commands // relays for the relay goroutine; guarded by mu
+	relayWake chan struct{}
+	relayDone chan struct{} // closed when relay has ended
 
 	reconnects, fills atomic.Uint64
 }
@@ -128,11 +132,15 @@ func NewBroker(st *Store, h broker.Handler, opts BrokerOptions) *Broker {
 		rooms: make(map[string]int),
 		ready: errors.New("pub/sub not connected yet"),
 		done:  make(chan struct{}),
+
+		relayWake: make(chan struct{}, 1),
+		relayDone: make(chan struct{}),
 	}
 	st.mu.Lock()
 	st.subscriber = b.Ready
 	st.mu.Unlock()
 	go b.run()
+	go b.relay()
 	return b
 }
 
@@ -257,7 +265,11 @@ func (b *Broker) Close() {
 	default:
 	}
 	<-b.done
-	b.relays.Wait()
+	select {
+	case b.relayWake <- struct{}{}:
+	default:
+	}
+	<-b.relayDone
 }
 
 // run owns the rooms' delivery state: it applies events in order,
@@ -373,29 +385,58 @@ func (b *Broker) connect(lost chan<- error) (cancel func(), err error) {
 // Relay implements broker.Broker: one PUBLISH on the room's channel,
 // which every subscribed node gets, marked with this node's ID so that it
 // drops its own. A stored message's payload starts with its seq (a
-// digit), a relayed event's with "r".
+// digit), a relayed event's with "r". Relays go out in order, through one
+// goroutine (relay) that sends what is queued as one pipeline.
 func (b *Broker) Relay(room, about string, presence bool, frame []byte) {
 	kind := "e"
 	if presence {
 		kind = "p"
 	}
 	payload := "r\n" + b.node + "\n" + kind + "\n" + about + "\n" + string(frame)
+	c := b.st.client
+	cmd := c.B().Publish().Channel(b.st.channel(room)).Message(payload).Build()
 	b.mu.Lock()
-	if b.closed {
+	if b.closed || len(b.outbox) >= maxOutbox {
 		b.mu.Unlock()
-		return
+		return // at most once: a relay that cannot go is dropped
 	}
-	b.relays.Add(1)
+	b.outbox = append(b.outbox, cmd)
 	b.mu.Unlock()
-	go func() {
-		defer b.relays.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
-		defer cancel()
-		c := b.st.client
-		if err := c.Do(ctx, c.B().Publish().Channel(b.st.channel(room)).Message(payload).Build()).Error(); err != nil {
-			b.log.Warn("redis: relaying an event failed", "room", room, "err", err)
+	select {
+	case b.relayWake <- struct{}{}:
+	default:
+	}
+}
+
+// maxOutbox bounds the relays waiting for Redis: while it is unreachable,
+// typing and events are dropped rather than kept.
+const maxOutbox = 10000
+
+// relay sends queued relays in order until Close.
+func (b *Broker) relay() {
+	defer close(b.relayDone)
+	for {
+		b.mu.Lock()
+		cmds := b.outbox
+		b.outbox = nil
+		closed := b.closed
+		b.mu.Unlock()
+		if len(cmds) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+			for _, r := range b.st.client.DoMulti(ctx, cmds...) {
+				if err := r.Error(); err != nil {
+					b.log.Warn("redis: relaying events failed", "n", len(cmds), "err", err)
+					break
+				}
+			}
+			cancel()
+			continue
 		}
-	}()
+		if closed {
+			return
+		}
+		<-b.relayWake
+	}
 }
 
 // onMessage is the pub/sub hook: it parses and queues, nothing more.

@@ -36,6 +36,22 @@ type Options struct {
 	// node, so that a resume token works on every node; nil: this node
 	// only.
 	Directory Directory
+	// Roster, in a cluster, returns the rooms' member lists across the
+	// nodes; left is how it announces the leave of a member whose node
+	// died. nil: each room's members are this node's.
+	Roster func(left func(roomID string, who protocol.User, count int)) Roster
+}
+
+// Roster is each room's members across a cluster. Its calls are I/O: the
+// registry makes them without locks.
+type Roster interface {
+	// Add lists who in roomID and returns the count and at most max
+	// members after.
+	Add(ctx context.Context, roomID string, who protocol.User, max int) (count int, members []protocol.User, err error)
+	// Remove takes userID out of roomID's list and returns the count after.
+	Remove(ctx context.Context, roomID, userID string) (count int, err error)
+	// List returns the count and at most max members of roomID.
+	List(ctx context.Context, roomID string, max int) (count int, members []protocol.User, err error)
 }
 
 // Directory records, where every node can see it, which users are
@@ -52,6 +68,7 @@ type Directory interface {
 type Registry struct {
 	// Read-only after New.
 	dir          Directory     // nil on a single node
+	roster       Roster        // nil on a single node
 	store        store.Store   // history: joins and history requests read it
 	broker       broker.Broker // messages: published here, delivered by it to deliver
 	limits       protocol.Limits
@@ -114,6 +131,9 @@ func New(st store.Store, opts Options) *Registry {
 	}
 	reg.ctx, reg.cancel = context.WithCancel(context.Background())
 	reg.broker = opts.Broker(handler{reg})
+	if opts.Roster != nil {
+		reg.roster = opts.Roster(reg.announceLeave)
+	}
 	return reg
 }
 
@@ -353,13 +373,18 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 			return err
 		}
 	}
+	roll, err := reg.list(ctx, r, m, fresh)
+	if err != nil {
+		reg.abandon(u, r, m, fresh)
+		return err
+	}
 	for {
 		info, hist, err := reg.read(ctx, r, since)
 		if err != nil {
 			reg.abandon(u, r, m, fresh)
 			return err
 		}
-		now, err := reg.answer(u, c, r, m, info, hist, since, reqID, gen, false)
+		now, err := reg.answer(u, c, r, m, info, hist, since, reqID, gen, false, roll)
 		if err != nil {
 			return err
 		}
@@ -403,9 +428,11 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 		m = &member{user: u}
 		r.add(m)
 		fresh = true
-		r.announce(protocol.Encode(protocol.TypePresence, "", protocol.Presence{
-			RoomID: roomID, Event: protocol.PresenceJoin, User: protocol.User{UserID: u.id, Name: name}, Count: len(r.members),
-		}), u)
+		if reg.roster == nil {
+			// In a cluster the join is announced once the roster has it
+			// (Join), with the cluster's count.
+			r.announce(presenceFrame(roomID, protocol.PresenceJoin, protocol.User{UserID: u.id, Name: name}, len(r.members)), u)
+		}
 	}
 	m.name, m.joining, m.pending, m.rejoin = name, true, nil, false
 	gen = r.resets
@@ -496,7 +523,10 @@ func (reg *Registry) abandon(u *User, r *Room, m *member, fresh bool) {
 // the new count, for the caller to read again. reset marks an answer to
 // Reset, which queues joined only to a member still waiting for it
 // (rejoin), with truncated set.
-func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.RoomInfo, hist []protocol.Message, since *int64, reqID string, gen uint64, reset bool) (uint64, error) {
+//
+// roll, in a cluster, is the roster's members and count for joined; nil
+// takes the room's own.
+func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.RoomInfo, hist []protocol.Message, since *int64, reqID string, gen uint64, reset bool, roll *listing) (uint64, error) {
 	if hist == nil {
 		hist = []protocol.Message{}
 	}
@@ -519,6 +549,9 @@ func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.Room
 		return gen, protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
 	}
 	joined.Members, joined.Count = r.users(reg.limits.MaxMembers), len(r.members)
+	if roll != nil {
+		joined.Members, joined.Count = roll.members, roll.count
+	}
 	announced := r.announced
 	r.mu.Unlock()
 	frame := protocol.Encode(protocol.TypeJoined, reqID, joined)
@@ -534,7 +567,7 @@ func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.Room
 	if reset && !m.rejoin {
 		return gen, nil // a join of the member's own answers it
 	}
-	if r.announced != announced {
+	if r.announced != announced && roll == nil {
 		joined.Members, joined.Count = r.users(reg.limits.MaxMembers), len(r.members)
 		announced = r.announced
 		frame = protocol.Encode(protocol.TypeJoined, reqID, joined)
@@ -597,11 +630,17 @@ func (reg *Registry) rejoin(r *Room) {
 		}
 		ctx, cancel := context.WithTimeout(reg.ctx, 10*time.Second)
 		info, hist, err := reg.read(ctx, r, &zero)
+		var roll *listing
+		if err == nil && reg.roster != nil {
+			var l listing
+			l.count, l.members, err = reg.roster.List(ctx, r.id, reg.limits.MaxMembers)
+			roll = &l
+		}
 		cancel()
 		if err == nil {
 			stale := false
 			for _, w := range todo {
-				if now, _ := reg.answer(w.m.user, w.c, r, w.m, info, hist, &zero, "", gen, true); now != gen {
+				if now, _ := reg.answer(w.m.user, w.c, r, w.m, info, hist, &zero, "", gen, true, roll); now != gen {
 					stale = true
 					break
 				}
@@ -667,11 +706,90 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 	if m.subscribed {
 		reg.broker.Unsubscribe(r.id)
 	}
-	r.announce(protocol.Encode(protocol.TypePresence, "", protocol.Presence{
-		RoomID: r.id, Event: protocol.PresenceLeave, User: protocol.User{UserID: u.id, Name: m.name}, Count: len(r.members),
-	}), u)
+	who := protocol.User{UserID: u.id, Name: m.name}
+	switch {
+	case reg.roster == nil:
+		r.announce(presenceFrame(r.id, protocol.PresenceLeave, who, len(r.members)), u)
+	case m.listed:
+		// The roster call is I/O: it runs on a goroutine of the
+		// registry's, which announces the leave with the cluster's count.
+		reg.bg.Add(1)
+		go func() {
+			defer reg.bg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			count, err := reg.roster.Remove(ctx, r.id, u.id)
+			cancel()
+			if err != nil {
+				reg.log.Warn("presence", "op", "remove", "room", r.id, "user", u.id, "err", err)
+				return // the entry lapses by itself
+			}
+			reg.announceLeave(r.id, who, count)
+		}()
+	}
 	reg.dropIfEmpty(r)
 	return len(r.members)
+}
+
+// presenceFrame encodes a presence event.
+func presenceFrame(roomID, event string, who protocol.User, count int) []byte {
+	return protocol.Encode(protocol.TypePresence, "", protocol.Presence{RoomID: roomID, Event: event, User: who, Count: count})
+}
+
+// announceLeave announces, in a cluster, that who left roomID (leaving
+// count members): to this node's members and, through the broker, the
+// other nodes'. The roster calls it for members of a node that died.
+func (reg *Registry) announceLeave(roomID string, who protocol.User, count int) {
+	frame := presenceFrame(roomID, protocol.PresenceLeave, who, count)
+	reg.relayed(roomID, who.UserID, true, frame)
+	reg.broker.Relay(roomID, who.UserID, true, frame)
+}
+
+// listing is what joined says of the room's members: in a cluster, the
+// roster's view (list), else the room's own.
+type listing struct {
+	members []protocol.User
+	count   int
+}
+
+// list adds new member m to the roster and announces its join, or, for a
+// member already there, reads the roster: joined's members and count.
+// nil on a single node.
+func (reg *Registry) list(ctx context.Context, r *Room, m *member, fresh bool) (*listing, error) {
+	if reg.roster == nil {
+		return nil, nil
+	}
+	r.mu.Lock()
+	who := protocol.User{UserID: m.user.id, Name: m.name}
+	listed := m.listed
+	r.mu.Unlock()
+	if !fresh || listed {
+		count, members, err := reg.roster.List(ctx, r.id, reg.limits.MaxMembers)
+		if err != nil {
+			return nil, reg.storeError("list members", err)
+		}
+		return &listing{members, count}, nil
+	}
+	count, members, err := reg.roster.Add(ctx, r.id, who, reg.limits.MaxMembers)
+	if err != nil {
+		return nil, reg.storeError("add member", err)
+	}
+	frame := presenceFrame(r.id, protocol.PresenceJoin, who, count)
+	r.mu.Lock()
+	in := r.member(m.user) == m
+	if in {
+		m.listed = true
+		r.announce(frame, m.user)
+	}
+	r.mu.Unlock()
+	if !in {
+		// Gone while being listed: take the entry out again.
+		if count, err := reg.roster.Remove(ctx, r.id, who.UserID); err == nil {
+			reg.announceLeave(r.id, who, count)
+		}
+		return nil, protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
+	}
+	reg.broker.Relay(r.id, who.UserID, true, frame)
+	return &listing{members, count}, nil
 }
 
 // logLeave logs that u left r, leaving count members (removeMember's
@@ -949,14 +1067,23 @@ func (reg *Registry) Disconnect(u *User, c Conn, clean bool) {
 
 // Members describes a live room for the HTTP API: at most
 // Limits.MaxMembers of its members, and how many it has.
-func (reg *Registry) Members(roomID string) (members []protocol.User, count int) {
+//
+// In a cluster they come from the roster (ctx bounds the call).
+func (reg *Registry) Members(ctx context.Context, roomID string) (members []protocol.User, count int, err error) {
+	if reg.roster != nil {
+		count, members, err := reg.roster.List(ctx, roomID, reg.limits.MaxMembers)
+		if err != nil {
+			return nil, 0, reg.storeError("list members", err)
+		}
+		return members, count, nil
+	}
 	r := reg.lookup(roomID)
 	if r == nil {
-		return []protocol.User{}, 0
+		return []protocol.User{}, 0, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.users(reg.limits.MaxMembers), len(r.members)
+	return r.users(reg.limits.MaxMembers), len(r.members), nil
 }
 
 // Close stops the registry's timers and goroutines. Call it after every

@@ -95,6 +95,9 @@ type member struct {
 	// rejoin is set by Registry.reset for a member that must get a new
 	// joined (the room started over); a join of its own clears it.
 	rejoin bool
+	// listed is set, in a cluster, once the roster lists the member:
+	// removing it then takes it out of the roster.
+	listed bool
 	// typed is when the member's last typing event went out.
 	typed time.Time
 	// presenceSeen is the number of the last presence event the member's

@@ -155,7 +155,11 @@ func (s *Server) handleGetRoom(w http.ResponseWriter, r *http.Request) {
 		s.storeFailed(w, err)
 		return
 	}
-	members, count := s.reg.Members(id)
+	members, count, err := s.reg.Members(r.Context(), id)
+	if err != nil {
+		s.storeFailed(w, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, RoomInfo{RoomID: id, Count: count, Members: members, LastSeq: info.LastSeq})
 }
 

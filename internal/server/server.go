@@ -51,10 +51,11 @@ type Config struct {
 	PingInterval, PingTimeout time.Duration
 	// Grace and ResumeWindow are room.Options' (15 s and 2 min).
 	Grace, ResumeWindow time.Duration
-	// Broker and Directory are room.Options': nil means the single-node
-	// broker on Store, and no directory.
+	// Broker, Directory and Roster are room.Options': nil means the
+	// single-node broker on Store, and no directory or roster.
 	Broker    func(broker.Handler) broker.Broker
 	Directory room.Directory
+	Roster    func(left func(roomID string, who protocol.User, count int)) room.Roster
 }
 
 // Server serves roomchat's HTTP routes and WebSocket connections.
@@ -135,6 +136,7 @@ func New(cfg Config) (*Server, error) {
 		Logger:       cfg.Logger,
 		Broker:       cfg.Broker,
 		Directory:    cfg.Directory,
+		Roster:       cfg.Roster,
 	})
 	s.posts = newIPLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
 	s.keep = newWheel(cfg.PingInterval)
