@@ -285,6 +285,9 @@ func TestClusterPasswordNeverShown(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(res.Body)
 	res.Body.Close()
+	if !strings.Contains(string(metrics), "roomchat_cluster_gap_fills_total 0") {
+		t.Errorf("/metrics has no roomchat_cluster_gap_fills_total")
+	}
 	srv.Kill() // errors now, with the URL in play
 	c.Send(t, `{"type":"msg","id":"x","payload":{"message":"down"}}`)
 	c.Read(3 * time.Second)

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/cluster"
 	"github.com/roomchat/roomchat/internal/protocol"
@@ -45,6 +47,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		dir           *cluster.Directory
 		roster        *cluster.Roster
 		newRoster     func(func(string, protocol.User, int)) room.Roster
+		collectors    []prometheus.Collector
 	)
 	if cst, ok := st.(*cluster.Store); ok {
 		newBroker = func(h broker.Handler) broker.Broker {
@@ -56,6 +59,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return roster
 		}
 		dir = cluster.NewDirectory(cst, cfg.resumeWindow)
+		collectors = clusterMetrics(func() *cluster.Broker { return clusterBroker })
 	}
 	// closeStore stops the cluster's parts in order: the roster takes this
 	// node's members out of every list (announcing their leaves through
@@ -74,6 +78,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Broker:       newBroker,
 		Directory:    directory(dir),
 		Roster:       newRoster,
+		Collectors:   collectors,
 		Store:        st,
 		Limits:       cfg.limits,
 		Origins:      cfg.originList(),
@@ -151,6 +156,25 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// clusterMetrics are the cluster broker's counters for /metrics. b
+// returns the broker, which server.New creates.
+func clusterMetrics(b func() *cluster.Broker) []prometheus.Collector {
+	stats := func() cluster.BrokerStats {
+		if br := b(); br != nil {
+			return br.Stats()
+		}
+		return cluster.BrokerStats{}
+	}
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roomchat_cluster_pubsub_reconnects_total", Help: "Redis pub/sub connections made again after a loss (cluster mode).",
+		}, func() float64 { return float64(stats().Reconnects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "roomchat_cluster_gap_fills_total", Help: "Messages delivered from a room's stream because pub/sub lost them (cluster mode).",
+		}, func() float64 { return float64(stats().Fills) }),
+	}
 }
 
 // directory returns dir as a room.Directory: nil (none) when dir is nil.

@@ -68,6 +68,7 @@ func newMetrics(s *Server) *metrics {
 			Name: "roomchat_messages_delivered_total", Help: "msg events queued to room members.",
 		}, func() float64 { return float64(s.reg.Stats().Deliveries) }),
 	)
+	m.reg.MustRegister(s.cfg.Collectors...)
 	return m
 }
 

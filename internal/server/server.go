@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
@@ -56,6 +57,8 @@ type Config struct {
 	Broker    func(broker.Handler) broker.Broker
 	Directory room.Directory
 	Roster    func(left func(roomID string, who protocol.User, count int)) room.Roster
+	// Collectors are more Prometheus series for /metrics (the cluster's).
+	Collectors []prometheus.Collector
 }
 
 // Server serves roomchat's HTTP routes and WebSocket connections.
