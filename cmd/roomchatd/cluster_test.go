@@ -29,6 +29,13 @@ func startNodes(t *testing.T, srv *redistest.Server, n int, args ...string) []*c
 	return nodes
 }
 
+// member connects a new user to node and joins roomID.
+func member(t *testing.T, node *chattest.Server, roomID string) (*chattest.Client, protocol.Joined) {
+	t.Helper()
+	c := chattest.Dial(t, node.URL, "")
+	return c, c.JoinSince(t, roomID, nil)
+}
+
 // collect reads msg events from c until it has seen seq last, and returns
 // their message IDs in seq order, failing on a gap or repeat.
 func collect(t *testing.T, c *chattest.Client, after, last int64) []string {
@@ -159,10 +166,8 @@ func TestClusterNodeKilled(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 2)
-	victim := chattest.Dial(t, nodes[0].URL, "")
-	victim.JoinSince(t, "r", nil)
-	sender := chattest.Dial(t, nodes[1].URL, "")
-	sender.JoinSince(t, "r", nil)
+	victim, _ := member(t, nodes[0], "r")
+	sender, _ := member(t, nodes[1], "r")
 	for k := range 5 {
 		sender.SendAck(t, fmt.Sprint("before-", k), "before")
 	}
@@ -193,10 +198,8 @@ func TestClusterRedisDown(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 2)
-	a := chattest.Dial(t, nodes[0].URL, "")
-	a.JoinSince(t, "r", nil)
-	b := chattest.Dial(t, nodes[1].URL, "")
-	b.JoinSince(t, "r", nil)
+	a, _ := member(t, nodes[0], "r")
+	b, _ := member(t, nodes[1], "r")
 	for k := range 3 {
 		a.SendAck(t, fmt.Sprint("m", k), "before")
 	}
@@ -243,10 +246,8 @@ func TestClusterFlushAll(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 2)
-	a := chattest.Dial(t, nodes[0].URL, "")
-	first := a.JoinSince(t, "r", nil)
-	b := chattest.Dial(t, nodes[1].URL, "")
-	b.JoinSince(t, "r", nil)
+	a, first := member(t, nodes[0], "r")
+	b, _ := member(t, nodes[1], "r")
 	a.SendAck(t, "one", "one")
 	collect(t, b, 0, 1)
 	srv.Do(srv.Client(), "FLUSHALL")
@@ -361,10 +362,8 @@ func TestClusterPresence(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 3)
-	a := chattest.Dial(t, nodes[0].URL, "")
-	a.JoinSince(t, "r", nil)
-	b := chattest.Dial(t, nodes[1].URL, "")
-	jb := b.JoinSince(t, "r", nil)
+	a, _ := member(t, nodes[0], "r")
+	b, jb := member(t, nodes[1], "r")
 	if jb.Count != 2 || len(jb.Members) != 2 {
 		t.Fatalf("b's joined: count %d, members %v; want both members", jb.Count, jb.Members)
 	}
