@@ -22,6 +22,7 @@ type config struct {
 	maxQueue                            int
 	writeTimeout, ping, pingTimeout     time.Duration
 	grace, resumeWindow, shutdown       time.Duration
+	httpTimeout, httpIdle               time.Duration
 }
 
 // flagTable registers every flag with its environment variable and
@@ -70,6 +71,8 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("grace", "ROOMCHAT_GRACE", &c.grace, "how long a dropped connection stays in its rooms before a presence leave")
 	add("resume-window", "ROOMCHAT_RESUME_WINDOW", &c.resumeWindow, "how long a resume token keeps its userID after a drop")
 	add("shutdown-timeout", "ROOMCHAT_SHUTDOWN_TIMEOUT", &c.shutdown, "how long shutdown waits for connections to close")
+	add("http-timeout", "ROOMCHAT_HTTP_TIMEOUT", &c.httpTimeout, "longest an HTTP request may take to arrive (headers and body) and a response to be written (a page of messages: per 32 KiB)")
+	add("http-idle-timeout", "ROOMCHAT_HTTP_IDLE_TIMEOUT", &c.httpIdle, "how long an idle keep-alive HTTP connection is kept open")
 	add("debug-addr", "ROOMCHAT_DEBUG_ADDR", &c.debugAddr, "address for Go's pprof handlers (/debug/pprof/), e.g. 127.0.0.1:6060; empty serves none")
 	add("log-level", "ROOMCHAT_LOG_LEVEL", &c.logLevel, "debug, info, warn or error")
 	add("log-format", "ROOMCHAT_LOG_FORMAT", &c.logFormat, "text or json")
@@ -90,6 +93,8 @@ func defaultConfig() config {
 		grace:        15 * time.Second,
 		resumeWindow: 2 * time.Minute,
 		shutdown:     10 * time.Second,
+		httpTimeout:  30 * time.Second,
+		httpIdle:     60 * time.Second,
 		logLevel:     "info",
 		logFormat:    "text",
 	}
@@ -144,6 +149,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-sync must be normal or full")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return fmt.Errorf("-log-format must be text or json")
+	case c.httpTimeout <= 0, c.httpIdle <= 0:
+		return fmt.Errorf("-http-timeout and -http-idle-timeout must be > 0")
 	}
 	return nil
 }

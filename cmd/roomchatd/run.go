@@ -53,6 +53,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		PingTimeout:  cfg.pingTimeout,
 		Grace:        cfg.grace,
 		ResumeWindow: cfg.resumeWindow,
+
+		RequestTimeout: cfg.httpTimeout,
+		IdleTimeout:    cfg.httpIdle,
 	})
 	if err != nil {
 		st.Close()
@@ -63,11 +66,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		st.Close()
 		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	hs := srv.HTTPServer()
 	log.Info("listening", "addr", ln.Addr().String(), "db", cfg.db)
 	if cfg.debugAddr != "" {
 		stopDebug, err := serveDebug(cfg.debugAddr, log)

@@ -185,7 +185,9 @@ func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request) {
 	if msgs == nil {
 		msgs = []protocol.Message{}
 	}
-	writeJSON(w, http.StatusOK, MessagePage{RoomID: id, Messages: msgs, LastSeq: info.LastSeq})
+	// A page may hold megabytes (500 messages of 4000 characters): it is
+	// written with a deadline per piece, not one for all of it.
+	s.writeJSONPaced(w, http.StatusOK, MessagePage{RoomID: id, Messages: msgs, LastSeq: info.LastSeq})
 }
 
 func queryInt(r *http.Request, name string, def int64) (int64, *protocol.Error) {

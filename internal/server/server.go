@@ -50,6 +50,19 @@ type Config struct {
 	PingInterval, PingTimeout time.Duration
 	// Grace and ResumeWindow are room.Options' (15 s and 2 min).
 	Grace, ResumeWindow time.Duration
+
+	// HeaderTimeout bounds reading a request's headers (10 s, or
+	// RequestTimeout if shorter), the WebSocket upgrade's included: a
+	// client trickling headers in is cut off.
+	HeaderTimeout time.Duration
+	// RequestTimeout bounds reading a whole request, body included, and
+	// writing a response (30 s); a page of messages gets RequestTimeout
+	// per 32 KiB written instead, so that a slow but steady reader gets
+	// all of it. See HTTPServer.
+	RequestTimeout time.Duration
+	// IdleTimeout is how long a keep-alive connection may wait for its
+	// next request (60 s).
+	IdleTimeout time.Duration
 }
 
 // Server serves roomchat's HTTP routes and WebSocket connections.
@@ -108,6 +121,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = 10 * time.Second
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 30 * time.Second
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = min(10*time.Second, cfg.RequestTimeout)
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 60 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	reads, cancelReads := context.WithCancel(ctx)
