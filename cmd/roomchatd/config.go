@@ -65,7 +65,7 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("retention", "ROOMCHAT_RETENTION", &c.retention, "most messages kept per room")
 	add("retention-age", "ROOMCHAT_RETENTION_AGE", &c.retentionAge, "drop messages older than this; 0 keeps them")
 	add("queue", "ROOMCHAT_QUEUE", &c.maxQueue, "bytes a connection may have queued before it is closed as too slow (1013)")
-	add("write-timeout", "ROOMCHAT_WRITE_TIMEOUT", &c.writeTimeout, "longest a write to a connection may block before it is closed as too slow (1013)")
+	add("write-timeout", "ROOMCHAT_WRITE_TIMEOUT", &c.writeTimeout, "longest a write to a connection may go without progress (the socket taking no byte) before it is closed as too slow (1013)")
 	add("ping", "ROOMCHAT_PING", &c.ping, "keepalive ping interval")
 	add("ping-timeout", "ROOMCHAT_PING_TIMEOUT", &c.pingTimeout, "how long a pong may take before the connection is closed")
 	add("grace", "ROOMCHAT_GRACE", &c.grace, "how long a dropped connection stays in its rooms before a presence leave")

@@ -125,6 +125,7 @@ func (c *conn) writeLoop() {
 			c.stopWriting()
 			c.mu.Unlock()
 			if errors.Is(err, errTimeout) {
+				c.srv.metrics.slow.Inc()
 				c.closeWith(protocol.CloseSlow, "write timeout")
 			} else {
 				c.ws.CloseNow()

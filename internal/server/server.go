@@ -42,8 +42,10 @@ type Config struct {
 	// MaxQueue is the most bytes a connection may have queued before it is
 	// closed as too slow (1 MiB).
 	MaxQueue int
-	// WriteTimeout bounds one write to a connection (10 s); past it the
-	// connection is closed as too slow.
+	// WriteTimeout is how long a write to a connection may go without
+	// progress, the socket taking no byte of it (10 s); past it the
+	// connection is closed as too slow. A write that keeps progressing
+	// may take longer.
 	WriteTimeout time.Duration
 	// PingInterval is the keepalive period (25 s); PingTimeout is how long a
 	// pong may take (10 s).

@@ -3,9 +3,11 @@ package server_test
 // Timeouts over real sockets: the http.Server that Server.HTTPServer
 // returns cuts a client that trickles its headers or its body, closes idle
 // keep-alive connections, lets a slow but steady reader have a page of
-// messages of any size, and leaves upgraded WebSocket connections alone.
-// The timeouts are made short (hundreds of milliseconds) so the tests are
-// quick; they assert what happens, not exactly when.
+// messages of any size, and leaves upgraded WebSocket connections alone;
+// a WebSocket connection reading a large backlog slowly but steadily is
+// not closed as too slow, and one that stops reading is. The timeouts are
+// made short (hundreds of milliseconds) so the tests are quick; they
+// assert what happens, not exactly when.
 
 import (
 	"bufio"
@@ -21,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/go-json-experiment/json"
 
 	"github.com/roomchat/roomchat/internal/protocol"
@@ -303,6 +306,72 @@ func TestSlowPageReader(t *testing.T) {
 	ts.waitClosed(t, "a client that stopped reading a page")
 }
 
+// TestSteadyWebSocketReader: a member that reads a backlog of several
+// megabytes slowly but steadily, for many times the write timeout, gets
+// every message and is never closed as too slow.
+func TestSteadyWebSocketReader(t *testing.T) {
+	ts := newTimedServer(t, noRate, func(c *server.Config) {
+		c.WriteTimeout = 300 * time.Millisecond
+		c.MaxQueue = 64 << 20 // only the write deadline may close it
+	})
+	sender := dial(t, ts.testServer, "")
+	sender.join("big")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d := slowDialer(16 << 10)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &pacedConn{Conn: c, rate: 2 << 20, chunk: 16 << 10}, nil
+	}}}
+	slow, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/ws", &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow()
+	slow.SetReadLimit(-1)
+	slow.Read(ctx) // welcome
+	slow.Write(ctx, websocket.MessageText, []byte(`{"type":"join","payload":{"roomID":"big"}}`))
+	sender.await(protocol.TypePresence)
+
+	const n = 1000 // 4 MB: two seconds at 2 MB/s
+	text := strings.Repeat("w", 3990)
+	go func() {
+		for i := range n {
+			if err := sender.ws.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"msg","payload":{"message":"%04d %s"}}`, i, text)); err != nil {
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	for i := 0; i < n; {
+		_, b, err := slow.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %d messages in %v: %v (close status %d)", i, time.Since(start).Round(time.Millisecond), err, websocket.CloseStatus(err))
+		}
+		var env protocol.Envelope
+		if err := json.Unmarshal(b, &env); err != nil {
+			t.Fatal(err)
+		}
+		if env.Type != protocol.TypeMsg {
+			continue
+		}
+		var m protocol.Message
+		json.Unmarshal(env.Payload, &m)
+		if want := fmt.Sprintf("%04d ", i); !strings.HasPrefix(m.Message, want) {
+			t.Fatalf("message %.10q, want %q", m.Message, want)
+		}
+		i++
+	}
+	t.Logf("read %d messages in %v", n, time.Since(start).Round(time.Millisecond))
+	if got := metric(t, ts.testServer, "roomchat_slow_consumers_total"); got != 0 {
+		t.Fatalf("roomchat_slow_consumers_total = %v, want 0", got)
+	}
+}
+
 // pacedConn is a net.Conn that reads at most rate bytes a second.
 type pacedConn struct {
 	net.Conn
@@ -311,6 +380,96 @@ type pacedConn struct {
 
 func (c *pacedConn) Read(b []byte) (int, error) {
 	return (&pacedReader{r: c.Conn, rate: c.rate, chunk: c.chunk}).Read(b)
+}
+
+// TestStalledWebSocketReader: a member that stops reading is closed as
+// too slow about WriteTimeout after the socket took its last byte, while
+// the rest of the room keeps chatting.
+func TestStalledWebSocketReader(t *testing.T) {
+	const writeTimeout = 500 * time.Millisecond
+	ts := newTimedServer(t, noRate, func(c *server.Config) {
+		c.WriteTimeout = writeTimeout
+		c.MaxQueue = 64 << 20 // only the write deadline may close it
+		c.Grace = 50 * time.Millisecond
+	})
+	a, b := dial(t, ts.testServer, ""), dial(t, ts.testServer, "")
+	a.join("r")
+	b.join("r")
+	a.await(protocol.TypePresence)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	hc := &http.Client{Transport: &http.Transport{DialContext: slowDialer(16 << 10).DialContext}}
+	stalled, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/ws", &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.CloseNow()
+	stalled.SetReadLimit(-1)
+	stalled.Read(ctx) // welcome
+	stalled.Write(ctx, websocket.MessageText, []byte(`{"type":"join","payload":{"roomID":"r"}}`))
+	a.await(protocol.TypePresence)
+	b.await(protocol.TypePresence)
+
+	// 4 MB, far more than the socket buffers hold, while it reads
+	// nothing; the others get every message.
+	text := strings.Repeat("s", 3990)
+	for i := range 1000 {
+		a.sendf(`{"type":"msg","payload":{"message":"%04d %s"}}`, i, text)
+	}
+	for _, c := range []*client{a, b} {
+		for range 1000 {
+			c.await(protocol.TypeMsg)
+		}
+	}
+	sent := time.Now()
+	// Its writes stall once the buffers are full, moments after the last
+	// message: it is closed about the write timeout later, and the others
+	// chat meanwhile.
+	for i := 0; metric(t, ts.testServer, "roomchat_slow_consumers_total") == 0; i++ {
+		if time.Since(sent) > 10*writeTimeout {
+			t.Fatalf("a member that reads nothing is not closed %v after 4 MB were queued to it", time.Since(sent))
+		}
+		chat(t, a, b, fmt.Sprint("meanwhile ", i))
+	}
+	if d := time.Since(sent); d > 4*writeTimeout {
+		t.Errorf("closed %v after the last message, want about the write timeout (%v)", d, writeTimeout)
+	} else {
+		t.Logf("closed %v after the last message", d)
+	}
+	// Reading again, it finds what the socket held, then the end: the
+	// server cut it mid-frame, or, if the cut fell between frames, closed
+	// it with 1013.
+	for {
+		_, _, err := stalled.Read(ctx)
+		if err == nil {
+			continue
+		}
+		if st := websocket.CloseStatus(err); st != -1 && st != websocket.StatusTryAgainLater {
+			t.Fatalf("stalled member ended with %v, want 1013 or a cut", err)
+		}
+		break
+	}
+	// It leaves the room after the grace period (a drop), and the others
+	// keep chatting.
+	until(t, "the stalled member leaving the room", func() bool {
+		var info server.RoomInfo
+		getJSON(t, ts.URL+"/api/rooms/r", &info)
+		return info.Count == 2
+	})
+	chat(t, a, b, "after")
+}
+
+// until retries f every 20 ms for up to 5 s, until it reports true.
+func until(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		if f() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within 5 s", what)
 }
 
 // chat checks that a and b, both in room, still exchange messages both ways.
