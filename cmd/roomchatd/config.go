@@ -4,11 +4,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/server"
 )
 
 // config is everything roomchatd can be told.
@@ -22,6 +24,13 @@ type config struct {
 	maxQueue                            int
 	writeTimeout, ping, pingTimeout     time.Duration
 	grace, resumeWindow, shutdown       time.Duration
+
+	// Connection and per-address limits, HTTP timeouts.
+	maxConns, ipConns, ipConnBurst, ipHTTPBurst int
+	ipConnRate, ipHTTPRate                      float64
+	trustProxy                                  string
+	trustedProxies                              []netip.Prefix // parsed from trustProxy by check
+	httpTimeout, httpIdle                       time.Duration
 }
 
 // flagTable registers every flag with its environment variable and
@@ -64,12 +73,21 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("retention", "ROOMCHAT_RETENTION", &c.retention, "most messages kept per room")
 	add("retention-age", "ROOMCHAT_RETENTION_AGE", &c.retentionAge, "drop messages older than this; 0 keeps them")
 	add("queue", "ROOMCHAT_QUEUE", &c.maxQueue, "bytes a connection may have queued before it is closed as too slow (1013)")
-	add("write-timeout", "ROOMCHAT_WRITE_TIMEOUT", &c.writeTimeout, "longest a write to a connection may block before it is closed as too slow (1013)")
+	add("write-timeout", "ROOMCHAT_WRITE_TIMEOUT", &c.writeTimeout, "longest a write to a connection may go without progress (the socket taking no byte) before it is closed as too slow (1013)")
 	add("ping", "ROOMCHAT_PING", &c.ping, "keepalive ping interval")
 	add("ping-timeout", "ROOMCHAT_PING_TIMEOUT", &c.pingTimeout, "how long a pong may take before the connection is closed")
 	add("grace", "ROOMCHAT_GRACE", &c.grace, "how long a dropped connection stays in its rooms before a presence leave")
 	add("resume-window", "ROOMCHAT_RESUME_WINDOW", &c.resumeWindow, "how long a resume token keeps its userID after a drop")
 	add("shutdown-timeout", "ROOMCHAT_SHUTDOWN_TIMEOUT", &c.shutdown, "how long shutdown waits for connections to close")
+	add("max-conns", "ROOMCHAT_MAX_CONNS", &c.maxConns, "most WebSocket connections open at once (503 server_full past it); 0 derives it from the open-files limit: the limit less max(256, a tenth of it)")
+	add("ip-conns", "ROOMCHAT_IP_CONNS", &c.ipConns, "most WebSocket connections open at once per client address (an IPv6 /64); 0 is no limit")
+	add("ip-conn-rate", "ROOMCHAT_IP_CONN_RATE", &c.ipConnRate, "new WebSocket connections per second per client address; 0 is no limit")
+	add("ip-conn-burst", "ROOMCHAT_IP_CONN_BURST", &c.ipConnBurst, "new WebSocket connections a client address may open at once before -ip-conn-rate applies")
+	add("ip-http-rate", "ROOMCHAT_IP_HTTP_RATE", &c.ipHTTPRate, "HTTP requests (other than /ws) per second per client address; 0 is no limit")
+	add("ip-http-burst", "ROOMCHAT_IP_HTTP_BURST", &c.ipHTTPBurst, "HTTP requests a client address may make at once before -ip-http-rate applies")
+	add("trust-proxy", "ROOMCHAT_TRUST_PROXY", &c.trustProxy, "reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address for the per-address limits; empty trusts none")
+	add("http-timeout", "ROOMCHAT_HTTP_TIMEOUT", &c.httpTimeout, "longest an HTTP request may take to arrive (headers and body) and a response to be written (a page of messages: per 32 KiB)")
+	add("http-idle-timeout", "ROOMCHAT_HTTP_IDLE_TIMEOUT", &c.httpIdle, "how long an idle keep-alive HTTP connection is kept open")
 	add("debug-addr", "ROOMCHAT_DEBUG_ADDR", &c.debugAddr, "address for Go's pprof handlers (/debug/pprof/), e.g. 127.0.0.1:6060; empty serves none")
 	add("log-level", "ROOMCHAT_LOG_LEVEL", &c.logLevel, "debug, info, warn or error")
 	add("log-format", "ROOMCHAT_LOG_FORMAT", &c.logFormat, "text or json")
@@ -90,6 +108,10 @@ func defaultConfig() config {
 		grace:        15 * time.Second,
 		resumeWindow: 2 * time.Minute,
 		shutdown:     10 * time.Second,
+		ipConnBurst:  20,
+		ipHTTPBurst:  100,
+		httpTimeout:  30 * time.Second,
+		httpIdle:     60 * time.Second,
 		logLevel:     "info",
 		logFormat:    "text",
 	}
@@ -144,7 +166,18 @@ func (c *config) check() error {
 		return fmt.Errorf("-sync must be normal or full")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return fmt.Errorf("-log-format must be text or json")
+	case c.maxConns < 0, c.ipConns < 0, c.ipConnRate < 0, c.ipHTTPRate < 0:
+		return fmt.Errorf("-max-conns, -ip-conns, -ip-conn-rate and -ip-http-rate must be ≥ 0")
+	case c.ipConnBurst < 1, c.ipHTTPBurst < 1:
+		return fmt.Errorf("-ip-conn-burst and -ip-http-burst must be ≥ 1")
+	case c.httpTimeout <= 0, c.httpIdle <= 0:
+		return fmt.Errorf("-http-timeout and -http-idle-timeout must be > 0")
 	}
+	p, err := server.ParseCIDRs(c.trustProxy)
+	if err != nil {
+		return fmt.Errorf("-trust-proxy: %v", err)
+	}
+	c.trustedProxies = p
 	return nil
 }
 

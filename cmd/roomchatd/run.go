@@ -74,6 +74,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return st.Close()
 	}
+	maxConns := connLimit(cfg, log)
 	srv, err := server.New(server.Config{
 		Broker:       newBroker,
 		Directory:    directory(dir),
@@ -91,6 +92,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		PingTimeout:  cfg.pingTimeout,
 		Grace:        cfg.grace,
 		ResumeWindow: cfg.resumeWindow,
+
+		MaxConns:       maxConns,
+		IPConns:        cfg.ipConns,
+		IPConnRate:     cfg.ipConnRate,
+		IPConnBurst:    cfg.ipConnBurst,
+		IPHTTPRate:     cfg.ipHTTPRate,
+		IPHTTPBurst:    cfg.ipHTTPBurst,
+		TrustProxy:     cfg.trustedProxies,
+		RequestTimeout: cfg.httpTimeout,
+		IdleTimeout:    cfg.httpIdle,
 	})
 	if err != nil {
 		closeStore()
@@ -110,11 +121,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		closeStore()
 		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	hs := srv.HTTPServer()
 	log.Info("listening", "addr", ln.Addr().String(), "store", where)
 	if cfg.debugAddr != "" {
 		stopDebug, err := serveDebug(cfg.debugAddr, log)
@@ -183,6 +190,27 @@ func directory(dir *cluster.Directory) room.Directory {
 		return nil
 	}
 	return dir
+}
+
+// connLimit returns -max-conns, or when it is 0 the default derived from
+// the open-files limit, and logs the choice.
+func connLimit(cfg config, log *slog.Logger) int {
+	nofile, ok := openFilesLimit()
+	switch {
+	case cfg.maxConns > 0:
+		if ok && cfg.maxConns > maxConnsFor(nofile) {
+			log.Warn("-max-conns leaves little room under the open-files limit: past it, accept fails instead of a clean 503", "max_conns", cfg.maxConns, "open_files_limit", nofile, "suggested", maxConnsFor(nofile))
+		} else {
+			log.Info("connection limit", "max_conns", cfg.maxConns, "open_files_limit", nofile, "from", "-max-conns")
+		}
+		return cfg.maxConns
+	case !ok:
+		log.Info("connection limit", "max_conns", "none", "from", "no open-files limit to read")
+		return 0
+	}
+	n := maxConnsFor(nofile)
+	log.Info("connection limit", "max_conns", n, "open_files_limit", nofile, "from", "open-files limit - max(256, limit/10)")
+	return n
 }
 
 // serveDebug serves net/http/pprof on its own listener, apart from the

@@ -83,6 +83,13 @@ func DialNoWelcome(t testing.TB, base, query string, h http.Header) *Client {
 	if err != nil {
 		t.Fatalf("dial %s: %v", u, err)
 	}
+	return Wrap(t, ws)
+}
+
+// Wrap makes a Client of a connection the test dialed itself (from
+// another local address, through a custom HTTP client), leaving the
+// welcome to be read like any other event.
+func Wrap(t testing.TB, ws *websocket.Conn) *Client {
 	ws.SetReadLimit(-1)
 	c := &Client{WS: ws, done: make(chan struct{}), notify: make(chan struct{}, 1)}
 	go c.readLoop()

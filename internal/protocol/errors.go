@@ -27,6 +27,9 @@ const (
 	CodeTooLarge        = "too_large"
 	CodeForbiddenOrigin = "forbidden_origin"
 	CodeUnsupportedType = "unsupported_media_type"
+	// CodeServerFull refuses a WebSocket upgrade when the server holds as
+	// many connections as it may (HTTP 503 with Retry-After): HTTP-only.
+	CodeServerFull = "server_full"
 )
 
 // ErrorCodes lists every code the server may send.
@@ -34,7 +37,7 @@ var ErrorCodes = []string{
 	CodeBadJSON, CodeBadEnvelope, CodeUnknownType, CodeBadPayload, CodeNotInRoom,
 	CodeRoomRequired, CodeTooLong, CodeRateLimited, CodeRoomFull, CodeRoomLimit,
 	CodeStoreUnavailable, CodeShuttingDown, CodeInternal, CodeNotFound, CodeTooLarge,
-	CodeForbiddenOrigin, CodeUnsupportedType,
+	CodeForbiddenOrigin, CodeUnsupportedType, CodeServerFull,
 }
 
 // Error is the one error type that crosses the wire: the payload of an

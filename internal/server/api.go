@@ -5,19 +5,17 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"math"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
-	"golang.org/x/time/rate"
 
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/room"
@@ -204,7 +202,9 @@ func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request) {
 	if msgs == nil {
 		msgs = []protocol.Message{}
 	}
-	writeJSON(w, http.StatusOK, MessagePage{RoomID: id, Messages: msgs, LastSeq: info.LastSeq})
+	// A page may hold megabytes (500 messages of 4000 characters): it is
+	// written with a deadline per piece, not one for all of it.
+	s.writeJSONPaced(w, http.StatusOK, MessagePage{RoomID: id, Messages: msgs, LastSeq: info.LastSeq})
 }
 
 func queryInt(r *http.Request, name string, def int64) (int64, *protocol.Error) {
@@ -341,8 +341,8 @@ func (s *Server) originAllowed(r *http.Request) bool {
 // a body that is not application/json, 413 over MaxFrame, 400 for bad
 // JSON.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	if !s.posts.allow(r) {
-		s.fail(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeRateLimited, "too many requests; the limit is %g per second", s.limits.Rate))
+	if ok, wait := s.posts.allow(addrKey(s.clientAddr(r)), time.Now()); !ok {
+		s.refuse(w, http.StatusTooManyRequests, wait, protocol.Errorf(protocol.CodeRateLimited, "too many requests; the limit is %g per second", s.limits.Rate))
 		return false
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
@@ -410,41 +410,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	io.WriteString(w, "\n")
 }
 
-// ipLimiter rate-limits HTTP posts per client address.
-type ipLimiter struct {
-	rate  rate.Limit
-	burst int
-
-	mu   sync.Mutex // guards seen
-	seen map[string]*rate.Limiter
-}
-
-func newIPLimiter(perSecond float64, burst int) *ipLimiter {
-	return &ipLimiter{rate: rate.Limit(perSecond), burst: burst, seen: make(map[string]*rate.Limiter)}
-}
-
-func (l *ipLimiter) allow(r *http.Request) bool {
-	if l.rate <= 0 {
-		return true
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.seen) > 10000 {
-		// Forget full buckets; they are the same as new ones.
-		for k, lim := range l.seen {
-			if lim.Tokens() >= float64(l.burst) {
-				delete(l.seen, k)
-			}
-		}
-	}
-	lim := l.seen[host]
-	if lim == nil {
-		lim = rate.NewLimiter(l.rate, l.burst)
-		l.seen[host] = lim
-	}
-	return lim.Allow()
+// refuse answers a request that a limit turns away: status, a
+// Retry-After header of wait in whole seconds (at least 1), and e.
+func (s *Server) refuse(w http.ResponseWriter, status int, wait time.Duration, e *protocol.Error) {
+	w.Header().Set("Retry-After", strconv.FormatInt(max(1, int64(math.Ceil(wait.Seconds()))), 10))
+	s.fail(w, status, e)
 }

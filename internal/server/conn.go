@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -37,6 +38,7 @@ type conn struct {
 	srv      *Server
 	ws       *websocket.Conn
 	nw       *netWriter
+	addr     netip.Prefix // the client address's key (addrKey), for srv.gate
 	batch    bool
 	linkBase string // where share links start (scheme and host), from the upgrade request
 
@@ -125,6 +127,7 @@ func (c *conn) writeLoop() {
 			c.stopWriting()
 			c.mu.Unlock()
 			if errors.Is(err, errTimeout) {
+				c.srv.metrics.slow.Inc()
 				c.closeWith(protocol.CloseSlow, "write timeout")
 			} else {
 				c.ws.CloseNow()
@@ -307,6 +310,7 @@ func (c *conn) serve() {
 	c.ws.CloseNow()
 	c.wg.Wait()
 	c.srv.untrack(c)
+	c.srv.gate.leave(c.addr)
 	c.srv.metrics.conns.Dec()
 	c.srv.log.Info("disconnect", "user", c.user.ID(), "why", why, "clean", clean, "duration", time.Since(start).Round(time.Millisecond))
 }

@@ -3,9 +3,11 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 )
@@ -63,10 +65,17 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 type netWriter struct {
 	conn net.Conn
 
-	mu   sync.Mutex // serializes socket writes; guards held and buf
+	mu   sync.Mutex // serializes socket writes; guards held, buf and broken
 	held bool
 	buf  *[]byte
+	// broken is set when a drain failed after part of it was written: the
+	// peer holds part of a frame, so nothing more may follow (a close
+	// frame would be read as the rest of it).
+	broken bool
 }
+
+// errBroken answers writes after a drain was cut off mid-frame.
+var errBroken = errors.New("connection cut off in the middle of a frame")
 
 var drainBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
@@ -76,6 +85,9 @@ func (w *netWriter) Write(p []byte) (int, error) {
 	if w.held {
 		*w.buf = append(*w.buf, p...)
 		return len(p), nil
+	}
+	if w.broken {
+		return 0, errBroken
 	}
 	// The library's own frames (pong, close): a deadline left by an
 	// earlier drain may have passed, so give this write its own.
@@ -95,8 +107,9 @@ func (w *netWriter) hold() {
 	w.mu.Unlock()
 }
 
-// release writes what was collected in one write, which must finish within
-// timeout, and stops collecting.
+// release writes what was collected and stops collecting. The write
+// fails once the socket has taken no byte of it for timeout (see
+// writeSteady); a write that keeps making progress may take longer.
 func (w *netWriter) release(timeout time.Duration) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -105,14 +118,52 @@ func (w *netWriter) release(timeout time.Duration) error {
 	w.buf = nil
 	var err error
 	if len(*b) > 0 {
-		// One deadline per drain, left in place afterwards: the next
-		// drain or control frame sets its own.
-		w.conn.SetWriteDeadline(time.Now().Add(timeout))
-		_, err = w.conn.Write(*b)
+		var n int
+		n, err = writeSteady(w.conn, *b, timeout)
+		if err != nil && n > 0 {
+			w.broken = true
+		}
 	}
 	if cap(*b) <= 256<<10 {
 		*b = (*b)[:0]
 		drainBufs.Put(b)
 	}
 	return err
+}
+
+// progressChecks is how many times per timeout writeSteady looks for
+// progress: a peer that stops reading is found between timeout and
+// timeout + timeout/progressChecks after the socket took its last byte.
+const progressChecks = 5
+
+// writeSteady writes b to conn and returns how much it wrote. It fails
+// only when conn has taken no byte for timeout: a client that reads a
+// large backlog slowly but steadily gets all of it, and one that stops
+// reading is found within about timeout. One Write covers the usual case
+// (the socket takes everything at once); a write that blocks is given a
+// deadline timeout/progressChecks away and, each time it passes with some
+// bytes taken, a fresh one (a deadline that has passed may be extended:
+// net.Conn's Write returns what it wrote before it). Deadlines are left
+// in place afterwards: the next drain or control frame sets its own.
+func writeSteady(conn net.Conn, b []byte, timeout time.Duration) (int, error) {
+	step := max(timeout/progressChecks, time.Millisecond)
+	total := 0
+	last := time.Now() // when the socket last took bytes
+	for {
+		now := time.Now()
+		left := timeout - now.Sub(last)
+		if left <= 0 {
+			return total, os.ErrDeadlineExceeded
+		}
+		conn.SetWriteDeadline(now.Add(min(step, left)))
+		n, err := conn.Write(b)
+		total += n
+		b = b[n:]
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return total, err
+		}
+		if n > 0 {
+			last = time.Now()
+		}
+	}
 }

@@ -34,7 +34,7 @@ func newMetrics(s *Server) *metrics {
 			Name: "roomchat_connections_total", Help: "WebSocket connections accepted.",
 		}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomchat_connections_refused_total", Help: "WebSocket upgrades refused (bad handshake or foreign Origin).",
+			Name: "roomchat_connections_refused_total", Help: "WebSocket upgrades refused (bad handshake, foreign Origin, server full or a per-address limit).",
 		}),
 		framesIn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomchat_frames_received_total", Help: "Text frames received from clients.",

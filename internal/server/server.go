@@ -6,7 +6,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,8 +46,10 @@ type Config struct {
 	// MaxQueue is the most bytes a connection may have queued before it is
 	// closed as too slow (1 MiB).
 	MaxQueue int
-	// WriteTimeout bounds one write to a connection (10 s); past it the
-	// connection is closed as too slow.
+	// WriteTimeout is how long a write to a connection may go without
+	// progress, the socket taking no byte of it (10 s); past it the
+	// connection is closed as too slow. A write that keeps progressing
+	// may take longer.
 	WriteTimeout time.Duration
 	// PingInterval is the keepalive period (25 s); PingTimeout is how long a
 	// pong may take (10 s).
@@ -59,6 +63,43 @@ type Config struct {
 	Roster    func(left func(roomID string, who protocol.User, count int)) room.Roster
 	// Collectors are more Prometheus series for /metrics (the cluster's).
 	Collectors []prometheus.Collector
+
+	// MaxConns is the most WebSocket connections open at once; past it
+	// an upgrade gets 503 server_full before anything is allocated for
+	// it. 0 means no limit (roomchatd derives its default from the
+	// process's open-files limit).
+	MaxConns int
+	// IPConns is the most WebSocket connections open at once from one
+	// client address (see TrustProxy; IPv6 counts by /64); past it an
+	// upgrade gets 429 rate_limited. 0 means no limit.
+	IPConns int
+	// IPConnRate is how many new WebSocket connections one client
+	// address may open per second, IPConnBurst (20) how many at once;
+	// past it an upgrade gets 429 rate_limited. 0 turns it off.
+	IPConnRate  float64
+	IPConnBurst int
+	// IPHTTPRate is how many HTTP requests other than /ws one client
+	// address may make per second, IPHTTPBurst (100) how many at once;
+	// past it 429 rate_limited. 0 turns it off.
+	IPHTTPRate  float64
+	IPHTTPBurst int
+	// TrustProxy are the reverse proxies whose X-Forwarded-For names the
+	// client address for the per-address limits. Empty trusts none: the
+	// socket's peer is the client.
+	TrustProxy []netip.Prefix
+
+	// HeaderTimeout bounds reading a request's headers (10 s, or
+	// RequestTimeout if shorter), the WebSocket upgrade's included: a
+	// client trickling headers in is cut off.
+	HeaderTimeout time.Duration
+	// RequestTimeout bounds reading a whole request, body included, and
+	// writing a response (30 s); a page of messages gets RequestTimeout
+	// per 32 KiB written instead, so that a slow but steady reader gets
+	// all of it. See HTTPServer.
+	RequestTimeout time.Duration
+	// IdleTimeout is how long a keep-alive connection may wait for its
+	// next request (60 s).
+	IdleTimeout time.Duration
 }
 
 // Server serves roomchat's HTTP routes and WebSocket connections.
@@ -70,8 +111,15 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
-	posts   *ipLimiter
 	keep    *wheel // pings every connection
+
+	// The per-address and connection limits; each guards itself.
+	posts    *addrLimiter // POSTs with a body, at Limits.Rate
+	requests *addrLimiter // every HTTP request but /ws, at IPHTTPRate
+	upgrades *addrLimiter // new WebSocket connections, at IPConnRate
+	gate     *gate        // open WebSocket connections
+	// fullWarned is when logFull last warned (Unix ns).
+	fullWarned atomic.Int64
 
 	ctx      context.Context // cancelled when Shutdown ends
 	cancel   context.CancelFunc
@@ -119,6 +167,21 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = 10 * time.Second
 	}
+	if cfg.IPConnBurst <= 0 {
+		cfg.IPConnBurst = 20
+	}
+	if cfg.IPHTTPBurst <= 0 {
+		cfg.IPHTTPBurst = 100
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 30 * time.Second
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = min(10*time.Second, cfg.RequestTimeout)
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 60 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	reads, cancelReads := context.WithCancel(ctx)
 	s := &Server{
@@ -141,25 +204,70 @@ func New(cfg Config) (*Server, error) {
 		Directory:    cfg.Directory,
 		Roster:       cfg.Roster,
 	})
-	s.posts = newIPLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
+	s.posts = newAddrLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
+	s.requests = newAddrLimiter(cfg.IPHTTPRate, cfg.IPHTTPBurst)
+	s.upgrades = newAddrLimiter(cfg.IPConnRate, cfg.IPConnBurst)
+	s.gate = &gate{max: max(cfg.MaxConns, 0), perAddr: max(cfg.IPConns, 0)}
 	s.keep = newWheel(cfg.PingInterval)
 	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Past the per-address HTTP rate
+// (Config.IPHTTPRate), a request other than /ws gets 429.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.requests.on() && r.URL.Path != "/ws" {
+		if ok, wait := s.requests.allow(addrKey(s.clientAddr(r)), time.Now()); !ok {
+			s.refuse(w, http.StatusTooManyRequests, wait, protocol.Errorf(protocol.CodeRateLimited, "too many requests from your address; the limit is %g per second", s.cfg.IPHTTPRate))
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
+// retryFull is the Retry-After of an upgrade refused because the server
+// or the address holds as many connections as it may: when one closes is
+// unknown, and clients that honour it should not all come back at once,
+// so it is 5 s plus up to 5 s of jitter.
+const retryFull = 5 * time.Second
+
+// handleWS upgrades a request to a WebSocket connection and starts
+// serving it. Before the upgrade, in this order: 503 shutting_down during
+// shutdown; 429 rate_limited past the address's rate of new connections
+// or its open connections; 503 server_full past MaxConns. Nothing is
+// allocated for a connection before these pass.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.shutting.Load() {
 		writeError(w, http.StatusServiceUnavailable, errShuttingDown)
+		return
+	}
+	addr := s.clientAddr(r)
+	key := addrKey(addr)
+	if ok, wait := s.upgrades.allow(key, time.Now()); !ok {
+		s.log.Info("refused websocket", "remote", r.RemoteAddr, "client", addr, "why", "address connection rate")
+		s.metrics.refused.Inc()
+		s.refuse(w, http.StatusTooManyRequests, wait, protocol.Errorf(protocol.CodeRateLimited, "too many new connections from your address; the limit is %g per second", s.cfg.IPConnRate))
+		return
+	}
+	switch s.gate.enter(key) {
+	case addrFull:
+		s.log.Info("refused websocket", "remote", r.RemoteAddr, "client", addr, "why", "address connections")
+		s.metrics.refused.Inc()
+		s.refuse(w, http.StatusTooManyRequests, retryFull+rand.N(retryFull), protocol.Errorf(protocol.CodeRateLimited, "too many open connections from your address; the limit is %d", s.cfg.IPConns))
+		return
+	case serverFull:
+		s.logFull()
+		s.log.Info("refused websocket", "remote", r.RemoteAddr, "client", addr, "why", "server full")
+		s.metrics.refused.Inc()
+		s.refuse(w, http.StatusServiceUnavailable, retryFull+rand.N(retryFull), protocol.Errorf(protocol.CodeServerFull, "the server holds as many connections as it may; try again in a few seconds"))
 		return
 	}
 	hw := &hijackWriter{ResponseWriter: w}
 	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.Origins})
 	if err != nil {
 		// Accept has answered (403 for a foreign Origin, 426 for a bad upgrade).
+		s.gate.leave(key)
 		s.log.Info("refused websocket", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
 		s.metrics.refused.Inc()
 		return
@@ -169,6 +277,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		srv:      s,
 		ws:       ws,
 		nw:       hw.nw,
+		addr:     key,
 		batch:    r.URL.Query().Get("batch") == "1",
 		linkBase: s.baseURL(r),
 	}
@@ -209,13 +318,24 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		old.closeWith(protocol.CloseReplaced, "resumed elsewhere")
 	}
 	s.keep.add(c)
-	s.log.Info("connect", "user", u.ID(), "remote", r.RemoteAddr, "resumed", resumed, "batch", c.batch)
+	s.log.Info("connect", "user", u.ID(), "remote", r.RemoteAddr, "client", addr, "resumed", resumed, "batch", c.batch)
 	if s.shutting.Load() {
 		c.closeWith(protocol.CloseShutdown, "shutdown")
 	}
 	// The read loop gets a goroutine of its own, so that net/http's
 	// connection goroutine, with its deeper stack, ends here.
 	go c.serve()
+}
+
+// logFull warns that the server is full, at most once a minute: under a
+// flood of upgrades one line per refusal would bury it.
+func (s *Server) logFull() {
+	now := time.Now().UnixNano()
+	last := s.fullWarned.Load()
+	if now-last < int64(time.Minute) || !s.fullWarned.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("server full: refusing WebSocket upgrades with 503", "max_conns", s.cfg.MaxConns)
 }
 
 func (s *Server) untrack(c *conn) {
