@@ -1,8 +1,11 @@
 # Each target is one line; anything longer lives in scripts/.
-.PHONY: run build test lint fuzz bench deps
+.PHONY: run build test lint fuzz bench deps cluster
 
 run:
 	GODEBUG=adaptivestackstart=0 go run ./cmd/roomchatd
+
+cluster:
+	bash scripts/cluster.sh
 
 build:
 	mkdir -p bin && go build -o bin/ ./cmd/...
