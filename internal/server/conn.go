@@ -76,6 +76,11 @@ type conn struct {
 	kaIn           bool
 
 	wg sync.WaitGroup // the writer, close and keepalive goroutines
+
+	// writer is c.writeLoop as a func value, made once: a go statement
+	// with a fresh method value allocates a closure, and the writer starts
+	// each time frames arrive for an idle connection.
+	writer func()
 }
 
 // Queue implements room.Conn: it appends frame for the writer, starting
@@ -99,7 +104,7 @@ func (c *conn) Queue(frame []byte) {
 	if !c.writing {
 		c.writing = true
 		c.wg.Add(1)
-		go c.writeLoop()
+		go c.writer()
 	}
 	c.mu.Unlock()
 }
@@ -111,16 +116,16 @@ func (c *conn) writeLoop() {
 	defer c.wg.Done()
 	for {
 		c.mu.Lock()
-		q := c.queue
-		// Swap in the emptied slice of the last drain: queueing a frame
-		// allocates nothing once a connection has had traffic.
-		c.queue, c.spare, c.queued = c.spare, nil, 0
-		if len(q) == 0 || c.closing && !c.byServer {
-			c.queue = q
+		if len(c.queue) == 0 || c.closing && !c.byServer {
 			c.stopWriting()
 			c.mu.Unlock()
 			return
 		}
+		q := c.queue
+		// Swap in the emptied slice of the last drain: queueing a frame
+		// allocates nothing once a connection has had traffic. Both
+		// slices stay with the connection between wakes.
+		c.queue, c.spare, c.queued = c.spare, nil, 0
 		c.mu.Unlock()
 		if err := c.write(q); err != nil {
 			c.mu.Lock()

@@ -22,7 +22,7 @@ type testServer struct {
 
 // newTestServer starts a server with an in-memory store; mod may change
 // its Config. Logs go to the test's output.
-func newTestServer(t *testing.T, mod ...func(*server.Config)) *testServer {
+func newTestServer(t testing.TB, mod ...func(*server.Config)) *testServer {
 	t.Helper()
 	st := store.NewMemory(store.Retention{})
 	cfg := server.Config{

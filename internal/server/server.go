@@ -281,6 +281,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		batch:    r.URL.Query().Get("batch") == "1",
 		linkBase: s.baseURL(r),
 	}
+	c.writer = c.writeLoop
 	if s.limits.Rate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(s.limits.Rate), s.limits.Burst)
 		c.abuse = rate.NewLimiter(rate.Limit(s.limits.Rate), 2*s.limits.Burst)
@@ -311,7 +312,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		c.queue = append([][]byte{welcome}, c.queue...)
 		c.queued += len(welcome)
 		c.wg.Add(1)
-		go c.writeLoop()
+		go c.writer()
 	}
 	c.mu.Unlock()
 	if old, ok := replaced.(*conn); ok {
