@@ -249,7 +249,8 @@ func (r *Roster) sweep() {
 }
 
 // Close stops refreshing and removes every entry this node owns, at once
-// (a clean stop: SPEC §8), announcing each leave.
+// (a clean stop: SPEC §8), in one pipeline, announcing each leave. If
+// Redis cannot be reached the entries lapse by themselves.
 func (r *Roster) Close() {
 	r.mu.Lock()
 	if r.closed {
@@ -260,13 +261,29 @@ func (r *Roster) Close() {
 	r.mu.Unlock()
 	close(r.stop)
 	<-r.done
+	type entry struct{ room, id, name string }
+	var entries []entry
+	var execs []rueidis.LuaExec
 	for room, users := range r.snapshot() {
 		for id, name := range users {
-			count, err := r.Remove(context.Background(), room, id)
-			if err != nil {
-				return // Redis is gone: the entries lapse by themselves
-			}
-			r.left(room, protocol.User{UserID: id, Name: name}, count)
+			entries = append(entries, entry{room, id, name})
+			execs = append(execs, rueidis.LuaExec{Keys: r.keys(room), Args: []string{"remove", nowMS(), id, r.owner}})
+		}
+	}
+	if len(execs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*r.st.timeout)
+	defer cancel()
+	for i, res := range presenceScript.ExecMulti(ctx, r.st.client, execs...) {
+		arr, err := res.ToArray()
+		if err != nil || len(arr) != 2 {
+			continue
+		}
+		count, _ := arr[0].AsInt64()
+		if removed, _ := arr[1].AsInt64(); removed == 1 {
+			e := entries[i]
+			r.left(e.room, protocol.User{UserID: e.id, Name: e.name}, int(count))
 		}
 	}
 }
