@@ -34,7 +34,7 @@ var layers = map[string][]string{
 	"internal/chattest":        {"internal/protocol", "internal/client"},
 	"web":                      {},
 	"cmd/roomchat":             {"internal/protocol", "internal/client"},
-	"cmd/roomchat-bench/...":   {"internal/protocol", "cmd/roomchat-bench/..."},
+	"cmd/roomchat-bench/...":   {"internal/protocol", "internal/client", "cmd/roomchat-bench/..."},
 	"cmd/roomchatd":            {"internal/...", "web"},
 }
 

@@ -22,6 +22,7 @@ var commands = []*command{
 	{name: "baseline", summary: "run the minimal relay server (the ceiling) on a loopback address", setup: baselineCmd},
 	{name: "fanout", summary: "R rooms x M members, S senders per room at a fixed rate; -find-max steps it up", setup: fanoutCmd},
 	{name: "idle", summary: "hold N joined connections; server memory per connection, connect+join rate", setup: idleCmd},
+	{name: "storm", summary: "joined clients lose their server (SIGTERM or kill -9), it comes back; time until all are back, loss, duplicates", setup: stormCmd},
 	{name: "churn", summary: "connect/join/leave/close cycles; server goroutines and heap before and after", setup: churnCmd},
 	{name: "chart", summary: "SVG of p99 latency against offered deliveries/s from -json results", setup: chartCmd},
 	{name: "summary", summary: "the results against issue 6's budget", setup: summaryCmd},

@@ -1,0 +1,396 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
+	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
+	"github.com/roomchat/roomchat/internal/client"
+)
+
+// The storm scenario (issue 12): rooms × members joined clients lose
+// their server (SIGTERM, or kill -9), the server comes back on the same
+// database and address, and every client reconnects as roomchat's own
+// clients do (internal/client's Session: jittered exponential backoff,
+// resume, join with since). It reports how long until every member is
+// back and caught up, messages lost and duplicated (both must be 0), the
+// restarted server's peak memory, and the latency of the messages sent
+// during the storm, from each one's intended send time.
+
+type stormConfig struct {
+	Bin     string        // roomchatd
+	DB      string        // its -db
+	Addr    string        // its -addr (the same after the restart)
+	Rooms   int           // rooms
+	Members int           // members per room, the sender included
+	Rate    float64       // msgs/s sent to each room
+	Signal  string        // "term" or "kill"
+	Settle  time.Duration // traffic before the server is stopped
+	Down    time.Duration // how long the server stays down
+	Timeout time.Duration // longest wait for everyone to come back
+	Par     int           // sessions opened at once
+}
+
+func stormCmd(fs *flag.FlagSet) runFunc {
+	var cfg stormConfig
+	fs.StringVar(&cfg.Bin, "roomchatd", "roomchatd", "the roomchatd binary to run (and restart)")
+	fs.StringVar(&cfg.DB, "db", "", "its -db file (default: a new file in a temporary directory)")
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:9180", "its -addr, on loopback")
+	fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms")
+	fs.IntVar(&cfg.Members, "members", 100, "members per room, the sender included")
+	fs.Float64Var(&cfg.Rate, "rate", 1, "msgs/s sent to each room (by one sender)")
+	fs.StringVar(&cfg.Signal, "signal", "term", "how the server is stopped: term (SIGTERM) or kill (SIGKILL)")
+	fs.DurationVar(&cfg.Settle, "settle", 5*time.Second, "traffic before the server is stopped")
+	fs.DurationVar(&cfg.Down, "down", time.Second, "how long the server stays down")
+	fs.DurationVar(&cfg.Timeout, "timeout", 3*time.Minute, "longest wait for every member to come back")
+	fs.IntVar(&cfg.Par, "par", 64, "sessions opened at once")
+	out := resultFlags(fs)
+	return func(ctx context.Context, e *env) error {
+		if cfg.Signal != "term" && cfg.Signal != "kill" {
+			return errors.New("-signal must be term or kill")
+		}
+		if err := checkLoopback(cfg.Addr); err != nil {
+			return err
+		}
+		if cfg.Rooms < 1 || cfg.Members < 1 || cfg.Rate <= 0 {
+			return errors.New("-rooms, -members and -rate must be positive")
+		}
+		if cfg.DB == "" {
+			dir, err := os.MkdirTemp("", "roomchat-storm")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			cfg.DB = dir + "/storm.db"
+		}
+		proc.RaiseFDLimit()
+		res, err := runStorm(ctx, cfg, e)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr, "storm (%s): %d clients back and caught up %.0f ms after the stop (server down %.0f ms); lost %d, duplicated %d of %d acked messages; restarted server's peak RSS %.1f MiB; messages sent in the storm: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d deliveries\n",
+			res.Signal, res.Clients, res.BackMS, res.DownMS, res.Lost, res.Duplicated, res.Acked, float64(res.PeakRSSKiB)/1024, res.StormP50MS, res.StormP99MS, res.StormMaxMS, res.StormSamples)
+		err = out.run(e, func(w *report.Writer) error {
+			w.Emit(res)
+			return nil
+		})
+		if err == nil && (res.Lost > 0 || res.Duplicated > 0) {
+			err = fmt.Errorf("storm lost %d and duplicated %d messages", res.Lost, res.Duplicated)
+		}
+		return err
+	}
+}
+
+// stormResult is what a storm run reports.
+type stormResult struct {
+	Kind         string  `json:"kind"` // "storm"
+	Signal       string  `json:"signal"`
+	Rooms        int     `json:"rooms"`
+	Members      int     `json:"members"`
+	Clients      int     `json:"clients"`
+	BackMS       float64 `json:"backMs"`       // from the stop to the last member back and caught up
+	DownMS       float64 `json:"downMs"`       // how long the server was down
+	Lost         int64   `json:"lost"`         // seqs a member never got
+	Duplicated   int64   `json:"duplicated"`   // seqs a member got twice
+	Acked        int64   `json:"acked"`        // messages acked over the run
+	PeakRSSKiB   int64   `json:"peakRssKiB"`   // the restarted server's VmHWM, once every member is back
+	StormP50MS   float64 `json:"stormP50ms"`   // latency of messages sent from the stop until everyone was back
+	StormP99MS   float64 `json:"stormP99ms"`   //
+	StormMaxMS   float64 `json:"stormMaxms"`   //
+	StormSamples int     `json:"stormSamples"` // deliveries those figures are over
+}
+
+// stormServer is the roomchatd process of a storm run.
+type stormServer struct {
+	cfg stormConfig
+	cmd *exec.Cmd
+}
+
+func (s *stormServer) start(ctx context.Context) error {
+	cmd := exec.Command(s.cfg.Bin, "-addr", s.cfg.Addr, "-db", s.cfg.DB, "-rate", "0", "-log-level", "warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", s.cfg.Bin, err)
+	}
+	s.cmd = cmd
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		res, err := http.Get("http://" + s.cfg.Addr + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.stop(syscall.SIGKILL)
+	return fmt.Errorf("%s did not become ready on %s within 30 s", s.cfg.Bin, s.cfg.Addr)
+}
+
+// stop signals the server and waits for it to exit.
+func (s *stormServer) stop(sig syscall.Signal) {
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Signal(sig)
+	s.cmd.Wait()
+	s.cmd = nil
+}
+
+// stormMember is one session and what it received.
+type stormMember struct {
+	sess *client.Session
+	room int
+
+	mu       sync.Mutex
+	seqs     []int64   // every seq delivered, in order
+	backAt   time.Time // first delivery of a message sent after the restart
+	storm    []float64 // ms from intended send time, for messages sent in the storm window
+	lastSent time.Time // intended send time of the last message delivered
+}
+
+func runStorm(ctx context.Context, cfg stormConfig, e *env) (stormResult, error) {
+	res := stormResult{Kind: "storm", Signal: cfg.Signal, Rooms: cfg.Rooms, Members: cfg.Members, Clients: cfg.Rooms * cfg.Members}
+	srv := &stormServer{cfg: cfg}
+	if err := srv.start(ctx); err != nil {
+		return res, err
+	}
+	defer func() { srv.stop(syscall.SIGKILL) }()
+	url := "http://" + cfg.Addr
+
+	// Open every session: rooms × members, cfg.Par at a time.
+	members := make([]*stormMember, 0, cfg.Rooms*cfg.Members)
+	var mu sync.Mutex
+	var openErr error
+	sem := make(chan struct{}, cfg.Par)
+	var wg sync.WaitGroup
+	opts := client.SessionOptions{MinBackoff: client.DefaultMinBackoff, MaxBackoff: client.DefaultMaxBackoff}
+	for r := range cfg.Rooms {
+		for range cfg.Members {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				s, err := client.OpenSession(ctx, url, fmt.Sprint("storm-", r), opts)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					openErr = err
+					return
+				}
+				members = append(members, &stormMember{sess: s, room: r})
+			})
+		}
+	}
+	wg.Wait()
+	defer func() {
+		for _, m := range members {
+			m.sess.Close()
+		}
+	}()
+	if openErr != nil {
+		return res, fmt.Errorf("open sessions: %w", openErr)
+	}
+	fmt.Fprintf(e.stderr, "storm: %d sessions in %d rooms\n", len(members), cfg.Rooms)
+
+	var stopAt, upAt atomic.Int64 // Unix ns: the server was stopped, came back
+	rctx, cancelReaders := context.WithCancel(ctx)
+	defer cancelReaders()
+	var readers sync.WaitGroup
+	for _, m := range members {
+		readers.Go(func() { m.read(rctx, &stopAt, &upAt) })
+	}
+
+	// One sender per room: the room's first member sends at cfg.Rate, each
+	// message carrying its intended send time; a send blocks through the
+	// outage (the session resends with the same id after a reconnect).
+	senders := make([]*stormMember, cfg.Rooms)
+	for _, m := range members {
+		if senders[m.room] == nil {
+			senders[m.room] = m
+		}
+	}
+	sctx, stopSending := context.WithCancel(ctx)
+	defer stopSending()
+	var acked atomic.Int64
+	lastAcked := make([]atomic.Int64, cfg.Rooms)
+	var sendWG sync.WaitGroup
+	start := time.Now()
+	for r, s := range senders {
+		sendWG.Go(func() {
+			period := time.Duration(float64(time.Second) / cfg.Rate)
+			offset := time.Duration(r) * period / time.Duration(cfg.Rooms)
+			for i := 0; ; i++ {
+				due := start.Add(offset + time.Duration(i)*period)
+				select {
+				case <-sctx.Done():
+					return
+				case <-time.After(time.Until(due)):
+				}
+				a, err := s.sess.SendMessage(sctx, "t="+strconv.FormatInt(due.UnixNano(), 10))
+				if err != nil {
+					return
+				}
+				acked.Add(1)
+				lastAcked[r].Store(a.Seq)
+			}
+		})
+	}
+
+	time.Sleep(cfg.Settle)
+	sig := syscall.SIGTERM
+	if cfg.Signal == "kill" {
+		sig = syscall.SIGKILL
+	}
+	fmt.Fprintf(e.stderr, "storm: stopping the server (%s)\n", cfg.Signal)
+	stopAt.Store(time.Now().UnixNano())
+	srv.stop(sig)
+	time.Sleep(cfg.Down)
+	if err := srv.start(ctx); err != nil {
+		stopSending()
+		return res, err
+	}
+	upAt.Store(time.Now().UnixNano())
+	pid := srv.cmd.Process.Pid
+	res.DownMS = float64(upAt.Load()-stopAt.Load()) / 1e6
+	fmt.Fprintf(e.stderr, "storm: server back after %.0f ms (pid %d)\n", res.DownMS, pid)
+
+	// Wait until every member has a message sent after the restart.
+	deadline := time.Now().Add(cfg.Timeout)
+	var back time.Time
+	for {
+		n, latest := 0, time.Time{}
+		for _, m := range members {
+			m.mu.Lock()
+			if !m.backAt.IsZero() {
+				n++
+				if m.backAt.After(latest) {
+					latest = m.backAt
+				}
+			}
+			m.mu.Unlock()
+		}
+		if n == len(members) {
+			back = latest
+			break
+		}
+		if time.Now().After(deadline) {
+			stopSending()
+			return res, fmt.Errorf("after %v, %d of %d members were back", cfg.Timeout, n, len(members))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res.BackMS = float64(back.UnixNano()-stopAt.Load()) / 1e6
+	if hwm, err := proc.Status(pid, "VmHWM"); err == nil {
+		res.PeakRSSKiB = hwm >> 10
+	}
+
+	// Stop sending, then wait until every member has its room's last
+	// acked seq, and count what is missing or repeated.
+	stopSending()
+	sendWG.Wait()
+	res.Acked = acked.Load()
+	drain := time.Now().Add(30 * time.Second)
+	for _, m := range members {
+		want := lastAcked[m.room].Load()
+		for {
+			m.mu.Lock()
+			have := len(m.seqs) > 0 && m.seqs[len(m.seqs)-1] >= want
+			m.mu.Unlock()
+			if have || time.Now().After(drain) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	cancelReaders()
+	readers.Wait()
+	var storm []float64
+	for _, m := range members {
+		lost, dup := gaps(m.seqs, lastAcked[m.room].Load())
+		res.Lost += lost
+		res.Duplicated += dup
+		storm = append(storm, m.storm...)
+	}
+	slices.Sort(storm)
+	res.StormSamples = len(storm)
+	if len(storm) > 0 {
+		res.StormP50MS = storm[len(storm)/2]
+		res.StormP99MS = storm[min(len(storm)-1, len(storm)*99/100)]
+		res.StormMaxMS = storm[len(storm)-1]
+	}
+	return res, nil
+}
+
+// read delivers the member's events until ctx ends, recording seqs, when
+// it got its first message sent after the restart, and the latency of the
+// messages sent from the stop until then.
+func (m *stormMember) read(ctx context.Context, stopAt, upAt *atomic.Int64) {
+	for {
+		ev, err := m.sess.Next(ctx)
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		for _, msg := range ev.Messages() {
+			sent, ok := sentAt(msg.Message)
+			m.mu.Lock()
+			m.seqs = append(m.seqs, msg.Seq)
+			if ok {
+				stop, up := stopAt.Load(), upAt.Load()
+				if stop > 0 && sent.UnixNano() >= stop && m.backAt.IsZero() {
+					m.storm = append(m.storm, float64(now.Sub(sent))/1e6)
+				}
+				if up > 0 && sent.UnixNano() >= up && m.backAt.IsZero() {
+					m.backAt = now
+				}
+				m.lastSent = sent
+			}
+			m.mu.Unlock()
+		}
+	}
+}
+
+// sentAt reads the intended send time a storm message carries.
+func sentAt(text string) (time.Time, bool) {
+	ns, ok := strings.CutPrefix(text, "t=")
+	if !ok {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, n), true
+}
+
+// gaps counts, in seqs as delivered, the seqs of 1..last that never came
+// and those that came more than once.
+func gaps(seqs []int64, last int64) (lost, dup int64) {
+	seen := make(map[int64]int, len(seqs))
+	for _, s := range seqs {
+		seen[s]++
+	}
+	for s := int64(1); s <= last; s++ {
+		switch n := seen[s]; {
+		case n == 0:
+			lost++
+		case n > 1:
+			dup += int64(n - 1)
+		}
+	}
+	return lost, dup
+}
