@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -38,7 +39,9 @@ type conn struct {
 	srv      *Server
 	ws       *websocket.Conn
 	nw       *netWriter
-	addr     netip.Prefix // the client address's key (addrKey), for srv.gate
+	peek     *peekConn     // the socket under the library's reader
+	br       *bufio.Reader // the library's read buffer; see waitIdle
+	addr     netip.Prefix  // the client address's key (addrKey), for srv.gate
 	batch    bool
 	linkBase string // where share links start (scheme and host), from the upgrade request
 
@@ -70,10 +73,13 @@ type conn struct {
 	// echoed by the client is not taken for a clean close by the client.
 	byServer bool
 
-	// The keepalive wheel's list links. Guarded by srv.keep.mu.
+	// The keepalive wheel's list links and ping state. Guarded by
+	// srv.keep.mu.
 	kaPrev, kaNext *conn
 	kaSlot         int
 	kaIn           bool
+	kaPinged       bool   // a ping went out and has not been checked yet
+	kaReads        uint64 // peek.reads when it went out
 
 	wg sync.WaitGroup // the writer, close and keepalive goroutines
 
@@ -139,7 +145,13 @@ func (c *conn) writeLoop() {
 			}
 			return
 		}
-		c.srv.metrics.framesOut.Add(float64(len(q)))
+		events := len(q)
+		for _, f := range q {
+			if isPing(f) {
+				events--
+			}
+		}
+		c.srv.metrics.framesOut.Add(float64(events))
 		clear(q)
 		c.mu.Lock()
 		c.spare = q[:0]
@@ -166,15 +178,29 @@ func (c *conn) write(q [][]byte) error {
 	var err error
 	if c.batch && len(q) > 1 {
 		buf := batchBufs.Get().(*bytes.Buffer)
+		flush := func() {
+			if buf.Len() > 0 && err == nil {
+				err = c.ws.Write(context.Background(), websocket.MessageText, buf.Bytes())
+			}
+			buf.Reset()
+		}
 		for _, f := range q {
+			if isPing(f) {
+				flush()
+				c.nw.ping()
+				continue
+			}
 			buf.Write(f)
 			buf.WriteByte('\n')
 		}
-		err = c.ws.Write(context.Background(), websocket.MessageText, buf.Bytes())
-		buf.Reset()
+		flush()
 		batchBufs.Put(buf)
 	} else {
 		for _, f := range q {
+			if isPing(f) {
+				c.nw.ping()
+				continue
+			}
 			if err = c.ws.Write(context.Background(), websocket.MessageText, f); err != nil {
 				break
 			}
@@ -338,6 +364,10 @@ func (c *conn) readLoop() (clean bool, why string) {
 	for {
 		// No context: a cancellable one costs an AfterFunc per read, and
 		// Shutdown ends read loops by closing their connections.
+		c.waitIdle()
+		if c.skipPongs() {
+			continue
+		}
 		typ, r, err := c.ws.Reader(context.Background())
 		if err != nil {
 			c.mu.Lock()
@@ -387,6 +417,61 @@ func (c *conn) readLoop() (clean bool, why string) {
 			c.handle(buf.Bytes())
 			putFrameBuf(buf)
 		}(busy)
+	}
+}
+
+// waitIdle parks the read loop, between frames, until the client sends
+// something (see peekConn). It does not wait when the library's buffer
+// already holds the start of a frame, or when the connection is closing:
+// then the library's close handshake may be reading that buffer, and the
+// read loop leaves the waiting to the library.
+func (c *conn) waitIdle() {
+	c.mu.Lock()
+	idle := !c.closing && c.br.Buffered() == 0
+	c.mu.Unlock()
+	if idle {
+		c.peek.wait()
+	}
+}
+
+// skipPongs takes the pong frames at the head of the library's buffer out
+// of it, if they are whole there, and reports whether it took any and
+// nothing else is buffered: the answers to the keepalive's pings, which
+// the library would read and then wait inside its reader for the next
+// frame, deep in the stack that waitIdle keeps shallow. (Any byte from
+// the client counts as the answer: see wheel.) Like waitIdle, it leaves
+// the buffer alone while the connection closes.
+func (c *conn) skipPongs() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	// The bytes wait read are in peekConn; Peek of at most what it holds
+	// moves them into the buffer without blocking.
+	if c.br.Buffered() == 0 {
+		c.peek.mu.Lock()
+		n := c.peek.w - c.peek.r
+		c.peek.mu.Unlock()
+		if n == 0 {
+			return false
+		}
+		c.br.Peek(min(n, c.br.Size()))
+	}
+	took := false
+	for {
+		b := c.br.Buffered()
+		hdr, _ := c.br.Peek(min(b, 2))
+		// A pong from a client: FIN and opcode 0xA, masked, payload under 126.
+		if len(hdr) < 2 || hdr[0] != 0x8a || hdr[1]&0x80 == 0 || hdr[1]&0x7f > 125 {
+			return took && b == 0
+		}
+		size := 2 + 4 + int(hdr[1]&0x7f)
+		if b < size {
+			return false
+		}
+		c.br.Discard(size)
+		took = true
 	}
 }
 
@@ -583,31 +668,23 @@ func (c *conn) reply(reqID string, err error) {
 	c.Queue(protocol.EncodeError(reqID, pe))
 }
 
-// startKeepalive pings the client on a short-lived goroutine (the wheel
-// calls it every PingInterval); no pong within PingTimeout drops the
-// connection. It does nothing once the connection is closing.
-func (c *conn) startKeepalive() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closing {
-		return
-	}
-	c.wg.Add(1)
-	go c.keepalive()
-}
+// pingMarker, queued like a frame, makes the writer send a WebSocket
+// ping (netWriter.ping) in its place: the keepalive wheel pings each
+// connection through its own writer, so a ping never blocks the wheel and
+// never goes into the middle of another frame.
+var pingMarker = []byte{0}
 
-func (c *conn) keepalive() {
-	defer c.wg.Done()
-	ctx, cancel := context.WithTimeout(c.srv.ctx, c.srv.cfg.PingTimeout)
-	defer cancel()
-	if err := c.ws.Ping(ctx); err != nil {
-		c.mu.Lock()
-		closing := c.closing
-		c.mu.Unlock()
-		if !closing {
-			c.srv.log.Info("keepalive timeout", "user", c.user.ID())
-			c.ws.CloseNow()
-		}
+func isPing(f []byte) bool { return len(f) == 1 && &f[0] == &pingMarker[0] }
+
+// keepaliveTimeout drops a connection whose peer sent nothing within
+// PingTimeout of a ping, unless it is closing anyway.
+func (c *conn) keepaliveTimeout() {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if !closing {
+		c.srv.log.Info("keepalive timeout", "user", c.user.ID())
+		c.ws.CloseNow()
 	}
 }
 

@@ -3,12 +3,14 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,7 +32,9 @@ const (
 // any bytes net/http had already read.
 type hijackWriter struct {
 	http.ResponseWriter
-	nw *netWriter // set by Hijack
+	nw   *netWriter    // set by Hijack
+	peek *peekConn     // set by Hijack
+	br   *bufio.Reader // set by Hijack: the library reads frames from it
 }
 
 func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -45,17 +49,76 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// returned reader has buffered (it resets the reader onto conn), so the
 	// new reader must hold those bytes in its buffer.
 	n := brw.Reader.Buffered()
-	br := bufio.NewReaderSize(conn, readBufSize)
+	pc := &peekConn{Conn: conn}
+	br := bufio.NewReaderSize(pc, readBufSize)
 	if n > 0 {
 		b, _ := brw.Reader.Peek(n)
-		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn), max(n, readBufSize))
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), pc), max(n, readBufSize))
 		if _, err := br.Peek(n); err != nil {
 			conn.Close()
 			return nil, nil, err
 		}
 	}
-	w.nw = &netWriter{conn: conn}
-	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(w.nw, writeBufSize)), nil
+	w.nw, w.peek, w.br = &netWriter{conn: conn}, pc, br
+	return pc, bufio.NewReadWriter(br, bufio.NewWriterSize(w.nw, writeBufSize)), nil
+}
+
+// peekConn is the socket as the library reads it. Between frames the read
+// loop waits for the next bytes itself (wait), a few frames above the
+// runtime's netpoll; the library's next Read gets them first, unless the
+// read loop finds they are a pong, which it takes itself (conn.skipPongs). An idle
+// connection's read-loop goroutine is then parked with a shallow stack,
+// which the garbage collector shrinks (it halves a stack that uses less
+// than a quarter of it), where waiting inside the library's reader would
+// keep some 3 KiB in use and the stack at the 8 KiB the runtime starts
+// goroutines with. Reads are serialized: the library's close handshake may
+// read from another goroutine.
+type peekConn struct {
+	net.Conn
+
+	// reads counts reads that returned bytes: the keepalive takes any
+	// byte from the client after a ping as a sign of life.
+	reads atomic.Uint64
+
+	mu   sync.Mutex // serializes reads; guards the fields below
+	buf  [16]byte   // what wait read, for the library; a pong fits
+	r, w int        // buf[r:w] is not yet given to the library
+	err  error      // what wait's read failed with, for the library's next Read
+}
+
+// wait blocks until the socket has bytes to read (or fails), keeping what
+// one read returns for the library.
+func (c *peekConn) wait() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.r < c.w || c.err != nil {
+		return
+	}
+	n, err := c.Conn.Read(c.buf[:])
+	c.r, c.w, c.err = 0, n, err
+	if n > 0 {
+		c.reads.Add(1)
+	}
+}
+
+func (c *peekConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case len(p) == 0:
+		return 0, nil
+	case c.r < c.w:
+		n := copy(p, c.buf[c.r:c.w])
+		c.r += n
+		return n, nil
+	case c.err != nil:
+		return 0, c.err
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.reads.Add(1)
+	}
+	return n, err
 }
 
 // netWriter is the writer under the library's bufio.Writer. Outside a
@@ -65,23 +128,40 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 type netWriter struct {
 	conn net.Conn
 
-	mu   sync.Mutex // serializes socket writes; guards held, buf and broken
+	mu   sync.Mutex // serializes socket writes; guards the fields below
 	held bool
 	buf  *[]byte
 	// broken is set when a drain failed after part of it was written: the
 	// peer holds part of a frame, so nothing more may follow (a close
 	// frame would be read as the rest of it).
 	broken bool
+	// frames follows the frames the library writes, which take several
+	// writes each, so that a keepalive ping (ping) goes between two
+	// frames, never into one; pendingPing holds one that came mid-frame.
+	frames      frameTracker
+	pendingPing bool
 }
 
-// errBroken answers writes after a drain was cut off mid-frame.
-var errBroken = errors.New("connection cut off in the middle of a frame")
+// pingFrame is a WebSocket ping with no payload, as the server sends it
+// (unmasked).
+var pingFrame = []byte{0x89, 0x00}
 
-var drainBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
-
-func (w *netWriter) Write(p []byte) (int, error) {
+// ping writes a ping frame at the next frame boundary. Called by the
+// connection's writer between hold and release, it only appends to the
+// drain.
+func (w *netWriter) ping() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !w.frames.boundary() {
+		w.pendingPing = true
+		return
+	}
+	w.emit(pingFrame)
+}
+
+// emit writes p as the library's writes are written: to the drain while
+// held, else to the socket. Guarded by w.mu.
+func (w *netWriter) emit(p []byte) (int, error) {
 	if w.held {
 		*w.buf = append(*w.buf, p...)
 		return len(p), nil
@@ -93,6 +173,73 @@ func (w *netWriter) Write(p []byte) (int, error) {
 	// earlier drain may have passed, so give this write its own.
 	w.conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
 	return w.conn.Write(p)
+}
+
+// frameTracker follows a stream of server frames (unmasked) written in
+// pieces, to tell where one ends.
+type frameTracker struct {
+	hdr  [10]byte
+	have int   // header bytes of the current frame seen so far
+	need int   // the header's length, once its second byte is seen
+	left int64 // payload bytes of the current frame still to come
+}
+
+// boundary reports whether the bytes so far end a frame.
+func (t *frameTracker) boundary() bool { return t.have == 0 && t.left == 0 }
+
+// feed takes the next bytes of the stream.
+func (t *frameTracker) feed(p []byte) {
+	for len(p) > 0 {
+		if t.left > 0 {
+			n := min(int64(len(p)), t.left)
+			t.left -= n
+			p = p[n:]
+			continue
+		}
+		t.hdr[t.have] = p[0]
+		t.have++
+		p = p[1:]
+		if t.have == 2 {
+			switch t.hdr[1] & 0x7f {
+			case 126:
+				t.need = 4
+			case 127:
+				t.need = 10
+			default:
+				t.need = 2
+			}
+		}
+		if t.have >= 2 && t.have == t.need {
+			switch t.need {
+			case 4:
+				t.left = int64(binary.BigEndian.Uint16(t.hdr[2:4]))
+			case 10:
+				t.left = int64(binary.BigEndian.Uint64(t.hdr[2:10]))
+			default:
+				t.left = int64(t.hdr[1] & 0x7f)
+			}
+			t.have, t.need = 0, 0
+		}
+	}
+}
+
+// errBroken answers writes after a drain was cut off mid-frame.
+var errBroken = errors.New("connection cut off in the middle of a frame")
+
+var drainBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func (w *netWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.emit(p)
+	w.frames.feed(p[:n])
+	if err == nil && w.pendingPing && w.frames.boundary() {
+		w.pendingPing = false
+		if _, err := w.emit(pingFrame); err != nil {
+			return n, err
+		}
+	}
+	return n, err
 }
 
 // controlWriteTimeout bounds a write of the library's own control frames,

@@ -13,10 +13,14 @@ const wheelSlots = 25
 // wheel pings every connection once per PingInterval from one goroutine,
 // instead of a timer per connection: a connection holds two list pointers
 // and a slot number for it, where a runtime timer costs a few hundred
-// bytes. Each ping runs on a short-lived goroutine (conn.keepalive), so an
-// idle connection holds none.
+// bytes. A ping is queued to the connection's writer (pingMarker); the
+// slot pinged PingTimeout ago is checked at the same tick, and a
+// connection that has sent no byte since its ping is dropped (any byte
+// will do: a pong, or a frame that came before it). No goroutine waits
+// for a pong.
 type wheel struct {
-	tick time.Duration
+	tick  time.Duration
+	check int // slots between a ping and its check: PingTimeout in ticks
 
 	mu      sync.Mutex        // guards the fields below and every conn's ka* fields
 	slots   [wheelSlots]*conn // heads of doubly linked lists
@@ -29,11 +33,13 @@ type wheel struct {
 	done     chan struct{} // closed when the goroutine ends
 }
 
-func newWheel(interval time.Duration) *wheel {
+func newWheel(interval, timeout time.Duration) *wheel {
+	tick := max(interval/wheelSlots, time.Millisecond)
 	return &wheel{
-		tick: max(interval/wheelSlots, time.Millisecond),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		tick:  tick,
+		check: min(max(int((timeout+tick-1)/tick), 1), wheelSlots-1),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
 	}
 }
 
@@ -77,6 +83,7 @@ func (w *wheel) loop() {
 	defer close(w.done)
 	t := time.NewTicker(w.tick)
 	defer t.Stop()
+	var dead []*conn
 	for {
 		select {
 		case <-w.stop:
@@ -84,15 +91,29 @@ func (w *wheel) loop() {
 		case <-t.C:
 		}
 		w.mu.Lock()
+		// Check the slot pinged w.check ticks ago: no byte since its ping
+		// means the peer is gone.
+		for c := w.slots[(w.cur+wheelSlots-w.check)%wheelSlots]; c != nil; c = c.kaNext {
+			if c.kaPinged && c.peek.reads.Load() == c.kaReads {
+				dead = append(dead, c)
+			}
+			c.kaPinged = false
+		}
 		w.buf = w.buf[:0]
 		for c := w.slots[w.cur]; c != nil; c = c.kaNext {
+			c.kaPinged, c.kaReads = true, c.peek.reads.Load()
 			w.buf = append(w.buf, c)
 		}
 		w.cur = (w.cur + 1) % wheelSlots
 		conns := w.buf
 		w.mu.Unlock()
+		for _, c := range dead {
+			c.keepaliveTimeout()
+		}
+		clear(dead)
+		dead = dead[:0]
 		for _, c := range conns {
-			c.startKeepalive()
+			c.Queue(pingMarker)
 		}
 		clear(conns)
 	}

@@ -208,7 +208,7 @@ func New(cfg Config) (*Server, error) {
 	s.requests = newAddrLimiter(cfg.IPHTTPRate, cfg.IPHTTPBurst)
 	s.upgrades = newAddrLimiter(cfg.IPConnRate, cfg.IPConnBurst)
 	s.gate = &gate{max: max(cfg.MaxConns, 0), perAddr: max(cfg.IPConns, 0)}
-	s.keep = newWheel(cfg.PingInterval)
+	s.keep = newWheel(cfg.PingInterval, cfg.PingTimeout)
 	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
@@ -277,6 +277,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		srv:      s,
 		ws:       ws,
 		nw:       hw.nw,
+		peek:     hw.peek,
+		br:       hw.br,
 		addr:     key,
 		batch:    r.URL.Query().Get("batch") == "1",
 		linkBase: s.baseURL(r),

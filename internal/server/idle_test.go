@@ -1,0 +1,41 @@
+package server_test
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/chattest"
+	"github.com/roomchat/roomchat/internal/server"
+)
+
+// An idle connection's read loop waits above the WebSocket library, also
+// after keepalive pings and their pongs (the server takes the pongs
+// itself), so that its goroutine's stack can shrink; and a client that
+// answers pings stays connected.
+func TestIdleReadLoopWaitsShallow(t *testing.T) {
+	ts := newTestServer(t, func(c *server.Config) {
+		c.PingInterval = 250 * time.Millisecond
+		c.PingTimeout = 100 * time.Millisecond
+	})
+	c := chattest.Dial(t, ts.URL, "") // its reader answers pings
+	c.Join(t, "r")
+	time.Sleep(time.Second) // four pings and their pongs
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	var loops, shallow int
+	for _, g := range strings.Split(stacks, "\n\n") {
+		if !strings.Contains(g, "server.(*conn).readLoop") {
+			continue
+		}
+		loops++
+		if strings.Contains(g, "server.(*conn).waitIdle") && !strings.Contains(g, "websocket.(*Conn).Reader") {
+			shallow++
+		}
+	}
+	if loops != 1 || shallow != 1 {
+		t.Fatalf("%d read loops, %d waiting in waitIdle; want 1 and 1:\n%s", loops, shallow, stacks)
+	}
+	c.SendAck(t, "still", "there") // the connection survived the pings
+}
