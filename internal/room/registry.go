@@ -172,8 +172,16 @@ func compact[K comparable, V any](m map[K]V, peak *int) map[K]V {
 	return maps.Collect(maps.All(m)) // not Clone: it keeps the table size
 }
 
-// NewRoomID returns a fresh 21-character room ID.
-func NewRoomID() string { return gonanoid.Must(protocol.RoomIDLen) }
+// NewRoomID returns a fresh 21-character room ID. It never starts with
+// "-", so that a command line never takes it for an option (roomchat send
+// ROOM …).
+func NewRoomID() string {
+	for {
+		if id := gonanoid.Must(protocol.RoomIDLen); id[0] != '-' {
+			return id
+		}
+	}
+}
 
 // getOrCreate returns the live room id, creating it if needed. The caller
 // locks it and must check dead.

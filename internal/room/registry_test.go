@@ -865,3 +865,12 @@ func listMembers(t *testing.T, reg *room.Registry, roomID string) ([]protocol.Us
 	}
 	return m, n
 }
+
+func TestNewRoomID(t *testing.T) {
+	for range 5000 { // a leading "-" would come once in 64
+		id := room.NewRoomID()
+		if len(id) != protocol.RoomIDLen || id[0] == '-' || protocol.DefaultLimits().CheckRoomID("roomID", id) != nil {
+			t.Fatalf("NewRoomID() = %q", id)
+		}
+	}
+}

@@ -312,7 +312,10 @@ func TestSlowPageReader(t *testing.T) {
 // every message and is never closed as too slow.
 func TestSteadyWebSocketReader(t *testing.T) {
 	ts := newTimedServer(t, noRate, func(c *server.Config) {
-		c.WriteTimeout = 300 * time.Millisecond
+		// A second is some four times what the reader needs per 16 KiB
+		// chunk even on a loaded machine under -race; the backlog takes
+		// four seconds to read.
+		c.WriteTimeout = time.Second
 		c.MaxQueue = 64 << 20 // only the write deadline may close it
 	})
 	sender := chattest.Dial(t, ts.testServer.URL, "")
@@ -338,7 +341,7 @@ func TestSteadyWebSocketReader(t *testing.T) {
 	slow.Write(ctx, websocket.MessageText, []byte(`{"type":"join","payload":{"roomID":"big"}}`))
 	sender.Await(t, protocol.TypePresence)
 
-	const n = 1000 // 4 MB: two seconds at 2 MB/s
+	const n = 2000 // 8 MB: four seconds at 2 MB/s
 	text := strings.Repeat("w", 3990)
 	go func() {
 		for i := range n {
