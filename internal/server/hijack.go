@@ -138,8 +138,17 @@ type netWriter struct {
 	// frames follows the frames the library writes, which take several
 	// writes each, so that a keepalive ping (ping) goes between two
 	// frames, never into one; pendingPing holds one that came mid-frame.
+	// tracking is set once the handshake's response (not frames) is out.
 	frames      frameTracker
 	pendingPing bool
+	tracking    bool
+}
+
+// track starts following frames: call it once the handshake is done.
+func (w *netWriter) track() {
+	w.mu.Lock()
+	w.tracking, w.frames = true, frameTracker{}
+	w.mu.Unlock()
 }
 
 // pingFrame is a WebSocket ping with no payload, as the server sends it
@@ -232,7 +241,9 @@ func (w *netWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n, err := w.emit(p)
-	w.frames.feed(p[:n])
+	if w.tracking {
+		w.frames.feed(p[:n])
+	}
 	if err == nil && w.pendingPing && w.frames.boundary() {
 		w.pendingPing = false
 		if _, err := w.emit(pingFrame); err != nil {

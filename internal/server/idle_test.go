@@ -39,3 +39,32 @@ func TestIdleReadLoopWaitsShallow(t *testing.T) {
 	}
 	c.SendAck(t, "still", "there") // the connection survived the pings
 }
+
+// Clients that answer pings stay connected through many of them, each
+// ping going out between frames (a ping inside a frame would break the
+// stream, and one never sent would drop the client).
+func TestPingsKeepAnsweringClients(t *testing.T) {
+	ts := newTestServer(t, noRate, func(c *server.Config) {
+		c.PingInterval = 200 * time.Millisecond
+		c.PingTimeout = 100 * time.Millisecond
+	})
+	var clients []*chattest.Client
+	for range 40 {
+		c := chattest.Dial(t, ts.URL, "")
+		c.Join(t, "r")
+		clients = append(clients, c)
+	}
+	// Traffic during the pings: frames of several sizes in the writers.
+	for i := range 20 {
+		clients[i%len(clients)].Sendf(t, `{"type":"msg","payload":{"message":%q}}`, strings.Repeat("x", i*200))
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // five more pings, idle
+	for i, c := range clients {
+		select {
+		case <-c.Done():
+			t.Fatalf("client %d was dropped: %v", i, c.Err())
+		default:
+		}
+	}
+}

@@ -42,6 +42,7 @@ func TestFrameTracker(t *testing.T) {
 // A ping asked for while a frame is half written goes after that frame.
 func TestPingBetweenFrames(t *testing.T) {
 	w := &netWriter{}
+	w.track()
 	w.hold()
 	w.Write([]byte{0x81, 5})
 	w.ping()

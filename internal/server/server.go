@@ -273,6 +273,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(s.limits.MaxFrame)
+	hw.nw.track() // the 101 response is out: frames from here on
 	c := &conn{
 		srv:      s,
 		ws:       ws,
