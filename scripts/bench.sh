@@ -10,7 +10,7 @@
 # (churn cycles, 100000), BENCH_SETTLE (longest wait for the churned server
 # to return to its start, 270s: roomchat keeps a closed connection's resume
 # record for 2 min, and an idle Go process only collects every 2 min),
-# BENCH_ONLY (space-separated subset of: fanout100
+# BENCH_ONLY (space-separated subset of: fanout100 batch100
 # fanout1000 batch fixed idle churn).
 set -eu
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ warmup=${BENCH_WARMUP:-1s}
 conns=${BENCH_CONNS:-19500}
 cycles=${BENCH_CYCLES:-100000}
 settle=${BENCH_SETTLE:-270s}
-only=${BENCH_ONLY:-fanout100 fanout1000 batch fixed idle churn}
+only=${BENCH_ONLY:-fanout100 batch100 fanout1000 batch fixed idle churn}
 
 command -v taskset >/dev/null || { echo "bench: taskset (util-linux) is required" >&2; exit 1; }
 if [ "$(nproc)" -lt 2 ]; then
@@ -160,7 +160,7 @@ want() { case " $only " in *" $1 "*) return 0 ;; esac; return 1; }
 
 fan=(-duration "$duration" -warmup "$warmup" -drain 3s)
 
-if want fanout100 || want fanout1000 || want batch || want fixed; then
+if want fanout100 || want batch100 || want fanout1000 || want batch || want fixed; then
   start baseline "$bench" baseline
   bl=$addr bpid=$pid
   start roomchatd-sqlite "$tmp/roomchatd" -rate 0 -db "$tmp/bench.db"
@@ -174,10 +174,16 @@ if want fanout100 || want fanout1000 || want batch || want fixed; then
     gen fanout -server "ws://$rc" -pid "$rpid" -mem "ws://$rm_" -mem-pid "$mpid" -baseline "ws://$bl" -baseline-pid "$bpid" \
       -rooms 100 -members 100 -senders 1 -rate 3 -find-max "${fan[@]}" -label 100x100
   fi
-  # p99 at a fixed 20,000 deliveries/s (100 senders x 2 msgs/s x 100).
+  # The same with ?batch=1 (several events per frame) for roomchat.
+  if want batch100; then
+    gen fanout -server "ws://$rc" -pid "$rpid" -batch -baseline "ws://$bl" -baseline-pid "$bpid" \
+      -rooms 100 -members 100 -senders 1 -rate 3 -find-max "${fan[@]}" -label 100x100-batch
+  fi
+  # p99, p99.9 and max at a fixed 20,000 deliveries/s (100 senders x 2
+  # msgs/s x 100), from each message's intended send time.
   if want fixed; then
     gen fanout -server "ws://$rc" -pid "$rpid" -baseline "ws://$bl" -baseline-pid "$bpid" \
-      -rooms 100 -members 100 -senders 1 -rate 2 -duration 10s -warmup 2s -label 100x100@20k
+      -rooms 100 -members 100 -senders 1 -rate 2 -duration 30s -warmup 3s -label 100x100@20k
   fi
   # 1 room x 1000 members, one sender: one frame per event, then batched.
   if want fanout1000; then
