@@ -43,7 +43,7 @@ type Broker struct {
 	mu     sync.Mutex // guards the fields below; never held across Redis calls or the handler
 	events []event    // for run, in order
 	wake   chan struct{}
-	rooms  map[string]int // subscriptions per room, as callers see them
+	rooms  map[string]*sub // subscriptions per room, as callers see them
 	conn   rueidis.DedicatedClient
 	ready  error // nil when subscribed and caught up
 	closed bool
@@ -129,7 +129,7 @@ func NewBroker(st *Store, h broker.Handler, opts BrokerOptions) *Broker {
 		log:   opts.Logger,
 		check: opts.Check,
 		wake:  make(chan struct{}, 1),
-		rooms: make(map[string]int),
+		rooms: make(map[string]*sub),
 		ready: errors.New("pub/sub not connected yet"),
 		done:  make(chan struct{}),
 
@@ -174,38 +174,80 @@ func (b *Broker) Publish(m protocol.Message, key string, done store.DoneFunc) {
 	b.st.Append(m, key, done)
 }
 
+// sub is a room's subscriptions as callers see them. Guarded by b.mu,
+// except ready and err: err is written once, before ready is closed.
+type sub struct {
+	n     int           // Subscribe calls that hold (or wait for) it
+	ready chan struct{} // closed once the first Subscribe has its outcome
+	err   error         // that outcome
+}
+
 // Subscribe implements broker.Broker: the first subscription to a room
 // SUBSCRIBEs its channel and waits for Redis to confirm, then reads the
 // room's position, so that every message stored after Subscribe returns
-// is delivered.
+// is delivered; a concurrent Subscribe to the same room waits for that.
 func (b *Broker) Subscribe(ctx context.Context, room string) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return errors.New("broker closed")
 	}
-	b.rooms[room]++
-	first := b.rooms[room] == 1
+	s := b.rooms[room]
+	if s != nil && isClosed(s.ready) && s.err != nil {
+		s = nil // a failed first attempt: start over (its waiters let go of it)
+	}
+	first := s == nil
+	if first {
+		s = &sub{ready: make(chan struct{})}
+		b.rooms[room] = s
+	}
+	s.n++
 	conn, ready := b.conn, b.ready
 	b.mu.Unlock()
 	if !first {
-		return nil
+		select {
+		case <-s.ready:
+			if s.err != nil {
+				b.release(room, s)
+			}
+			return s.err
+		case <-ctx.Done():
+			b.release(room, s)
+			return ctx.Err()
+		}
 	}
-	fail := func(err error) error {
-		b.Unsubscribe(room)
-		return err
+	err := b.subscribe(ctx, room, conn, ready)
+	s.err = err
+	close(s.ready)
+	if err != nil {
+		b.release(room, s)
 	}
+	return err
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// subscribe makes the first subscription to room: SUBSCRIBE, confirmed,
+// then the room's position for run.
+func (b *Broker) subscribe(ctx context.Context, room string, conn rueidis.DedicatedClient, ready error) error {
 	if conn == nil || ready != nil {
-		return fail(errors.New("redis pub/sub is not connected"))
+		return errors.New("redis pub/sub is not connected")
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.st.timeout)
 	defer cancel()
 	if err := conn.Do(ctx, conn.B().Subscribe().Channel(b.st.channel(room)).Build()).Error(); err != nil {
-		return fail(err)
+		return err
 	}
 	info, err := b.st.Room(ctx, room)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	applied := make(chan struct{})
 	b.push(event{kind: evSubscribe, room: room, seq: info.LastSeq, epoch: info.Epoch, applied: applied})
@@ -213,31 +255,32 @@ func (b *Broker) Subscribe(ctx context.Context, room string) error {
 	case <-applied:
 		return nil
 	case <-ctx.Done():
-		return fail(ctx.Err())
+		return ctx.Err()
 	}
 }
 
-// Unsubscribe implements broker.Broker. The last subscription's
-// UNSUBSCRIBE is sent on a goroutine of its own: it does not block.
+// Unsubscribe implements broker.Broker. It does not block: run sends the
+// last subscription's UNSUBSCRIBE.
 func (b *Broker) Unsubscribe(room string) {
 	b.mu.Lock()
-	b.rooms[room]--
-	last := b.rooms[room] <= 0
+	s := b.rooms[room]
+	b.mu.Unlock()
+	if s != nil {
+		b.release(room, s)
+	}
+}
+
+// release drops one hold on s; the last one forgets the room.
+func (b *Broker) release(room string, s *sub) {
+	b.mu.Lock()
+	s.n--
+	last := s.n <= 0 && b.rooms[room] == s
 	if last {
 		delete(b.rooms, room)
 	}
-	conn := b.conn
 	b.mu.Unlock()
-	if !last {
-		return
-	}
-	b.push(event{kind: evForget, room: room})
-	if conn != nil {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
-			defer cancel()
-			conn.Do(ctx, conn.B().Unsubscribe().Channel(b.st.channel(room)).Build())
-		}()
+	if last {
+		b.push(event{kind: evForget, room: room})
 	}
 }
 
@@ -497,9 +540,25 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 	case evForget:
 		b.mu.Lock()
 		_, again := b.rooms[e.room]
+		conn := b.conn
 		b.mu.Unlock()
 		if !again {
 			delete(states, e.room)
+			if conn != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+				conn.Do(ctx, conn.B().Unsubscribe().Channel(b.st.channel(e.room)).Build())
+				// A new first Subscribe may have sent its SUBSCRIBE just
+				// before this UNSUBSCRIBE: subscribe again (it is
+				// idempotent); what came in between is filled from the
+				// stream like any gap.
+				b.mu.Lock()
+				_, again = b.rooms[e.room]
+				b.mu.Unlock()
+				if again {
+					conn.Do(ctx, conn.B().Subscribe().Channel(b.st.channel(e.room)).Build())
+				}
+				cancel()
+			}
 		}
 	case evMessage:
 		st := states[e.room]

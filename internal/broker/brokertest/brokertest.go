@@ -29,6 +29,7 @@ func Run(t *testing.T, nodes int, newBrokers Factory) {
 	t.Run("RoomsIndependent", func(t *testing.T) { testRooms(t, newBrokers) })
 	t.Run("Dedup", func(t *testing.T) { testDedup(t, newBrokers) })
 	t.Run("SubscribeThenRead", func(t *testing.T) { testSubscribeThenRead(t, newBrokers) })
+	t.Run("ConcurrentSubscribe", func(t *testing.T) { testConcurrentSubscribe(t, newBrokers) })
 	if nodes > 1 {
 		t.Run("AcrossNodes", func(t *testing.T) { testAcrossNodes(t, min(nodes, 3), newBrokers) })
 		t.Run("RelayAcrossNodes", func(t *testing.T) { testRelay(t, min(nodes, 3), newBrokers) })
@@ -361,5 +362,46 @@ func testRelay(t *testing.T, nodes int, newBrokers Factory) {
 	}
 	if got := recs[nodes-1].Relays(); len(got) != 0 {
 		t.Errorf("a node without a subscription got relays: %q", got)
+	}
+}
+
+// Several joins subscribe to a new room at once while it gets messages:
+// each may read history as soon as its own Subscribe returns, so none may
+// return before the room's messages are delivered.
+func testConcurrentSubscribe(t *testing.T, newBrokers Factory) {
+	b, st, rec := one(t, newBrokers)
+	const n, subscribers = 300, 8
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			if res := Publish(t, b, Msg("r", fmt.Sprint(i)), ""); res.Err != nil {
+				t.Errorf("publish %d: %v", i, res.Err)
+				return
+			}
+		}
+	}()
+	var mu sync.Mutex
+	low := int64(n)
+	var wg sync.WaitGroup
+	for range subscribers {
+		wg.Go(func() {
+			subscribe(t, b, "r")
+			info, err := st.Room(context.Background(), "r")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			low = min(low, info.LastSeq)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	<-done
+	got := rec.WaitFor(t, "r", n)
+	after := slices.DeleteFunc(got, func(s int64) bool { return s <= low })
+	if !slices.Equal(after, span(low+1, n)) {
+		t.Fatalf("a subscriber read lastSeq %d, then %d of the %d later seqs were delivered", low, len(after), n-low)
 	}
 }
