@@ -26,6 +26,9 @@ type kind string
 const (
 	kindRoomchat kind = "roomchat" // SPEC §4 JSON protocol on /ws
 	kindRelay    kind = "baseline" // raw relay: /?room=R, text in = text out
+	// Centrifugo's JSON client protocol on /connection/websocket
+	// (centrifugo.go); idle only.
+	kindCentrifugo kind = "centrifugo"
 )
 
 // target is one server under test: one node, or the nodes of a cluster
@@ -35,6 +38,10 @@ type target struct {
 	nodes []*url.URL // ws://127.x.y.z:port each; at least one
 	batch bool       // roomchat: ask for ?batch=1
 	label string     // name in reports, default from kind, node count and batch
+	// Centrifugo: the HMAC secret its tokens are signed with (none:
+	// anonymous connections) and the namespace of the room channels.
+	cfSecret    []byte
+	cfNamespace string
 }
 
 // parseTarget accepts ws://, http:// or a bare host:port, or several of
@@ -52,8 +59,8 @@ func parseTarget(raw string, k kind) (*target, error) {
 		}
 		t.nodes = append(t.nodes, u)
 	}
-	if len(t.nodes) > 1 && k == kindRelay {
-		return nil, errors.New("the baseline relay is one server: give it one URL")
+	if len(t.nodes) > 1 && k != kindRoomchat {
+		return nil, fmt.Errorf("the %s target is one server: give it one URL", k)
 	}
 	return t, nil
 }
@@ -118,15 +125,18 @@ func (t *target) httpURL(node int, path string) string {
 	return u.String()
 }
 
-// wsURL returns node's WebSocket URL that joins room for a relay, or its
-// /ws for roomchat.
+// wsURL returns node's WebSocket URL that joins room for a relay, its
+// /connection/websocket for Centrifugo, or its /ws for roomchat.
 func (t *target) wsURL(node int, room string) string {
 	u := *t.nodes[node]
 	q := url.Values{}
-	if t.kind == kindRelay {
+	switch t.kind {
+	case kindRelay:
 		u.Path = "/"
 		q.Set("room", room)
-	} else {
+	case kindCentrifugo:
+		u.Path = "/connection/websocket"
+	default:
 		u.Path = "/ws"
 		if t.batch {
 			q.Set("batch", "1")
@@ -244,15 +254,23 @@ func (c *conn) readFrame(ctx context.Context) ([]byte, error) {
 }
 
 // connect opens connection i to room on t's node and, for roomchat, reads
-// welcome, sends join and waits for joined (SPEC §4). Everything is bounded
-// by ctx.
+// welcome, sends join and waits for joined (SPEC §4); for Centrifugo it
+// connects and subscribes to the room's channel (cfHandshake). Everything
+// is bounded by ctx.
 func connect(ctx context.Context, d *dialer, t *target, i int, room string, node int) (*conn, error) {
 	ws, err := d.dial(ctx, i, t.wsURL(node, room))
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
 	c := &conn{ws: ws, room: room, node: node}
-	if t.kind == kindRelay {
+	switch t.kind {
+	case kindRelay:
+		return c, nil
+	case kindCentrifugo:
+		if err := c.cfHandshake(ctx, t, i); err != nil {
+			ws.CloseNow()
+			return nil, err
+		}
 		return c, nil
 	}
 	if err := c.expect(ctx, protocol.TypeWelcome, ""); err != nil {

@@ -139,6 +139,10 @@ func idleCmd(fs *flag.FlagSet) runFunc {
 	var cfg idleConfig
 	server := fs.String("server", "", "server (ws://127.0.0.1:PORT), or a cluster's nodes separated by commas (each room's members spread over them round robin)")
 	isRelay := fs.Bool("relay", false, "the server is the baseline relay, not roomchat")
+	isCf := fs.Bool("centrifugo", false, "the server is Centrifugo (v6, JSON protocol on /connection/websocket): connect, then subscribe to the room's channel")
+	cfSecret := fs.String("cf-secret", "", "Centrifugo: HMAC secret (client.token.hmac_secret_key) to sign each connection's token with, user u<i> (empty: connect anonymously)")
+	cfNamespace := fs.String("cf-namespace", "rooms", "Centrifugo: channel namespace of the rooms (empty: none)")
+	label := fs.String("label", "", "target name in reports (default: roomchat, baseline or centrifugo)")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "connections to hold (capped by the open-files limit)")
 	fs.IntVar(&cfg.Rooms, "rooms", 0, "rooms to spread them over (0: one per 100 connections)")
 	fs.Var((*pidList)(&cfg.PIDs), "pid", "server PID: memory from /proc/PID/status VmRSS (else /metrics); with several servers, one PID per server separated by commas, in the same order")
@@ -148,10 +152,22 @@ func idleCmd(fs *flag.FlagSet) runFunc {
 	fs.IntVar(&maxPerSourceAddr, "per-addr", maxPerSourceAddr, "connections per loopback source address (more use 127.0.0.2, 127.0.0.3, …)")
 	out := resultFlags(fs)
 	return func(ctx context.Context, e *env) error {
-		t, err := parseTarget(*server, targetKind(*isRelay))
+		if *isRelay && *isCf {
+			return errors.New("-relay and -centrifugo: give one")
+		}
+		if strings.Contains(*cfNamespace, ":") {
+			return errors.New("-cf-namespace must not contain ':'")
+		}
+		k := targetKind(*isRelay)
+		if *isCf {
+			k = kindCentrifugo
+		}
+		t, err := parseTarget(*server, k)
 		if err != nil {
 			return err
 		}
+		t.label = *label
+		t.cfSecret, t.cfNamespace = []byte(*cfSecret), *cfNamespace
 		return out.run(e, func(w *report.Writer) error {
 			res, err := runIdle(ctx, t, cfg)
 			if err != nil {

@@ -147,7 +147,8 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error
 	}
 
 	// One reader per connection discards presence events and answers the
-	// server's pings, as a real idle client does.
+	// server's pings, as a real idle client does (Centrifugo's pings are
+	// messages, answered by cfIdle; the others' are WebSocket pings).
 	var (
 		readers sync.WaitGroup
 		mu      sync.Mutex
@@ -156,7 +157,11 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error
 	for _, c := range conns {
 		readers.Go(func() {
 			for {
-				if _, err := c.readFrame(context.Background()); err != nil {
+				f, err := c.readFrame(context.Background())
+				if err == nil && t.kind == kindCentrifugo {
+					err = c.cfIdle(context.Background(), f)
+				}
+				if err != nil {
 					mu.Lock()
 					if !closing {
 						res.Dropped++

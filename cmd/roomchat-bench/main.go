@@ -9,7 +9,7 @@
 //
 //	roomchat-bench baseline [-addr 127.0.0.1:PORT]
 //	roomchat-bench fanout [-server URL[,URL...]] [-mem URL] [-baseline URL] [-rooms R -members M -rate X ...] [-find-max] [-json] [-o FILE]
-//	roomchat-bench idle -server URL[,URL...] [-relay] [-conns N] [-pid PID[,PID...]]
+//	roomchat-bench idle -server URL[,URL...] [-relay | -centrifugo [-cf-secret S]] [-conns N] [-pid PID[,PID...]]
 //	roomchat-bench churn -server URL [-relay] [-cycles N]
 //	roomchat-bench chart -in FILE [-out SVG]
 //	roomchat-bench summary -in FILE
@@ -21,6 +21,10 @@
 // roomchat-bench -h lists the commands (from the table in commands.go), and
 // roomchat-bench COMMAND -h a command's flags. Exit status: 0 on success, 1
 // when a run fails, 2 for a usage error.
+//
+// idle -centrifugo measures Centrifugo's connect + subscribe the same way
+// (centrifugo.go), for the connect + join comparison of
+// docs/benchmarks.md.
 //
 // The baseline relay is internal/relay; the result records, their table and
 // JSON-lines form, the chart and the budget summary are internal/report.
