@@ -196,10 +196,33 @@ func TestCentrifugoLive(t *testing.T) {
 					t.Errorf("secret %q: idle = %+v", secret, res)
 				}
 			}
+			// With presence.json a member sees the next one's join push
+			// (force_push_join_leave: without asking for it on subscribe);
+			// with nopresence.json it does not.
+			tg, _ := parseTarget(url, kindCentrifugo)
+			tg.cfNamespace, tg.cfSecret = "rooms", []byte(testCfSecret)
+			d := newDialer(2)
+			room := "live-" + randID()
+			first, err := connect(t.Context(), d, tg, 0, room, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer first.ws.CloseNow()
+			second, err := connect(t.Context(), d, tg, 1, room, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer second.ws.CloseNow()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			f, err := first.readFrame(ctx)
+			cancel()
+			gotJoin := err == nil && bytes.Contains(f, []byte(`"join":{"info":{"user":"u1"`))
+			if want := cfg == "presence.json"; gotJoin != want {
+				t.Errorf("join push to the first member: %v (frame %q, %v), want %v", gotJoin, f, err, want)
+			}
 			// A token signed with another key is refused: the bench's
 			// connect reply check sees Centrifugo's error.
-			tg, _ := parseTarget(url, kindCentrifugo)
-			tg.cfNamespace, tg.cfSecret = "rooms", []byte("wrong")
+			tg.cfSecret = []byte("wrong")
 			if _, err := runIdle(t.Context(), tg, idleConfig{Conns: 1, Par: 1}); err == nil {
 				t.Error("a token signed with the wrong key was accepted")
 			}
@@ -213,7 +236,7 @@ func TestCentrifugoLive(t *testing.T) {
 }
 
 // startCentrifugo runs bin with config on a free loopback port until the
-// test ends and returns its URL once /health answers.
+// test ends and returns its URL once /healthz answers.
 func startCentrifugo(t *testing.T, bin, config string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -235,7 +258,7 @@ func startCentrifugo(t *testing.T, bin, config string) string {
 	})
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 	for range 100 {
-		resp, err := http.Get(base + "/health")
+		resp, err := http.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -244,6 +267,6 @@ func startCentrifugo(t *testing.T, bin, config string) string {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("centrifugo did not answer on %s/health within 10 s; its log:\n%s", base, log.String())
+	t.Fatalf("centrifugo did not answer on %s/healthz within 10 s; its log:\n%s", base, log.String())
 	return ""
 }
