@@ -235,7 +235,10 @@ fi
 # server per run, the servers taking turns so that noise on this shared
 # machine spreads over all of them. roomchatd runs with small goroutine
 # stacks (as deployed) and without; Centrifugo (opt-in) with presence and
-# join/leave pushes, as roomchat has them, and without. The targets are
+# join/leave pushes to every member, as roomchat has them
+# (presence.json), with presence and join/leave on but pushed only to
+# members that ask for them, which the bench's do not (presence-nopush.json),
+# and without either (nopresence.json). The targets are
 # labelled apart from the idle section's "roomchat" and "baseline", which
 # the summary reads.
 if want join; then
@@ -252,7 +255,7 @@ if want join; then
     gen idle -label roomchat-default-stacks -server "ws://$addr" -pid "$pid" "${jr[@]}"
     stop "$pid"
     if [ -n "$centrifugo" ]; then
-      for cf in presence nopresence; do
+      for cf in presence presence-nopush nopresence; do
         start "centrifugo-$cf" --centrifugo "$centrifugo" -c scripts/centrifugo/$cf.json
         gen idle -centrifugo -cf-secret roomchat-bench-not-a-secret -label "centrifugo-$cf" -server "ws://$addr" -pid "$pid" "${jr[@]}"
         stop "$pid"

@@ -179,7 +179,7 @@ func TestCentrifugoLive(t *testing.T) {
 	if bin == "" {
 		t.Skip("benchmark-only check: set ROOMCHAT_BENCH_CENTRIFUGO=/path/to/centrifugo to run it")
 	}
-	for _, cfg := range []string{"presence.json", "nopresence.json"} {
+	for _, cfg := range []string{"presence.json", "presence-nopush.json", "nopresence.json"} {
 		t.Run(cfg, func(t *testing.T) {
 			url := startCentrifugo(t, bin, filepath.Join("..", "..", "scripts", "centrifugo", cfg))
 			for _, secret := range []string{testCfSecret, ""} {
@@ -198,7 +198,7 @@ func TestCentrifugoLive(t *testing.T) {
 			}
 			// With presence.json a member sees the next one's join push
 			// (force_push_join_leave: without asking for it on subscribe);
-			// with nopresence.json it does not.
+			// with the others it does not.
 			tg, _ := parseTarget(url, kindCentrifugo)
 			tg.cfNamespace, tg.cfSecret = "rooms", []byte(testCfSecret)
 			d := newDialer(2)
