@@ -1,5 +1,5 @@
 # Each target is one line; anything longer lives in scripts/.
-.PHONY: run build test lint fuzz bench deps cluster
+.PHONY: run build test lint fuzz bench bench-cluster deps cluster
 
 run:
 	GODEBUG=adaptivestackstart=0 go run ./cmd/roomchatd
@@ -21,6 +21,9 @@ fuzz:
 
 bench:
 	bash scripts/bench.sh
+
+bench-cluster:
+	bash scripts/bench-cluster.sh
 
 deps:
 	bash scripts/deps.sh

@@ -11,7 +11,11 @@
 # to return to its start, 270s: roomchat keeps a closed connection's resume
 # record for 2 min, and an idle Go process only collects every 2 min),
 # BENCH_ONLY (space-separated subset of: fanout100 batch100
-# fanout1000 batch fixed idle churn).
+# fanout1000 batch fixed idle join churn), BENCH_JOIN_CONNS (connections of
+# the connect + join comparison, 10000, into rooms of 100), BENCH_JOIN_RUNS
+# (its runs per server, 3), BENCH_CENTRIFUGO (a centrifugo v6 binary: adds
+# Centrifugo with and without presence to that comparison; unset, it is
+# left out; see docs/benchmarks.md for how to build it).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -20,7 +24,14 @@ warmup=${BENCH_WARMUP:-1s}
 conns=${BENCH_CONNS:-19500}
 cycles=${BENCH_CYCLES:-100000}
 settle=${BENCH_SETTLE:-270s}
-only=${BENCH_ONLY:-fanout100 batch100 fanout1000 batch fixed idle churn}
+only=${BENCH_ONLY:-fanout100 batch100 fanout1000 batch fixed idle join churn}
+join_conns=${BENCH_JOIN_CONNS:-10000}
+join_runs=${BENCH_JOIN_RUNS:-3}
+centrifugo=${BENCH_CENTRIFUGO:-}
+if [ -n "$centrifugo" ] && ! [ -x "$centrifugo" ]; then
+  echo "bench: BENCH_CENTRIFUGO=$centrifugo is not an executable" >&2
+  exit 1
+fi
 
 command -v taskset >/dev/null || { echo "bench: taskset (util-linux) is required" >&2; exit 1; }
 if [ "$(nproc)" -lt 2 ]; then
@@ -62,6 +73,11 @@ svg="bench-results/$stamp-latency.svg"
   echo "# commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
   echo "# $(uname -srm); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
   echo "# go $(go env GOVERSION); open files $(ulimit -n); load $(cut -d' ' -f1-3 /proc/loadavg)"
+  if [ -n "$centrifugo" ]; then
+    # go install leaves the binary's own version string at v0.0.0; the
+    # module version is in its build info.
+    echo "# centrifugo: $centrifugo ($(go version -m "$centrifugo" 2>/dev/null | awk '$1 == "mod" { print $2, $3 }'))"
+  fi
 } | tee "$txt"
 
 # free_port prints a TCP port on 127.0.0.1 on which nothing listens now.
@@ -110,13 +126,22 @@ listens() {
 # -addr to listen on a free loopback port, and sets $addr and $pid once it
 # listens there and http://$addr/healthz answers. It gives up after 15 s,
 # or as soon as the server exits (e.g. because it could not listen), and
-# shows its log.
+# shows its log. start NAME --centrifugo CMD... tells the port by
+# CENTRIFUGO_HTTP_SERVER_PORT instead (the configs in scripts/centrifugo
+# bind 127.0.0.1 and serve /healthz), and runs it without the GODEBUG
+# this script sets for roomchatd.
 start() {
-  local name=$1 port t0=$SECONDS why=""
+  local name=$1 port t0=$SECONDS why="" how=-addr
   shift
   port=$(free_port)
   addr=127.0.0.1:$port
-  GOMAXPROCS=1 taskset -c 0 "$@" -addr "$addr" 2>"$tmp/$name.log" &
+  if [ "$1" = --centrifugo ]; then
+    shift
+    how=CENTRIFUGO_HTTP_SERVER_PORT
+    env -u GODEBUG CENTRIFUGO_HTTP_SERVER_PORT="$port" GOMAXPROCS=1 taskset -c 0 "$@" >"$tmp/$name.log" 2>&1 &
+  else
+    GOMAXPROCS=1 taskset -c 0 "$@" -addr "$addr" 2>"$tmp/$name.log" &
+  fi
   pid=$!
   pids+=("$pid")
   until listens "$pid" "$port" && healthy "$addr"; do
@@ -135,7 +160,11 @@ start() {
     cat "$tmp/$name.log" >&2
     exit 1
   fi
-  echo "# $name: pid $pid on $addr: $* -addr $addr" | tee -a "$txt"
+  if [ "$how" = -addr ]; then
+    echo "# $name: pid $pid on $addr: $* -addr $addr" | tee -a "$txt"
+  else
+    echo "# $name: pid $pid on $addr: CENTRIFUGO_HTTP_SERVER_PORT=$port $*" | tee -a "$txt"
+  fi
 }
 
 # stop PID stops one server we started and waits for it.
@@ -208,6 +237,39 @@ if want idle; then
   start roomchatd-sqlite "$tmp/roomchatd" -rate 0 -db "$tmp/idle.db" -max-conns $((conns + 100))
   gen idle -server "ws://$addr" -pid "$pid" -conns "$conns" -hold 10s
   stop "$pid"
+fi
+
+# Connect + join into 100-member rooms (issue 12, budget item 3): a fresh
+# server per run, the servers taking turns so that noise on this shared
+# machine spreads over all of them. roomchatd runs with small goroutine
+# stacks (as deployed) and without; Centrifugo (opt-in) with presence and
+# join/leave pushes to every member, as roomchat has them
+# (presence.json), with presence and join/leave on but pushed only to
+# members that ask for them, which the bench's do not (presence-nopush.json),
+# and without either (nopresence.json). The targets are
+# labelled apart from the idle section's "roomchat" and "baseline", which
+# the summary reads.
+if want join; then
+  jr=(-conns "$join_conns" -rooms $((join_conns / 100)) -hold 10s)
+  for run in $(seq "$join_runs"); do
+    echo "# connect + join, run $run of $join_runs" | tee -a "$txt"
+    start baseline "$bench" baseline
+    gen idle -relay -label relay -server "ws://$addr" -pid "$pid" "${jr[@]}"
+    stop "$pid"
+    start roomchatd-small-stacks "$tmp/roomchatd" -rate 0 -db "$tmp/join-$run.db"
+    gen idle -label roomchat-small-stacks -server "ws://$addr" -pid "$pid" "${jr[@]}"
+    stop "$pid"
+    start roomchatd-default-stacks env -u GODEBUG "$tmp/roomchatd" -rate 0 -db "$tmp/join-$run-d.db"
+    gen idle -label roomchat-default-stacks -server "ws://$addr" -pid "$pid" "${jr[@]}"
+    stop "$pid"
+    if [ -n "$centrifugo" ]; then
+      for cf in presence presence-nopush nopresence; do
+        start "centrifugo-$cf" --centrifugo "$centrifugo" -c scripts/centrifugo/$cf.json
+        gen idle -centrifugo -cf-secret roomchat-bench-not-a-secret -label "centrifugo-$cf" -server "ws://$addr" -pid "$pid" "${jr[@]}"
+        stop "$pid"
+      done
+    fi
+  done
 fi
 
 # Churn: connect, join, leave, close; goroutines and heap must come back.

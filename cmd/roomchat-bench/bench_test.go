@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,7 +150,7 @@ func TestFindMaxBounded(t *testing.T) {
 
 func TestIdleAndChurnBaseline(t *testing.T) {
 	tg := newRelayServer(t)
-	res, err := runIdle(t.Context(), tg, idleConfig{Conns: 20, Rooms: 2, PID: os.Getpid(), Par: 4})
+	res, err := runIdle(t.Context(), tg, idleConfig{Conns: 20, Rooms: 2, PIDs: []int{os.Getpid()}, Par: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,100 +187,120 @@ func TestChurnRoomchatProtocol(t *testing.T) {
 // so that the tool's roomchat path is tested without the server package.
 func newFakeRoomchat(t *testing.T) *httptest.Server {
 	t.Helper()
+	return newFakeCluster(t, 1)[0].srv
+}
+
+// fakeNode is one server of a fake cluster.
+type fakeNode struct {
+	srv   *httptest.Server
+	conns atomic.Int64 // WebSocket connections accepted
+}
+
+// newFakeCluster starts n fake roomchat servers that share their rooms,
+// as the nodes of a cluster do: a message sent to one node reaches the
+// room's members on every node.
+func newFakeCluster(t *testing.T, n int) []*fakeNode {
+	t.Helper()
 	var (
 		mu    sync.Mutex
 		rooms = map[string]map[chan []byte]bool{}
 		seq   int64
 	)
-	h := http.NewServeMux()
-	h.HandleFunc("GET /metrics", relay.New().ServeHTTP)
-	h.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
-		batch := r.URL.Query().Get("batch") == "1"
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		q := make(chan []byte, 1024)
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			for {
-				var b []byte
-				select {
-				case b = <-q:
-				case <-ctx.Done():
-					return
-				}
-				if batch {
-				more:
-					for {
-						select {
-						case nb := <-q:
-							b = append(append(append([]byte(nil), b...), '\n'), nb...)
-						default:
-							break more
+	var nodes []*fakeNode
+	for range n {
+		node := &fakeNode{}
+		h := http.NewServeMux()
+		h.HandleFunc("GET /metrics", relay.New().ServeHTTP)
+		h.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+			node.conns.Add(1)
+			batch := r.URL.Query().Get("batch") == "1"
+			ws, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer ws.CloseNow()
+			q := make(chan []byte, 1024)
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				for {
+					var b []byte
+					select {
+					case b = <-q:
+					case <-ctx.Done():
+						return
+					}
+					if batch {
+					more:
+						for {
+							select {
+							case nb := <-q:
+								b = append(append(append([]byte(nil), b...), '\n'), nb...)
+							default:
+								break more
+							}
 						}
 					}
+					if ws.Write(ctx, websocket.MessageText, b) != nil {
+						return
+					}
 				}
-				if ws.Write(ctx, websocket.MessageText, b) != nil {
-					return
+			})
+			room := ""
+			q <- protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{UserID: "u", Limits: protocol.DefaultLimits()})
+			for {
+				_, data, err := ws.Read(ctx)
+				if err != nil {
+					break
+				}
+				env, perr := protocol.DecodeEnvelope(data)
+				if perr != nil {
+					q <- protocol.EncodeError(env.ID, perr)
+					continue
+				}
+				switch env.Type {
+				case protocol.TypeJoin:
+					var j protocol.Join
+					protocol.DecodePayload(env, &j)
+					room = j.RoomID
+					mu.Lock()
+					if rooms[room] == nil {
+						rooms[room] = map[chan []byte]bool{}
+					}
+					rooms[room][q] = true
+					mu.Unlock()
+					q <- protocol.Encode(protocol.TypeJoined, env.ID, protocol.Joined{RoomID: room})
+				case protocol.TypeMsg:
+					var s protocol.Send
+					protocol.DecodePayload(env, &s)
+					mu.Lock()
+					seq++
+					ev := protocol.Encode(protocol.TypeMsg, "", protocol.Message{ID: "m", RoomID: room, Seq: seq, Message: s.Message, TS: time.Now()})
+					for o := range rooms[room] {
+						o <- ev
+					}
+					mu.Unlock()
+				case protocol.TypeLeave:
+					mu.Lock()
+					delete(rooms[room], q)
+					mu.Unlock()
+					q <- protocol.Encode(protocol.TypeLeft, env.ID, protocol.Left{RoomID: room})
 				}
 			}
+			mu.Lock()
+			delete(rooms[room], q)
+			mu.Unlock()
+			// Let the writer flush what is queued before the close handshake.
+			for i := 0; i < 100 && len(q) > 0; i++ {
+				time.Sleep(time.Millisecond)
+			}
+			cancel()
+			wg.Wait()
+			ws.Close(websocket.StatusNormalClosure, "")
 		})
-		room := ""
-		q <- protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{UserID: "u", Limits: protocol.DefaultLimits()})
-		for {
-			_, data, err := ws.Read(ctx)
-			if err != nil {
-				break
-			}
-			env, perr := protocol.DecodeEnvelope(data)
-			if perr != nil {
-				q <- protocol.EncodeError(env.ID, perr)
-				continue
-			}
-			switch env.Type {
-			case protocol.TypeJoin:
-				var j protocol.Join
-				protocol.DecodePayload(env, &j)
-				room = j.RoomID
-				mu.Lock()
-				if rooms[room] == nil {
-					rooms[room] = map[chan []byte]bool{}
-				}
-				rooms[room][q] = true
-				mu.Unlock()
-				q <- protocol.Encode(protocol.TypeJoined, env.ID, protocol.Joined{RoomID: room})
-			case protocol.TypeMsg:
-				var s protocol.Send
-				protocol.DecodePayload(env, &s)
-				mu.Lock()
-				seq++
-				ev := protocol.Encode(protocol.TypeMsg, "", protocol.Message{ID: "m", RoomID: room, Seq: seq, Message: s.Message, TS: time.Now()})
-				for o := range rooms[room] {
-					o <- ev
-				}
-				mu.Unlock()
-			case protocol.TypeLeave:
-				mu.Lock()
-				delete(rooms[room], q)
-				mu.Unlock()
-				q <- protocol.Encode(protocol.TypeLeft, env.ID, protocol.Left{RoomID: room})
-			}
-		}
-		mu.Lock()
-		delete(rooms[room], q)
-		mu.Unlock()
-		// Let the writer flush what is queued before the close handshake.
-		for i := 0; i < 100 && len(q) > 0; i++ {
-			time.Sleep(time.Millisecond)
-		}
-		cancel()
-		wg.Wait()
-		ws.Close(websocket.StatusNormalClosure, "")
-	})
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv
+		node.srv = httptest.NewServer(h)
+		t.Cleanup(node.srv.Close)
+		nodes = append(nodes, node)
+	}
+	return nodes
 }

@@ -42,7 +42,10 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, er
 	if cfg.MaxTime <= 0 || cfg.MaxTime > 2*time.Hour || cfg.Settle < 0 || cfg.Settle > time.Hour {
 		return res, errors.New("-max-time must be in (0, 2h] and -settle in [0, 1h]")
 	}
-	murl := t.httpURL("/metrics")
+	if len(t.nodes) > 1 {
+		return res, errors.New("churn measures one server: give -server one URL")
+	}
+	murl := t.httpURL(0, "/metrics")
 	var last map[string]float64
 	sample := func() (g, h float64, err error) {
 		m, err := scrapeMetrics(ctx, murl)
@@ -192,7 +195,7 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, er
 func churnCycle(ctx context.Context, d *dialer, t *target, i int, room string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := connect(ctx, d, t, i, room)
+	c, err := connect(ctx, d, t, i, room, 0)
 	if err != nil {
 		return err
 	}

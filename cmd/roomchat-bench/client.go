@@ -26,21 +26,49 @@ type kind string
 const (
 	kindRoomchat kind = "roomchat" // SPEC §4 JSON protocol on /ws
 	kindRelay    kind = "baseline" // raw relay: /?room=R, text in = text out
+	// Centrifugo's JSON client protocol on /connection/websocket
+	// (centrifugo.go); idle only.
+	kindCentrifugo kind = "centrifugo"
 )
 
-// target is one server under test.
+// target is one server under test: one node, or the nodes of a cluster
+// that the connections are spread over (see place).
 type target struct {
 	kind  kind
-	base  *url.URL // ws://127.x.y.z:port
-	batch bool     // roomchat: ask for ?batch=1
-	label string   // name in reports, default from kind and batch
+	nodes []*url.URL // ws://127.x.y.z:port each; at least one
+	batch bool       // roomchat: ask for ?batch=1
+	label string     // name in reports, default from kind, node count and batch
+	// Centrifugo: the HMAC secret its tokens are signed with (none:
+	// anonymous connections) and the namespace of the room channels.
+	cfSecret    []byte
+	cfNamespace string
 }
 
-// parseTarget accepts ws://, http:// or a bare host:port and refuses any
-// host outside 127.0.0.0/8: the tool only ever loads loopback servers.
+// parseTarget accepts ws://, http:// or a bare host:port, or several of
+// them separated by commas (the nodes of a cluster), and refuses any host
+// outside 127.0.0.0/8: the tool only ever loads loopback servers.
 func parseTarget(raw string, k kind) (*target, error) {
 	if raw == "" {
 		return nil, errors.New("empty server URL")
+	}
+	t := &target{kind: k}
+	for one := range strings.SplitSeq(raw, ",") {
+		u, err := parseNode(strings.TrimSpace(one))
+		if err != nil {
+			return nil, err
+		}
+		t.nodes = append(t.nodes, u)
+	}
+	if len(t.nodes) > 1 && k != kindRoomchat {
+		return nil, fmt.Errorf("the %s target is one server: give it one URL", k)
+	}
+	return t, nil
+}
+
+// parseNode parses one server URL of parseTarget's list.
+func parseNode(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, errors.New("empty server URL in the list")
 	}
 	if !strings.Contains(raw, "://") {
 		raw = "ws://" + raw
@@ -59,7 +87,17 @@ func parseTarget(raw string, k kind) (*target, error) {
 		return nil, err
 	}
 	u.Path, u.RawQuery = "", ""
-	return &target{kind: k, base: u}, nil
+	return u, nil
+}
+
+// place returns the node that member number member of room number room
+// connects to: round robin over the nodes, starting one node further for
+// each room. So every room's members are spread over all the nodes (a
+// message crosses the cluster), and so are the rooms' first members, who
+// are the fan-out's senders, whatever the room size. With one node it is
+// always 0.
+func (t *target) place(room, member int) int {
+	return (room + member) % len(t.nodes)
 }
 
 // checkLoopback reports an error unless hostport names an address in
@@ -79,23 +117,26 @@ func checkLoopback(hostport string) error {
 	return nil
 }
 
-// httpURL returns the target's plain HTTP URL for path (for /metrics).
-func (t *target) httpURL(path string) string {
-	u := *t.base
+// httpURL returns node's plain HTTP URL for path (for /metrics).
+func (t *target) httpURL(node int, path string) string {
+	u := *t.nodes[node]
 	u.Scheme = "http"
 	u.Path = path
 	return u.String()
 }
 
-// wsURL returns the WebSocket URL that joins room for a relay, or /ws for
-// roomchat.
-func (t *target) wsURL(room string) string {
-	u := *t.base
+// wsURL returns node's WebSocket URL that joins room for a relay, its
+// /connection/websocket for Centrifugo, or its /ws for roomchat.
+func (t *target) wsURL(node int, room string) string {
+	u := *t.nodes[node]
 	q := url.Values{}
-	if t.kind == kindRelay {
+	switch t.kind {
+	case kindRelay:
 		u.Path = "/"
 		q.Set("room", room)
-	} else {
+	case kindCentrifugo:
+		u.Path = "/connection/websocket"
+	default:
 		u.Path = "/ws"
 		if t.batch {
 			q.Set("batch", "1")
@@ -109,6 +150,9 @@ func (t *target) name() string {
 	n := string(t.kind)
 	if t.label != "" {
 		n = t.label
+	}
+	if len(t.nodes) > 1 {
+		n += fmt.Sprintf("-%dnodes", len(t.nodes))
 	}
 	if t.kind == kindRoomchat && t.batch {
 		n += "+batch"
@@ -178,6 +222,7 @@ type conn struct {
 	ws   *websocket.Conn
 	buf  []byte
 	room string
+	node int // index in target.nodes
 }
 
 // readFrame reads one data frame into c.buf, reusing it, and returns it.
@@ -208,15 +253,24 @@ func (c *conn) readFrame(ctx context.Context) ([]byte, error) {
 	return b, nil
 }
 
-// connect opens connection i to room on t and, for roomchat, reads welcome,
-// sends join and waits for joined (SPEC §4). Everything is bounded by ctx.
-func connect(ctx context.Context, d *dialer, t *target, i int, room string) (*conn, error) {
-	ws, err := d.dial(ctx, i, t.wsURL(room))
+// connect opens connection i to room on t's node and, for roomchat, reads
+// welcome, sends join and waits for joined (SPEC §4); for Centrifugo it
+// connects and subscribes to the room's channel (cfHandshake). Everything
+// is bounded by ctx.
+func connect(ctx context.Context, d *dialer, t *target, i int, room string, node int) (*conn, error) {
+	ws, err := d.dial(ctx, i, t.wsURL(node, room))
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	c := &conn{ws: ws, room: room}
-	if t.kind == kindRelay {
+	c := &conn{ws: ws, room: room, node: node}
+	switch t.kind {
+	case kindRelay:
+		return c, nil
+	case kindCentrifugo:
+		if err := c.cfHandshake(ctx, t, i); err != nil {
+			ws.CloseNow()
+			return nil, err
+		}
 		return c, nil
 	}
 	if err := c.expect(ctx, protocol.TypeWelcome, ""); err != nil {
@@ -284,9 +338,9 @@ func (c *conn) expect(ctx context.Context, typ, room string) error {
 }
 
 // connectAll opens n connections with up to par handshakes in flight;
-// room(i) names connection i's room. It stops at the first error (after
-// closing what it opened) or when ctx ends.
-func connectAll(ctx context.Context, d *dialer, t *target, n, par int, room func(int) string) ([]*conn, error) {
+// spot(i) names connection i's room and the node it connects to. It stops
+// at the first error (after closing what it opened) or when ctx ends.
+func connectAll(ctx context.Context, d *dialer, t *target, n, par int, spot func(i int) (room string, node int)) ([]*conn, error) {
 	conns := make([]*conn, n)
 	var (
 		mu       sync.Mutex
@@ -299,7 +353,8 @@ func connectAll(ctx context.Context, d *dialer, t *target, n, par int, room func
 	for range par {
 		wg.Go(func() {
 			for i := range next {
-				c, err := connect(cctx, d, t, i, room(i))
+				room, node := spot(i)
+				c, err := connect(cctx, d, t, i, room, node)
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {

@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
@@ -53,9 +55,9 @@ func baselineCmd(fs *flag.FlagSet) runFunc {
 
 func fanoutCmd(fs *flag.FlagSet) runFunc {
 	var cfg fanoutConfig
-	server := fs.String("server", "", "roomchat server (ws://127.0.0.1:PORT); its /ws is used")
+	server := fs.String("server", "", "roomchat server (ws://127.0.0.1:PORT), or a cluster's nodes separated by commas (each room's members and senders spread over them round robin); its /ws is used")
 	baseline := fs.String("baseline", "", "baseline relay (ws://127.0.0.1:PORT) to run the same scenario against and compare")
-	mem := fs.String("mem", "", "a second roomchat server with -db :memory:, for the store ratio (-server's figure over this one's)")
+	mem := fs.String("mem", "", "a second roomchat server (e.g. -db :memory:, or one node to compare a cluster with): -server's figure over this one's")
 	mpid := fs.Int("mem-pid", 0, "the -mem server's PID, to report its CPU use")
 	batch := fs.Bool("batch", false, "roomchat: connect with ?batch=1 (several events per frame)")
 	fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms")
@@ -71,7 +73,7 @@ func fanoutCmd(fs *flag.FlagSet) runFunc {
 	fs.IntVar(&cfg.Refine, "refine", 2, "find-max: bisection steps after the first failure")
 	fs.DurationVar(&cfg.MaxP99, "max-p99", 250*time.Millisecond, "find-max: the p99 limit")
 	fs.IntVar(&cfg.Par, "par", 64, "handshakes in flight while connecting")
-	fs.IntVar(&cfg.PID, "pid", 0, "roomchat server PID, to report its CPU use")
+	fs.Var((*pidList)(&cfg.PIDs), "pid", "roomchat server PID, to report its CPU use; several separated by commas (a cluster's nodes and its redis-server) are summed")
 	fs.IntVar(&cfg.RetryNoisy, "retry-noisy", 2, "find-max: repeat a failed step this often when other processes were busy during it")
 	fs.DurationVar(&cfg.QuietWait, "quiet-wait", 20*time.Second, "before each step, wait up to this long for other processes to go quiet (0: don't)")
 	bpid := fs.Int("baseline-pid", 0, "baseline server PID, to report its CPU use")
@@ -93,13 +95,13 @@ func fanoutCmd(fs *flag.FlagSet) runFunc {
 			url   string
 			kind  kind
 			label string
-			pid   int
+			pids  []int
 			res   *report.Fanout
 		}
 		legs := []*leg{
-			{url: *server, kind: kindRoomchat, pid: cfg.PID},
-			{url: *mem, kind: kindRoomchat, label: "roomchat-mem", pid: *mpid},
-			{url: *baseline, kind: kindRelay, pid: *bpid},
+			{url: *server, kind: kindRoomchat, pids: cfg.PIDs},
+			{url: *mem, kind: kindRoomchat, label: "roomchat-mem", pids: onePID(*mpid)},
+			{url: *baseline, kind: kindRelay, pids: onePID(*bpid)},
 		}
 		return out.run(e, func(w *report.Writer) error {
 			for _, l := range legs {
@@ -113,7 +115,7 @@ func fanoutCmd(fs *flag.FlagSet) runFunc {
 				t.batch = *batch && l.kind == kindRoomchat
 				t.label = l.label
 				c := cfg
-				c.PID = l.pid
+				c.PIDs = l.pids
 				r, err := runFanout(ctx, t, c, w.Emit)
 				if err != nil {
 					return fmt.Errorf("fanout %s: %w", t.name(), err)
@@ -136,20 +138,37 @@ func fanoutCmd(fs *flag.FlagSet) runFunc {
 
 func idleCmd(fs *flag.FlagSet) runFunc {
 	var cfg idleConfig
-	server := fs.String("server", "", "server (ws://127.0.0.1:PORT)")
+	server := fs.String("server", "", "server (ws://127.0.0.1:PORT), or a cluster's nodes separated by commas (each room's members spread over them round robin)")
 	isRelay := fs.Bool("relay", false, "the server is the baseline relay, not roomchat")
+	isCf := fs.Bool("centrifugo", false, "the server is Centrifugo (v6, JSON protocol on /connection/websocket): connect, then subscribe to the room's channel")
+	cfSecret := fs.String("cf-secret", "", "Centrifugo: HMAC secret (client.token.hmac_secret_key) to sign each connection's token with, user u<i> (empty: connect anonymously)")
+	cfNamespace := fs.String("cf-namespace", "rooms", "Centrifugo: channel namespace of the rooms (empty: none)")
+	label := fs.String("label", "", "target name in reports (default: roomchat, baseline or centrifugo)")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "connections to hold (capped by the open-files limit)")
 	fs.IntVar(&cfg.Rooms, "rooms", 0, "rooms to spread them over (0: one per 100 connections)")
-	fs.IntVar(&cfg.PID, "pid", 0, "server PID: memory from /proc/PID/status VmRSS (else /metrics)")
+	fs.Var((*pidList)(&cfg.PIDs), "pid", "server PID: memory from /proc/PID/status VmRSS (else /metrics); with several servers, one PID per server separated by commas, in the same order")
+	fs.StringVar(&cfg.RunID, "run-id", "", "names the rooms idle-RUNID-rN (default random); generators given the same one share rooms")
 	fs.DurationVar(&cfg.Hold, "hold", 10*time.Second, "how long to hold them before measuring")
 	fs.IntVar(&cfg.Par, "par", 64, "handshakes in flight")
 	fs.IntVar(&maxPerSourceAddr, "per-addr", maxPerSourceAddr, "connections per loopback source address (more use 127.0.0.2, 127.0.0.3, …)")
 	out := resultFlags(fs)
 	return func(ctx context.Context, e *env) error {
-		t, err := parseTarget(*server, targetKind(*isRelay))
+		if *isRelay && *isCf {
+			return errors.New("-relay and -centrifugo: give one")
+		}
+		if strings.Contains(*cfNamespace, ":") {
+			return errors.New("-cf-namespace must not contain ':'")
+		}
+		k := targetKind(*isRelay)
+		if *isCf {
+			k = kindCentrifugo
+		}
+		t, err := parseTarget(*server, k)
 		if err != nil {
 			return err
 		}
+		t.label = *label
+		t.cfSecret, t.cfNamespace = []byte(*cfSecret), *cfNamespace
 		return out.run(e, func(w *report.Writer) error {
 			res, err := runIdle(ctx, t, cfg)
 			if err != nil {
@@ -198,6 +217,43 @@ func chartCmd(fs *flag.FlagSet) runFunc {
 func summaryCmd(fs *flag.FlagSet) runFunc {
 	in := fs.String("in", "", "JSON-lines results (from -json or -o)")
 	return func(ctx context.Context, e *env) error { return report.WriteSummary(*in, e.stdout) }
+}
+
+// pidList is a flag of process IDs separated by commas.
+type pidList []int
+
+func (p *pidList) String() string {
+	if p == nil {
+		return ""
+	}
+	s := make([]string, len(*p))
+	for i, pid := range *p {
+		s[i] = strconv.Itoa(pid)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *pidList) Set(v string) error {
+	var out []int
+	for f := range strings.SplitSeq(v, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || pid < 0 {
+			return fmt.Errorf("%q is not a process ID", f)
+		}
+		if pid > 0 { // 0: unknown, as the flags' default
+			out = append(out, pid)
+		}
+	}
+	*p = out
+	return nil
+}
+
+// onePID is pid as a list: empty when pid is 0 (unknown).
+func onePID(pid int) []int {
+	if pid <= 0 {
+		return nil
+	}
+	return []int{pid}
 }
 
 // targetKind is the kind of server a -relay flag names.

@@ -35,7 +35,7 @@ type fanoutConfig struct {
 	Refine   int           // bisection steps after the first failure
 	MaxP99   time.Duration // find-max limit (250 ms)
 	Par      int           // handshakes in flight while connecting
-	PID      int           // server PID for its CPU share, 0 = unknown
+	PIDs     []int         // server PIDs (a cluster's nodes, its Redis) for their CPU share; none = unknown
 	// QuietWait is how long a step may wait, before it starts, for other
 	// processes to use under quietCores of the machine (0: do not wait).
 	// On a shared machine this keeps most steps out of others' bursts.
@@ -106,8 +106,9 @@ func (r *fanoutRun) setup(ctx context.Context, d *dialer, gen int) error {
 	n := cfg.Rooms * cfg.Members
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute+time.Duration(n)*5*time.Millisecond)
 	defer cancel()
-	conns, err := connectAll(cctx, d, r.t, n, cfg.Par, func(i int) string {
-		return fmt.Sprintf("bench-%s-%d-r%d", r.runID, gen, i/cfg.Members)
+	conns, err := connectAll(cctx, d, r.t, n, cfg.Par, func(i int) (string, int) {
+		room, member := i/cfg.Members, i%cfg.Members
+		return fmt.Sprintf("bench-%s-%d-r%d", r.runID, gen, room), r.t.place(room, member)
 	})
 	if err != nil {
 		return fmt.Errorf("connect %d members to %s: %w", n, r.t.name(), err)
@@ -194,7 +195,7 @@ func closeAllClean(conns []*conn, par int, limit time.Duration) {
 func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report.Fanout {
 	cfg := r.cfg
 	r.rounds++
-	quiet := waitQuiet(ctx, cfg.PID, cfg.QuietWait)
+	quiet := waitQuiet(ctx, cfg.PIDs, cfg.QuietWait)
 	rd := &round{measure: byte('A' + r.rounds%26)}
 	r.cur.Store(rd)
 	errs0, disc0 := r.errs.Load(), r.disconnects.Load()
@@ -225,14 +226,14 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report
 	sleepUntil(ctx, measureAt)
 	rd.inWindow.Store(true)
 	cpu0 := proc.SelfCPU()
-	srv0 := proc.CPU(cfg.PID)
+	srv0 := proc.CPUOf(cfg.PIDs)
 	all0 := proc.MachineBusy()
 	t0 := time.Now()
 	sleepUntil(ctx, end)
 	rd.inWindow.Store(false)
 	window := time.Since(t0)
 	cpu1 := proc.SelfCPU()
-	srv1 := proc.CPU(cfg.PID)
+	srv1 := proc.CPUOf(cfg.PIDs)
 	all1 := proc.MachineBusy()
 	senders.Wait()
 
@@ -260,6 +261,9 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report
 		Disconnects:       r.disconnects.Load() - disc0,
 		ServerErrors:      r.errs.Load() - errs0,
 		GenCPU:            round3((cpu1 - cpu0).Seconds() / secs),
+	}
+	if n := len(r.t.nodes); n > 1 {
+		res.Nodes = n
 	}
 	other := all1 - all0 - (cpu1 - cpu0)
 	if srv0 >= 0 && srv1 >= 0 {
@@ -307,7 +311,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report
 	if !quiet {
 		notes = append(notes, fmt.Sprintf("machine not quiet after %v", cfg.QuietWait))
 	}
-	if res.OtherCPU > noisyCores && cfg.PID > 0 {
+	if res.OtherCPU > noisyCores && len(cfg.PIDs) > 0 {
 		notes = append(notes, fmt.Sprintf("other processes used %.2f cores: noisy", res.OtherCPU))
 	}
 	res.Note = strings.Join(notes, "; ")
@@ -379,16 +383,16 @@ const noisyCores = 0.25
 const quietCores = 0.3
 
 // waitQuiet waits, at most maxWait, until processes other than this one and
-// pid used under quietCores over half a second. It reports whether they did.
-func waitQuiet(ctx context.Context, pid int, maxWait time.Duration) bool {
+// pids used under quietCores over half a second. It reports whether they did.
+func waitQuiet(ctx context.Context, pids []int, maxWait time.Duration) bool {
 	if maxWait <= 0 {
 		return true
 	}
 	deadline := time.Now().Add(maxWait)
 	for ctx.Err() == nil {
-		a0, s0, p0, t0 := proc.MachineBusy(), proc.SelfCPU(), proc.CPU(pid), time.Now()
+		a0, s0, p0, t0 := proc.MachineBusy(), proc.SelfCPU(), proc.CPUOf(pids), time.Now()
 		sleepUntil(ctx, t0.Add(500*time.Millisecond))
-		a1, s1, p1 := proc.MachineBusy(), proc.SelfCPU(), proc.CPU(pid)
+		a1, s1, p1 := proc.MachineBusy(), proc.SelfCPU(), proc.CPUOf(pids)
 		if a0 < 0 || a1 < 0 {
 			return true // no /proc/stat: cannot tell
 		}
@@ -503,6 +507,9 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 	}
 	sum := report.Fanout{Kind: "fanout-max", Target: t.name(), Scenario: cfg.Label,
 		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders}
+	if len(t.nodes) > 1 {
+		sum.Nodes = len(t.nodes)
+	}
 	if best != nil {
 		sum = *best
 		sum.Kind, sum.Step = "fanout-max", 0

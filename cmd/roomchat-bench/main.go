@@ -8,15 +8,23 @@
 // Usage:
 //
 //	roomchat-bench baseline [-addr 127.0.0.1:PORT]
-//	roomchat-bench fanout [-server URL] [-mem URL] [-baseline URL] [-rooms R -members M -rate X ...] [-find-max] [-json] [-o FILE]
-//	roomchat-bench idle -server URL [-relay] [-conns N] [-pid PID]
+//	roomchat-bench fanout [-server URL[,URL...]] [-mem URL] [-baseline URL] [-rooms R -members M -rate X ...] [-find-max] [-json] [-o FILE]
+//	roomchat-bench idle -server URL[,URL...] [-relay | -centrifugo [-cf-secret S]] [-conns N] [-pid PID[,PID...]]
 //	roomchat-bench churn -server URL [-relay] [-cycles N]
 //	roomchat-bench chart -in FILE [-out SVG]
 //	roomchat-bench summary -in FILE
 //
+// Given several -server URLs (a cluster's nodes), fanout and idle spread
+// every room's members over them round robin, senders too, so that
+// messages cross the cluster (target.place).
+//
 // roomchat-bench -h lists the commands (from the table in commands.go), and
 // roomchat-bench COMMAND -h a command's flags. Exit status: 0 on success, 1
 // when a run fails, 2 for a usage error.
+//
+// idle -centrifugo measures Centrifugo's connect + subscribe the same way
+// (centrifugo.go), for the connect + join comparison of
+// docs/benchmarks.md.
 //
 // The baseline relay is internal/relay; the result records, their table and
 // JSON-lines form, the chart and the budget summary are internal/report.

@@ -59,6 +59,23 @@ func CPU(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / clockTick
 }
 
+// CPUOf is the sum of CPU over pids (the nodes of a cluster and their
+// Redis), or -1 when pids is empty or any of them is unreadable.
+func CPUOf(pids []int) time.Duration {
+	if len(pids) == 0 {
+		return -1
+	}
+	var sum time.Duration
+	for _, p := range pids {
+		c := CPU(p)
+		if c < 0 {
+			return -1
+		}
+		sum += c
+	}
+	return sum
+}
+
 // MachineBusy is the CPU time all CPUs spent not idle, from /proc/stat, or
 // -1 if unreadable. With SelfCPU and CPU it tells how much of the machine
 // other processes took during a window: on a shared machine that is the

@@ -20,6 +20,15 @@ func TestSelf(t *testing.T) {
 	if got := CPU(0); got != -1 {
 		t.Errorf("CPU(0) = %v, want -1 (unknown)", got)
 	}
+	if got, one := CPUOf([]int{pid, pid}), CPU(pid); got < 2*one {
+		t.Errorf("CPUOf(self, self) = %v, want at least twice CPU(self) = %v", got, one)
+	}
+	if got := CPUOf(nil); got != -1 {
+		t.Errorf("CPUOf(nil) = %v, want -1 (unknown)", got)
+	}
+	if got := CPUOf([]int{pid, 0}); got != -1 {
+		t.Errorf("CPUOf(self, 0) = %v, want -1 (unknown)", got)
+	}
 	if got := MachineBusy(); got <= 0 {
 		t.Errorf("MachineBusy() = %v, want > 0", got)
 	}

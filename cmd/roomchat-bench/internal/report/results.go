@@ -46,6 +46,7 @@ type Fanout struct {
 	P999 float64 `json:"p999ms"`
 	Max  float64 `json:"maxms"`
 
+	Nodes        int     `json:"nodes,omitzero"` // servers the clients were spread over, when more than one
 	Disconnects  int64   `json:"disconnects"`
 	ServerErrors int64   `json:"serverErrors"`
 	GenCPU       float64 `json:"generatorCPU"`                // cores used by this process in the window
@@ -102,6 +103,20 @@ type Idle struct {
 	Dropped   int64   `json:"droppedDuringHold"`
 	GenCPU    float64 `json:"generatorCPUSecondsConnect"`
 	SrvCPU    float64 `json:"serverCPUSecondsConnect,omitzero"`
+	// Nodes, for a target of several servers, holds each one's share;
+	// the fields above are then totals over them (PerConn: the sum of
+	// the memory deltas over every connection).
+	Nodes []IdleNode `json:"nodes,omitzero"`
+}
+
+// IdleNode is one server's share of an idle run against several.
+type IdleNode struct {
+	Server  string  `json:"server"` // host:port
+	PID     int     `json:"pid,omitzero"`
+	Conns   int     `json:"conns"`
+	Before  int64   `json:"rssBeforeBytes"`
+	After   int64   `json:"rssAfterBytes"`
+	PerConn float64 `json:"bytesPerConn"`
 }
 
 // Churn is kind "churn": connect/join/leave/close cycles, and whether the
@@ -237,6 +252,10 @@ func (o *Writer) table(v any) {
 		}
 		fmt.Fprintf(o.W, "  server memory (%s): %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
 			r.Source, float64(r.Before)/(1<<20), float64(r.After)/(1<<20), r.PerConn, r.PerConn/1024)
+		for _, n := range r.Nodes {
+			fmt.Fprintf(o.W, "  node %s: %d conns, %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
+				n.Server, n.Conns, float64(n.Before)/(1<<20), float64(n.After)/(1<<20), n.PerConn, n.PerConn/1024)
+		}
 		fmt.Fprintf(o.W, "  connect+join: %.0f/s (%.2f s; CPU: generator %.2f s, server %.2f s); dropped while held: %d\n", r.Rate, r.ConnectS, r.GenCPU, r.SrvCPU, r.Dropped)
 		if r.GoAfter > 0 {
 			fmt.Fprintf(o.W, "  server goroutines %.0f -> %.0f (%.2f per conn), heap in use %.1f MiB\n",
