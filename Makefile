@@ -1,5 +1,5 @@
 # Each target is one line; anything longer lives in scripts/.
-.PHONY: run build test lint fuzz bench deps
+.PHONY: run build test lint fuzz bench deps chaos soak
 
 run:
 	GODEBUG=adaptivestackstart=0 go run ./cmd/roomchatd
@@ -15,6 +15,9 @@ lint:
 
 fuzz:
 	bash scripts/fuzz.sh
+
+chaos:
+	ROOMCHAT_CHAOS=$${CHAOS_CYCLES:-100} go test ./cmd/roomchatd -run '^TestChaos$$' -count=1 -v -timeout 60m
 
 bench:
 	bash scripts/bench.sh
