@@ -85,6 +85,10 @@ type chaosRun struct {
 	findings []string // guarded by mu
 
 	reconnects, resent, retried, probes atomic.Int64
+	// storedBefore counts re-sent ids whose ack has a seq the join after
+	// the reconnect already covered: stored before the kill, their ack
+	// lost with it, and answered now by de-duplication.
+	storedBefore atomic.Int64
 }
 
 // found records a violation of a guarantee; the test fails at the end
@@ -137,6 +141,8 @@ type chaosWriter struct {
 	pending       []string                // sent and not acked, oldest first
 	acked         map[string]protocol.Ack // every ack, by id
 	probing       map[string]bool         // acked ids re-sent to check de-duplication
+	resent        map[string]bool         // ids re-sent on this connection
+	joinedLast    int64                   // lastSeq of this connection's joined
 	lastAcked     string
 	maxSeq        int64
 }
@@ -166,7 +172,7 @@ func (w *chaosWriter) run(ctx context.Context, stop <-chan struct{}) {
 			}
 		}
 		w.token = c.Welcome().Resume
-		_ = j
+		w.joinedLast = j.LastSeq
 		done, err := w.session(ctx, c, stop, &stopping)
 		c.CloseNow()
 		if done || ctx.Err() != nil {
@@ -186,7 +192,9 @@ func (w *chaosWriter) session(ctx context.Context, c *client.Conn, stop <-chan s
 	send := func(id string) error {
 		return c.Send(ctx, protocol.TypeMsg, id, protocol.Send{Message: "chaos " + id})
 	}
+	clear(w.resent)
 	for _, id := range w.pending {
+		w.resent[id] = true
 		w.r.resent.Add(1)
 		if err := send(id); err != nil {
 			return false, err
@@ -277,6 +285,9 @@ func (w *chaosWriter) onAck(id string, a protocol.Ack) {
 		return
 	}
 	w.pending = slices.DeleteFunc(w.pending, func(p string) bool { return p == id })
+	if w.resent[id] && a.Seq <= w.joinedLast {
+		w.r.storedBefore.Add(1)
+	}
 	w.acked[id] = a
 	w.lastAcked = id
 	w.maxSeq = max(w.maxSeq, a.Seq)
@@ -439,7 +450,7 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 	stop := make(chan struct{})
 	writers := make([]*chaosWriter, cfg.writers)
 	for i := range writers {
-		w := &chaosWriter{n: i, r: r, cfg: cfg, acked: map[string]protocol.Ack{}, probing: map[string]bool{}}
+		w := &chaosWriter{n: i, r: r, cfg: cfg, acked: map[string]protocol.Ack{}, probing: map[string]bool{}, resent: map[string]bool{}}
 		writers[i] = w
 		wg.Go(func() { w.run(ctx, stop) })
 	}
@@ -535,8 +546,8 @@ func runChaos(t *testing.T, cfg chaosConfig) {
 		cfg.cycles, time.Since(start).Round(time.Second), cfg.writers, cfg.window, cfg.pace)
 	t.Logf("chaos: %d messages stored (seq 1..%d), %d ids sent, %d acked, %d stored without an ack seen",
 		n, n, sent, acked, unacked)
-	t.Logf("chaos: %d reconnects, %d unacked ids re-sent, %d refused and retried, %d acked ids re-sent as de-duplication probes",
-		r.reconnects.Load(), r.resent.Load(), r.retried.Load(), r.probes.Load())
+	t.Logf("chaos: %d reconnects, %d unacked ids re-sent (%d of them stored before the kill and answered from de-duplication), %d refused and retried, %d acked ids re-sent as de-duplication probes",
+		r.reconnects.Load(), r.resent.Load(), r.storedBefore.Load(), r.retried.Load(), r.probes.Load())
 	t.Logf("chaos: follower got %d messages in joined, %d in history pages, %d live; kill to listening again: median %v, max %v",
 		f.fromJoined, f.fromPages, f.fromLive, down[len(down)/2].Round(time.Millisecond), down[len(down)-1].Round(time.Millisecond))
 	r.mu.Lock()
