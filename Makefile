@@ -19,6 +19,9 @@ fuzz:
 chaos:
 	ROOMCHAT_CHAOS=$${CHAOS_CYCLES:-100} go test ./cmd/roomchatd -run '^TestChaos$$' -count=1 -v -timeout 60m
 
+soak:
+	bash scripts/soak.sh
+
 bench:
 	bash scripts/bench.sh
 
