@@ -328,8 +328,15 @@ func runSoak(t *testing.T, cfg soakConfig) {
 	t.Logf("soak: load %v: %d dials (%d resumed), %d churn cycles (%d dropped without close, %d left), %d msgs sent, %d rate_limited, %d closed for abuse (1008), %d closed as slow (1013), %d keepalive timeouts, %d typing, %d events, %d HTTP requests (%d failed); %d ERROR lines in the server log",
 		cfg.load, ld.dials.Load(), ld.resumed.Load(), ld.churns.Load(), ld.drops.Load(), ld.leaves.Load(), ld.msgsSent.Load(),
 		ld.rateLimited.Load(), ld.abuse.Load(), ld.slow.Load(), keepalives, ld.typings.Load(), ld.events.Load(), ld.httpReqs.Load(), ld.httpErrors.Load(), errLines)
-	if ld.rateLimited.Load() == 0 || ld.drops.Load() == 0 || ld.slow.Load() == 0 {
-		t.Errorf("soak: the mix did not happen: %d rate_limited, %d abrupt drops, %d slow closes; want each > 0", ld.rateLimited.Load(), ld.drops.Load(), ld.slow.Load())
+	if ld.rateLimited.Load() == 0 || ld.drops.Load() == 0 {
+		t.Errorf("soak: the mix did not happen: %d rate_limited, %d abrupt drops; want each > 0", ld.rateLimited.Load(), ld.drops.Load())
+	}
+	// A slow reader's first stall ends 70–80 s into the load; whether the
+	// server's queue bound or the keepalive closes it first depends on how
+	// fast the flooders get through on a busy machine. The smoke only
+	// reports it; the full campaign, with dozens of stalls, requires 1013s.
+	if cfg.load >= 10*time.Minute && ld.slow.Load() == 0 {
+		t.Errorf("soak: no slow reader was closed with 1013 in %v", cfg.load)
 	}
 	if errLines > 0 {
 		t.Errorf("soak: the server logged %d errors:\n%s", errLines, grepLines(logs, "level=ERROR", 10))
