@@ -10,7 +10,7 @@ d=${SOAK_DURATION:-30m}
 mkdir -p soak-results
 log=soak-results/soak-$(date -u +%Y%m%dT%H%M%SZ).log
 set +e
-ROOMCHAT_SOAK="$d" ROOMCHAT_SOAK_OUT=soak-results \
+ROOMCHAT_SOAK="$d" ROOMCHAT_SOAK_OUT="$PWD/soak-results" \
   go test ./cmd/roomchatd -run '^TestSoak$' -count=1 -v -timeout 12h >"$log" 2>&1
 rc=$?
 set -e

@@ -21,7 +21,8 @@ package main
 //
 // ROOMCHAT_SOAK=<duration> sets the load time (make soak: 30m); without
 // it a smoke version of about 2 minutes runs, except under -short.
-// ROOMCHAT_SOAK_OUT=<dir> writes the samples (CSV) and the chart (SVG).
+// ROOMCHAT_SOAK_OUT=<dir> writes the samples (CSV) and the chart (SVG);
+// ROOMCHAT_SOAK_ARGS adds flags to the server's.
 
 import (
 	"bufio"
@@ -57,6 +58,9 @@ import (
 const (
 	soakEnv    = "ROOMCHAT_SOAK"
 	soakOutEnv = "ROOMCHAT_SOAK_OUT"
+	// soakArgsEnv adds flags to the server's, for an investigation
+	// (e.g. "-debug-addr 127.0.0.1:6060" for pprof).
+	soakArgsEnv = "ROOMCHAT_SOAK_ARGS"
 )
 
 // soakConfig shapes one soak and states its tolerances.
@@ -129,6 +133,9 @@ func TestSoak(t *testing.T) {
 type soakSample struct {
 	at         time.Duration // since the start
 	rssKiB     int64         // /proc/PID/status VmRSS
+	anonKiB    int64         // of it, RssAnon (heaps and stacks)
+	fileKiB    int64         // of it, RssFile (mostly the binary's pages)
+	goHeldKiB  int64         // go_memstats_sys_bytes − go_memstats_heap_released_bytes: what the Go runtime holds
 	fds        int           // entries of /proc/PID/fd
 	storeFDs   int           // of them, the SQLite files (the path starts with -db's)
 	goroutines int           // go_goroutines from /metrics
@@ -147,21 +154,22 @@ type soakLoad struct {
 func runSoak(t *testing.T, cfg soakConfig) {
 	start := time.Now()
 	db := filepath.Join(t.TempDir(), "soak.db")
-	srv := chattest.StartEnv(t, nil, "-addr", "127.0.0.1:0", "-db", db)
+	srv := chattest.StartEnv(t, nil, append([]string{"-addr", "127.0.0.1:0", "-db", db}, strings.Fields(os.Getenv(soakArgsEnv))...)...)
 	pid := srv.PID()
 	probe := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 	sample := func() (soakSample, error) {
 		s := soakSample{at: time.Since(start)}
 		var err error
-		if s.rssKiB, err = procRSS(pid); err != nil {
+		if s.rssKiB, s.anonKiB, s.fileKiB, err = procRSS(pid); err != nil {
 			return s, err
 		}
-		m, err := scrapeMetrics(probe, srv.URL, metricGoroutines, metricHeap)
+		m, err := scrapeMetrics(probe, srv.URL, metricGoroutines, metricHeap, metricSys, metricReleased)
 		if err != nil {
 			return s, err
 		}
 		s.goroutines, s.heapKiB = int(m[metricGoroutines]), int64(m[metricHeap])/1024
+		s.goHeldKiB = int64(m[metricSys]-m[metricReleased]) / 1024
 		// After the scrape, whose connection is closed by then (no
 		// keep-alive), so that it is not counted.
 		files, err := procFiles(pid)
@@ -401,18 +409,38 @@ func filesDiff(before, after map[string]int) string {
 	return strings.Join(out, ", ")
 }
 
-// procRSS reads VmRSS of process pid, in KiB.
-func procRSS(pid int) (int64, error) {
+// procRSS reads VmRSS, RssAnon and RssFile of process pid, in KiB.
+func procRSS(pid int) (rss, anon, file int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
+	found := 0
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		name, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
 		}
+		var dst *int64
+		switch name {
+		case "VmRSS":
+			dst = &rss
+		case "RssAnon":
+			dst = &anon
+		case "RssFile":
+			dst = &file
+		default:
+			continue
+		}
+		if *dst, err = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err != nil {
+			return 0, 0, 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, name, err)
+		}
+		found++
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	if found != 3 {
+		return 0, 0, 0, fmt.Errorf("/proc/%d/status: VmRSS, RssAnon or RssFile missing", pid)
+	}
+	return rss, anon, file, nil
 }
 
 // scrapeMetrics reads the values of the named series (name and labels as
@@ -445,6 +473,8 @@ func scrapeMetrics(c *http.Client, base string, names ...string) (map[string]flo
 const (
 	metricGoroutines  = "go_goroutines"
 	metricHeap        = "go_memstats_heap_inuse_bytes"
+	metricSys         = "go_memstats_sys_bytes"
+	metricReleased    = "go_memstats_heap_released_bytes"
 	metricSlow        = "roomchat_slow_consumers_total"
 	metricRateLimited = `roomchat_errors_total{code="rate_limited"}`
 )
@@ -805,9 +835,9 @@ func soakHTTP(ctx context.Context, url string, ld *soakLoad) {
 // soakCSV writes the samples as CSV.
 func soakCSV(samples []soakSample) []byte {
 	var b strings.Builder
-	b.WriteString("seconds,rss_kib,heap_inuse_kib,goroutines,open_files,store_files,client_conns\n")
+	b.WriteString("seconds,rss_kib,rss_anon_kib,rss_file_kib,go_held_kib,heap_inuse_kib,goroutines,open_files,store_files,client_conns\n")
 	for _, s := range samples {
-		fmt.Fprintf(&b, "%.0f,%d,%d,%d,%d,%d,%d\n", s.at.Seconds(), s.rssKiB, s.heapKiB, s.goroutines, s.fds, s.storeFDs, s.conns)
+		fmt.Fprintf(&b, "%.0f,%d,%d,%d,%d,%d,%d,%d,%d,%d\n", s.at.Seconds(), s.rssKiB, s.anonKiB, s.fileKiB, s.goHeldKiB, s.heapKiB, s.goroutines, s.fds, s.storeFDs, s.conns)
 	}
 	return []byte(b.String())
 }
