@@ -1,5 +1,5 @@
 # Each target is one line; anything longer lives in scripts/.
-.PHONY: run build test lint fuzz bench bench-cluster deps cluster
+.PHONY: run build test lint fuzz bench bench-cluster deps cluster chaos soak
 
 run:
 	GODEBUG=adaptivestackstart=0 go run ./cmd/roomchatd
@@ -18,6 +18,12 @@ lint:
 
 fuzz:
 	bash scripts/fuzz.sh
+
+chaos:
+	ROOMCHAT_CHAOS=$${CHAOS_CYCLES:-100} go test ./cmd/roomchatd -run '^TestChaos$$' -count=1 -v -timeout 60m
+
+soak:
+	bash scripts/soak.sh
 
 bench:
 	bash scripts/bench.sh

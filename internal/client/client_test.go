@@ -759,6 +759,44 @@ func TestEvent(t *testing.T) {
 	}
 }
 
+// TestEventEmptyData: an event whose data is an empty object, array or
+// string reaches the other members with that data, not null (the
+// encoding of SendEvent once dropped them as if there were no data).
+func TestEventEmptyData(t *testing.T) {
+	srv := chattest.Start(t)
+	ctx := testCtx(t)
+	const room = "empty-data"
+	a := mustDial(t, ctx, srv.URL, Options{})
+	b := mustDial(t, ctx, srv.URL, Options{})
+	for _, c := range []*Conn{a, b} {
+		if _, err := c.Join(ctx, room, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectEvent(t, ctx, a, protocol.TypePresence) // b joined
+	for _, tc := range []struct {
+		data any
+		want string
+	}{
+		{map[string]any{}, `{}`},
+		{[]int{}, `[]`},
+		{"", `""`},
+		{jsontext.Value(`{}`), `{}`},
+	} {
+		if err := a.Event(ctx, room, "e", tc.data); err != nil {
+			t.Fatalf("Event(%#v): %v", tc.data, err)
+		}
+		_, raw := expectEvent(t, ctx, b, protocol.TypeEvent)
+		var e protocol.Event
+		if err := decode(mustEnvelope(t, raw), &e); err != nil {
+			t.Fatal(err)
+		}
+		if string(e.Data) != tc.want {
+			t.Errorf("Event(%#v) arrived with data %s (%s), want %s", tc.data, e.Data, raw, tc.want)
+		}
+	}
+}
+
 func mustEnvelope(t *testing.T, raw []byte) protocol.Envelope {
 	t.Helper()
 	env, perr := protocol.DecodeEnvelope(raw)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/roomchat/roomchat/internal/protocol"
 )
@@ -190,4 +191,24 @@ func payload(env protocol.Envelope) string {
 		return "{}"
 	}
 	return string(env.Payload)
+}
+
+// TestSendEventKeepsEmptyData: a client's event payload carries every JSON
+// value of data as it is, the empty ones ("", {}, []) included; only a nil
+// data is left out. (FuzzDecodePayload found "" turned into no data, so
+// that the members got null.)
+func TestSendEventKeepsEmptyData(t *testing.T) {
+	for _, data := range []string{`""`, `{}`, `[]`, `0`, `false`, `null`, `{"a":[]}`} {
+		b, err := json.Marshal(protocol.SendEvent{Name: "n", Data: jsontext.Value(data)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got protocol.SendEvent
+		if err := json.Unmarshal(b, &got); err != nil || string(got.Data) != data {
+			t.Errorf("data %s encoded as %s decodes to %q, %v; want %s", data, b, got.Data, err, data)
+		}
+	}
+	if b, _ := json.Marshal(protocol.SendEvent{Name: "n"}); strings.Contains(string(b), "data") {
+		t.Errorf("nil data encoded as %s, want no data", b)
+	}
 }

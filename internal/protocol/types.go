@@ -76,10 +76,12 @@ type History struct {
 
 // SendEvent is the payload of a client's event: a custom event for the
 // other members of a room, never stored. Data is any JSON value (absent
-// is null).
+// is null). Only a nil Data is left out when encoding: omitempty would
+// also drop the empty values "", {} and [], which the members would then
+// receive as null.
 type SendEvent struct {
 	Name   string         `json:"name"`
-	Data   jsontext.Value `json:"data,omitempty"`
+	Data   jsontext.Value `json:"data,omitzero"`
 	RoomID string         `json:"roomID,omitempty"`
 }
 
