@@ -128,15 +128,44 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error
 	}
 	res.GoBefore = gauges()["go_goroutines"]
 
+	// One reader per connection, started as soon as it has joined,
+	// discards presence events and answers the server's pings, as a real
+	// idle client does.
+	var (
+		readers sync.WaitGroup
+		mu      sync.Mutex
+		closing bool
+	)
 	d := newDialer(res.Conns)
 	res.SrcAddrs = len(d.clients)
 	cpu0 := proc.SelfCPU()
 	srv0 := proc.CPUOf(cfg.PIDs)
 	t0 := time.Now()
+	read := func(c *conn) {
+		readers.Go(func() {
+			for {
+				if _, err := c.readFrame(context.Background()); err != nil {
+					mu.Lock()
+					if !closing {
+						res.Dropped++
+						if res.FirstDrop == "" {
+							res.FirstDrop = fmt.Sprintf("after %v: %v", time.Since(t0).Round(time.Millisecond), err)
+						}
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	conns, err := connectAll(cctx, d, t, res.Conns, cfg.Par, spot)
+	conns, err := connectAll(cctx, d, t, res.Conns, cfg.Par, spot, read)
 	cancel()
 	if err != nil {
+		mu.Lock()
+		closing = true
+		mu.Unlock()
+		readers.Wait() // connectAll closed what it opened
 		return res, fmt.Errorf("connect %d: %w", res.Conns, err)
 	}
 	res.ConnectS = round3(time.Since(t0).Seconds())
@@ -144,28 +173,6 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error
 	res.GenCPU = round3((proc.SelfCPU() - cpu0).Seconds())
 	if srv1 := proc.CPUOf(cfg.PIDs); srv0 >= 0 && srv1 >= 0 {
 		res.SrvCPU = round3((srv1 - srv0).Seconds())
-	}
-
-	// One reader per connection discards presence events and answers the
-	// server's pings, as a real idle client does.
-	var (
-		readers sync.WaitGroup
-		mu      sync.Mutex
-		closing bool
-	)
-	for _, c := range conns {
-		readers.Go(func() {
-			for {
-				if _, err := c.readFrame(context.Background()); err != nil {
-					mu.Lock()
-					if !closing {
-						res.Dropped++
-					}
-					mu.Unlock()
-					return
-				}
-			}
-		})
 	}
 	sleepUntil(ctx, time.Now().Add(cfg.Hold))
 	err = memAll(func(k int, b int64) { res.Nodes[k].After = b; res.After += b })
