@@ -16,7 +16,8 @@
 #   idle     three fresh nodes on a fresh redis-server, one idle
 #            generator per node (each process may hold 20,000 files),
 #            sharing rooms, all holding at once; bytes per connection per
-#            node, and the peak of open connections over the cluster
+#            node, and the peak of open connections over the cluster; then
+#            the same count on one node (-db :memory:) for comparison
 #
 # Pinning (fanout, idle): every server process (the nodes, redis-server,
 # the single node) on CPU 0 with GOMAXPROCS=1, the load generators on CPU
@@ -275,6 +276,11 @@ if want idle; then
     log "=> idle run $i: at most $peak connections open at once over the three nodes"
     echo "{\"kind\":\"idle-cluster\",\"run\":$i,\"nodes\":3,\"peakConns\":$peak}" >>"$out"
     for p in "${ipids[@]}" "$rpid"; do stop "$p"; done
+    # The same count on one node without Redis, for bytes per connection
+    # in the same run (100 members per room, all local).
+    start_node "idle$i-single" -db :memory:
+    gen idle -server "ws://$addr" -pid "$pid" -conns "$conns" -rooms $((conns / 100)) -per-addr 2500 -hold "$hold"
+    stop "$pid"
   done
 fi
 log "# results: $out"
