@@ -8,15 +8,16 @@
 #            per run; not pinned (the test starts its own redis-server)
 #   restart  a node's catch-up after a Redis kill -9 and restart, 1,000
 #            active rooms: go test -bench RedisRestart, 5 samples per run
-#   fanout   single node (roomchatd -db :memory:) against three nodes on
+#   fixed    single node (roomchatd -db :memory:) against three nodes on
 #            one redis-server, 100 rooms x 100 members, clients spread
-#            over the nodes: p99 at a fixed 20,000 deliveries/s, then the
-#            max sustained deliveries/s (-find-max), in the same
-#            roomchat-bench run, once per run
+#            over the nodes: p99 at a fixed 20,000 deliveries/s, both in
+#            the same roomchat-bench run, once per run
+#   max      the same servers: max sustained deliveries/s (-find-max)
 #   idle     three fresh nodes on a fresh redis-server, one idle
 #            generator per node (each process may hold 20,000 files),
 #            sharing rooms, all holding at once; bytes per connection per
-#            node, and the peak of open connections over the cluster
+#            node, and the peak of open connections over the cluster; then
+#            the same count on one node (-db :memory:) for comparison
 #
 # Pinning (fanout, idle): every server process (the nodes, redis-server,
 # the single node) on CPU 0 with GOMAXPROCS=1, the load generators on CPU
@@ -28,7 +29,7 @@
 # find-max step, 4s), BENCH_WARMUP (1s), BENCH_QUIET (wait for other
 # processes to go quiet before each step, 20s), BENCH_CONNS (idle
 # connections per node, 18500), BENCH_HOLD (idle hold, 60s), BENCH_ONLY
-# (space-separated subset of: publish restart fanout idle).
+# (space-separated subset of: publish restart fixed max idle).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -38,7 +39,7 @@ warmup=${BENCH_WARMUP:-1s}
 quiet=${BENCH_QUIET:-20s}
 conns=${BENCH_CONNS:-18500}
 hold=${BENCH_HOLD:-60s}
-only=${BENCH_ONLY:-publish restart fanout idle}
+only=${BENCH_ONLY:-publish restart fixed max idle}
 
 for cmd in taskset redis-server; do
   command -v "$cmd" >/dev/null || { echo "bench-cluster: $cmd is required (make deps)" >&2; exit 1; }
@@ -212,7 +213,7 @@ if want restart; then
   done
 fi
 
-if want fanout; then
+if want fixed || want max; then
   start_redis redis
   cluster_redis=$rpid
   urls="" cpids=""
@@ -228,9 +229,13 @@ if want fanout; then
   for i in $(seq "$runs"); do
     log "# fanout, run $i of $runs (load $(cut -d' ' -f1 /proc/loadavg))"
     # p99 at a fixed 20,000 deliveries/s: 100 senders x 2 msgs/s x 100.
-    gen fanout "${common[@]}" -rate 2 -duration 10s -warmup 2s -drain 3s -label 100x100@20k
+    if want fixed; then
+      gen fanout "${common[@]}" -rate 2 -duration 10s -warmup 2s -drain 3s -label 100x100@20k
+    fi
     # Max sustained deliveries/s (p99 <= 250 ms, no loss).
-    gen fanout "${common[@]}" -rate 2 -find-max -duration "$duration" -warmup "$warmup" -drain 3s -label 100x100
+    if want max; then
+      gen fanout "${common[@]}" -rate 2 -find-max -duration "$duration" -warmup "$warmup" -drain 3s -label 100x100
+    fi
   done
   for p in $(echo "$cpids" | tr , ' ') "$spid"; do stop "$p"; done
 fi
@@ -275,6 +280,11 @@ if want idle; then
     log "=> idle run $i: at most $peak connections open at once over the three nodes"
     echo "{\"kind\":\"idle-cluster\",\"run\":$i,\"nodes\":3,\"peakConns\":$peak}" >>"$out"
     for p in "${ipids[@]}" "$rpid"; do stop "$p"; done
+    # The same count on one node without Redis, for bytes per connection
+    # in the same run (100 members per room, all local).
+    start_node "idle$i-single" -db :memory:
+    gen idle -server "ws://$addr" -pid "$pid" -conns "$conns" -rooms $((conns / 100)) -per-addr 2500 -hold "$hold"
+    stop "$pid"
   done
 fi
 log "# results: $out"

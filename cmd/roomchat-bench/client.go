@@ -338,9 +338,14 @@ func (c *conn) expect(ctx context.Context, typ, room string) error {
 }
 
 // connectAll opens n connections with up to par handshakes in flight;
-// spot(i) names connection i's room and the node it connects to. It stops
-// at the first error (after closing what it opened) or when ctx ends.
-func connectAll(ctx context.Context, d *dialer, t *target, n, par int, spot func(i int) (room string, node int)) ([]*conn, error) {
+// spot(i) names connection i's room and the node it connects to. Each
+// connection is handed to joined as soon as it has joined, from the
+// goroutine that connected it, so that its reader can start at once: a
+// connection nobody reads does not answer the server's pings, and the
+// server closes it once the ping timeout passes, which a long connect
+// phase (a cluster's, on a busy machine) can outlast. connectAll stops at
+// the first error (after closing what it opened) or when ctx ends.
+func connectAll(ctx context.Context, d *dialer, t *target, n, par int, spot func(i int) (room string, node int), joined func(c *conn)) ([]*conn, error) {
 	conns := make([]*conn, n)
 	var (
 		mu       sync.Mutex
@@ -365,6 +370,7 @@ func connectAll(ctx context.Context, d *dialer, t *target, n, par int, spot func
 					continue
 				}
 				conns[i] = c
+				joined(c)
 			}
 		})
 	}

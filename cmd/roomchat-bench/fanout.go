@@ -100,24 +100,23 @@ type fanoutRun struct {
 // writes it; read counts them without decoding.
 var errEvent = []byte(`"type":"` + protocol.TypeError + `"`)
 
-// setup connects every member, then starts one reader per connection.
+// setup connects every member, each with its reader.
 func (r *fanoutRun) setup(ctx context.Context, d *dialer, gen int) error {
 	cfg := r.cfg
 	n := cfg.Rooms * cfg.Members
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute+time.Duration(n)*5*time.Millisecond)
 	defer cancel()
+	r.closing.Store(false)
 	conns, err := connectAll(cctx, d, r.t, n, cfg.Par, func(i int) (string, int) {
 		room, member := i/cfg.Members, i%cfg.Members
 		return fmt.Sprintf("bench-%s-%d-r%d", r.runID, gen, room), r.t.place(room, member)
-	})
+	}, func(c *conn) { r.readers.Go(func() { r.read(c) }) })
 	if err != nil {
+		r.closing.Store(true)
+		r.readers.Wait() // connectAll closed what it opened
 		return fmt.Errorf("connect %d members to %s: %w", n, r.t.name(), err)
 	}
 	r.conns = conns
-	r.closing.Store(false)
-	for _, c := range conns {
-		r.readers.Go(func() { r.read(c) })
-	}
 	return nil
 }
 

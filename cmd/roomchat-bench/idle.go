@@ -128,33 +128,21 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error
 	}
 	res.GoBefore = gauges()["go_goroutines"]
 
-	d := newDialer(res.Conns)
-	res.SrcAddrs = len(d.clients)
-	cpu0 := proc.SelfCPU()
-	srv0 := proc.CPUOf(cfg.PIDs)
-	t0 := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	conns, err := connectAll(cctx, d, t, res.Conns, cfg.Par, spot)
-	cancel()
-	if err != nil {
-		return res, fmt.Errorf("connect %d: %w", res.Conns, err)
-	}
-	res.ConnectS = round3(time.Since(t0).Seconds())
-	res.Rate = round1(float64(res.Conns) / time.Since(t0).Seconds())
-	res.GenCPU = round3((proc.SelfCPU() - cpu0).Seconds())
-	if srv1 := proc.CPUOf(cfg.PIDs); srv0 >= 0 && srv1 >= 0 {
-		res.SrvCPU = round3((srv1 - srv0).Seconds())
-	}
-
-	// One reader per connection discards presence events and answers the
-	// server's pings, as a real idle client does (Centrifugo's pings are
-	// messages, answered by cfIdle; the others' are WebSocket pings).
+	// One reader per connection, started as soon as it has joined,
+	// discards presence events and answers the server's pings, as a real
+	// idle client does (Centrifugo's pings are messages, answered by
+	// cfIdle; the others' are WebSocket pings).
 	var (
 		readers sync.WaitGroup
 		mu      sync.Mutex
 		closing bool
 	)
-	for _, c := range conns {
+	d := newDialer(res.Conns)
+	res.SrcAddrs = len(d.clients)
+	cpu0 := proc.SelfCPU()
+	srv0 := proc.CPUOf(cfg.PIDs)
+	t0 := time.Now()
+	read := func(c *conn) {
 		readers.Go(func() {
 			for {
 				f, err := c.readFrame(context.Background())
@@ -165,12 +153,31 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error
 					mu.Lock()
 					if !closing {
 						res.Dropped++
+						if res.FirstDrop == "" {
+							res.FirstDrop = fmt.Sprintf("after %v: %v", time.Since(t0).Round(time.Millisecond), err)
+						}
 					}
 					mu.Unlock()
 					return
 				}
 			}
 		})
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	conns, err := connectAll(cctx, d, t, res.Conns, cfg.Par, spot, read)
+	cancel()
+	if err != nil {
+		mu.Lock()
+		closing = true
+		mu.Unlock()
+		readers.Wait() // connectAll closed what it opened
+		return res, fmt.Errorf("connect %d: %w", res.Conns, err)
+	}
+	res.ConnectS = round3(time.Since(t0).Seconds())
+	res.Rate = round1(float64(res.Conns) / time.Since(t0).Seconds())
+	res.GenCPU = round3((proc.SelfCPU() - cpu0).Seconds())
+	if srv1 := proc.CPUOf(cfg.PIDs); srv0 >= 0 && srv1 >= 0 {
+		res.SrvCPU = round3((srv1 - srv0).Seconds())
 	}
 	sleepUntil(ctx, time.Now().Add(cfg.Hold))
 	err = memAll(func(k int, b int64) { res.Nodes[k].After = b; res.After += b })

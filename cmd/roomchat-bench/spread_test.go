@@ -1,10 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/roomchat/roomchat/internal/protocol"
 )
 
 func TestParseTargetNodes(t *testing.T) {
@@ -160,5 +169,68 @@ func TestIdleSpreadsOverNodes(t *testing.T) {
 	}
 	if _, err := runIdle(t.Context(), tg, idleConfig{Conns: 3, PIDs: []int{pid}, Par: 1}); err == nil {
 		t.Error("one -pid for three servers: no error")
+	}
+}
+
+// TestIdleAnswersPingsWhileConnecting: a connection that has joined is
+// read at once, not after the last one has joined, so it answers the
+// server's pings while the others are still connecting. The server here
+// pings the first connection with a 1 s timeout and holds the second
+// handshake for 2 s; a reader started only after connectAll returned
+// would miss the ping.
+func TestIdleAnswersPingsWhileConnecting(t *testing.T) {
+	var (
+		n       atomic.Int64
+		pingErr = make(chan error, 1)
+	)
+	h := http.NewServeMux()
+	h.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		first := n.Add(1) == 1
+		if !first {
+			time.Sleep(2 * time.Second)
+		}
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		ctx := r.Context()
+		ws.Write(ctx, websocket.MessageText, protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{UserID: "u", Limits: protocol.DefaultLimits()}))
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			return
+		}
+		env, _ := protocol.DecodeEnvelope(data)
+		var j protocol.Join
+		protocol.DecodePayload(env, &j)
+		ws.Write(ctx, websocket.MessageText, protocol.Encode(protocol.TypeJoined, env.ID, protocol.Joined{RoomID: j.RoomID}))
+		rctx := ws.CloseRead(context.Background())
+		if first {
+			pctx, cancel := context.WithTimeout(rctx, time.Second)
+			pingErr <- ws.Ping(pctx)
+			cancel()
+		}
+		<-rctx.Done()
+	})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	tg, err := parseTarget(srv.URL, kindRoomchat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := runIdle(t.Context(), tg, idleConfig{Conns: 2, Rooms: 1, PIDs: []int{os.Getpid()}, Par: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-pingErr:
+		if err != nil {
+			t.Errorf("the first connection did not answer a ping while the second was connecting: %v", err)
+		}
+	default:
+		t.Error("the server never pinged")
+	}
+	if res.Dropped != 0 {
+		t.Errorf("dropped %d (%s), want 0", res.Dropped, res.FirstDrop)
 	}
 }

@@ -100,7 +100,8 @@ type Idle struct {
 	GoBefore  float64 `json:"goroutinesBefore,omitzero"`
 	GoAfter   float64 `json:"goroutinesAfter,omitzero"`
 	HeapAfter float64 `json:"heapInuseAfterBytes,omitzero"`
-	Dropped   int64   `json:"droppedDuringHold"`
+	Dropped   int64   `json:"droppedDuringHold"`  // closed by the server after joining, while connecting the rest or holding
+	FirstDrop string  `json:"firstDrop,omitzero"` // when (from the start of connecting) and why the first one dropped
 	GenCPU    float64 `json:"generatorCPUSecondsConnect"`
 	SrvCPU    float64 `json:"serverCPUSecondsConnect,omitzero"`
 	// Nodes, for a target of several servers, holds each one's share;
@@ -256,7 +257,10 @@ func (o *Writer) table(v any) {
 			fmt.Fprintf(o.W, "  node %s: %d conns, %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
 				n.Server, n.Conns, float64(n.Before)/(1<<20), float64(n.After)/(1<<20), n.PerConn, n.PerConn/1024)
 		}
-		fmt.Fprintf(o.W, "  connect+join: %.0f/s (%.2f s; CPU: generator %.2f s, server %.2f s); dropped while held: %d\n", r.Rate, r.ConnectS, r.GenCPU, r.SrvCPU, r.Dropped)
+		fmt.Fprintf(o.W, "  connect+join: %.0f/s (%.2f s; CPU: generator %.2f s, server %.2f s); dropped after joining: %d\n", r.Rate, r.ConnectS, r.GenCPU, r.SrvCPU, r.Dropped)
+		if r.FirstDrop != "" {
+			fmt.Fprintf(o.W, "  first drop %s\n", r.FirstDrop)
+		}
 		if r.GoAfter > 0 {
 			fmt.Fprintf(o.W, "  server goroutines %.0f -> %.0f (%.2f per conn), heap in use %.1f MiB\n",
 				r.GoBefore, r.GoAfter, (r.GoAfter-r.GoBefore)/float64(r.Conns), r.HeapAfter/(1<<20))
