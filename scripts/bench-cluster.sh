@@ -109,16 +109,8 @@ http_get() {
   ) 2>/dev/null
 }
 
-# listens PID PORT reports whether process PID holds a socket listening on
-# TCP port PORT (from /proc; tells our server from another that took it).
-listens() {
-  local inode
-  for inode in $(awk -v p="$(printf ':%04X' "$2")" \
-    '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' /proc/net/tcp); do
-    ls -l "/proc/$1/fd" 2>/dev/null | grep -qF "socket:[$inode]" && return 0
-  done
-  return 1
-}
+# listens PID PORT: see scripts/benchlib.sh.
+. scripts/benchlib.sh
 
 # wait_up NAME PID ADDR CHECK waits (15 s at most) until PID listens on
 # ADDR and the command CHECK ADDR succeeds; else shows NAME's log and exits.

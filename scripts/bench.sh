@@ -110,17 +110,8 @@ healthy() {
   ) 2>/dev/null
 }
 
-# listens PID PORT reports whether process PID holds a socket listening on
-# TCP port PORT (from /proc/net/tcp and /proc/PID/fd; no ss or lsof). It
-# tells our server from another process that took the port meanwhile.
-listens() {
-  local inode
-  for inode in $(awk -v p="$(printf ':%04X' "$2")" \
-    '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' /proc/net/tcp); do
-    ls -l "/proc/$1/fd" 2>/dev/null | grep -qF "socket:[$inode]" && return 0
-  done
-  return 1
-}
+# listens PID PORT: see scripts/benchlib.sh.
+. scripts/benchlib.sh
 
 # start NAME CMD... starts a server on CPU 0 with GOMAXPROCS=1, told by
 # -addr to listen on a free loopback port, and sets $addr and $pid once it
