@@ -17,6 +17,7 @@ package main
 //
 // ROOMCHAT_CHAOS=<cycles> runs the campaign (make chaos: 100 cycles);
 // without it a 3-cycle version runs, except under -short.
+// ROOMCHAT_CHAOS_WINDOW and ROOMCHAT_CHAOS_PACE change the writers' shape.
 
 import (
 	"context"
@@ -46,6 +47,12 @@ import (
 // cycles and turns the full campaign on.
 const chaosEnv = "ROOMCHAT_CHAOS"
 
+// With chaosEnv, these set a writer's window (4) and pace (60ms).
+const (
+	chaosWindowEnv = "ROOMCHAT_CHAOS_WINDOW"
+	chaosPaceEnv   = "ROOMCHAT_CHAOS_PACE"
+)
+
 const chaosRoom = "chaos"
 
 // chaosConfig shapes one campaign.
@@ -71,6 +78,18 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("%s=%q: want a number of cycles ≥ 1", chaosEnv, v)
 		}
 		cfg.cycles, cfg.writers = n, 8
+		// A harsher shape for a second opinion: more writers, more ids
+		// in flight when the kill comes, a pace past the rate limit.
+		if v := os.Getenv(chaosWindowEnv); v != "" {
+			if cfg.window, err = strconv.Atoi(v); err != nil || cfg.window < 1 {
+				t.Fatalf("%s=%q: want a number ≥ 1", chaosWindowEnv, v)
+			}
+		}
+		if v := os.Getenv(chaosPaceEnv); v != "" {
+			if cfg.pace, err = time.ParseDuration(v); err != nil || cfg.pace <= 0 {
+				t.Fatalf("%s=%q: want a duration > 0", chaosPaceEnv, v)
+			}
+		}
 	} else if testing.Short() {
 		t.Skip("the kill -9 campaign; " + chaosEnv + "=<cycles> runs it in full")
 	}
