@@ -61,6 +61,8 @@ const (
 	// soakArgsEnv adds flags to the server's, for an investigation
 	// (e.g. "-debug-addr 127.0.0.1:6060" for pprof).
 	soakArgsEnv = "ROOMCHAT_SOAK_ARGS"
+	// soakRedrawEnv names a CSV of an earlier soak for TestSoakRedraw.
+	soakRedrawEnv = "ROOMCHAT_SOAK_REDRAW"
 )
 
 // soakConfig shapes one soak and states its tolerances.
@@ -117,10 +119,7 @@ func TestSoak(t *testing.T) {
 		if err != nil || d < 3*time.Minute {
 			t.Fatalf("%s=%q: want a duration of at least 3m", soakEnv, v)
 		}
-		cfg.load = d
-		// A warm-up of half the load and windows of a sixth: 15 and 5
-		// minutes for 30.
-		cfg.warmup, cfg.window = d/2, d/6
+		cfg = soakConfigFor(d)
 	} else if testing.Short() {
 		t.Skip("the soak; " + soakEnv + "=<duration> runs it in full")
 	} else {
@@ -132,6 +131,54 @@ func TestSoak(t *testing.T) {
 		cfg.tol, cfg.settle = 0.25, 30*time.Second
 	}
 	runSoak(t, cfg)
+}
+
+// soakConfigFor is the configuration of a full soak of load d.
+func soakConfigFor(d time.Duration) soakConfig {
+	cfg := soakDefaults()
+	// A warm-up of half the load and windows of a sixth: 15 and 5
+	// minutes for 30.
+	cfg.load, cfg.warmup, cfg.window = d, d/2, d/6
+	return cfg
+}
+
+// TestSoakRedraw draws the chart of an earlier full soak again from its
+// CSV: ROOMCHAT_SOAK_REDRAW=<file.csv> with ROOMCHAT_SOAK=<its duration>
+// writes <file>.svg.
+func TestSoakRedraw(t *testing.T) {
+	in := os.Getenv(soakRedrawEnv)
+	if in == "" {
+		t.Skip(soakRedrawEnv + "=<soak CSV> redraws its chart")
+	}
+	d, err := time.ParseDuration(os.Getenv(soakEnv))
+	if err != nil {
+		t.Fatalf("%s: want the soak's duration: %v", soakEnv, err)
+	}
+	b, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var samples []soakSample
+	var loadEnd time.Duration
+	for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n")[1:] {
+		var sec float64
+		var s soakSample
+		if _, err := fmt.Sscanf(line, "%g,%d,%d,%d,%d,%d,%d,%d,%d,%d", &sec, &s.rssKiB, &s.anonKiB, &s.fileKiB, &s.goHeldKiB, &s.heapKiB, &s.goroutines, &s.fds, &s.storeFDs, &s.conns); err != nil {
+			t.Fatalf("%s line %d: %v", in, i+2, err)
+		}
+		s.at = time.Duration(sec * float64(time.Second))
+		if s.conns > 0 {
+			loadEnd = s.at // the last sample under load: the load ended just after
+		}
+		samples = append(samples, s)
+	}
+	cfg := soakConfigFor(d)
+	title := fmt.Sprintf("roomchatd soak: %v of mixed load, sampled every %v", d, cfg.interval)
+	out := strings.TrimSuffix(in, ".csv") + ".svg"
+	if err := os.WriteFile(out, soakChart(title, samples, cfg, loadEnd), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s", out)
 }
 
 // soakSample is one measurement of the server.
@@ -858,12 +905,16 @@ func soakChart(title string, samples []soakSample, cfg soakConfig, loadEnd time.
 		get    func(soakSample) float64
 		slack  float64
 		color  string
-		second func(soakSample) float64 // an optional second line (heap)
+		second func(soakSample) float64 // optional lines: dashed
+		third  func(soakSample) float64 // and dotted
 	}
 	panels := []panel{
-		{"resident memory (MiB); Go heap in use dashed", func(s soakSample) float64 { return float64(s.rssKiB) / 1024 }, cfg.rssSlackKiB / 1024, "#2563eb", func(s soakSample) float64 { return float64(s.heapKiB) / 1024 }},
-		{"goroutines", func(s soakSample) float64 { return float64(s.goroutines) }, cfg.slackGoroutines, "#dc2626", nil},
-		{"open files", func(s soakSample) float64 { return float64(s.fds) }, cfg.slackFDs, "#059669", nil},
+		{"RSS, MiB (dashed: Go heap in use; dotted: anonymous memory outside the Go runtime)",
+			func(s soakSample) float64 { return float64(s.rssKiB) / 1024 }, cfg.rssSlackKiB / 1024, "#2563eb",
+			func(s soakSample) float64 { return float64(s.heapKiB) / 1024 },
+			func(s soakSample) float64 { return max(0, float64(s.anonKiB-s.goHeldKiB)) / 1024 }},
+		{"goroutines", func(s soakSample) float64 { return float64(s.goroutines) }, cfg.slackGoroutines, "#dc2626", nil, nil},
+		{"open files", func(s soakSample) float64 { return float64(s.fds) }, cfg.slackFDs, "#059669", nil, nil},
 	}
 	const (
 		w, ph  = 720, 220
@@ -933,6 +984,9 @@ func soakChart(title string, samples []soakSample, cfg soakConfig, loadEnd time.
 		line(p.get, "")
 		if p.second != nil {
 			line(p.second, ` stroke-dasharray="3 2"`)
+		}
+		if p.third != nil {
+			line(p.third, ` stroke-dasharray="1 2"`)
 		}
 	}
 	b.WriteString("</svg>\n")
