@@ -909,7 +909,7 @@ func soakChart(title string, samples []soakSample, cfg soakConfig, loadEnd time.
 		third  func(soakSample) float64 // and dotted
 	}
 	panels := []panel{
-		{"RSS, MiB (dashed: Go heap in use; dotted: anonymous memory outside the Go runtime)",
+		{"RSS, MiB (dashed: Go heap in use; dotted: anonymous, outside Go)",
 			func(s soakSample) float64 { return float64(s.rssKiB) / 1024 }, cfg.rssSlackKiB / 1024, "#2563eb",
 			func(s soakSample) float64 { return float64(s.heapKiB) / 1024 },
 			func(s soakSample) float64 { return max(0, float64(s.anonKiB-s.goHeldKiB)) / 1024 }},
