@@ -171,37 +171,34 @@ func (c *conn) stopWriting() {
 
 var errTimeout = errors.New("write timed out")
 
-var batchBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
+// write sends one drain of the queue in one write to the socket. The
+// writer frames its events itself (netWriter.text): with batching one
+// frame holds every event between two keepalive pings, a line each;
+// without it each event is a frame of its own.
 func (c *conn) write(q [][]byte) error {
 	c.nw.hold()
 	var err error
 	if c.batch && len(q) > 1 {
-		buf := batchBufs.Get().(*bytes.Buffer)
-		flush := func() {
-			if buf.Len() > 0 && err == nil {
-				err = c.ws.Write(context.Background(), websocket.MessageText, buf.Bytes())
-			}
-			buf.Reset()
-		}
-		for _, f := range q {
+		start := 0
+		for i, f := range q {
 			if isPing(f) {
-				flush()
+				if err == nil && i > start {
+					err = c.nw.text(q[start:i], true)
+				}
 				c.nw.ping()
-				continue
+				start = i + 1
 			}
-			buf.Write(f)
-			buf.WriteByte('\n')
 		}
-		flush()
-		batchBufs.Put(buf)
+		if err == nil && start < len(q) {
+			err = c.nw.text(q[start:], true)
+		}
 	} else {
-		for _, f := range q {
+		for i, f := range q {
 			if isPing(f) {
 				c.nw.ping()
 				continue
 			}
-			if err = c.ws.Write(context.Background(), websocket.MessageText, f); err != nil {
+			if err = c.nw.text(q[i:i+1], false); err != nil {
 				break
 			}
 		}

@@ -5,10 +5,22 @@ import (
 	"time"
 )
 
-// wheelSlots is how many slots the keepalive wheel has: connections are
-// spread over them, and one slot's connections are pinged per tick, so a
-// tick is PingInterval/wheelSlots (1 s by default).
-const wheelSlots = 25
+// The keepalive wheel has PingInterval/wheelTick slots (250 by default),
+// at least minWheelSlots and at most maxWheelSlots. Connections are dealt
+// to the slots in turn, whenever they arrive, and one slot's connections
+// are pinged per tick. Each ping is a write to the socket, so the pings of
+// a wave of connections made within a second or two must not all fall in
+// one tick: with 25 slots of 1 s, the pings of 10,000 connections made at
+// once came in two or three bursts of thousands of writes every 25 s, each
+// holding up every delivery behind it for tens of milliseconds (seen in
+// the execution trace of a fixed-rate run: the wheel's goroutine ran for
+// 17 ms at a time). Dealt over 250 slots of 100 ms, they are 40 pings a
+// tick.
+const (
+	wheelTick     = 100 * time.Millisecond
+	minWheelSlots = 25
+	maxWheelSlots = 1000
+)
 
 // wheel pings every connection once per PingInterval from one goroutine,
 // instead of a timer per connection: a connection holds two list pointers
@@ -22,11 +34,12 @@ type wheel struct {
 	tick  time.Duration
 	check int // slots between a ping and its check: PingTimeout in ticks
 
-	mu      sync.Mutex        // guards the fields below and every conn's ka* fields
-	slots   [wheelSlots]*conn // heads of doubly linked lists
-	cur     int               // the slot the next tick pings
-	buf     []*conn           // the slot being pinged; reused
-	started bool              // the ticking goroutine was started (or close ran)
+	mu      sync.Mutex // guards the fields below and every conn's ka* fields
+	slots   []*conn    // heads of doubly linked lists
+	cur     int        // the slot the next tick pings
+	deal    int        // the slot the next connection goes to
+	buf     []*conn    // the slot being pinged; reused
+	started bool       // the ticking goroutine was started (or close ran)
 
 	stop     chan struct{} // closed by close
 	stopOnce sync.Once
@@ -34,17 +47,19 @@ type wheel struct {
 }
 
 func newWheel(interval, timeout time.Duration) *wheel {
-	tick := max(interval/wheelSlots, time.Millisecond)
+	n := int(min(max(interval/wheelTick, minWheelSlots), maxWheelSlots))
+	tick := max(interval/time.Duration(n), time.Millisecond)
 	return &wheel{
 		tick:  tick,
-		check: min(max(int((timeout+tick-1)/tick), 1), wheelSlots-1),
+		check: min(max(int((timeout+tick-1)/tick), 1), n-1),
+		slots: make([]*conn, n),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
 }
 
-// add puts c in the slot pinged one full turn from now, starting the
-// ticking goroutine on first use.
+// add deals c to the next slot in turn, starting the ticking goroutine on
+// first use. Its first ping comes within one PingInterval.
 func (w *wheel) add(c *conn) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -52,7 +67,8 @@ func (w *wheel) add(c *conn) {
 		w.started = true
 		go w.loop()
 	}
-	slot := (w.cur + wheelSlots - 1) % wheelSlots
+	slot := w.deal
+	w.deal = (w.deal + 1) % len(w.slots)
 	c.kaSlot, c.kaPrev, c.kaNext = slot, nil, w.slots[slot]
 	if c.kaNext != nil {
 		c.kaNext.kaPrev = c
@@ -93,7 +109,8 @@ func (w *wheel) loop() {
 		w.mu.Lock()
 		// Check the slot pinged w.check ticks ago: no byte since its ping
 		// means the peer is gone.
-		for c := w.slots[(w.cur+wheelSlots-w.check)%wheelSlots]; c != nil; c = c.kaNext {
+		n := len(w.slots)
+		for c := w.slots[(w.cur+n-w.check)%n]; c != nil; c = c.kaNext {
 			if c.kaPinged && c.peek.reads.Load() == c.kaReads {
 				dead = append(dead, c)
 			}
@@ -104,7 +121,7 @@ func (w *wheel) loop() {
 			c.kaPinged, c.kaReads = true, c.peek.reads.Load()
 			w.buf = append(w.buf, c)
 		}
-		w.cur = (w.cur + 1) % wheelSlots
+		w.cur = (w.cur + 1) % n
 		conns := w.buf
 		w.mu.Unlock()
 		for _, c := range dead {
