@@ -11,7 +11,7 @@
 # to return to its start, 270s: roomchat keeps a closed connection's resume
 # record for 2 min, and an idle Go process only collects every 2 min),
 # BENCH_ONLY (space-separated subset of: fanout100 batch100
-# fanout1000 batch fixed idle join churn), BENCH_JOIN_CONNS (connections of
+# fanout1000 batch fixed idle join storm churn), BENCH_JOIN_CONNS (connections of
 # the connect + join comparison, 10000, into rooms of 100), BENCH_JOIN_RUNS
 # (its runs per server, 3), BENCH_CENTRIFUGO (a centrifugo v6 binary: adds
 # Centrifugo with and without presence to that comparison; unset, it is
@@ -24,7 +24,7 @@ warmup=${BENCH_WARMUP:-1s}
 conns=${BENCH_CONNS:-19500}
 cycles=${BENCH_CYCLES:-100000}
 settle=${BENCH_SETTLE:-270s}
-only=${BENCH_ONLY:-fanout100 batch100 fanout1000 batch fixed idle join churn}
+only=${BENCH_ONLY:-fanout100 batch100 fanout1000 batch fixed idle join storm churn}
 join_conns=${BENCH_JOIN_CONNS:-10000}
 join_runs=${BENCH_JOIN_RUNS:-3}
 centrifugo=${BENCH_CENTRIFUGO:-}
@@ -260,6 +260,20 @@ if want join; then
         stop "$pid"
       done
     fi
+  done
+fi
+
+# Reconnect storm (issue 12, budget item 4): 10,000 clients joined in 100
+# rooms of 100 lose their server, to SIGTERM and then to kill -9; the tool
+# starts, stops and restarts roomchatd itself (through a wrapper that pins
+# it to CPU 0, the generator's own CPU being 1) and reports the time until
+# every client is back and caught up, messages lost and duplicated, the
+# restarted server's peak RSS and the latency of messages sent meanwhile.
+if want storm; then
+  printf '#!/bin/sh\nGOMAXPROCS=1 exec taskset -c 0 %s "$@"\n' "$tmp/roomchatd" >"$tmp/roomchatd-cpu0"
+  chmod +x "$tmp/roomchatd-cpu0"
+  for sig in term kill; do
+    gen storm -roomchatd "$tmp/roomchatd-cpu0" -addr "127.0.0.1:$(free_port)" -db "$tmp/storm-$sig.db" -signal "$sig" -rooms 100 -members 100
   done
 fi
 
