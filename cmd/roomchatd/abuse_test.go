@@ -91,7 +91,7 @@ func TestAbuseBinary(t *testing.T) {
 		{"connection flood from 20 addresses", func() error {
 			opened, refused := 0, map[int]int{}
 			for i := range 3000 {
-				c, resp, err := abuseDial(ctx, d.URL, fmt.Sprintf("127.0.2.%d", i%20+1))
+				c, resp, err := chattest.DialFrom(ctx, d.URL, fmt.Sprintf("127.0.2.%d", i%20+1))
 				if err != nil {
 					if resp == nil || resp.Header.Get("Retry-After") == "" {
 						return fmt.Errorf("upgrade %d: %v", i, err)
@@ -118,12 +118,12 @@ func TestAbuseBinary(t *testing.T) {
 		}},
 		{"connect-join-drop cycles on the lobby", func() error {
 			for i := range 150 {
-				c, _, err := abuseDial(ctx, d.URL, fmt.Sprintf("127.0.3.%d", i%10+1))
+				c, _, err := chattest.DialFrom(ctx, d.URL, fmt.Sprintf("127.0.3.%d", i%10+1))
 				if err != nil {
 					return fmt.Errorf("cycle %d: %v", i, err)
 				}
 				c.Write(ctx, websocket.MessageText, []byte(`{"type":"join","payload":{"roomID":"lobby"}}`))
-				env, err := abuseAwait(ctx, c, protocol.TypeJoined)
+				env, err := chattest.AwaitFrame(ctx, c, protocol.TypeJoined)
 				c.CloseNow()
 				if err != nil || env.Type != protocol.TypeJoined {
 					return fmt.Errorf("cycle %d: join answered %s %s (%v): ghosts count against the capacity", i, env.Type, env.Payload, err)
@@ -135,7 +135,7 @@ func TestAbuseBinary(t *testing.T) {
 			c := held[0]
 			for i := range 200 {
 				c.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"join","payload":{"roomID":"spam-%d"}}`, i))
-				env, err := abuseAwait(ctx, c, protocol.TypeJoined)
+				env, err := chattest.AwaitFrame(ctx, c, protocol.TypeJoined)
 				if err != nil {
 					return err
 				}
@@ -145,7 +145,7 @@ func TestAbuseBinary(t *testing.T) {
 			}
 			c = held[1]
 			c.Write(ctx, websocket.MessageText, []byte(`{"type":"join","payload":{"roomID":"lobby"}}`))
-			if _, err := abuseAwait(ctx, c, protocol.TypeJoined); err != nil {
+			if _, err := chattest.AwaitFrame(ctx, c, protocol.TypeJoined); err != nil {
 				return err
 			}
 			for range 2000 {
@@ -154,7 +154,7 @@ func TestAbuseBinary(t *testing.T) {
 			id := strings.Repeat("i", 60000)
 			for i := range 100 {
 				c.Write(ctx, websocket.MessageText, fmt.Appendf(nil, `{"type":"msg","id":"%s%d","payload":{"message":"spam","roomID":"lobby"}}`, id, i))
-				env, err := abuseAwait(ctx, c, protocol.TypeAck)
+				env, err := chattest.AwaitFrame(ctx, c, protocol.TypeAck)
 				if err != nil || env.Type != protocol.TypeError {
 					return fmt.Errorf("msg with a 60 KB id: got %s %s (%v), want an error", env.Type, env.Payload, err)
 				}
@@ -162,7 +162,7 @@ func TestAbuseBinary(t *testing.T) {
 			return nil
 		}},
 		{"HTTP flood from one address", func() error {
-			hc := abuseHTTP("127.0.0.9")
+			hc := chattest.HTTPFrom("127.0.0.9")
 			defer hc.CloseIdleConnections()
 			codes := map[int]int{}
 			for range 1000 {
@@ -259,48 +259,6 @@ func vmRSS(t *testing.T, pid int) int64 {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// abuseHTTP is an HTTP client whose connections come from local.
-func abuseHTTP(local string) *http.Client {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
-	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
-}
-
-// abuseDial upgrades from local and reads welcome; on a refusal it
-// returns the response.
-func abuseDial(ctx context.Context, base, local string) (*websocket.Conn, *http.Response, error) {
-	hc := abuseHTTP(local)
-	defer hc.CloseIdleConnections()
-	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/ws", &websocket.DialOptions{HTTPClient: hc})
-	if err != nil {
-		return nil, resp, err
-	}
-	c.SetReadLimit(-1)
-	if _, err := abuseAwait(ctx, c, protocol.TypeWelcome); err != nil {
-		c.CloseNow()
-		return nil, nil, err
-	}
-	return c, nil, nil
-}
-
-// abuseAwait reads until an event of type typ or an error event.
-func abuseAwait(ctx context.Context, c *websocket.Conn, typ string) (protocol.Envelope, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	for {
-		_, b, err := c.Read(ctx)
-		if err != nil {
-			return protocol.Envelope{}, err
-		}
-		env, perr := protocol.DecodeEnvelope(b)
-		if perr != nil {
-			return env, perr
-		}
-		if env.Type == typ || env.Type == protocol.TypeError {
-			return env, nil
-		}
-	}
 }
 
 // abuseChat checks that a and b exchange a message each way and returns

@@ -484,6 +484,7 @@ function historyReset(p) {
 // which cleared the list.
 function onMsg(m, live, scroll = true) {
   if (!m || !Number.isInteger(m.seq)) return true;
+  if (renderTimer !== null) flushRender();
   const existing = rendered.get(m.seq);
   if (existing && m.id && existing.dataset.id && existing.dataset.id !== m.id) {
     // Another message under a seq we already show: the server's history was
@@ -580,18 +581,58 @@ function addNotice(text) {
   if (stick) scrollToBottom();
 }
 
+// A room under a flood of connections can bring hundreds of presence and
+// typing events a second. Each updates the page's state at once; the page
+// itself is redrawn at most every RENDER_MS: the member list, the typing
+// line, and one notice per kind of change ("Alice joined the room.",
+// "Alice, Bob and 3 others joined the room."). A message flushes what is
+// pending first, so notices keep their place before it.
+const RENDER_MS = 100;
+let renderTimer = null;
+const pendingNotices = {
+  join: { verb: 'joined', names: [], n: 0 },
+  leave: { verb: 'left', names: [], n: 0 },
+};
+
+function scheduleRender() {
+  if (renderTimer === null) renderTimer = setTimeout(flushRender, RENDER_MS);
+}
+
+function flushRender() {
+  clearTimeout(renderTimer);
+  renderTimer = null;
+  for (const pn of Object.values(pendingNotices)) {
+    if (pn.n === 0) continue;
+    const [a, b] = pn.names;
+    let who = a;
+    if (pn.n === 2) who = `${a} and ${b}`;
+    else if (pn.n > 2) who = `${a}, ${b} and ${pn.n - 2} others`;
+    addNotice(`${who} ${pn.verb} the room.`);
+    pn.names = [];
+    pn.n = 0;
+  }
+  renderMembers();
+  renderTyping();
+}
+
+function noticeLater(event, name) {
+  const pn = pendingNotices[event];
+  if (pn.names.length < 2) pn.names.push(name || 'Someone');
+  pn.n++;
+}
+
 function onPresence(p) {
   const u = p.user || {};
   if (p.event === 'join') {
     members.set(u.userID, u.name);
-    addNotice(`${u.name || 'Someone'} joined the room.`);
+    noticeLater('join', u.name);
   } else if (p.event === 'leave') {
     members.delete(u.userID);
     dropTyper(u.userID);
-    addNotice(`${u.name || 'Someone'} left the room.`);
+    noticeLater('leave', u.name);
   }
   memberCount = Number.isInteger(p.count) ? p.count : members.size;
-  renderMembers();
+  scheduleRender();
 }
 
 function onTyping(p) {
@@ -603,7 +644,7 @@ function onTyping(p) {
     name: u.name || 'Someone',
     timer: setTimeout(() => dropTyper(u.userID), TYPING_SHOW_MS),
   });
-  renderTyping();
+  scheduleRender();
 }
 
 function dropTyper(userID) {
@@ -611,7 +652,7 @@ function dropTyper(userID) {
   if (!t) return;
   clearTimeout(t.timer);
   typers.delete(userID);
-  renderTyping();
+  scheduleRender();
 }
 
 function clearTypers() {
