@@ -22,7 +22,7 @@ import (
 // clients that send an id do.
 func BenchmarkAppend(b *testing.B) {
 	for _, keyed := range []bool{true, false} {
-		for _, appenders := range []int{64, 1024} {
+		for _, appenders := range []int{1, 64, 1024} {
 			b.Run(fmt.Sprintf("keyed=%v/appenders=%d", keyed, appenders), func(b *testing.B) {
 				benchAppend(b, keyed, appenders)
 			})
