@@ -2,19 +2,18 @@ package main
 
 import (
 	"context"
-	"net/http"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/relay"
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/server"
+	"github.com/roomchat/roomchat/internal/store"
 )
 
 // These tests check the tool's bookkeeping, never timing: no assertion
@@ -25,6 +24,37 @@ func newRelayServer(t *testing.T) *target {
 	srv := httptest.NewServer(relay.New())
 	t.Cleanup(srv.Close)
 	tg, err := parseTarget(srv.URL, kindRelay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+// newRoomchatServer starts the real server in-process on the in-memory
+// store, with no per-connection rate limit (as make bench runs roomchatd:
+// -rate 0).
+func newRoomchatServer(t *testing.T) *target {
+	t.Helper()
+	limits := protocol.DefaultLimits()
+	limits.Rate = 0
+	srv, err := server.New(server.Config{
+		Store:  store.NewMemory(store.Retention{}),
+		Limits: limits,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	tg, err := parseTarget(hs.URL, kindRoomchat)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +137,7 @@ func TestLatencyFromSchedule(t *testing.T) {
 func TestFanoutRoomchatProtocol(t *testing.T) {
 	for _, batch := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain", true: "batch"}[batch], func(t *testing.T) {
-			fs := newFakeRoomchat(t)
-			tg, err := parseTarget(fs.URL, kindRoomchat)
-			if err != nil {
-				t.Fatal(err)
-			}
+			tg := newRoomchatServer(t)
 			tg.batch = batch
 			cfg := smallFanout()
 			res, err := runFanout(t.Context(), tg, cfg, func(any) {})
@@ -167,11 +193,7 @@ func TestIdleAndChurnBaseline(t *testing.T) {
 }
 
 func TestChurnRoomchatProtocol(t *testing.T) {
-	fs := newFakeRoomchat(t)
-	tg, err := parseTarget(fs.URL, kindRoomchat)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg := newRoomchatServer(t)
 	ch, err := runChurn(t.Context(), tg, churnConfig{Cycles: 30, Par: 3, Rooms: 2, MaxTime: 20 * time.Second, Settle: time.Second, Slack: 1000, HeapSlack: 10})
 	if err != nil {
 		t.Fatal(err)
@@ -179,128 +201,4 @@ func TestChurnRoomchatProtocol(t *testing.T) {
 	if ch.Cycles != 30 || ch.Failed != 0 {
 		t.Errorf("churn = %+v", ch)
 	}
-}
-
-// newFakeRoomchat serves the part of SPEC §4 the bench speaks: welcome,
-// join → joined, msg → a msg event to every member, leave → left, with
-// ?batch=1 packing queued events into one frame. It stands in for roomchatd
-// so that the tool's roomchat path is tested without the server package.
-func newFakeRoomchat(t *testing.T) *httptest.Server {
-	t.Helper()
-	return newFakeCluster(t, 1)[0].srv
-}
-
-// fakeNode is one server of a fake cluster.
-type fakeNode struct {
-	srv   *httptest.Server
-	conns atomic.Int64 // WebSocket connections accepted
-}
-
-// newFakeCluster starts n fake roomchat servers that share their rooms,
-// as the nodes of a cluster do: a message sent to one node reaches the
-// room's members on every node.
-func newFakeCluster(t *testing.T, n int) []*fakeNode {
-	t.Helper()
-	var (
-		mu    sync.Mutex
-		rooms = map[string]map[chan []byte]bool{}
-		seq   int64
-	)
-	var nodes []*fakeNode
-	for range n {
-		node := &fakeNode{}
-		h := http.NewServeMux()
-		h.HandleFunc("GET /metrics", relay.New().ServeHTTP)
-		h.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
-			node.conns.Add(1)
-			batch := r.URL.Query().Get("batch") == "1"
-			ws, err := websocket.Accept(w, r, nil)
-			if err != nil {
-				return
-			}
-			defer ws.CloseNow()
-			q := make(chan []byte, 1024)
-			ctx, cancel := context.WithCancel(context.Background())
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				for {
-					var b []byte
-					select {
-					case b = <-q:
-					case <-ctx.Done():
-						return
-					}
-					if batch {
-					more:
-						for {
-							select {
-							case nb := <-q:
-								b = append(append(append([]byte(nil), b...), '\n'), nb...)
-							default:
-								break more
-							}
-						}
-					}
-					if ws.Write(ctx, websocket.MessageText, b) != nil {
-						return
-					}
-				}
-			})
-			room := ""
-			q <- protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{UserID: "u", Limits: protocol.DefaultLimits()})
-			for {
-				_, data, err := ws.Read(ctx)
-				if err != nil {
-					break
-				}
-				env, perr := protocol.DecodeEnvelope(data)
-				if perr != nil {
-					q <- protocol.EncodeError(env.ID, perr)
-					continue
-				}
-				switch env.Type {
-				case protocol.TypeJoin:
-					var j protocol.Join
-					protocol.DecodePayload(env, &j)
-					room = j.RoomID
-					mu.Lock()
-					if rooms[room] == nil {
-						rooms[room] = map[chan []byte]bool{}
-					}
-					rooms[room][q] = true
-					mu.Unlock()
-					q <- protocol.Encode(protocol.TypeJoined, env.ID, protocol.Joined{RoomID: room})
-				case protocol.TypeMsg:
-					var s protocol.Send
-					protocol.DecodePayload(env, &s)
-					mu.Lock()
-					seq++
-					ev := protocol.Encode(protocol.TypeMsg, "", protocol.Message{ID: "m", RoomID: room, Seq: seq, Message: s.Message, TS: time.Now()})
-					for o := range rooms[room] {
-						o <- ev
-					}
-					mu.Unlock()
-				case protocol.TypeLeave:
-					mu.Lock()
-					delete(rooms[room], q)
-					mu.Unlock()
-					q <- protocol.Encode(protocol.TypeLeft, env.ID, protocol.Left{RoomID: room})
-				}
-			}
-			mu.Lock()
-			delete(rooms[room], q)
-			mu.Unlock()
-			// Let the writer flush what is queued before the close handshake.
-			for i := 0; i < 100 && len(q) > 0; i++ {
-				time.Sleep(time.Millisecond)
-			}
-			cancel()
-			wg.Wait()
-			ws.Close(websocket.StatusNormalClosure, "")
-		})
-		node.srv = httptest.NewServer(h)
-		t.Cleanup(node.srv.Close)
-		nodes = append(nodes, node)
-	}
-	return nodes
 }

@@ -7,13 +7,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/redistest"
 )
 
 func TestParseTargetNodes(t *testing.T) {
@@ -108,19 +111,49 @@ func nodeList(n int) string {
 	return s
 }
 
-// TestFanoutSpreadsOverNodes runs fanout against three fake nodes that
-// share rooms: every member gets every message, whichever node its sender
-// is on, and each node holds its share of the connections.
-func TestFanoutSpreadsOverNodes(t *testing.T) {
-	nodes := newFakeCluster(t, 3)
+// startCluster starts n roomchatd nodes (the built binary, -redis) on one
+// real redis-server.
+func startCluster(t *testing.T, n int) []*chattest.Server {
+	t.Helper()
+	rs := redistest.Start(t, redistest.Options{})
+	var nodes []*chattest.Server
+	for range n {
+		nodes = append(nodes, chattest.Start(t, "-redis", rs.URL()))
+	}
+	return nodes
+}
+
+// clusterTarget is the -server value naming every node.
+func clusterTarget(t *testing.T, nodes []*chattest.Server) *target {
+	t.Helper()
 	var urls []string
 	for _, n := range nodes {
-		urls = append(urls, n.srv.URL)
+		urls = append(urls, n.URL)
 	}
-	tg, err := parseTarget(urls[0]+","+urls[1]+","+urls[2], kindRoomchat)
+	tg, err := parseTarget(strings.Join(urls, ","), kindRoomchat)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tg
+}
+
+// accepted is how many WebSocket connections node has accepted, from its
+// /metrics.
+func accepted(t *testing.T, node *chattest.Server) int64 {
+	t.Helper()
+	m, err := scrapeMetrics(t.Context(), node.URL+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(m["roomchat_connections_total"])
+}
+
+// TestFanoutSpreadsOverNodes runs fanout against three nodes of a real
+// cluster: every member gets every message, whichever node its sender is
+// on, and each node holds its share of the connections.
+func TestFanoutSpreadsOverNodes(t *testing.T) {
+	nodes := startCluster(t, 3)
+	tg := clusterTarget(t, nodes)
 	cfg := smallFanout()
 	cfg.Rooms, cfg.Members, cfg.Label = 4, 5, "4x5"
 	res, err := runFanout(t.Context(), tg, cfg, func(any) {})
@@ -132,22 +165,19 @@ func TestFanoutSpreadsOverNodes(t *testing.T) {
 		t.Errorf("result names %d nodes, target %q; want 3, roomchat-3nodes", res.Nodes, res.Target)
 	}
 	for i, n := range nodes {
-		if got, want := n.conns.Load(), int64(cfg.Rooms*cfg.Members/3); got < want || got > want+1 {
+		if got, want := accepted(t, n), int64(cfg.Rooms*cfg.Members/3); got < want || got > want+1 {
 			t.Errorf("node %d got %d connections, want %d or %d", i, got, want, want+1)
 		}
 	}
 }
 
-// TestIdleSpreadsOverNodes holds connections on three fake nodes and
-// reports each node's share.
+// TestIdleSpreadsOverNodes holds connections on three nodes of a real
+// cluster and reports each node's share and memory.
 func TestIdleSpreadsOverNodes(t *testing.T) {
-	nodes := newFakeCluster(t, 3)
-	tg, err := parseTarget(nodes[0].srv.URL+","+nodes[1].srv.URL+","+nodes[2].srv.URL, kindRoomchat)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := os.Getpid()
-	res, err := runIdle(t.Context(), tg, idleConfig{Conns: 31, Rooms: 4, PIDs: []int{pid, pid, pid}, Par: 4})
+	nodes := startCluster(t, 3)
+	tg := clusterTarget(t, nodes)
+	pids := []int{nodes[0].PID(), nodes[1].PID(), nodes[2].PID()}
+	res, err := runIdle(t.Context(), tg, idleConfig{Conns: 31, Rooms: 4, PIDs: pids, Par: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,17 +187,17 @@ func TestIdleSpreadsOverNodes(t *testing.T) {
 	sum := 0
 	for i, n := range res.Nodes {
 		sum += n.Conns
-		if got := nodes[i].conns.Load(); int64(n.Conns) != got {
+		if got := accepted(t, nodes[i]); int64(n.Conns) != got {
 			t.Errorf("node %d: reported %d conns, the node accepted %d", i, n.Conns, got)
 		}
-		if n.Conns < 10 || n.Conns > 11 || n.PID != pid || n.Before <= 0 || n.After <= 0 {
+		if n.Conns < 10 || n.Conns > 11 || n.PID != pids[i] || n.Before <= 0 || n.After <= 0 {
 			t.Errorf("node %d = %+v", i, n)
 		}
 	}
 	if sum != res.Conns {
 		t.Errorf("nodes hold %d conns in all, want %d", sum, res.Conns)
 	}
-	if _, err := runIdle(t.Context(), tg, idleConfig{Conns: 3, PIDs: []int{pid}, Par: 1}); err == nil {
+	if _, err := runIdle(t.Context(), tg, idleConfig{Conns: 3, PIDs: pids[:1], Par: 1}); err == nil {
 		t.Error("one -pid for three servers: no error")
 	}
 }
