@@ -884,9 +884,9 @@ func TestGraceRestartsOnEachDrop(t *testing.T) {
 
 // TestKeepaliveTimeoutIsADrop: a connection that stops answering pings (a
 // half-open peer) is closed PingTimeout after its first unanswered ping,
-// which comes within PingInterval of connecting (the keepalive wheel deals
-// connections to its slots in turn), and, being a drop, announced as a
-// leave one grace period later.
+// which comes between PingInterval/2 and PingInterval after connecting
+// (the keepalive wheel deals connections over half its slots), and, being
+// a drop, announced as a leave one grace period later.
 func TestKeepaliveTimeoutIsADrop(t *testing.T) {
 	t.Parallel()
 	const ping, pingTimeout, grace = 200 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond
@@ -922,8 +922,8 @@ func TestKeepaliveTimeoutIsADrop(t *testing.T) {
 	}
 	// The wheel checks at its ticks (PingInterval/25 here), so the timeout
 	// is met to within a tick or two: half of it is the lower bound.
-	if least := pingTimeout/2 + grace; elapsed < least {
-		t.Fatalf("leave after %v, want no earlier than a grace period after the timeout, %v", elapsed, least)
+	if least := ping/2 + pingTimeout/2 + grace; elapsed < least {
+		t.Fatalf("leave after %v, want no earlier than half an interval, the timeout and a grace period, %v", elapsed, least)
 	}
 	if most := ping + pingTimeout + grace; elapsed > most+time.Second {
 		t.Fatalf("leave after %v, want it within interval + timeout + grace = %v (and a second of slack)", elapsed, most)

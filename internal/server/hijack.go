@@ -162,6 +162,9 @@ var pingFrame = []byte{0x89, 0x00}
 func (w *netWriter) ping() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.frames.closed {
+		return // nothing but the close handshake after a close frame
+	}
 	if !w.frames.boundary() {
 		w.pendingPing = true
 		return

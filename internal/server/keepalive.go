@@ -7,15 +7,15 @@ import (
 
 // The keepalive wheel has PingInterval/wheelTick slots (250 by default),
 // at least minWheelSlots and at most maxWheelSlots. Connections are dealt
-// to the slots in turn, whenever they arrive, and one slot's connections
-// are pinged per tick. Each ping is a write to the socket, so the pings of
+// in turn to the slots half a turn to a whole turn ahead (add), and one
+// slot's connections are pinged per tick. Each ping is a write to the socket, so the pings of
 // a wave of connections made within a second or two must not all fall in
 // one tick: with 25 slots of 1 s, the pings of 10,000 connections made at
 // once came in two or three bursts of thousands of writes every 25 s, each
 // holding up every delivery behind it for tens of milliseconds (seen in
 // the execution trace of a fixed-rate run: the wheel's goroutine ran for
-// 17 ms at a time). Dealt over 250 slots of 100 ms, they are 40 pings a
-// tick.
+// 17 ms at a time). Dealt over 125 of 250 slots of 100 ms, they are 80
+// pings a tick.
 const (
 	wheelTick     = 100 * time.Millisecond
 	minWheelSlots = 25
@@ -58,8 +58,12 @@ func newWheel(interval, timeout time.Duration) *wheel {
 	}
 }
 
-// add deals c to the next slot in turn, starting the ticking goroutine on
-// first use. Its first ping comes within one PingInterval.
+// add deals c, in turn, to one of the slots that the wheel reaches between
+// half a turn and a whole turn from now, starting the ticking goroutine on
+// first use. Its first ping comes between PingInterval/2 and PingInterval
+// after it connected: a client is never pinged (and dropped for not
+// answering) right after its handshake, and a wave of connections made at
+// once is spread over half the slots.
 func (w *wheel) add(c *conn) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -67,8 +71,10 @@ func (w *wheel) add(c *conn) {
 		w.started = true
 		go w.loop()
 	}
-	slot := w.deal
-	w.deal = (w.deal + 1) % len(w.slots)
+	n := len(w.slots)
+	half := max(n/2, 1)
+	slot := (w.cur + n - half + w.deal%half) % n
+	w.deal = (w.deal + 1) % half
 	c.kaSlot, c.kaPrev, c.kaNext = slot, nil, w.slots[slot]
 	if c.kaNext != nil {
 		c.kaNext.kaPrev = c
