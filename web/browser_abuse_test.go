@@ -77,6 +77,7 @@ func TestBrowserUnderAbuse(t *testing.T) {
 	}
 
 	before := a.cycles.Load()
+	tabStart := time.Now()
 	alice := newPage(t, browser, "alice")
 	alice.do(chromedp.Navigate(srv.url() + "/r/" + roomID))
 	alice.chooseName("Alice")
@@ -86,6 +87,16 @@ func TestBrowserUnderAbuse(t *testing.T) {
 	alice.do(chromedp.SendKeys(chromedp.ID("message-input"), "Loud and clear."+kb.Enter))
 	alice.waitMessage("Loud and clear.", "Alice")
 	bob.awaitMessage("Loud and clear.", "Alice")
+
+	// The churn's presence reached the tab, drawn as notices of many
+	// members at once: no more than two (a join and a leave notice) per
+	// 100 ms redraw, however many events came.
+	alice.waitJS("a notice of many joins", `[...document.querySelectorAll('#messages .notice')].some(n => /and \d+ others joined the room\.$/.test(n.textContent))`)
+	notices := evalJS[int](alice, `document.querySelectorAll('#messages .notice').length`)
+	if most := 2*int(time.Since(tabStart)/(100*time.Millisecond)) + 4; notices > most {
+		t.Errorf("the tab shows %d notices after %v, want at most %d: presence is not coalesced", notices, time.Since(tabStart).Round(time.Millisecond), most)
+	}
+	t.Logf("the tab shows %d notices after %v", notices, time.Since(tabStart).Round(time.Millisecond))
 
 	stop()
 	close(errs)

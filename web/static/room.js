@@ -573,6 +573,11 @@ function clearMessages() {
 }
 
 function addNotice(text) {
+  if (renderTimer !== null) flushRender();
+  appendNotice(text);
+}
+
+function appendNotice(text) {
   const stick = nearBottom();
   const n = document.createElement('div');
   n.className = 'notice';
@@ -581,18 +586,16 @@ function addNotice(text) {
   if (stick) scrollToBottom();
 }
 
-// A room under a flood of connections can bring hundreds of presence and
-// typing events a second. Each updates the page's state at once; the page
-// itself is redrawn at most every RENDER_MS: the member list, the typing
-// line, and one notice per kind of change ("Alice joined the room.",
-// "Alice, Bob and 3 others joined the room."). A message flushes what is
-// pending first, so notices keep their place before it.
+// A room under a flood of connections can bring hundreds of presence
+// events a second. Each updates the page's state at once; the member list
+// and the join/leave notices are redrawn at most every RENDER_MS, one
+// notice per kind of change in the order the kinds first came ("Alice
+// left the room." then "Alice, Bob and 3 others joined the room."). Any
+// other notice or message flushes what is pending first, so notices keep
+// their place. The typing line is cheap and redrawn at once.
 const RENDER_MS = 100;
 let renderTimer = null;
-const pendingNotices = {
-  join: { verb: 'joined', names: [], n: 0 },
-  leave: { verb: 'left', names: [], n: 0 },
-};
+let pendingNotices = []; // {verb, names (the first two), n}, in order of first arrival
 
 function scheduleRender() {
   if (renderTimer === null) renderTimer = setTimeout(flushRender, RENDER_MS);
@@ -601,22 +604,25 @@ function scheduleRender() {
 function flushRender() {
   clearTimeout(renderTimer);
   renderTimer = null;
-  for (const pn of Object.values(pendingNotices)) {
-    if (pn.n === 0) continue;
+  const pending = pendingNotices;
+  pendingNotices = [];
+  for (const pn of pending) {
     const [a, b] = pn.names;
     let who = a;
     if (pn.n === 2) who = `${a} and ${b}`;
-    else if (pn.n > 2) who = `${a}, ${b} and ${pn.n - 2} others`;
-    addNotice(`${who} ${pn.verb} the room.`);
-    pn.names = [];
-    pn.n = 0;
+    else if (pn.n === 3) who = `${a}, ${b} and 1 other`;
+    else if (pn.n > 3) who = `${a}, ${b} and ${pn.n - 2} others`;
+    appendNotice(`${who} ${pn.verb} the room.`);
   }
   renderMembers();
-  renderTyping();
 }
 
-function noticeLater(event, name) {
-  const pn = pendingNotices[event];
+function noticeLater(verb, name) {
+  let pn = pendingNotices.find((p) => p.verb === verb);
+  if (!pn) {
+    pn = { verb, names: [], n: 0 };
+    pendingNotices.push(pn);
+  }
   if (pn.names.length < 2) pn.names.push(name || 'Someone');
   pn.n++;
 }
@@ -625,11 +631,11 @@ function onPresence(p) {
   const u = p.user || {};
   if (p.event === 'join') {
     members.set(u.userID, u.name);
-    noticeLater('join', u.name);
+    noticeLater('joined', u.name);
   } else if (p.event === 'leave') {
     members.delete(u.userID);
     dropTyper(u.userID);
-    noticeLater('leave', u.name);
+    noticeLater('left', u.name);
   }
   memberCount = Number.isInteger(p.count) ? p.count : members.size;
   scheduleRender();
@@ -644,7 +650,7 @@ function onTyping(p) {
     name: u.name || 'Someone',
     timer: setTimeout(() => dropTyper(u.userID), TYPING_SHOW_MS),
   });
-  scheduleRender();
+  renderTyping();
 }
 
 function dropTyper(userID) {
@@ -652,7 +658,7 @@ function dropTyper(userID) {
   if (!t) return;
   clearTimeout(t.timer);
   typers.delete(userID);
-  scheduleRender();
+  renderTyping();
 }
 
 function clearTypers() {
