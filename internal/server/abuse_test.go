@@ -31,50 +31,23 @@ type attacker struct {
 	WS *websocket.Conn
 }
 
-// attackDial upgrades from local; resp is the refusal when err is not nil.
+// attackDial upgrades from local and reads welcome; resp is the refusal
+// when err is not nil.
 func attackDial(ctx context.Context, ts *timedServer, local string) (*attacker, *http.Response, error) {
-	hc, closeIdle := fromAddr(local)
-	defer closeIdle()
-	ws, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/ws", &websocket.DialOptions{HTTPClient: hc})
+	ws, resp, err := chattest.DialFrom(ctx, ts.URL, local)
 	if err != nil {
 		return nil, resp, err
 	}
-	ws.SetReadLimit(-1)
-	a := &attacker{WS: ws}
-	if _, err := a.next(ctx); err != nil { // welcome
-		ws.CloseNow()
-		return nil, nil, err
-	}
-	return a, nil, nil
+	return &attacker{WS: ws}, nil, nil
 }
 
 func (a *attacker) send(ctx context.Context, format string, args ...any) error {
 	return a.WS.Write(ctx, websocket.MessageText, fmt.Appendf(nil, format, args...))
 }
 
-// next reads the next event.
-func (a *attacker) next(ctx context.Context) (protocol.Envelope, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, b, err := a.WS.Read(ctx)
-	if err != nil {
-		return protocol.Envelope{}, err
-	}
-	env, perr := protocol.DecodeEnvelope(b)
-	if perr != nil {
-		return env, perr
-	}
-	return env, nil
-}
-
 // await reads until an event of type typ (or an error event) arrives.
 func (a *attacker) await(ctx context.Context, typ string) (protocol.Envelope, error) {
-	for {
-		env, err := a.next(ctx)
-		if err != nil || env.Type == typ || env.Type == protocol.TypeError {
-			return env, err
-		}
-	}
+	return chattest.AwaitFrame(ctx, a.WS, typ)
 }
 
 // refusedWith reports whether an upgrade was refused with status and code.
@@ -181,8 +154,8 @@ func TestAbuse(t *testing.T) {
 			name: "HTTP request loop stops at IPHTTPRate",
 			cfg:  func(c *server.Config) { c.IPHTTPRate, c.IPHTTPBurst = 5, 20 },
 			run: func(ctx context.Context, ts *timedServer) (func(), error) {
-				hc, closeIdle := fromAddr("127.0.0.9")
-				defer closeIdle()
+				hc := chattest.HTTPFrom("127.0.0.9")
+				defer hc.CloseIdleConnections()
 				ok, start := 0, time.Now()
 				for range 300 {
 					resp, err := hc.Get(ts.URL + "/api/rooms/lobby/messages?limit=500")

@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -26,21 +25,13 @@ import (
 	"github.com/roomchat/roomchat/internal/server"
 )
 
-// fromAddr returns an HTTP client whose connections come from the
-// loopback address local, and a function that closes its idle ones.
-func fromAddr(local string) (*http.Client, func()) {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
-	tr := &http.Transport{DialContext: d.DialContext}
-	return &http.Client{Transport: tr}, tr.CloseIdleConnections
-}
-
 // upgrade dials ts's /ws from local with header h. On success it returns
 // a client that has read welcome; otherwise the handshake's response
 // (with the first KiB of its body) and the error.
 func upgrade(t *testing.T, ts *testServer, local string, h http.Header) (*chattest.Client, *http.Response, error) {
 	t.Helper()
-	hc, closeIdle := fromAddr(local)
-	defer closeIdle()
+	hc := chattest.HTTPFrom(local)
+	defer hc.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws"
@@ -213,8 +204,8 @@ func TestIPHTTPRate(t *testing.T) {
 	})
 	get := func(local, path string) *http.Response {
 		t.Helper()
-		hc, closeIdle := fromAddr(local)
-		defer closeIdle()
+		hc := chattest.HTTPFrom(local)
+		defer hc.CloseIdleConnections()
 		resp, err := hc.Get(ts.URL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -290,8 +281,8 @@ func TestPostRateBehindProxy(t *testing.T) {
 	})
 	post := func(local, client string) *http.Response {
 		t.Helper()
-		hc, closeIdle := fromAddr(local)
-		defer closeIdle()
+		hc := chattest.HTTPFrom(local)
+		defer hc.CloseIdleConnections()
 		req, _ := http.NewRequest("POST", ts.URL+"/api/rooms/r/events", strings.NewReader(`{"name":"ping"}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-Forwarded-For", client)
