@@ -50,19 +50,9 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do
-    kill "$p" 2>/dev/null || true
-  done
-  for p in "${pids[@]}"; do
-    wait "$p" 2>/dev/null || true
-  done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# bench_tmp, free_port, listens, want: see scripts/benchlib.sh.
+. scripts/benchlib.sh
+bench_tmp
 
 go build -o "$tmp/" ./cmd/roomchatd ./cmd/roomchat-bench
 go test -c -o "$tmp/cluster.test" ./internal/cluster
@@ -81,21 +71,6 @@ txt="bench-results/cluster-$stamp.txt"
 } | tee "$txt"
 log() { echo "$*" | tee -a "$txt"; }
 
-# free_port prints a TCP port on 127.0.0.1 on which nothing listens now,
-# from 20000-29999 (below the kernel's ephemeral range), as bench.sh does.
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 10000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  echo "bench-cluster: no free port on 127.0.0.1 in 20000-29999 after 100 tries" >&2
-  return 1
-}
-
 # http_get ADDR PATH prints the body of http://ADDR/PATH (HTTP/1.0 over
 # bash's /dev/tcp, at most 2 s), or fails.
 http_get() {
@@ -109,8 +84,6 @@ http_get() {
   ) 2>/dev/null
 }
 
-# listens PID PORT: see scripts/benchlib.sh.
-. scripts/benchlib.sh
 
 # wait_up NAME PID ADDR CHECK waits (15 s at most) until PID listens on
 # ADDR and the command CHECK ADDR succeeds; else shows NAME's log and exits.
@@ -189,7 +162,6 @@ gen() {
   return 0
 }
 
-want() { case " $only " in *" $1 "*) return 0 ;; esac; return 1; }
 
 if want publish; then
   for i in $(seq "$runs"); do

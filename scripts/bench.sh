@@ -43,19 +43,9 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "bench: open-files limit $(ulimit -n)" >&2
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do
-    kill "$p" 2>/dev/null || true
-  done
-  for p in "${pids[@]}"; do
-    wait "$p" 2>/dev/null || true
-  done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# bench_tmp, free_port, listens, want: see scripts/benchlib.sh.
+. scripts/benchlib.sh
+bench_tmp
 
 go build -o "$tmp/" ./cmd/roomchatd ./cmd/roomchat-bench
 # The server runs as docs/deploy/roomchatd.service runs it: goroutines
@@ -80,23 +70,6 @@ svg="bench-results/$stamp-latency.svg"
   fi
 } | tee "$txt"
 
-# free_port prints a TCP port on 127.0.0.1 on which nothing listens now.
-# It picks from 20000-29999: below Linux's ephemeral range (32768-60999),
-# so neither the generator's outgoing connections nor a server or test
-# elsewhere that listens on port 0 is handed it by the kernel.
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 10000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  echo "bench: no free port on 127.0.0.1 in 20000-29999 after 100 tries" >&2
-  return 1
-}
-
 # healthy ADDR reports whether http://ADDR/healthz answers 200 (roomchatd
 # and the relay both serve it), waiting at most 1 s for the answer. It
 # speaks HTTP through bash's /dev/tcp, so it needs no curl.
@@ -110,8 +83,6 @@ healthy() {
   ) 2>/dev/null
 }
 
-# listens PID PORT: see scripts/benchlib.sh.
-. scripts/benchlib.sh
 
 # start NAME CMD... starts a server on CPU 0 with GOMAXPROCS=1, told by
 # -addr to listen on a free loopback port, and sets $addr and $pid once it
@@ -176,7 +147,6 @@ gen() {
   return 0
 }
 
-want() { case " $only " in *" $1 "*) return 0 ;; esac; return 1; }
 
 fan=(-duration "$duration" -warmup "$warmup" -drain 3s)
 
