@@ -3,7 +3,10 @@ package server
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
+	"net"
 	"testing"
+	"time"
 )
 
 // frameTracker finds frame ends in a stream written in arbitrary pieces.
@@ -53,5 +56,69 @@ func TestPingBetweenFrames(t *testing.T) {
 	want := []byte{0x81, 5, 'h', 'e', 'l', 'l', 'o', 0x89, 0, 0x81, 2, 'h', 'i', 0x89, 0}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("drain % x, want % x", got, want)
+	}
+}
+
+// deadlineCounter counts the write deadlines set on a real connection.
+type deadlineCounter struct {
+	net.Conn
+	sets int
+}
+
+func (c *deadlineCounter) SetWriteDeadline(t time.Time) error {
+	c.sets++
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// writeSteady keeps a deadline that is far enough away, and sets one when
+// the one in place is near, past, or further than the timeout allows.
+func TestWriteSteadyKeepsDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { // owned by the test; ends with the listener
+		c, err := ln.Accept()
+		if err == nil {
+			go io.Copy(io.Discard, c) // ends when the client side closes
+			accepted <- c
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	defer func() { (<-accepted).Close() }()
+	conn := &deadlineCounter{Conn: raw}
+
+	const timeout = 10 * time.Second // step: 2 s
+	var deadline int64
+	for i := range 100 {
+		if n, err := writeSteady(conn, []byte("frame"), timeout, &deadline); n != 5 || err != nil {
+			t.Fatalf("write %d: %d bytes, %v", i, n, err)
+		}
+	}
+	if conn.sets != 1 {
+		t.Fatalf("100 quick writes set %d deadlines, want 1", conn.sets)
+	}
+	for _, c := range []struct {
+		what string
+		at   time.Duration // from now
+	}{
+		{"less than half a step away", 900 * time.Millisecond},
+		{"past", -time.Second},
+		{"beyond the timeout", time.Minute},
+	} {
+		conn.sets = 0
+		deadline = time.Now().Add(c.at).UnixNano()
+		if _, err := writeSteady(conn, []byte("frame"), timeout, &deadline); err != nil {
+			t.Fatal(err)
+		}
+		if left := time.Until(time.Unix(0, deadline)); conn.sets != 1 || left <= time.Second || left > 2*time.Second {
+			t.Errorf("deadline %s: %d set, now %s away; want 1 set, 1–2 s away", c.what, conn.sets, left)
+		}
 	}
 }
