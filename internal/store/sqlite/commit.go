@@ -14,14 +14,17 @@ import (
 )
 
 // A request is one queued Append, Ready's probe (probe set; its outcome
-// goes to Store.health) or a Flush (flush != nil), which is answered once
-// everything queued before it is done.
+// goes to Store.health), a Flush (flush != nil), which is answered once
+// everything queued before it is done, or a call on the writer's
+// connection (onWriter: do != nil), made once the batch it is collected
+// into has committed.
 type request struct {
 	msg   protocol.Message
 	key   string
 	done  store.DoneFunc
 	probe bool
 	flush chan<- struct{}
+	do    func(*sql.Conn)
 }
 
 // roomState is the committer's view of one room. Owned by the committer.
@@ -59,13 +62,20 @@ type committer struct {
 	writes    uint64    // one more for each room a batch writes to: roomState.used
 	nextSweep time.Time // next sweepIdle
 
-	// Statements on s.wdb, bound to each transaction with tx.Stmt.
+	// Statements prepared on s.wconn, the writer's connection, which the
+	// committer holds from Open to Close. Its transactions are the BEGIN
+	// IMMEDIATE … COMMIT of tx: database/sql's Tx, and the Stmt that
+	// tx.Stmt makes for each statement in it, were most of the 84
+	// allocations (3.7 KB) a message cost at one message per transaction.
 	getKey, delKey, getRoom, insRoom, updRoom, probe *sql.Stmt
 	insMsgs, insKeys, hasKeys                        *multiStmt
+	tx                                               txStmts
 
 	// Reused between batches.
 	msgArgs, keyArgs, keyList []any
-	existing                  map[string]bool
+	existing                  map[string]bool     // keys of the batch the dedup table has
+	batchKeys                 map[string]int      // key → index of the request that stores it
+	batchRooms                map[*roomState]bool // rooms the batch writes to
 
 	batch   []request // reused between batches
 	results []result
@@ -105,22 +115,27 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 		{&c.updRoom, updRoomSQL}, {&c.probe, probeSQL},
 	} {
 		var err error
-		if *p.stmt, err = s.wdb.PrepareContext(ctx, p.sql); err != nil {
+		if *p.stmt, err = s.wconn.PrepareContext(ctx, p.sql); err != nil {
 			return fmt.Errorf("prepare %q: %w", p.sql, err)
 		}
 	}
 	var err error
-	if c.insMsgs, err = prepareMulti(ctx, s.wdb, insMsgsSQL, 7, "", false); err != nil {
+	if c.insMsgs, err = prepareMulti(ctx, s.wconn, insMsgsSQL, 7, "", false); err != nil {
 		return err
 	}
-	if c.insKeys, err = prepareMulti(ctx, s.wdb, insKeysSQL, 5, "", false); err != nil {
+	if c.insKeys, err = prepareMulti(ctx, s.wconn, insKeysSQL, 5, "", false); err != nil {
 		return err
 	}
-	if c.hasKeys, err = prepareMulti(ctx, s.wdb, hasKeysSQL, 1, ")", true); err != nil {
+	if c.hasKeys, err = prepareMulti(ctx, s.wconn, hasKeysSQL, 1, ")", true); err != nil {
+		return err
+	}
+	if err := c.tx.prepare(ctx, s.wconn); err != nil {
 		return err
 	}
 	c.existing = make(map[string]bool)
-	return c.trim.init(ctx, s)
+	c.batchKeys = make(map[string]int)
+	c.batchRooms = make(map[*roomState]bool)
+	return c.trim.init(ctx, s, &c.tx)
 }
 
 func (c *committer) closeStmts() error {
@@ -130,7 +145,7 @@ func (c *committer) closeStmts() error {
 			errs = append(errs, st.Close())
 		}
 	}
-	errs = append(errs, c.insMsgs.close(), c.insKeys.close(), c.hasKeys.close())
+	errs = append(errs, c.insMsgs.close(), c.insKeys.close(), c.hasKeys.close(), c.tx.close())
 	errs = append(errs, c.trim.closeStmts())
 	return errors.Join(errs...)
 }
@@ -225,10 +240,10 @@ func (c *committer) collect(r request) (closed bool) {
 // duplicates only proves nothing).
 //
 // A batch that fails (a full disk, an I/O error, a lock held past
-// BusyTimeout) fails every request in it and leaves nothing behind: SQLite
-// rolls the transaction back, and so does the driver when COMMIT itself
-// fails and leaves it open (modernc.org/sqlite's tx.Commit), so the next
-// batch starts a fresh transaction on a clean connection. No state
+// BusyTimeout) fails every request in it and leaves nothing behind: the
+// transaction is rolled back (txStmts.run), also when COMMIT itself
+// failed and left it open, so the next batch starts a fresh transaction on
+// a clean connection. No state
 // survives a failure but the rolled-back seqs, so the store recovers by
 // itself as soon as a write can succeed again (TestDiskFull).
 func (c *committer) commit() {
@@ -270,6 +285,10 @@ func (c *committer) commit() {
 			close(r.flush)
 			continue
 		}
+		if r.do != nil {
+			r.do(c.s.wconn)
+			continue
+		}
 		if err != nil {
 			r.done(r.msg, false, err)
 			continue
@@ -292,23 +311,24 @@ func (c *committer) commit() {
 // deciding duplicates and assigning seqs, then insert all messages and
 // keys with multi-row INSERTs and update each touched room's last_seq.
 func (c *committer) write(now time.Time) (touched []*roomState, created []string, err error) {
+	err = c.tx.run(func() error {
+		touched, created, err = c.writeTx(now)
+		return err
+	})
+	return touched, created, err
+}
+
+// writeTx is write's work inside the transaction.
+func (c *committer) writeTx(now time.Time) (touched []*roomState, created []string, err error) {
 	ctx := context.Background() // bounded by busy_timeout, not by a caller
 	nowMs := now.UnixMilli()
-	tx, err := c.s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer func() {
-		if err != nil {
-			tx.Rollback() // may fail if SQLite already rolled back; nothing else to do
-		}
-	}()
-	if err := c.findKeys(ctx, tx); err != nil {
+	if err := c.findKeys(ctx); err != nil {
 		return nil, nil, err
 	}
 	c.msgArgs, c.keyArgs = c.msgArgs[:0], c.keyArgs[:0]
-	keys := map[string]int{} // key → index of the request that stores it in this batch
-	seen := map[*roomState]bool{}
+	keys, seen := c.batchKeys, c.batchRooms
+	clear(keys)
+	clear(seen)
 	probe := false
 	for i, r := range c.batch {
 		c.results = append(c.results, result{dupOf: -1})
@@ -316,7 +336,7 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 			probe = true
 			continue
 		}
-		if r.flush != nil {
+		if r.flush != nil || r.do != nil {
 			continue
 		}
 		if r.key != "" {
@@ -325,7 +345,7 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 				continue
 			}
 			if c.existing[r.key] {
-				live, orig, err := c.oldKey(ctx, tx, r, nowMs)
+				live, orig, err := c.oldKey(ctx, r, nowMs)
 				if err != nil {
 					return touched, created, err
 				}
@@ -335,7 +355,7 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 				}
 			}
 		}
-		rs, isNew, err := c.room(ctx, tx, r.msg.RoomID, nowMs)
+		rs, isNew, err := c.room(ctx, r.msg.RoomID, nowMs)
 		if err != nil {
 			return touched, created, err
 		}
@@ -358,35 +378,28 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 		}
 		c.results[i].msg = m
 	}
-	if err := c.insMsgs.each(c.msgArgs, func(st *sql.Stmt, args []any) error {
-		_, err := tx.Stmt(st).ExecContext(ctx, args...)
-		return err
-	}); err != nil {
+	if err := c.insMsgs.exec(ctx, c.msgArgs); err != nil {
 		return touched, created, err
 	}
-	if err := c.insKeys.each(c.keyArgs, func(st *sql.Stmt, args []any) error {
-		_, err := tx.Stmt(st).ExecContext(ctx, args...)
-		return err
-	}); err != nil {
+	if err := c.insKeys.exec(ctx, c.keyArgs); err != nil {
 		return touched, created, err
 	}
 	clear(c.msgArgs) // drop references to message text
-	updRoom := tx.Stmt(c.updRoom)
 	for _, rs := range touched {
-		if _, err := updRoom.ExecContext(ctx, rs.last, rs.id); err != nil {
+		if _, err := c.updRoom.ExecContext(ctx, rs.last, rs.id); err != nil {
 			return touched, created, err
 		}
 	}
 	if probe {
-		if _, err := tx.Stmt(c.probe).ExecContext(ctx, strconv.FormatInt(nowMs, 10)); err != nil {
+		if _, err := c.probe.ExecContext(ctx, strconv.FormatInt(nowMs, 10)); err != nil {
 			return touched, created, err
 		}
 	}
-	return touched, created, tx.Commit()
+	return touched, created, nil
 }
 
 // findKeys sets c.existing to the batch's keys that the dedup table holds.
-func (c *committer) findKeys(ctx context.Context, tx *sql.Tx) error {
+func (c *committer) findKeys(ctx context.Context) error {
 	clear(c.existing)
 	c.keyList = c.keyList[:0]
 	for _, r := range c.batch {
@@ -395,7 +408,7 @@ func (c *committer) findKeys(ctx context.Context, tx *sql.Tx) error {
 		}
 	}
 	return c.hasKeys.each(c.keyList, func(st *sql.Stmt, args []any) error {
-		rows, err := tx.Stmt(st).QueryContext(ctx, args...)
+		rows, err := st.QueryContext(ctx, args...)
 		if err != nil {
 			return err
 		}
@@ -414,18 +427,18 @@ func (c *committer) findKeys(ctx context.Context, tx *sql.Tx) error {
 // room returns the state of room roomID from the cache, else loads it
 // from the database, or creates it (in the store's epoch) when the room
 // has never had a message.
-func (c *committer) room(ctx context.Context, tx *sql.Tx, roomID string, nowMs int64) (rs *roomState, isNew bool, err error) {
+func (c *committer) room(ctx context.Context, roomID string, nowMs int64) (rs *roomState, isNew bool, err error) {
 	if rs := c.rooms[roomID]; rs != nil {
 		return rs, false, nil
 	}
 	rs = &roomState{}
-	err = tx.Stmt(c.getRoom).QueryRowContext(ctx, roomID).Scan(&rs.id, &rs.last, &rs.epoch)
+	err = c.getRoom.QueryRowContext(ctx, roomID).Scan(&rs.id, &rs.last, &rs.epoch)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		// A new room's history starts in the store's epoch, the one its
 		// joiners saw before this first message (migrations/0002).
 		rs.epoch = c.s.epoch
-		res, err := tx.Stmt(c.insRoom).ExecContext(ctx, roomID, rs.epoch, nowMs)
+		res, err := c.insRoom.ExecContext(ctx, roomID, rs.epoch, nowMs)
 		if err != nil {
 			return nil, false, err
 		}
@@ -447,10 +460,10 @@ func (c *committer) room(ctx context.Context, tx *sql.Tx, roomID string, nowMs i
 // then the message it names. An expired key is deleted, so that write
 // inserts it again with a new rowid (rowid order stays time order for the
 // sweep).
-func (c *committer) oldKey(ctx context.Context, tx *sql.Tx, r request, nowMs int64) (live bool, orig protocol.Message, err error) {
+func (c *committer) oldKey(ctx context.Context, r request, nowMs int64) (live bool, orig protocol.Message, err error) {
 	var at, ts sql.NullInt64
 	var userID, name, body sql.NullString
-	err = tx.Stmt(c.getKey).QueryRowContext(ctx, r.key).Scan(&at, &orig.Seq, &orig.ID, &orig.RoomID, &userID, &name, &body, &ts)
+	err = c.getKey.QueryRowContext(ctx, r.key).Scan(&at, &orig.Seq, &orig.ID, &orig.RoomID, &userID, &name, &body, &ts)
 	if err != nil {
 		return false, orig, fmt.Errorf("read dedup key: %w", err)
 	}
@@ -467,7 +480,7 @@ func (c *committer) oldKey(ctx context.Context, tx *sql.Tx, r request, nowMs int
 		}
 		return true, orig, nil
 	}
-	if _, err := tx.Stmt(c.delKey).ExecContext(ctx, r.key); err != nil {
+	if _, err := c.delKey.ExecContext(ctx, r.key); err != nil {
 		return false, orig, err
 	}
 	return false, protocol.Message{}, nil

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -23,9 +24,9 @@ import (
 func maxPages(t *testing.T, s *Store, n int64) int64 {
 	t.Helper()
 	var got int64
-	if err := s.wdb.QueryRow(fmt.Sprintf("PRAGMA max_page_count = %d", n)).Scan(&got); err != nil {
-		t.Fatal(err)
-	}
+	onWriter(t, s, func(c *sql.Conn) error {
+		return c.QueryRowContext(context.Background(), fmt.Sprintf("PRAGMA max_page_count = %d", n)).Scan(&got)
+	})
 	return got
 }
 

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -89,9 +90,10 @@ func TestReadOnlyAfterOpen(t *testing.T) {
 	storetest.MustAppend(t, s, storetest.Msg("r", "1"), "")
 	// Checkpoint so that the next commit writes to the WAL only; then
 	// make the WAL immutable.
-	if _, err := s.wdb.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-		t.Fatal(err)
-	}
+	onWriter(t, s, func(c *sql.Conn) error {
+		_, err := c.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)")
+		return err
+	})
 	if !chattr(t, "+i", path+"-wal") {
 		t.Skip("chattr not usable here")
 	}

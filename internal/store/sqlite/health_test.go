@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"sync"
@@ -19,9 +20,9 @@ import (
 func writes(t *testing.T, s *Store) int64 {
 	t.Helper()
 	var n int64
-	if err := s.wdb.QueryRow("SELECT total_changes()").Scan(&n); err != nil {
-		t.Fatal(err)
-	}
+	onWriter(t, s, func(c *sql.Conn) error {
+		return c.QueryRowContext(context.Background(), "SELECT total_changes()").Scan(&n)
+	})
 	return n
 }
 

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"database/sql"
 	"fmt"
 	"os"
 	"runtime"
@@ -38,5 +39,24 @@ func leakedGoroutines(wait time.Duration) string {
 			return strings.Join(leaked, "\n\n")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// onWriter runs f on the writer's connection in the committer goroutine,
+// between two transactions, and returns once f has: for the connection's
+// own state (pragmas such as max_page_count, total_changes()), which only
+// that connection sees.
+func onWriter(t testing.TB, s *Store, f func(*sql.Conn) error) {
+	t.Helper()
+	ran := make(chan error, 1)
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		t.Fatal("onWriter: store closed")
+	}
+	s.queue <- request{do: func(c *sql.Conn) { ran <- f(c) }}
+	s.mu.RUnlock()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -23,7 +23,7 @@ type multiStmt struct {
 
 // prepareMulti prepares head + the tuples + tail for each size. With
 // in = true the tuples are "?, ?, …" (for IN (…)); else "(?, …), (?, …)".
-func prepareMulti(ctx context.Context, db *sql.DB, head string, cols int, tail string, in bool) (*multiStmt, error) {
+func prepareMulti(ctx context.Context, db preparer, head string, cols int, tail string, in bool) (*multiStmt, error) {
 	m := &multiStmt{cols: cols}
 	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + ")"
 	if in {
@@ -50,6 +50,14 @@ func (m *multiStmt) close() error {
 		errs = append(errs, st.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// exec runs the statements for args, which is whole rows.
+func (m *multiStmt) exec(ctx context.Context, args []any) error {
+	return m.each(args, func(st *sql.Stmt, chunk []any) error {
+		_, err := st.ExecContext(ctx, chunk...)
+		return err
+	})
 }
 
 // each calls f with the statement for the next chunk of args (whole rows),

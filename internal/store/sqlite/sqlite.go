@@ -124,8 +124,9 @@ type Store struct {
 	epoch string // the store's epoch (meta 'epoch'); read by Open
 	key   []byte // TokenKey (meta 'token_key'); read by Open
 
-	wdb *sql.DB // one connection; used only by the committer and Close
-	rdb *sql.DB // read-only pool for Messages, Room and Ready
+	wdb   *sql.DB   // one connection: wconn, once Open has migrated the file
+	wconn *sql.Conn // held by the committer from Open until Close
+	rdb   *sql.DB   // read-only pool for Messages, Room and Ready
 
 	readAsc, readDesc, roomInfo, readyRead *sql.Stmt // on rdb
 
@@ -237,6 +238,9 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return nil, fmt.Errorf("journal mode is %q, want wal", mode)
+	}
+	if s.wconn, err = s.wdb.Conn(ctx); err != nil {
+		return nil, err
 	}
 
 	s.rdb, err = sql.Open("sqlite", dsn(abs, opts.BusyTimeout, "_pragma=query_only(1)"))
@@ -549,7 +553,7 @@ func (s *Store) Close() error {
 		close(s.stopCheckpoints)
 		s.wg.Wait()
 		var errs []error
-		if _, err := s.wdb.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		if _, err := s.wconn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 			errs = append(errs, fmt.Errorf("checkpoint: %w", err))
 		}
 		errs = append(errs, s.closeDBs(), s.lock.release(false))
@@ -558,7 +562,8 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// closeDBs closes the statements and both pools, whichever are open.
+// closeDBs closes the statements, the writer's connection and the pools,
+// whichever are open.
 func (s *Store) closeDBs() error {
 	var errs []error
 	for _, st := range []*sql.Stmt{s.readAsc, s.readDesc, s.roomInfo, s.readyRead} {
@@ -567,6 +572,9 @@ func (s *Store) closeDBs() error {
 		}
 	}
 	errs = append(errs, s.c.closeStmts())
+	if s.wconn != nil {
+		errs = append(errs, s.wconn.Close())
+	}
 	for _, db := range []*sql.DB{s.rdb, s.ckdb, s.wdb} {
 		if db != nil {
 			errs = append(errs, db.Close())

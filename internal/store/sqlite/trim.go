@@ -46,7 +46,8 @@ type trimmer struct {
 	again    bool
 	nextFull time.Time
 
-	firstSeq, ageSeq, delMsgs, sweep, roomPage *sql.Stmt
+	firstSeq, ageSeq, delMsgs, sweep, roomPage *sql.Stmt // on s.wconn
+	tx                                         *txStmts  // the committer's
 
 	log faultLog
 }
@@ -61,8 +62,8 @@ const (
 	roomPageSQL = `SELECT id, last_seq FROM rooms WHERE id > ? ORDER BY id LIMIT ?`
 )
 
-func (t *trimmer) init(ctx context.Context, s *Store) error {
-	t.s = s
+func (t *trimmer) init(ctx context.Context, s *Store, tx *txStmts) error {
+	t.s, t.tx = s, tx
 	t.log = faultLog{what: "trim", path: s.path}
 	t.dirty = make(map[int64]int64)
 	t.cursor = 0 // full pass at start
@@ -74,7 +75,7 @@ func (t *trimmer) init(ctx context.Context, s *Store) error {
 		{&t.sweep, sweepSQL}, {&t.roomPage, roomPageSQL},
 	} {
 		var err error
-		if *p.stmt, err = s.wdb.PrepareContext(ctx, p.sql); err != nil {
+		if *p.stmt, err = s.wconn.PrepareContext(ctx, p.sql); err != nil {
 			return err
 		}
 	}
@@ -120,18 +121,12 @@ func (t *trimmer) step(now time.Time) (more bool) {
 	if t.cursor < 0 && t.s.opts.Retention.MaxAge > 0 && !now.Before(t.nextFull) {
 		t.cursor = 0
 	}
-	ctx := context.Background()
-	tx, err := t.s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		t.log.observe(err)
-		return false
-	}
-	more, cursor, cleaned, err := t.work(ctx, tx, now)
-	if err == nil {
-		err = tx.Commit()
-	} else {
-		tx.Rollback()
-	}
+	var cursor int64
+	var cleaned []int64
+	err := t.tx.run(func() (err error) {
+		more, cursor, cleaned, err = t.work(context.Background(), now)
+		return err
+	})
 	t.log.observe(err)
 	if err != nil {
 		return false
@@ -150,11 +145,11 @@ func (t *trimmer) step(now time.Time) (more bool) {
 	return more || len(t.dirty) > 0 || t.cursor >= 0
 }
 
-// work does one step's statements in tx. It returns the dirty rooms it
-// finished and where the full pass goes on (-1: finished).
-func (t *trimmer) work(ctx context.Context, tx *sql.Tx, now time.Time) (more bool, cursor int64, cleaned []int64, err error) {
+// work does one step's statements, in a transaction. It returns the dirty
+// rooms it finished and where the full pass goes on (-1: finished).
+func (t *trimmer) work(ctx context.Context, now time.Time) (more bool, cursor int64, cleaned []int64, err error) {
 	cut := now.Add(-store.DedupWindow).UnixMilli()
-	res, err := tx.Stmt(t.sweep).ExecContext(ctx, trimChunk, cut)
+	res, err := t.sweep.ExecContext(ctx, trimChunk, cut)
 	if err != nil {
 		return false, 0, nil, err
 	}
@@ -167,7 +162,7 @@ func (t *trimmer) work(ctx context.Context, tx *sql.Tx, now time.Time) (more boo
 			break
 		}
 		visited++
-		roomMore, err := t.room(ctx, tx, id, last, now)
+		roomMore, err := t.room(ctx, id, last, now)
 		if err != nil {
 			return false, 0, nil, err
 		}
@@ -177,7 +172,7 @@ func (t *trimmer) work(ctx context.Context, tx *sql.Tx, now time.Time) (more boo
 	}
 	cursor = t.cursor
 	if cursor >= 0 {
-		rows, err := tx.Stmt(t.roomPage).QueryContext(ctx, cursor, trimRooms)
+		rows, err := t.roomPage.QueryContext(ctx, cursor, trimRooms)
 		if err != nil {
 			return false, 0, nil, err
 		}
@@ -196,7 +191,7 @@ func (t *trimmer) work(ctx context.Context, tx *sql.Tx, now time.Time) (more boo
 			return false, 0, nil, err
 		}
 		for _, r := range page {
-			roomMore, err := t.room(ctx, tx, r.id, r.last, now)
+			roomMore, err := t.room(ctx, r.id, r.last, now)
 			if err != nil {
 				return false, 0, nil, err
 			}
@@ -216,12 +211,12 @@ func (t *trimmer) work(ctx context.Context, tx *sql.Tx, now time.Time) (more boo
 // room deletes, oldest first and at most trimChunk of them, the messages of
 // room id (whose last seq is last) that retention no longer keeps. It
 // reports whether more remain.
-func (t *trimmer) room(ctx context.Context, tx *sql.Tx, id, last int64, now time.Time) (more bool, err error) {
+func (t *trimmer) room(ctx context.Context, id, last int64, now time.Time) (more bool, err error) {
 	ret := t.s.opts.Retention
 	keepFrom := last - int64(ret.Limit()) + 1 // first seq kept by count
 	if ret.MaxAge > 0 {
 		var s sql.NullInt64
-		if err := tx.Stmt(t.ageSeq).QueryRowContext(ctx, id, now.Add(-ret.MaxAge).UnixMilli()).Scan(&s); err != nil {
+		if err := t.ageSeq.QueryRowContext(ctx, id, now.Add(-ret.MaxAge).UnixMilli()).Scan(&s); err != nil {
 			return false, err
 		}
 		byAge := int64(math.MaxInt64)
@@ -231,14 +226,14 @@ func (t *trimmer) room(ctx context.Context, tx *sql.Tx, id, last int64, now time
 		keepFrom = max(keepFrom, min(byAge, last+1))
 	}
 	var first sql.NullInt64
-	if err := tx.Stmt(t.firstSeq).QueryRowContext(ctx, id).Scan(&first); err != nil {
+	if err := t.firstSeq.QueryRowContext(ctx, id).Scan(&first); err != nil {
 		return false, err
 	}
 	if !first.Valid || first.Int64 >= keepFrom {
 		return false, nil
 	}
 	upTo := min(keepFrom-1, first.Int64+trimChunk-1)
-	if _, err := tx.Stmt(t.delMsgs).ExecContext(ctx, id, upTo); err != nil {
+	if _, err := t.delMsgs.ExecContext(ctx, id, upTo); err != nil {
 		return false, err
 	}
 	return upTo < keepFrom-1, nil
