@@ -134,6 +134,45 @@ func TestLatencyFromSchedule(t *testing.T) {
 	}
 }
 
+// TestFindMaxConfirms stalls one sender in find-max's first window only:
+// that window fails, and the same rate runs again and passes, so the
+// search does not take the stall for the server's limit.
+func TestFindMaxConfirms(t *testing.T) {
+	tg := newRelayServer(t)
+	cfg := smallFanout()
+	cfg.FindMax, cfg.MaxSteps, cfg.Confirm = true, 2, 1
+	var once sync.Once
+	cfg.beforeWrite = func(sender int, measured bool) {
+		if sender == 0 && measured {
+			once.Do(func() { time.Sleep(3 * cfg.MaxP99) })
+		}
+	}
+	var windows []report.Fanout
+	var sum report.Fanout
+	_, err := runFanout(t.Context(), tg, cfg, func(v any) {
+		if r := v.(report.Fanout); r.Kind == "fanout" {
+			windows = append(windows, r)
+		} else {
+			sum = r
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(windows) != 2 {
+		t.Fatalf("%d windows, want 2", len(windows))
+	}
+	if w := windows[0]; w.Pass || w.Rate != cfg.Rate {
+		t.Errorf("first window at %v msgs/s passed %v (p99 %.1f ms), want a failure at %v", w.Rate, w.Pass, w.P99, cfg.Rate)
+	}
+	if w := windows[1]; !w.Pass || w.Rate != cfg.Rate {
+		t.Errorf("second window at %v msgs/s passed %v (%s), want the same rate, passed", w.Rate, w.Pass, w.Why)
+	}
+	if sum.MaxDelivered == 0 {
+		t.Errorf("summary %+v: no rate passed", sum)
+	}
+}
+
 func TestFanoutRoomchatProtocol(t *testing.T) {
 	for _, batch := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain", true: "batch"}[batch], func(t *testing.T) {
