@@ -320,13 +320,18 @@ func (c *conn) stopReading() {
 
 // serve runs the connection: welcome, then the read loop until the
 // connection ends; then it leaves the registry and waits for its
-// goroutines.
+// goroutines. Its goroutine lives as long as the connection and is parked
+// in waitIdle while the connection is idle, so serve and readLoop keep
+// their frames small (see readLoop).
 func (c *conn) serve() {
-	defer c.srv.conns.Done()
-	c.srv.metrics.conns.Inc()
-	c.srv.metrics.connsTotal.Inc()
 	start := time.Now()
 	clean, why := c.readLoop()
+	c.finish(start, clean, why)
+}
+
+// finish is what serve does once the read loop has ended.
+func (c *conn) finish(start time.Time, clean bool, why string) {
+	defer c.srv.conns.Done()
 	c.mu.Lock()
 	if c.byServer {
 		clean = false
@@ -343,78 +348,112 @@ func (c *conn) serve() {
 	c.srv.log.Info("disconnect", "user", c.user.ID(), "why", why, "clean", clean, "duration", time.Since(start).Round(time.Millisecond))
 }
 
-// readLoop reads frames until the connection ends. clean reports a close
-// frame from the client; why says how it ended, for the log.
+// readLoop waits for frames until the connection ends; clean reports a
+// close frame from the client, and why says how it ended, for the log.
+//
+// It reads no frame itself. Each frame is read and handled on a
+// goroutine of its own (frame): the read loop's goroutine lives as long
+// as the connection, and a goroutine keeps the stack it grew to unless it
+// later uses less than a quarter of it. Waiting for bytes (waitIdle) and
+// taking pongs (skipPongs) fit in the 2 KiB a goroutine starts with;
+// reading a frame through the library, and handling it (encoding a
+// joined, reading history through the SQLite driver), need far more. So
+// an idle connection holds a 2 KiB stack, where one that had read its
+// frames itself would hold 4 KiB, or the 8 KiB the runtime may start
+// goroutines with.
+//
+// While a frame is handled the loop already waits for the next one, so
+// that it sees the connection end and cancels the handler's store read
+// (a client that joins a large room and leaves at once costs no read),
+// but the next frame is handled only after this one: in order, one at a
+// time.
 func (c *conn) readLoop() (clean bool, why string) {
-	// busy is closed when the frame being handled is done. While a frame
-	// is handled the loop already waits for the next one, so that it sees
-	// the connection end and cancels the handler's store read (a client
-	// that joins a large room and leaves at once costs no read), but it
-	// handles the next frame only after this one: in order, one at a time.
-	var busy chan struct{}
-	wait := func() {
+	var busy chan struct{} // closed when the last frame's goroutine is done
+	defer func() {
 		if busy != nil {
 			<-busy
 		}
-	}
-	defer wait()
+	}()
 	for {
-		// No context: a cancellable one costs an AfterFunc per read, and
-		// Shutdown ends read loops by closing their connections.
 		c.waitIdle()
 		if c.skipPongs() {
 			continue
 		}
-		typ, r, err := c.ws.Reader(context.Background())
-		if err != nil {
-			c.mu.Lock()
-			c.ended = true
-			c.stopReading()
-			c.mu.Unlock()
-			if st := websocket.CloseStatus(err); st != -1 {
-				return true, fmt.Sprintf("client closed (%d)", st)
-			}
-			if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
-				return false, "connection lost"
-			}
-			return false, err.Error()
-		}
-		if typ == websocket.MessageBinary {
-			// Read past it (bounded by the read limit), then close; the
-			// handshake reads the client's close frame itself.
-			io.Copy(io.Discard, r)
-			wait()
-			c.closeSync(protocol.CloseBinary, "binary frame")
-			return false, "binary frame"
-		}
-		// Frames are read into a pooled buffer: an idle connection keeps
-		// none.
-		buf := frameBufs.Get().(*bytes.Buffer)
-		if _, err := buf.ReadFrom(r); err != nil {
-			// Over the read limit, the library has already sent 1009.
-			putFrameBuf(buf)
-			return false, err.Error()
-		}
-		wait()
-		if !utf8.Valid(buf.Bytes()) {
-			putFrameBuf(buf)
-			c.closeSync(protocol.CloseNotUTF8, "invalid UTF-8")
-			return false, "invalid UTF-8"
-		}
-		c.srv.metrics.framesIn.Inc()
-		// The frame is handled on a short-lived goroutine: the read loop's
-		// goroutine lives as long as the connection, and a goroutine
-		// keeps the stack it grew to unless it later uses less than a
-		// quarter of it; handling a frame (encoding a joined, reading
-		// history through the SQLite driver) needs far more stack than
-		// waiting for the next frame. handle recovers its own panics.
+		prev := busy
 		busy = make(chan struct{})
-		go func(done chan struct{}) {
-			defer close(done)
-			c.handle(buf.Bytes())
-			putFrameBuf(buf)
-		}(busy)
+		ended := make(chan frameEnd, 1)
+		go c.frame(prev, busy, ended)
+		if e := <-ended; e.ended {
+			return e.clean, e.why
+		}
 	}
+}
+
+// frameEnd is what frame tells the read loop once it has read its frame
+// and the one before it is handled: whether the connection ended, and how.
+type frameEnd struct {
+	ended, clean bool
+	why          string
+}
+
+// frame reads the next frame, waits until prev (the last frame's
+// goroutine) is done, tells the read loop through ended whether to go on,
+// and handles the frame. It closes done when it is finished. No context
+// for the read: a cancellable one costs an AfterFunc per read, and
+// Shutdown ends read loops by closing their connections.
+func (c *conn) frame(prev <-chan struct{}, done chan<- struct{}, ended chan<- frameEnd) {
+	defer close(done)
+	wait := func() {
+		if prev != nil {
+			<-prev
+		}
+	}
+	end := func(clean bool, why string) {
+		wait()
+		ended <- frameEnd{ended: true, clean: clean, why: why}
+	}
+	typ, r, err := c.ws.Reader(context.Background())
+	if err != nil {
+		c.mu.Lock()
+		c.ended = true
+		c.stopReading()
+		c.mu.Unlock()
+		switch st := websocket.CloseStatus(err); {
+		case st != -1:
+			end(true, fmt.Sprintf("client closed (%d)", st))
+		case errors.Is(err, io.EOF) || errors.Is(err, context.Canceled):
+			end(false, "connection lost")
+		default:
+			end(false, err.Error())
+		}
+		return
+	}
+	if typ == websocket.MessageBinary {
+		// Read past it (bounded by the read limit), then close; the
+		// handshake reads the client's close frame itself.
+		io.Copy(io.Discard, r)
+		wait()
+		c.closeSync(protocol.CloseBinary, "binary frame")
+		end(false, "binary frame")
+		return
+	}
+	// Frames are read into a pooled buffer: an idle connection keeps none.
+	buf := frameBufs.Get().(*bytes.Buffer)
+	defer putFrameBuf(buf)
+	if _, err := buf.ReadFrom(r); err != nil {
+		// Over the read limit, the library has already sent 1009.
+		end(false, err.Error())
+		return
+	}
+	wait()
+	if !utf8.Valid(buf.Bytes()) {
+		c.closeSync(protocol.CloseNotUTF8, "invalid UTF-8")
+		end(false, "invalid UTF-8")
+		return
+	}
+	ended <- frameEnd{}
+	c.srv.metrics.framesIn.Inc()
+	c.handle(buf.Bytes()) // recovers its own panics
 }
 
 // waitIdle parks the read loop, between frames, until the client sends

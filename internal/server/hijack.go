@@ -67,13 +67,11 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // peekConn is the socket as the library reads it. Between frames the read
 // loop waits for the next bytes itself (wait), a few frames above the
 // runtime's netpoll; the library's next Read gets them first, unless the
-// read loop finds they are a pong, which it takes itself (conn.skipPongs). An idle
-// connection's read-loop goroutine is then parked with a shallow stack,
-// which the garbage collector shrinks (it halves a stack that uses less
-// than a quarter of it), where waiting inside the library's reader would
-// keep some 3 KiB in use and the stack at the 8 KiB the runtime starts
-// goroutines with. Reads are serialized: the library's close handshake may
-// read from another goroutine.
+// read loop finds they are a pong, which it takes itself (conn.skipPongs).
+// An idle connection's read-loop goroutine is then parked with a shallow
+// stack (see conn.readLoop), where waiting inside the library's reader
+// would keep some 3 KiB in use. Reads are serialized: the library's close
+// handshake, and each frame's goroutine, read from other goroutines.
 type peekConn struct {
 	net.Conn
 

@@ -326,6 +326,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.shutting.Load() {
 		c.closeWith(protocol.CloseShutdown, "shutdown")
 	}
+	s.metrics.conns.Inc()
+	s.metrics.connsTotal.Inc()
 	// The read loop gets a goroutine of its own, so that net/http's
 	// connection goroutine, with its deeper stack, ends here.
 	go c.serve()
