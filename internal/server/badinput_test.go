@@ -435,3 +435,28 @@ func TestPanicContained(t *testing.T) {
 		t.Fatalf("got %q", m.Message)
 	}
 }
+
+// TestWritesMetric: every event goes out in some write, and a write
+// carries at least one event.
+func TestWritesMetric(t *testing.T) {
+	ts := newTestServer(t)
+	a, b := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "?batch=1")
+	a.Join(t, "w")
+	b.Join(t, "w")
+	a.Await(t, protocol.TypePresence)
+	for i := range 10 {
+		a.SendAck(t, fmt.Sprint("m", i), "hello")
+	}
+	for range 10 {
+		b.Await(t, protocol.TypeMsg)
+	}
+	// Writes first: a drain counts its events before itself, so events
+	// read after writes is never below them, whatever is still in flight.
+	writes := metric(t, ts, "roomchat_writes_total")
+	events := metric(t, ts, "roomchat_events_sent_total")
+	// At least the two joineds and b's ten msgs are counted by now (b
+	// read them; a's last ack and msg may still be on their way).
+	if events < 12 || writes < 1 || writes > events {
+		t.Errorf("events sent %v, writes %v: want at least 12 events and 1 ≤ writes ≤ events", events, writes)
+	}
+}

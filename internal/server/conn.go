@@ -152,6 +152,7 @@ func (c *conn) writeLoop() {
 			}
 		}
 		c.srv.metrics.framesOut.Add(float64(events))
+		c.srv.metrics.writes.Inc()
 		clear(q)
 		c.mu.Lock()
 		c.spare = q[:0]

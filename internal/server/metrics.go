@@ -19,6 +19,7 @@ type metrics struct {
 	refused    prometheus.Counter
 	framesIn   prometheus.Counter
 	framesOut  prometheus.Counter
+	writes     prometheus.Counter
 	msgsIn     prometheus.Counter
 	slow       prometheus.Counter
 	errors     *prometheus.CounterVec
@@ -42,6 +43,9 @@ func newMetrics(s *Server) *metrics {
 		framesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomchat_events_sent_total", Help: "Server events written to clients (several may share a frame with batching).",
 		}),
+		writes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomchat_writes_total", Help: "Writes to client sockets: each writes everything queued for one connection when its writer woke (roomchat_events_sent_total over this is events per write).",
+		}),
 		msgsIn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomchat_messages_received_total", Help: "Valid chat messages received over WebSocket.",
 		}),
@@ -55,7 +59,7 @@ func newMetrics(s *Server) *metrics {
 	for _, code := range protocol.ErrorCodes {
 		m.errors.WithLabelValues(code)
 	}
-	m.reg.MustRegister(m.conns, m.connsTotal, m.refused, m.framesIn, m.framesOut, m.msgsIn, m.slow, m.errors,
+	m.reg.MustRegister(m.conns, m.connsTotal, m.refused, m.framesIn, m.framesOut, m.writes, m.msgsIn, m.slow, m.errors,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
