@@ -27,6 +27,7 @@ var layers = map[string][]string{
 	"internal/broker/...":      {"internal/protocol", "internal/store", "internal/broker", "internal/store/..."},
 	"internal/cluster":         {"internal/protocol", "internal/store", "internal/broker"},
 	"internal/redistest":       {},
+	"internal/proc":            {},
 	"internal/room":            {"internal/protocol", "internal/store", "internal/broker"},
 	"internal/server":          {"internal/protocol", "internal/store", "internal/broker", "internal/room"},
 	"internal/client":          {"internal/protocol"},
@@ -34,7 +35,7 @@ var layers = map[string][]string{
 	"internal/chattest":        {"internal/protocol", "internal/client"},
 	"web":                      {},
 	"cmd/roomchat":             {"internal/protocol", "internal/client"},
-	"cmd/roomchat-bench/...":   {"internal/protocol", "internal/client", "cmd/roomchat-bench/..."},
+	"cmd/roomchat-bench/...":   {"internal/protocol", "internal/client", "internal/proc", "cmd/roomchat-bench/..."},
 	"cmd/roomchatd":            {"internal/...", "web"},
 }
 

@@ -14,9 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/relay"
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
+	"github.com/roomchat/roomchat/internal/proc"
 )
 
 // commands is the command table, in the order roomchat-bench -h lists it.

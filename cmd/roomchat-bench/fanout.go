@@ -13,8 +13,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
+	"github.com/roomchat/roomchat/internal/proc"
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 

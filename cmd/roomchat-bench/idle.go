@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
+	"github.com/roomchat/roomchat/internal/proc"
 )
 
 type idleConfig struct {

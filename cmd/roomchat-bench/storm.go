@@ -16,9 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 	"github.com/roomchat/roomchat/internal/client"
+	"github.com/roomchat/roomchat/internal/proc"
 )
 
 // The storm scenario (issue 12): rooms × members joined clients lose

@@ -24,7 +24,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +34,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/redis/rueidis"
 
+	"github.com/roomchat/roomchat/internal/proc"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/redistest"
 	"github.com/roomchat/roomchat/internal/store"
@@ -102,7 +102,7 @@ func runPublishers(b *testing.B, srv *redistest.Server, publish func(ctx context
 	}
 	b.ReportAllocs()
 	admin := srv.Client()
-	cpu0, script0 := processCPU(srv.PID()), scriptTime(b, srv, admin)
+	cpu0, script0 := proc.CPU(srv.PID()), scriptTime(b, srv, admin)
 	var (
 		left     atomic.Int64
 		wg       sync.WaitGroup
@@ -129,7 +129,7 @@ func runPublishers(b *testing.B, srv *redistest.Server, publish func(ctx context
 		b.Fatalf("%d of %d publishes failed, the first: %v", n, b.N, *firstErr.Load())
 	}
 	b.ReportMetric(float64(elapsed.Microseconds())/float64(b.N), "µs/msg")
-	if cpu1 := processCPU(srv.PID()); cpu0 >= 0 && cpu1 >= 0 {
+	if cpu1 := proc.CPU(srv.PID()); cpu0 >= 0 && cpu1 >= 0 {
 		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "redis-µs/msg")
 	}
 	b.ReportMetric(float64((scriptTime(b, srv, admin)-script0).Microseconds())/float64(b.N), "script-µs/msg")
@@ -160,31 +160,6 @@ func scriptTime(b *testing.B, srv *redistest.Server, admin rueidis.Client) time.
 		}
 	}
 	return time.Duration(usec) * time.Microsecond
-}
-
-// processCPU returns the user plus system CPU time of process pid, from
-// /proc (in clock ticks of 10 ms), or -1.
-func processCPU(pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return -1
-	}
-	// The command name, in parentheses, may hold spaces: fields count
-	// from after it. utime and stime are fields 14 and 15.
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return -1
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return -1
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return -1
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }
 
 // BenchmarkPublishRueidis: publish.lua through rueidis's Lua.Exec

@@ -24,7 +24,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/proc"
+	"github.com/roomchat/roomchat/internal/proc"
 )
 
 // Relay is the relay's HTTP handler. Each connection has a reader (the
