@@ -83,7 +83,6 @@ healthy() {
   ) 2>/dev/null
 }
 
-
 # start NAME CMD... starts a server on CPU 0 with GOMAXPROCS=1, told by
 # -addr to listen on a free loopback port, and sets $addr and $pid once it
 # listens there and http://$addr/healthz answers. It gives up after 15 s,
@@ -146,7 +145,6 @@ gen() {
   fi
   return 0
 }
-
 
 fan=(-duration "$duration" -warmup "$warmup" -drain 3s)
 

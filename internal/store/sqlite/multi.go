@@ -23,7 +23,7 @@ type multiStmt struct {
 
 // prepareMulti prepares head + the tuples + tail for each size. With
 // in = true the tuples are "?, ?, …" (for IN (…)); else "(?, …), (?, …)".
-func prepareMulti(ctx context.Context, db preparer, head string, cols int, tail string, in bool) (*multiStmt, error) {
+func prepareMulti(ctx context.Context, conn *sql.Conn, head string, cols int, tail string, in bool) (*multiStmt, error) {
 	m := &multiStmt{cols: cols}
 	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + ")"
 	if in {
@@ -31,7 +31,7 @@ func prepareMulti(ctx context.Context, db preparer, head string, cols int, tail 
 	}
 	for _, n := range multiSizes {
 		q := head + strings.TrimSuffix(strings.Repeat(tuple+", ", n), ", ") + tail
-		st, err := db.PrepareContext(ctx, q)
+		st, err := conn.PrepareContext(ctx, q)
 		if err != nil {
 			m.close()
 			return nil, err

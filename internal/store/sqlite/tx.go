@@ -7,11 +7,6 @@ import (
 	"fmt"
 )
 
-// preparer is a *sql.DB or a *sql.Conn.
-type preparer interface {
-	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
-}
-
 // txStmts runs the writer's transactions on the connection the committer
 // holds, as prepared BEGIN IMMEDIATE, COMMIT and ROLLBACK statements, so
 // that a transaction costs three statement executions and nothing else.
@@ -22,7 +17,7 @@ type txStmts struct {
 	begin, commit, rollback *sql.Stmt
 }
 
-func (t *txStmts) prepare(ctx context.Context, conn preparer) error {
+func (t *txStmts) prepare(ctx context.Context, conn *sql.Conn) error {
 	for _, p := range []struct {
 		stmt **sql.Stmt
 		sql  string
