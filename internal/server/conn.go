@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -53,6 +54,13 @@ type conn struct {
 	// Owned by the frame handlers, which run one at a time.
 	limiter *rate.Limiter // nil when the rate limit is off
 	abuse   *rate.Limiter // rejected frames; empty means close with 1008
+	// readLoopWaits is the read loop, waiting to be handed the socket back
+	// (handBack); nil once it has been.
+	readLoopWaits chan<- frameEnd
+	// handling is set while a frame's handler holds the socket: bytes the
+	// client sent since wait unread, so the keepalive does not count their
+	// absence against it.
+	handling atomic.Bool
 
 	mu    sync.Mutex // guards the fields below
 	queue [][]byte   // frames waiting for the writer
@@ -293,8 +301,11 @@ func (c *conn) closeDrained(ctx context.Context) {
 
 // readContext returns the context of a store read made for this
 // connection: it ends when the connection starts closing or the server
-// stops. Call done when the read is over.
+// stops. Call done when the read is over. Called from a frame's handler,
+// it first hands the socket back to the read loop, which then watches for
+// the connection's end.
 func (c *conn) readContext() (ctx context.Context, done func()) {
+	c.handBack()
 	ctx, cancel := context.WithCancel(c.srv.reads)
 	c.mu.Lock()
 	if c.closing || c.ended {
@@ -363,11 +374,12 @@ func (c *conn) finish(start time.Time, clean bool, why string) {
 // frames itself would hold 4 KiB, or the 8 KiB the runtime may start
 // goroutines with.
 //
-// While a frame is handled the loop already waits for the next one, so
-// that it sees the connection end and cancels the handler's store read
-// (a client that joins a large room and leaves at once costs no read),
-// but the next frame is handled only after this one: in order, one at a
-// time.
+// The frame's goroutine hands the socket back (handBack) when its handler
+// is done or starts a store read, whichever comes first; during a store
+// read the loop already waits for the next frame, so that it sees the
+// connection end and cancels the read (a client that joins a large room
+// and leaves at once costs no read). The next frame is handled only after
+// this one: in order, one at a time.
 func (c *conn) readLoop() (clean bool, why string) {
 	var busy chan struct{} // closed when the last frame's goroutine is done
 	defer func() {
@@ -390,16 +402,17 @@ func (c *conn) readLoop() (clean bool, why string) {
 	}
 }
 
-// frameEnd is what frame tells the read loop once it has read its frame
-// and the one before it is handled: whether the connection ended, and how.
+// frameEnd is what frame tells the read loop when it gives the socket
+// back: whether the connection ended, and how.
 type frameEnd struct {
 	ended, clean bool
 	why          string
 }
 
-// frame reads the next frame, waits until prev (the last frame's
-// goroutine) is done, tells the read loop through ended whether to go on,
-// and handles the frame. It closes done when it is finished. No context
+// frame reads the next frame and waits until prev (the last frame's
+// goroutine) is done. If the connection ended, it tells the read loop so
+// through ended; else it handles the frame and hands the socket back
+// through ended (handBack). It closes done when it is finished. No context
 // for the read: a cancellable one costs an AfterFunc per read, and
 // Shutdown ends read loops by closing their connections.
 func (c *conn) frame(prev <-chan struct{}, done chan<- struct{}, ended chan<- frameEnd) {
@@ -452,9 +465,33 @@ func (c *conn) frame(prev <-chan struct{}, done chan<- struct{}, ended chan<- fr
 		end(false, "invalid UTF-8")
 		return
 	}
-	ended <- frameEnd{}
+	c.readLoopWaits = ended
+	c.handling.Store(true)
 	c.srv.metrics.framesIn.Inc()
 	c.handle(buf.Bytes()) // recovers its own panics
+	c.handBack()
+}
+
+// handBack gives the socket back to the read loop, once per frame: when
+// the frame's handler starts a store read (readContext), so that the
+// read loop sees the connection end and cancels the read, or else when
+// the handler is done.
+//
+// Not before: a frame's fan-out wakes the writer of every member, and the
+// read loop, readied after that (into the scheduler's next slot), reads
+// the sender's next frame before those writers run. On a busy server each
+// writer then finds several events queued and sends them in one write.
+// Handing the socket back before the fan-out put the read loop behind
+// every writer it woke, so each event took a write per member: 1×1000
+// fan-out fell to a third (docs/benchmarks.md, "The 1×1000 regression").
+//
+// Called only from the frame's own goroutine.
+func (c *conn) handBack() {
+	if w := c.readLoopWaits; w != nil {
+		c.readLoopWaits = nil
+		c.handling.Store(false)
+		w <- frameEnd{}
+	}
 }
 
 // waitIdle parks the read loop, between frames, until the client sends

@@ -114,10 +114,11 @@ func (w *wheel) loop() {
 		}
 		w.mu.Lock()
 		// Check the slot pinged w.check ticks ago: no byte since its ping
-		// means the peer is gone.
+		// means the peer is gone, unless a frame's handler still holds the
+		// socket (the server is the one not reading).
 		n := len(w.slots)
 		for c := w.slots[(w.cur+n-w.check)%n]; c != nil; c = c.kaNext {
-			if c.kaPinged && c.peek.reads.Load() == c.kaReads {
+			if c.kaPinged && c.peek.reads.Load() == c.kaReads && !c.handling.Load() {
 				dead = append(dead, c)
 			}
 			c.kaPinged = false
