@@ -1,5 +1,5 @@
 # Each target is one line; anything longer lives in scripts/.
-.PHONY: run build test lint fuzz bench bench-cluster deps cluster chaos soak
+.PHONY: run build test lint fuzz bench bench-ab bench-cluster deps cluster chaos soak
 
 run:
 	GODEBUG=adaptivestackstart=0 go run ./cmd/roomchatd
@@ -33,3 +33,6 @@ bench-cluster:
 
 deps:
 	bash scripts/deps.sh
+
+bench-ab:
+	BASE="$(BASE)" bash scripts/bench-ab.sh

@@ -52,3 +52,83 @@ free_port() {
 
 # want ITEM reports whether ITEM is in $only (BENCH_ONLY).
 want() { case " $only " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# The functions below are bench.sh's and bench-ab.sh's: they use $tmp and
+# $pids (bench_tmp), $txt and $out (the results' text and JSON-lines
+# files) and $bench (the roomchat-bench binary).
+
+# healthy ADDR reports whether http://ADDR/healthz answers 200 (roomchatd
+# and the relay both serve it), waiting at most 1 s for the answer. It
+# speaks HTTP through bash's /dev/tcp, so it needs no curl.
+healthy() {
+  (
+    exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
+    printf 'GET /healthz HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" >&3
+    IFS= read -r -t 1 status <&3 || exit 1
+    case $status in "HTTP/1."[01]" 200 "*) exit 0 ;; esac
+    exit 1
+  ) 2>/dev/null
+}
+
+# start NAME CMD... starts a server on CPU 0 with GOMAXPROCS=1, told by
+# -addr to listen on a free loopback port, and sets $addr and $pid once it
+# listens there and http://$addr/healthz answers. It gives up after 15 s,
+# or as soon as the server exits (e.g. because it could not listen), and
+# shows its log. start NAME --centrifugo CMD... tells the port by
+# CENTRIFUGO_HTTP_SERVER_PORT instead (the configs in scripts/centrifugo
+# bind 127.0.0.1 and serve /healthz), and runs it without the GODEBUG
+# this script sets for roomchatd.
+start() {
+  local name=$1 port t0=$SECONDS why="" how=-addr
+  shift
+  port=$(free_port)
+  addr=127.0.0.1:$port
+  if [ "$1" = --centrifugo ]; then
+    shift
+    how=CENTRIFUGO_HTTP_SERVER_PORT
+    env -u GODEBUG CENTRIFUGO_HTTP_SERVER_PORT="$port" GOMAXPROCS=1 taskset -c 0 "$@" >"$tmp/$name.log" 2>&1 &
+  else
+    GOMAXPROCS=1 taskset -c 0 "$@" -addr "$addr" 2>"$tmp/$name.log" &
+  fi
+  pid=$!
+  pids+=("$pid")
+  until listens "$pid" "$port" && healthy "$addr"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      why="exited before it answered on http://$addr/healthz"
+      break
+    fi
+    if ((SECONDS - t0 >= 15)); then
+      why="did not answer on http://$addr/healthz within 15 s"
+      break
+    fi
+    sleep 0.1
+  done
+  if [ -n "$why" ]; then
+    echo "bench: $name $why; its log:" >&2
+    cat "$tmp/$name.log" >&2
+    exit 1
+  fi
+  if [ "$how" = -addr ]; then
+    echo "# $name: pid $pid on $addr: $* -addr $addr" | tee -a "$txt"
+  else
+    echo "# $name: pid $pid on $addr: CENTRIFUGO_HTTP_SERVER_PORT=$port $*" | tee -a "$txt"
+  fi
+}
+
+# stop PID stops one server we started and waits for it.
+stop() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# gen ARGS... runs the load generator on CPU 1 with GOMAXPROCS=1.
+# A failed run is reported and the set goes on.
+gen() {
+  echo "\$ roomchat-bench $*" | tee -a "$txt"
+  GOMAXPROCS=1 taskset -c 1 "$bench" "$@" -o "$out" 2>&1 | tee -a "$txt"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then
+    echo "bench: roomchat-bench $1 failed (exit $rc)" | tee -a "$txt" >&2
+  fi
+  return 0
+}

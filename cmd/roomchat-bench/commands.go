@@ -28,6 +28,7 @@ var commands = []*command{
 	{name: "churn", summary: "connect/join/leave/close cycles; server goroutines and heap before and after", setup: churnCmd},
 	{name: "chart", summary: "SVG of p99 latency against offered deliveries/s from -json results", setup: chartCmd},
 	{name: "summary", summary: "the results against issue 6's budget", setup: summaryCmd},
+	{name: "ab", summary: "compare builds run alternately on the same scenarios (make bench-ab): each figure's ratio and its spread", setup: abCmd},
 }
 
 func baselineCmd(fs *flag.FlagSet) runFunc {
@@ -60,6 +61,7 @@ func fanoutCmd(fs *flag.FlagSet) runFunc {
 	mem := fs.String("mem", "", "a second roomchat server (e.g. -db :memory:, or one node to compare a cluster with): -server's figure over this one's")
 	mpid := fs.Int("mem-pid", 0, "the -mem server's PID, to report its CPU use")
 	batch := fs.Bool("batch", false, "roomchat: connect with ?batch=1 (several events per frame)")
+	serverLabel := fs.String("server-label", "", "target name of -server in reports (default roomchat; make bench-ab names each build)")
 	fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms")
 	fs.IntVar(&cfg.Members, "members", 100, "members per room, senders included")
 	fs.IntVar(&cfg.Senders, "senders", 1, "senders per room")
@@ -100,7 +102,7 @@ func fanoutCmd(fs *flag.FlagSet) runFunc {
 			res   *report.Fanout
 		}
 		legs := []*leg{
-			{url: *server, kind: kindRoomchat, pids: cfg.PIDs},
+			{url: *server, kind: kindRoomchat, label: *serverLabel, pids: cfg.PIDs},
 			{url: *mem, kind: kindRoomchat, label: "roomchat-mem", pids: onePID(*mpid)},
 			{url: *baseline, kind: kindRelay, pids: onePID(*bpid)},
 		}
@@ -213,6 +215,15 @@ func chartCmd(fs *flag.FlagSet) runFunc {
 	in := fs.String("in", "", "JSON-lines results (from -json or -o)")
 	out := fs.String("out", "bench-latency.svg", "SVG file to write")
 	return func(ctx context.Context, e *env) error { return report.WriteChart(*in, *out) }
+}
+
+func abCmd(fs *flag.FlagSet) runFunc {
+	in := fs.String("in", "", "JSON-lines results of make bench-ab")
+	base := fs.String("base", "base", "the builds to compare with, as the results name them, separated by commas")
+	head := fs.String("head", "head", "the build compared, as the results name it")
+	return func(ctx context.Context, e *env) error {
+		return report.WriteAB(*in, strings.Split(*base, ","), *head, e.stdout)
+	}
 }
 
 func summaryCmd(fs *flag.FlagSet) runFunc {

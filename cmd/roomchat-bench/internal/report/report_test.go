@@ -106,3 +106,55 @@ func TestOutputLatency(t *testing.T) {
 		}
 	}
 }
+
+func TestAB(t *testing.T) {
+	dir := t.TempDir()
+	in := dir + "/ab.jsonl"
+	var b bytes.Buffer
+	emit := func(v any) {
+		j, _ := json.Marshal(v)
+		b.Write(append(j, '\n'))
+	}
+	// Two alternations: head then base, then base then head.
+	for i, order := range [][]string{{"head", "base"}, {"base", "head"}} {
+		for _, tg := range order {
+			max, p99, perConn, join := 100_000.0, 20.0, 10_000.0, 3_000.0
+			if tg == "head" {
+				max, p99, perConn, join = 300_000+float64(i)*100_000, 10, 10_000, 3_000
+			}
+			emit(Fanout{Kind: "fanout", Target: tg, Scenario: "1x1000", Step: 1, P99: 900})
+			emit(Fanout{Kind: "fanout-max", Target: tg, Scenario: "1x1000", MaxDelivered: max})
+			emit(Fanout{Kind: "fanout", Target: tg + "+batch", Scenario: "100x100@20k", P99: p99, P999: 2 * p99})
+			emit(Idle{Kind: "idle", Target: "idle/" + tg, PerConn: perConn})
+			emit(Idle{Kind: "idle", Target: "join/" + tg, Rate: join})
+		}
+	}
+	if err := os.WriteFile(in, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := WriteAB(in, []string{"base", "nobase"}, "head", &out); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{
+		// 3x and 4x: the median 3.5x, the range from both alternations.
+		"1x1000         max deliveries/s  base               100000.0     350000.0    3.50x 3.00-4.00x (2)    better",
+		"100x100@20k    p99 ms            base                   20.0         10.0    0.50x 0.50-0.50x (2)    better",
+		"100x100@20k    p99.9 ms          base                   40.0         20.0    0.50x",
+		"idle           bytes/conn        base                10000.0      10000.0    1.00x 1.00-1.00x (2)    same",
+		"join           connect+join/s    base",
+		"1x1000         max deliveries/s  nobase           missing (0 base, 2 head)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("A/B table lacks %q:\n%s", want, got)
+		}
+	}
+	// A find-max's windows are not fixed-rate figures.
+	if strings.Contains(got, "1x1000         p99") {
+		t.Errorf("find-max windows counted as a fixed-rate p99:\n%s", got)
+	}
+	if err := WriteAB(dir+"/none", []string{"base"}, "head", &out); err == nil {
+		t.Error("a missing results file is no error")
+	}
+}
