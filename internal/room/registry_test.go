@@ -496,6 +496,48 @@ func TestPresenceCoalescing(t *testing.T) {
 	})
 }
 
+// A steady wave of joins, one every 60 ms for 5 s (slower than the 50 ms
+// delay, as when 17,000 clients join 170 rooms in turn), stays a burst from
+// one second to the next: after the first presenceBurst events a member
+// gets one flush a second, where starting every second afresh sent each
+// second's first eight events a flush each.
+func TestPresenceSteadyWave(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := newRegistry(t, memStore(), room.Options{})
+		watcher := connect(t, reg)
+		watcher.join("r")
+		watcher.conn.take()
+		joins := 0
+		for range 5000 / 60 {
+			p := connect(t, reg)
+			p.join("r")
+			joins++
+			sleep(60 * time.Millisecond)
+		}
+		sleep(2 * time.Second)
+		frames := watcher.conn.take()
+		if ps := presences(t, frames); len(ps) != joins {
+			t.Fatalf("%d presence events for %d joins", len(ps), joins)
+		}
+		var flushes []time.Time
+		for _, f := range frames {
+			if len(flushes) == 0 || !flushes[len(flushes)-1].Equal(f.at) {
+				flushes = append(flushes, f.at)
+			}
+		}
+		// Eight single events, then one flush a second (5 s of joins, and
+		// the last ones a second later).
+		if len(flushes) > 8+6 {
+			t.Errorf("%d joins over 5 s went out in %d flushes, want at most 14", joins, len(flushes))
+		}
+		for i := 9; i < len(flushes); i++ {
+			if gap := flushes[i].Sub(flushes[i-1]); gap < time.Second {
+				t.Errorf("flush %d came %v after the one before, want ≥ 1 s once the wave is a burst", i, gap)
+			}
+		}
+	})
+}
+
 // Pending presence goes out before a message, so every member sees the
 // room's events in the order they happened.
 func TestPresenceBeforeMessage(t *testing.T) {

@@ -47,9 +47,10 @@ type Room struct {
 
 	// Presence events are coalesced: one goes out presenceDelay after it
 	// happened, with any others of that moment; during a burst (more than
-	// presenceBurst events within presenceInterval) the room's events go
-	// out together at most once per presenceInterval, so a wave of joins
-	// costs each member one write a second, not one per join. Pending
+	// presenceBurst events within presenceInterval, and every window that
+	// follows a burst's window without a pause) the room's events go out
+	// together at most once per presenceInterval, so a wave of joins costs
+	// each member one write a second, not one per join. Pending
 	// events always go out before the room's next msg or typing event,
 	// which keeps every member's view in order.
 	announced uint64         // presence events so far; numbers them
@@ -204,7 +205,15 @@ func (r *Room) announce(frame []byte, about *User) {
 	r.pending = append(r.pending, announcement{n: r.announced, frame: frame, about: about})
 	now := time.Now()
 	if now.Sub(r.window) > presenceInterval {
+		// A burst goes on into the next window: a steady wave of joins
+		// keeps the room at one flush per presenceInterval, where starting
+		// each window afresh let its first presenceBurst events out one
+		// flush each (docs/benchmarks.md, "Connect + join").
+		burst := r.inWindow > presenceBurst && now.Sub(r.window) < 2*presenceInterval
 		r.window, r.inWindow = now, 0
+		if burst {
+			r.inWindow = presenceBurst
+		}
 	}
 	r.inWindow++
 	if r.flush == nil {
