@@ -480,12 +480,12 @@ func TestPresenceCoalescing(t *testing.T) {
 			}
 			flushes[len(flushes)-1].events++
 		}
-		// Until more than presenceBurst (8) events fell within a second,
+		// Until more than presenceBurst (4) events fell within a second,
 		// each goes out 50 ms after it happened; from then on, flushes are
 		// at least a second apart.
 		seen := 1 // first's join, in the same window
 		for i, f := range flushes {
-			if i > 0 && seen > 8 && f.at-flushes[i-1].at < time.Second {
+			if i > 0 && seen > 4 && f.at-flushes[i-1].at < time.Second {
 				t.Errorf("flushes %v: %v after the previous one during a burst, want ≥ 1 s", flushes, f.at-flushes[i-1].at)
 			}
 			seen += f.events
@@ -500,7 +500,7 @@ func TestPresenceCoalescing(t *testing.T) {
 // delay, as when 17,000 clients join 170 rooms in turn), stays a burst from
 // one second to the next: after the first presenceBurst events a member
 // gets one flush a second, where starting every second afresh sent each
-// second's first eight events a flush each.
+// second's first presenceBurst events a flush each.
 func TestPresenceSteadyWave(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		reg := newRegistry(t, memStore(), room.Options{})
@@ -525,12 +525,12 @@ func TestPresenceSteadyWave(t *testing.T) {
 				flushes = append(flushes, f.at)
 			}
 		}
-		// Eight single events, then one flush a second (5 s of joins, and
+		// Four single events, then one flush a second (5 s of joins, and
 		// the last ones a second later).
-		if len(flushes) > 8+6 {
-			t.Errorf("%d joins over 5 s went out in %d flushes, want at most 14", joins, len(flushes))
+		if len(flushes) > 4+6 {
+			t.Errorf("%d joins over 5 s went out in %d flushes, want at most 10", joins, len(flushes))
 		}
-		for i := 9; i < len(flushes); i++ {
+		for i := 5; i < len(flushes); i++ {
 			if gap := flushes[i].Sub(flushes[i-1]); gap < time.Second {
 				t.Errorf("flush %d came %v after the one before, want ≥ 1 s once the wave is a burst", i, gap)
 			}

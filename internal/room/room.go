@@ -69,7 +69,7 @@ const (
 	// presence events during a burst of joins or leaves, and
 	// presenceBurst the number of events within it that make a burst.
 	presenceInterval = time.Second
-	presenceBurst    = 8
+	presenceBurst    = 4
 )
 
 // announcement is one presence event waiting to be queued.
