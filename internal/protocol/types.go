@@ -132,7 +132,8 @@ type Welcome struct {
 	Limits Limits `json:"limits"`
 }
 
-// Joined answers a join.
+// Joined answers a join. The server encodes it with EncodeJoined; a
+// field added here goes into joinedWire too.
 type Joined struct {
 	RoomID    string    `json:"roomID"`
 	You       User      `json:"you"`

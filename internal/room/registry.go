@@ -433,7 +433,7 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 			r.mu.Unlock()
 			return nil, nil, false, 0, protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", roomID, reg.limits.RoomCapacity)
 		}
-		m = &member{user: u}
+		m = &member{user: u, name: name}
 		r.add(m)
 		fresh = true
 		if reg.roster == nil {
@@ -442,7 +442,8 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 			r.announce(presenceFrame(roomID, protocol.PresenceJoin, protocol.User{UserID: u.id, Name: name}, len(r.members)), u)
 		}
 	}
-	m.name, m.joining, m.pending, m.rejoin = name, true, nil, false
+	r.rename(m, name)
+	m.joining, m.pending, m.rejoin = true, nil, false
 	gen = r.resets
 	r.setConn(m, c)
 	r.mu.Unlock()
@@ -556,13 +557,14 @@ func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.Room
 		r.mu.Unlock()
 		return gen, protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
 	}
-	joined.Members, joined.Count = r.users(reg.limits.MaxMembers), len(r.members)
+	members, count := r.usersJSON(reg.limits.MaxMembers), len(r.members)
 	if roll != nil {
-		joined.Members, joined.Count = roll.members, roll.count
+		members, count = protocol.EncodeUsers(roll.members), roll.count
 	}
+	joined.Count = count
 	announced := r.announced
 	r.mu.Unlock()
-	frame := protocol.Encode(protocol.TypeJoined, reqID, joined)
+	frame := protocol.EncodeJoined(reqID, joined, members)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -576,9 +578,9 @@ func (reg *Registry) answer(u *User, c Conn, r *Room, m *member, info store.Room
 		return gen, nil // a join of the member's own answers it
 	}
 	if r.announced != announced && roll == nil {
-		joined.Members, joined.Count = r.users(reg.limits.MaxMembers), len(r.members)
+		joined.Count = len(r.members)
 		announced = r.announced
-		frame = protocol.Encode(protocol.TypeJoined, reqID, joined)
+		frame = protocol.EncodeJoined(reqID, joined, r.usersJSON(reg.limits.MaxMembers))
 	}
 	// joined lists the members as they are now: earlier presence events
 	// are not for this member.

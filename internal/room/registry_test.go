@@ -652,6 +652,46 @@ func TestMembersCapped(t *testing.T) {
 	}
 }
 
+// joined lists the room's members as Members does, through joins (which
+// extend the list the room keeps encoded), leaves, renames and the cap.
+func TestJoinedListsMembers(t *testing.T) {
+	reg := newRegistry(t, memStore(), room.Options{Limits: limits(func(l *protocol.Limits) { l.MaxMembers = 4 })})
+	check := func(p *peer, what string) {
+		t.Helper()
+		j := p.joined()
+		want, n := listMembers(t, reg, "r")
+		if !slices.Equal(j.Members, want) || j.Count != n {
+			t.Fatalf("%s: joined lists %v (count %d), Members %v (count %d)", what, j.Members, j.Count, want, n)
+		}
+	}
+	joinAs := func(p *peer, name string) {
+		t.Helper()
+		if err := reg.Join(context.Background(), p.user, p.conn, "r", name, nil, "j"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var peers []*peer
+	for i := range 3 {
+		p := connect(t, reg)
+		joinAs(p, fmt.Sprintf("p%d", i))
+		check(p, fmt.Sprintf("join %d", i))
+		peers = append(peers, p)
+	}
+	joinAs(peers[1], "renamed")
+	check(peers[1], "rename")
+	late := connect(t, reg)
+	late.join("r")
+	check(late, "join after a rename")
+	if err := reg.Leave(peers[0].user, peers[0].conn, "r", ""); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 { // past the cap of 4
+		p := connect(t, reg)
+		joinAs(p, fmt.Sprintf("q%d", i))
+		check(p, fmt.Sprintf("join %d after a leave", i))
+	}
+}
+
 // A retried msg (same user, room and id) is stored once and acked with the
 // first seq; the same id in another room is another message.
 func TestSendDeduplicates(t *testing.T) {

@@ -59,6 +59,11 @@ type Room struct {
 	flushed   time.Time      // when pending events last went out
 	window    time.Time      // start of the current burst window
 	inWindow  int            // presence events since window
+
+	// listing is usersJSON's encoding of the first listed members; nil
+	// when one of them left or was renamed since.
+	listing []byte
+	listed  int
 }
 
 const (
@@ -171,6 +176,7 @@ func (r *Room) remove(u *User) (*member, bool) {
 	if m.conn == nil {
 		r.away--
 	}
+	r.listing = nil
 	last := len(r.members) - 1
 	r.members[i] = r.members[last]
 	r.index[r.members[i].user] = i
@@ -186,6 +192,39 @@ func (r *Room) member(u *User) *member {
 		return r.members[i]
 	}
 	return nil
+}
+
+// rename gives m, a member of r, the display name name. Guarded by r.mu.
+func (r *Room) rename(m *member, name string) {
+	if m.name != name {
+		m.name = name
+		r.listing = nil
+	}
+}
+
+// usersJSON is users(max) encoded. joined lists the members, and a wave
+// of joins would encode up to max of them for each, so the room keeps the
+// encoding: a join appends its member to it, and only a leave or a rename
+// (remove, rename) has it encoded anew. The slice returned is never
+// changed afterwards: it may be read outside r.mu. Guarded by r.mu.
+func (r *Room) usersJSON(max int) []byte {
+	n := min(max, len(r.members))
+	switch {
+	case r.listing == nil || r.listed > n:
+		r.listing, r.listed = protocol.EncodeUsers(r.users(max)), n
+	case r.listed < n:
+		// A new slice: the old one may be in use.
+		b := make([]byte, 0, len(r.listing)+(n-r.listed)*64)
+		b = append(b, r.listing[:len(r.listing)-1]...) // without its ']'
+		for _, m := range r.members[r.listed:n] {
+			if len(b) > 1 {
+				b = append(b, ',')
+			}
+			b = protocol.AppendUser(b, protocol.User{UserID: m.user.id, Name: m.name})
+		}
+		r.listing, r.listed = append(b, ']'), n
+	}
+	return r.listing
 }
 
 // users lists at most max members. Guarded by r.mu.
