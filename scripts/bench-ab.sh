@@ -87,13 +87,15 @@ serve() {
 }
 
 # scenario NAME runs one scenario against the server $addr/$pid of build
-# $build, labelled with it.
+# $build, labelled with it. The find-max searches start near where the
+# slowest build of the last session failed and step by 1.4 or 1.5, so
+# each takes about a minute (-refine bisects after the first failure).
 scenario() {
   local fan=(-duration "$duration" -warmup 1s -drain 3s -server "ws://$addr" -pid "$pid" -server-label "$build")
   case $1 in
-  fanout1000) gen fanout "${fan[@]}" -rooms 1 -members 1000 -senders 1 -rate 100 -find-max -label 1x1000 ;;
-  batch1000) gen fanout "${fan[@]}" -batch -rooms 1 -members 1000 -senders 1 -rate 150 -step 1.5 -find-max -label 1x1000-batch ;;
-  fanout100) gen fanout "${fan[@]}" -rooms 100 -members 100 -senders 1 -rate 5 -find-max -label 100x100 ;;
+  fanout1000) gen fanout "${fan[@]}" -rooms 1 -members 1000 -senders 1 -rate 150 -step 1.4 -find-max -label 1x1000 ;;
+  batch1000) gen fanout "${fan[@]}" -batch -rooms 1 -members 1000 -senders 1 -rate 200 -step 1.5 -find-max -label 1x1000-batch ;;
+  fanout100) gen fanout "${fan[@]}" -rooms 100 -members 100 -senders 1 -rate 5 -step 1.4 -find-max -label 100x100 ;;
   fixed) gen fanout "${fan[@]}" -rooms 100 -members 100 -senders 1 -rate 2 -duration "$fixed" -warmup 3s -label 100x100@20k ;;
   join) gen idle -label "join/$build" -server "ws://$addr" -pid "$pid" -conns "$join_conns" -rooms $((join_conns / 100)) -hold 2s ;;
   idle) gen idle -label "idle/$build" -server "ws://$addr" -pid "$pid" -conns "$conns" -hold 20s ;;
