@@ -276,7 +276,7 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (st store.Stor
 			return nil, nil, "", fmt.Errorf("create directory for -db: %w", err)
 		}
 	}
-	sst, err := sqlite.Open(ctx, cfg.db, sqlite.Options{Retention: ret, Synchronous: strings.ToUpper(cfg.sync)})
+	sst, err := sqlite.Open(ctx, cfg.db, sqlite.Options{Retention: ret, Synchronous: strings.ToUpper(cfg.sync), Logger: log})
 	if err != nil {
 		return nil, nil, "", err
 	}

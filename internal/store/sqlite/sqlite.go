@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -73,6 +74,11 @@ type Options struct {
 	// see Ready.
 	ReadyInterval time.Duration
 
+	// Logger receives the store's own lines: a background checkpoint or
+	// trim that starts failing and that works again. nil means
+	// slog.Default().
+	Logger *slog.Logger
+
 	// now is the clock, for tests; nil means time.Now.
 	now func() time.Time
 	// cacheRooms bounds the committer's room cache and the trimmer's set
@@ -101,6 +107,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Synchronous == "" {
 		o.Synchronous = "FULL"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	if o.now == nil {
 		o.now = time.Now
@@ -293,7 +302,7 @@ const checkpointInterval = 500 * time.Millisecond
 func (s *Store) checkpointLoop() {
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
-	fl := faultLog{what: "checkpoint", path: s.path}
+	fl := faultLog{log: s.opts.Logger, what: "checkpoint", path: s.path}
 	for {
 		select {
 		case <-s.stopCheckpoints:
