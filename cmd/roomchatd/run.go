@@ -252,7 +252,8 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 }
 
 // openStore opens the history store: Redis with -redis (cluster mode),
-// else the SQLite file -db names, creating its directory if needed. where
+// else the SQLite file -db names, creating its directory (0700: it holds
+// history and the token key) if needed. where
 // describes it for the log, without credentials. newBroker is nil: the
 // registry's single-node broker on the store, unless run sets the
 // cluster's.
@@ -272,7 +273,7 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (st store.Stor
 		return store.NewMemory(ret), nil, "memory", nil
 	}
 	if dir := filepath.Dir(cfg.db); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, nil, "", fmt.Errorf("create directory for -db: %w", err)
 		}
 	}
