@@ -117,3 +117,51 @@ func TestSymlinkedLockFileRefused(t *testing.T) {
 		t.Errorf("refused Open left a database file: %v", err)
 	}
 }
+
+// TestTokenKeyFromGo: a new file's token key is 32 bytes read from Go's
+// random source (crypto/rand unless a test injects one), not SQLite's
+// randomblob; it is kept across a restart, and a file migrated from before
+// the key existed gets one too.
+func TestTokenKeyFromGo(t *testing.T) {
+	key := bytes.Repeat([]byte{0xA5}, tokenKeySize)
+	path := filepath.Join(t.TempDir(), "roomchat.db")
+	s := mustOpen(t, path, Options{rand: bytes.NewReader(key)})
+	if got := s.TokenKey(); !bytes.Equal(got, key) {
+		t.Fatalf("TokenKey() = %x, want the %d bytes of the random source %x", got, tokenKeySize, key)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, path, Options{rand: bytes.NewReader(bytes.Repeat([]byte{1}, tokenKeySize))})
+	if got := s.TokenKey(); !bytes.Equal(got, key) {
+		t.Fatalf("TokenKey() after restart = %x, want %x", got, key)
+	}
+
+	// Two files from crypto/rand: 32 bytes each, different.
+	a := openT(t, filepath.Join(t.TempDir(), "a.db"), Options{})
+	b := openT(t, filepath.Join(t.TempDir(), "b.db"), Options{})
+	if len(a.TokenKey()) != tokenKeySize || bytes.Equal(a.TokenKey(), b.TokenKey()) {
+		t.Fatalf("keys %x and %x: want two different keys of %d bytes", a.TokenKey(), b.TokenKey(), tokenKeySize)
+	}
+
+	// A file whose key is gone (as one at schema version 1 never had it)
+	// gets a new one at Open.
+	old := filepath.Join(t.TempDir(), "old.db")
+	s = mustOpen(t, old, Options{})
+	s.Close()
+	if _, err := rawDB(t, old).Exec("DELETE FROM meta WHERE key = 'token_key'"); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, old, Options{rand: bytes.NewReader(key)})
+	if got := s.TokenKey(); !bytes.Equal(got, key) {
+		t.Fatalf("TokenKey() of a file that had none = %x, want %x", got, key)
+	}
+
+	// A random source that fails stops Open.
+	if s, err := Open(context.Background(), filepath.Join(t.TempDir(), "c.db"), Options{rand: bytes.NewReader(nil)}); err == nil {
+		s.Close()
+		t.Fatal("Open with a failing random source succeeded")
+	} else if !strings.Contains(err.Error(), "token key") {
+		t.Fatalf("Open with a failing random source: %v, want it to say token key", err)
+	}
+}

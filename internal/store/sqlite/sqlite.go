@@ -3,6 +3,7 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"errors"
@@ -81,6 +82,9 @@ type Options struct {
 
 	// now is the clock, for tests; nil means time.Now.
 	now func() time.Time
+	// rand is where a new file's token key comes from, for tests; nil
+	// means crypto/rand.
+	rand io.Reader
 	// cacheRooms bounds the committer's room cache and the trimmer's set
 	// of rooms to visit; 0 means maxCachedRooms. Tests lower it.
 	cacheRooms int
@@ -113,6 +117,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.now == nil {
 		o.now = time.Now
+	}
+	if o.rand == nil {
+		o.rand = rand.Reader
 	}
 	if o.cacheRooms <= 0 {
 		o.cacheRooms = maxCachedRooms
@@ -246,7 +253,7 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.wdb.SetMaxOpenConns(1)
 	s.wdb.SetMaxIdleConns(1)
 	s.wdb.SetConnMaxLifetime(0)
-	if _, err := migrate(ctx, s.wdb, opts.now().UnixMilli()); err != nil {
+	if _, err := migrate(ctx, s.wdb, opts.now().UnixMilli(), opts.rand); err != nil {
 		return nil, err
 	}
 	// The file is roomchat's: make it, and the -wal and -shm that SQLite
@@ -259,7 +266,7 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := s.wdb.QueryRowContext(ctx, "SELECT (SELECT value FROM meta WHERE key = 'epoch'), (SELECT value FROM meta WHERE key = 'token_key')").Scan(&s.epoch, &keyHex); err != nil {
 		return nil, fmt.Errorf("read identity: %w", err)
 	}
-	if s.key, err = hex.DecodeString(keyHex); err != nil || len(s.key) < 32 || s.epoch == "" {
+	if s.key, err = hex.DecodeString(keyHex); err != nil || len(s.key) < tokenKeySize || s.epoch == "" {
 		return nil, fmt.Errorf("%w: meta holds no valid epoch or token key", ErrNotRoomchat)
 	}
 	var mode string
