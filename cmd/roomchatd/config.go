@@ -16,7 +16,8 @@ import (
 // config is everything roomchatd can be told.
 type config struct {
 	addr, db, origins, redis, publicURL string
-	debugAddr, sync                     string
+	hosts, debugAddr, sync              string
+	hostList                            []string // parsed from hosts by check
 	logLevel, logFormat                 string
 	limits                              protocol.Limits
 	retention                           int
@@ -63,7 +64,8 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("burst", "ROOMCHAT_BURST", &l.Burst, "messages a connection may send at once before -rate applies")
 	add("origins", "ROOMCHAT_ORIGINS", &c.origins, "browser origins allowed besides the server's own, comma-separated: chat.example.com, *.example.com or https://chat.example.com")
 	add("redis", "ROOMCHAT_REDIS", &c.redis, "cluster mode: redis://[user:password@]host:port[/db] of the Redis (≥ 6.2) that the nodes share; it replaces -db")
-	add("url", "ROOMCHAT_URL", &c.publicURL, "public base URL of share links, e.g. https://chat.example.com; empty uses each request's host")
+	add("url", "ROOMCHAT_URL", &c.publicURL, "public base URL of share links, e.g. https://chat.example.com; empty uses each request's host. Its host is one the server answers to (see -hosts)")
+	add("hosts", "ROOMCHAT_HOSTS", &c.hosts, "host names (any port) or host:port the server answers to, comma-separated, besides the host of -url; with either set, another Host gets 421 bad_host (not /healthz, /readyz). Empty with no -url answers every Host")
 	add("max-message", "ROOMCHAT_MAX_MESSAGE", &l.MaxMessage, "longest message, in characters after trimming")
 	add("max-name", "ROOMCHAT_MAX_NAME", &l.MaxName, "longest display name, in characters after trimming")
 	add("max-room-id", "ROOMCHAT_MAX_ROOM_ID", &l.MaxRoomID, "longest room ID, in characters")
@@ -172,6 +174,16 @@ func (c *config) check() error {
 		return fmt.Errorf("-ip-conn-burst and -ip-http-burst must be ≥ 1")
 	case c.httpTimeout <= 0, c.httpIdle <= 0:
 		return fmt.Errorf("-http-timeout and -http-idle-timeout must be > 0")
+	}
+	hosts, err := server.ParseHosts(c.hosts)
+	if err != nil {
+		return fmt.Errorf("-hosts: %v", err)
+	}
+	c.hostList = hosts
+	if c.publicURL != "" {
+		if _, err := server.PublicHost(c.publicURL); err != nil {
+			return fmt.Errorf("-url: %v", err)
+		}
 	}
 	p, err := server.ParseCIDRs(c.trustProxy)
 	if err != nil {

@@ -84,6 +84,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Limits:       cfg.limits,
 		Origins:      cfg.originList(),
 		PublicURL:    cfg.publicURL,
+		Hosts:        cfg.hostList,
 		Web:          webFS(),
 		Logger:       log,
 		MaxQueue:     cfg.maxQueue,

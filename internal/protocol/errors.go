@@ -30,6 +30,9 @@ const (
 	// CodeServerFull refuses a WebSocket upgrade when the server holds as
 	// many connections as it may (HTTP 503 with Retry-After): HTTP-only.
 	CodeServerFull = "server_full"
+	// CodeBadHost refuses a request whose Host is not one the server
+	// answers to (HTTP 421; -hosts, -url): HTTP-only.
+	CodeBadHost = "bad_host"
 )
 
 // ErrorCodes lists every code the server may send.
@@ -37,7 +40,7 @@ var ErrorCodes = []string{
 	CodeBadJSON, CodeBadEnvelope, CodeUnknownType, CodeBadPayload, CodeNotInRoom,
 	CodeRoomRequired, CodeTooLong, CodeRateLimited, CodeRoomFull, CodeRoomLimit,
 	CodeStoreUnavailable, CodeShuttingDown, CodeInternal, CodeNotFound, CodeTooLarge,
-	CodeForbiddenOrigin, CodeUnsupportedType, CodeServerFull,
+	CodeForbiddenOrigin, CodeUnsupportedType, CodeServerFull, CodeBadHost,
 }
 
 // Error is the one error type that crosses the wire: the payload of an

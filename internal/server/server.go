@@ -36,7 +36,16 @@ type Config struct {
 	Origins []string
 	// PublicURL is the scheme and host of share links
 	// (https://chat.example.com); empty derives it from each request.
+	// Its host is also one that the server answers to (see Hosts).
 	PublicURL string
+	// Hosts are the names the server answers to, each a host name or IP
+	// address (any port) or host:port (that port only). With Hosts or
+	// PublicURL set, a request whose Host is none of them (nor
+	// PublicURL's) gets 421 bad_host before anything else, except GET
+	// /healthz and /readyz; so a DNS-rebinding page, whose requests carry
+	// its own name, is never taken for the server's own origin. Both
+	// empty answers every Host.
+	Hosts []string
 	// Web holds the browser client's files (index.html, room.html and
 	// static assets); nil serves a placeholder page.
 	Web fs.FS
@@ -111,7 +120,8 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
-	keep    *wheel // pings every connection
+	keep    *wheel        // pings every connection
+	hosts   []hostPattern // Config.Hosts and PublicURL's host; none: any
 
 	// The per-address and connection limits; each guards itself.
 	posts    *addrLimiter // POSTs with a body, at Limits.Rate
@@ -182,6 +192,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 60 * time.Second
 	}
+	hosts, err := allowedHosts(cfg)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	reads, cancelReads := context.WithCancel(ctx)
 	s := &Server{
@@ -194,6 +208,7 @@ func New(cfg Config) (*Server, error) {
 		ctx:         ctx,
 		cancel:      cancel,
 		live:        make(map[*conn]struct{}),
+		hosts:       hosts,
 	}
 	s.reg = room.New(cfg.Store, room.Options{
 		Limits:       cfg.Limits,
@@ -214,9 +229,15 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler. Past the per-address HTTP rate
-// (Config.IPHTTPRate), a request other than /ws gets 429.
+// ServeHTTP implements http.Handler. A request for a Host the server
+// does not answer to (Config.Hosts) gets 421 first; then, past the
+// per-address HTTP rate (Config.IPHTTPRate), a request other than /ws
+// gets 429.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.hostAllowed(r.Host) && !anyHost(r.URL.Path) {
+		s.refuseHost(w, r)
+		return
+	}
 	if s.requests.on() && r.URL.Path != "/ws" {
 		if ok, wait := s.requests.allow(addrKey(s.clientAddr(r)), time.Now()); !ok {
 			s.refuse(w, http.StatusTooManyRequests, wait, protocol.Errorf(protocol.CodeRateLimited, "too many requests from your address; the limit is %g per second", s.cfg.IPHTTPRate))
