@@ -88,7 +88,7 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("ip-http-rate", "ROOMCHAT_IP_HTTP_RATE", &c.ipHTTPRate, "HTTP requests (other than /ws) per second per client address; 0 is no limit")
 	add("ip-http-burst", "ROOMCHAT_IP_HTTP_BURST", &c.ipHTTPBurst, "HTTP requests a client address may make at once before -ip-http-rate applies")
 	add("trust-proxy", "ROOMCHAT_TRUST_PROXY", &c.trustProxy, "reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address for the per-address limits; empty trusts none")
-	add("http-timeout", "ROOMCHAT_HTTP_TIMEOUT", &c.httpTimeout, "longest an HTTP request may take to arrive (headers and body) and a response to be written (a page of messages: per 32 KiB)")
+	add("http-timeout", "ROOMCHAT_HTTP_TIMEOUT", &c.httpTimeout, "longest an HTTP request may take to arrive (headers and body) and a response to be written (a page of messages: per 128 KiB of it)")
 	add("http-idle-timeout", "ROOMCHAT_HTTP_IDLE_TIMEOUT", &c.httpIdle, "how long an idle keep-alive HTTP connection is kept open")
 	add("debug-addr", "ROOMCHAT_DEBUG_ADDR", &c.debugAddr, "address for Go's pprof handlers (/debug/pprof/), e.g. 127.0.0.1:6060; empty serves none")
 	add("log-level", "ROOMCHAT_LOG_LEVEL", &c.logLevel, "debug, info, warn or error")

@@ -30,6 +30,9 @@ const (
 	// CodeServerFull refuses a WebSocket upgrade when the server holds as
 	// many connections as it may (HTTP 503 with Retry-After): HTTP-only.
 	CodeServerFull = "server_full"
+	// CodeServerBusy refuses a page of messages over HTTP while the server
+	// answers as many as it may (HTTP 503 with Retry-After): HTTP-only.
+	CodeServerBusy = "server_busy"
 	// CodeBadHost refuses a request whose Host is not one the server
 	// answers to (HTTP 421; -hosts, -url): HTTP-only.
 	CodeBadHost = "bad_host"
@@ -41,6 +44,7 @@ var ErrorCodes = []string{
 	CodeRoomRequired, CodeTooLong, CodeRateLimited, CodeRoomFull, CodeRoomLimit,
 	CodeStoreUnavailable, CodeShuttingDown, CodeInternal, CodeNotFound, CodeTooLarge,
 	CodeForbiddenOrigin, CodeUnsupportedType, CodeServerFull, CodeBadHost,
+	CodeServerBusy,
 }
 
 // Error is the one error type that crosses the wire: the payload of an

@@ -103,9 +103,14 @@ type Config struct {
 	HeaderTimeout time.Duration
 	// RequestTimeout bounds reading a whole request, body included, and
 	// writing a response (30 s); a page of messages gets RequestTimeout
-	// per 32 KiB written instead, so that a slow but steady reader gets
-	// all of it. See HTTPServer.
+	// per 128 KiB for its whole response instead, so that a reader at
+	// that average rate or faster gets all of it. See HTTPServer.
 	RequestTimeout time.Duration
+	// MaxPageResponses is the most GET /api/rooms/{id}/messages answered
+	// at once (64): each holds a store read and up to a few hundred KiB
+	// of encoded page while a client reads it. Past it, 503 server_busy
+	// with Retry-After.
+	MaxPageResponses int
 	// IdleTimeout is how long a keep-alive connection may wait for its
 	// next request (60 s).
 	IdleTimeout time.Duration
@@ -124,10 +129,11 @@ type Server struct {
 	hosts   []hostPattern // Config.Hosts and PublicURL's host; none: any
 
 	// The per-address and connection limits; each guards itself.
-	posts    *addrLimiter // POSTs with a body, at Limits.Rate
-	requests *addrLimiter // every HTTP request but /ws, at IPHTTPRate
-	upgrades *addrLimiter // new WebSocket connections, at IPConnRate
-	gate     *gate        // open WebSocket connections
+	posts    *addrLimiter  // POSTs with a body, at Limits.Rate
+	requests *addrLimiter  // every HTTP request but /ws, at IPHTTPRate
+	upgrades *addrLimiter  // new WebSocket connections, at IPConnRate
+	gate     *gate         // open WebSocket connections
+	pages    chan struct{} // a token per page response being answered; never closed
 	// fullWarned is when logFull last warned (Unix ns).
 	fullWarned atomic.Int64
 
@@ -192,6 +198,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 60 * time.Second
 	}
+	if cfg.MaxPageResponses <= 0 {
+		cfg.MaxPageResponses = 64
+	}
 	hosts, err := allowedHosts(cfg)
 	if err != nil {
 		return nil, err
@@ -209,6 +218,7 @@ func New(cfg Config) (*Server, error) {
 		cancel:      cancel,
 		live:        make(map[*conn]struct{}),
 		hosts:       hosts,
+		pages:       make(chan struct{}, cfg.MaxPageResponses),
 	}
 	s.reg = room.New(cfg.Store, room.Options{
 		Limits:       cfg.Limits,
