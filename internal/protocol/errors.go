@@ -47,6 +47,11 @@ var ErrorCodes = []string{
 	CodeServerBusy,
 }
 
+// ErrStoreUnavailable is the error every failure of the message store is
+// answered with, over WebSocket and HTTP alike: one code, one sentence.
+// The cause is logged, never sent. Do not modify it.
+var ErrStoreUnavailable = &Error{Code: CodeStoreUnavailable, Message: "the message store is unavailable; try again shortly"}
+
 // Error is the one error type that crosses the wire: the payload of an
 // error frame and the body of an HTTP error. Field names the offending
 // payload field for bad_payload and too_long.

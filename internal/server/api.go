@@ -114,7 +114,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable"))
+		writeError(w, http.StatusServiceUnavailable, protocol.ErrStoreUnavailable)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -408,7 +408,7 @@ func (s *Server) storeFailed(w http.ResponseWriter, err error) {
 	var pe *protocol.Error
 	if !errors.As(err, &pe) {
 		s.log.Error("store", "err", err)
-		pe = protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable; try again shortly")
+		pe = protocol.ErrStoreUnavailable
 	}
 	s.fail(w, http.StatusServiceUnavailable, pe)
 }
