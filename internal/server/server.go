@@ -49,7 +49,10 @@ type Config struct {
 	// Web holds the browser client's files (index.html, room.html and
 	// static assets); nil serves a placeholder page.
 	Web fs.FS
-	// Logger receives structured logs; nil discards them.
+	// Logger receives structured logs; nil discards them. The lines that
+	// can come once per message or request when something is wrong (a
+	// store that fails, refused upgrades) are throttled to one per 10 s
+	// each, with the number left out (throttle).
 	Logger *slog.Logger
 
 	// MaxQueue is the most bytes a connection may have queued before it is
@@ -171,6 +174,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = slog.New(newThrottle(cfg.Logger.Handler(), logEvery, throttledLines...))
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = 1 << 20
 	}
@@ -299,7 +303,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Accept has answered (403 for a foreign Origin, 426 for a bad upgrade).
 		s.gate.leave(key)
-		s.log.Info("refused websocket", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+		s.log.Info("refused websocket", "remote", r.RemoteAddr, "why", "handshake", "origin", r.Header.Get("Origin"), "err", err)
 		s.metrics.refused.Inc()
 		return
 	}
