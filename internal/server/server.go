@@ -274,7 +274,8 @@ const retryFull = 5 * time.Second
 // allocated for a connection before these pass.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.shutting.Load() {
-		writeError(w, http.StatusServiceUnavailable, errShuttingDown)
+		s.metrics.refused.Inc()
+		s.fail(w, http.StatusServiceUnavailable, errShuttingDown)
 		return
 	}
 	addr := s.clientAddr(r)
