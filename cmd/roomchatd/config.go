@@ -16,7 +16,7 @@ import (
 // config is everything roomchatd can be told.
 type config struct {
 	addr, db, origins, redis, publicURL string
-	hosts, debugAddr, sync              string
+	hosts, debugAddr, metricsAddr, sync string
 	hostList                            []string // parsed from hosts by check
 	logLevel, logFormat                 string
 	limits                              protocol.Limits
@@ -90,6 +90,7 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("trust-proxy", "ROOMCHAT_TRUST_PROXY", &c.trustProxy, "reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address for the per-address limits; empty trusts none")
 	add("http-timeout", "ROOMCHAT_HTTP_TIMEOUT", &c.httpTimeout, "longest an HTTP request may take to arrive (headers and body) and a response to be written (a page of messages: per 128 KiB of it)")
 	add("http-idle-timeout", "ROOMCHAT_HTTP_IDLE_TIMEOUT", &c.httpIdle, "how long an idle keep-alive HTTP connection is kept open")
+	add("metrics-addr", "ROOMCHAT_METRICS_ADDR", &c.metricsAddr, "address to serve /metrics on instead of -addr, e.g. 127.0.0.1:9090 or a private interface; empty serves it on -addr")
 	add("debug-addr", "ROOMCHAT_DEBUG_ADDR", &c.debugAddr, "address for Go's pprof handlers (/debug/pprof/), e.g. 127.0.0.1:6060; empty serves none")
 	add("log-level", "ROOMCHAT_LOG_LEVEL", &c.logLevel, "debug, info, warn or error")
 	add("log-format", "ROOMCHAT_LOG_FORMAT", &c.logFormat, "text or json")

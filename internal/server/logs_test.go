@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -85,5 +86,20 @@ func TestNoisyLinesThrottled(t *testing.T) {
 	}
 	if got := metric(t, ts, "roomchat_connections_refused_total"); got != 10 {
 		t.Errorf("roomchat_connections_refused_total = %v, want 10", got)
+	}
+}
+
+// TestSeparateMetrics: with SeparateMetrics, /metrics is not served on the
+// server's routes (404) and MetricsHandler serves it.
+func TestSeparateMetrics(t *testing.T) {
+	ts := newTestServer(t, func(c *server.Config) { c.SeparateMetrics = true })
+	status, body := requestAs(t, ts, "GET", "/metrics", strings.TrimPrefix(ts.URL, "http://"), "")
+	if status != http.StatusNotFound || !strings.Contains(string(body), protocol.CodeNotFound) {
+		t.Fatalf("GET /metrics on the server: %d %s, want 404 not_found", status, body)
+	}
+	rec := httptest.NewRecorder()
+	ts.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "roomchat_connections ") {
+		t.Fatalf("MetricsHandler: %d, want 200 with roomchat_connections", rec.Code)
 	}
 }

@@ -75,6 +75,11 @@ type Config struct {
 	Roster    func(left func(roomID string, who protocol.User, count int)) room.Roster
 	// Collectors are more Prometheus series for /metrics (the cluster's).
 	Collectors []prometheus.Collector
+	// SeparateMetrics leaves GET /metrics out of the server's routes (it
+	// answers 404 there), for a caller that serves MetricsHandler on a
+	// listener of its own, such as a private address (roomchatd's
+	// -metrics-addr).
+	SeparateMetrics bool
 
 	// MaxConns is the most WebSocket connections open at once; past it
 	// an upgrade gets 503 server_full before anything is allocated for
