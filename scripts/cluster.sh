@@ -143,13 +143,14 @@ done
 
 mkdir -p "$tmp/nginx/conf" "$tmp/nginx/logs" "$tmp/nginx/temp"
 cp docs/deploy/nginx-local.conf "$tmp/nginx/conf/nginx.conf"
-# Fill in the placeholders, on lines that are not comments: @LISTEN@, and
-# the @NODE@ line once per node.
+# Fill in the placeholders, on lines that are not comments: @LISTEN@,
+# @SERVER_NAME@ (the address clients use as Host: other names are dropped),
+# @ACCESS_LOG@, and the @NODE@ line once per node.
 awk -v listen="127.0.0.1:$port" -v nodes="${node_ports[*]}" '
   BEGIN { n = split(nodes, p, " ") }
   /^[ \t]*#/ { print; next }
   /@NODE@/ { for (i = 1; i <= n; i++) { l = $0; gsub(/@NODE@/, "127.0.0.1:" p[i], l); print l }; next }
-  { gsub(/@LISTEN@/, listen); print }
+  { gsub(/@LISTEN@/, listen); gsub(/@SERVER_NAME@/, "127.0.0.1"); gsub(/@ACCESS_LOG@/, "logs/access.log"); print }
 ' docs/deploy/nginx-roomchat.conf >"$tmp/nginx/conf/roomchat.conf"
 nginx_args=(-p "$tmp/nginx/" -c conf/nginx.conf -e "$tmp/nginx/logs/error.log"
   -g "daemon off; pid $tmp/nginx/nginx.pid;")

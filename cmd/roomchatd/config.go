@@ -16,7 +16,8 @@ import (
 // config is everything roomchatd can be told.
 type config struct {
 	addr, db, origins, redis, publicURL string
-	debugAddr, sync                     string
+	hosts, debugAddr, metricsAddr, sync string
+	hostList                            []string // parsed from hosts by check
 	logLevel, logFormat                 string
 	limits                              protocol.Limits
 	retention                           int
@@ -63,7 +64,8 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("burst", "ROOMCHAT_BURST", &l.Burst, "messages a connection may send at once before -rate applies")
 	add("origins", "ROOMCHAT_ORIGINS", &c.origins, "browser origins allowed besides the server's own, comma-separated: chat.example.com, *.example.com or https://chat.example.com")
 	add("redis", "ROOMCHAT_REDIS", &c.redis, "cluster mode: redis://[user:password@]host:port[/db] of the Redis (≥ 6.2) that the nodes share; it replaces -db")
-	add("url", "ROOMCHAT_URL", &c.publicURL, "public base URL of share links, e.g. https://chat.example.com; empty uses each request's host")
+	add("url", "ROOMCHAT_URL", &c.publicURL, "public base URL of share links, e.g. https://chat.example.com; empty uses each request's host. Its host is one the server answers to (see -hosts)")
+	add("hosts", "ROOMCHAT_HOSTS", &c.hosts, "host names (any port) or host:port the server answers to, comma-separated, besides the host of -url; with either set, another Host gets 421 bad_host (not /healthz, /readyz). Empty with no -url answers every Host")
 	add("max-message", "ROOMCHAT_MAX_MESSAGE", &l.MaxMessage, "longest message, in characters after trimming")
 	add("max-name", "ROOMCHAT_MAX_NAME", &l.MaxName, "longest display name, in characters after trimming")
 	add("max-room-id", "ROOMCHAT_MAX_ROOM_ID", &l.MaxRoomID, "longest room ID, in characters")
@@ -86,8 +88,9 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("ip-http-rate", "ROOMCHAT_IP_HTTP_RATE", &c.ipHTTPRate, "HTTP requests (other than /ws) per second per client address; 0 is no limit")
 	add("ip-http-burst", "ROOMCHAT_IP_HTTP_BURST", &c.ipHTTPBurst, "HTTP requests a client address may make at once before -ip-http-rate applies")
 	add("trust-proxy", "ROOMCHAT_TRUST_PROXY", &c.trustProxy, "reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address for the per-address limits; empty trusts none")
-	add("http-timeout", "ROOMCHAT_HTTP_TIMEOUT", &c.httpTimeout, "longest an HTTP request may take to arrive (headers and body) and a response to be written (a page of messages: per 32 KiB)")
+	add("http-timeout", "ROOMCHAT_HTTP_TIMEOUT", &c.httpTimeout, "longest an HTTP request may take to arrive (headers and body) and a response to be written (a page of messages: per 128 KiB of it)")
 	add("http-idle-timeout", "ROOMCHAT_HTTP_IDLE_TIMEOUT", &c.httpIdle, "how long an idle keep-alive HTTP connection is kept open")
+	add("metrics-addr", "ROOMCHAT_METRICS_ADDR", &c.metricsAddr, "address to serve /metrics on instead of -addr, e.g. 127.0.0.1:9090 or a private interface; empty serves it on -addr")
 	add("debug-addr", "ROOMCHAT_DEBUG_ADDR", &c.debugAddr, "address for Go's pprof handlers (/debug/pprof/), e.g. 127.0.0.1:6060; empty serves none")
 	add("log-level", "ROOMCHAT_LOG_LEVEL", &c.logLevel, "debug, info, warn or error")
 	add("log-format", "ROOMCHAT_LOG_FORMAT", &c.logFormat, "text or json")
@@ -172,6 +175,16 @@ func (c *config) check() error {
 		return fmt.Errorf("-ip-conn-burst and -ip-http-burst must be ≥ 1")
 	case c.httpTimeout <= 0, c.httpIdle <= 0:
 		return fmt.Errorf("-http-timeout and -http-idle-timeout must be > 0")
+	}
+	hosts, err := server.ParseHosts(c.hosts)
+	if err != nil {
+		return fmt.Errorf("-hosts: %v", err)
+	}
+	c.hostList = hosts
+	if c.publicURL != "" {
+		if _, err := server.PublicHost(c.publicURL); err != nil {
+			return fmt.Errorf("-url: %v", err)
+		}
 	}
 	p, err := server.ParseCIDRs(c.trustProxy)
 	if err != nil {

@@ -306,14 +306,16 @@ func (s *nginxServer) stop(t *testing.T) {
 }
 
 // placeholder matches a placeholder of nginx-roomchat.conf left unfilled.
-var placeholder = regexp.MustCompile(`@[A-Z]+@`)
+var placeholder = regexp.MustCompile(`@[A-Z_]+@`)
 
 // renderNginx fills in nginx-roomchat.conf as scripts/cluster.sh does: on
-// lines that are not comments, @LISTEN@ becomes listen and the line with
-// @NODE@ is repeated once per node address.
+// lines that are not comments, @LISTEN@ becomes listen, @SERVER_NAME@ the
+// loopback address the clients use as Host (so the default server, which
+// drops other names, is not theirs), @ACCESS_LOG@ logs/access.log, and the
+// line with @NODE@ is repeated once per node address.
 func renderNginx(tmpl, listen string, nodes []string) (string, error) {
 	var b strings.Builder
-	nodeLines, listens := 0, 0
+	nodeLines, listens, names := 0, 0, 0
 	for line := range strings.Lines(tmpl) {
 		switch {
 		case strings.HasPrefix(strings.TrimLeft(line, " \t"), "#"):
@@ -327,14 +329,15 @@ func renderNginx(tmpl, listen string, nodes []string) (string, error) {
 			continue
 		}
 		listens += strings.Count(line, "@LISTEN@")
-		line = strings.ReplaceAll(line, "@LISTEN@", listen)
+		names += strings.Count(line, "@SERVER_NAME@")
+		line = strings.NewReplacer("@LISTEN@", listen, "@SERVER_NAME@", "127.0.0.1", "@ACCESS_LOG@", "logs/access.log").Replace(line)
 		if p := placeholder.FindString(line); p != "" {
 			return "", fmt.Errorf("unknown placeholder %s", p)
 		}
 		b.WriteString(line)
 	}
-	if nodeLines != 1 || listens != 1 {
-		return "", fmt.Errorf("%d @NODE@ lines and %d @LISTEN@, want one of each", nodeLines, listens)
+	if nodeLines != 1 || listens < 1 || names != 1 {
+		return "", fmt.Errorf("%d @NODE@ lines, %d @LISTEN@ and %d @SERVER_NAME@, want one @NODE@ line, one @SERVER_NAME@ and a @LISTEN@", nodeLines, listens, names)
 	}
 	return b.String(), nil
 }
@@ -349,14 +352,16 @@ func TestRenderNginx(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"\n    listen 127.0.0.1:1;\n",
+		"\n    listen 127.0.0.1:1;\n    server_name 127.0.0.1;\n",
+		"\n    listen 127.0.0.1:1 default_server;\n    server_name _;\n",
+		"\n    access_log logs/access.log roomchat;\n",
 		"\n    server 127.0.0.1:2 max_fails=2 fail_timeout=10s;\n    server 127.0.0.1:3 max_fails=2 fail_timeout=10s;\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("rendered configuration lacks %q:\n%s", want, got)
 		}
 	}
-	for _, bad := range []string{"listen 80;\n", "# @NODE@\nserver @NODE@;\n"} {
+	for _, bad := range []string{"listen 80;\n", "# @NODE@\nserver @NODE@;\n", "listen @LISTEN@;\nserver @NODE@;\n"} {
 		if _, err := renderNginx(bad, "x", []string{"y"}); err == nil {
 			t.Errorf("renderNginx(%q) took a template without both placeholders", bad)
 		}
@@ -596,4 +601,57 @@ func (r *sessionReader) joinedAs() []string {
 		ids = append(ids, j.You.UserID)
 	}
 	return ids
+}
+
+// TestNginxHostsAndLog: nginx with docs/deploy's configuration drops a
+// request for a host name other than its server_name without an answer
+// (444), whatever the path; it answers its own with the HSTS header; and
+// its access log shows a WebSocket's request line without the query
+// string, which carries the resume token.
+func TestNginxHostsAndLog(t *testing.T) {
+	node := chattest.Start(t, "-db", ":memory:")
+	ngx := startNginx(t, []*chattest.Server{node})
+
+	for _, path := range []string{"/healthz", "/api/rooms/r", "/ws"} {
+		req, _ := http.NewRequest("GET", ngx.URL+path, nil)
+		req.Host = "evil.example"
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+			t.Fatalf("GET %s with Host evil.example through nginx: %d, want the connection closed unanswered", path, res.StatusCode)
+		}
+	}
+
+	res, err := http.Get(ngx.URL + "/api/rooms/r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Strict-Transport-Security"), "max-age=") {
+		t.Fatalf("GET /api/rooms/r through nginx: %d, Strict-Transport-Security %q; want 200 with HSTS", res.StatusCode, res.Header.Get("Strict-Transport-Security"))
+	}
+
+	first := chattest.Dial(t, ngx.URL, "")
+	token := first.Welcome.Resume
+	first.Close()
+	again := chattest.Dial(t, ngx.URL, "?resume="+url.QueryEscape(token))
+	if again.Welcome.UserID != first.Welcome.UserID {
+		t.Fatalf("resumed as %s, want %s", again.Welcome.UserID, first.Welcome.UserID)
+	}
+	again.Close()
+	ngx.stop(t) // flushes the access log
+	b, err := os.ReadFile(filepath.Join(ngx.dir, "logs", "access.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(b)
+	if strings.Contains(log, token) || strings.Contains(log, "resume=") {
+		t.Fatalf("nginx's access log holds the resume token:\n%s", log)
+	}
+	if n := strings.Count(log, `"GET /ws HTTP/1.1" 101 `); n != 2 {
+		t.Fatalf("access log has %d WebSocket lines \"GET /ws HTTP/1.1\" 101, want 2:\n%s", n, log)
+	}
+	if !strings.Contains(log, `"GET /api/rooms/r HTTP/1.1" 200 `) {
+		t.Fatalf("access log lacks the API request:\n%s", log)
+	}
 }

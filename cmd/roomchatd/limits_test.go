@@ -63,6 +63,10 @@ func TestLimitFlags(t *testing.T) {
 		{"-http-idle-timeout", "-1s"},
 		{"-trust-proxy", "10.0.0.0/33"},
 		{"-trust-proxy", "proxy.example.com"},
+		{"-hosts", "https://chat.example.com"},
+		{"-hosts", "chat.example.com:0"},
+		{"-url", "chat.example.com"},
+		{"-url", "ftp://chat.example.com"},
 	} {
 		if _, err := parseConfig(args, io.Discard); err != errUsage {
 			t.Errorf("parseConfig(%q) = %v, want a usage error", args, err)

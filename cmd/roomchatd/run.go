@@ -76,22 +76,25 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	maxConns := connLimit(cfg, log)
 	srv, err := server.New(server.Config{
-		Broker:       newBroker,
-		Directory:    directory(dir),
-		Roster:       newRoster,
-		Collectors:   collectors,
-		Store:        st,
-		Limits:       cfg.limits,
-		Origins:      cfg.originList(),
-		PublicURL:    cfg.publicURL,
-		Web:          webFS(),
-		Logger:       log,
-		MaxQueue:     cfg.maxQueue,
-		WriteTimeout: cfg.writeTimeout,
-		PingInterval: cfg.ping,
-		PingTimeout:  cfg.pingTimeout,
-		Grace:        cfg.grace,
-		ResumeWindow: cfg.resumeWindow,
+		Broker:     newBroker,
+		Directory:  directory(dir),
+		Roster:     newRoster,
+		Collectors: collectors,
+		// -metrics-addr: /metrics on its own listener only.
+		SeparateMetrics: cfg.metricsAddr != "",
+		Store:           st,
+		Limits:          cfg.limits,
+		Origins:         cfg.originList(),
+		PublicURL:       cfg.publicURL,
+		Hosts:           cfg.hostList,
+		Web:             webFS(),
+		Logger:          log,
+		MaxQueue:        cfg.maxQueue,
+		WriteTimeout:    cfg.writeTimeout,
+		PingInterval:    cfg.ping,
+		PingTimeout:     cfg.pingTimeout,
+		Grace:           cfg.grace,
+		ResumeWindow:    cfg.resumeWindow,
 
 		MaxConns:       maxConns,
 		IPConns:        cfg.ipConns,
@@ -123,10 +126,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	hs := srv.HTTPServer()
 	log.Info("listening", "addr", ln.Addr().String(), "store", where)
+	if cfg.metricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", srv.MetricsHandler())
+		stopMetrics, err := serveAside("metrics", cfg.metricsAddr, mux, log)
+		if err != nil {
+			ln.Close()
+			closeStore()
+			return err
+		}
+		defer stopMetrics()
+	}
 	if cfg.debugAddr != "" {
 		stopDebug, err := serveDebug(cfg.debugAddr, log)
 		if err != nil {
-			hs.Close()
+			ln.Close()
 			closeStore()
 			return err
 		}
@@ -216,23 +230,30 @@ func connLimit(cfg config, log *slog.Logger) int {
 // serveDebug serves net/http/pprof on its own listener, apart from the
 // public routes.
 func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on -debug-addr %s: %w", addr, err)
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return serveAside("debug", addr, mux, log)
+}
+
+// serveAside serves h on a listener of its own at addr (-what-addr), apart
+// from the public routes, until stop is called; it logs "what
+// listening".
+func serveAside(what, addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on -%s-addr %s: %w", what, addr, err)
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		hs.Serve(ln)
 	}()
-	log.Info("debug listening", "addr", ln.Addr().String())
+	log.Info(what+" listening", "addr", ln.Addr().String())
 	return func() {
 		hs.Close()
 		<-done
@@ -252,7 +273,8 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 }
 
 // openStore opens the history store: Redis with -redis (cluster mode),
-// else the SQLite file -db names, creating its directory if needed. where
+// else the SQLite file -db names, creating its directory (0700: it holds
+// history and the token key) if needed. where
 // describes it for the log, without credentials. newBroker is nil: the
 // registry's single-node broker on the store, unless run sets the
 // cluster's.
@@ -272,11 +294,11 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (st store.Stor
 		return store.NewMemory(ret), nil, "memory", nil
 	}
 	if dir := filepath.Dir(cfg.db); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, nil, "", fmt.Errorf("create directory for -db: %w", err)
 		}
 	}
-	sst, err := sqlite.Open(ctx, cfg.db, sqlite.Options{Retention: ret, Synchronous: strings.ToUpper(cfg.sync)})
+	sst, err := sqlite.Open(ctx, cfg.db, sqlite.Options{Retention: ret, Synchronous: strings.ToUpper(cfg.sync), Logger: log})
 	if err != nil {
 		return nil, nil, "", err
 	}

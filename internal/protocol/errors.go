@@ -30,6 +30,12 @@ const (
 	// CodeServerFull refuses a WebSocket upgrade when the server holds as
 	// many connections as it may (HTTP 503 with Retry-After): HTTP-only.
 	CodeServerFull = "server_full"
+	// CodeServerBusy refuses a page of messages over HTTP while the server
+	// answers as many as it may (HTTP 503 with Retry-After): HTTP-only.
+	CodeServerBusy = "server_busy"
+	// CodeBadHost refuses a request whose Host is not one the server
+	// answers to (HTTP 421; -hosts, -url): HTTP-only.
+	CodeBadHost = "bad_host"
 )
 
 // ErrorCodes lists every code the server may send.
@@ -37,8 +43,14 @@ var ErrorCodes = []string{
 	CodeBadJSON, CodeBadEnvelope, CodeUnknownType, CodeBadPayload, CodeNotInRoom,
 	CodeRoomRequired, CodeTooLong, CodeRateLimited, CodeRoomFull, CodeRoomLimit,
 	CodeStoreUnavailable, CodeShuttingDown, CodeInternal, CodeNotFound, CodeTooLarge,
-	CodeForbiddenOrigin, CodeUnsupportedType, CodeServerFull,
+	CodeForbiddenOrigin, CodeUnsupportedType, CodeServerFull, CodeBadHost,
+	CodeServerBusy,
 }
+
+// ErrStoreUnavailable is the error every failure of the message store is
+// answered with, over WebSocket and HTTP alike: one code, one sentence.
+// The cause is logged, never sent. Do not modify it.
+var ErrStoreUnavailable = &Error{Code: CodeStoreUnavailable, Message: "the message store is unavailable; try again shortly"}
 
 // Error is the one error type that crosses the wire: the payload of an
 // error frame and the body of an HTTP error. Field names the offending

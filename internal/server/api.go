@@ -43,7 +43,9 @@ func (s *Server) routes() {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
-	mux.Handle("GET /metrics", s.metrics.handler())
+	if !s.cfg.SeparateMetrics {
+		mux.Handle("GET /metrics", s.MetricsHandler())
+	}
 	mux.HandleFunc("GET /{$}", s.page("index.html"))
 	mux.HandleFunc("GET /r/{id}", s.page("room.html"))
 	if s.cfg.Web != nil {
@@ -114,7 +116,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable"))
+		writeError(w, http.StatusServiceUnavailable, protocol.ErrStoreUnavailable)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -166,7 +168,14 @@ type MessagePage struct {
 	RoomID   string             `json:"roomID"`
 	Messages []protocol.Message `json:"messages"`
 	LastSeq  int64              `json:"lastSeq"`
+	// More is true when stored messages after the page's last one were
+	// left out of it (SPEC §5): the next page starts after its last seq.
+	More bool `json:"more"`
 }
+
+// retryBusy is the Retry-After of a page refused because MaxPageResponses
+// are being answered: pages take a fraction of a second to a few seconds.
+const retryBusy = time.Second
 
 func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.roomID(w, r)
@@ -189,22 +198,35 @@ func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q.Limit = int(limit)
+	// A page holds at most MaxPageBytes of messages, like a history
+	// reply (SPEC §5): 500 messages of 4000 control characters would
+	// encode to 12 MB. The store stops reading once the texts are past
+	// the budget; FitPage cuts the encoded page to it.
+	q.MaxBytes = s.limits.MaxPageBytes
 	// Without after, a page ends at the newest message (or before "before");
 	// with after alone, it starts just after it. after=0 is "after seq 0",
 	// the oldest page, not "no after": a script pages a whole room forward
 	// from after=0 (docs/scripting.md).
 	q.Newest = r.URL.Query().Get("after") == "" || q.Before != 0
+	select {
+	case s.pages <- struct{}{}:
+		defer func() { <-s.pages }()
+	default:
+		s.refuse(w, http.StatusServiceUnavailable, retryBusy, protocol.Errorf(protocol.CodeServerBusy, "the server is answering as many pages of messages as it may; try again in a second"))
+		return
+	}
 	info, msgs, err := s.store.Page(r.Context(), id, q)
 	if err != nil {
 		s.storeFailed(w, err)
 		return
 	}
+	fit := s.limits
+	fit.MaxPage = q.Limit // the HTTP page's own count bound (up to 500)
+	msgs = fit.FitPage(msgs, q.Newest)
 	if msgs == nil {
 		msgs = []protocol.Message{}
 	}
-	// A page may hold megabytes (500 messages of 4000 characters): it is
-	// written with a deadline per piece, not one for all of it.
-	s.writeJSONPaced(w, http.StatusOK, MessagePage{RoomID: id, Messages: msgs, LastSeq: info.LastSeq})
+	s.writePage(w, http.StatusOK, MessagePage{RoomID: id, Messages: msgs, LastSeq: info.LastSeq, More: store.More(info, msgs)})
 }
 
 func queryInt(r *http.Request, name string, def int64) (int64, *protocol.Error) {
@@ -388,7 +410,7 @@ func (s *Server) storeFailed(w http.ResponseWriter, err error) {
 	var pe *protocol.Error
 	if !errors.As(err, &pe) {
 		s.log.Error("store", "err", err)
-		pe = protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable; try again shortly")
+		pe = protocol.ErrStoreUnavailable
 	}
 	s.fail(w, http.StatusServiceUnavailable, pe)
 }

@@ -375,11 +375,29 @@ func TestShutdown(t *testing.T) {
 	for _, c := range []*chattest.Client{a, b} {
 		c.ExpectClose(t, websocket.StatusGoingAway)
 	}
-	// Upgrades after shutdown are refused.
+	// Upgrades after shutdown are refused with 503 shutting_down, and
+	// counted like the other refusals.
 	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws"
-	if c, _, err := websocket.Dial(ctx, u, nil); err == nil {
-		c.CloseNow()
-		t.Fatal("dial after Shutdown succeeded")
+	for range 2 {
+		c, resp, err := websocket.Dial(ctx, u, nil)
+		if err == nil {
+			c.CloseNow()
+			t.Fatal("dial after Shutdown succeeded")
+		}
+		if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("dial after Shutdown: %v %v, want 503", resp, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), `"code":"shutting_down"`) {
+			t.Fatalf("dial after Shutdown: %s, want shutting_down", b)
+		}
+	}
+	if got := metric(t, ts, `roomchat_errors_total{code="shutting_down"}`); got != 2 {
+		t.Errorf(`roomchat_errors_total{code="shutting_down"} = %v, want 2`, got)
+	}
+	if got := metric(t, ts, "roomchat_connections_refused_total"); got != 2 {
+		t.Errorf("roomchat_connections_refused_total = %v, want 2", got)
 	}
 }
 

@@ -24,8 +24,8 @@ const maxHeaderBytes = 32 << 10
 //   - ReadTimeout (Config.RequestTimeout, 30 s): the whole request, body
 //     included; a POST body that trickles in is cut.
 //   - WriteTimeout (RequestTimeout): from the end of the headers to the end
-//     of the response. A page of messages, which may be megabytes, gets
-//     RequestTimeout per 32 KiB instead (writeJSONPaced).
+//     of the response. A page of messages, up to a few hundred KiB, gets
+//     RequestTimeout per 128 KiB instead (writePage).
 //   - IdleTimeout (Config.IdleTimeout, 60 s): a keep-alive connection
 //     waiting for its next request.
 //
@@ -45,17 +45,25 @@ func (s *Server) HTTPServer() *http.Server {
 	}
 }
 
-// pacedChunk is how much of a large response is written under one write
-// deadline (writeJSONPaced).
-const pacedChunk = 32 << 10
+// pageChunk is how much of a page of messages may take one
+// RequestTimeout to be written (writePage): an average of about 4 KiB/s
+// with the default 30 s, which a phone on a poor link exceeds many times.
+const pageChunk = 128 << 10
 
-// writeJSONPaced writes v as writeJSON does, in pacedChunk pieces, each
-// with a write deadline of RequestTimeout from when it starts. So a
-// response of any size reaches a client that keeps reading at least
-// pacedChunk per RequestTimeout (about 1 KiB/s with the defaults), and a
-// client that stops reading is cut off RequestTimeout later, as for any
-// other response.
-func (s *Server) writeJSONPaced(w http.ResponseWriter, status int, v any) {
+// pageDeadline is how long a response of n bytes may take to be written
+// in all: RequestTimeout per pageChunk, and at least RequestTimeout. So a
+// client reading at the average rate of pageChunk per RequestTimeout or
+// faster gets the whole response, and one that reads slower, or
+// trickles, or stops, is cut off once that time is up: it holds a page
+// slot (Config.MaxPageResponses), a goroutine and the encoded page for a
+// bounded time, however it reads.
+func (s *Server) pageDeadline(n int) time.Duration {
+	return max(s.cfg.RequestTimeout, time.Duration(float64(s.cfg.RequestTimeout)*float64(n)/pageChunk))
+}
+
+// writePage writes v as writeJSON does, with one write deadline for the
+// whole response: pageDeadline of its size from now.
+func (s *Server) writePage(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		s.log.Error("encoding a response", "err", err)
@@ -63,18 +71,11 @@ func (s *Server) writeJSONPaced(w http.ResponseWriter, status int, v any) {
 		return
 	}
 	b = append(b, '\n')
-	rc := http.NewResponseController(w)
+	// An http.ResponseWriter that cannot set deadlines (not net/http's)
+	// gets none.
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.pageDeadline(len(b))))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	for len(b) > 0 {
-		n := min(len(b), pacedChunk)
-		// An http.ResponseWriter that cannot set deadlines (not net/http's)
-		// gets none.
-		rc.SetWriteDeadline(time.Now().Add(s.cfg.RequestTimeout))
-		if _, err := w.Write(b[:n]); err != nil {
-			return
-		}
-		b = b[n:]
-	}
+	w.Write(b)
 }

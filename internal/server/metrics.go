@@ -76,6 +76,9 @@ func newMetrics(s *Server) *metrics {
 	return m
 }
 
-func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+// MetricsHandler serves the server's Prometheus metrics, as GET /metrics
+// does unless Config.SeparateMetrics is set. It applies no Host check:
+// mount it where only the scrapers reach.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 }

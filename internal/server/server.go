@@ -36,11 +36,23 @@ type Config struct {
 	Origins []string
 	// PublicURL is the scheme and host of share links
 	// (https://chat.example.com); empty derives it from each request.
+	// Its host is also one that the server answers to (see Hosts).
 	PublicURL string
+	// Hosts are the names the server answers to, each a host name or IP
+	// address (any port) or host:port (that port only). With Hosts or
+	// PublicURL set, a request whose Host is none of them (nor
+	// PublicURL's) gets 421 bad_host before anything else, except GET
+	// /healthz and /readyz; so a DNS-rebinding page, whose requests carry
+	// its own name, is never taken for the server's own origin. Both
+	// empty answers every Host.
+	Hosts []string
 	// Web holds the browser client's files (index.html, room.html and
 	// static assets); nil serves a placeholder page.
 	Web fs.FS
-	// Logger receives structured logs; nil discards them.
+	// Logger receives structured logs; nil discards them. The lines that
+	// can come once per message or request when something is wrong (a
+	// store that fails, refused upgrades) are throttled to one per 10 s
+	// each, with the number left out (throttle).
 	Logger *slog.Logger
 
 	// MaxQueue is the most bytes a connection may have queued before it is
@@ -63,6 +75,11 @@ type Config struct {
 	Roster    func(left func(roomID string, who protocol.User, count int)) room.Roster
 	// Collectors are more Prometheus series for /metrics (the cluster's).
 	Collectors []prometheus.Collector
+	// SeparateMetrics leaves GET /metrics out of the server's routes (it
+	// answers 404 there), for a caller that serves MetricsHandler on a
+	// listener of its own, such as a private address (roomchatd's
+	// -metrics-addr).
+	SeparateMetrics bool
 
 	// MaxConns is the most WebSocket connections open at once; past it
 	// an upgrade gets 503 server_full before anything is allocated for
@@ -94,9 +111,14 @@ type Config struct {
 	HeaderTimeout time.Duration
 	// RequestTimeout bounds reading a whole request, body included, and
 	// writing a response (30 s); a page of messages gets RequestTimeout
-	// per 32 KiB written instead, so that a slow but steady reader gets
-	// all of it. See HTTPServer.
+	// per 128 KiB for its whole response instead, so that a reader at
+	// that average rate or faster gets all of it. See HTTPServer.
 	RequestTimeout time.Duration
+	// MaxPageResponses is the most GET /api/rooms/{id}/messages answered
+	// at once (64): each holds a store read and up to a few hundred KiB
+	// of encoded page while a client reads it. Past it, 503 server_busy
+	// with Retry-After.
+	MaxPageResponses int
 	// IdleTimeout is how long a keep-alive connection may wait for its
 	// next request (60 s).
 	IdleTimeout time.Duration
@@ -111,13 +133,15 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
-	keep    *wheel // pings every connection
+	keep    *wheel        // pings every connection
+	hosts   []hostPattern // Config.Hosts and PublicURL's host; none: any
 
 	// The per-address and connection limits; each guards itself.
-	posts    *addrLimiter // POSTs with a body, at Limits.Rate
-	requests *addrLimiter // every HTTP request but /ws, at IPHTTPRate
-	upgrades *addrLimiter // new WebSocket connections, at IPConnRate
-	gate     *gate        // open WebSocket connections
+	posts    *addrLimiter  // POSTs with a body, at Limits.Rate
+	requests *addrLimiter  // every HTTP request but /ws, at IPHTTPRate
+	upgrades *addrLimiter  // new WebSocket connections, at IPConnRate
+	gate     *gate         // open WebSocket connections
+	pages    chan struct{} // a token per page response being answered; never closed
 	// fullWarned is when logFull last warned (Unix ns).
 	fullWarned atomic.Int64
 
@@ -155,6 +179,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = slog.New(newThrottle(cfg.Logger.Handler(), logEvery, throttledLines...))
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = 1 << 20
 	}
@@ -182,6 +207,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 60 * time.Second
 	}
+	if cfg.MaxPageResponses <= 0 {
+		cfg.MaxPageResponses = 64
+	}
+	hosts, err := allowedHosts(cfg)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	reads, cancelReads := context.WithCancel(ctx)
 	s := &Server{
@@ -194,6 +226,8 @@ func New(cfg Config) (*Server, error) {
 		ctx:         ctx,
 		cancel:      cancel,
 		live:        make(map[*conn]struct{}),
+		hosts:       hosts,
+		pages:       make(chan struct{}, cfg.MaxPageResponses),
 	}
 	s.reg = room.New(cfg.Store, room.Options{
 		Limits:       cfg.Limits,
@@ -214,9 +248,15 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler. Past the per-address HTTP rate
-// (Config.IPHTTPRate), a request other than /ws gets 429.
+// ServeHTTP implements http.Handler. A request for a Host the server
+// does not answer to (Config.Hosts) gets 421 first; then, past the
+// per-address HTTP rate (Config.IPHTTPRate), a request other than /ws
+// gets 429.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.hostAllowed(r.Host) && !anyHost(r.URL.Path) {
+		s.refuseHost(w, r)
+		return
+	}
 	if s.requests.on() && r.URL.Path != "/ws" {
 		if ok, wait := s.requests.allow(addrKey(s.clientAddr(r)), time.Now()); !ok {
 			s.refuse(w, http.StatusTooManyRequests, wait, protocol.Errorf(protocol.CodeRateLimited, "too many requests from your address; the limit is %g per second", s.cfg.IPHTTPRate))
@@ -239,7 +279,8 @@ const retryFull = 5 * time.Second
 // allocated for a connection before these pass.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.shutting.Load() {
-		writeError(w, http.StatusServiceUnavailable, errShuttingDown)
+		s.metrics.refused.Inc()
+		s.fail(w, http.StatusServiceUnavailable, errShuttingDown)
 		return
 	}
 	addr := s.clientAddr(r)
@@ -268,7 +309,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Accept has answered (403 for a foreign Origin, 426 for a bad upgrade).
 		s.gate.leave(key)
-		s.log.Info("refused websocket", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+		s.log.Info("refused websocket", "remote", r.RemoteAddr, "why", "handshake", "origin", r.Header.Get("Origin"), "err", err)
 		s.metrics.refused.Inc()
 		return
 	}

@@ -2,8 +2,9 @@ package server_test
 
 // Timeouts over real sockets: the http.Server that Server.HTTPServer
 // returns cuts a client that trickles its headers or its body, closes idle
-// keep-alive connections, lets a slow but steady reader have a page of
-// messages of any size, and leaves upgraded WebSocket connections alone;
+// keep-alive connections, lets a reader at the average rate of 128 KiB
+// per request timeout have a page of messages (and cuts a slower one), and
+// leaves upgraded WebSocket connections alone;
 // a WebSocket connection reading a large backlog slowly but steadily is
 // not closed as too slow, and one that stops reading is. The timeouts are
 // made short (hundreds of milliseconds) so the tests are quick; they
@@ -262,48 +263,60 @@ func seedRoom(t *testing.T, st store.Store, room string, n int, text string) {
 	}
 }
 
-// TestSlowPageReader: a 500-message page of 4000-character messages
-// reaches a client that reads it slowly but steadily, taking many times
-// the request timeout; a client that stops reading it is cut off.
+// TestSlowPageReader: a page of messages (at most 256 KiB of them) has
+// RequestTimeout per 128 KiB to be written in all, an average rate. A
+// client reading it faster than that gets all of it; one reading slower,
+// however steadily, or one that stops reading, is cut off.
 func TestSlowPageReader(t *testing.T) {
 	ts := newTimedServer(t, func(c *server.Config) {
-		c.RequestTimeout = 300 * time.Millisecond
-		c.IdleTimeout = time.Minute // so that only the write deadline closes a connection
+		c.RequestTimeout = 300 * time.Millisecond // the floor: 128 KiB per 300 ms, about 430 KB/s
+		c.IdleTimeout = time.Minute               // so that only the write deadline closes a connection
 	})
-	seedRoom(t, ts.store, "big", 500, strings.Repeat("x", 3995)) // 2 MB of JSON
+	seedRoom(t, ts.store, "big", 500, strings.Repeat("x", 3995)) // pages of 256 KiB: 600 ms each
 
-	// get sends the request on a connection that reads at most 1 MB/s.
-	get := func(room string) (net.Conn, *http.Response) {
+	// get sends the request on a connection that reads at most rate bytes
+	// a second.
+	get := func(rate int) (net.Conn, *http.Response) {
 		c, err := slowDialer(16<<10).Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		fmt.Fprintf(c, "GET /api/rooms/%s/messages?limit=500 HTTP/1.1\r\nHost: x\r\n\r\n", room)
-		resp, err := http.ReadResponse(bufio.NewReaderSize(&pacedConn{Conn: c, rate: 1 << 20, chunk: 16 << 10}, 4<<10), nil)
+		fmt.Fprintf(c, "GET /api/rooms/big/messages?after=0&limit=500 HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReaderSize(&pacedConn{Conn: c, rate: rate, chunk: 16 << 10}, 4<<10), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c, resp
 	}
 
-	// Steady: 2 MB at 1 MB/s, about seven times the timeout.
-	c, resp := get("big")
+	// Above the floor: 2 MB/s.
+	c, resp := get(2 << 20)
 	start := time.Now()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("read %d bytes in %v: %v", len(body), time.Since(start).Round(time.Millisecond), err)
 	}
 	var page server.MessagePage
-	if err := json.Unmarshal(body, &page); err != nil || len(page.Messages) != 500 {
-		t.Fatalf("got %d messages (%v), want 500", len(page.Messages), err)
+	if err := json.Unmarshal(body, &page); err != nil || len(page.Messages) < 50 || !page.More {
+		t.Fatalf("got %d messages, more=%v (%v), want a page of 256 KiB with more", len(page.Messages), page.More, err)
 	}
 	t.Logf("read %d bytes in %v", len(body), time.Since(start).Round(time.Millisecond))
 	c.Close()
 	ts.waitClosed(t, "the steady reader's connection")
 
+	// Below the floor: 64 KB/s, steadily, would take 4 s.
+	_, resp = get(64 << 10)
+	start = time.Now()
+	body, err = io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("a reader at 64 KB/s got all %d bytes in %v, want it cut off after about 600 ms", len(body), time.Since(start).Round(time.Millisecond))
+	}
+	t.Logf("a reader at 64 KB/s was cut off after %d bytes, %v: %v", len(body), time.Since(start).Round(time.Millisecond), err)
+	ts.waitClosed(t, "a client reading a page below the floor")
+
 	// Stopped: it reads the headers, then nothing.
-	get("big")
+	get(2 << 20)
 	ts.waitClosed(t, "a client that stopped reading a page")
 }
 

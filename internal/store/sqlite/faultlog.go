@@ -11,6 +11,7 @@ import (
 // disk is full the checkpointer retries every 500 ms, and its log may be on
 // the same disk. Each faultLog is owned by the goroutine that runs the step.
 type faultLog struct {
+	log        *slog.Logger
 	what, path string
 	fails      int       // consecutive failed attempts
 	since      time.Time // when the first of them failed
@@ -21,9 +22,9 @@ func (f *faultLog) observe(err error) {
 	switch {
 	case err != nil && f.fails == 0:
 		f.since = time.Now()
-		slog.Warn("store: "+f.what+" failed; retrying quietly until it works", "path", f.path, "err", err)
+		f.log.Warn("store: "+f.what+" failed; retrying quietly until it works", "path", f.path, "err", err)
 	case err == nil && f.fails > 0:
-		slog.Info("store: "+f.what+" works again", "path", f.path, "failed_attempts", f.fails, "after", time.Since(f.since).Round(time.Millisecond))
+		f.log.Info("store: "+f.what+" works again", "path", f.path, "failed_attempts", f.fails, "after", time.Since(f.since).Round(time.Millisecond))
 	}
 	if err != nil {
 		f.fails++

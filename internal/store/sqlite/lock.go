@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -37,30 +36,39 @@ type fileLock struct {
 	created bool // the file did not exist before; removed if Open fails
 }
 
-// lockDB takes the lock of the database at path (absolute; its directory
-// exists). The lock file sits beside the file the path resolves to, as
-// SQLite's -wal does, so that two spellings of one database (a symlink)
-// share one lock. It fails with ErrLocked, naming the holder's pid when
-// the file tells it, if another Store has it.
-func lockDB(path string) (*fileLock, error) {
-	real, err := filepath.EvalSymlinks(path)
-	if errors.Is(err, os.ErrNotExist) {
-		var dir string
-		if dir, err = filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
-			real = filepath.Join(dir, filepath.Base(path))
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
+// lockDB takes the lock of the database at real, the path with its
+// symbolic links resolved (see resolve). The lock file sits beside that
+// file, as SQLite's -wal does, so that two spellings of one database (a
+// symlink) share one lock. It fails with ErrLocked, naming the holder's
+// pid when the file tells it, if another Store has it.
+//
+// The lock file itself is never followed if it is a symbolic link, nor
+// truncated before the lock is held: whoever can write to the directory
+// could otherwise make roomchatd overwrite any file it may write. Such a
+// link, or a lock file that is not a regular file, fails with an error
+// naming it. A new lock file is privateMode.
+func lockDB(real string) (*fileLock, error) {
 	l := &fileLock{path: real + lockSuffix, created: true}
-	l.f, err = os.OpenFile(l.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	var err error
+	l.f, err = os.OpenFile(l.path, os.O_RDWR|os.O_CREATE|os.O_EXCL|oNoFollow, privateMode)
 	if errors.Is(err, os.ErrExist) {
 		l.created = false
-		l.f, err = os.OpenFile(l.path, os.O_RDWR, 0)
+		l.f, err = os.OpenFile(l.path, os.O_RDWR|os.O_CREATE|oNoFollow, privateMode)
 	}
 	if err != nil {
-		return nil, err
+		if fi, lerr := os.Lstat(l.path); lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
+			return nil, fmt.Errorf("lock file %s is a symbolic link; refusing to follow it (remove it: roomchatd creates its own)", l.path)
+		}
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if fi, err := l.f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		l.f.Close()
+		if err == nil {
+			err = fmt.Errorf("not a regular file (%s)", fi.Mode())
+		}
+		return nil, fmt.Errorf("lock file %s: %w", l.path, err)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		l.f.Chmod(fi.Mode().Perm() &^ 0o077) // best effort: it holds a pid only
 	}
 	held, err := flock(l.f)
 	if err != nil || held {

@@ -8,6 +8,10 @@ import (
 	"syscall"
 )
 
+// oNoFollow makes opening a symbolic link fail (ELOOP) instead of
+// opening what it points to.
+const oNoFollow = syscall.O_NOFOLLOW
+
 // flock takes an exclusive flock on f without waiting. held reports that
 // another open file description has it.
 func flock(f *os.File) (held bool, err error) {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"sort"
@@ -58,11 +60,18 @@ func loadMigrations() ([]migration, error) {
 	return ms, nil
 }
 
+// tokenKeySize is the length of the key that signs resume tokens: 32
+// bytes, the size of the HMAC-SHA256 tag it makes (RFC 2104 asks for a
+// key at least that long).
+const tokenKeySize = 32
+
 // migrate checks that db is an empty file or a roomchat database and brings
 // its schema to the newest version, all in one write transaction, which
-// also proves that the file is writable. It returns the version the file
-// had before.
-func migrate(ctx context.Context, db *sql.DB, nowMs int64) (from int, err error) {
+// also proves that the file is writable. A file without a token key gets
+// one of tokenKeySize bytes read from random (crypto/rand in Open; SQLite's
+// randomblob is a PRNG that is not meant for keys). It returns the version
+// the file had before.
+func migrate(ctx context.Context, db *sql.DB, nowMs int64, random io.Reader) (from int, err error) {
 	ms, err := loadMigrations()
 	if err != nil {
 		return 0, err
@@ -107,6 +116,19 @@ func migrate(ctx context.Context, db *sql.DB, nowMs int64) (from int, err error)
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(ms))); err != nil {
 		return 0, err
+	}
+	var haveKey bool
+	if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM meta WHERE key = 'token_key')").Scan(&haveKey); err != nil {
+		return 0, err
+	}
+	if !haveKey {
+		key := make([]byte, tokenKeySize)
+		if _, err := io.ReadFull(random, key); err != nil {
+			return 0, fmt.Errorf("token key: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO meta (key, value) VALUES ('token_key', ?)", hex.EncodeToString(key)); err != nil {
+			return 0, err
+		}
 	}
 	// Always write, so that a read-only file fails here, at Open, rather
 	// than at the first Append.

@@ -3,11 +3,13 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -73,8 +75,16 @@ type Options struct {
 	// see Ready.
 	ReadyInterval time.Duration
 
+	// Logger receives the store's own lines: a background checkpoint or
+	// trim that starts failing and that works again. nil means
+	// slog.Default().
+	Logger *slog.Logger
+
 	// now is the clock, for tests; nil means time.Now.
 	now func() time.Time
+	// rand is where a new file's token key comes from, for tests; nil
+	// means crypto/rand.
+	rand io.Reader
 	// cacheRooms bounds the committer's room cache and the trimmer's set
 	// of rooms to visit; 0 means maxCachedRooms. Tests lower it.
 	cacheRooms int
@@ -102,8 +112,14 @@ func (o Options) withDefaults() Options {
 	if o.Synchronous == "" {
 		o.Synchronous = "FULL"
 	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	if o.now == nil {
 		o.now = time.Now
+	}
+	if o.rand == nil {
+		o.rand = rand.Reader
 	}
 	if o.cacheRooms <= 0 {
 		o.cacheRooms = maxCachedRooms
@@ -159,8 +175,16 @@ var sqliteMagic = []byte("SQLite format 3\x00")
 // until Close, and fails at once with ErrLocked if another Store, in this
 // process or another, holds it. It also fails, with an error naming path,
 // when the file cannot be opened or written (permissions, read-only file
-// system), is corrupt, or is not a roomchat database (ErrNotRoomchat). ctx
-// bounds the opening only. The caller must Close the Store.
+// system), is corrupt, or is not a roomchat database (ErrNotRoomchat), and
+// when the lock file is a symbolic link. ctx bounds the opening only. The
+// caller must Close the Store.
+//
+// The database holds every room's history and the key that signs resume
+// tokens, so its files are private to the user that runs roomchat,
+// whatever the umask: a directory Open creates is 0700, and the database,
+// its -wal, -shm and -lock files are 0600 (a new database file is created
+// so before SQLite opens it; existing ones that other users may read are
+// narrowed to their owner's bits, with a warning when that fails).
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s, err := open(ctx, path, opts)
 	if err != nil {
@@ -180,13 +204,17 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, err
+	}
+	real, err := resolve(abs)
+	if err != nil {
 		return nil, err
 	}
 	// The lock comes first: checkFile opens the database, and closing that
 	// descriptor would drop the POSIX locks of a Store that has it open in
 	// this process (see fileLock).
-	lock, err := lockDB(abs)
+	lock, err := lockDB(real)
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +235,9 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := checkFile(abs); err != nil {
 		return nil, err
 	}
+	if err := createPrivate(real); err != nil {
+		return nil, err
+	}
 	// The writer: one connection, every transaction BEGIN IMMEDIATE so
 	// that it takes the write lock up front (no deadlock-prone upgrade).
 	// synchronous=FULL fsyncs the WAL at every commit: see docs/storage.md.
@@ -222,14 +253,20 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	s.wdb.SetMaxOpenConns(1)
 	s.wdb.SetMaxIdleConns(1)
 	s.wdb.SetConnMaxLifetime(0)
-	if _, err := migrate(ctx, s.wdb, opts.now().UnixMilli()); err != nil {
+	if _, err := migrate(ctx, s.wdb, opts.now().UnixMilli(), opts.rand); err != nil {
 		return nil, err
+	}
+	// The file is roomchat's: make it, and the -wal and -shm that SQLite
+	// has made beside it, private if they were not (a file from before
+	// this rule, or one copied in by hand).
+	if err := narrowModes(real, real+"-wal", real+"-shm"); err != nil {
+		opts.Logger.Warn("store: the database files are readable by other users and could not be made private; chmod them 0600", "path", real, "err", err)
 	}
 	var keyHex string
 	if err := s.wdb.QueryRowContext(ctx, "SELECT (SELECT value FROM meta WHERE key = 'epoch'), (SELECT value FROM meta WHERE key = 'token_key')").Scan(&s.epoch, &keyHex); err != nil {
 		return nil, fmt.Errorf("read identity: %w", err)
 	}
-	if s.key, err = hex.DecodeString(keyHex); err != nil || len(s.key) < 32 || s.epoch == "" {
+	if s.key, err = hex.DecodeString(keyHex); err != nil || len(s.key) < tokenKeySize || s.epoch == "" {
 		return nil, fmt.Errorf("%w: meta holds no valid epoch or token key", ErrNotRoomchat)
 	}
 	var mode string
@@ -293,7 +330,7 @@ const checkpointInterval = 500 * time.Millisecond
 func (s *Store) checkpointLoop() {
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
-	fl := faultLog{what: "checkpoint", path: s.path}
+	fl := faultLog{log: s.opts.Logger, what: "checkpoint", path: s.path}
 	for {
 		select {
 		case <-s.stopCheckpoints:
@@ -303,6 +340,62 @@ func (s *Store) checkpointLoop() {
 		_, err := s.ckdb.Exec("PRAGMA wal_checkpoint(PASSIVE)")
 		fl.observe(err)
 	}
+}
+
+// privateMode is the mode of the database's files: history and the token
+// key are for the user that runs roomchat only.
+const privateMode = 0o600
+
+// createPrivate creates the database file at path, empty and privateMode,
+// if nothing is there, so that SQLite opens a file with that mode instead
+// of creating one with its default (0644 less the umask). SQLite gives the
+// -wal and -shm files it creates the database file's mode, also
+// regardless of the umask.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, privateMode)
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Chmod(privateMode) // the umask may have taken bits of privateMode
+}
+
+// narrowModes takes the group's and others' permissions off those of paths
+// that exist and have any. It does not follow a -wal or -shm that is a
+// symbolic link (SQLite refuses those anyway).
+func narrowModes(paths ...string) error {
+	var errs []error
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err == nil && fi.Mode().Perm()&0o077 != 0 {
+			err = os.Chmod(p, fi.Mode().Perm()&^0o077)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// resolve returns the path of the file that path (absolute) names, its
+// symbolic links followed; for a file that does not exist yet, its
+// directory's links. SQLite resolves a database's path the same way and
+// keeps its -wal and -shm beside the file the path resolves to.
+func resolve(path string) (string, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if errors.Is(err, os.ErrNotExist) {
+		var dir string
+		if dir, err = filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+			real = filepath.Join(dir, filepath.Base(path))
+		}
+	}
+	return real, err
 }
 
 // checkFile refuses an existing path that is not a regular file or whose

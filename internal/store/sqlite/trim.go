@@ -64,7 +64,7 @@ const (
 
 func (t *trimmer) init(ctx context.Context, s *Store, tx *txStmts) error {
 	t.s, t.tx = s, tx
-	t.log = faultLog{what: "trim", path: s.path}
+	t.log = faultLog{log: s.opts.Logger, what: "trim", path: s.path}
 	t.dirty = make(map[int64]int64)
 	t.cursor = 0 // full pass at start
 	for _, p := range []struct {

@@ -6,7 +6,8 @@
 -- changes only with the file (SPEC §4 joined.epoch). Rooms created before
 -- this migration keep the epochs they have.
 --
--- token_key is the secret resume tokens are signed with (hex of 32 random
--- bytes): tokens stay valid across restarts for as long as this file lives.
+-- token_key, the secret resume tokens are signed with (hex of 32 random
+-- bytes), is not made here: migrate inserts it from Go's crypto/rand after
+-- the last migration, into every file that has none. Tokens stay valid
+-- across restarts for as long as this file lives.
 INSERT INTO meta (key, value) VALUES ('epoch', lower(hex(randomblob(8))));
-INSERT INTO meta (key, value) VALUES ('token_key', lower(hex(randomblob(32))));
