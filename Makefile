@@ -2,7 +2,7 @@
 .PHONY: run build test lint fuzz bench bench-ab bench-cluster deps cluster chaos soak
 
 run:
-	GODEBUG=adaptivestackstart=0 go run ./cmd/roomchatd
+	go run ./cmd/roomchatd
 
 cluster:
 	bash scripts/cluster.sh

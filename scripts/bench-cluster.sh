@@ -56,7 +56,6 @@ bench_tmp
 
 go build -o "$tmp/" ./cmd/roomchatd ./cmd/roomchat-bench
 go test -c -o "$tmp/cluster.test" ./internal/cluster
-export GODEBUG=adaptivestackstart=0 # as docs/deploy/roomchatd.service runs the server
 bench="$tmp/roomchat-bench"
 
 mkdir -p bench-results

@@ -48,9 +48,6 @@ echo "bench: open-files limit $(ulimit -n)" >&2
 bench_tmp
 
 go build -o "$tmp/" ./cmd/roomchatd ./cmd/roomchat-bench
-# The server runs as docs/deploy/roomchatd.service runs it: goroutines
-# start with the smallest stack (docs/operations.md).
-export GODEBUG=adaptivestackstart=0
 bench="$tmp/roomchat-bench"
 
 mkdir -p bench-results
@@ -124,8 +121,7 @@ fi
 
 # Connect + join into 100-member rooms (issue 12, budget item 3): a fresh
 # server per run, the servers taking turns so that noise on this shared
-# machine spreads over all of them. roomchatd runs with small goroutine
-# stacks (as deployed) and without; Centrifugo (opt-in) with presence and
+# machine spreads over all of them. Centrifugo (opt-in) runs with presence and
 # join/leave pushes to every member, as roomchat has them
 # (presence.json), with presence and join/leave on but pushed only to
 # members that ask for them, which the bench's do not (presence-nopush.json),
@@ -139,11 +135,8 @@ if want join; then
     start baseline "$bench" baseline
     gen idle -relay -label relay -server "ws://$addr" -pid "$pid" "${jr[@]}"
     stop "$pid"
-    start roomchatd-small-stacks "$tmp/roomchatd" -rate 0 -db "$tmp/join-$run.db"
-    gen idle -label roomchat-small-stacks -server "ws://$addr" -pid "$pid" "${jr[@]}"
-    stop "$pid"
-    start roomchatd-default-stacks env -u GODEBUG "$tmp/roomchatd" -rate 0 -db "$tmp/join-$run-d.db"
-    gen idle -label roomchat-default-stacks -server "ws://$addr" -pid "$pid" "${jr[@]}"
+    start roomchatd "$tmp/roomchatd" -rate 0 -db "$tmp/join-$run.db"
+    gen idle -label roomchat-join -server "ws://$addr" -pid "$pid" "${jr[@]}"
     stop "$pid"
     if [ -n "$centrifugo" ]; then
       for cf in presence presence-nopush nopresence; do

@@ -76,8 +76,7 @@ healthy() {
 # or as soon as the server exits (e.g. because it could not listen), and
 # shows its log. start NAME --centrifugo CMD... tells the port by
 # CENTRIFUGO_HTTP_SERVER_PORT instead (the configs in scripts/centrifugo
-# bind 127.0.0.1 and serve /healthz), and runs it without the GODEBUG
-# this script sets for roomchatd.
+# bind 127.0.0.1 and serve /healthz).
 start() {
   local name=$1 port t0=$SECONDS why="" how=-addr
   shift
@@ -86,7 +85,7 @@ start() {
   if [ "$1" = --centrifugo ]; then
     shift
     how=CENTRIFUGO_HTTP_SERVER_PORT
-    env -u GODEBUG CENTRIFUGO_HTTP_SERVER_PORT="$port" GOMAXPROCS=1 taskset -c 0 "$@" >"$tmp/$name.log" 2>&1 &
+    CENTRIFUGO_HTTP_SERVER_PORT="$port" GOMAXPROCS=1 taskset -c 0 "$@" >"$tmp/$name.log" 2>&1 &
   else
     GOMAXPROCS=1 taskset -c 0 "$@" -addr "$addr" 2>"$tmp/$name.log" &
   fi

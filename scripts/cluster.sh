@@ -130,7 +130,7 @@ await "redis-server" "$tmp/redis/redis.log" "$redis_pid" 10 redis_up
 
 for i in $(seq 1 "$nodes"); do
   p=${node_ports[i - 1]}
-  GODEBUG=adaptivestackstart=0 "$tmp/roomchatd" -addr "127.0.0.1:$p" \
+  "$tmp/roomchatd" -addr "127.0.0.1:$p" \
     -redis "redis://127.0.0.1:$redis_port" -trust-proxy 127.0.0.1/32 >/dev/null 2>"$tmp/node$i.log" &
   pids+=($!) names+=("node$i") gone+=(0)
 done

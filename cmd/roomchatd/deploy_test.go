@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,37 +16,21 @@ const unitFile = "../../docs/deploy/roomchatd.service"
 // TestDeployUnit runs roomchatd as docs/deploy/roomchatd.service does: with
 // the unit's Environment= lines and ExecStart flags (the address moved to
 // loopback and the database to a temporary directory). The server must
-// serve, and its environment must hold exactly what the unit set:
-// GODEBUG=adaptivestackstart=0, which roomchatd no longer sets itself.
+// serve.
 func TestDeployUnit(t *testing.T) {
 	env, args := readUnit(t)
-	if env["GODEBUG"] != "adaptivestackstart=0" {
-		t.Fatalf("the unit sets GODEBUG=%q, want adaptivestackstart=0", env["GODEBUG"])
-	}
 	env["ROOMCHAT_ADDR"] = "127.0.0.1:0"
 	for i, a := range args {
 		if a == "-db" && i+1 < len(args) {
 			args[i+1] = filepath.Join(t.TempDir(), filepath.Base(args[i+1]))
 		}
 	}
-	pid, url := runWithEnv(t, env, args)
-	if got := godebugOf(t, pid); len(got) != 1 || got[0] != "adaptivestackstart=0" {
-		t.Fatalf("GODEBUG entries of the running server = %q, want exactly [adaptivestackstart=0]", got)
-	}
+	url := runWithEnv(t, env, args)
 	res, err := http.Get(url + "/healthz")
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("GET /healthz: %v %v", res, err)
 	}
 	res.Body.Close()
-}
-
-// TestNoReexec: with no GODEBUG, roomchatd runs as started: it does not
-// re-execute itself with a changed environment.
-func TestNoReexec(t *testing.T) {
-	pid, _ := runWithEnv(t, map[string]string{}, []string{"-addr", "127.0.0.1:0", "-db", ":memory:"})
-	if got := godebugOf(t, pid); len(got) != 0 {
-		t.Fatalf("roomchatd started without GODEBUG runs with GODEBUG %q: it changed its own environment", got)
-	}
 }
 
 // readUnit returns the Environment= variables and the ExecStart flags of
@@ -80,8 +63,8 @@ func readUnit(t *testing.T) (env map[string]string, args []string) {
 
 // runWithEnv starts roomchatd with args and, of GODEBUG and the ROOMCHAT_*
 // variables, only those in env; it waits until the server listens and
-// returns its PID and URL. The process is killed at the end of the test.
-func runWithEnv(t *testing.T, env map[string]string, args []string) (pid int, url string) {
+// returns its URL. The process is killed at the end of the test.
+func runWithEnv(t *testing.T, env map[string]string, args []string) (url string) {
 	t.Helper()
 	kept := []string{}
 	for _, kv := range chattest.Environ() {
@@ -93,21 +76,5 @@ func runWithEnv(t *testing.T, env map[string]string, args []string) (pid int, ur
 		kept = append(kept, k+"="+v)
 	}
 	s := chattest.StartEnv(t, kept, args...)
-	return s.PID(), s.URL
-}
-
-// godebugOf returns the GODEBUG entries in the environment of process pid.
-func godebugOf(t *testing.T, pid int) []string {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil {
-		t.Fatalf("reading the process environment: %v", err)
-	}
-	var out []string
-	for _, kv := range strings.Split(string(b), "\x00") {
-		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
-			out = append(out, v)
-		}
-	}
-	return out
+	return s.URL
 }
