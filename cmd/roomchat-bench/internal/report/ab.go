@@ -80,8 +80,8 @@ func abSamples(recs []abRecord) []abSample {
 // figure for head is divided by the k-th for each base (the same
 // alternation), and each figure gets the median of those ratios, their
 // range, and each build's median value. A ratio above 1 is head's figure
-// over base's whichever way is better; the verdict column says which way
-// that is.
+// over base's whichever way is better; the verdict column (abVerdict)
+// says which way that is, and whether every round agrees.
 func WriteAB(in string, base []string, head string, w io.Writer) error {
 	recs, err := readJSONLines[abRecord](in)
 	if err != nil {
@@ -121,20 +121,45 @@ func WriteAB(in string, base []string, head string, w io.Writer) error {
 				continue
 			}
 			med := median(ratios)
-			verdict := "same"
-			switch better := med > 1 == f.higherBetter; {
-			case med > 0.97 && med < 1.03:
-			case better:
-				verdict = "better"
-			default:
-				verdict = "WORSE"
-			}
+			verdict := abVerdict(ratios, f.higherBetter)
 			fmt.Fprintf(w, "%-14s %-17s %-14s %12.1f %12.1f %7.2fx %-17s %s\n",
 				f.scenario, f.metric, b, median(bv[:n]), median(hv[:n]), med,
 				fmt.Sprintf("%.2f-%.2fx (%d)", slices.Min(ratios), slices.Max(ratios), len(ratios)), verdict)
 		}
 	}
 	return nil
+}
+
+// abVerdict reads ratios (head over base, one per round) for a figure
+// where higher is better or not: "better" or "WORSE" only when every
+// round says so by more than 3 %, "same" when every round is within 3 %,
+// and "mixed" when the rounds disagree, which on this shared machine
+// means noise until more rounds say otherwise.
+func abVerdict(ratios []float64, higherBetter bool) string {
+	up, down, same := 0, 0, 0
+	for _, r := range ratios {
+		switch {
+		case r > 1.03:
+			up++
+		case r < 1/1.03:
+			down++
+		default:
+			same++
+		}
+	}
+	better, worse := up, down
+	if !higherBetter {
+		better, worse = down, up
+	}
+	switch len(ratios) {
+	case better:
+		return "better"
+	case worse:
+		return "WORSE"
+	case same:
+		return "same"
+	}
+	return "mixed"
 }
 
 // median returns the median of v, the mean of the middle two for an even
