@@ -176,6 +176,7 @@ func TestBrowserChat(t *testing.T) {
 
 	// ---- server restart ---------------------------------------------------
 	before := map[*pageT][]message{alice: alice.messages(), bob: bob.messages()}
+	ids := map[*pageT]string{alice: evalJS[string](alice, `roomchat.userID`), bob: evalJS[string](bob, `roomchat.userID`)}
 	addr := srv.addr
 	srv.stop()
 	for _, p := range []*pageT{alice, bob} {
@@ -203,6 +204,14 @@ func TestBrowserChat(t *testing.T) {
 		p.waitMessage(racing, "script")
 		p.waitMessage("Typed while the server was down.", "Alice")
 		p.waitJS("2 members after the restart", `document.getElementById('member-count').textContent === '2'`)
+		// Resumed as before, with the token in the subprotocol
+		// roomchat.resume.<token>, never in the URL that proxies log.
+		if got := evalJS[string](p, `roomchat.userID`); got != ids[p] {
+			t.Errorf("%s: userID %q after the restart, want %q (resumed)", p.name, got, ids[p])
+		}
+		if got := evalJS[string](p, `roomchat.conn.ws.protocol + ' ' + roomchat.conn.ws.url`); got != "roomchat ws://"+addr+"/ws?batch=1" {
+			t.Errorf("%s: subprotocol and URL %q, want the subprotocol roomchat and no token in the URL", p.name, got)
+		}
 	}
 	// Give late duplicates a moment to show up: one more round trip each
 	// way, so everything the server sent before has been rendered.

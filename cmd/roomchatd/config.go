@@ -25,6 +25,7 @@ type config struct {
 	maxQueue                            int
 	writeTimeout, ping, pingTimeout     time.Duration
 	grace, resumeWindow, shutdown       time.Duration
+	resumeMaxAge                        time.Duration
 
 	// Connection and per-address limits, HTTP timeouts.
 	maxConns, ipConns, ipConnBurst, ipHTTPBurst int
@@ -80,6 +81,7 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("ping-timeout", "ROOMCHAT_PING_TIMEOUT", &c.pingTimeout, "how long a pong may take before the connection is closed")
 	add("grace", "ROOMCHAT_GRACE", &c.grace, "how long a dropped connection stays in its rooms before a presence leave")
 	add("resume-window", "ROOMCHAT_RESUME_WINDOW", &c.resumeWindow, "how long a resume token keeps its userID after a drop")
+	add("resume-max-age", "ROOMCHAT_RESUME_MAX_AGE", &c.resumeMaxAge, "how old a resume token may be and still resume; a connection gets a new token when its own is half that old")
 	add("shutdown-timeout", "ROOMCHAT_SHUTDOWN_TIMEOUT", &c.shutdown, "how long shutdown waits for connections to close")
 	add("max-conns", "ROOMCHAT_MAX_CONNS", &c.maxConns, "most WebSocket connections open at once (503 server_full past it); 0 derives it from the open-files limit: the limit less max(256, a tenth of it)")
 	add("ip-conns", "ROOMCHAT_IP_CONNS", &c.ipConns, "most WebSocket connections open at once per client address (an IPv6 /64); 0 is no limit")
@@ -110,6 +112,7 @@ func defaultConfig() config {
 		pingTimeout:  10 * time.Second,
 		grace:        15 * time.Second,
 		resumeWindow: 2 * time.Minute,
+		resumeMaxAge: 24 * time.Hour,
 		shutdown:     10 * time.Second,
 		ipConnBurst:  20,
 		ipHTTPBurst:  100,
@@ -175,6 +178,10 @@ func (c *config) check() error {
 		return fmt.Errorf("-ip-conn-burst and -ip-http-burst must be ≥ 1")
 	case c.httpTimeout <= 0, c.httpIdle <= 0:
 		return fmt.Errorf("-http-timeout and -http-idle-timeout must be > 0")
+	case c.resumeMaxAge < 2*(c.resumeWindow+c.ping):
+		// A connection's token is renewed once half this old, at a ping:
+		// after a drop it must still resume for the whole window.
+		return fmt.Errorf("-resume-max-age must be at least twice -resume-window plus -ping (%v)", 2*(c.resumeWindow+c.ping))
 	}
 	hosts, err := server.ParseHosts(c.hosts)
 	if err != nil {

@@ -61,6 +61,8 @@ func TestLimitFlags(t *testing.T) {
 		{"-ip-http-burst", "0"},
 		{"-http-timeout", "0s"},
 		{"-http-idle-timeout", "-1s"},
+		{"-resume-max-age", "4m"}, // under 2 × (2m + 25s): a renewed token would expire within the window
+		{"-resume-max-age", "1h", "-resume-window", "31m"},
 		{"-trust-proxy", "10.0.0.0/33"},
 		{"-trust-proxy", "proxy.example.com"},
 		{"-hosts", "https://chat.example.com"},

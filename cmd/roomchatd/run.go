@@ -95,6 +95,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		PingTimeout:     cfg.pingTimeout,
 		Grace:           cfg.grace,
 		ResumeWindow:    cfg.resumeWindow,
+		ResumeMaxAge:    cfg.resumeMaxAge,
 
 		MaxConns:       maxConns,
 		IPConns:        cfg.ipConns,

@@ -63,6 +63,7 @@ var (
 		protocol.TypeError:    reflect.TypeFor[protocol.Error](),
 		protocol.TypeHistory:  reflect.TypeFor[protocol.History](),
 		protocol.TypeEvent:    reflect.TypeFor[protocol.Event](),
+		protocol.TypeResume:   reflect.TypeFor[protocol.Resume](),
 	}
 )
 

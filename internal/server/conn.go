@@ -88,6 +88,10 @@ type conn struct {
 	kaIn           bool
 	kaPinged       bool   // a ping went out and has not been checked yet
 	kaReads        uint64 // peek.reads when it went out
+	// kaIssued is when the resume token the client holds was issued
+	// (Unix ns, at most): set by handleWS before the wheel has c, then
+	// by the wheel when it renews the token (renewToken).
+	kaIssued int64
 
 	wg sync.WaitGroup // the writer, close and keepalive goroutines
 
@@ -749,6 +753,18 @@ func (c *conn) reply(reqID string, err error) {
 var pingMarker = []byte{0}
 
 func isPing(f []byte) bool { return len(f) == 1 && &f[0] == &pingMarker[0] }
+
+// renewToken gives the connection's user a new resume token and sends it
+// in a resume event (SPEC §4 "Identity across reconnects"): the keepalive
+// wheel calls it for a connection whose token is half ResumeMaxAge old, so
+// that the client holds a token that resumes when the connection drops,
+// however long it was open. Nothing is sent if the user has moved to
+// another connection.
+func (c *conn) renewToken() {
+	if tok := c.srv.reg.Reissue(c.user, c); tok != "" {
+		c.Queue(protocol.Encode(protocol.TypeResume, "", protocol.Resume{Resume: tok}))
+	}
+}
 
 // keepaliveTimeout drops a connection whose peer sent nothing within
 // PingTimeout of a ping, unless it is closing anyway.

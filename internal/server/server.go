@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,10 @@ type Config struct {
 	PingInterval, PingTimeout time.Duration
 	// Grace and ResumeWindow are room.Options' (15 s and 2 min).
 	Grace, ResumeWindow time.Duration
+	// ResumeMaxAge is room.Options' (24 h): how old a resume token may be
+	// and still resume. A connection whose token is half that old is sent
+	// a new one (the resume event) at its next keepalive ping.
+	ResumeMaxAge time.Duration
 	// Broker, Directory and Roster are room.Options': nil means the
 	// single-node broker on Store, and no directory or roster.
 	Broker    func(broker.Handler) broker.Broker
@@ -233,6 +238,7 @@ func New(cfg Config) (*Server, error) {
 		Limits:       cfg.Limits,
 		Grace:        cfg.Grace,
 		ResumeWindow: cfg.ResumeWindow,
+		ResumeMaxAge: cfg.ResumeMaxAge,
 		Logger:       cfg.Logger,
 		Broker:       cfg.Broker,
 		Directory:    cfg.Directory,
@@ -242,7 +248,7 @@ func New(cfg Config) (*Server, error) {
 	s.requests = newAddrLimiter(cfg.IPHTTPRate, cfg.IPHTTPBurst)
 	s.upgrades = newAddrLimiter(cfg.IPConnRate, cfg.IPConnBurst)
 	s.gate = &gate{max: max(cfg.MaxConns, 0), perAddr: max(cfg.IPConns, 0)}
-	s.keep = newWheel(cfg.PingInterval, cfg.PingTimeout)
+	s.keep = newWheel(cfg.PingInterval, cfg.PingTimeout, s.reg.MaxAge()/2)
 	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
@@ -305,7 +311,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hw := &hijackWriter{ResponseWriter: w}
-	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.Origins})
+	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.Origins, Subprotocols: subprotocols})
 	if err != nil {
 		// Accept has answered (403 for a foreign Origin, 426 for a bad upgrade).
 		s.gate.leave(key)
@@ -337,7 +343,10 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// welcome goes in front of whatever came meanwhile. c.mu is not held
 	// across Connect: the registry's locks come before a connection's.
 	c.writing = true
-	u, resumed, replaced := s.reg.Connect(c, r.URL.Query().Get("resume"))
+	// The token Connect issues is no older than this: the keepalive
+	// wheel sends a new one once it is half ResumeMaxAge old.
+	c.kaIssued = time.Now().UnixNano()
+	u, resumed, replaced := s.reg.Connect(c, resumeToken(r))
 	s.mu.Lock()
 	s.live[c] = struct{}{}
 	online := len(s.live)
@@ -372,6 +381,25 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// The read loop gets a goroutine of its own, so that net/http's
 	// connection goroutine, with its deeper stack, ends here.
 	go c.serve()
+}
+
+// subprotocols is what the upgrade may select (protocol.Subprotocol);
+// never modified.
+var subprotocols = []string{protocol.Subprotocol}
+
+// resumeToken returns the resume token of an upgrade (SPEC §4 "Identity
+// across reconnects"), first found: the subprotocol roomchat.resume.<token>,
+// which stays out of request lines that proxies log, then the query
+// parameter resume, for scripts. "" when there is none.
+func resumeToken(r *http.Request) string {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(h, ",") {
+			if tok, ok := strings.CutPrefix(strings.TrimSpace(p), protocol.ResumeSubprotocol); ok {
+				return tok
+			}
+		}
+	}
+	return r.URL.Query().Get("resume")
 }
 
 // logFull warns that the server is full, at most once a minute: under a
