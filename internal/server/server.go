@@ -67,6 +67,13 @@ type Config struct {
 	// PingInterval is the keepalive period (25 s); PingTimeout is how long a
 	// pong may take (10 s).
 	PingInterval, PingTimeout time.Duration
+	// FrameTimeout is how long a client's data message may take to
+	// arrive, from its first byte to its last (10 s); past it the
+	// connection is closed with 1008. A message started and never
+	// finished would otherwise hold a goroutine and a buffer of up to
+	// MaxFrame bytes for as long as the client trickles a byte per
+	// keepalive interval.
+	FrameTimeout time.Duration
 	// Grace and ResumeWindow are room.Options' (15 s and 2 min).
 	Grace, ResumeWindow time.Duration
 	// ResumeMaxAge is room.Options' (24 h): how old a resume token may be
@@ -197,6 +204,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = 10 * time.Second
 	}
+	if cfg.FrameTimeout <= 0 {
+		cfg.FrameTimeout = 10 * time.Second
+	}
 	if cfg.IPConnBurst <= 0 {
 		cfg.IPConnBurst = 20
 	}
@@ -310,8 +320,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusServiceUnavailable, retryFull+rand.N(retryFull), protocol.Errorf(protocol.CodeServerFull, "the server holds as many connections as it may; try again in a few seconds"))
 		return
 	}
-	hw := &hijackWriter{ResponseWriter: w}
-	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.Origins, Subprotocols: subprotocols})
+	hw := &hijackWriter{ResponseWriter: w, frameTimeout: s.cfg.FrameTimeout}
+	c := &conn{srv: s, addr: key}
+	opts := &websocket.AcceptOptions{OriginPatterns: s.cfg.Origins, Subprotocols: subprotocols}
+	if s.limits.Rate > 0 {
+		// Pings and pongs count against the rate limit (conn.allow).
+		opts.OnPingReceived, opts.OnPongReceived = c.onPing, c.onPong
+	}
+	ws, err := websocket.Accept(hw, r, opts)
 	if err != nil {
 		// Accept has answered (403 for a foreign Origin, 426 for a bad upgrade).
 		s.gate.leave(key)
@@ -321,16 +337,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.limits.MaxFrame)
 	hw.nw.track() // the 101 response is out: frames from here on
-	c := &conn{
-		srv:      s,
-		ws:       ws,
-		nw:       hw.nw,
-		peek:     hw.peek,
-		br:       hw.br,
-		addr:     key,
-		batch:    r.URL.Query().Get("batch") == "1",
-		linkBase: s.baseURL(r),
-	}
+	c.ws, c.nw, c.peek, c.br = ws, hw.nw, hw.peek, hw.br
+	c.batch = r.URL.Query().Get("batch") == "1"
+	c.linkBase = s.baseURL(r)
 	c.writer = c.writeLoop
 	if s.limits.Rate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(s.limits.Rate), s.limits.Burst)
