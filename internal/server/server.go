@@ -98,6 +98,21 @@ type Config struct {
 	// it. 0 means no limit (roomchatd derives its default from the
 	// process's open-files limit).
 	MaxConns int
+	// MaxTCPConns is the most TCP connections open at once on a listener
+	// wrapped by Listener, WebSockets included (HTTPServer must serve it):
+	// past it, the connection idle longest among keep-alive HTTP ones is
+	// closed to make room, or with none idle the new one is closed at
+	// once. 0 means no limit (roomchatd derives it from the open-files
+	// limit, a little above MaxConns, so that no accept fails with
+	// EMFILE).
+	MaxTCPConns int
+	// IPHTTPConns is the most HTTP connections (not upgraded to
+	// WebSocket; idle keep-alive ones included) open at once from one
+	// socket peer address, IPv6 by /64, on a listener wrapped by
+	// Listener; past it a new one is closed at once. A peer in TrustProxy
+	// is not limited (its clients are told apart only in requests). 0
+	// means no limit.
+	IPHTTPConns int
 	// IPConns is the most WebSocket connections open at once from one
 	// client address (see TrustProxy; IPv6 counts by /64); past it an
 	// upgrade gets 429 rate_limited. 0 means no limit.
@@ -153,6 +168,7 @@ type Server struct {
 	requests *addrLimiter  // every HTTP request but /ws, at IPHTTPRate
 	upgrades *addrLimiter  // new WebSocket connections, at IPConnRate
 	gate     *gate         // open WebSocket connections
+	sockets  *sockets      // every connection of Listener
 	pages    chan struct{} // a token per page response being answered; never closed
 	// fullWarned is when logFull last warned (Unix ns).
 	fullWarned atomic.Int64
@@ -258,6 +274,7 @@ func New(cfg Config) (*Server, error) {
 	s.requests = newAddrLimiter(cfg.IPHTTPRate, cfg.IPHTTPBurst)
 	s.upgrades = newAddrLimiter(cfg.IPConnRate, cfg.IPConnBurst)
 	s.gate = &gate{max: max(cfg.MaxConns, 0), perAddr: max(cfg.IPConns, 0)}
+	s.sockets = &sockets{max: max(cfg.MaxTCPConns, 0), perAddr: max(cfg.IPHTTPConns, 0), trusted: s.trusted}
 	s.keep = newWheel(cfg.PingInterval, cfg.PingTimeout, s.reg.MaxAge()/2)
 	s.metrics = newMetrics(s)
 	s.routes()
