@@ -412,6 +412,7 @@ type testServer struct {
 	dbPath string
 	addr   string
 	limits protocol.Limits // zero: the defaults
+	mods   []func(*server.Config)
 	log    *slog.Logger
 	st     *sqlite.Store
 	srv    *server.Server
@@ -432,12 +433,12 @@ func startServer(t *testing.T, dbPath, addr string) *testServer {
 // limits; it does not listen until listen is called.
 func restartServer(t *testing.T, old *testServer, addr string) *testServer {
 	t.Helper()
-	return newServer(t, old.dbPath, addr, old.limits)
+	return newServer(t, old.dbPath, addr, old.limits, old.mods...)
 }
 
 // newServer builds a server that does not listen yet; zero limits are the
-// defaults.
-func newServer(t *testing.T, dbPath, addr string, limits protocol.Limits) *testServer {
+// defaults, and mods may change the rest of its Config.
+func newServer(t *testing.T, dbPath, addr string, limits protocol.Limits, mods ...func(*server.Config)) *testServer {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
@@ -446,12 +447,16 @@ func newServer(t *testing.T, dbPath, addr string, limits protocol.Limits) *testS
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, Web: web.FS, Logger: log, Limits: limits})
+	cfg := server.Config{Store: st, Web: web.FS, Logger: log, Limits: limits}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
 	}
-	s := &testServer{t: t, dbPath: dbPath, addr: addr, limits: limits, log: log, st: st, srv: srv}
+	s := &testServer{t: t, dbPath: dbPath, addr: addr, limits: limits, mods: mods, log: log, st: st, srv: srv}
 	t.Cleanup(s.stop)
 	return s
 }
