@@ -176,6 +176,7 @@ func TestBrowserChat(t *testing.T) {
 
 	// ---- server restart ---------------------------------------------------
 	before := map[*pageT][]message{alice: alice.messages(), bob: bob.messages()}
+	ids := map[*pageT]string{alice: evalJS[string](alice, `roomchat.userID`), bob: evalJS[string](bob, `roomchat.userID`)}
 	addr := srv.addr
 	srv.stop()
 	for _, p := range []*pageT{alice, bob} {
@@ -203,6 +204,14 @@ func TestBrowserChat(t *testing.T) {
 		p.waitMessage(racing, "script")
 		p.waitMessage("Typed while the server was down.", "Alice")
 		p.waitJS("2 members after the restart", `document.getElementById('member-count').textContent === '2'`)
+		// Resumed as before, with the token in the subprotocol
+		// roomchat.resume.<token>, never in the URL that proxies log.
+		if got := evalJS[string](p, `roomchat.userID`); got != ids[p] {
+			t.Errorf("%s: userID %q after the restart, want %q (resumed)", p.name, got, ids[p])
+		}
+		if got := evalJS[string](p, `roomchat.conn.ws.protocol + ' ' + roomchat.conn.ws.url`); got != "roomchat ws://"+addr+"/ws?batch=1" {
+			t.Errorf("%s: subprotocol and URL %q, want the subprotocol roomchat and no token in the URL", p.name, got)
+		}
 	}
 	// Give late duplicates a moment to show up: one more round trip each
 	// way, so everything the server sent before has been rendered.
@@ -403,6 +412,7 @@ type testServer struct {
 	dbPath string
 	addr   string
 	limits protocol.Limits // zero: the defaults
+	mods   []func(*server.Config)
 	log    *slog.Logger
 	st     *sqlite.Store
 	srv    *server.Server
@@ -423,12 +433,12 @@ func startServer(t *testing.T, dbPath, addr string) *testServer {
 // limits; it does not listen until listen is called.
 func restartServer(t *testing.T, old *testServer, addr string) *testServer {
 	t.Helper()
-	return newServer(t, old.dbPath, addr, old.limits)
+	return newServer(t, old.dbPath, addr, old.limits, old.mods...)
 }
 
 // newServer builds a server that does not listen yet; zero limits are the
-// defaults.
-func newServer(t *testing.T, dbPath, addr string, limits protocol.Limits) *testServer {
+// defaults, and mods may change the rest of its Config.
+func newServer(t *testing.T, dbPath, addr string, limits protocol.Limits, mods ...func(*server.Config)) *testServer {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
@@ -437,12 +447,16 @@ func newServer(t *testing.T, dbPath, addr string, limits protocol.Limits) *testS
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, Web: web.FS, Logger: log, Limits: limits})
+	cfg := server.Config{Store: st, Web: web.FS, Logger: log, Limits: limits}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
 	}
-	s := &testServer{t: t, dbPath: dbPath, addr: addr, limits: limits, log: log, st: st, srv: srv}
+	s := &testServer{t: t, dbPath: dbPath, addr: addr, limits: limits, mods: mods, log: log, st: st, srv: srv}
 	t.Cleanup(s.stop)
 	return s
 }

@@ -25,9 +25,11 @@ type config struct {
 	maxQueue                            int
 	writeTimeout, ping, pingTimeout     time.Duration
 	grace, resumeWindow, shutdown       time.Duration
+	resumeMaxAge                        time.Duration
 
 	// Connection and per-address limits, HTTP timeouts.
 	maxConns, ipConns, ipConnBurst, ipHTTPBurst int
+	ipHTTPConns                                 int
 	ipConnRate, ipHTTPRate                      float64
 	trustProxy                                  string
 	trustedProxies                              []netip.Prefix // parsed from trustProxy by check
@@ -80,11 +82,13 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("ping-timeout", "ROOMCHAT_PING_TIMEOUT", &c.pingTimeout, "how long a pong may take before the connection is closed")
 	add("grace", "ROOMCHAT_GRACE", &c.grace, "how long a dropped connection stays in its rooms before a presence leave")
 	add("resume-window", "ROOMCHAT_RESUME_WINDOW", &c.resumeWindow, "how long a resume token keeps its userID after a drop")
+	add("resume-max-age", "ROOMCHAT_RESUME_MAX_AGE", &c.resumeMaxAge, "how old a resume token may be and still resume; a connection gets a new token when its own is half that old")
 	add("shutdown-timeout", "ROOMCHAT_SHUTDOWN_TIMEOUT", &c.shutdown, "how long shutdown waits for connections to close")
-	add("max-conns", "ROOMCHAT_MAX_CONNS", &c.maxConns, "most WebSocket connections open at once (503 server_full past it); 0 derives it from the open-files limit: the limit less max(256, a tenth of it)")
+	add("max-conns", "ROOMCHAT_MAX_CONNS", &c.maxConns, "most WebSocket connections open at once (503 server_full past it); 0 derives it from the open-files limit: the limit less 256 (every connection is also counted against the limit less 128)")
 	add("ip-conns", "ROOMCHAT_IP_CONNS", &c.ipConns, "most WebSocket connections open at once per client address (an IPv6 /64); 0 is no limit")
 	add("ip-conn-rate", "ROOMCHAT_IP_CONN_RATE", &c.ipConnRate, "new WebSocket connections per second per client address; 0 is no limit")
 	add("ip-conn-burst", "ROOMCHAT_IP_CONN_BURST", &c.ipConnBurst, "new WebSocket connections a client address may open at once before -ip-conn-rate applies")
+	add("ip-http-conns", "ROOMCHAT_IP_HTTP_CONNS", &c.ipHTTPConns, "most HTTP connections (not WebSockets; idle keep-alive ones included) open at once per client address, the socket's peer; past it a new one is closed at once. 0 is no limit")
 	add("ip-http-rate", "ROOMCHAT_IP_HTTP_RATE", &c.ipHTTPRate, "HTTP requests (other than /ws) per second per client address; 0 is no limit")
 	add("ip-http-burst", "ROOMCHAT_IP_HTTP_BURST", &c.ipHTTPBurst, "HTTP requests a client address may make at once before -ip-http-rate applies")
 	add("trust-proxy", "ROOMCHAT_TRUST_PROXY", &c.trustProxy, "reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address for the per-address limits; empty trusts none")
@@ -110,6 +114,7 @@ func defaultConfig() config {
 		pingTimeout:  10 * time.Second,
 		grace:        15 * time.Second,
 		resumeWindow: 2 * time.Minute,
+		resumeMaxAge: 24 * time.Hour,
 		shutdown:     10 * time.Second,
 		ipConnBurst:  20,
 		ipHTTPBurst:  100,
@@ -169,12 +174,16 @@ func (c *config) check() error {
 		return fmt.Errorf("-sync must be normal or full")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return fmt.Errorf("-log-format must be text or json")
-	case c.maxConns < 0, c.ipConns < 0, c.ipConnRate < 0, c.ipHTTPRate < 0:
-		return fmt.Errorf("-max-conns, -ip-conns, -ip-conn-rate and -ip-http-rate must be ≥ 0")
+	case c.maxConns < 0, c.ipConns < 0, c.ipConnRate < 0, c.ipHTTPRate < 0, c.ipHTTPConns < 0:
+		return fmt.Errorf("-max-conns, -ip-conns, -ip-conn-rate, -ip-http-rate and -ip-http-conns must be ≥ 0")
 	case c.ipConnBurst < 1, c.ipHTTPBurst < 1:
 		return fmt.Errorf("-ip-conn-burst and -ip-http-burst must be ≥ 1")
 	case c.httpTimeout <= 0, c.httpIdle <= 0:
 		return fmt.Errorf("-http-timeout and -http-idle-timeout must be > 0")
+	case c.resumeMaxAge < 2*(c.resumeWindow+c.ping):
+		// A connection's token is renewed once half this old, at a ping:
+		// after a drop it must still resume for the whole window.
+		return fmt.Errorf("-resume-max-age must be at least twice -resume-window plus -ping (%v)", 2*(c.resumeWindow+c.ping))
 	}
 	hosts, err := server.ParseHosts(c.hosts)
 	if err != nil {

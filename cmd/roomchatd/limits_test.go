@@ -14,20 +14,19 @@ import (
 
 func TestMaxConnsFor(t *testing.T) {
 	for _, tc := range []struct {
-		nofile uint64
-		want   int
+		nofile           uint64
+		maxConns, maxTCP int
 	}{
-		{1024, 768},           // a common soft limit: 256 kept
-		{2560, 2304},          // a tenth is 256
-		{20000, 18000},        // a tenth kept
-		{1 << 20, 943719},     // Linux's default hard limit
-		{300, 150},            // too small for 256: half
-		{1<<64 - 1, 15099495}, // RLIM_INFINITY: capped at 2^24 before the tenth
-		{0, 0},                // nothing to give
-		{512, 256},            // exactly half
+		{1024, 768, 896},                // a common soft limit: 128 for other files, 128 for HTTP
+		{20000, 19744, 19872},           // 19,500 WebSockets fit under 20,000 files
+		{1 << 20, 1048320, 1048448},     // Linux's default hard limit
+		{300, 150, 225},                 // too small for 128 + 128: a quarter each
+		{1<<64 - 1, 16776960, 16777088}, // RLIM_INFINITY: capped at 2^24
+		{0, 0, 0},                       // nothing to give
+		{512, 256, 384},                 // exactly 128 + 128
 	} {
-		if got := maxConnsFor(tc.nofile); got != tc.want {
-			t.Errorf("maxConnsFor(%d) = %d, want %d", tc.nofile, got, tc.want)
+		if got, tcp := maxConnsFor(tc.nofile), tcpConnsFor(tc.nofile); got != tc.maxConns || tcp != tc.maxTCP {
+			t.Errorf("nofile %d: maxConnsFor %d, tcpConnsFor %d; want %d, %d", tc.nofile, got, tcp, tc.maxConns, tc.maxTCP)
 		}
 	}
 }
@@ -40,14 +39,15 @@ func TestLimitFlags(t *testing.T) {
 	t.Setenv("ROOMCHAT_IP_CONNS", "20")
 	t.Setenv("ROOMCHAT_IP_CONN_RATE", "2.5")
 	t.Setenv("ROOMCHAT_IP_HTTP_RATE", "30")
+	t.Setenv("ROOMCHAT_IP_HTTP_CONNS", "12")
 	t.Setenv("ROOMCHAT_TRUST_PROXY", "10.0.0.0/8, ::1")
 	t.Setenv("ROOMCHAT_HTTP_TIMEOUT", "45s")
 	c, err := parseConfig([]string{"-ip-conns", "7", "-http-idle-timeout", "2m"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := fmt.Sprint(c.maxConns, c.ipConns, c.ipConnRate, c.ipConnBurst, c.ipHTTPRate, c.ipHTTPBurst, c.trustedProxies, c.httpTimeout, c.httpIdle)
-	want := fmt.Sprint(5000, 7, 2.5, 20, 30.0, 100, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}, 45*time.Second, 2*time.Minute)
+	got := fmt.Sprint(c.maxConns, c.ipConns, c.ipConnRate, c.ipConnBurst, c.ipHTTPRate, c.ipHTTPBurst, c.ipHTTPConns, c.trustedProxies, c.httpTimeout, c.httpIdle)
+	want := fmt.Sprint(5000, 7, 2.5, 20, 30.0, 100, 12, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}, 45*time.Second, 2*time.Minute)
 	if got != want {
 		t.Errorf("got=%s, want=%s", got, want)
 	}
@@ -55,12 +55,15 @@ func TestLimitFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-max-conns", "-1"},
 		{"-ip-conns", "-1"},
+		{"-ip-http-conns", "-1"},
 		{"-ip-conn-rate", "-1"},
 		{"-ip-http-rate", "-0.5"},
 		{"-ip-conn-burst", "0"},
 		{"-ip-http-burst", "0"},
 		{"-http-timeout", "0s"},
 		{"-http-idle-timeout", "-1s"},
+		{"-resume-max-age", "4m"}, // under 2 × (2m + 25s): a renewed token would expire within the window
+		{"-resume-max-age", "1h", "-resume-window", "31m"},
 		{"-trust-proxy", "10.0.0.0/33"},
 		{"-trust-proxy", "proxy.example.com"},
 		{"-hosts", "https://chat.example.com"},
@@ -82,18 +85,21 @@ func TestDefaultMaxConns(t *testing.T) {
 		t.Skip("no open-files limit on this system")
 	}
 	d := chattest.Start(t)
-	m := regexp.MustCompile(`msg="connection limit" max_conns=([0-9]+) open_files_limit=([0-9]+)`).FindStringSubmatch(d.Logs())
+	m := regexp.MustCompile(`msg="connection limit" max_conns=([0-9]+) max_tcp_conns=([0-9]+) open_files_limit=([0-9]+)`).FindStringSubmatch(d.Logs())
 	if m == nil {
 		t.Fatalf("no connection limit logged:\n%s", d.Logs())
 	}
 	// The child runs with the limit this process started with, which
 	// Go's runtime raises the same way in both.
-	if n, _ := strconv.ParseUint(m[2], 10, 64); n != nofile {
+	if n, _ := strconv.ParseUint(m[3], 10, 64); n != nofile {
 		t.Logf("the server's open-files limit is %d, this test's %d", n, nofile)
 		nofile = n
 	}
 	if got, want := m[1], strconv.Itoa(maxConnsFor(nofile)); got != want {
 		t.Fatalf("max_conns=%s, want %s for an open-files limit of %d", got, want, nofile)
+	}
+	if got, want := m[2], strconv.Itoa(tcpConnsFor(nofile)); got != want {
+		t.Fatalf("max_tcp_conns=%s, want %s for an open-files limit of %d", got, want, nofile)
 	}
 	d.Stop(t)
 }

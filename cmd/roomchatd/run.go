@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return st.Close()
 	}
-	maxConns := connLimit(cfg, log)
+	maxConns, maxTCP := connLimit(cfg, log)
 	srv, err := server.New(server.Config{
 		Broker:     newBroker,
 		Directory:  directory(dir),
@@ -95,8 +95,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		PingTimeout:     cfg.pingTimeout,
 		Grace:           cfg.grace,
 		ResumeWindow:    cfg.resumeWindow,
+		ResumeMaxAge:    cfg.resumeMaxAge,
 
 		MaxConns:       maxConns,
+		MaxTCPConns:    maxTCP,
+		IPHTTPConns:    cfg.ipHTTPConns,
 		IPConns:        cfg.ipConns,
 		IPConnRate:     cfg.ipConnRate,
 		IPConnBurst:    cfg.ipConnBurst,
@@ -126,6 +129,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	hs := srv.HTTPServer()
 	log.Info("listening", "addr", ln.Addr().String(), "store", where)
+	ln = srv.Listener(ln) // every connection counted, against maxTCP
 	if cfg.metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", srv.MetricsHandler())
@@ -207,24 +211,29 @@ func directory(dir *cluster.Directory) room.Directory {
 }
 
 // connLimit returns -max-conns, or when it is 0 the default derived from
-// the open-files limit, and logs the choice.
-func connLimit(cfg config, log *slog.Logger) int {
+// the open-files limit, and the limit on all connections of the listener,
+// derived from the open-files limit (0: none, where there is no limit to
+// read); it logs the choice.
+func connLimit(cfg config, log *slog.Logger) (maxConns, maxTCP int) {
 	nofile, ok := openFilesLimit()
+	if ok {
+		maxTCP = tcpConnsFor(nofile)
+	}
 	switch {
 	case cfg.maxConns > 0:
 		if ok && cfg.maxConns > maxConnsFor(nofile) {
-			log.Warn("-max-conns leaves little room under the open-files limit: past it, accept fails instead of a clean 503", "max_conns", cfg.maxConns, "open_files_limit", nofile, "suggested", maxConnsFor(nofile))
+			log.Warn("-max-conns leaves little room under the open-files limit: past it, new connections are closed at accept instead of a clean 503", "max_conns", cfg.maxConns, "max_tcp_conns", maxTCP, "open_files_limit", nofile, "suggested", maxConnsFor(nofile))
 		} else {
-			log.Info("connection limit", "max_conns", cfg.maxConns, "open_files_limit", nofile, "from", "-max-conns")
+			log.Info("connection limit", "max_conns", cfg.maxConns, "max_tcp_conns", maxTCP, "open_files_limit", nofile, "from", "-max-conns")
 		}
-		return cfg.maxConns
+		return cfg.maxConns, maxTCP
 	case !ok:
 		log.Info("connection limit", "max_conns", "none", "from", "no open-files limit to read")
-		return 0
+		return 0, 0
 	}
-	n := maxConnsFor(nofile)
-	log.Info("connection limit", "max_conns", n, "open_files_limit", nofile, "from", "open-files limit - max(256, limit/10)")
-	return n
+	maxConns = maxConnsFor(nofile)
+	log.Info("connection limit", "max_conns", maxConns, "max_tcp_conns", maxTCP, "open_files_limit", nofile, "from", "open-files limit - 256 (WebSockets), - 128 (all connections)")
+	return maxConns, maxTCP
 }
 
 // serveDebug serves net/http/pprof on its own listener, apart from the

@@ -160,6 +160,7 @@ type Server struct {
 	bin  string
 	args []string
 	env  []string
+	pre  []string // a command that runs bin (StartNoFile); none: bin itself
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd     // guarded by mu; the last process started
@@ -180,11 +181,25 @@ func Start(t testing.TB, args ...string) *Server {
 // caller's to choose, by flag or by ROOMCHAT_ADDR: a loopback one.
 func StartEnv(t testing.TB, env []string, args ...string) *Server {
 	t.Helper()
+	return start(t, nil, env, args)
+}
+
+// StartNoFile is Start with the server's open-files limit (RLIMIT_NOFILE,
+// soft and hard) lowered to nofile, set by the shell's ulimit before it
+// execs roomchatd: so the server's process is the one PID reports.
+func StartNoFile(t testing.TB, nofile int, args ...string) *Server {
+	t.Helper()
+	pre := []string{"/bin/sh", "-c", `ulimit -n "$1" && shift && exec "$@"`, "sh", fmt.Sprint(nofile)}
+	return start(t, pre, nil, append([]string{"-addr", "127.0.0.1:0", "-rate", "0", "-db", ":memory:"}, args...))
+}
+
+func start(t testing.TB, pre, env, args []string) *Server {
+	t.Helper()
 	bin := Bin(t, ServerPackage)
 	if env == nil {
 		env = Environ()
 	}
-	s := &Server{bin: bin, args: args, env: env}
+	s := &Server{bin: bin, args: args, env: env, pre: pre}
 	t.Cleanup(func() {
 		s.kill()
 		if t.Failed() {
@@ -203,6 +218,9 @@ func StartEnv(t testing.TB, env []string, args ...string) *Server {
 // start runs the server with args and returns the address it logs.
 func (s *Server) start(args []string) (string, error) {
 	cmd := exec.Command(s.bin, args...)
+	if len(s.pre) > 0 {
+		cmd = exec.Command(s.pre[0], append(append(s.pre[1:len(s.pre):len(s.pre)], s.bin), args...)...)
+	}
 	cmd.Env = s.env
 	cmd.Stdout = io.Discard
 	stderr, err := cmd.StderrPipe()

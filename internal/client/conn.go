@@ -33,9 +33,12 @@ type Options struct {
 	// Batch asks the server to pack several events into one frame
 	// (GET /ws?batch=1). Next still returns one event at a time.
 	Batch bool
-	// Resume is the token from an earlier welcome (GET /ws?resume=…): the
-	// new connection keeps that connection's userID if it is within the
-	// server's resume window.
+	// Resume is the newest token of an earlier connection (Conn.Resume):
+	// the new connection keeps that connection's userID if it is within
+	// the server's resume window. It is sent in the WebSocket subprotocol
+	// roomchat.resume.<token> (protocol.ResumeSubprotocol), which stays
+	// out of the request lines that proxies log; a token that cannot be a
+	// subprotocol name (not base64url) goes in ?resume= instead.
 	Resume string
 	// Header is sent with the handshake request (e.g. for a proxy).
 	Header http.Header
@@ -79,6 +82,7 @@ type Conn struct {
 	waiters map[string]chan event // guarded by mu; each channel has capacity 1
 	err     error                 // guarded by mu; set once, before done closes
 	closing bool                  // guarded by mu; set by Close and CloseNow
+	resume  string                // guarded by mu; the newest resume token
 }
 
 // Dial connects to the roomchat server at serverURL (http://host[:port], see
@@ -95,7 +99,12 @@ func Dial(ctx context.Context, serverURL string, opts Options) (*Conn, error) {
 	if opts.Batch {
 		q.Set("batch", "1")
 	}
-	if opts.Resume != "" {
+	var protocols []string
+	switch {
+	case opts.Resume == "":
+	case base64URL(opts.Resume):
+		protocols = []string{protocol.Subprotocol, protocol.ResumeSubprotocol + opts.Resume}
+	default:
 		q.Set("resume", opts.Resume)
 	}
 	u.RawQuery = q.Encode()
@@ -103,8 +112,9 @@ func Dial(ctx context.Context, serverURL string, opts Options) (*Conn, error) {
 	shown.RawQuery = "" // the resume token is a credential; keep it out of errors
 
 	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
-		HTTPClient: opts.HTTPClient,
-		HTTPHeader: opts.Header,
+		HTTPClient:   opts.HTTPClient,
+		HTTPHeader:   opts.Header,
+		Subprotocols: protocols,
 	})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
@@ -132,6 +142,19 @@ func Dial(ctx context.Context, serverURL string, opts Options) (*Conn, error) {
 	c.cancel = cancel
 	go c.readLoop(readCtx)
 	return c, nil
+}
+
+// base64URL reports whether s is made of base64url's characters only, all
+// of which a subprotocol name may hold (RFC 6455 §4.1: an HTTP token).
+func base64URL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch b := s[i]; {
+		case 'A' <= b && b <= 'Z', 'a' <= b && b <= 'z', '0' <= b && b <= '9', b == '-', b == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // DialError is a failed connection attempt. Err is the underlying network
@@ -176,6 +199,7 @@ func (c *Conn) readWelcome(ctx context.Context) error {
 					return err
 				}
 				c.welcomeRaw = raw
+				c.resume = c.welcome.Resume
 				continue
 			}
 			c.queue = append(c.queue, event{env, raw})
@@ -221,8 +245,15 @@ func (c *Conn) read(ctx context.Context) error {
 }
 
 func (c *Conn) route(ev event) {
+	var renewed protocol.Resume
+	if ev.env.Type == protocol.TypeResume {
+		decode(ev.env, &renewed) // an undecodable one is only queued
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if renewed.Resume != "" {
+		c.resume = renewed.Resume
+	}
 	if ev.env.ID != "" {
 		if w, ok := c.waiters[ev.env.ID]; ok {
 			delete(c.waiters, ev.env.ID)
@@ -256,6 +287,16 @@ func (e *ConnError) Unwrap() error { return e.Err }
 
 // Welcome returns the welcome the server sent first.
 func (c *Conn) Welcome() protocol.Welcome { return c.welcome }
+
+// Resume returns the newest resume token the server gave this connection:
+// the welcome's, or that of a later resume event, which the server sends
+// to a connection open long enough for its token to age (SPEC §4). Pass it
+// as Options.Resume to keep the userID on the next connection.
+func (c *Conn) Resume() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resume
+}
 
 // WelcomeRaw returns the welcome event's exact bytes. The caller must not
 // modify them.

@@ -211,7 +211,7 @@ func (s *Session) connect(ctx context.Context, serverURL string) (*Conn, []Event
 	if err != nil {
 		return nil, nil, err
 	}
-	s.resume = c.Welcome().Resume
+	s.resume = c.Resume()
 	evs, err := s.join(ctx, c)
 	if err != nil {
 		c.CloseNow()
@@ -414,6 +414,7 @@ func (s *Session) loop(ctx context.Context, serverURL string, conn *Conn, pendin
 		s.setConn(conn)
 		err := s.pump(ctx, conn, pending)
 		s.setConn(nil)
+		s.resume = conn.Resume() // a resume event may have renewed it
 		if ctx.Err() != nil {
 			conn.Close()
 			return ErrClosed
@@ -497,6 +498,10 @@ func (s *Session) pump(ctx context.Context, conn *Conn, pending []Event) error {
 		case protocol.TypeHistory:
 			// Only a late reply to a page request that timed out (the
 			// connection is dropped then); its messages are asked for again.
+			continue
+		case protocol.TypeResume:
+			// A renewed token, which conn keeps (Conn.Resume) for the
+			// next reconnect; a credential, not for the caller to print.
 			continue
 		}
 		if ev.Msg != nil && s.epoch == "" && !asked {

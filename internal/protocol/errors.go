@@ -94,6 +94,9 @@ var (
 	// CloseRateAbuse ends a connection that goes on sending far past its
 	// rate limit.
 	CloseRateAbuse = Close{1008, "too many messages; slow down"}
+	// CloseFrameTimeout ends a connection whose client started a message
+	// and did not finish it within the frame timeout (10 s).
+	CloseFrameTimeout = Close{1008, "frame not finished in time"}
 	// CloseTooBig answers a frame over the size cap; the WebSocket library
 	// sends it, with a reason of its own.
 	CloseTooBig = Close{1009, "frame exceeds the size limit"}
@@ -102,4 +105,4 @@ var (
 )
 
 // Closes lists every close the server sends.
-var Closes = []Close{CloseReplaced, CloseShutdown, CloseBinary, CloseNotUTF8, CloseRateAbuse, CloseTooBig, CloseSlow}
+var Closes = []Close{CloseReplaced, CloseShutdown, CloseBinary, CloseNotUTF8, CloseRateAbuse, CloseFrameTimeout, CloseTooBig, CloseSlow}

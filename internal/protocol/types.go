@@ -29,13 +29,30 @@ const (
 	TypePong     = "pong"
 	TypeAck      = "ack"
 	TypeError    = "error"
+	// TypeResume carries a new resume token to a connection whose token is
+	// half ResumeMaxAge old (24 h by default), so that it can still be
+	// resumed after it drops.
+	TypeResume = "resume"
 )
+
+// Subprotocol is the WebSocket subprotocol of protocol v1. A client need
+// not offer it. One that sends its resume token in the subprotocol
+// ResumeSubprotocol+token (a browser, which can set no other header;
+// unlike ?resume=, it stays out of the request lines that proxies log)
+// offers Subprotocol beside it, and the server selects Subprotocol: a
+// browser fails a connection whose server selects none of those offered.
+const Subprotocol = "roomchat"
+
+// ResumeSubprotocol starts the subprotocol that carries a resume token:
+// "roomchat.resume.<token>". Tokens are base64url, which a subprotocol
+// name may hold.
+const ResumeSubprotocol = Subprotocol + ".resume."
 
 // ClientTypes lists every frame type a client may send.
 var ClientTypes = []string{TypeJoin, TypeMsg, TypeLeave, TypeCreate, TypeTyping, TypePing, TypeHistory, TypeEvent}
 
 // ServerTypes lists every frame type the server sends.
-var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError, TypeHistory, TypeEvent}
+var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError, TypeHistory, TypeEvent, TypeResume}
 
 // Envelope is one frame: {"type", "id"?, "payload"?}. Payload stays raw until
 // the handler for Type decodes it into the matching struct.
@@ -130,6 +147,13 @@ type Welcome struct {
 	Resume string `json:"resume"`
 	Online int    `json:"online"`
 	Limits Limits `json:"limits"`
+}
+
+// Resume is the payload of a server's resume event: a new resume token
+// that replaces the one of the welcome (or of the last resume event). A
+// client keeps the newest and resumes with it after a drop.
+type Resume struct {
+	Resume string `json:"resume"`
 }
 
 // Joined answers a join. The server encodes it with EncodeJoined; a

@@ -27,6 +27,11 @@ type Options struct {
 	// ResumeWindow is how long after a drop the user's resume token keeps
 	// its userID (2 minutes).
 	ResumeWindow time.Duration
+	// ResumeMaxAge is how old a resume token may be, counted from when it
+	// was issued, and still resume (24 hours): whatever the resume window
+	// says, an older one gives a new user (SPEC §4 "Identity across
+	// reconnects"). Reissue keeps a long-lived connection's token young.
+	ResumeMaxAge time.Duration
 	// Logger receives join, leave and error records; nil discards them.
 	Logger *slog.Logger
 	// Broker returns the broker that orders and delivers the registry's
@@ -74,6 +79,7 @@ type Registry struct {
 	limits       protocol.Limits
 	grace        time.Duration
 	resumeWindow time.Duration
+	maxAge       time.Duration // Options.ResumeMaxAge
 	log          *slog.Logger
 	signer       signer    // resume tokens, keyed by the store's TokenKey
 	started      time.Time // tokens issued before it come from an earlier run
@@ -111,6 +117,9 @@ func New(st store.Store, opts Options) *Registry {
 	if opts.ResumeWindow <= 0 {
 		opts.ResumeWindow = 2 * time.Minute
 	}
+	if opts.ResumeMaxAge <= 0 {
+		opts.ResumeMaxAge = DefaultResumeMaxAge
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -122,6 +131,7 @@ func New(st store.Store, opts Options) *Registry {
 		limits:       opts.Limits,
 		grace:        opts.Grace,
 		resumeWindow: opts.ResumeWindow,
+		maxAge:       opts.ResumeMaxAge,
 		log:          opts.Logger,
 		dir:          opts.Directory,
 		signer:       signer{key: st.TokenKey()},
@@ -231,14 +241,15 @@ func (reg *Registry) dropIfEmpty(r *Room) {
 // token, when that user's connection dropped less than ResumeWindow ago,
 // or the token was issued before this registry started and ResumeWindow
 // has not passed since (a restart or crash loses when connections ended).
-// The presented token keeps working for tokenOverlap, for a client that
-// lost the welcome carrying the new one. If the user's previous connection
-// is still attached, it is returned as replaced: the caller closes it. An
-// unknown, forged or expired token gives a new user.
+// Either way the token must be younger than ResumeMaxAge. The presented
+// token keeps working for tokenOverlap, for a client that lost the welcome
+// carrying the new one. If the user's previous connection is still
+// attached, it is returned as replaced: the caller closes it. An unknown,
+// forged, superseded, too old or expired token gives a new user.
 func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, replaced Conn) {
 	now := time.Now()
 	if token != "" {
-		if id, issued, ok := reg.signer.verify(token); ok {
+		if id, issued, ok := reg.signer.verify(token); ok && now.Sub(issued) <= reg.maxAge {
 			if u = reg.resumable(id, issued, token, now); u != nil {
 				replaced = u.attach(c)
 				reg.online(u)
@@ -322,6 +333,36 @@ func (reg *Registry) offline(u *User) {
 	if reg.dir != nil {
 		reg.dir.Offline(u.id)
 	}
+}
+
+// DefaultResumeMaxAge is Options.ResumeMaxAge's default. A resume token
+// travels in URLs that proxies may log (GET /ws?resume=…, for scripts),
+// so a token found in a log must stop working: a day is far longer than
+// any reconnect needs (the resume window is 2 minutes), and a connection
+// open longer gets a new token every 12 hours (Reissue).
+const DefaultResumeMaxAge = 24 * time.Hour
+
+// MaxAge is Options.ResumeMaxAge as in force (its default when it was 0).
+func (reg *Registry) MaxAge() time.Duration { return reg.maxAge }
+
+// Reissue gives u a new resume token, issued now, and returns it, when c
+// is u's connection; otherwise it returns "" and changes nothing. The
+// server calls it for a connection whose token is half ResumeMaxAge old,
+// and sends the new token to the client (SPEC §4, the resume event), so a
+// connection open for days can still be resumed after it drops. The token
+// it replaces keeps working for tokenOverlap, for a client whose
+// connection drops before the new one arrives; after that only the new
+// one resumes u.
+func (reg *Registry) Reissue(u *User, c Conn) string {
+	now := time.Now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.conn != c || c == nil {
+		return ""
+	}
+	u.prevToken, u.prevUntil = u.token, now.Add(reg.overlap())
+	u.token = reg.signer.sign(u.id, now)
+	return u.token
 }
 
 // tokenOverlap is how long a token that was used to resume keeps working:

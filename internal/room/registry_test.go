@@ -424,6 +424,100 @@ func TestResumeAcrossRestart(t *testing.T) {
 	})
 }
 
+// A token older than ResumeMaxAge (24 h) resumes nothing, whether its
+// connection dropped within the resume window or the server restarted
+// within it (SPEC §4 "Identity across reconnects").
+func TestResumeMaxAge(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memStore()
+		first := room.New(st, room.Options{})
+		a := connect(t, first)
+		id, token := a.user.ID(), a.user.Token()
+		sleep(24*time.Hour + time.Second) // connected all along
+		a.drop(false)
+		sleep(time.Second)
+		if a2, resumed := resume(t, first, token); resumed || a2.user.ID() == id {
+			t.Fatal("a token over 24 h old resumed a user that dropped a second ago")
+		}
+
+		b := connect(t, first)
+		sleep(12 * time.Hour)
+		c := connect(t, first)
+		sleep(12*time.Hour - time.Minute)
+		first.Close()
+		// A restart, a minute later: b's token is 24 h old, c's 12 h.
+		sleep(time.Minute + time.Second)
+		second := newRegistry(t, st, room.Options{})
+		if _, resumed := resume(t, second, b.user.Token()); resumed {
+			t.Fatal("a token over 24 h old resumed within the window after a restart")
+		}
+		if c2, resumed := resume(t, second, c.user.Token()); !resumed || c2.user.ID() != c.user.ID() {
+			t.Fatal("a token 12 h old did not resume within the window after a restart")
+		}
+
+		short := newRegistry(t, st, room.Options{ResumeMaxAge: time.Hour})
+		d := connect(t, short)
+		sleep(time.Hour + time.Second)
+		d.drop(false)
+		if _, resumed := resume(t, short, d.user.Token()); resumed {
+			t.Fatal("ResumeMaxAge of 1 h: a token over an hour old resumed")
+		}
+	})
+}
+
+// Reissue gives a connected user a new token, which resumes after the old
+// one is too old; the old one keeps working for 30 s, then only the new
+// one does. It gives nothing for a connection that is not the user's.
+func TestReissue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := newRegistry(t, memStore(), room.Options{})
+		reissue := func(p *peer) (old, fresh string) {
+			t.Helper()
+			old = p.user.Token()
+			sleep(13 * time.Hour)
+			if reg.Reissue(p.user, new(recorder)) != "" {
+				t.Fatal("Reissue gave a token for a connection that is not the user's")
+			}
+			fresh = reg.Reissue(p.user, p.conn)
+			if fresh == "" || fresh == old || p.user.Token() != fresh {
+				t.Fatalf("Reissue gave %q (old %q, the user's now %q)", fresh, old, p.user.Token())
+			}
+			return old, fresh
+		}
+
+		a := connect(t, reg)
+		old, fresh := reissue(a)
+		sleep(12 * time.Hour) // the old token is 25 h old, the new one 12 h
+		a.drop(false)
+		sleep(time.Second)
+		if _, resumed := resume(t, reg, old); resumed {
+			t.Fatal("the replaced token, 25 h old, resumed")
+		}
+		if a2, resumed := resume(t, reg, fresh); !resumed || a2.user.ID() != a.user.ID() {
+			t.Fatal("the reissued token did not resume")
+		}
+
+		b := connect(t, reg)
+		old, _ = reissue(b)
+		sleep(20 * time.Second)
+		b.drop(false)
+		if b2, resumed := resume(t, reg, old); !resumed || b2.user.ID() != b.user.ID() {
+			t.Fatal("the replaced token stopped working within 30 s")
+		}
+
+		c := connect(t, reg)
+		old, _ = reissue(c)
+		sleep(31 * time.Second)
+		c.drop(false)
+		if _, resumed := resume(t, reg, old); resumed {
+			t.Fatal("the replaced token still works 31 s after Reissue")
+		}
+		if reg.Reissue(c.user, c.conn) != "" {
+			t.Fatal("Reissue gave a token to a user with no connection")
+		}
+	})
+}
+
 // Presence events go out 50 ms after they happen, together with any
 // others of that moment; during a burst they go out at most once a second.
 func TestPresenceCoalescing(t *testing.T) {

@@ -25,9 +25,10 @@ type User struct {
 	mu    sync.Mutex
 	name  string
 	conn  Conn   // the current connection; nil after a drop
-	token string // the resume token the last welcome carried
-	// prevToken, the token this connection resumed with, keeps working
-	// until prevUntil, for a client that did not get the new one.
+	token string // the resume token of the last welcome or resume event
+	// prevToken, the token this connection resumed with or the one
+	// Reissue replaced, keeps working until prevUntil, for a client that
+	// did not get the new one.
 	prevToken string
 	prevUntil time.Time
 	rooms     roomSet // rooms joined on the current connection

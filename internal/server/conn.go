@@ -51,7 +51,9 @@ type conn struct {
 	// under mu.
 	user *room.User
 
-	// Owned by the frame handlers, which run one at a time.
+	// Set by handleWS before the read loop starts; used (allow) by the
+	// frame handlers, which run one at a time, and by the library's ping
+	// and pong callbacks and skipPongs: rate.Limiter is safe for that.
 	limiter *rate.Limiter // nil when the rate limit is off
 	abuse   *rate.Limiter // rejected frames; empty means close with 1008
 	// readLoopWaits is the read loop, waiting to be handed the socket back
@@ -88,6 +90,10 @@ type conn struct {
 	kaIn           bool
 	kaPinged       bool   // a ping went out and has not been checked yet
 	kaReads        uint64 // peek.reads when it went out
+	// kaIssued is when the resume token the client holds was issued
+	// (Unix ns, at most): set by handleWS before the wheel has c, then
+	// by the wheel when it renews the token (renewToken).
+	kaIssued int64
 
 	wg sync.WaitGroup // the writer, close and keepalive goroutines
 
@@ -288,7 +294,7 @@ func (c *conn) closeDrained(ctx context.Context) {
 		idle = make(chan struct{})
 		c.idle = idle
 	}
-	c.srv.log.Info("closing", "user", c.user.ID(), "code", protocol.CloseShutdown.Code, "why", "shutdown", "queued", c.queued)
+	c.srv.log.Info("closing", "user", c.userID(), "code", protocol.CloseShutdown.Code, "why", "shutdown", "queued", c.queued)
 	c.mu.Unlock()
 	if idle != nil {
 		select {
@@ -389,7 +395,11 @@ func (c *conn) readLoop() (clean bool, why string) {
 	}()
 	for {
 		c.waitIdle()
-		if c.skipPongs() {
+		n, all := c.skipPongs()
+		for range n {
+			c.allow("") // pongs count against the rate limit too
+		}
+		if all {
 			continue
 		}
 		prev := busy
@@ -433,6 +443,10 @@ func (c *conn) frame(prev <-chan struct{}, done chan<- struct{}, ended chan<- fr
 		c.stopReading()
 		c.mu.Unlock()
 		switch st := websocket.CloseStatus(err); {
+		case c.peek.timedOut():
+			wait()
+			c.closeSync(protocol.CloseFrameTimeout, "frame not finished in time")
+			end(false, "frame not finished in time")
 		case st != -1:
 			end(true, fmt.Sprintf("client closed (%d)", st))
 		case errors.Is(err, io.EOF) || errors.Is(err, context.Canceled):
@@ -455,6 +469,14 @@ func (c *conn) frame(prev <-chan struct{}, done chan<- struct{}, ended chan<- fr
 	buf := frameBufs.Get().(*bytes.Buffer)
 	defer putFrameBuf(buf)
 	if _, err := buf.ReadFrom(r); err != nil {
+		if c.peek.timedOut() {
+			// The socket's read deadline is past, so the close
+			// handshake's read of the client's close frame fails at once.
+			wait()
+			c.closeSync(protocol.CloseFrameTimeout, "frame not finished in time")
+			end(false, "frame not finished in time")
+			return
+		}
 		// Over the read limit, the library has already sent 1009.
 		end(false, err.Error())
 		return
@@ -509,43 +531,43 @@ func (c *conn) waitIdle() {
 }
 
 // skipPongs takes the pong frames at the head of the library's buffer out
-// of it, if they are whole there, and reports whether it took any and
-// nothing else is buffered: the answers to the keepalive's pings, which
+// of it, if they are whole there, and reports how many it took, and
+// whether it took some and nothing else is buffered: the answers to the
+// keepalive's pings, which
 // the library would read and then wait inside its reader for the next
 // frame, deep in the stack that waitIdle keeps shallow. (Any byte from
 // the client counts as the answer: see wheel.) Like waitIdle, it leaves
 // the buffer alone while the connection closes.
-func (c *conn) skipPongs() bool {
+func (c *conn) skipPongs() (took int, all bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
-		return false
+		return 0, false
 	}
 	// The bytes wait read are in peekConn; Peek of at most what it holds
 	// moves them into the buffer without blocking.
 	if c.br.Buffered() == 0 {
 		c.peek.mu.Lock()
-		n := c.peek.w - c.peek.r
+		n := int(c.peek.w - c.peek.r)
 		c.peek.mu.Unlock()
 		if n == 0 {
-			return false
+			return 0, false
 		}
 		c.br.Peek(min(n, c.br.Size()))
 	}
-	took := false
 	for {
 		b := c.br.Buffered()
 		hdr, _ := c.br.Peek(min(b, 2))
 		// A pong from a client: FIN and opcode 0xA, masked, payload under 126.
 		if len(hdr) < 2 || hdr[0] != 0x8a || hdr[1]&0x80 == 0 || hdr[1]&0x7f > 125 {
-			return took && b == 0
+			return took, took > 0 && b == 0
 		}
 		size := 2 + 4 + int(hdr[1]&0x7f)
 		if b < size {
-			return false
+			return took, false
 		}
 		c.br.Discard(size)
-		took = true
+		took++
 	}
 }
 
@@ -584,13 +606,7 @@ func (c *conn) handle(frame []byte) {
 		}
 	}
 	reqID = env.ID
-	if c.limiter != nil && !c.limiter.Allow() {
-		if !c.abuse.Allow() {
-			c.srv.metrics.errors.WithLabelValues(protocol.CodeRateLimited).Inc()
-			c.closeWith(protocol.CloseRateAbuse, "rate abuse")
-			return
-		}
-		c.reply(reqID, protocol.Errorf(protocol.CodeRateLimited, "too many messages; the limit is %g per second", c.srv.limits.Rate))
+	if !c.allow(reqID) {
 		return
 	}
 	if perr != nil {
@@ -601,6 +617,35 @@ func (c *conn) handle(frame []byte) {
 		c.reply(reqID, err)
 	}
 }
+
+// allow takes one frame's worth from the connection's rate limit, and
+// reports whether there was one (always, with the limit off). When there
+// was none, the frame is refused: rejected frames draw from a second
+// bucket (abuse), and the one that finds it empty closes the connection
+// with 1008; the others are answered with rate_limited (carrying reqID).
+// Text frames call it from their handler; pings and pongs from the client
+// call it too (control), so a flood of them is treated as one of messages
+// (SPEC §4 "Rules and limits").
+func (c *conn) allow(reqID string) bool {
+	if c.limiter == nil || c.limiter.Allow() {
+		return true
+	}
+	if !c.abuse.Allow() {
+		c.srv.metrics.errors.WithLabelValues(protocol.CodeRateLimited).Inc()
+		c.closeWith(protocol.CloseRateAbuse, "rate abuse")
+		return false
+	}
+	c.reply(reqID, protocol.Errorf(protocol.CodeRateLimited, "too many frames; the limit is %g per second, pings and pongs included", c.srv.limits.Rate))
+	return false
+}
+
+// onPing and onPong are the library's callbacks for a ping or pong from
+// the client (the pongs that skipPongs takes are charged by readLoop):
+// each counts against the rate limit as a frame does. A ping past the
+// limit gets no pong. The library calls them while it reads, on a frame's
+// goroutine or the close handshake's, with no lock of ours held.
+func (c *conn) onPing(context.Context, []byte) bool { return c.allow("") }
+func (c *conn) onPong(context.Context, []byte)      { c.allow("") }
 
 var (
 	errInternal     = protocol.Errorf(protocol.CodeInternal, "the server failed to handle this frame")
@@ -749,6 +794,18 @@ func (c *conn) reply(reqID string, err error) {
 var pingMarker = []byte{0}
 
 func isPing(f []byte) bool { return len(f) == 1 && &f[0] == &pingMarker[0] }
+
+// renewToken gives the connection's user a new resume token and sends it
+// in a resume event (SPEC §4 "Identity across reconnects"): the keepalive
+// wheel calls it for a connection whose token is half ResumeMaxAge old, so
+// that the client holds a token that resumes when the connection drops,
+// however long it was open. Nothing is sent if the user has moved to
+// another connection.
+func (c *conn) renewToken() {
+	if tok := c.srv.reg.Reissue(c.user, c); tok != "" {
+		c.Queue(protocol.Encode(protocol.TypeResume, "", protocol.Resume{Resume: tok}))
+	}
+}
 
 // keepaliveTimeout drops a connection whose peer sent nothing within
 // PingTimeout of a ping, unless it is closing anyway.

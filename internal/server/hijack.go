@@ -33,9 +33,12 @@ const (
 // any bytes net/http had already read.
 type hijackWriter struct {
 	http.ResponseWriter
-	nw   *netWriter    // set by Hijack
-	peek *peekConn     // set by Hijack
-	br   *bufio.Reader // set by Hijack: the library reads frames from it
+	// frameTimeout is the peekConn's: how long a client's message may take
+	// from its first byte to its last (Config.FrameTimeout).
+	frameTimeout time.Duration
+	nw           *netWriter    // set by Hijack
+	peek         *peekConn     // set by Hijack
+	br           *bufio.Reader // set by Hijack: the library reads frames from it
 }
 
 func (w *hijackWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -48,12 +51,14 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// A client may send its first frames right behind the handshake, and
 	// net/http may have read them already. The library keeps only what the
 	// returned reader has buffered (it resets the reader onto conn), so the
-	// new reader must hold those bytes in its buffer.
+	// new reader must hold those bytes in its buffer. They came from the
+	// socket: peekConn follows the frames from there (msgTracker).
 	n := brw.Reader.Buffered()
-	pc := &peekConn{Conn: conn}
+	pc := &peekConn{Conn: conn, timeout: w.frameTimeout}
 	br := bufio.NewReaderSize(pc, readBufSize)
 	if n > 0 {
 		b, _ := brw.Reader.Peek(n)
+		pc.took(b)
 		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), pc), max(n, readBufSize))
 		if _, err := br.Peek(n); err != nil {
 			conn.Close()
@@ -72,8 +77,24 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // stack (see conn.readLoop), where waiting inside the library's reader
 // would keep some 3 KiB in use. Reads are serialized: the library's close
 // handshake, and each frame's goroutine, read from other goroutines.
+//
+// It also bounds how long a client's data message may take to arrive
+// (timeout, Config.FrameTimeout): a message started and never finished
+// would hold its frame's goroutine and a buffer of up to 64 KiB, and one
+// byte per keepalive interval is enough to keep the connection alive. It
+// follows the client's frames in what it reads from the socket
+// (msgTracker). A read from the socket that brings the first byte of a
+// message that it does not finish makes sure of a read deadline between
+// timeout and timeout + timeout/10 from then (took); past it, a read
+// fails with os.ErrDeadlineExceeded (timedOut reports it) and the
+// connection is closed (conn.frame). The deadline is left in place after
+// the message, so that a client that talks steadily needs a new one at
+// most every timeout/10; one left over that expires between messages is
+// cleared and the read made again, unseen by the library. A message that
+// arrives in one read costs nothing.
 type peekConn struct {
 	net.Conn
+	timeout time.Duration // set at Hijack, then read-only; 0: no bound
 
 	// reads counts reads that returned bytes: the keepalive takes any
 	// byte from the client after a ping as a sign of life.
@@ -81,8 +102,16 @@ type peekConn struct {
 
 	mu   sync.Mutex // serializes reads; guards the fields below
 	buf  [16]byte   // what wait read, for the library; a pong fits
-	r, w int        // buf[r:w] is not yet given to the library
-	err  error      // what wait's read failed with, for the library's next Read
+	r, w uint8      // buf[r:w] is not yet given to the library
+	// armed is set once the message the socket's bytes stop in has its
+	// deadline; expired, once a read failed on it.
+	armed, expired bool
+	err            error // what wait's read failed with, for the library's next Read
+	// msgs follows the frames read from the socket.
+	msgs msgTracker
+	// deadline is the socket's read deadline as last set (Unix ns); 0:
+	// none.
+	deadline int64
 }
 
 // wait blocks until the socket has bytes to read (or fails), keeping what
@@ -93,11 +122,8 @@ func (c *peekConn) wait() {
 	if c.r < c.w || c.err != nil {
 		return
 	}
-	n, err := c.Conn.Read(c.buf[:])
-	c.r, c.w, c.err = 0, n, err
-	if n > 0 {
-		c.reads.Add(1)
-	}
+	n, err := c.readSocket(c.buf[:])
+	c.r, c.w, c.err = 0, uint8(n), err
 }
 
 func (c *peekConn) Read(p []byte) (int, error) {
@@ -108,16 +134,144 @@ func (c *peekConn) Read(p []byte) (int, error) {
 		return 0, nil
 	case c.r < c.w:
 		n := copy(p, c.buf[c.r:c.w])
-		c.r += n
+		c.r += uint8(n)
 		return n, nil
 	case c.err != nil:
 		return 0, c.err
 	}
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.reads.Add(1)
+	return c.readSocket(p)
+}
+
+// readSocket reads from the socket and follows the frames in what it
+// read (took). A read that fails on a deadline outside a message (one
+// left from the last) is made again without it. Guarded by c.mu.
+func (c *peekConn) readSocket(p []byte) (int, error) {
+	for {
+		n, err := c.Conn.Read(p)
+		if n > 0 {
+			c.reads.Add(1)
+			c.took(p[:n])
+		}
+		if n > 0 || err == nil || c.deadline == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		if c.msgs.inMessage() {
+			c.expired = true
+			return n, err
+		}
+		c.deadline = 0
+		c.Conn.SetReadDeadline(time.Time{})
 	}
-	return n, err
+}
+
+// took follows the frames in bytes read from the socket, and makes sure
+// that a message they stop inside has its read deadline: between timeout
+// and timeout + timeout/10 from the read that brought its first byte (any
+// deadline in that span will do, so that one set for a message can serve
+// the next ones). Guarded by c.mu.
+func (c *peekConn) took(b []byte) {
+	c.msgs.feed(b)
+	if c.msgs.ended {
+		c.armed, c.msgs.ended = false, false // that message is over
+	}
+	if c.timeout <= 0 || c.armed || !c.msgs.inMessage() {
+		return
+	}
+	c.armed = true
+	due, slack := time.Now().Add(c.timeout).UnixNano(), int64(c.timeout/10)
+	if c.deadline < due || c.deadline > due+slack {
+		c.deadline = due + slack
+		c.Conn.SetReadDeadline(time.Unix(0, c.deadline))
+	}
+}
+
+// timedOut reports whether a read failed because a message took longer
+// than timeout.
+func (c *peekConn) timedOut() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.expired
+}
+
+// msgTracker follows the frames a client sends (RFC 6455 §5.2; a client's
+// are masked) as they are read in arbitrary pieces, to tell whether a data
+// message is in progress: a frame's header or payload is incomplete, or
+// its last data frame had no FIN (a fragmented message goes on, whatever
+// control frames come between). It costs a few comparisons per read, and
+// nothing per byte of payload.
+type msgTracker struct {
+	b0, b1     byte  // the current frame's first two header bytes
+	have, need uint8 // header bytes of the current frame seen, and its length once b1 is
+	more       bool  // the last data frame had no FIN: its message goes on
+	// ended is set when a frame ends outside a data message (the last
+	// frame of a message, or a control frame between messages); the
+	// reader clears it.
+	ended bool
+	// left is the payload bytes of the current frame still to come; while
+	// its header is read, the extended payload length as it arrives.
+	left int64
+}
+
+// inMessage reports whether the bytes so far stop inside a data message
+// (or inside any frame).
+func (t *msgTracker) inMessage() bool { return t.have > 0 || t.left > 0 || t.more }
+
+// feed takes the next bytes of the stream.
+func (t *msgTracker) feed(p []byte) {
+	for len(p) > 0 {
+		if t.have == 0 && t.left > 0 {
+			n := min(int64(len(p)), t.left)
+			t.left -= n
+			p = p[n:]
+			if t.left == 0 {
+				t.end()
+			}
+			continue
+		}
+		b := p[0]
+		p = p[1:]
+		switch t.have {
+		case 0:
+			t.b0 = b
+		case 1:
+			t.b1 = b
+			t.need = 2
+			switch b & 0x7f {
+			case 126:
+				t.need += 2
+			case 127:
+				t.need += 8
+			}
+			if b&0x80 != 0 {
+				t.need += 4 // the masking key
+			}
+		default:
+			if t.b1&0x7f >= 126 && t.have < t.need-(t.b1>>7)*4 {
+				t.left = t.left<<8 | int64(b)
+			}
+		}
+		t.have++
+		if t.have >= 2 && t.have == t.need {
+			if n := t.b1 & 0x7f; n < 126 {
+				t.left = int64(n)
+			}
+			t.have, t.need = 0, 0
+			if t.left <= 0 {
+				t.left = 0 // a length past 2^63 is the library's to refuse
+				t.end()
+			}
+		}
+	}
+}
+
+// end records that the current frame is complete.
+func (t *msgTracker) end() {
+	if t.b0&0x08 == 0 { // a data frame: text, binary or continuation
+		t.more = t.b0&0x80 == 0
+	}
+	if !t.more {
+		t.ended = true
+	}
 }
 
 // netWriter is the writer under the library's bufio.Writer. Outside a

@@ -29,6 +29,10 @@ const maxHeaderBytes = 32 << 10
 //   - IdleTimeout (Config.IdleTimeout, 60 s): a keep-alive connection
 //     waiting for its next request.
 //
+// Its ConnState tells the connections of Listener which of them are idle
+// keep-alive ones, the first to go when they are at MaxTCPConns; serve a
+// listener from Listener with it.
+//
 // net/http clears a connection's deadlines when it hands it over with
 // Hijack, so none of these limits a WebSocket connection after the
 // upgrade: its reads have no deadline (keepalive pings find dead peers)
@@ -41,6 +45,7 @@ func (s *Server) HTTPServer() *http.Server {
 		WriteTimeout:      s.cfg.RequestTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         s.sockets.state,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 }

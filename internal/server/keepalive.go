@@ -29,10 +29,13 @@ const (
 // slot pinged PingTimeout ago is checked at the same tick, and a
 // connection that has sent no byte since its ping is dropped (any byte
 // will do: a pong, or a frame that came before it). No goroutine waits
-// for a pong.
+// for a pong. When it pings a connection whose resume token is renew old
+// (half ResumeMaxAge), it also has the token renewed (conn.renewToken):
+// one comparison per ping, no timer for that either.
 type wheel struct {
 	tick  time.Duration
-	check int // slots between a ping and its check: PingTimeout in ticks
+	check int   // slots between a ping and its check: PingTimeout in ticks
+	renew int64 // how old a token is renewed (ns); 0: never
 
 	mu      sync.Mutex // guards the fields below and every conn's ka* fields
 	slots   []*conn    // heads of doubly linked lists
@@ -46,11 +49,12 @@ type wheel struct {
 	done     chan struct{} // closed when the goroutine ends
 }
 
-func newWheel(interval, timeout time.Duration) *wheel {
+func newWheel(interval, timeout, renew time.Duration) *wheel {
 	n := int(min(max(interval/wheelTick, minWheelSlots), maxWheelSlots))
 	tick := max(interval/time.Duration(n), time.Millisecond)
 	return &wheel{
 		tick:  tick,
+		renew: int64(renew),
 		check: min(max(int((timeout+tick-1)/tick), 1), n-1),
 		slots: make([]*conn, n),
 		stop:  make(chan struct{}),
@@ -105,12 +109,16 @@ func (w *wheel) loop() {
 	defer close(w.done)
 	t := time.NewTicker(w.tick)
 	defer t.Stop()
-	var dead []*conn
+	var dead, renew []*conn
 	for {
 		select {
 		case <-w.stop:
 			return
 		case <-t.C:
+		}
+		var now int64
+		if w.renew > 0 {
+			now = time.Now().UnixNano()
 		}
 		w.mu.Lock()
 		// Check the slot pinged w.check ticks ago: no byte since its ping
@@ -127,6 +135,10 @@ func (w *wheel) loop() {
 		for c := w.slots[w.cur]; c != nil; c = c.kaNext {
 			c.kaPinged, c.kaReads = true, c.peek.reads.Load()
 			w.buf = append(w.buf, c)
+			if w.renew > 0 && now-c.kaIssued >= w.renew {
+				c.kaIssued = now
+				renew = append(renew, c)
+			}
 		}
 		w.cur = (w.cur + 1) % n
 		conns := w.buf
@@ -136,6 +148,11 @@ func (w *wheel) loop() {
 		}
 		clear(dead)
 		dead = dead[:0]
+		for _, c := range renew {
+			c.renewToken()
+		}
+		clear(renew)
+		renew = renew[:0]
 		for _, c := range conns {
 			c.Queue(pingMarker)
 		}

@@ -122,3 +122,61 @@ func TestWriteSteadyKeepsDeadline(t *testing.T) {
 		}
 	}
 }
+
+// msgTracker tells whether a client's bytes stop inside a data message,
+// whatever pieces they come in: inside a frame's header or payload, or
+// between the fragments of a message, control frames among them.
+func TestMsgTracker(t *testing.T) {
+	frame := func(op byte, fin bool, n int) []byte {
+		b0 := op
+		if fin {
+			b0 |= 0x80
+		}
+		var h []byte
+		switch {
+		case n < 126:
+			h = []byte{b0, 0x80 | byte(n)}
+		case n < 1<<16:
+			h = binary.BigEndian.AppendUint16([]byte{b0, 0x80 | 126}, uint16(n))
+		default:
+			h = binary.BigEndian.AppendUint64([]byte{b0, 0x80 | 127}, uint64(n))
+		}
+		h = append(h, 1, 2, 3, 4) // the masking key
+		return append(h, bytes.Repeat([]byte{'x'}, n)...)
+	}
+	type part struct {
+		b     []byte
+		inMsg bool // after it
+	}
+	for _, tc := range []struct {
+		name  string
+		parts []part
+	}{
+		{"small", []part{{frame(0x1, true, 20), false}}},
+		{"empty", []part{{frame(0x1, true, 0), false}}},
+		{"16-bit length", []part{{frame(0x1, true, 300), false}}},
+		{"64-bit length", []part{{frame(0x2, true, 70000), false}}},
+		{"pings", []part{{frame(0x9, true, 4), false}, {frame(0xA, true, 0), false}}},
+		{"fragments", []part{
+			{frame(0x1, false, 10), true},
+			{frame(0x9, true, 2), true}, // a ping between fragments
+			{frame(0x0, false, 10), true},
+			{frame(0x0, true, 10), false},
+		}},
+	} {
+		for _, piece := range []int{1, 2, 3, 5, 13, 1 << 20} {
+			var tr msgTracker
+			for k, p := range tc.parts {
+				for i := 0; i < len(p.b); i += piece {
+					if i > 0 && !tr.inMessage() {
+						t.Fatalf("%s in pieces of %d: part %d: not in a message at byte %d", tc.name, piece, k, i)
+					}
+					tr.feed(p.b[i:min(i+piece, len(p.b))])
+				}
+				if tr.inMessage() != p.inMsg {
+					t.Fatalf("%s in pieces of %d: after part %d, inMessage %v, want %v", tc.name, piece, k, tr.inMessage(), p.inMsg)
+				}
+			}
+		}
+	}
+}

@@ -17,9 +17,9 @@ const logEvery = 10 * time.Second
 // throttledLines are the lines that can come once per request or message
 // when something is wrong, and so are throttled: a failed store append
 // (internal/room, one per message), a failed store read (one per join,
-// history or HTTP request) and a refused WebSocket upgrade (one per
-// attempt; its "why" tells the kinds apart).
-var throttledLines = []string{"store append", "store", "refused websocket"}
+// history or HTTP request), a refused WebSocket upgrade and a connection
+// refused at accept (one per attempt; their "why" tells the kinds apart).
+var throttledLines = []string{"store append", "store", "refused websocket", "refused connection"}
 
 // throttle is an slog.Handler that passes at most one record per
 // interval for each line it throttles, and drops the others, counting

@@ -23,6 +23,8 @@ type metrics struct {
 	msgsIn     prometheus.Counter
 	slow       prometheus.Counter
 	errors     *prometheus.CounterVec
+	tcpRefused *prometheus.CounterVec
+	idleClosed prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -55,11 +57,23 @@ func newMetrics(s *Server) *metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomchat_errors_total", Help: "Error frames and responses sent, by code.",
 		}, []string{"code"}),
+		tcpRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomchat_tcp_refused_total", Help: "TCP connections closed as soon as accepted, by reason: server_full (at the connection limit with none idle) or address (past -ip-http-conns).",
+		}, []string{"reason"}),
+		idleClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomchat_tcp_idle_closed_total", Help: "Idle keep-alive HTTP connections closed to make room for a new connection at the connection limit.",
+		}),
 	}
+	m.tcpRefused.WithLabelValues("server_full")
+	m.tcpRefused.WithLabelValues("address")
 	for _, code := range protocol.ErrorCodes {
 		m.errors.WithLabelValues(code)
 	}
 	m.reg.MustRegister(m.conns, m.connsTotal, m.refused, m.framesIn, m.framesOut, m.writes, m.msgsIn, m.slow, m.errors,
+		m.tcpRefused, m.idleClosed,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "roomchat_tcp_connections", Help: "TCP connections open on the main listener: HTTP ones (idle or not) and WebSockets.",
+		}, func() float64 { return float64(s.sockets.count()) }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,8 +67,19 @@ type Config struct {
 	// PingInterval is the keepalive period (25 s); PingTimeout is how long a
 	// pong may take (10 s).
 	PingInterval, PingTimeout time.Duration
+	// FrameTimeout is how long a client's data message may take to
+	// arrive, from its first byte to its last (10 s); past it the
+	// connection is closed with 1008. A message started and never
+	// finished would otherwise hold a goroutine and a buffer of up to
+	// MaxFrame bytes for as long as the client trickles a byte per
+	// keepalive interval.
+	FrameTimeout time.Duration
 	// Grace and ResumeWindow are room.Options' (15 s and 2 min).
 	Grace, ResumeWindow time.Duration
+	// ResumeMaxAge is room.Options' (24 h): how old a resume token may be
+	// and still resume. A connection whose token is half that old is sent
+	// a new one (the resume event) at its next keepalive ping.
+	ResumeMaxAge time.Duration
 	// Broker, Directory and Roster are room.Options': nil means the
 	// single-node broker on Store, and no directory or roster.
 	Broker    func(broker.Handler) broker.Broker
@@ -86,6 +98,21 @@ type Config struct {
 	// it. 0 means no limit (roomchatd derives its default from the
 	// process's open-files limit).
 	MaxConns int
+	// MaxTCPConns is the most TCP connections open at once on a listener
+	// wrapped by Listener, WebSockets included (HTTPServer must serve it):
+	// past it, the connection idle longest among keep-alive HTTP ones is
+	// closed to make room, or with none idle the new one is closed at
+	// once. 0 means no limit (roomchatd derives it from the open-files
+	// limit, a little above MaxConns, so that no accept fails with
+	// EMFILE).
+	MaxTCPConns int
+	// IPHTTPConns is the most HTTP connections (not upgraded to
+	// WebSocket; idle keep-alive ones included) open at once from one
+	// socket peer address, IPv6 by /64, on a listener wrapped by
+	// Listener; past it a new one is closed at once. A peer in TrustProxy
+	// is not limited (its clients are told apart only in requests). 0
+	// means no limit.
+	IPHTTPConns int
 	// IPConns is the most WebSocket connections open at once from one
 	// client address (see TrustProxy; IPv6 counts by /64); past it an
 	// upgrade gets 429 rate_limited. 0 means no limit.
@@ -141,6 +168,7 @@ type Server struct {
 	requests *addrLimiter  // every HTTP request but /ws, at IPHTTPRate
 	upgrades *addrLimiter  // new WebSocket connections, at IPConnRate
 	gate     *gate         // open WebSocket connections
+	sockets  *sockets      // every connection of Listener
 	pages    chan struct{} // a token per page response being answered; never closed
 	// fullWarned is when logFull last warned (Unix ns).
 	fullWarned atomic.Int64
@@ -192,6 +220,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = 10 * time.Second
 	}
+	if cfg.FrameTimeout <= 0 {
+		cfg.FrameTimeout = 10 * time.Second
+	}
 	if cfg.IPConnBurst <= 0 {
 		cfg.IPConnBurst = 20
 	}
@@ -233,6 +264,7 @@ func New(cfg Config) (*Server, error) {
 		Limits:       cfg.Limits,
 		Grace:        cfg.Grace,
 		ResumeWindow: cfg.ResumeWindow,
+		ResumeMaxAge: cfg.ResumeMaxAge,
 		Logger:       cfg.Logger,
 		Broker:       cfg.Broker,
 		Directory:    cfg.Directory,
@@ -242,7 +274,8 @@ func New(cfg Config) (*Server, error) {
 	s.requests = newAddrLimiter(cfg.IPHTTPRate, cfg.IPHTTPBurst)
 	s.upgrades = newAddrLimiter(cfg.IPConnRate, cfg.IPConnBurst)
 	s.gate = &gate{max: max(cfg.MaxConns, 0), perAddr: max(cfg.IPConns, 0)}
-	s.keep = newWheel(cfg.PingInterval, cfg.PingTimeout)
+	s.sockets = &sockets{max: max(cfg.MaxTCPConns, 0), perAddr: max(cfg.IPHTTPConns, 0), trusted: s.trusted}
+	s.keep = newWheel(cfg.PingInterval, cfg.PingTimeout, s.reg.MaxAge()/2)
 	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
@@ -304,8 +337,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusServiceUnavailable, retryFull+rand.N(retryFull), protocol.Errorf(protocol.CodeServerFull, "the server holds as many connections as it may; try again in a few seconds"))
 		return
 	}
-	hw := &hijackWriter{ResponseWriter: w}
-	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.Origins})
+	hw := &hijackWriter{ResponseWriter: w, frameTimeout: s.cfg.FrameTimeout}
+	c := &conn{srv: s, addr: key}
+	opts := &websocket.AcceptOptions{OriginPatterns: s.cfg.Origins, Subprotocols: subprotocols}
+	if s.limits.Rate > 0 {
+		// Pings and pongs count against the rate limit (conn.allow).
+		opts.OnPingReceived, opts.OnPongReceived = c.onPing, c.onPong
+	}
+	ws, err := websocket.Accept(hw, r, opts)
 	if err != nil {
 		// Accept has answered (403 for a foreign Origin, 426 for a bad upgrade).
 		s.gate.leave(key)
@@ -315,16 +354,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.limits.MaxFrame)
 	hw.nw.track() // the 101 response is out: frames from here on
-	c := &conn{
-		srv:      s,
-		ws:       ws,
-		nw:       hw.nw,
-		peek:     hw.peek,
-		br:       hw.br,
-		addr:     key,
-		batch:    r.URL.Query().Get("batch") == "1",
-		linkBase: s.baseURL(r),
-	}
+	c.ws, c.nw, c.peek, c.br = ws, hw.nw, hw.peek, hw.br
+	c.batch = r.URL.Query().Get("batch") == "1"
+	c.linkBase = s.baseURL(r)
 	c.writer = c.writeLoop
 	if s.limits.Rate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(s.limits.Rate), s.limits.Burst)
@@ -337,7 +369,10 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// welcome goes in front of whatever came meanwhile. c.mu is not held
 	// across Connect: the registry's locks come before a connection's.
 	c.writing = true
-	u, resumed, replaced := s.reg.Connect(c, r.URL.Query().Get("resume"))
+	// The token Connect issues is no older than this: the keepalive
+	// wheel sends a new one once it is half ResumeMaxAge old.
+	c.kaIssued = time.Now().UnixNano()
+	u, resumed, replaced := s.reg.Connect(c, resumeToken(r))
 	s.mu.Lock()
 	s.live[c] = struct{}{}
 	online := len(s.live)
@@ -372,6 +407,25 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// The read loop gets a goroutine of its own, so that net/http's
 	// connection goroutine, with its deeper stack, ends here.
 	go c.serve()
+}
+
+// subprotocols is what the upgrade may select (protocol.Subprotocol);
+// never modified.
+var subprotocols = []string{protocol.Subprotocol}
+
+// resumeToken returns the resume token of an upgrade (SPEC §4 "Identity
+// across reconnects"), first found: the subprotocol roomchat.resume.<token>,
+// which stays out of request lines that proxies log, then the query
+// parameter resume, for scripts. "" when there is none.
+func resumeToken(r *http.Request) string {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(h, ",") {
+			if tok, ok := strings.CutPrefix(strings.TrimSpace(p), protocol.ResumeSubprotocol); ok {
+				return tok
+			}
+		}
+	}
+	return r.URL.Query().Get("resume")
 }
 
 // logFull warns that the server is full, at most once a minute: under a

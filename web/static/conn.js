@@ -1,6 +1,10 @@
 // Connection keeps one WebSocket to /ws open: it dials with batch=1 and the
-// resume token of the last welcome (so the server keeps our userID across a
-// reconnect, SPEC §4), splits batched frames into events, notices dead
+// newest resume token (from the last welcome, or a later resume event), so
+// the server keeps our userID across a reconnect (SPEC §4). The token goes
+// in the subprotocol roomchat.resume.<token>, offered beside roomchat,
+// which the server selects: unlike ?resume=, a subprotocol stays out of
+// the request lines that proxies log. It splits batched frames into
+// events, notices dead
 // connections with an application ping, and redials with exponential
 // backoff and jitter. It knows nothing about rooms; room.js does.
 //
@@ -12,6 +16,8 @@
 import { backoffDelay, splitFrame, storageGet, storageSet } from './common.js';
 
 const RESUME_KEY = 'roomchat.resume';
+const SUBPROTOCOL = 'roomchat';
+const RESUME_SUBPROTOCOL = 'roomchat.resume.';
 
 // The server pings every 25 s at the WebSocket level, but browsers answer
 // those pings without telling the page, so the page cannot see a half-open
@@ -105,10 +111,17 @@ export class Connection extends EventTarget {
 
   _url() {
     const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-    let url = `${proto}://${location.host}/ws?batch=1`;
+    return `${proto}://${location.host}/ws?batch=1`;
+  }
+
+  // _protocols offers the resume token as a subprotocol, beside roomchat,
+  // which the server selects. A stored value that cannot be a subprotocol
+  // name (tokens are base64url) is not sent: the server would refuse it
+  // anyway, and the browser would refuse to dial.
+  _protocols() {
     const resume = storageGet('sessionStorage', RESUME_KEY);
-    if (resume) url += `&resume=${encodeURIComponent(resume)}`;
-    return url;
+    if (!resume || !/^[A-Za-z0-9_-]+$/.test(resume)) return [SUBPROTOCOL];
+    return [SUBPROTOCOL, RESUME_SUBPROTOCOL + resume];
   }
 
   _dial() {
@@ -120,7 +133,7 @@ export class Connection extends EventTarget {
     this._setState('connecting');
     let ws;
     try {
-      ws = new WebSocket(this._url());
+      ws = new WebSocket(this._url(), this._protocols());
     } catch {
       this._scheduleRetry();
       return;
@@ -138,7 +151,9 @@ export class Connection extends EventTarget {
       this.pingSent = 0;
       if (typeof ev.data !== 'string') return;
       for (const event of splitFrame(ev.data, (line) => console.warn('roomchat: bad frame line', line))) {
-        if (event && event.type === 'welcome' && event.payload && event.payload.resume) {
+        // welcome carries a token, and so does a resume event, which
+        // renews it on a connection open for long (SPEC §4).
+        if (event && (event.type === 'welcome' || event.type === 'resume') && event.payload && typeof event.payload.resume === 'string' && event.payload.resume) {
           storageSet('sessionStorage', RESUME_KEY, event.payload.resume);
         }
         this.dispatchEvent(new CustomEvent('message', { detail: { event } }));
