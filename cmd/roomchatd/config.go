@@ -59,7 +59,7 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	l := &c.limits
 	add("addr", "ROOMCHAT_ADDR", &c.addr, "listen address")
 	add("db", "ROOMCHAT_DB", &c.db, `SQLite file for history; ":memory:" keeps none`)
-	add("sync", "ROOMCHAT_SYNC", &c.sync, "SQLite durability: normal (an acked message survives a crash of the process) or full (also a power loss, at an fsync per commit)")
+	add("sync", "ROOMCHAT_SYNC", &c.sync, "SQLite durability: normal (an acked message survives a crash of the process; after a power loss every room gets a new epoch) or full (also a power loss, at an fsync per commit)")
 	add("rate", "ROOMCHAT_RATE", &l.Rate, "messages per second per connection; 0 turns the limit off")
 	add("burst", "ROOMCHAT_BURST", &l.Burst, "messages a connection may send at once before -rate applies")
 	add("origins", "ROOMCHAT_ORIGINS", &c.origins, "browser origins allowed besides the server's own, comma-separated: chat.example.com, *.example.com or https://chat.example.com")
