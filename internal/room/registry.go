@@ -439,7 +439,7 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 		if reg.roster == nil {
 			// In a cluster the join is announced once the roster has it
 			// (Join), with the cluster's count.
-			r.announce(presenceFrame(roomID, protocol.PresenceJoin, protocol.User{UserID: u.id, Name: name}, len(r.members)), u)
+			r.announce(presence(roomID, protocol.PresenceJoin, protocol.User{UserID: u.id, Name: name}, len(r.members)))
 		}
 	}
 	r.rename(m, name)
@@ -719,7 +719,7 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 	who := protocol.User{UserID: u.id, Name: m.name}
 	switch {
 	case reg.roster == nil:
-		r.announce(presenceFrame(r.id, protocol.PresenceLeave, who, len(r.members)), u)
+		r.announce(presence(r.id, protocol.PresenceLeave, who, len(r.members)))
 	case m.listed:
 		// The roster call is I/O: it runs on a goroutine of the
 		// registry's, which announces the leave with the cluster's count.
@@ -740,17 +740,22 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 	return len(r.members)
 }
 
-// presenceFrame encodes a presence event.
-func presenceFrame(roomID, event string, who protocol.User, count int) []byte {
-	return protocol.Encode(protocol.TypePresence, "", protocol.Presence{RoomID: roomID, Event: event, User: who, Count: count})
+// presence returns a presence event and its encoding.
+func presence(roomID, event string, who protocol.User, count int) (protocol.Presence, []byte) {
+	p := protocol.Presence{RoomID: roomID, Event: event, User: who, Count: count}
+	return p, protocol.Encode(protocol.TypePresence, "", p)
 }
 
 // announceLeave announces, in a cluster, that who left roomID (leaving
 // count members): to this node's members and, through the broker, the
 // other nodes'. The roster calls it for members of a node that died.
 func (reg *Registry) announceLeave(roomID string, who protocol.User, count int) {
-	frame := presenceFrame(roomID, protocol.PresenceLeave, who, count)
-	reg.relayed(roomID, who.UserID, true, frame)
+	p, frame := presence(roomID, protocol.PresenceLeave, who, count)
+	if r := reg.lookup(roomID); r != nil {
+		r.mu.Lock()
+		r.announce(p, frame)
+		r.mu.Unlock()
+	}
 	reg.broker.Relay(roomID, who.UserID, true, frame)
 }
 
@@ -783,12 +788,12 @@ func (reg *Registry) list(ctx context.Context, r *Room, m *member, fresh bool) (
 	if err != nil {
 		return nil, reg.storeError("add member", err)
 	}
-	frame := presenceFrame(r.id, protocol.PresenceJoin, who, count)
+	p, frame := presence(r.id, protocol.PresenceJoin, who, count)
 	r.mu.Lock()
 	in := r.member(m.user) == m
 	if in {
 		m.listed = true
-		r.announce(frame, m.user)
+		r.announce(p, frame)
 	}
 	r.mu.Unlock()
 	if !in {
@@ -1007,19 +1012,31 @@ func (reg *Registry) relayed(roomID, about string, presence bool, frame []byte) 
 	if r == nil {
 		return
 	}
+	if presence {
+		p := relayedPresence(about, frame)
+		r.mu.Lock()
+		r.announce(p, frame)
+		r.mu.Unlock()
+		return
+	}
 	var u *User
 	if about != "" {
 		reg.mu.RLock()
 		u = reg.users[about]
 		reg.mu.RUnlock()
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if presence {
-		r.announce(frame, u)
-	} else {
-		r.broadcast(frame, u)
+	r.relay(frame, u)
+}
+
+// relayedPresence decodes a presence frame another node relayed. One that
+// does not decode (a node of another version) goes out as it is, to all
+// but the user it is about, and collapses with no other.
+func relayedPresence(about string, frame []byte) protocol.Presence {
+	var p protocol.Presence
+	if env, err := protocol.DecodeEnvelope(frame); err == nil && protocol.DecodePayload(env, &p) == nil && p.User.UserID == about {
+		return p
 	}
+	return protocol.Presence{User: protocol.User{UserID: about}}
 }
 
 func encodeEvent(roomID, name string, data jsontext.Value, from protocol.User) []byte {
