@@ -40,6 +40,10 @@ type Options struct {
 	// nodes; left is how it announces the leave of a member whose node
 	// died. nil: each room's members are this node's.
 	Roster func(left func(roomID string, who protocol.User, count int)) Roster
+	// Budgets bound each room's traffic and each user's frames; the zero
+	// value bounds nothing. In a cluster each node applies them to its own
+	// members.
+	Budgets Budgets
 }
 
 // Roster is each room's members across a cluster. Its calls are I/O: the
@@ -77,6 +81,7 @@ type Registry struct {
 	log          *slog.Logger
 	signer       signer    // resume tokens, keyed by the store's TokenKey
 	started      time.Time // tokens issued before it come from an earlier run
+	budgets      Budgets
 
 	// ctx ends at Close; bg counts the goroutines the registry starts
 	// (rejoin), which end with it.
@@ -97,6 +102,7 @@ type Registry struct {
 	stored     atomic.Uint64 // messages this node published and the broker stored
 	deliveries atomic.Uint64 // msg events queued to members
 	roomsLive  atomic.Int64
+	refused    refusals // frames refused by a budget, by kind
 }
 
 // New returns a registry whose rooms keep history in st. It starts nothing.
@@ -122,6 +128,7 @@ func New(st store.Store, opts Options) *Registry {
 		limits:       opts.Limits,
 		grace:        opts.Grace,
 		resumeWindow: opts.ResumeWindow,
+		budgets:      opts.Budgets,
 		log:          opts.Logger,
 		dir:          opts.Directory,
 		signer:       signer{key: st.TokenKey()},
@@ -151,11 +158,26 @@ type Stats struct {
 	Rooms      int64  // rooms with at least one member
 	Stored     uint64 // messages stored since start
 	Deliveries uint64 // msg events queued to members since start
+	// Refused counts the frames refused by a budget since start: a room's
+	// messages, custom events, bytes or joins, or a user's frames.
+	Refused BudgetCounts
+}
+
+// BudgetCounts are counts by budget.
+type BudgetCounts struct {
+	RoomMsgs, RoomEvents, RoomBytes, RoomJoins, User uint64
 }
 
 // Stats returns the current counters.
 func (reg *Registry) Stats() Stats {
-	return Stats{Rooms: reg.roomsLive.Load(), Stored: reg.stored.Load(), Deliveries: reg.deliveries.Load()}
+	return Stats{Rooms: reg.roomsLive.Load(), Stored: reg.stored.Load(), Deliveries: reg.deliveries.Load(),
+		Refused: BudgetCounts{
+			RoomMsgs:   reg.refused[budgetMsgs].Load(),
+			RoomEvents: reg.refused[budgetEvents].Load(),
+			RoomBytes:  reg.refused[budgetBytes].Load(),
+			RoomJoins:  reg.refused[budgetJoins].Load(),
+			User:       reg.refused[budgetUser].Load(),
+		}}
 }
 
 // Limits returns the limits in force.
@@ -307,6 +329,7 @@ func (reg *Registry) resumable(id string, issued time.Time, token string, now ti
 	}
 	u = reg.newUser(id, nil, now)
 	u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
+	u.returned = now
 	return u
 }
 
@@ -414,8 +437,10 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 //
 // gen is the room's reset count at entry: answer compares it.
 func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *member, fresh bool, gen uint64, err error) {
+	now := time.Now()
 	u.mu.Lock()
 	full := u.rooms.get(roomID) == nil && u.ghosts.get(roomID) == nil && len(u.rooms) >= reg.limits.MaxRooms
+	returning := !u.returned.IsZero() && now.Sub(u.returned) < reg.resumeWindow
 	u.mu.Unlock()
 	if full {
 		return nil, nil, false, 0, protocol.Errorf(protocol.CodeRoomLimit, "you are in %d rooms, the most one connection may be in; leave one first", reg.limits.MaxRooms)
@@ -432,6 +457,12 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 		if r.live() >= reg.limits.RoomCapacity {
 			r.mu.Unlock()
 			return nil, nil, false, 0, protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", roomID, reg.limits.RoomCapacity)
+		}
+		if !returning {
+			if over := r.join(&reg.budgets, now.UnixNano()); over != budgetKinds {
+				r.mu.Unlock()
+				return nil, nil, false, 0, reg.overBudget(roomID, over)
+			}
 		}
 		m = &member{user: u, name: name}
 		r.add(m)
@@ -841,22 +872,31 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	if err != nil {
 		return err
 	}
+	now := time.Now()
+	msg := protocol.Message{
+		ID:      gonanoid.Must(),
+		RoomID:  r.id,
+		From:    protocol.User{UserID: u.id},
+		Message: text,
+		TS:      now.UTC().Truncate(time.Millisecond),
+	}
+	cost := 0
+	if reg.budgets.RoomBytes > 0 {
+		cost = protocol.EncodedSize(msg) + msgFrameOverhead
+	}
 	r.mu.Lock()
 	m := r.member(u)
-	var name string
+	over := budgetKinds
 	if m != nil {
-		name = m.name
+		msg.From.Name = m.name
+		over = r.spend(&reg.budgets, m, false, cost+len(m.name), now.UnixNano())
 	}
 	r.mu.Unlock()
 	if m == nil {
 		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
 	}
-	msg := protocol.Message{
-		ID:      gonanoid.Must(),
-		RoomID:  r.id,
-		From:    protocol.User{UserID: u.id, Name: name},
-		Message: text,
-		TS:      time.Now().UTC().Truncate(time.Millisecond),
+	if over != budgetKinds {
+		return reg.overBudget(r.id, over)
 	}
 	reg.broker.Publish(msg, store.DedupKey(u.id, r.id, reqID), func(stored protocol.Message, dup bool, err error) {
 		if err != nil {
@@ -977,12 +1017,18 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	r.mu.Lock()
 	m := r.member(u)
 	var from protocol.User
+	over := budgetKinds
 	if m != nil {
 		from = protocol.User{UserID: u.id, Name: m.name}
+		cost := eventFrameOverhead + len(r.id) + len(name) + len(data) + len(u.id) + len(m.name)
+		over = r.spend(&reg.budgets, m, true, cost, time.Now().UnixNano())
 	}
 	r.mu.Unlock()
 	if m == nil {
 		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
+	}
+	if over != budgetKinds {
+		return reg.overBudget(r.id, over)
 	}
 	frame := encodeEvent(r.id, name, data, from)
 	r.relay(frame, u)

@@ -66,6 +66,8 @@ type Room struct {
 	// when one of them left or was renamed since.
 	listing []byte
 	listed  int
+
+	budget roomBudget // what its members may still send (Budgets)
 }
 
 const (
@@ -114,6 +116,8 @@ type member struct {
 	listed bool
 	// typed is when the member's last typing event went out.
 	typed time.Time
+	// lane tells a quiet member from a flooder (Room.spend).
+	lane bucket
 	// presenceSeen is the number of the last presence event the member's
 	// joined reply already reflects: flushPresence sends it later ones.
 	presenceSeen uint64

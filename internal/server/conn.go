@@ -584,13 +584,19 @@ func (c *conn) handle(frame []byte) {
 		}
 	}
 	reqID = env.ID
-	if c.limiter != nil && !c.limiter.Allow() {
+	// The connection's limit, then its user's over all its connections
+	// (a resume gives each new connection a fresh limit).
+	if overConn := c.limiter != nil && !c.limiter.Allow(); overConn || !c.user.TakeFrame() {
 		if !c.abuse.Allow() {
 			c.srv.metrics.errors.WithLabelValues(protocol.CodeRateLimited).Inc()
 			c.closeWith(protocol.CloseRateAbuse, "rate abuse")
 			return
 		}
-		c.reply(reqID, protocol.Errorf(protocol.CodeRateLimited, "too many messages; the limit is %g per second", c.srv.limits.Rate))
+		if overConn {
+			c.reply(reqID, protocol.Errorf(protocol.CodeRateLimited, "too many messages; the limit is %g per second", c.srv.limits.Rate))
+		} else {
+			c.reply(reqID, protocol.Errorf(protocol.CodeRateLimited, "too many messages from your user over all its connections; the limit is %g per second", c.srv.limits.Rate))
+		}
 		return
 	}
 	if perr != nil {
