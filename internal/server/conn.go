@@ -288,7 +288,7 @@ func (c *conn) closeDrained(ctx context.Context) {
 		idle = make(chan struct{})
 		c.idle = idle
 	}
-	c.srv.log.Info("closing", "user", c.user.ID(), "code", protocol.CloseShutdown.Code, "why", "shutdown", "queued", c.queued)
+	c.srv.log.Info("closing", "user", c.userID(), "code", protocol.CloseShutdown.Code, "why", "shutdown", "queued", c.queued)
 	c.mu.Unlock()
 	if idle != nil {
 		select {
