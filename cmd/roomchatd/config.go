@@ -34,6 +34,9 @@ type config struct {
 	trustProxy                                  string
 	trustedProxies                              []netip.Prefix // parsed from trustProxy by check
 	httpTimeout, httpIdle                       time.Duration
+
+	// Room budgets; 0 turns one off.
+	roomRate, roomEvents, roomBytes, roomJoins float64
 }
 
 // flagTable registers every flag with its environment variable and
@@ -61,9 +64,13 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	l := &c.limits
 	add("addr", "ROOMCHAT_ADDR", &c.addr, "listen address")
 	add("db", "ROOMCHAT_DB", &c.db, `SQLite file for history; ":memory:" keeps none`)
-	add("sync", "ROOMCHAT_SYNC", &c.sync, "SQLite durability: normal (an acked message survives a crash of the process) or full (also a power loss, at an fsync per commit)")
+	add("sync", "ROOMCHAT_SYNC", &c.sync, "SQLite durability: normal (an acked message survives a crash of the process; after a power loss every room gets a new epoch) or full (also a power loss, at an fsync per commit)")
 	add("rate", "ROOMCHAT_RATE", &l.Rate, "messages per second per connection; 0 turns the limit off")
 	add("burst", "ROOMCHAT_BURST", &l.Burst, "messages a connection may send at once before -rate applies")
+	add("room-rate", "ROOMCHAT_ROOM_RATE", &c.roomRate, "messages per second one room takes from all its members together (twice as many at once); 0 turns it off, and so does -rate 0")
+	add("room-events", "ROOMCHAT_ROOM_EVENTS", &c.roomEvents, "custom events per second one room takes from all its members together (twice as many at once); 0 turns it off, and so does -rate 0")
+	add("room-bytes", "ROOMCHAT_ROOM_BYTES", &c.roomBytes, "bytes of messages and custom events per second one room takes from all its members together (twice as many at once); 0 turns it off, and so does -rate 0")
+	add("room-joins", "ROOMCHAT_ROOM_JOINS", &c.roomJoins, "joins per second into one room (ten seconds' worth at once); 0 turns it off, and so does -rate 0")
 	add("origins", "ROOMCHAT_ORIGINS", &c.origins, "browser origins allowed besides the server's own, comma-separated: chat.example.com, *.example.com or https://chat.example.com")
 	add("redis", "ROOMCHAT_REDIS", &c.redis, "cluster mode: redis://[user:password@]host:port[/db] of the Redis (≥ 6.2) that the nodes share; it replaces -db")
 	add("url", "ROOMCHAT_URL", &c.publicURL, "public base URL of share links, e.g. https://chat.example.com; empty uses each request's host. Its host is one the server answers to (see -hosts)")
@@ -118,6 +125,10 @@ func defaultConfig() config {
 		shutdown:     10 * time.Second,
 		ipConnBurst:  20,
 		ipHTTPBurst:  100,
+		roomRate:     server.DefaultRoomRate,
+		roomEvents:   server.DefaultRoomEvents,
+		roomBytes:    server.DefaultRoomBytes,
+		roomJoins:    server.DefaultRoomJoins,
 		httpTimeout:  30 * time.Second,
 		httpIdle:     60 * time.Second,
 		logLevel:     "info",
@@ -176,6 +187,8 @@ func (c *config) check() error {
 		return fmt.Errorf("-log-format must be text or json")
 	case c.maxConns < 0, c.ipConns < 0, c.ipConnRate < 0, c.ipHTTPRate < 0, c.ipHTTPConns < 0:
 		return fmt.Errorf("-max-conns, -ip-conns, -ip-conn-rate, -ip-http-rate and -ip-http-conns must be ≥ 0")
+	case c.roomRate < 0, c.roomEvents < 0, c.roomBytes < 0, c.roomJoins < 0:
+		return fmt.Errorf("-room-rate, -room-events, -room-bytes and -room-joins must be ≥ 0 (0 turns one off)")
 	case c.ipConnBurst < 1, c.ipHTTPBurst < 1:
 		return fmt.Errorf("-ip-conn-burst and -ip-http-burst must be ≥ 1")
 	case c.httpTimeout <= 0, c.httpIdle <= 0:
@@ -201,6 +214,15 @@ func (c *config) check() error {
 	}
 	c.trustedProxies = p
 	return nil
+}
+
+// budget is a room budget flag's value for server.Config: 0 (off) is
+// negative there, where 0 means the default.
+func budget(v float64) float64 {
+	if v == 0 {
+		return -1
+	}
+	return v
 }
 
 func (c *config) originList() []string {

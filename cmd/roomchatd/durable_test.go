@@ -246,6 +246,45 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 	}
 }
 
+// TestMachineStopNewEpoch: roomchatd (default -sync normal) killed with
+// SIGKILL and started again on the same boot keeps every room's epoch
+// (TestKill9AfterAckedBurst checks the messages). The same kill made to
+// look like a machine stop, by changing the boot ID the file recorded
+// while it ran, gives the room a new epoch at the next start: its last
+// acked messages may have been in a page cache that is gone, so a client
+// holding the old epoch learns that its seqs mean nothing now, instead of
+// silently skipping new messages under reused seqs (docs/storage.md).
+func TestMachineStopNewEpoch(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "roomchat.db")
+	d := chattest.Start(t, "-db", db)
+	c := chattest.Dial(t, d.URL, "")
+	epoch := c.JoinSince(t, "r", nil).Epoch
+	for i := range 3 {
+		c.SendAck(t, fmt.Sprint(i), "before the stop")
+	}
+	d.Restart(t, true)
+	if j := chattest.Dial(t, d.URL, "").JoinSince(t, "r", ptr(int64(3))); j.Epoch != epoch || j.LastSeq != 3 {
+		t.Fatalf("after kill -9 on the same boot: epoch %q lastSeq %d, want %q and 3", j.Epoch, j.LastSeq, epoch)
+	}
+	d.Kill(t)
+	edit, err := sql.Open("sqlite", "file:"+db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := edit.Exec("UPDATE meta SET value = 'an-earlier-boot' WHERE key = 'boot_id'"); err != nil {
+		t.Fatal(err)
+	}
+	edit.Close()
+	d = chattest.Start(t, "-db", db)
+	j := chattest.Dial(t, d.URL, "").JoinSince(t, "r", ptr(int64(3)))
+	if j.Epoch == epoch || j.Epoch == "" {
+		t.Fatalf("after a machine stop: epoch %q, want a new one (was %q)", j.Epoch, epoch)
+	}
+	if !strings.Contains(d.Logs(), "every room starts a new epoch") {
+		t.Errorf("no warning about the new epoch in the log:\n%s", d.Logs())
+	}
+}
+
 // sendAckIn joins roomID and sends one acked message.
 func sendAckIn(t *testing.T, c *chattest.Client, roomID, id string) protocol.Ack {
 	t.Helper()

@@ -52,12 +52,28 @@ func TestLimitFlags(t *testing.T) {
 		t.Errorf("got=%s, want=%s", got, want)
 	}
 
+	// The room budgets: defaults, the environment, the flag, 0 for off
+	// (which server.Config spells as negative: there 0 is the default).
+	t.Setenv("ROOMCHAT_ROOM_EVENTS", "0")
+	t.Setenv("ROOMCHAT_ROOM_BYTES", "100000")
+	c, err = parseConfig([]string{"-room-joins", "5"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = fmt.Sprint(c.roomRate, c.roomEvents, c.roomBytes, c.roomJoins, budget(c.roomRate), budget(c.roomEvents))
+	want = fmt.Sprint(50.0, 0.0, 100000.0, 5.0, 50.0, -1.0)
+	if got != want {
+		t.Errorf("room budgets: got=%s, want=%s", got, want)
+	}
+
 	for _, args := range [][]string{
 		{"-max-conns", "-1"},
 		{"-ip-conns", "-1"},
 		{"-ip-http-conns", "-1"},
 		{"-ip-conn-rate", "-1"},
 		{"-ip-http-rate", "-0.5"},
+		{"-room-rate", "-1"},
+		{"-room-bytes", "-1"},
 		{"-ip-conn-burst", "0"},
 		{"-ip-http-burst", "0"},
 		{"-http-timeout", "0s"},

@@ -108,6 +108,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		TrustProxy:     cfg.trustedProxies,
 		RequestTimeout: cfg.httpTimeout,
 		IdleTimeout:    cfg.httpIdle,
+		RoomRate:       budget(cfg.roomRate),
+		RoomEvents:     budget(cfg.roomEvents),
+		RoomBytes:      budget(cfg.roomBytes),
+		RoomJoins:      budget(cfg.roomJoins),
 	})
 	if err != nil {
 		closeStore()

@@ -45,6 +45,10 @@ type Options struct {
 	// nodes; left is how it announces the leave of a member whose node
 	// died. nil: each room's members are this node's.
 	Roster func(left func(roomID string, who protocol.User, count int)) Roster
+	// Budgets bound each room's traffic and each user's frames; the zero
+	// value bounds nothing. In a cluster each node applies them to its own
+	// members.
+	Budgets Budgets
 }
 
 // Roster is each room's members across a cluster. Its calls are I/O: the
@@ -83,6 +87,7 @@ type Registry struct {
 	log          *slog.Logger
 	signer       signer    // resume tokens, keyed by the store's TokenKey
 	started      time.Time // tokens issued before it come from an earlier run
+	budgets      Budgets
 
 	// ctx ends at Close; bg counts the goroutines the registry starts
 	// (rejoin), which end with it.
@@ -103,6 +108,7 @@ type Registry struct {
 	stored     atomic.Uint64 // messages this node published and the broker stored
 	deliveries atomic.Uint64 // msg events queued to members
 	roomsLive  atomic.Int64
+	refused    refusals // frames refused by a budget, by kind
 }
 
 // New returns a registry whose rooms keep history in st. It starts nothing.
@@ -132,6 +138,7 @@ func New(st store.Store, opts Options) *Registry {
 		grace:        opts.Grace,
 		resumeWindow: opts.ResumeWindow,
 		maxAge:       opts.ResumeMaxAge,
+		budgets:      opts.Budgets,
 		log:          opts.Logger,
 		dir:          opts.Directory,
 		signer:       signer{key: st.TokenKey()},
@@ -161,11 +168,26 @@ type Stats struct {
 	Rooms      int64  // rooms with at least one member
 	Stored     uint64 // messages stored since start
 	Deliveries uint64 // msg events queued to members since start
+	// Refused counts the frames refused by a budget since start: a room's
+	// messages, custom events, bytes or joins, or a user's frames.
+	Refused BudgetCounts
+}
+
+// BudgetCounts are counts by budget.
+type BudgetCounts struct {
+	RoomMsgs, RoomEvents, RoomBytes, RoomJoins, User uint64
 }
 
 // Stats returns the current counters.
 func (reg *Registry) Stats() Stats {
-	return Stats{Rooms: reg.roomsLive.Load(), Stored: reg.stored.Load(), Deliveries: reg.deliveries.Load()}
+	return Stats{Rooms: reg.roomsLive.Load(), Stored: reg.stored.Load(), Deliveries: reg.deliveries.Load(),
+		Refused: BudgetCounts{
+			RoomMsgs:   reg.refused[budgetMsgs].Load(),
+			RoomEvents: reg.refused[budgetEvents].Load(),
+			RoomBytes:  reg.refused[budgetBytes].Load(),
+			RoomJoins:  reg.refused[budgetJoins].Load(),
+			User:       reg.refused[budgetUser].Load(),
+		}}
 }
 
 // Limits returns the limits in force.
@@ -318,6 +340,7 @@ func (reg *Registry) resumable(id string, issued time.Time, token string, now ti
 	}
 	u = reg.newUser(id, nil, now)
 	u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
+	u.returned = now
 	return u
 }
 
@@ -455,8 +478,10 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 //
 // gen is the room's reset count at entry: answer compares it.
 func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *member, fresh bool, gen uint64, err error) {
+	now := time.Now()
 	u.mu.Lock()
 	full := u.rooms.get(roomID) == nil && u.ghosts.get(roomID) == nil && len(u.rooms) >= reg.limits.MaxRooms
+	returning := !u.returned.IsZero() && now.Sub(u.returned) < reg.resumeWindow
 	u.mu.Unlock()
 	if full {
 		return nil, nil, false, 0, protocol.Errorf(protocol.CodeRoomLimit, "you are in %d rooms, the most one connection may be in; leave one first", reg.limits.MaxRooms)
@@ -474,13 +499,19 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 			r.mu.Unlock()
 			return nil, nil, false, 0, protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", roomID, reg.limits.RoomCapacity)
 		}
+		if !returning {
+			if over := r.join(&reg.budgets, now.UnixNano()); over != budgetKinds {
+				r.mu.Unlock()
+				return nil, nil, false, 0, reg.overBudget(roomID, over)
+			}
+		}
 		m = &member{user: u, name: name}
 		r.add(m)
 		fresh = true
 		if reg.roster == nil {
 			// In a cluster the join is announced once the roster has it
 			// (Join), with the cluster's count.
-			r.announce(presenceFrame(roomID, protocol.PresenceJoin, protocol.User{UserID: u.id, Name: name}, len(r.members)), u)
+			r.announce(presence(roomID, protocol.PresenceJoin, protocol.User{UserID: u.id, Name: name}, len(r.members)))
 		}
 	}
 	r.rename(m, name)
@@ -760,7 +791,7 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 	who := protocol.User{UserID: u.id, Name: m.name}
 	switch {
 	case reg.roster == nil:
-		r.announce(presenceFrame(r.id, protocol.PresenceLeave, who, len(r.members)), u)
+		r.announce(presence(r.id, protocol.PresenceLeave, who, len(r.members)))
 	case m.listed:
 		// The roster call is I/O: it runs on a goroutine of the
 		// registry's, which announces the leave with the cluster's count.
@@ -781,17 +812,22 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 	return len(r.members)
 }
 
-// presenceFrame encodes a presence event.
-func presenceFrame(roomID, event string, who protocol.User, count int) []byte {
-	return protocol.Encode(protocol.TypePresence, "", protocol.Presence{RoomID: roomID, Event: event, User: who, Count: count})
+// presence returns a presence event and its encoding.
+func presence(roomID, event string, who protocol.User, count int) (protocol.Presence, []byte) {
+	p := protocol.Presence{RoomID: roomID, Event: event, User: who, Count: count}
+	return p, protocol.Encode(protocol.TypePresence, "", p)
 }
 
 // announceLeave announces, in a cluster, that who left roomID (leaving
 // count members): to this node's members and, through the broker, the
 // other nodes'. The roster calls it for members of a node that died.
 func (reg *Registry) announceLeave(roomID string, who protocol.User, count int) {
-	frame := presenceFrame(roomID, protocol.PresenceLeave, who, count)
-	reg.relayed(roomID, who.UserID, true, frame)
+	p, frame := presence(roomID, protocol.PresenceLeave, who, count)
+	if r := reg.lookup(roomID); r != nil {
+		r.mu.Lock()
+		r.announce(p, frame)
+		r.mu.Unlock()
+	}
 	reg.broker.Relay(roomID, who.UserID, true, frame)
 }
 
@@ -824,12 +860,12 @@ func (reg *Registry) list(ctx context.Context, r *Room, m *member, fresh bool) (
 	if err != nil {
 		return nil, reg.storeError("add member", err)
 	}
-	frame := presenceFrame(r.id, protocol.PresenceJoin, who, count)
+	p, frame := presence(r.id, protocol.PresenceJoin, who, count)
 	r.mu.Lock()
 	in := r.member(m.user) == m
 	if in {
 		m.listed = true
-		r.announce(frame, m.user)
+		r.announce(p, frame)
 	}
 	r.mu.Unlock()
 	if !in {
@@ -877,22 +913,31 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	if err != nil {
 		return err
 	}
+	now := time.Now()
+	msg := protocol.Message{
+		ID:      gonanoid.Must(),
+		RoomID:  r.id,
+		From:    protocol.User{UserID: u.id},
+		Message: text,
+		TS:      now.UTC().Truncate(time.Millisecond),
+	}
+	cost := 0
+	if reg.budgets.RoomBytes > 0 {
+		cost = protocol.EncodedSize(msg) + msgFrameOverhead
+	}
 	r.mu.Lock()
 	m := r.member(u)
-	var name string
+	over := budgetKinds
 	if m != nil {
-		name = m.name
+		msg.From.Name = m.name
+		over = r.spend(&reg.budgets, m, false, cost+len(m.name), now.UnixNano())
 	}
 	r.mu.Unlock()
 	if m == nil {
 		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
 	}
-	msg := protocol.Message{
-		ID:      gonanoid.Must(),
-		RoomID:  r.id,
-		From:    protocol.User{UserID: u.id, Name: name},
-		Message: text,
-		TS:      time.Now().UTC().Truncate(time.Millisecond),
+	if over != budgetKinds {
+		return reg.overBudget(r.id, over)
 	}
 	reg.broker.Publish(msg, store.DedupKey(u.id, r.id, reqID), func(stored protocol.Message, dup bool, err error) {
 		if err != nil {
@@ -1013,12 +1058,18 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	r.mu.Lock()
 	m := r.member(u)
 	var from protocol.User
+	over := budgetKinds
 	if m != nil {
 		from = protocol.User{UserID: u.id, Name: m.name}
+		cost := eventFrameOverhead + len(r.id) + len(name) + len(data) + len(u.id) + len(m.name)
+		over = r.spend(&reg.budgets, m, true, cost, time.Now().UnixNano())
 	}
 	r.mu.Unlock()
 	if m == nil {
 		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
+	}
+	if over != budgetKinds {
+		return reg.overBudget(r.id, over)
 	}
 	frame := encodeEvent(r.id, name, data, from)
 	r.relay(frame, u)
@@ -1048,19 +1099,31 @@ func (reg *Registry) relayed(roomID, about string, presence bool, frame []byte) 
 	if r == nil {
 		return
 	}
+	if presence {
+		p := relayedPresence(about, frame)
+		r.mu.Lock()
+		r.announce(p, frame)
+		r.mu.Unlock()
+		return
+	}
 	var u *User
 	if about != "" {
 		reg.mu.RLock()
 		u = reg.users[about]
 		reg.mu.RUnlock()
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if presence {
-		r.announce(frame, u)
-	} else {
-		r.broadcast(frame, u)
+	r.relay(frame, u)
+}
+
+// relayedPresence decodes a presence frame another node relayed. One that
+// does not decode (a node of another version) goes out as it is, to all
+// but the user it is about, and collapses with no other.
+func relayedPresence(about string, frame []byte) protocol.Presence {
+	var p protocol.Presence
+	if env, err := protocol.DecodeEnvelope(frame); err == nil && protocol.DecodePayload(env, &p) == nil && p.User.UserID == about {
+		return p
 	}
+	return protocol.Presence{User: protocol.User{UserID: about}}
 }
 
 func encodeEvent(roomID, name string, data jsontext.Value, from protocol.User) []byte {

@@ -50,9 +50,11 @@ type Room struct {
 	// presenceBurst events within presenceInterval, and every window that
 	// follows a burst's window without a pause) the room's events go out
 	// together at most once per presenceInterval, so a wave of joins costs
-	// each member one write a second, not one per join. Pending
-	// events always go out before the room's next msg or typing event,
-	// which keeps every member's view in order.
+	// each member one write a second, not one per join. A user's events
+	// that go out together collapse to the change they make (see
+	// flushPresence), so a join/leave loop costs each member at most one
+	// event per flush. Pending events always go out before the room's
+	// next msg or typing event, which keeps every member's view in order.
 	announced uint64         // presence events so far; numbers them
 	pending   []announcement // presence events not yet queued
 	flush     *time.Timer    // queues pending; nil when none is due
@@ -64,6 +66,8 @@ type Room struct {
 	// when one of them left or was renamed since.
 	listing []byte
 	listed  int
+
+	budget roomBudget // what its members may still send (Budgets)
 }
 
 const (
@@ -79,9 +83,15 @@ const (
 
 // announcement is one presence event waiting to be queued.
 type announcement struct {
-	n     uint64 // its number: members that came after it don't get it
-	frame []byte
-	about *User // the member it is about, who does not get it
+	n     uint64            // its number: members that came after it don't get it
+	p     protocol.Presence // the event; p.User is the member it is about, who does not get it
+	frame []byte            // p encoded
+	// prev and next are the indexes in pending of the events before and
+	// after it about the same user, -1 for none; set by flushPresence.
+	prev, next int
+	// again is frame with the count again (when collapsing changed it).
+	again      []byte
+	againCount int
 }
 
 // member is one user's place in a room. Guarded by its Room's mu.
@@ -106,6 +116,8 @@ type member struct {
 	listed bool
 	// typed is when the member's last typing event went out.
 	typed time.Time
+	// lane tells a quiet member from a flooder (Room.spend).
+	lane bucket
 	// presenceSeen is the number of the last presence event the member's
 	// joined reply already reflects: flushPresence sends it later ones.
 	presenceSeen uint64
@@ -237,11 +249,11 @@ func (r *Room) users(max int) []protocol.User {
 	return out
 }
 
-// announce schedules a presence event about u for the other members.
-// Guarded by r.mu.
-func (r *Room) announce(frame []byte, about *User) {
+// announce schedules presence event p, encoded as frame, for the other
+// members. Guarded by r.mu.
+func (r *Room) announce(p protocol.Presence, frame []byte) {
 	r.announced++
-	r.pending = append(r.pending, announcement{n: r.announced, frame: frame, about: about})
+	r.pending = append(r.pending, announcement{n: r.announced, p: p, frame: frame})
 	now := time.Now()
 	if now.Sub(r.window) > presenceInterval {
 		// A burst goes on into the next window: a steady wave of joins
@@ -268,9 +280,18 @@ func (r *Room) announce(frame []byte, about *User) {
 	}
 }
 
-// flushPresence queues the pending presence events, each to the live
-// members that were in the room when it happened, other than the one it is
-// about. Guarded by r.mu.
+// flushPresence queues the pending presence events to the live members,
+// other than the one each is about. A member gets, for each user the
+// events are about, only the change they make to what the member knew:
+// the events after the last one its joined reflected (presenceSeen), or
+// all pending ones for a member that was there at the last flush. A join
+// and a leave of the same user cancel (the member never knew of them); a
+// leave and a join of the same name cancel (the user is still there); any
+// other run of events is its last one (the user's state and name now),
+// at the place of that last one. Counts are told again from the last
+// event's, the count now, back through the changes that go out, so each
+// event's count follows from the one before, and the last is right.
+// Guarded by r.mu.
 func (r *Room) flushPresence() {
 	if r.flush != nil {
 		r.flush.Stop()
@@ -280,18 +301,135 @@ func (r *Room) flushPresence() {
 		return
 	}
 	r.flushed = time.Now()
+	pending := r.pending
+	linkPresence(pending)
+	// Events are numbered one after the other since the last flush:
+	// pending[i].n is first+i.
+	first := pending[0].n
+	var common []announced // for members that were here at the last flush
+	r.netPresence(0, func(about string, frame []byte) {
+		common = append(common, announced{about, frame})
+	})
 	for _, m := range r.members {
 		if m.conn == nil || m.joining {
 			continue
 		}
-		for _, a := range r.pending {
-			if a.n > m.presenceSeen && a.about != m.user {
-				m.conn.Queue(a.frame)
+		if m.presenceSeen < first {
+			for _, a := range common {
+				if a.about != m.user.id {
+					m.conn.Queue(a.frame)
+				}
 			}
+			continue
+		}
+		// Joined since the last flush: its joined already counted the
+		// events up to presenceSeen.
+		if b := int(m.presenceSeen - first + 1); b < len(pending) {
+			r.netPresence(b, func(about string, frame []byte) {
+				if about != m.user.id {
+					m.conn.Queue(frame)
+				}
+			})
 		}
 	}
 	clear(r.pending)
 	r.pending = r.pending[:0]
+}
+
+// announced is a presence frame going out, and whom it is about.
+type announced struct {
+	about string
+	frame []byte
+}
+
+// linkPresence sets the prev and next of every event in pending: the
+// events about the same user before and after it. Events that are not a
+// join or a leave, or about nobody, are linked to none.
+func linkPresence(pending []announcement) {
+	last := make(map[string]int, len(pending))
+	for i := range pending {
+		a := &pending[i]
+		a.prev, a.next = -1, -1
+		if id := a.p.User.UserID; id != "" && (a.p.Event == protocol.PresenceJoin || a.p.Event == protocol.PresenceLeave) {
+			if j, ok := last[id]; ok {
+				a.prev = j
+				pending[j].next = i
+			}
+			last[id] = i
+		}
+	}
+}
+
+// netPresence calls yield, in order, with the frames that tell a member
+// who knew the room as it was before pending[b] what changed since (see
+// flushPresence). linkPresence must have run. Guarded by r.mu.
+func (r *Room) netPresence(b int, yield func(about string, frame []byte)) {
+	pending := r.pending[b:]
+	// The count before pending[b]: the last event's count less every
+	// change since.
+	count := pending[len(pending)-1].p.Count
+	for i := range pending {
+		count -= presenceDelta(pending[i].p.Event)
+	}
+	// Until an event is left out, each goes out as announced (its count
+	// is the one computed here, except in a cluster, where the roster's
+	// may differ and is kept).
+	left := false
+	for i := range pending {
+		a := &r.pending[b+i]
+		if a.next != -1 {
+			left = true
+			continue // not the user's last event: that one goes out
+		}
+		f := b + i // the user's first event since pending[b]
+		for r.pending[f].prev >= b {
+			f = r.pending[f].prev
+		}
+		if f != b+i {
+			firstJoin, lastJoin := r.pending[f].p.Event == protocol.PresenceJoin, a.p.Event == protocol.PresenceJoin
+			if firstJoin && !lastJoin || !firstJoin && lastJoin && r.pending[f].p.User.Name == a.p.User.Name {
+				left = true
+				continue // no change the member can see
+			}
+			// A change of name shows as the join (the user was there);
+			// otherwise the user's state flipped once.
+			if firstJoin == lastJoin {
+				count += presenceDelta(a.p.Event)
+			}
+		} else {
+			count += presenceDelta(a.p.Event)
+		}
+		if !left {
+			yield(a.p.User.UserID, a.frame)
+			continue
+		}
+		yield(a.p.User.UserID, a.frameWith(count))
+	}
+}
+
+// presenceDelta is what event does to a room's count.
+func presenceDelta(event string) int {
+	switch event {
+	case protocol.PresenceJoin:
+		return 1
+	case protocol.PresenceLeave:
+		return -1
+	}
+	return 0
+}
+
+// frameWith returns a's frame with count as its count, encoding it again
+// if it was announced with another.
+func (a *announcement) frameWith(count int) []byte {
+	if count == a.p.Count || a.p.Event != protocol.PresenceJoin && a.p.Event != protocol.PresenceLeave {
+		return a.frame
+	}
+	if a.again == nil || a.againCount != count {
+		p := a.p
+		p.Count = count
+		a.again, a.againCount = protocol.Encode(protocol.TypePresence, "", p), count
+	}
+	return a.again
 }
 
 // relay is broadcast for an event that takes no place in the room's

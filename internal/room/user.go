@@ -38,6 +38,12 @@ type User struct {
 	graceTimer  *time.Timer // ends the grace period; nil when none runs
 	graceGen    uint64      // counts startGrace calls; a stale timer's graceOver does nothing
 	expireTimer *time.Timer // ends the resume window
+	// returned is when the user came back with a token of a user this
+	// node did not know (a restart, or another node of a cluster): its
+	// joins within the resume window after that would have been silent
+	// but for the move, and take nothing from a room's join budget.
+	returned time.Time
+	budget   userBudget // its frames over all its connections (Budgets)
 }
 
 // ID returns the userID.

@@ -606,7 +606,13 @@ func (c *conn) handle(frame []byte) {
 		}
 	}
 	reqID = env.ID
+	// The connection's limit, then its user's over all its connections
+	// (a resume gives each new connection a fresh limit).
 	if !c.allow(reqID) {
+		return
+	}
+	if !c.user.TakeFrame() {
+		c.refuseFrame(reqID, protocol.Errorf(protocol.CodeRateLimited, "too many messages from your user over all its connections; the limit is %g per second", c.srv.limits.Rate))
 		return
 	}
 	if perr != nil {
@@ -630,13 +636,20 @@ func (c *conn) allow(reqID string) bool {
 	if c.limiter == nil || c.limiter.Allow() {
 		return true
 	}
+	c.refuseFrame(reqID, protocol.Errorf(protocol.CodeRateLimited, "too many frames; the limit is %g per second, pings and pongs included", c.srv.limits.Rate))
+	return false
+}
+
+// refuseFrame answers a frame that a rate limit refused with err, or,
+// once rejected frames have used up the abuse budget, closes the
+// connection with 1008.
+func (c *conn) refuseFrame(reqID string, err error) {
 	if !c.abuse.Allow() {
 		c.srv.metrics.errors.WithLabelValues(protocol.CodeRateLimited).Inc()
 		c.closeWith(protocol.CloseRateAbuse, "rate abuse")
-		return false
+		return
 	}
-	c.reply(reqID, protocol.Errorf(protocol.CodeRateLimited, "too many frames; the limit is %g per second, pings and pongs included", c.srv.limits.Rate))
-	return false
+	c.reply(reqID, err)
 }
 
 // onPing and onPong are the library's callbacks for a ping or pong from

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
 )
 
 // metrics are the server's Prometheus series, on a registry of its own so
@@ -86,6 +87,19 @@ func newMetrics(s *Server) *metrics {
 			Name: "roomchat_messages_delivered_total", Help: "msg events queued to room members.",
 		}, func() float64 { return float64(s.reg.Stats().Deliveries) }),
 	)
+	for budget, n := range map[string]func(room.BudgetCounts) uint64{
+		"room_msgs":   func(b room.BudgetCounts) uint64 { return b.RoomMsgs },
+		"room_events": func(b room.BudgetCounts) uint64 { return b.RoomEvents },
+		"room_bytes":  func(b room.BudgetCounts) uint64 { return b.RoomBytes },
+		"room_joins":  func(b room.BudgetCounts) uint64 { return b.RoomJoins },
+		"user":        func(b room.BudgetCounts) uint64 { return b.User },
+	} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "roomchat_budget_refusals_total",
+			Help:        "Frames refused with rate_limited by a budget: a room's messages, custom events, bytes or joins, or a user's frames over all its connections.",
+			ConstLabels: prometheus.Labels{"budget": budget},
+		}, func() float64 { return float64(n(s.reg.Stats().Refused)) }))
+	}
 	m.reg.MustRegister(s.cfg.Collectors...)
 	return m
 }

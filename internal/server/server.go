@@ -132,6 +132,20 @@ type Config struct {
 	// socket's peer is the client.
 	TrustProxy []netip.Prefix
 
+	// RoomRate is how many msg frames a second one room takes from all
+	// its members together (DefaultRoomRate), RoomEvents how many custom
+	// events (DefaultRoomEvents), RoomBytes how many bytes of both, as
+	// they fan out (DefaultRoomBytes), and RoomJoins how many joins
+	// (DefaultRoomJoins). A room may take two seconds' worth of each at
+	// once (of joins, ten). Past one, the sender gets rate_limited with
+	// field roomID and a message naming the budget, and nothing is stored
+	// or relayed; members that send little (at most 5 at once, one a
+	// second) still get through, from a reserve of one second's worth. A
+	// negative value turns one off. Limits.Rate 0 turns them all off, and
+	// the per-user budget (Limits.Rate frames a second and 2×Limits.Burst
+	// at once, over all of a user's connections) too. See room.Budgets.
+	RoomRate, RoomEvents, RoomBytes, RoomJoins float64
+
 	// HeaderTimeout bounds reading a request's headers (10 s, or
 	// RequestTimeout if shorter), the WebSocket upgrade's included: a
 	// client trickling headers in is cut off.
@@ -269,6 +283,7 @@ func New(cfg Config) (*Server, error) {
 		Broker:       cfg.Broker,
 		Directory:    cfg.Directory,
 		Roster:       cfg.Roster,
+		Budgets:      budgets(cfg),
 	})
 	s.posts = newAddrLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
 	s.requests = newAddrLimiter(cfg.IPHTTPRate, cfg.IPHTTPBurst)
@@ -279,6 +294,61 @@ func New(cfg Config) (*Server, error) {
 	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
+}
+
+// The default room budgets (Config.RoomRate and the rest). An honest busy
+// room stays well under each; docs/operations.md ("Each room") has the
+// numbers behind them.
+const (
+	// DefaultRoomRate: 50 messages a second is a hundred people each
+	// sending one every two seconds without a pause, ten times what
+	// anyone can read; at 10,000 members it is 500,000 deliveries a second.
+	DefaultRoomRate = 50
+	// DefaultRoomEvents: 100 custom events a second, reactions and
+	// cursors being smaller and more frequent than messages.
+	DefaultRoomEvents = 100
+	// DefaultRoomBytes: 64 KiB a second (0.5 Mbit/s) is what every member
+	// of a room at its budget must read; a phone on a fair 3G link keeps
+	// up. It binds only on long messages: 50 a second of short ones are
+	// about 12 KiB.
+	DefaultRoomBytes = 64 << 10
+	// DefaultRoomJoins: 50 joins a second, 500 at once (a link shared in
+	// a busy chat brings people in waves): a crowd of 10,000 gets in
+	// within 3.5 minutes. Each join is a presence event to every member,
+	// and its leave another.
+	DefaultRoomJoins = 50
+)
+
+// budgets are the room.Budgets of cfg: the room budgets (defaults for 0,
+// none for a negative value) and the per-user one, all off when the rate
+// limit is.
+func budgets(cfg Config) room.Budgets {
+	if cfg.Limits.Rate <= 0 {
+		return room.Budgets{}
+	}
+	pick := func(v, def float64) float64 {
+		switch {
+		case v < 0:
+			return 0
+		case v == 0:
+			return def
+		}
+		return v
+	}
+	return room.Budgets{
+		RoomMsgs:   pick(cfg.RoomRate, DefaultRoomRate),
+		RoomEvents: pick(cfg.RoomEvents, DefaultRoomEvents),
+		RoomBytes:  pick(cfg.RoomBytes, DefaultRoomBytes),
+		RoomJoins:  pick(cfg.RoomJoins, DefaultRoomJoins),
+		// A user may have several connections at once while a resume
+		// replaces one (the old one reads on until its close handshake
+		// ends) and gets a fresh connection limit with each: over all of
+		// them it keeps one connection's rate, and twice its burst, so
+		// that a client that reconnects and re-sends what was in flight
+		// gets through.
+		UserFrames: cfg.Limits.Rate,
+		UserBurst:  2 * cfg.Limits.Burst,
+	}
 }
 
 // ServeHTTP implements http.Handler. A request for a Host the server

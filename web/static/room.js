@@ -45,6 +45,10 @@ const TYPING_SHOW_MS = 3000; // show someone's typing this long
 // failed instead and the user decides.
 const UNCONFIRMED_MS = 4.5 * 60 * 1000;
 const ROOM_FULL_RETRY_MS = 10000;
+// A join refused by the room's join budget (rate_limited, field roomID:
+// many people joining at once) is tried again after this long, plus up to
+// as much again at random, so that a crowd does not come back at once.
+const ROOM_BUSY_RETRY_MS = 2000;
 // A history page refused for a passing reason (rate_limited,
 // store_unavailable, …) is asked for again after this long.
 const HISTORY_RETRY_MS = 2000;
@@ -717,7 +721,7 @@ function onError(id, p) {
     onHistoryError(p);
     return;
   }
-  const sentence = errorSentence(p.code, p.message);
+  const sentence = errorSentence(p.code, p.message, p.field);
   const item = id && outbox.find((i) => i.cid === id);
   if (item) {
     if (p.code === 'not_in_room' || p.code === 'room_required') {
@@ -744,6 +748,14 @@ function onError(id, p) {
       sendJoin();
       return;
     }
+    if (p.code === 'rate_limited' && p.field === 'roomID') {
+      const wait = ROOM_BUSY_RETRY_MS + Math.random() * ROOM_BUSY_RETRY_MS;
+      setStatus('reconnecting', 'Many people are joining this room; trying again shortly…');
+      roomFullTimer = setTimeout(() => {
+        if (conn.isOpen()) sendJoin();
+      }, wait);
+      return;
+    }
     if (p.code === 'room_full') {
       showError(`${sentence} Trying again in ${ROOM_FULL_RETRY_MS / 1000} seconds.`);
       setStatus('reconnecting', 'Room is full. Trying again shortly…');
@@ -756,9 +768,12 @@ function onError(id, p) {
   showError(sentence);
 }
 
-function errorSentence(code, message) {
+function errorSentence(code, message, field) {
   switch (code) {
     case 'rate_limited':
+      // field roomID: the room as a whole is over its budget, not this
+      // client.
+      if (field === 'roomID') return 'This room is very busy right now, so that was not sent. Try again in a moment.';
       return 'You are sending messages too fast. Wait a moment, then try again.';
     case 'too_long':
       return `That message is too long: the limit is ${limits.maxMessage} characters.`;

@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"context"
+	"crypto/rand"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -96,6 +98,56 @@ func BenchmarkHistory50(b *testing.B) {
 		ms, err := s.Messages(ctx, "room-3", store.Query{Limit: 50, Newest: true})
 		if err != nil || len(ms) != 50 {
 			b.Fatalf("Messages: %d messages, %v", len(ms), err)
+		}
+	}
+}
+
+// BenchmarkMarkOpen measures what Open's record of the start costs
+// (boot.go): one transaction committed with synchronous=FULL, one fsync
+// of the WAL. With rotate, the file looks as if the machine had stopped
+// during its last run, and every one of rooms rooms gets a new epoch in
+// that transaction.
+func BenchmarkMarkOpen(b *testing.B) {
+	for _, rooms := range []int{100, 100_000} {
+		for _, rotate := range []bool{false, true} {
+			b.Run(fmt.Sprintf("rooms=%d/rotate=%v", rooms, rotate), func(b *testing.B) {
+				path := filepath.Join(b.TempDir(), "roomchat.db")
+				s := mustOpen(b, path, Options{Synchronous: "NORMAL"})
+				for i := 0; i < rooms; {
+					var batch []func()
+					for ; i < rooms && len(batch) < 4096; i++ {
+						var wg sync.WaitGroup
+						wg.Add(1)
+						s.Append(storetest.Msg(fmt.Sprintf("room-%d", i), "hello"), "", func(protocol.Message, bool, error) { wg.Done() })
+						batch = append(batch, wg.Wait)
+					}
+					for _, w := range batch {
+						w()
+					}
+				}
+				s.Close()
+				boot := "this-boot"
+				if rotate {
+					boot = "a-later-boot"
+				}
+				for b.Loop() {
+					b.StopTimer()
+					editMeta(b, path, "DELETE FROM meta WHERE key = 'clean_stop'", "UPDATE meta SET value = 'this-boot' WHERE key = 'boot_id'")
+					db, err := sql.Open("sqlite", dsn(path, time.Second, "_txlock=immediate&_pragma=synchronous(NORMAL)"))
+					if err != nil {
+						b.Fatal(err)
+					}
+					db.SetMaxOpenConns(1)
+					b.StartTimer()
+					_, n, err := markOpen(context.Background(), db, boot, "NORMAL", rand.Reader)
+					b.StopTimer()
+					db.Close()
+					if err != nil || rotate != (n == int64(rooms)) {
+						b.Fatalf("markOpen: %d rooms rotated, %v", n, err)
+					}
+					b.StartTimer()
+				}
+			})
 		}
 	}
 }

@@ -74,9 +74,10 @@ func TestKill9KeepsAckedMessages(t *testing.T) {
 }
 
 // killChild appends to room "r" from many goroutines' worth of outstanding
-// Appends and prints each acked seq, until it is killed.
+// Appends and prints each acked seq, until it is killed. Its store's
+// synchronous setting is ROOMCHAT_SQLITE_KILL_SYNC's, by default FULL.
 func killChild(path string) {
-	s, err := Open(context.Background(), path, Options{})
+	s, err := Open(context.Background(), path, Options{Synchronous: os.Getenv("ROOMCHAT_SQLITE_KILL_SYNC")})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

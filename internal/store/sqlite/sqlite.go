@@ -82,9 +82,12 @@ type Options struct {
 
 	// now is the clock, for tests; nil means time.Now.
 	now func() time.Time
-	// rand is where a new file's token key comes from, for tests; nil
-	// means crypto/rand.
+	// rand is where a new file's token key and a new epoch come from, for
+	// tests; nil means crypto/rand.
 	rand io.Reader
+	// bootID returns the kernel's boot ID, for tests; nil means
+	// readBootID.
+	bootID func() string
 	// cacheRooms bounds the committer's room cache and the trimmer's set
 	// of rooms to visit; 0 means maxCachedRooms. Tests lower it.
 	cacheRooms int
@@ -120,6 +123,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.rand == nil {
 		o.rand = rand.Reader
+	}
+	if o.bootID == nil {
+		o.bootID = readBootID
 	}
 	if o.cacheRooms <= 0 {
 		o.cacheRooms = maxCachedRooms
@@ -261,6 +267,17 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	// this rule, or one copied in by hand).
 	if err := narrowModes(real, real+"-wal", real+"-shm"); err != nil {
 		opts.Logger.Warn("store: the database files are readable by other users and could not be made private; chmod them 0600", "path", real, "err", err)
+	}
+	// Before the identity is read: a machine stop during the last run
+	// gives the file a new epoch (boot.go).
+	boot := opts.bootID()
+	last, rotated, err := markOpen(ctx, s.wdb, boot, opts.Synchronous, opts.rand)
+	if err != nil {
+		return nil, fmt.Errorf("record the start: %w", err)
+	}
+	if last.machineStopped(boot) {
+		opts.Logger.Warn("store: the machine stopped while the database was open with synchronous=NORMAL, so the last acked messages may be lost; every room starts a new epoch and clients start its history over",
+			"path", abs, "rooms", rotated, "last_boot_id", last.bootID)
 	}
 	var keyHex string
 	if err := s.wdb.QueryRowContext(ctx, "SELECT (SELECT value FROM meta WHERE key = 'epoch'), (SELECT value FROM meta WHERE key = 'token_key')").Scan(&s.epoch, &keyHex); err != nil {
@@ -646,6 +663,12 @@ func (s *Store) Close() error {
 		close(s.stopCheckpoints)
 		s.wg.Wait()
 		var errs []error
+		// Everything queued is committed: mark the stop clean. Failing
+		// to only costs a new epoch if the machine stops before the
+		// next Open (boot.go), so it is logged, not returned.
+		if err := markClean(context.Background(), s.wconn); err != nil {
+			s.opts.Logger.Warn("store: could not mark the stop clean; if the machine stops before the next start, every room gets a new epoch", "path", s.path, "err", err)
+		}
 		if _, err := s.wconn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 			errs = append(errs, fmt.Errorf("checkpoint: %w", err))
 		}
