@@ -321,14 +321,22 @@ func (s *Store) Room(ctx context.Context, roomID string) (store.RoomInfo, error)
 	return info, err
 }
 
+// maxSeq is past every seq a room will reach (2^53: a million messages a
+// second for 285 years) and what Lua's numbers, doubles, hold exactly, so
+// that a script never writes one as 1e+17, which no stream command takes:
+// a query's bounds are cut to it, and a since or after past it reads
+// nothing, as with SQLite.
+const maxSeq = 1 << 53
+
 func (s *Store) page(ctx context.Context, roomID string, q store.Query, withMsgs bool) (store.RoomInfo, []protocol.Message, error) {
 	if s.isClosed() {
 		return store.RoomInfo{}, nil, unavailable(store.ErrClosed)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	lo := min(max(q.After, 0), maxSeq) + 1
 	hi := "+"
-	if q.Before > 0 {
+	if q.Before > 0 && q.Before <= maxSeq {
 		hi = strconv.FormatInt(q.Before-1, 10)
 	}
 	newest, read := "0", "0"
@@ -340,7 +348,7 @@ func (s *Store) page(ctx context.Context, roomID string, q store.Query, withMsgs
 	}
 	arr, err := pageScript.Exec(ctx, s.client,
 		[]string{s.streamKey(roomID), s.metaKey(roomID)},
-		[]string{newEpoch(), strconv.FormatInt(q.After+1, 10), hi, strconv.Itoa(max(q.Limit, 0)), newest, read, strconv.Itoa(int(emptyRoomTTL / time.Second)), s.maxLen},
+		[]string{newEpoch(), strconv.FormatInt(lo, 10), hi, strconv.Itoa(max(q.Limit, 0)), newest, read, strconv.Itoa(int(emptyRoomTTL / time.Second)), s.maxLen},
 	).ToArray()
 	if err != nil {
 		return store.RoomInfo{}, nil, unavailable(err)
