@@ -63,14 +63,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// closeStore stops the cluster's parts in order: the roster takes this
 	// node's members out of every list (announcing their leaves through
-	// the broker), then the directory and the broker stop, then the store.
-	closeStore := func() error {
+	// the broker), then the directory and the broker stop, then the store,
+	// which in a cluster gives up on what Redis has not taken once ctx
+	// ends.
+	closeStore := func(ctx context.Context) error {
 		if roster != nil {
 			roster.Close()
 		}
 		if clusterBroker != nil {
 			dir.Close()
 			clusterBroker.Close()
+		}
+		if cst, ok := st.(*cluster.Store); ok {
+			return cst.CloseContext(ctx)
 		}
 		return st.Close()
 	}
@@ -107,7 +112,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		IdleTimeout:    cfg.httpIdle,
 	})
 	if err != nil {
-		closeStore()
+		closeStore(context.Background())
 		return err
 	}
 	if clusterBroker != nil {
@@ -121,7 +126,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
-		closeStore()
+		closeStore(context.Background())
 		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
 	hs := srv.HTTPServer()
@@ -132,7 +137,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		stopMetrics, err := serveAside("metrics", cfg.metricsAddr, mux, log)
 		if err != nil {
 			ln.Close()
-			closeStore()
+			closeStore(context.Background())
 			return err
 		}
 		defer stopMetrics()
@@ -141,7 +146,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		stopDebug, err := serveDebug(cfg.debugAddr, log)
 		if err != nil {
 			ln.Close()
-			closeStore()
+			closeStore(context.Background())
 			return err
 		}
 		defer stopDebug()
@@ -151,7 +156,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { serveErr <- hs.Serve(ln) }()
 	select {
 	case err = <-serveErr:
-		closeStore()
+		closeStore(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -172,7 +177,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	wg.Wait()
 	<-serveErr // http.ErrServerClosed
-	if err := closeStore(); err != nil {
+	if err := closeStore(sctx); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
 	log.Info("stopped")

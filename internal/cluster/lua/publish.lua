@@ -4,8 +4,16 @@
 -- ARGV[1] the message JSON (its seq is set by the reader from the entry),
 -- ARGV[2] the stream's approximate MAXLEN, ARGV[3] the room's pub/sub
 -- channel, ARGV[4] an epoch for a room that has none, ARGV[5] the
--- de-duplication key's lifetime in seconds, ARGV[6] "1" when there is a key.
--- Returns {1, seq, epoch} for a new message, {0, "seq\nJSON"} for a retry.
+-- de-duplication key's lifetime in seconds, ARGV[6] "1" when there is a key,
+-- ARGV[7] the time, in Unix ms of Redis's clock, past which the request is
+-- refused unstored: its sender has given up on it by then, and a Redis
+-- that was stopped runs what it was sent when it resumes.
+-- Returns {1, seq, epoch} for a new message, {0, "seq\nJSON"} for a retry,
+-- {-1} for a request past its time.
+local now = redis.call("time")
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[7]) then
+  return {-1}
+end
 if ARGV[6] == "1" then
   local prior = redis.call("get", KEYS[3])
   if prior then
