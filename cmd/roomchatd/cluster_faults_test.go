@@ -307,3 +307,31 @@ func TestClusterHugeSince(t *testing.T) {
 		}
 	}
 }
+
+// FLUSHALL takes the key that signs resume tokens: the running node puts
+// its own back, so that a node started afterwards honours the tokens the
+// first one gave (SPEC §8: resume across nodes holds for any path).
+func TestClusterTokenKeyAfterFlush(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
+	srv := redistest.Start(t, redistest.Options{})
+	a := startNodes(t, srv, 1)[0]
+	c, _ := member(t, a, "r")
+	srv.Do(srv.Client(), "FLUSHALL")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msg := srv.Do(srv.Client(), "EXISTS", "roomchat:token_key")
+		if n, _ := msg.AsInt64(); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the token key is not back 10 s after FLUSHALL")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b := startNodes(t, srv, 1)[0]
+	c.Close()
+	back := chattest.Dial(t, b.URL, "?resume="+c.Welcome.Resume)
+	if back.Welcome.UserID != c.Welcome.UserID {
+		t.Fatalf("resumed on a node started after FLUSHALL as %q, want %q", back.Welcome.UserID, c.Welcome.UserID)
+	}
+}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	_ "embed"
@@ -67,7 +68,7 @@ type Options struct {
 const emptyRoomTTL = 24 * time.Hour
 
 // Timings of the store's keeper (keep): while Redis answers, it reads
-// Redis's clock every keepEvery; once a call got no answer, it probes
+// the shared keys every keepEvery; once a call got no answer, it probes
 // every probeEvery, and Appends fail at once until a probe succeeds.
 const (
 	keepEvery  = time.Second
@@ -84,9 +85,10 @@ const (
 // deadline (AppendTimeout from Append); the script refuses it once Redis's
 // clock has passed the time the writer gives up on it, so that an Append
 // answered with an error is never stored later by a Redis that was stuck
-// and wakes up. A second goroutine (the keeper, keep) reads Redis's clock
-// every second and, once a call got no answer, probes Redis until it
-// answers: meanwhile Appends and reads fail at once.
+// and wakes up. A second goroutine (the keeper, keep) reads the shared
+// keys (the token key, Redis's clock) every second and, once a call got
+// no answer, probes Redis until it answers: meanwhile Appends and reads
+// fail at once.
 type Store struct {
 	client        rueidis.Client
 	prefix        string
@@ -95,13 +97,14 @@ type Store struct {
 	appendTimeout time.Duration
 	queueLimit    int
 	log           *slog.Logger
-	key           []byte // token key, read or created at Open
+
+	key atomic.Pointer[[]byte] // the token key; written by keep
 
 	// skew is Redis's clock less ours, in ms, less the uncertainty of the
 	// reading: a time of ours plus skew is one Redis's clock has not
 	// reached yet when ours reaches it. Written by keep.
 	skew   atomic.Int64
-	skewAt time.Time // when skew was read; owned by readClock (init, then keep)
+	skewAt time.Time // when skew was read; owned by readKeys (init, then keep)
 
 	mu      sync.Mutex // guards the fields below
 	queue   []request
@@ -200,19 +203,8 @@ func (s *Store) init(ctx context.Context) error {
 	defer cancel()
 	k := make([]byte, 32)
 	rand.Read(k)
-	name := s.prefix + ":token_key"
-	if err := s.client.Do(ctx, s.client.B().Set().Key(name).Value(string(k)).Nx().Build()).Error(); err != nil && !rueidis.IsRedisNil(err) {
-		return err
-	}
-	key, err := s.client.Do(ctx, s.client.B().Get().Key(name).Build()).AsBytes()
-	if err != nil {
-		return err
-	}
-	if len(key) < 32 {
-		return fmt.Errorf("%s holds %d bytes, want at least 32", name, len(key))
-	}
-	s.key = key
-	if err := s.readClock(ctx); err != nil {
+	s.key.Store(&k)
+	if err := s.readKeys(ctx); err != nil {
 		return err
 	}
 	policy, err := s.client.Do(ctx, s.client.B().ConfigGet().Parameter("maxmemory-policy").Build()).AsStrMap()
@@ -225,12 +217,21 @@ func (s *Store) init(ctx context.Context) error {
 	return nil
 }
 
-// readClock reads Redis's clock, for the deadlines the publish script
-// checks in it.
-func (s *Store) readClock(ctx context.Context) error {
+// readKeys reads Redis's clock, for the deadlines the publish script
+// checks in it, and the token key, which signs resume tokens on every
+// node. The key may be gone (a FLUSHALL, a restart without persistence):
+// it is put back as this node has it, so that every running node keeps
+// signing with the same one and a node that starts later reads it. A key
+// another node put back first is the one taken.
+func (s *Store) readKeys(ctx context.Context) error {
+	tokenKey := s.prefix + ":token_key"
+	c := s.client
 	t0 := time.Now()
-	clock, err := s.client.Do(ctx, s.client.B().Time().Build()).AsIntSlice()
+	res := c.DoMulti(ctx,
+		c.B().Time().Build(),
+		c.B().Get().Key(tokenKey).Build())
 	t1 := time.Now()
+	clock, err := res[0].AsIntSlice()
 	if err != nil {
 		return err
 	}
@@ -248,6 +249,24 @@ func (s *Store) readClock(ctx context.Context) error {
 	if t1.Sub(t0) < 100*time.Millisecond || t1.Sub(s.skewAt) > time.Minute {
 		s.skew.Store(skew)
 		s.skewAt = t1
+	}
+
+	key, err := res[1].AsBytes()
+	if rueidis.IsRedisNil(err) {
+		mine := *s.key.Load()
+		if err := c.Do(ctx, c.B().Set().Key(tokenKey).Value(string(mine)).Nx().Build()).Error(); err != nil && !rueidis.IsRedisNil(err) {
+			return err
+		}
+		key, err = c.Do(ctx, c.B().Get().Key(tokenKey).Build()).AsBytes()
+	}
+	if err != nil {
+		return err
+	}
+	if len(key) < 32 {
+		return fmt.Errorf("%s holds %d bytes, want at least 32", tokenKey, len(key))
+	}
+	if prev := s.key.Load(); !bytes.Equal(*prev, key) {
+		s.key.Store(&key)
 	}
 	return nil
 }
@@ -452,12 +471,13 @@ func (s *Store) setDown(err error) {
 	signal(s.probe)
 }
 
-// keep is the keeper goroutine: while Redis answers it reads Redis's
-// clock every keepEvery (readClock); once a call got no answer (setDown),
-// it probes every probeEvery, and clears the failure once Redis answers
-// again. An error that Redis answers with (still loading its data) is an
-// answer: it is logged, and the calls that meet it fail on their own. It
-// ends with Close.
+// keep is the keeper goroutine: while Redis answers it reads the shared
+// keys every keepEvery (readKeys); once a call got no answer (setDown), it
+// probes every probeEvery, and clears the failure once Redis answers
+// again. An error that Redis answers with (a full Redis refusing to put
+// the token key back, or still loading its data) is an answer: it is
+// logged, and the calls that meet it fail on their own. It ends with
+// Close.
 func (s *Store) keep() {
 	defer close(s.keepEnded)
 	t := time.NewTimer(keepEvery)
@@ -473,13 +493,17 @@ func (s *Store) keep() {
 		s.mu.Lock()
 		downs := s.downs
 		s.mu.Unlock()
+		before := s.key.Load()
 		ctx, cancel := s.callContext(min(s.timeout, time.Second))
-		err := s.readClock(ctx)
+		err := s.readKeys(ctx)
 		cancel()
+		if after := s.key.Load(); after != before {
+			s.log.Warn("redis: the token key changed (another node put its own back after Redis lost it); resume tokens signed before may not work on this node until it restarts")
+		}
 		_, answered := rueidis.IsRedisErr(err)
 		answered = answered || err == nil
 		if err != nil && answered && time.Since(warned) > time.Minute {
-			s.log.Warn("redis: reading its clock failed", "err", err)
+			s.log.Warn("redis: reading the shared keys failed", "err", err)
 			warned = time.Now()
 		}
 		s.mu.Lock()
@@ -682,8 +706,9 @@ func (s *Store) decodeEntries(entries []rueidis.XRangeEntry, q store.Query) ([]p
 }
 
 // TokenKey implements store.Store: one key for the whole cluster, so a
-// token issued by any node is good on every node.
-func (s *Store) TokenKey() []byte { return s.key }
+// token issued by any node is good on every node. After Redis lost it, it
+// is the one this node put back, or the one another node put back first.
+func (s *Store) TokenKey() []byte { return *s.key.Load() }
 
 // Flush implements store.Store.
 func (s *Store) Flush(ctx context.Context) error {
