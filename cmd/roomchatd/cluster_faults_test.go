@@ -277,6 +277,65 @@ func TestClusterRedisHangs(t *testing.T) {
 	}
 }
 
+// dbsize is the number of keys in srv's Redis.
+func dbsize(t *testing.T, srv *redistest.Server) int64 {
+	t.Helper()
+	msg := srv.Do(srv.Client(), "DBSIZE")
+	n, err := msg.AsInt64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Reads never write (SPEC §8): GETs of rooms nobody used, history
+// requests and joins that are refused create no Redis key, so that
+// anonymous requests cannot fill a Redis that must not evict.
+func TestClusterReadsCreateNoKeys(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
+	srv := redistest.Start(t, redistest.Options{})
+	node := startNodes(t, srv, 1, "-room-capacity", "1")[0]
+	owner, _ := member(t, node, "full")
+	owner.SendAck(t, "one", "one")
+	other := chattest.Dial(t, node.URL, "")
+	// The connections' directory entries are written in the background:
+	// count once they are there.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msg := srv.Do(srv.Client(), "EXISTS", "roomchat:u:"+owner.Welcome.UserID, "roomchat:u:"+other.Welcome.UserID)
+		if n, _ := msg.AsInt64(); n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the users' directory keys are not there after 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before := dbsize(t, srv)
+	for i := range 500 {
+		room := fmt.Sprintf("never-used-%d", i)
+		switch i % 4 {
+		case 0:
+			getJSON(t, node.URL+"/api/rooms/"+room, 200, nil)
+		case 1:
+			getJSON(t, node.URL+"/api/rooms/"+room+"/messages", 200, nil)
+		case 2:
+			getJSON(t, node.URL+"/api/rooms/"+room+"/messages?after=0&limit=500", 200, nil)
+		case 3:
+			getJSON(t, node.URL+"/api/rooms/"+room+"/messages?before=10", 200, nil)
+		}
+	}
+	for range 20 {
+		other.Send(t, `{"type":"join","payload":{"roomID":"full"}}`)
+		other.ExpectError(t, protocol.CodeRoomFull)
+		owner.Send(t, `{"type":"history","payload":{"roomID":"full","after":0}}`)
+		owner.Await(t, protocol.TypeHistory)
+	}
+	if after := dbsize(t, srv); after != before {
+		t.Fatalf("500 GETs, 20 refused joins and 20 history requests took Redis from %d keys to %d, want none more", before, after)
+	}
+}
+
 // A since or after past any seq reads nothing (SPEC §5: never a 5xx for
 // bad input), as with SQLite: Redis's scripts once got it as a float.
 func TestClusterHugeSince(t *testing.T) {

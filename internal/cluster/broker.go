@@ -245,12 +245,14 @@ func (b *Broker) subscribe(ctx context.Context, room string, conn rueidis.Dedica
 	if err := conn.Do(ctx, conn.B().Subscribe().Channel(b.st.channel(room)).Build()).Error(); err != nil {
 		return err
 	}
-	info, err := b.st.Room(ctx, room)
+	// The first join of a room on this node fixes its epoch (the room's
+	// keys are created if it has none) and reads its position.
+	p, err := b.st.join(ctx, room)
 	if err != nil {
 		return err
 	}
 	applied := make(chan struct{})
-	b.push(event{kind: evSubscribe, room: room, seq: info.LastSeq, epoch: info.Epoch, applied: applied})
+	b.push(event{kind: evSubscribe, room: room, seq: p.last, epoch: p.epoch, applied: applied})
 	select {
 	case <-applied:
 		return nil
@@ -605,7 +607,7 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 		b.catchingUp = true
 		fallthrough
 	case evCheck:
-		if b.position(states) && b.catchingUp {
+		if b.checkRooms(states) && b.catchingUp {
 			b.catchingUp = false
 			b.mu.Lock()
 			if b.conn != nil {
@@ -677,43 +679,65 @@ func (b *Broker) rotate(room string, st *roomState) {
 	b.fill(room, st, 0)
 }
 
-// position compares every room's last delivered seq with Redis (one
-// pipeline per 500 rooms) and fills what pub/sub lost. It reports whether
-// every room was checked.
-func (b *Broker) position(states map[string]*roomState) bool {
+// recreate answers a room that has no keys any more while this node has
+// members there (a FLUSHALL, a Redis restart without persistence): as a
+// join would, it gives the room keys and a new epoch, or takes those
+// another node or a write gave it first, and the members start over.
+func (b *Broker) recreate(room string, st *roomState) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+	p, err := b.st.join(ctx, room)
+	cancel()
+	if err != nil {
+		b.log.Warn("redis: recreating a lost room failed; retrying at the next check", "room", room, "err", err)
+		return
+	}
+	if p.epoch != st.epoch {
+		b.reset(room, st, p.epoch)
+		b.fill(room, st, 0)
+	}
+}
+
+// checkRooms compares every room's position with Redis, one pipeline of
+// position.lua per 500 rooms, and acts on what it finds: a room without
+// keys is recreated, another epoch is taken, a seq that went backwards
+// rotates the epoch, and what pub/sub lost is filled. Each check also
+// keeps the room's keys alive while the node has members there. It
+// reports whether every room was checked.
+func (b *Broker) checkRooms(states map[string]*roomState) bool {
 	rooms := make([]string, 0, len(states))
-	cmds := make(rueidis.Commands, 0, len(states))
 	for room, st := range states {
-		if !st.started {
-			continue
+		if st.started {
+			rooms = append(rooms, room)
 		}
-		rooms = append(rooms, room)
-		cmds = append(cmds, b.st.client.B().Hmget().Key(b.st.metaKey(room)).Field("e", "s").Build())
 	}
 	failed := false
-	for i := 0; i < len(cmds); i += 500 {
-		j := min(i+500, len(cmds))
+	execs := make([]rueidis.LuaExec, 0, min(len(rooms), 500))
+	for i := 0; i < len(rooms); i += 500 {
+		j := min(i+500, len(rooms))
+		execs = execs[:0]
+		for _, room := range rooms[i:j] {
+			execs = append(execs, b.st.positionExec(room, false))
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
-		res := b.st.client.DoMulti(ctx, cmds[i:j]...)
+		res := positionScript.ExecMulti(ctx, b.st.client, execs...)
 		cancel()
 		for k, r := range res {
 			room := rooms[i+k]
 			st := states[room]
-			vals, err := r.ToArray()
-			if err != nil || len(vals) != 2 {
+			p, err := parsePosition(r)
+			if err != nil {
 				failed = true
 				continue
 			}
-			epoch, _ := vals[0].ToString()
-			lastStr, _ := vals[1].ToString()
-			last, _ := strconv.ParseInt(lastStr, 10, 64)
 			switch {
-			case epoch != "" && epoch != st.epoch:
-				b.reset(room, st, epoch)
+			case p.epoch == "":
+				b.recreate(room, st)
+			case p.epoch != st.epoch:
+				b.reset(room, st, p.epoch)
 				b.fill(room, st, 0)
-			case last > st.last:
-				b.fill(room, st, last)
-			case last < st.last && epoch == st.epoch:
+			case p.last > st.last:
+				b.fill(room, st, p.last)
+			case p.last < st.last:
 				b.rotate(room, st)
 			}
 		}

@@ -190,7 +190,7 @@ func BenchmarkPublishRueidis(b *testing.B) {
 func BenchmarkPublishGoRedis(b *testing.B) {
 	srv := startBenchRedis(b)
 	st := benchStore(b, srv)
-	script := goredis.NewScript(publishLua)
+	script := goredis.NewScript(commonLua + publishLua)
 	for _, tc := range []struct {
 		name     string
 		poolSize int // 0: go-redis's default

@@ -26,16 +26,21 @@ import (
 )
 
 var (
+	//go:embed lua/common.lua
+	commonLua string
 	//go:embed lua/publish.lua
 	publishLua string
 	//go:embed lua/page.lua
 	pageLua string
+	//go:embed lua/position.lua
+	positionLua string
 	//go:embed lua/rotate.lua
 	rotateLua string
 
-	publishScript = rueidis.NewLuaScript(publishLua)
-	pageScript    = rueidis.NewLuaScript(pageLua)
-	rotateScript  = rueidis.NewLuaScript(rotateLua)
+	publishScript  = rueidis.NewLuaScript(commonLua + publishLua)
+	pageScript     = rueidis.NewLuaScript(commonLua + pageLua)
+	positionScript = rueidis.NewLuaScript(commonLua + positionLua)
+	rotateScript   = rueidis.NewLuaScript(rotateLua)
 )
 
 // Options configure a Store.
@@ -58,14 +63,12 @@ type Options struct {
 	// QueueLimit is the most Appends waiting for Redis (10,000); past it
 	// an Append fails at once.
 	QueueLimit int
+	// IdleTTL is how long a room's keys outlive its last write, join or
+	// member (30 days).
+	IdleTTL time.Duration
 	// Logger receives warnings (a risky Redis setting) and errors.
 	Logger *slog.Logger
 }
-
-// emptyRoomTTL is how long the epoch of a room that never got a message
-// is kept (page.lua): joining a room fixes its epoch, and a room nobody
-// writes to costs Redis nothing after a day.
-const emptyRoomTTL = 24 * time.Hour
 
 // Timings of the store's keeper (keep): while Redis answers, it reads
 // the shared keys every keepEvery; once a call got no answer, it probes
@@ -75,10 +78,19 @@ const (
 	probeEvery = 200 * time.Millisecond
 )
 
+// epochTTL is how long the store's epoch (prefix:epoch) lives: the epoch
+// of a room that has no keys. A room whose keys lapse (IdleTTL) and come
+// back later must not get the epoch it had, or its old clients would take
+// the new seqs for ones they have seen; so the store's epoch changes more
+// often than an idle room lapses.
+func (s *Store) epochTTL() time.Duration { return min(24*time.Hour, s.idleTTL/4) }
+
 // Store is store.Store on Redis: each room is a stream of its messages
 // (the entry ID is the seq), a meta hash (epoch, last seq) and
 // de-duplication keys, all under the room's hash tag, so that Redis
-// Cluster can hold them later without a migration.
+// Cluster can hold them later without a migration. A room's stream and
+// meta lapse IdleTTL after its last write, join or member check; reads
+// create nothing.
 //
 // Appends go through one goroutine (the writer, write), which sends what
 // is queued as one pipeline and calls back in order. Each Append has a
@@ -86,19 +98,21 @@ const (
 // clock has passed the time the writer gives up on it, so that an Append
 // answered with an error is never stored later by a Redis that was stuck
 // and wakes up. A second goroutine (the keeper, keep) reads the shared
-// keys (the token key, Redis's clock) every second and, once a call got
-// no answer, probes Redis until it answers: meanwhile Appends and reads
-// fail at once.
+// keys (the token key, the store's epoch, Redis's clock) every second
+// and, once a call got no answer, probes Redis until it answers:
+// meanwhile Appends and reads fail at once.
 type Store struct {
 	client        rueidis.Client
 	prefix        string
 	maxLen        string
+	idleTTL       time.Duration
 	timeout       time.Duration
 	appendTimeout time.Duration
 	queueLimit    int
 	log           *slog.Logger
 
-	key atomic.Pointer[[]byte] // the token key; written by keep
+	key   atomic.Pointer[[]byte] // the token key; written by keep
+	epoch atomic.Pointer[string] // the store's epoch; written by keep
 
 	// skew is Redis's clock less ours, in ms, less the uncertainty of the
 	// reading: a time of ours plus skew is one Redis's clock has not
@@ -159,6 +173,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.QueueLimit <= 0 {
 		opts.QueueLimit = 10000
 	}
+	if opts.IdleTTL <= 0 {
+		opts.IdleTTL = 30 * 24 * time.Hour
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -176,6 +193,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		client:        client,
 		prefix:        opts.Prefix,
 		maxLen:        strconv.Itoa(opts.Retention.Limit()),
+		idleTTL:       opts.IdleTTL,
 		timeout:       opts.Timeout,
 		appendTimeout: opts.AppendTimeout,
 		queueLimit:    opts.QueueLimit,
@@ -196,8 +214,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// init reads or creates the token key and warns about settings that can
-// lose data silently.
+// init reads or creates the shared keys and warns about settings that
+// can lose data silently.
 func (s *Store) init(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*s.timeout)
 	defer cancel()
@@ -218,18 +236,21 @@ func (s *Store) init(ctx context.Context) error {
 }
 
 // readKeys reads Redis's clock, for the deadlines the publish script
-// checks in it, and the token key, which signs resume tokens on every
-// node. The key may be gone (a FLUSHALL, a restart without persistence):
-// it is put back as this node has it, so that every running node keeps
-// signing with the same one and a node that starts later reads it. A key
-// another node put back first is the one taken.
+// checks in it, and the keys the nodes share: the token key, which signs
+// resume tokens on every node, and the store's epoch. Either may be gone
+// (a FLUSHALL, a restart without persistence, the epoch's lifetime): the
+// token key is put back as this node has it, so that every running node
+// keeps signing with the same one and a node that starts later reads it;
+// a lapsed epoch is replaced by a new one. A key another node wrote first
+// is the one taken.
 func (s *Store) readKeys(ctx context.Context) error {
-	tokenKey := s.prefix + ":token_key"
+	tokenKey, epochKey := s.prefix+":token_key", s.prefix+":epoch"
 	c := s.client
 	t0 := time.Now()
 	res := c.DoMulti(ctx,
 		c.B().Time().Build(),
-		c.B().Get().Key(tokenKey).Build())
+		c.B().Get().Key(tokenKey).Build(),
+		c.B().Get().Key(epochKey).Build())
 	t1 := time.Now()
 	clock, err := res[0].AsIntSlice()
 	if err != nil {
@@ -268,6 +289,18 @@ func (s *Store) readKeys(ctx context.Context) error {
 	if prev := s.key.Load(); !bytes.Equal(*prev, key) {
 		s.key.Store(&key)
 	}
+
+	epoch, err := res[2].ToString()
+	if rueidis.IsRedisNil(err) {
+		if err := c.Do(ctx, c.B().Set().Key(epochKey).Value(newEpoch()).Nx().Px(s.epochTTL()).Build()).Error(); err != nil && !rueidis.IsRedisNil(err) {
+			return err
+		}
+		epoch, err = c.Do(ctx, c.B().Get().Key(epochKey).Build()).ToString()
+	}
+	if err != nil {
+		return err
+	}
+	s.epoch.Store(&epoch)
 	return nil
 }
 
@@ -474,10 +507,9 @@ func (s *Store) setDown(err error) {
 // keep is the keeper goroutine: while Redis answers it reads the shared
 // keys every keepEvery (readKeys); once a call got no answer (setDown), it
 // probes every probeEvery, and clears the failure once Redis answers
-// again. An error that Redis answers with (a full Redis refusing to put
-// the token key back, or still loading its data) is an answer: it is
-// logged, and the calls that meet it fail on their own. It ends with
-// Close.
+// again. An error that Redis answers with (a full Redis refusing to write
+// the epoch, or still loading its data) is an answer: it is logged, and
+// the calls that meet it fail on their own. It ends with Close.
 func (s *Store) keep() {
 	defer close(s.keepEnded)
 	t := time.NewTimer(keepEvery)
@@ -550,41 +582,59 @@ func (s *Store) publishExec(m protocol.Message, key string, cutoff time.Time) ru
 	return rueidis.LuaExec{
 		Keys: []string{s.streamKey(m.RoomID), s.metaKey(m.RoomID), dk},
 		Args: []string{
-			string(body), s.maxLen, s.channel(m.RoomID), newEpoch(),
-			strconv.Itoa(int(store.DedupWindow / time.Second)), hasKey,
+			string(body), s.maxLen, s.channel(m.RoomID), s.storeEpoch(),
+			strconv.Itoa(int(store.DedupWindow / time.Second)), hasKey, m.ID,
 			strconv.FormatInt(cutoff.UnixMilli()+s.skew.Load(), 10),
+			strconv.FormatInt(s.idleTTL.Milliseconds(), 10),
 		},
 	}
 }
 
-// parsePublish reads publish.lua's answer.
+// parsePublish reads publish.lua's answer for m.
 func parsePublish(m protocol.Message, r rueidis.RedisResult) (protocol.Message, bool, error) {
 	arr, err := r.ToArray()
 	if err != nil {
 		return m, false, err
 	}
-	if len(arr) < 2 {
-		return m, false, fmt.Errorf("publish: %d values", len(arr))
+	if len(arr) < 1 {
+		return m, false, errors.New("publish: no values")
 	}
-	isNew, _ := arr[0].AsInt64()
-	if isNew == -1 {
+	status, _ := arr[0].AsInt64()
+	switch {
+	case status == -1:
 		return m, false, errExpired
-	}
-	if isNew == 0 {
-		prior, err := arr[1].ToString()
+	case status == 0 && len(arr) == 4:
+		// A retry: the original's seq and ID, and the original itself
+		// while the stream holds it.
+		seq, err := arr[1].AsInt64()
 		if err != nil {
 			return m, false, err
 		}
-		seq, body, _ := strings.Cut(prior, "\n")
-		orig, err := decodeMessage(seq, body)
-		return orig, true, err
+		id, err := arr[2].ToString()
+		if err != nil {
+			return m, false, err
+		}
+		if strings.HasPrefix(id, "{") {
+			// Written before de-duplication keys held IDs: the message.
+			orig, err := decodeMessage(strconv.FormatInt(seq, 10), id)
+			return orig, true, err
+		}
+		if body, err := arr[3].ToString(); err == nil {
+			if orig, err := decodeMessage(strconv.FormatInt(seq, 10), body); err == nil {
+				return orig, true, nil
+			}
+		}
+		m.ID, m.Seq = id, seq
+		return m, true, nil
+	case status == 1 && len(arr) >= 2:
+		seq, err := arr[1].AsInt64()
+		if err != nil {
+			return m, false, err
+		}
+		m.Seq = seq
+		return m, false, nil
 	}
-	seq, err := arr[1].AsInt64()
-	if err != nil {
-		return m, false, err
-	}
-	m.Seq = seq
-	return m, false, nil
+	return m, false, fmt.Errorf("publish: %d values", len(arr))
 }
 
 func decodeMessage(seq, body string) (protocol.Message, error) {
@@ -600,11 +650,15 @@ func decodeMessage(seq, body string) (protocol.Message, error) {
 	return m, nil
 }
 
-// newEpoch returns a fresh epoch for a room that has none.
+// newEpoch returns a fresh epoch.
 func newEpoch() string { return gonanoid.Must(12) }
 
+// storeEpoch is the epoch of a room that has no keys (readKeys).
+func (s *Store) storeEpoch() string { return *s.epoch.Load() }
+
 // Page implements store.Store: one script reads the room's meta and the
-// range from one snapshot (Redis runs a script atomically).
+// range from one snapshot (Redis runs a script atomically). It writes
+// nothing: a room nobody used reads as empty, with the store's epoch.
 func (s *Store) Page(ctx context.Context, roomID string, q store.Query) (store.RoomInfo, []protocol.Message, error) {
 	return s.page(ctx, roomID, q, true)
 }
@@ -648,7 +702,7 @@ func (s *Store) page(ctx context.Context, roomID string, q store.Query, withMsgs
 	}
 	arr, err := pageScript.Exec(ctx, s.client,
 		[]string{s.streamKey(roomID), s.metaKey(roomID)},
-		[]string{newEpoch(), strconv.FormatInt(lo, 10), hi, strconv.Itoa(max(q.Limit, 0)), newest, read, strconv.Itoa(int(emptyRoomTTL / time.Second)), s.maxLen},
+		[]string{s.storeEpoch(), strconv.FormatInt(lo, 10), hi, strconv.Itoa(max(q.Limit, 0)), newest, read, s.maxLen},
 	).ToArray()
 	if err != nil {
 		return store.RoomInfo{}, nil, unavailable(err)
@@ -703,6 +757,50 @@ func (s *Store) decodeEntries(entries []rueidis.XRangeEntry, q store.Query) ([]p
 		slices.Reverse(msgs)
 	}
 	return msgs, nil
+}
+
+// position is where a room stands (position.lua): its epoch ("" when it
+// has no keys) and last seq. With join, a room without keys gets them,
+// with a new epoch.
+type position struct {
+	epoch string
+	last  int64
+}
+
+func (s *Store) positionExec(room string, join bool) rueidis.LuaExec {
+	j := "0"
+	if join {
+		j = "1"
+	}
+	return rueidis.LuaExec{
+		Keys: []string{s.streamKey(room), s.metaKey(room)},
+		Args: []string{j, newEpoch(), strconv.FormatInt(s.idleTTL.Milliseconds(), 10)},
+	}
+}
+
+func parsePosition(r rueidis.RedisResult) (position, error) {
+	arr, err := r.ToArray()
+	if err != nil {
+		return position{}, err
+	}
+	if len(arr) != 2 {
+		return position{}, fmt.Errorf("position: %d values", len(arr))
+	}
+	var p position
+	p.epoch, _ = arr[0].ToString() // nil: the room has no keys
+	p.last, _ = arr[1].AsInt64()
+	return p, nil
+}
+
+// join is a member's first join of room on this node (Broker.Subscribe):
+// the room's keys are created if it has none, which fixes its epoch, and
+// their lifetime starts again. It returns the room's position.
+func (s *Store) join(ctx context.Context, room string) (position, error) {
+	if err := s.usable(); err != nil {
+		return position{}, err
+	}
+	ex := s.positionExec(room, true)
+	return parsePosition(positionScript.Exec(ctx, s.client, ex.Keys, ex.Args))
 }
 
 // TokenKey implements store.Store: one key for the whole cluster, so a

@@ -1,0 +1,18 @@
+-- position: where a room stands, for a node that delivers its messages.
+-- KEYS[1] the room's stream, KEYS[2] its meta hash.
+-- ARGV[1] "1" when a member joins: a room without a meta hash gets one,
+-- with epoch ARGV[2] (the join fixes the room's epoch); "0" for a check,
+-- which creates nothing. ARGV[3] the room's idle lifetime in ms: a room
+-- with members keeps its keys (touch).
+-- Returns {epoch or false, lastSeq}.
+local meta = redis.call("hmget", KEYS[2], "e", "s")
+local epoch, last = meta[1], tonumber(meta[2] or "0")
+if not epoch then
+  if ARGV[1] ~= "1" then
+    return {false, 0}
+  end
+  epoch = ARGV[2]
+  redis.call("hset", KEYS[2], "e", epoch)
+end
+touch(KEYS[2], KEYS[1], tonumber(ARGV[3]))
+return {epoch, last}
