@@ -394,3 +394,43 @@ func TestClusterTokenKeyAfterFlush(t *testing.T) {
 		t.Fatalf("resumed on a node started after FLUSHALL as %q, want %q", back.Welcome.UserID, c.Welcome.UserID)
 	}
 }
+
+// -retention-age works with -redis: a message older than it is gone from
+// every page, and the room's seqs go on.
+func TestClusterRetentionAge(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
+	srv := redistest.Start(t, redistest.Options{})
+	node := startNodes(t, srv, 1, "-retention-age", "1s")[0]
+	c, _ := member(t, node, "r")
+	c.SendAck(t, "one", "one")
+	c.SendAck(t, "two", "two")
+	sent := time.Now()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var page struct {
+			Messages []protocol.Message `json:"messages"`
+			LastSeq  int64              `json:"lastSeq"`
+		}
+		getJSON(t, node.URL+"/api/rooms/r/messages", 200, &page)
+		if page.LastSeq != 2 {
+			t.Fatalf("lastSeq %d, want 2", page.LastSeq)
+		}
+		if len(page.Messages) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("messages of a second's retention still there after 10 s: %+v", page.Messages)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Writes trim once the oldest message is a sixteenth of the age past
+	// it (so that they trim in batches): wait that out, then write.
+	time.Sleep(time.Until(sent.Add(time.Second + time.Second/16 + 100*time.Millisecond)))
+	if ack := c.SendAck(t, "three", "three"); ack.Seq != 3 {
+		t.Fatalf("the next message got seq %d, want 3", ack.Seq)
+	}
+	msg := srv.Do(srv.Client(), "XLEN", "roomchat:{r}:s")
+	if n, _ := msg.AsInt64(); n != 1 {
+		t.Fatalf("the stream holds %d entries after a write, want the one young message", n)
+	}
+}

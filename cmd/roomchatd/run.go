@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -287,9 +286,6 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (st store.Stor
 	ret := store.Retention{MaxMessages: cfg.retention, MaxAge: cfg.retentionAge}
 	switch {
 	case cfg.redis != "":
-		if cfg.retentionAge > 0 {
-			return nil, nil, "", errors.New("-retention-age is not supported with -redis: Redis keeps the last -retention messages of each room")
-		}
 		cst, err := cluster.Open(ctx, cluster.Options{URL: cfg.redis, Retention: ret, Logger: log})
 		if err != nil {
 			return nil, nil, "", err

@@ -50,8 +50,9 @@ type Options struct {
 	URL string
 	// Prefix starts every key and channel ("roomchat").
 	Prefix string
-	// Retention bounds each room's stream (MaxMessages, approximately:
-	// Redis trims whole stream nodes). MaxAge is not supported.
+	// Retention bounds each room's stream: MaxMessages approximately
+	// (Redis trims whole stream nodes; reads cut exactly), MaxAge by the
+	// messages' ts (writes trim in batches, reads cut exactly).
 	Retention store.Retention
 	// Timeout bounds every Redis call (2 s): within it a call that Redis
 	// does not answer fails, and the client sees store_unavailable.
@@ -64,7 +65,7 @@ type Options struct {
 	// an Append fails at once.
 	QueueLimit int
 	// IdleTTL is how long a room's keys outlive its last write, join or
-	// member (30 days).
+	// member (30 days, and at least Retention.MaxAge).
 	IdleTTL time.Duration
 	// Logger receives warnings (a risky Redis setting) and errors.
 	Logger *slog.Logger
@@ -105,6 +106,7 @@ type Store struct {
 	client        rueidis.Client
 	prefix        string
 	maxLen        string
+	maxAge        time.Duration
 	idleTTL       time.Duration
 	timeout       time.Duration
 	appendTimeout time.Duration
@@ -176,6 +178,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.IdleTTL <= 0 {
 		opts.IdleTTL = 30 * 24 * time.Hour
 	}
+	opts.IdleTTL = max(opts.IdleTTL, opts.Retention.MaxAge)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -193,6 +196,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		client:        client,
 		prefix:        opts.Prefix,
 		maxLen:        strconv.Itoa(opts.Retention.Limit()),
+		maxAge:        opts.Retention.MaxAge,
 		idleTTL:       opts.IdleTTL,
 		timeout:       opts.Timeout,
 		appendTimeout: opts.AppendTimeout,
@@ -418,7 +422,7 @@ func (s *Store) send(batch []request, sent *[]int, execs *[]rueidis.LuaExec, dow
 			cutoff = first
 		}
 		for _, i := range *sent {
-			*execs = append(*execs, s.publishExec(batch[i].msg, batch[i].key, cutoff))
+			*execs = append(*execs, s.publishExec(batch[i].msg, batch[i].key, cutoff, now))
 		}
 		ctx, cancel := s.callContext(time.Until(cutoff))
 		res = publishScript.ExecMulti(ctx, s.client, *execs...)
@@ -572,12 +576,19 @@ func (s *Store) callContext(d time.Duration) (context.Context, context.CancelFun
 }
 
 // publishExec is one publish.lua call: m, refused by Redis past cutoff.
-func (s *Store) publishExec(m protocol.Message, key string, cutoff time.Time) rueidis.LuaExec {
+func (s *Store) publishExec(m protocol.Message, key string, cutoff, now time.Time) rueidis.LuaExec {
 	m.Seq = 0
 	body, _ := json.Marshal(m)
 	hasKey, dk := "0", s.metaKey(m.RoomID) // a key of the room's slot when unused
 	if key != "" {
 		hasKey, dk = "1", s.dedupKey(m.RoomID, key)
+	}
+	ageDay, ageTime, trimDay, trimTime := "", "", "", ""
+	if s.maxAge > 0 {
+		ageDay, ageTime = cutoffArgs(now.Add(-s.maxAge))
+		// Trimming waits for a sixteenth of the age more, so that it
+		// runs once per batch of old messages, not at every write.
+		trimDay, trimTime = cutoffArgs(now.Add(-s.maxAge - s.maxAge/16))
 	}
 	return rueidis.LuaExec{
 		Keys: []string{s.streamKey(m.RoomID), s.metaKey(m.RoomID), dk},
@@ -586,8 +597,16 @@ func (s *Store) publishExec(m protocol.Message, key string, cutoff time.Time) ru
 			strconv.Itoa(int(store.DedupWindow / time.Second)), hasKey, m.ID,
 			strconv.FormatInt(cutoff.UnixMilli()+s.skew.Load(), 10),
 			strconv.FormatInt(s.idleTTL.Milliseconds(), 10),
+			ageDay, ageTime, trimDay, trimTime,
 		},
 	}
+}
+
+// cutoffArgs gives the scripts a time as they compare messages' ts:
+// YYYYMMDD and HHMMSSmmm, in UTC.
+func cutoffArgs(t time.Time) (day, clock string) {
+	t = t.UTC()
+	return t.Format("20060102"), t.Format("150405") + fmt.Sprintf("%03d", t.Nanosecond()/1e6)
 }
 
 // parsePublish reads publish.lua's answer for m.
@@ -700,9 +719,13 @@ func (s *Store) page(ctx context.Context, roomID string, q store.Query, withMsgs
 	if withMsgs {
 		read = "1"
 	}
+	ageDay, ageTime := "", ""
+	if s.maxAge > 0 {
+		ageDay, ageTime = cutoffArgs(time.Now().Add(-s.maxAge))
+	}
 	arr, err := pageScript.Exec(ctx, s.client,
 		[]string{s.streamKey(roomID), s.metaKey(roomID)},
-		[]string{s.storeEpoch(), strconv.FormatInt(lo, 10), hi, strconv.Itoa(max(q.Limit, 0)), newest, read, s.maxLen},
+		[]string{s.storeEpoch(), strconv.FormatInt(lo, 10), hi, strconv.Itoa(max(q.Limit, 0)), newest, read, s.maxLen, ageDay, ageTime},
 	).ToArray()
 	if err != nil {
 		return store.RoomInfo{}, nil, unavailable(err)

@@ -7,7 +7,9 @@
 -- most entries ("0" for no limit), ARGV[5] "1" for the newest of the
 -- range, ARGV[6] "0" to read the info only, ARGV[7] the most messages
 -- retention keeps (the stream is trimmed approximately, by whole nodes, so
--- reads cut it exactly).
+-- reads cut it exactly), ARGV[8] and ARGV[9] the age cutoff (YYYYMMDD,
+-- HHMMSSmmm; "" for no age retention): writes trim what is older in
+-- batches, reads skip it exactly.
 -- Returns {epoch, lastSeq, firstSeq, entries}.
 local meta = redis.call("hmget", KEYS[2], "e", "s")
 local epoch, last = meta[1], tonumber(meta[2] or "0")
@@ -19,6 +21,11 @@ if last > 0 then
   local head = entryFrom(KEYS[1], 0)
   if head then
     first = math.max(seqOf(head), last - tonumber(ARGV[7]) + 1)
+    if ARGV[8] ~= "" then
+      first = firstYoung(KEYS[1], first, last, {tonumber(ARGV[8]), tonumber(ARGV[9])})
+    end
+  else
+    first = last + 1 -- retention dropped every message
   end
 end
 local entries = {}

@@ -7,9 +7,10 @@
 -- ARGV[5] the de-duplication key's lifetime in seconds, ARGV[6] "1" when
 -- there is a key, ARGV[7] the message's ID, ARGV[8] the time, in Unix ms
 -- of Redis's clock, past which the request is refused unstored (its
--- sender has given up on it by then, and a Redis that was stopped runs
--- what it was sent when it resumes), ARGV[9] the room's idle lifetime in
--- ms.
+-- sender has given up on it by then), ARGV[9] the room's idle lifetime in
+-- ms, ARGV[10] and ARGV[11] the age cutoff (YYYYMMDD, HHMMSSmmm; "" for
+-- no age retention) and ARGV[12] and ARGV[13] the age at which trimming
+-- starts (a little past the cutoff, so that it runs in batches).
 -- Returns {1, seq, epoch} for a new message, {0, seq, ID, JSON or false}
 -- for a retry (the JSON while the stream still holds the original), {-1}
 -- for a request past its time.
@@ -43,6 +44,13 @@ if seq == 1 then
   redis.call("del", KEYS[1])
 end
 redis.call("xadd", KEYS[1], "MAXLEN", "~", ARGV[2], string.format("%d-0", seq), "m", ARGV[1])
+if ARGV[10] ~= "" then
+  local head = entryFrom(KEYS[1], 0)
+  if head and old(head, {tonumber(ARGV[12]), tonumber(ARGV[13])}) then
+    local keep = firstYoung(KEYS[1], seqOf(head), seq, {tonumber(ARGV[10]), tonumber(ARGV[11])})
+    redis.call("xtrim", KEYS[1], "MINID", string.format("%d-0", keep))
+  end
+end
 touch(KEYS[2], KEYS[1], tonumber(ARGV[9]))
 redis.call("publish", ARGV[3], seq .. "\n" .. epoch .. "\n" .. ARGV[1])
 if ARGV[6] == "1" then
