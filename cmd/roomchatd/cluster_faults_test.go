@@ -18,8 +18,6 @@ import (
 
 // Faults of Redis in cluster mode (SPEC §8), with real processes.
 
-// Faults of Redis in cluster mode (SPEC §8), with real processes.
-
 // answer is what became of one msg sent with an id.
 type answer struct {
 	sent, at time.Time
@@ -363,6 +361,52 @@ func TestClusterHugeSince(t *testing.T) {
 		chattest.Decode(t, c.Await(t, protocol.TypeHistory), &h)
 		if len(h.Messages) != 0 || h.More {
 			t.Errorf("history after %s: %+v, want an empty page", n, h)
+		}
+	}
+}
+
+// Redis loses acked messages and new ones take their seqs before the node
+// looks (SPEC §8: detected by identity): the node gives the room a new
+// epoch, and its member gets a new joined (truncated) before any message
+// of it.
+func TestClusterLostWrites(t *testing.T) {
+	t.Parallel() // each has its own Redis and nodes
+	srv := redistest.Start(t, redistest.Options{})
+	node := startNodes(t, srv, 1)[0]
+	sender, _ := member(t, node, "r")
+	c, first := member(t, node, "r")
+	for k := range 10 {
+		sender.SendAck(t, fmt.Sprint("old-", k), fmt.Sprint("old ", k))
+	}
+	collect(t, c, 0, 10)
+	// Seqs 8..10 are lost, and 8..12 stored anew, in one step.
+	const lose = `
+for s = 8, 10 do redis.call("xdel", KEYS[1], s .. "-0") end
+redis.call("xsetid", KEYS[1], "7-0")
+for i = 1, #ARGV do redis.call("xadd", KEYS[1], (7 + i) .. "-0", "m", ARGV[i]) end
+redis.call("hset", KEYS[2], "s", 7 + #ARGV)
+return 1`
+	words := []string{"EVAL", lose, "2", "roomchat:{r}:s", "roomchat:{r}:m"}
+	for s := 8; s <= 12; s++ {
+		body, _ := json.Marshal(protocol.Message{ID: fmt.Sprint("new-", s), RoomID: "r", From: protocol.User{UserID: "x", Name: "x"}, Message: "new", TS: time.Now().UTC()})
+		words = append(words, string(body))
+	}
+	srv.Do(srv.Client(), words...)
+	for {
+		e, err := c.Read(15 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for a new joined: %v", err)
+		}
+		if e.Type == protocol.TypeMsg {
+			t.Fatalf("a message came instead of a new joined: %s", e)
+		}
+		if e.Type == protocol.TypeJoined {
+			var j protocol.Joined
+			chattest.Decode(t, e, &j)
+			if j.Epoch == first.Epoch || !j.Truncated || j.LastSeq != 12 {
+				t.Fatalf("joined after the loss: epoch %q (was %q), truncated %v, lastSeq %d", j.Epoch, first.Epoch, j.Truncated, j.LastSeq)
+			}
+			break
 		}
 	}
 }

@@ -783,21 +783,24 @@ func (s *Store) decodeEntries(entries []rueidis.XRangeEntry, q store.Query) ([]p
 }
 
 // position is where a room stands (position.lua): its epoch ("" when it
-// has no keys) and last seq. With join, a room without keys gets them,
-// with a new epoch.
+// has no keys), last seq, the message ID at seq at (0: the last one), and
+// the first seq its stream holds (0: none). With join, a room without
+// keys gets them, with a new epoch.
 type position struct {
 	epoch string
 	last  int64
+	id    string
+	head  int64
 }
 
-func (s *Store) positionExec(room string, join bool) rueidis.LuaExec {
+func (s *Store) positionExec(room string, join bool, at int64) rueidis.LuaExec {
 	j := "0"
 	if join {
 		j = "1"
 	}
 	return rueidis.LuaExec{
 		Keys: []string{s.streamKey(room), s.metaKey(room)},
-		Args: []string{j, newEpoch(), strconv.FormatInt(s.idleTTL.Milliseconds(), 10)},
+		Args: []string{j, newEpoch(), strconv.FormatInt(at, 10), strconv.FormatInt(s.idleTTL.Milliseconds(), 10)},
 	}
 }
 
@@ -806,12 +809,14 @@ func parsePosition(r rueidis.RedisResult) (position, error) {
 	if err != nil {
 		return position{}, err
 	}
-	if len(arr) != 2 {
+	if len(arr) != 4 {
 		return position{}, fmt.Errorf("position: %d values", len(arr))
 	}
 	var p position
 	p.epoch, _ = arr[0].ToString() // nil: the room has no keys
 	p.last, _ = arr[1].AsInt64()
+	p.id, _ = arr[2].ToString()
+	p.head, _ = arr[3].AsInt64()
 	return p, nil
 }
 
@@ -822,7 +827,7 @@ func (s *Store) join(ctx context.Context, room string) (position, error) {
 	if err := s.usable(); err != nil {
 		return position{}, err
 	}
-	ex := s.positionExec(room, true)
+	ex := s.positionExec(room, true, 0)
 	return parsePosition(positionScript.Exec(ctx, s.client, ex.Keys, ex.Args))
 }
 
