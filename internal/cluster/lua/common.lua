@@ -77,14 +77,14 @@ local function firstYoung(key, from, last, cutoff)
 end
 
 -- touch gives a room's keys (its meta hash and stream) their idle
--- lifetime of idle ms again once half of it has run out, so that a busy
--- room costs a write for it only now and then; a key without one gets it.
+-- lifetime of idle ms again once half of the meta's has run out, so that
+-- a busy room costs a write for it only now and then; a meta without one
+-- gets it. (The stream, created by a room's first message, gets its own
+-- then: publish.lua.)
 local function touch(meta, stream, idle)
-  for _, key in ipairs({meta, stream}) do
-    local left = redis.call("pttl", key)
-    if left ~= -2 and left < idle / 2 then
-      redis.call("pexpire", key, idle)
-    end
+  local left = redis.call("pttl", meta)
+  if left ~= -2 and left < idle / 2 then
+    redis.call("pexpire", meta, idle)
+    redis.call("pexpire", stream, idle)
   end
 end
-

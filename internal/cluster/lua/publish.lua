@@ -44,6 +44,9 @@ if seq == 1 then
   redis.call("del", KEYS[1])
 end
 redis.call("xadd", KEYS[1], "MAXLEN", "~", ARGV[2], string.format("%d-0", seq), "m", ARGV[1])
+if seq == 1 then
+  redis.call("pexpire", KEYS[1], ARGV[9])
+end
 if ARGV[10] ~= "" then
   local head = entryFrom(KEYS[1], 0)
   if head and old(head, {tonumber(ARGV[12]), tonumber(ARGV[13])}) then
