@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -63,14 +62,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// closeStore stops the cluster's parts in order: the roster takes this
 	// node's members out of every list (announcing their leaves through
-	// the broker), then the directory and the broker stop, then the store.
-	closeStore := func() error {
+	// the broker), then the directory and the broker stop, then the store,
+	// which in a cluster gives up on what Redis has not taken once ctx
+	// ends.
+	closeStore := func(ctx context.Context) error {
 		if roster != nil {
 			roster.Close()
 		}
 		if clusterBroker != nil {
 			dir.Close()
 			clusterBroker.Close()
+		}
+		if cst, ok := st.(*cluster.Store); ok {
+			return cst.CloseContext(ctx)
 		}
 		return st.Close()
 	}
@@ -114,7 +118,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		RoomJoins:      budget(cfg.roomJoins),
 	})
 	if err != nil {
-		closeStore()
+		closeStore(context.Background())
 		return err
 	}
 	if clusterBroker != nil {
@@ -128,7 +132,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
-		closeStore()
+		closeStore(context.Background())
 		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
 	hs := srv.HTTPServer()
@@ -140,7 +144,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		stopMetrics, err := serveAside("metrics", cfg.metricsAddr, mux, log)
 		if err != nil {
 			ln.Close()
-			closeStore()
+			closeStore(context.Background())
 			return err
 		}
 		defer stopMetrics()
@@ -149,7 +153,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		stopDebug, err := serveDebug(cfg.debugAddr, log)
 		if err != nil {
 			ln.Close()
-			closeStore()
+			closeStore(context.Background())
 			return err
 		}
 		defer stopDebug()
@@ -159,7 +163,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { serveErr <- hs.Serve(ln) }()
 	select {
 	case err = <-serveErr:
-		closeStore()
+		closeStore(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -180,7 +184,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	wg.Wait()
 	<-serveErr // http.ErrServerClosed
-	if err := closeStore(); err != nil {
+	if err := closeStore(sctx); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
 	log.Info("stopped")
@@ -295,9 +299,6 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (st store.Stor
 	ret := store.Retention{MaxMessages: cfg.retention, MaxAge: cfg.retentionAge}
 	switch {
 	case cfg.redis != "":
-		if cfg.retentionAge > 0 {
-			return nil, nil, "", errors.New("-retention-age is not supported with -redis: Redis keeps the last -retention messages of each room")
-		}
 		cst, err := cluster.Open(ctx, cluster.Options{URL: cfg.redis, Retention: ret, Logger: log})
 		if err != nil {
 			return nil, nil, "", err

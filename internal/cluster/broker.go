@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,6 +80,7 @@ type event struct {
 	seq      int64
 	epoch    string
 	body     string
+	id       string        // evSubscribe: the message ID at seq
 	about    string        // evRelay
 	presence bool          // evRelay
 	applied  chan struct{} // closed when run has applied a subscribe
@@ -97,8 +99,17 @@ const (
 
 // roomState is run's view of one subscribed room. Owned by run.
 type roomState struct {
-	last  int64  // last seq delivered
-	epoch string // the epoch of last
+	last   int64  // last seq delivered
+	lastID string // the ID of the message at last ("" when not known)
+	epoch  string // the epoch of last
+	// past are the epochs the room had before (the newest last, at most
+	// maxPast): a message published in one of them reaches pub/sub after
+	// the node has moved on, and is no reason to move back.
+	past []string
+	// verify is set when the pub/sub connection was lost: the room's
+	// position is checked (checkRooms) before anything newer is delivered, as
+	// Redis may have lost writes meanwhile.
+	verify bool
 	// early holds messages that came before the subscription's position
 	// was known (Subscribe reads it after SUBSCRIBE is confirmed);
 	// applying evSubscribe replays them.
@@ -245,12 +256,14 @@ func (b *Broker) subscribe(ctx context.Context, room string, conn rueidis.Dedica
 	if err := conn.Do(ctx, conn.B().Subscribe().Channel(b.st.channel(room)).Build()).Error(); err != nil {
 		return err
 	}
-	info, err := b.st.Room(ctx, room)
+	// The first join of a room on this node fixes its epoch (the room's
+	// keys are created if it has none) and reads its position.
+	p, err := b.st.join(ctx, room)
 	if err != nil {
 		return err
 	}
 	applied := make(chan struct{})
-	b.push(event{kind: evSubscribe, room: room, seq: info.LastSeq, epoch: info.Epoch, applied: applied})
+	b.push(event{kind: evSubscribe, room: room, seq: p.last, epoch: p.epoch, id: p.id, applied: applied})
 	select {
 	case <-applied:
 		return nil
@@ -333,6 +346,9 @@ func (b *Broker) run() {
 		case <-b.wake:
 		case err := <-lost:
 			b.log.Warn("redis pub/sub connection lost; reconnecting", "err", errString(err))
+			for _, st := range states {
+				st.verify = true
+			}
 			b.setConn(nil, errors.New("redis pub/sub connection lost"))
 			if cancelConn != nil {
 				cancelConn()
@@ -529,7 +545,7 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 			states[e.room] = st
 		}
 		if !st.started {
-			st.started, st.last, st.epoch = true, e.seq, e.epoch
+			st.started, st.last, st.lastID, st.epoch = true, e.seq, e.id, e.epoch
 			early := st.early
 			st.early = nil
 			for _, m := range early {
@@ -577,17 +593,39 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 			return
 		}
 		if e.epoch != st.epoch {
+			if slices.Contains(st.past, e.epoch) {
+				return // published before the room moved on; the stream has it
+			}
 			// The room's history was lost or replaced: its members start
 			// over from the new epoch.
 			b.reset(e.room, st, e.epoch)
 		}
+		if st.verify {
+			// The first message since pub/sub came back: Redis may have
+			// lost writes meanwhile, and this one may stand in the place
+			// of one delivered already (checkRooms).
+			if !b.checkRooms(states, []string{e.room}) {
+				return // the check failed: the next one fills
+			}
+			if e.epoch != st.epoch {
+				return // the room moved on: the stream has the message
+			}
+		}
 		switch {
-		case e.seq <= st.last:
+		case e.seq < st.last:
 			return // a repeat
+		case e.seq == st.last:
+			// A repeat, unless Redis lost the message at st.last and
+			// this one took its seq (SPEC §8: loss is found by identity).
+			if id := messageID(e.body); st.lastID != "" && id != "" && id != st.lastID {
+				b.log.Warn("room's message at its last seq changed in Redis: acknowledged writes were lost", "room", e.room, "seq", st.last)
+				b.rotate(e.room, st)
+			}
+			return
 		case e.seq > st.last+1:
 			b.fill(e.room, st, e.seq-1)
 			if e.seq != st.last+1 {
-				return // the fill failed; the next check retries
+				return // the fill failed or moved on; the next check retries
 			}
 		}
 		m, err := decodeMessage(strconv.FormatInt(e.seq, 10), e.body)
@@ -596,7 +634,7 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 			return
 		}
 		b.h.Deliver(m)
-		st.last = e.seq
+		st.last, st.lastID = e.seq, m.ID
 	case evRelay:
 		if st := states[e.room]; st != nil && st.started {
 			b.h.Relayed(e.room, e.about, e.presence, []byte(e.body))
@@ -605,7 +643,7 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 		b.catchingUp = true
 		fallthrough
 	case evCheck:
-		if b.position(states) && b.catchingUp {
+		if b.checkRooms(states, nil) && b.catchingUp {
 			b.catchingUp = false
 			b.mu.Lock()
 			if b.conn != nil {
@@ -616,18 +654,46 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 	}
 }
 
+// maxPast bounds roomState.past.
+const maxPast = 4
+
 // reset starts a room over at a new epoch.
 func (b *Broker) reset(room string, st *roomState, epoch string) {
 	b.log.Warn("room has a new epoch: its history in Redis was lost or replaced", "room", room, "old", st.epoch, "new", epoch)
-	st.epoch, st.last = epoch, 0
+	if st.epoch != "" {
+		st.past = append(st.past, st.epoch)
+		if len(st.past) > maxPast {
+			st.past = slices.Delete(st.past, 0, len(st.past)-maxPast)
+		}
+	}
+	st.epoch, st.last, st.lastID = epoch, 0, ""
 	b.h.Reset(room, epoch)
 }
 
+// messageID reads the ID of a stored message's JSON without decoding the
+// rest: the JSON starts with it (protocol.Message).
+func messageID(body string) string {
+	rest, ok := strings.CutPrefix(body, `{"id":"`)
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, `"`)
+	return id
+}
+
 // fill delivers room's messages from its stream, from st.last+1 up to
-// through (0: everything there is). It stops at the first failure.
+// through (0: everything there is). It stops at the first failure. Its
+// first read starts at st.last itself, to compare the message there with
+// the one delivered (SPEC §8: lost writes are found by identity): another
+// one, or none while the stream keeps what is around it, means Redis lost
+// acknowledged writes, and the room gets a new epoch (rotate).
 func (b *Broker) fill(room string, st *roomState, through int64) {
+	verified := st.last == 0 || st.lastID == ""
 	for through == 0 || st.last < through {
 		q := store.Query{After: st.last, Limit: 500}
+		if !verified {
+			q.After = st.last - 1
+		}
 		if through > 0 {
 			q.Before = through + 1
 		}
@@ -640,8 +706,25 @@ func (b *Broker) fill(room string, st *roomState, through int64) {
 		}
 		if info.Epoch != st.epoch {
 			b.reset(room, st, info.Epoch)
-			q.After = 0
+			verified = true
 			continue
+		}
+		if !verified {
+			verified = true
+			switch {
+			case len(msgs) > 0 && msgs[0].Seq == st.last:
+				if msgs[0].ID != st.lastID {
+					b.log.Warn("room's message at the last seq delivered changed in Redis: acknowledged writes were lost", "room", room, "seq", st.last)
+					b.rotate(room, st)
+					return
+				}
+				msgs = msgs[1:]
+			case info.FirstSeq > 0 && info.FirstSeq <= st.last:
+				// Retention keeps st.last, and it is gone.
+				b.log.Warn("room's message at the last seq delivered is gone from Redis: acknowledged writes were lost", "room", room, "seq", st.last)
+				b.rotate(room, st)
+				return
+			}
 		}
 		if len(msgs) > 0 && msgs[0].Seq != st.last+1 {
 			// Retention dropped what was missed: deliver from what is kept.
@@ -649,7 +732,7 @@ func (b *Broker) fill(room string, st *roomState, through int64) {
 		}
 		for _, m := range msgs {
 			b.h.Deliver(m)
-			st.last = m.Seq
+			st.last, st.lastID = m.Seq, m.ID
 		}
 		b.fills.Add(uint64(len(msgs)))
 		if len(msgs) == 0 {
@@ -661,9 +744,13 @@ func (b *Broker) fill(room string, st *roomState, through int64) {
 	}
 }
 
-// rotate gives a room whose seq went backwards (Redis lost acknowledged
-// writes, as after a failover to a replica that lagged) a new epoch, so
-// that clients start over instead of waiting for seqs they already saw.
+// rotate gives a room that lost acknowledged writes (its seq went
+// backwards, or the message at a seq delivered changed: an AOF that lost
+// its last second, a failover to a replica that lagged) a new epoch, so
+// that clients start over instead of taking new messages for ones they
+// saw; it is what an empty Redis does to every room. The script rotates
+// only if the room still has the epoch this node saw, so that the nodes
+// that notice agree on one new epoch.
 func (b *Broker) rotate(room string, st *roomState) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
 	defer cancel()
@@ -672,49 +759,83 @@ func (b *Broker) rotate(room string, st *roomState) {
 		b.log.Warn("redis: rotating an epoch failed", "room", room, "err", err)
 		return
 	}
-	b.log.Warn("room's seq went backwards in Redis; new epoch", "room", room, "seen", st.last)
+	b.log.Warn("room lost acknowledged writes in Redis; new epoch", "room", room, "seen", st.last)
 	b.reset(room, st, epoch)
 	b.fill(room, st, 0)
 }
 
-// position compares every room's last delivered seq with Redis (one
-// pipeline per 500 rooms) and fills what pub/sub lost. It reports whether
-// every room was checked.
-func (b *Broker) position(states map[string]*roomState) bool {
-	rooms := make([]string, 0, len(states))
-	cmds := make(rueidis.Commands, 0, len(states))
-	for room, st := range states {
-		if !st.started {
-			continue
+// recreate answers a room that has no keys any more while this node has
+// members there (a FLUSHALL, a Redis restart without persistence): as a
+// join would, it gives the room keys and a new epoch, or takes those
+// another node or a write gave it first, and the members start over.
+func (b *Broker) recreate(room string, st *roomState) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+	p, err := b.st.join(ctx, room)
+	cancel()
+	if err != nil {
+		b.log.Warn("redis: recreating a lost room failed; retrying at the next check", "room", room, "err", err)
+		return
+	}
+	if p.epoch != st.epoch {
+		b.reset(room, st, p.epoch)
+		b.fill(room, st, 0)
+	}
+}
+
+// checkRooms compares rooms' positions (every room when rooms is nil) with
+// Redis, one pipeline of position.lua per 500 rooms, and acts on what it
+// finds: a room without keys is recreated, another epoch is taken, a
+// message at the last seq delivered that is not the one delivered (or
+// gone) rotates the epoch, and what pub/sub lost is filled. Each check
+// also keeps the room's keys alive while the node has members there. It
+// reports whether every room was checked.
+func (b *Broker) checkRooms(states map[string]*roomState, rooms []string) bool {
+	if rooms == nil {
+		rooms = make([]string, 0, len(states))
+		for room, st := range states {
+			if st.started {
+				rooms = append(rooms, room)
+			}
 		}
-		rooms = append(rooms, room)
-		cmds = append(cmds, b.st.client.B().Hmget().Key(b.st.metaKey(room)).Field("e", "s").Build())
 	}
 	failed := false
-	for i := 0; i < len(cmds); i += 500 {
-		j := min(i+500, len(cmds))
+	execs := make([]rueidis.LuaExec, 0, min(len(rooms), 500))
+	for i := 0; i < len(rooms); i += 500 {
+		j := min(i+500, len(rooms))
+		execs = execs[:0]
+		for _, room := range rooms[i:j] {
+			execs = append(execs, b.st.positionExec(room, false, states[room].last))
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
-		res := b.st.client.DoMulti(ctx, cmds[i:j]...)
+		res := positionScript.ExecMulti(ctx, b.st.client, execs...)
 		cancel()
 		for k, r := range res {
 			room := rooms[i+k]
 			st := states[room]
-			vals, err := r.ToArray()
-			if err != nil || len(vals) != 2 {
+			p, err := parsePosition(r)
+			if err != nil {
 				failed = true
 				continue
 			}
-			epoch, _ := vals[0].ToString()
-			lastStr, _ := vals[1].ToString()
-			last, _ := strconv.ParseInt(lastStr, 10, 64)
+			st.verify = false
 			switch {
-			case epoch != "" && epoch != st.epoch:
-				b.reset(room, st, epoch)
+			case p.epoch == "":
+				b.recreate(room, st)
+			case p.epoch != st.epoch:
+				b.reset(room, st, p.epoch)
 				b.fill(room, st, 0)
-			case last > st.last:
-				b.fill(room, st, last)
-			case last < st.last && epoch == st.epoch:
+			case st.last > 0 && st.lastID != "" && p.id != "" && p.id != st.lastID:
+				b.log.Warn("room's message at the last seq delivered changed in Redis: acknowledged writes were lost", "room", room, "seq", st.last)
 				b.rotate(room, st)
+			case st.last > 0 && st.lastID != "" && p.id == "" && p.head > 0 && p.head <= st.last:
+				b.log.Warn("room's message at the last seq delivered is gone from Redis: acknowledged writes were lost", "room", room, "seq", st.last)
+				b.rotate(room, st)
+			case p.last < st.last:
+				b.rotate(room, st)
+			case p.last > st.last:
+				b.fill(room, st, p.last)
+			case st.lastID == "":
+				st.lastID = p.id
 			}
 		}
 	}

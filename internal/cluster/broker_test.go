@@ -16,7 +16,13 @@ import (
 // connections, as separate processes would have) with one key prefix.
 func nodes(t *testing.T, srv *redistest.Server, hs []broker.Handler) ([]*cluster.Broker, []*cluster.Store) {
 	t.Helper()
-	prefix := redistest.Prefix(t)
+	return nodesWith(t, srv, redistest.Prefix(t), hs)
+}
+
+// nodesWith is nodes on the key prefix prefix, for a test that reads or
+// changes the nodes' keys itself.
+func nodesWith(t *testing.T, srv *redistest.Server, prefix string, hs []broker.Handler) ([]*cluster.Broker, []*cluster.Store) {
+	t.Helper()
 	var bs []*cluster.Broker
 	var sts []*cluster.Store
 	for _, h := range hs {

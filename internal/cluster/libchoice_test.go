@@ -176,7 +176,8 @@ func BenchmarkPublishRueidis(b *testing.B) {
 	b.Run(fmt.Sprintf("publishers=%d", publishers), func(b *testing.B) {
 		runPublishers(b, srv, func(ctx context.Context) error {
 			m, key := nextPublish()
-			e := st.publishExec(m, key)
+			now := time.Now()
+			e := st.publishExec(m, key, now.Add(time.Minute), now)
 			_, _, err := parsePublish(m, publishScript.Exec(ctx, client, e.Keys, e.Args))
 			return err
 		})
@@ -190,7 +191,7 @@ func BenchmarkPublishRueidis(b *testing.B) {
 func BenchmarkPublishGoRedis(b *testing.B) {
 	srv := startBenchRedis(b)
 	st := benchStore(b, srv)
-	script := goredis.NewScript(publishLua)
+	script := goredis.NewScript(commonLua + publishLua)
 	for _, tc := range []struct {
 		name     string
 		poolSize int // 0: go-redis's default
@@ -213,7 +214,8 @@ func BenchmarkPublishGoRedis(b *testing.B) {
 		b.Run(fmt.Sprintf("publishers=%d/%s", publishers, tc.name), func(b *testing.B) {
 			runPublishers(b, srv, func(ctx context.Context) error {
 				m, key := nextPublish()
-				e := st.publishExec(m, key)
+				now := time.Now()
+				e := st.publishExec(m, key, now.Add(time.Minute), now)
 				args := make([]any, len(e.Args))
 				for i, a := range e.Args {
 					args[i] = a

@@ -1,42 +1,47 @@
--- page: a room's info and a range of its messages from one snapshot.
+-- page: a room's info and a range of its messages from one snapshot. It
+-- writes nothing (SPEC §8: reads never write): a room without a meta hash
+-- reads as empty, with the store's epoch.
 -- KEYS[1] the room's stream, KEYS[2] its meta hash.
--- ARGV[1] an epoch for a room that has none, ARGV[2] the lowest seq
--- wanted, ARGV[3] the highest ("+" for no bound), ARGV[4] the most
--- entries ("0" for no limit), ARGV[5] "1" for the newest of the range,
--- ARGV[6] "0" to read the info only, ARGV[7] the lifetime in seconds of
--- the meta of a room that has no message yet, ARGV[8] the most messages
--- retention keeps: the stream is trimmed approximately (whole nodes), so
--- reads cut it exactly.
+-- ARGV[1] the epoch of a room that has none (the store's), ARGV[2] the
+-- lowest seq wanted, ARGV[3] the highest ("+" for no bound), ARGV[4] the
+-- most entries ("0" for no limit), ARGV[5] "1" for the newest of the
+-- range, ARGV[6] "0" to read the info only, ARGV[7] the most messages
+-- retention keeps (the stream is trimmed approximately, by whole nodes, so
+-- reads cut it exactly), ARGV[8] and ARGV[9] the age cutoff (YYYYMMDD,
+-- HHMMSSmmm; "" for no age retention): writes trim what is older in
+-- batches, reads skip it exactly.
 -- Returns {epoch, lastSeq, firstSeq, entries}.
 local meta = redis.call("hmget", KEYS[2], "e", "s")
 local epoch, last = meta[1], tonumber(meta[2] or "0")
 if not epoch then
-  -- A room's epoch is fixed at its first join: created here, it lives
-  -- ARGV[7] seconds unless a message makes it permanent (publish.lua).
-  epoch = ARGV[1]
-  redis.call("hset", KEYS[2], "e", epoch)
-  redis.call("expire", KEYS[2], ARGV[7])
+  return {ARGV[1], 0, 0, {}}
 end
 local first = 0
-local head = redis.call("xrange", KEYS[1], "-", "+", "COUNT", 1)
-if #head > 0 then
-  first = math.max(tonumber(string.match(head[1][1], "^(%d+)")), last - tonumber(ARGV[8]) + 1)
-end
-local entries = {}
-if ARGV[6] ~= "0" and last > 0 then
-  local lo, hi = math.max(tonumber(ARGV[2]), first), ARGV[3]
-  if ARGV[5] == "1" then
-    if ARGV[4] == "0" then
-      entries = redis.call("xrevrange", KEYS[1], hi, lo)
-    else
-      entries = redis.call("xrevrange", KEYS[1], hi, lo, "COUNT", ARGV[4])
+if last > 0 then
+  local head = entryFrom(KEYS[1], 0)
+  if head then
+    first = math.max(seqOf(head), last - tonumber(ARGV[7]) + 1)
+    if ARGV[8] ~= "" then
+      first = firstYoung(KEYS[1], first, last, {tonumber(ARGV[8]), tonumber(ARGV[9])})
     end
   else
-    if ARGV[4] == "0" then
-      entries = redis.call("xrange", KEYS[1], lo, hi)
-    else
-      entries = redis.call("xrange", KEYS[1], lo, hi, "COUNT", ARGV[4])
-    end
+    first = last + 1 -- retention dropped every message
+  end
+end
+local entries = {}
+if ARGV[6] ~= "0" and last > 0 and first <= last then
+  local lo, hi = ARGV[2], ARGV[3]
+  if tonumber(lo) < first then
+    lo = string.format("%d", first)
+  end
+  local count = {}
+  if ARGV[4] ~= "0" then
+    count = {"COUNT", ARGV[4]}
+  end
+  if ARGV[5] == "1" then
+    entries = redis.call("xrevrange", KEYS[1], hi, lo, unpack(count))
+  else
+    entries = redis.call("xrange", KEYS[1], lo, hi, unpack(count))
   end
 end
 return {epoch, last, first, entries}

@@ -40,6 +40,17 @@ local function list(max)
   return {count, out}
 end
 
+-- keep gives the room's two keys a lifetime of an hour past the entry
+-- expiry exp (Unix ms): a node refreshes them with its entries, and when
+-- no node does any more (every node that had members there died), they
+-- lapse instead of keeping lapsed entries for ever (SPEC §8: Redis memory
+-- is bounded by what was stored).
+local function keep(exp)
+  local ttl = tonumber(exp) - tonumber(now) + 3600000
+  redis.call("pexpire", KEYS[1], ttl)
+  redis.call("pexpire", KEYS[2], ttl)
+end
+
 -- owned reports whether userID's entry belongs to owner (a node).
 local function owned(id, owner)
   local v = redis.call("hget", KEYS[1], id)
@@ -51,6 +62,7 @@ if op == "add" then
   local left = sweep(ARGV[3])
   redis.call("hset", KEYS[1], ARGV[3], ARGV[4])
   redis.call("zadd", KEYS[2], ARGV[5], ARGV[3])
+  keep(ARGV[5])
   local l = list(tonumber(ARGV[6]))
   return {l[1], l[2], left}
 elseif op == "remove" then
@@ -75,6 +87,7 @@ elseif op == "refresh" then
       redis.call("zadd", KEYS[2], ARGV[4], id)
     end
   end
+  keep(ARGV[4])
   return redis.call("zcount", KEYS[2], "(" .. now, "+inf")
 elseif op == "sweep" then
   local left = sweep("")

@@ -3,13 +3,34 @@
 -- de-duplication key (ignored when ARGV[6] is "0").
 -- ARGV[1] the message JSON (its seq is set by the reader from the entry),
 -- ARGV[2] the stream's approximate MAXLEN, ARGV[3] the room's pub/sub
--- channel, ARGV[4] an epoch for a room that has none, ARGV[5] the
--- de-duplication key's lifetime in seconds, ARGV[6] "1" when there is a key.
--- Returns {1, seq, epoch} for a new message, {0, "seq\nJSON"} for a retry.
+-- channel, ARGV[4] the epoch of a room that has none (the store's),
+-- ARGV[5] the de-duplication key's lifetime in seconds, ARGV[6] "1" when
+-- there is a key, ARGV[7] the message's ID, ARGV[8] the time, in Unix ms
+-- of Redis's clock, past which the request is refused unstored (its
+-- sender has given up on it by then), ARGV[9] the room's idle lifetime in
+-- ms, ARGV[10] and ARGV[11] the age cutoff (YYYYMMDD, HHMMSSmmm; "" for
+-- no age retention) and ARGV[12] and ARGV[13] the age at which trimming
+-- starts (a little past the cutoff, so that it runs in batches).
+-- Returns {1, seq, epoch} for a new message, {0, seq, ID, JSON or false}
+-- for a retry (the JSON while the stream still holds the original), {-1}
+-- for a request past its time.
+local now = redis.call("time")
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[8]) then
+  return {-1}
+end
 if ARGV[6] == "1" then
   local prior = redis.call("get", KEYS[3])
   if prior then
-    return {0, prior}
+    -- "seq\nID"; before IDs, "seq\nJSON": the reader takes either.
+    local seq, id = string.match(prior, "^(%d+)\n(.*)$")
+    if seq then
+      local body = false
+      local e = entryAt(KEYS[1], tonumber(seq))
+      if e and idOf(e) == id then
+        body = e[2][2]
+      end
+      return {0, tonumber(seq), id, body}
+    end
   end
 end
 local epoch = redis.call("hget", KEYS[2], "e")
@@ -19,14 +40,23 @@ if not epoch then
 end
 local seq = redis.call("hincrby", KEYS[2], "s", 1)
 if seq == 1 then
-  -- A new epoch starts: an empty room's meta may carry a lifetime (see
-  -- page.lua), and a stream left without its meta is from a lost epoch.
-  redis.call("persist", KEYS[2])
+  -- A new epoch starts: a stream left without its meta is of a lost one.
   redis.call("del", KEYS[1])
 end
-redis.call("xadd", KEYS[1], "MAXLEN", "~", ARGV[2], seq .. "-0", "m", ARGV[1])
+redis.call("xadd", KEYS[1], "MAXLEN", "~", ARGV[2], string.format("%d-0", seq), "m", ARGV[1])
+if seq == 1 then
+  redis.call("pexpire", KEYS[1], ARGV[9])
+end
+if ARGV[10] ~= "" then
+  local head = entryFrom(KEYS[1], 0)
+  if head and old(head, {tonumber(ARGV[12]), tonumber(ARGV[13])}) then
+    local keep = firstYoung(KEYS[1], seqOf(head), seq, {tonumber(ARGV[10]), tonumber(ARGV[11])})
+    redis.call("xtrim", KEYS[1], "MINID", string.format("%d-0", keep))
+  end
+end
+touch(KEYS[2], KEYS[1], tonumber(ARGV[9]))
 redis.call("publish", ARGV[3], seq .. "\n" .. epoch .. "\n" .. ARGV[1])
 if ARGV[6] == "1" then
-  redis.call("set", KEYS[3], seq .. "\n" .. ARGV[1], "EX", ARGV[5])
+  redis.call("set", KEYS[3], seq .. "\n" .. ARGV[7], "EX", ARGV[5])
 end
 return {1, seq, epoch}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -195,6 +196,13 @@ func testMessages(t *testing.T, f Factory) {
 		{"between", store.Query{After: 3, Before: 6}, []int64{4, 5}},
 		{"after last", store.Query{After: 10}, []int64{}},
 		{"before first", store.Query{Before: 1}, []int64{}},
+		// Bounds past any seq (SPEC §4: since is any whole number ≥ 0)
+		// read what they select, never a failure.
+		{"after 1e17", store.Query{After: 1e17}, []int64{}},
+		{"after max", store.Query{After: math.MaxInt64, Limit: 5}, []int64{}},
+		{"after max newest", store.Query{After: math.MaxInt64, Limit: 5, Newest: true}, []int64{}},
+		{"before 1e17 newest", store.Query{Before: 1e17, Limit: 2, Newest: true}, []int64{9, 10}},
+		{"before max", store.Query{After: 8, Before: math.MaxInt64}, []int64{9, 10}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -210,6 +218,10 @@ func testMessages(t *testing.T, f Factory) {
 	none, err := s.Messages(ctx, "never-used", store.Query{})
 	if err != nil || len(none) != 0 {
 		t.Fatalf("Messages(unknown room) = %v, %v; want none, nil", none, err)
+	}
+	info, page, err := s.Page(ctx, "room", store.Query{After: math.MaxInt64, Limit: 5})
+	if err != nil || len(page) != 0 || info.LastSeq != 10 || store.More(info, page) {
+		t.Fatalf("Page(after max) = %+v, %v, %v; want LastSeq 10, no messages, no more", info, seqs(page), err)
 	}
 }
 

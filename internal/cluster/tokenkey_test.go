@@ -1,0 +1,44 @@
+package cluster_test
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/redistest"
+)
+
+// After FLUSHALL the key that signs resume tokens is gone; a node notices
+// and writes back the one it signs with, so that a node that starts
+// afterwards signs and checks with the same key and every token stays
+// good on every node (SPEC §8: resume works on any node).
+func TestTokenKeyComesBackAfterFlush(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	prefix := redistest.Prefix(t)
+	a, err := openWith(srv, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	admin := srv.Client()
+	srv.Do(admin, "FLUSHALL")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msg := srv.Do(admin, "GET", prefix+":token_key")
+		if k, err := msg.AsBytes(); err == nil && bytes.Equal(k, a.TokenKey()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the token key is not back in Redis 10 s after FLUSHALL")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b, err := openWith(srv, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if !bytes.Equal(a.TokenKey(), b.TokenKey()) {
+		t.Fatal("a node started after FLUSHALL signs with another key than the node that was running")
+	}
+}
