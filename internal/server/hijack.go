@@ -58,7 +58,7 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	br := bufio.NewReaderSize(pc, readBufSize)
 	if n > 0 {
 		b, _ := brw.Reader.Peek(n)
-		pc.took(b)
+		pc.took(b, false)
 		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), pc), max(n, readBufSize))
 		if _, err := br.Peek(n); err != nil {
 			conn.Close()
@@ -122,7 +122,7 @@ func (c *peekConn) wait() {
 	if c.r < c.w || c.err != nil {
 		return
 	}
-	n, err := c.readSocket(c.buf[:])
+	n, err := c.readSocket(c.buf[:], true)
 	c.r, c.w, c.err = 0, uint8(n), err
 }
 
@@ -139,18 +139,19 @@ func (c *peekConn) Read(p []byte) (int, error) {
 	case c.err != nil:
 		return 0, c.err
 	}
-	return c.readSocket(p)
+	return c.readSocket(p, false)
 }
 
 // readSocket reads from the socket and follows the frames in what it
 // read (took). A read that fails on a deadline outside a message (one
-// left from the last) is made again without it. Guarded by c.mu.
-func (c *peekConn) readSocket(p []byte) (int, error) {
+// left from the last) is made again without it. loop says that the
+// caller is the read loop (wait): see setReadDeadline. Guarded by c.mu.
+func (c *peekConn) readSocket(p []byte, loop bool) (int, error) {
 	for {
 		n, err := c.Conn.Read(p)
 		if n > 0 {
 			c.reads.Add(1)
-			c.took(p[:n])
+			c.took(p[:n], loop)
 		}
 		if n > 0 || err == nil || c.deadline == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
@@ -160,8 +161,29 @@ func (c *peekConn) readSocket(p []byte) (int, error) {
 			return n, err
 		}
 		c.deadline = 0
-		c.Conn.SetReadDeadline(time.Time{})
+		c.setReadDeadline(time.Time{}, loop)
 	}
+}
+
+// setReadDeadline sets the socket's read deadline. Setting one goes deep
+// into the runtime's poller; on the read loop's goroutine (loop) that
+// would grow its stack past the 2 KiB it parks in, and it would keep the
+// 4 KiB it grew to while the connection idles (measured: 1.1 KB more
+// stack per idle connection). So there it is set from a goroutine of its
+// own, which the read loop waits for: at most once per message that
+// spans reads and once per deadline left over between messages. Guarded
+// by c.mu.
+func (c *peekConn) setReadDeadline(t time.Time, loop bool) {
+	if !loop {
+		c.Conn.SetReadDeadline(t)
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		c.Conn.SetReadDeadline(t)
+		close(done)
+	}()
+	<-done
 }
 
 // took follows the frames in bytes read from the socket, and makes sure
@@ -169,7 +191,7 @@ func (c *peekConn) readSocket(p []byte) (int, error) {
 // and timeout + timeout/10 from the read that brought its first byte (any
 // deadline in that span will do, so that one set for a message can serve
 // the next ones). Guarded by c.mu.
-func (c *peekConn) took(b []byte) {
+func (c *peekConn) took(b []byte, loop bool) {
 	c.msgs.feed(b)
 	if c.msgs.ended {
 		c.armed, c.msgs.ended = false, false // that message is over
@@ -181,7 +203,7 @@ func (c *peekConn) took(b []byte) {
 	due, slack := time.Now().Add(c.timeout).UnixNano(), int64(c.timeout/10)
 	if c.deadline < due || c.deadline > due+slack {
 		c.deadline = due + slack
-		c.Conn.SetReadDeadline(time.Unix(0, c.deadline))
+		c.setReadDeadline(time.Unix(0, c.deadline), loop)
 	}
 }
 
