@@ -126,6 +126,18 @@ func (l *addrLimiter) tracked() int {
 	return len(l.seen)
 }
 
+// release takes one from key's count in m, a count of open connections
+// per address that holds no zeros: at zero the key goes, and m is
+// rebuilt once it has shrunk (compact). It returns m or its rebuild.
+func release(m map[netip.Prefix]int, key netip.Prefix, peak *int) map[netip.Prefix]int {
+	if n := m[key] - 1; n > 0 {
+		m[key] = n
+		return m
+	}
+	delete(m, key)
+	return compact(m, peak)
+}
+
 // compact returns m rebuilt when it holds less than a quarter of *peak,
 // and records the new peak: deleting from a Go map frees no buckets.
 func compact[K comparable, V any](m map[K]V, peak *int) map[K]V {
@@ -185,12 +197,7 @@ func (g *gate) leave(key netip.Prefix) {
 	defer g.mu.Unlock()
 	g.open--
 	if g.perAddr > 0 {
-		if n := g.byAddr[key] - 1; n > 0 {
-			g.byAddr[key] = n
-		} else {
-			delete(g.byAddr, key)
-			g.byAddr = compact(g.byAddr, &g.peak)
-		}
+		g.byAddr = release(g.byAddr, key, &g.peak)
 	}
 }
 

@@ -212,12 +212,7 @@ func (s *sockets) uncountHTTP(c *sock) {
 	}
 	c.http = false
 	key := addrKey(peerAddr(c.Conn))
-	if n := s.byAddr[key] - 1; n > 0 {
-		s.byAddr[key] = n
-	} else {
-		delete(s.byAddr, key)
-		s.byAddr = compact(s.byAddr, &s.peak)
-	}
+	s.byAddr = release(s.byAddr, key, &s.peak)
 }
 
 // count is how many connections hold a place.
