@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bufio"
 	"bytes"
 	"database/sql"
 	"fmt"
@@ -9,10 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/roomchat/roomchat/internal/store/storetest"
@@ -165,30 +162,7 @@ func TestEpochAfterKill9(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9KeepsAckedMessages$")
 	cmd.Env = append(os.Environ(), "ROOMCHAT_SQLITE_KILL_CHILD="+path, "ROOMCHAT_SQLITE_KILL_SYNC=NORMAL")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	acked := int64(0)
-	sc := bufio.NewScanner(out)
-	for sc.Scan() && acked < 2000 {
-		if seq, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
-			acked = max(acked, seq)
-		}
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for sc.Scan() {
-		if seq, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
-			acked = max(acked, seq)
-		}
-	}
-	cmd.Wait()
+	acked := killAfterAcks(t, cmd, 2000)
 	if acked < 2 {
 		t.Fatalf("child acked up to seq %d, want more", acked)
 	}

@@ -28,31 +28,7 @@ func TestKill9KeepsAckedMessages(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "roomchat.db")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9KeepsAckedMessages$")
 	cmd.Env = append(os.Environ(), "ROOMCHAT_SQLITE_KILL_CHILD="+path)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	acked := int64(0)
-	sc := bufio.NewScanner(out)
-	for sc.Scan() && acked < 3000 {
-		if seq, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
-			acked = max(acked, seq)
-		}
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	// Acks printed before the kill but not read yet count too.
-	for sc.Scan() {
-		if seq, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
-			acked = max(acked, seq)
-		}
-	}
-	cmd.Wait()
+	acked := killAfterAcks(t, cmd, 3000)
 	if acked == 0 {
 		t.Fatal("child acked nothing")
 	}
@@ -107,4 +83,37 @@ func killChild(path string) {
 			time.Sleep(time.Hour) // the parent kills us long before
 		}
 	}
+}
+
+// killAfterAcks starts cmd, a child that prints the seq of every acked
+// message, kills it with SIGKILL once it has acked seq n, and returns the
+// highest seq it acked (those printed before the kill but read after it
+// count too).
+func killAfterAcks(t *testing.T, cmd *exec.Cmd, n int64) int64 {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	acked := int64(0)
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && acked < n {
+		if seq, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
+			acked = max(acked, seq)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for sc.Scan() {
+		if seq, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
+			acked = max(acked, seq)
+		}
+	}
+	cmd.Wait()
+	return acked
 }
