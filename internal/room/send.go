@@ -1,0 +1,122 @@
+package room
+
+import (
+	"context"
+	"time"
+
+	gonanoid "github.com/matoous/go-nanoid/v2"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/store"
+)
+
+// Send stores text as a message from u in roomID ("" when u is in exactly
+// one room). Once stored, every live member receives the msg event, and,
+// when reqID is set, u gets an ack (the original one for a retried reqID).
+// A store failure reaches u as a store_unavailable error with id reqID. Send
+// returns before the message is stored; it fails at once for not_in_room
+// and room_required.
+func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
+	r, err := u.resolve(roomID)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	msg := protocol.Message{
+		ID:      gonanoid.Must(),
+		RoomID:  r.id,
+		From:    protocol.User{UserID: u.id},
+		Message: text,
+		TS:      now.UTC().Truncate(time.Millisecond),
+	}
+	cost := 0
+	if reg.budgets.RoomBytes > 0 {
+		cost = protocol.EncodedSize(msg) + msgFrameOverhead
+	}
+	r.mu.Lock()
+	m := r.member(u)
+	over := budgetKinds
+	if m != nil {
+		msg.From.Name = m.name
+		over = r.spend(&reg.budgets, m, false, cost+len(m.name), now.UnixNano())
+	}
+	r.mu.Unlock()
+	if m == nil {
+		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
+	}
+	if over != budgetKinds {
+		return reg.overBudget(r.id, over)
+	}
+	reg.broker.Publish(msg, store.DedupKey(u.id, r.id, reqID), func(stored protocol.Message, dup bool, err error) {
+		if err != nil {
+			reg.log.Error("store append", "room", r.id, "user", u.id, "err", err)
+			u.queue(protocol.EncodeError(reqID, protocol.Errorf(protocol.CodeStoreUnavailable, "the message was not stored; the store is unavailable")))
+			return
+		}
+		if !dup {
+			reg.stored.Add(1)
+		}
+		if reqID != "" {
+			u.queue(protocol.Encode(protocol.TypeAck, reqID, protocol.Ack{MsgID: stored.ID, Seq: stored.Seq}))
+		}
+	})
+	return nil
+}
+
+// Post stores a message from a bot (HTTP API) in roomID and delivers it to
+// the room's live members. It blocks until the message is stored or ctx ends.
+func (reg *Registry) Post(ctx context.Context, roomID, name, text string) (protocol.Message, error) {
+	msg := protocol.Message{
+		ID:      gonanoid.Must(),
+		RoomID:  roomID,
+		From:    protocol.User{UserID: "bot-" + gonanoid.Must(12), Name: name},
+		Message: text,
+		TS:      time.Now().UTC().Truncate(time.Millisecond),
+	}
+	type result struct {
+		m   protocol.Message
+		err error
+	}
+	ch := make(chan result, 1)
+	reg.broker.Publish(msg, "", func(stored protocol.Message, _ bool, err error) {
+		if err == nil {
+			reg.stored.Add(1)
+		}
+		ch <- result{stored, err}
+	})
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			return protocol.Message{}, reg.storeError("append", res.err)
+		}
+		return res.m, nil
+	case <-ctx.Done():
+		return protocol.Message{}, ctx.Err()
+	}
+}
+
+// deliver encodes m once and queues it to every live member of its room;
+// members still joining keep it to merge with their history. The broker
+// calls it in seq order per room; a room without members here ignores it.
+func (reg *Registry) deliver(m protocol.Message) {
+	r := reg.lookup(m.RoomID)
+	if r == nil {
+		return
+	}
+	frame := protocol.Encode(protocol.TypeMsg, "", m)
+	r.mu.Lock()
+	r.lastSeq = max(r.lastSeq, m.Seq)
+	r.flushPresence()
+	n := 0
+	for _, mem := range r.members {
+		switch {
+		case mem.joining:
+			mem.pending = append(mem.pending, delivery{seq: m.Seq, frame: frame})
+		case mem.conn != nil && m.Seq > mem.seqSeen:
+			mem.conn.Queue(frame)
+			n++
+		}
+	}
+	r.mu.Unlock()
+	reg.deliveries.Add(uint64(n))
+}
