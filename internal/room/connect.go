@@ -199,8 +199,11 @@ func (reg *Registry) Disconnect(u *User, c Conn, clean bool) {
 	}
 	if u.expireTimer != nil {
 		u.expireTimer.Stop()
+		u.expireTimer = nil
 	}
-	u.expireTimer = time.AfterFunc(reg.resumeWindow, u.expire)
+	if !reg.closed.Load() {
+		u.expireTimer = time.AfterFunc(reg.resumeWindow, u.expire)
+	}
 	u.mu.Unlock()
 
 	for _, r := range rooms {

@@ -189,7 +189,7 @@ func limits(mod func(*protocol.Limits)) protocol.Limits {
 func newRegistry(t testing.TB, st store.Store, opts room.Options) *room.Registry {
 	t.Helper()
 	reg := room.New(st, opts)
-	t.Cleanup(reg.Close)
+	t.Cleanup(func() { reg.Close() })
 	return reg
 }
 
@@ -212,6 +212,7 @@ type heldStore struct {
 	holdPage chan struct{}
 	failPage bool
 	epoch    string // when set, the epoch Page reports
+	pages    int    // Page calls so far
 }
 
 func newHeldStore() *heldStore {
@@ -244,6 +245,7 @@ func (s *heldStore) release() {
 func (s *heldStore) Page(ctx context.Context, roomID string, q store.Query) (store.RoomInfo, []protocol.Message, error) {
 	info, msgs, err := s.Memory.Page(ctx, roomID, q)
 	s.mu.Lock()
+	s.pages++
 	gate := s.holdPage
 	s.mu.Unlock()
 	if gate != nil {

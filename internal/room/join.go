@@ -298,15 +298,13 @@ func (reg *Registry) reset(roomID string) {
 		m.seqSeen = 0
 	}
 	r.mu.Unlock()
-	reg.bg.Add(1)
-	go reg.rejoin(r)
+	reg.spawn(func() { reg.rejoin(r) })
 }
 
 // rejoin answers every member that reset left waiting, retrying the store
 // read each second until it succeeds, the room starts over again (the
 // newer rejoin answers), or the registry closes.
 func (reg *Registry) rejoin(r *Room) {
-	defer reg.bg.Done()
 	zero := int64(0)
 	for {
 		r.mu.Lock()
@@ -404,9 +402,8 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 	case m.listed:
 		// The roster call is I/O: it runs on a goroutine of the
 		// registry's, which announces the leave with the cluster's count.
-		reg.bg.Add(1)
-		go func() {
-			defer reg.bg.Done()
+		// After Close nothing starts: the entry lapses by itself.
+		reg.spawn(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			count, err := reg.roster.Remove(ctx, r.id, u.id)
 			cancel()
@@ -415,7 +412,7 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 				return // the entry lapses by itself
 			}
 			reg.announceLeave(r.id, who, count)
-		}()
+		})
 	}
 	reg.dropIfEmpty(r)
 	return len(r.members)

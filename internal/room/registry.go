@@ -68,9 +68,14 @@ type Registry struct {
 	budgets      Budgets
 
 	// ctx ends at Close; bg counts the goroutines the registry starts
-	// (rejoin), which end with it.
+	// (rejoin, a roster removal: see spawn), which Close waits for.
+	// closed is set by Close, under life: from then on no goroutine
+	// starts (spawn) and no timer is armed (Room.announce,
+	// User.startGrace, Disconnect).
 	ctx    context.Context
 	cancel context.CancelFunc
+	life   sync.Mutex // orders spawn's bg.Go before Close's bg.Wait
+	closed atomic.Bool
 	bg     sync.WaitGroup
 
 	// mu guards rooms, users and their peaks. Taken after a Room's mu,
@@ -205,7 +210,7 @@ func (reg *Registry) getOrCreate(id string) *Room {
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
 	if r = reg.rooms[id]; r == nil {
-		r = newRoom(id)
+		r = newRoom(id, &reg.closed)
 		reg.rooms[id] = r
 		reg.roomsPeak = max(reg.roomsPeak, len(reg.rooms))
 		reg.roomsLive.Add(1)
@@ -243,11 +248,33 @@ func (reg *Registry) storeError(op string, err error) *protocol.Error {
 	return protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable; try again shortly")
 }
 
-// Close stops the registry's timers and goroutines. Call it after every
-// connection has gone.
-func (reg *Registry) Close() {
+// spawn runs f on a goroutine of the registry's, which Close waits
+// for, and reports whether it does: once Close has begun, f does not run.
+func (reg *Registry) spawn(f func()) bool {
+	reg.life.Lock()
+	defer reg.life.Unlock()
+	if reg.closed.Load() {
+		return false
+	}
+	reg.bg.Go(f)
+	return true
+}
+
+// Close stops the registry: no goroutine of its starts and no timer is
+// armed after it begins, the timers running are stopped (pending
+// presence events go out first), and it returns once the registry's
+// goroutines have ended. A timer that fired just before finds the
+// registry closed and starts nothing. Call it after every connection
+// has gone; calling it again does nothing. It returns nil.
+func (reg *Registry) Close() error {
+	reg.life.Lock()
+	already := reg.closed.Swap(true)
+	reg.life.Unlock()
+	if already {
+		reg.bg.Wait()
+		return nil
+	}
 	reg.cancel()
-	reg.bg.Wait()
 	reg.mu.Lock()
 	users := make([]*User, 0, len(reg.users))
 	for _, u := range reg.users {
@@ -273,4 +300,6 @@ func (reg *Registry) Close() {
 		}
 		u.mu.Unlock()
 	}
+	reg.bg.Wait()
+	return nil
 }

@@ -2,6 +2,7 @@ package room
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roomchat/roomchat/internal/protocol"
@@ -21,7 +22,8 @@ type Conn interface {
 // catching up with a join. It lives in Registry.rooms while it has members
 // and is dropped (dead) when the last one goes.
 type Room struct {
-	id string // read-only
+	id     string       // read-only
+	closed *atomic.Bool // the registry's Registry.closed: no flush timer is armed once set
 
 	// mu guards the fields below and every member of the room. Lock order:
 	// mu, then Registry.mu (dropIfEmpty), then a Conn's own lock (Queue).
@@ -151,8 +153,8 @@ func (m *member) goLive(seen int64) {
 	m.seqSeen, m.pending, m.joining = seen, nil, false
 }
 
-func newRoom(id string) *Room {
-	return &Room{id: id, index: make(map[*User]int)}
+func newRoom(id string, closed *atomic.Bool) *Room {
+	return &Room{id: id, index: make(map[*User]int), closed: closed}
 }
 
 // live returns how many members have a connection: the ones capacity
@@ -267,7 +269,7 @@ func (r *Room) announce(p protocol.Presence, frame []byte) {
 		}
 	}
 	r.inWindow++
-	if r.flush == nil {
+	if r.flush == nil && !r.closed.Load() {
 		delay := presenceDelay
 		if next := r.flushed.Add(presenceInterval).Sub(now); r.inWindow > presenceBurst && next > delay {
 			delay = next

@@ -100,8 +100,12 @@ func (u *User) attach(c Conn) (replaced Conn) {
 func (u *User) startGrace() {
 	if u.graceTimer != nil {
 		u.graceTimer.Stop()
+		u.graceTimer = nil
 	}
 	u.graceGen++
+	if u.reg.closed.Load() {
+		return // Close has begun: no timer
+	}
 	gen := u.graceGen
 	u.graceTimer = time.AfterFunc(u.reg.grace, func() { u.graceOver(gen) })
 }
