@@ -8,6 +8,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/server"
 )
 
@@ -20,7 +21,8 @@ func TestBrowserKeepsRenewedToken(t *testing.T) {
 	browser := newBrowser(t)
 	srv := newServer(t, filepath.Join(t.TempDir(), "roomchat.db"), "127.0.0.1:0", protocol.Limits{}, func(c *server.Config) {
 		c.PingInterval = 100 * time.Millisecond
-		c.ResumeMaxAge = maxAge
+		lim := protocol.DefaultLimits() // c.Limits is zero: the defaults
+		c.Registry = room.New(c.Store, room.Options{Limits: lim, ResumeMaxAge: maxAge, Logger: server.Throttled(c.Logger), Budgets: room.DefaultBudgets(lim)})
 	})
 	srv.listen()
 	p := newPage(t, browser, "alice")

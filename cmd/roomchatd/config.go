@@ -10,22 +10,25 @@ import (
 	"time"
 
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/server"
 )
 
 // config is everything roomchatd can be told.
 type config struct {
 	addr, db, origins, redis, publicURL string
-	hosts, debugAddr, metricsAddr, sync string
+	hosts, debugAddr, metricsAddr       string
+	synchronous                         string   // -sync: normal or full
 	hostList                            []string // parsed from hosts by check
 	logLevel, logFormat                 string
 	limits                              protocol.Limits
 	retention                           int
 	retentionAge                        time.Duration
 	maxQueue                            int
-	writeTimeout, ping, pingTimeout     time.Duration
-	grace, resumeWindow, shutdown       time.Duration
-	resumeMaxAge                        time.Duration
+	writeTimeout                        time.Duration
+	pingInterval, pingTimeout           time.Duration
+	grace, resumeWindow                 time.Duration
+	resumeMaxAge, shutdownTimeout       time.Duration
 
 	// Connection and per-address limits, HTTP timeouts.
 	maxConns, ipConns, ipConnBurst, ipHTTPBurst int
@@ -64,7 +67,7 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	l := &c.limits
 	add("addr", "ROOMCHAT_ADDR", &c.addr, "listen address")
 	add("db", "ROOMCHAT_DB", &c.db, `SQLite file for history; ":memory:" keeps none`)
-	add("sync", "ROOMCHAT_SYNC", &c.sync, "SQLite durability: normal (an acked message survives a crash of the process; after a power loss every room gets a new epoch) or full (also a power loss, at an fsync per commit)")
+	add("sync", "ROOMCHAT_SYNC", &c.synchronous, "SQLite durability: normal (an acked message survives a crash of the process; after a power loss every room gets a new epoch) or full (also a power loss, at an fsync per commit)")
 	add("rate", "ROOMCHAT_RATE", &l.Rate, "messages per second per connection; 0 turns the limit off")
 	add("burst", "ROOMCHAT_BURST", &l.Burst, "messages a connection may send at once before -rate applies")
 	add("room-rate", "ROOMCHAT_ROOM_RATE", &c.roomRate, "messages per second one room takes from all its members together (twice as many at once); 0 turns it off, and so does -rate 0")
@@ -85,12 +88,12 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("retention-age", "ROOMCHAT_RETENTION_AGE", &c.retentionAge, "drop messages older than this; 0 keeps them")
 	add("queue", "ROOMCHAT_QUEUE", &c.maxQueue, "bytes a connection may have queued before it is closed as too slow (1013)")
 	add("write-timeout", "ROOMCHAT_WRITE_TIMEOUT", &c.writeTimeout, "longest a write to a connection may go without progress (the socket taking no byte) before it is closed as too slow (1013)")
-	add("ping", "ROOMCHAT_PING", &c.ping, "keepalive ping interval")
+	add("ping", "ROOMCHAT_PING", &c.pingInterval, "keepalive ping interval")
 	add("ping-timeout", "ROOMCHAT_PING_TIMEOUT", &c.pingTimeout, "how long a pong may take before the connection is closed")
 	add("grace", "ROOMCHAT_GRACE", &c.grace, "how long a dropped connection stays in its rooms before a presence leave")
 	add("resume-window", "ROOMCHAT_RESUME_WINDOW", &c.resumeWindow, "how long a resume token keeps its userID after a drop")
 	add("resume-max-age", "ROOMCHAT_RESUME_MAX_AGE", &c.resumeMaxAge, "how old a resume token may be and still resume; a connection gets a new token when its own is half that old")
-	add("shutdown-timeout", "ROOMCHAT_SHUTDOWN_TIMEOUT", &c.shutdown, "how long shutdown waits for connections to close")
+	add("shutdown-timeout", "ROOMCHAT_SHUTDOWN_TIMEOUT", &c.shutdownTimeout, "how long shutdown waits for connections to close")
 	add("max-conns", "ROOMCHAT_MAX_CONNS", &c.maxConns, "most WebSocket connections open at once (503 server_full past it); 0 derives it from the open-files limit: the limit less 256 (every connection is also counted against the limit less 128)")
 	add("ip-conns", "ROOMCHAT_IP_CONNS", &c.ipConns, "most WebSocket connections open at once per client address (an IPv6 /64); 0 is no limit")
 	add("ip-conn-rate", "ROOMCHAT_IP_CONN_RATE", &c.ipConnRate, "new WebSocket connections per second per client address; 0 is no limit")
@@ -110,29 +113,29 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 
 func defaultConfig() config {
 	return config{
-		addr:         ":8080",
-		db:           "./data/roomchat.db",
-		sync:         "normal",
-		limits:       protocol.DefaultLimits(),
-		retention:    10000,
-		maxQueue:     1 << 20,
-		writeTimeout: 10 * time.Second,
-		ping:         25 * time.Second,
-		pingTimeout:  10 * time.Second,
-		grace:        15 * time.Second,
-		resumeWindow: 2 * time.Minute,
-		resumeMaxAge: 24 * time.Hour,
-		shutdown:     10 * time.Second,
-		ipConnBurst:  20,
-		ipHTTPBurst:  100,
-		roomRate:     server.DefaultRoomRate,
-		roomEvents:   server.DefaultRoomEvents,
-		roomBytes:    server.DefaultRoomBytes,
-		roomJoins:    server.DefaultRoomJoins,
-		httpTimeout:  30 * time.Second,
-		httpIdle:     60 * time.Second,
-		logLevel:     "info",
-		logFormat:    "text",
+		addr:            ":8080",
+		db:              "./data/roomchat.db",
+		synchronous:     "normal",
+		limits:          protocol.DefaultLimits(),
+		retention:       10000,
+		maxQueue:        1 << 20,
+		writeTimeout:    10 * time.Second,
+		pingInterval:    25 * time.Second,
+		pingTimeout:     10 * time.Second,
+		grace:           15 * time.Second,
+		resumeWindow:    2 * time.Minute,
+		resumeMaxAge:    24 * time.Hour,
+		shutdownTimeout: 10 * time.Second,
+		ipConnBurst:     20,
+		ipHTTPBurst:     100,
+		roomRate:        room.DefaultRoomRate,
+		roomEvents:      room.DefaultRoomEvents,
+		roomBytes:       room.DefaultRoomBytes,
+		roomJoins:       room.DefaultRoomJoins,
+		httpTimeout:     30 * time.Second,
+		httpIdle:        60 * time.Second,
+		logLevel:        "info",
+		logFormat:       "text",
 	}
 }
 
@@ -181,7 +184,7 @@ func (c *config) check() error {
 		return fmt.Errorf("-max-frame must be at least 1024 bytes")
 	case c.retention < 1:
 		return fmt.Errorf("-retention must be ≥ 1")
-	case c.sync != "normal" && c.sync != "full":
+	case c.synchronous != "normal" && c.synchronous != "full":
 		return fmt.Errorf("-sync must be normal or full")
 	case c.logFormat != "text" && c.logFormat != "json":
 		return fmt.Errorf("-log-format must be text or json")
@@ -193,10 +196,10 @@ func (c *config) check() error {
 		return fmt.Errorf("-ip-conn-burst and -ip-http-burst must be ≥ 1")
 	case c.httpTimeout <= 0, c.httpIdle <= 0:
 		return fmt.Errorf("-http-timeout and -http-idle-timeout must be > 0")
-	case c.resumeMaxAge < 2*(c.resumeWindow+c.ping):
+	case c.resumeMaxAge < 2*(c.resumeWindow+c.pingInterval):
 		// A connection's token is renewed once half this old, at a ping:
 		// after a drop it must still resume for the whole window.
-		return fmt.Errorf("-resume-max-age must be at least twice -resume-window plus -ping (%v)", 2*(c.resumeWindow+c.ping))
+		return fmt.Errorf("-resume-max-age must be at least twice -resume-window plus -ping (%v)", 2*(c.resumeWindow+c.pingInterval))
 	}
 	hosts, err := server.ParseHosts(c.hosts)
 	if err != nil {
@@ -216,13 +219,15 @@ func (c *config) check() error {
 	return nil
 }
 
-// budget is a room budget flag's value for server.Config: 0 (off) is
-// negative there, where 0 means the default.
-func budget(v float64) float64 {
-	if v == 0 {
-		return -1
+// budgets are the registry's budgets: the room budget flags (0 turns
+// one off) and the default per-user one, all off with -rate 0.
+func (c *config) budgets() room.Budgets {
+	b := room.DefaultBudgets(c.limits)
+	if c.limits.Rate <= 0 {
+		return b
 	}
-	return v
+	b.RoomMsgs, b.RoomEvents, b.RoomBytes, b.RoomJoins = c.roomRate, c.roomEvents, c.roomBytes, c.roomJoins
+	return b
 }
 
 func (c *config) originList() []string {

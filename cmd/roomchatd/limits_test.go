@@ -53,15 +53,16 @@ func TestLimitFlags(t *testing.T) {
 	}
 
 	// The room budgets: defaults, the environment, the flag, 0 for off
-	// (which server.Config spells as negative: there 0 is the default).
+	// (as in room.Budgets).
 	t.Setenv("ROOMCHAT_ROOM_EVENTS", "0")
 	t.Setenv("ROOMCHAT_ROOM_BYTES", "100000")
 	c, err = parseConfig([]string{"-room-joins", "5"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got = fmt.Sprint(c.roomRate, c.roomEvents, c.roomBytes, c.roomJoins, budget(c.roomRate), budget(c.roomEvents))
-	want = fmt.Sprint(50.0, 0.0, 100000.0, 5.0, 50.0, -1.0)
+	b := c.budgets()
+	got = fmt.Sprint(c.roomRate, c.roomEvents, c.roomBytes, c.roomJoins, b.RoomMsgs, b.RoomEvents)
+	want = fmt.Sprint(50.0, 0.0, 100000.0, 5.0, 50.0, 0.0)
 	if got != want {
 		t.Errorf("room budgets: got=%s, want=%s", got, want)
 	}

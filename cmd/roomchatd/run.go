@@ -8,27 +8,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/roomchat/roomchat/internal/broker"
-	"github.com/roomchat/roomchat/internal/cluster"
-	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/server"
-	"github.com/roomchat/roomchat/internal/store"
-	"github.com/roomchat/roomchat/internal/store/sqlite"
 )
 
 // run starts roomchatd and serves until ctx ends, then shuts down: stop
-// accepting, close every connection with 1001, flush the store. It returns
-// nil after a clean shutdown.
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+// accepting, close every connection with 1001, flush the store, stop the
+// backend. It returns nil after a clean shutdown.
+func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	cfg, err := parseConfig(args, stderr)
 	if err != nil {
 		return err
@@ -37,185 +26,137 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usageError(stderr, "%v", err)
 	}
-	st, newBroker, where, err := openStore(ctx, cfg, log)
+	// Throttled once for the registry and the server together: the lines
+	// that can come once per message are theirs.
+	log = server.Throttled(log)
+	be, err := openBackend(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	var (
-		clusterBroker *cluster.Broker
-		dir           *cluster.Directory
-		roster        *cluster.Roster
-		newRoster     func(func(string, protocol.User, int)) room.Roster
-		collectors    []prometheus.Collector
-	)
-	if cst, ok := st.(*cluster.Store); ok {
-		newBroker = func(h broker.Handler) broker.Broker {
-			clusterBroker = cluster.NewBroker(cst, h, cluster.BrokerOptions{Logger: log})
-			return clusterBroker
+	defer func() {
+		if cerr := be.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close store: %w", cerr)
 		}
-		newRoster = func(left func(string, protocol.User, int)) room.Roster {
-			roster = cluster.NewRoster(cst, left)
-			return roster
+		if err == nil {
+			log.Info("stopped")
 		}
-		dir = cluster.NewDirectory(cst, cfg.resumeWindow)
-		collectors = clusterMetrics(func() *cluster.Broker { return clusterBroker })
-	}
-	// closeStore stops the cluster's parts in order: the roster takes this
-	// node's members out of every list (announcing their leaves through
-	// the broker), then the directory and the broker stop, then the store,
-	// which in a cluster gives up on what Redis has not taken once ctx
-	// ends.
-	closeStore := func(ctx context.Context) error {
-		if roster != nil {
-			roster.Close()
-		}
-		if clusterBroker != nil {
-			dir.Close()
-			clusterBroker.Close()
-		}
-		if cst, ok := st.(*cluster.Store); ok {
-			return cst.CloseContext(ctx)
-		}
-		return st.Close()
-	}
-	maxConns, maxTCP := connLimit(cfg, log)
-	srv, err := server.New(server.Config{
-		Broker:     newBroker,
-		Directory:  directory(dir),
-		Roster:     newRoster,
-		Collectors: collectors,
-		// -metrics-addr: /metrics on its own listener only.
-		SeparateMetrics: cfg.metricsAddr != "",
-		Store:           st,
-		Limits:          cfg.limits,
-		Origins:         cfg.originList(),
-		PublicURL:       cfg.publicURL,
-		Hosts:           cfg.hostList,
-		Web:             webFS(),
-		Logger:          log,
-		MaxQueue:        cfg.maxQueue,
-		WriteTimeout:    cfg.writeTimeout,
-		PingInterval:    cfg.ping,
-		PingTimeout:     cfg.pingTimeout,
-		Grace:           cfg.grace,
-		ResumeWindow:    cfg.resumeWindow,
-		ResumeMaxAge:    cfg.resumeMaxAge,
-
-		MaxConns:       maxConns,
-		MaxTCPConns:    maxTCP,
-		IPHTTPConns:    cfg.ipHTTPConns,
-		IPConns:        cfg.ipConns,
-		IPConnRate:     cfg.ipConnRate,
-		IPConnBurst:    cfg.ipConnBurst,
-		IPHTTPRate:     cfg.ipHTTPRate,
-		IPHTTPBurst:    cfg.ipHTTPBurst,
-		TrustProxy:     cfg.trustedProxies,
-		RequestTimeout: cfg.httpTimeout,
-		IdleTimeout:    cfg.httpIdle,
-		RoomRate:       budget(cfg.roomRate),
-		RoomEvents:     budget(cfg.roomEvents),
-		RoomBytes:      budget(cfg.roomBytes),
-		RoomJoins:      budget(cfg.roomJoins),
-	})
+	}()
+	srv, err := server.New(cfg.serverConfig(be, log))
 	if err != nil {
-		closeStore(context.Background())
 		return err
 	}
-	if clusterBroker != nil {
-		// Serve once subscribed, or after a while anyway: /readyz says
-		// when the node can take traffic.
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if err := clusterBroker.WaitReady(wctx); err != nil {
-			log.Warn("redis pub/sub not ready yet; serving, /readyz answers 503 until it is", "err", err)
-		}
-		cancel()
-	}
+	be.waitReady(ctx, log)
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
-		closeStore(context.Background())
 		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
-	hs := srv.HTTPServer()
-	log.Info("listening", "addr", ln.Addr().String(), "store", where)
+	log.Info("listening", "addr", ln.Addr().String(), "store", be.where)
 	ln = srv.Listener(ln) // every connection counted, against maxTCP
-	if cfg.metricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", srv.MetricsHandler())
-		stopMetrics, err := serveAside("metrics", cfg.metricsAddr, mux, log)
-		if err != nil {
-			ln.Close()
-			closeStore(context.Background())
-			return err
-		}
-		defer stopMetrics()
+	stopAsides, err := serveAsides(cfg, srv, log)
+	if err != nil {
+		ln.Close()
+		return err
 	}
-	if cfg.debugAddr != "" {
-		stopDebug, err := serveDebug(cfg.debugAddr, log)
-		if err != nil {
-			ln.Close()
-			closeStore(context.Background())
-			return err
-		}
-		defer stopDebug()
-	}
+	defer stopAsides()
 
+	hs := srv.HTTPServer()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	select {
 	case err = <-serveErr:
-		closeStore(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-
 	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
+	shutdown(hs, srv, cfg.shutdownTimeout, log)
+	<-serveErr // http.ErrServerClosed
+	return nil
+}
+
+// serverConfig is the server's Config: the flags, and the backend's
+// registry, store and metrics.
+func (c config) serverConfig(be *backend, log *slog.Logger) server.Config {
+	maxConns, maxTCP := connLimit(c, log)
+	return server.Config{
+		Store:      be.store,
+		Registry:   be.reg,
+		Collectors: be.collectors(),
+		// -metrics-addr: /metrics on its own listener only.
+		SeparateMetrics: c.metricsAddr != "",
+		Limits:          c.limits,
+		Origins:         c.originList(),
+		PublicURL:       c.publicURL,
+		Hosts:           c.hostList,
+		Web:             webFS(),
+		Logger:          log,
+		MaxQueue:        c.maxQueue,
+		WriteTimeout:    c.writeTimeout,
+		PingInterval:    c.pingInterval,
+		PingTimeout:     c.pingTimeout,
+
+		MaxConns:       maxConns,
+		MaxTCPConns:    maxTCP,
+		IPHTTPConns:    c.ipHTTPConns,
+		IPConns:        c.ipConns,
+		IPConnRate:     c.ipConnRate,
+		IPConnBurst:    c.ipConnBurst,
+		IPHTTPRate:     c.ipHTTPRate,
+		IPHTTPBurst:    c.ipHTTPBurst,
+		TrustProxy:     c.trustedProxies,
+		RequestTimeout: c.httpTimeout,
+		IdleTimeout:    c.httpIdle,
+	}
+}
+
+// shutdown stops hs and srv together within timeout: hs takes no more
+// requests, and srv closes every WebSocket connection with 1001 (hs
+// ignores them: they are hijacked), flushes the store and closes the
+// registry.
+func shutdown(hs *http.Server, srv *server.Server, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if err := hs.Shutdown(sctx); err != nil {
+		if err := hs.Shutdown(ctx); err != nil {
 			log.Warn("http shutdown", "err", err)
 		}
 	})
 	wg.Go(func() {
-		if err := srv.Shutdown(sctx); err != nil {
+		if err := srv.Shutdown(ctx); err != nil {
 			log.Warn("websocket shutdown", "err", err)
 		}
 	})
 	wg.Wait()
-	<-serveErr // http.ErrServerClosed
-	if err := closeStore(sctx); err != nil {
-		return fmt.Errorf("close store: %w", err)
-	}
-	log.Info("stopped")
-	return nil
 }
 
-// clusterMetrics are the cluster broker's counters for /metrics. b
-// returns the broker, which server.New creates.
-func clusterMetrics(b func() *cluster.Broker) []prometheus.Collector {
-	stats := func() cluster.BrokerStats {
-		if br := b(); br != nil {
-			return br.Stats()
+// serveAsides serves, each on a listener of its own apart from the public
+// routes, /metrics at -metrics-addr and net/http/pprof at -debug-addr,
+// those set, until stop is called.
+func serveAsides(cfg config, srv *server.Server, log *slog.Logger) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, s := range stops {
+			s()
 		}
-		return cluster.BrokerStats{}
 	}
-	return []prometheus.Collector{
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "roomchat_cluster_pubsub_reconnects_total", Help: "Redis pub/sub connections made again after a loss (cluster mode).",
-		}, func() float64 { return float64(stats().Reconnects) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "roomchat_cluster_gap_fills_total", Help: "Messages delivered from a room's stream because pub/sub lost them (cluster mode).",
-		}, func() float64 { return float64(stats().Fills) }),
+	if cfg.metricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", srv.MetricsHandler())
+		s, err := serveAside("metrics", cfg.metricsAddr, mux, log)
+		if err != nil {
+			return nil, err
+		}
+		stops = append(stops, s)
 	}
-}
-
-// directory returns dir as a room.Directory: nil (none) when dir is nil.
-func directory(dir *cluster.Directory) room.Directory {
-	if dir == nil {
-		return nil
+	if cfg.debugAddr != "" {
+		s, err := serveDebug(cfg.debugAddr, log)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		stops = append(stops, s)
 	}
-	return dir
+	return stop, nil
 }
 
 // connLimit returns -max-conns, or when it is 0 the default derived from
@@ -287,34 +228,4 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
-}
-
-// openStore opens the history store: Redis with -redis (cluster mode),
-// else the SQLite file -db names, creating its directory (0700: it holds
-// history and the token key) if needed. where
-// describes it for the log, without credentials. newBroker is nil: the
-// registry's single-node broker on the store, unless run sets the
-// cluster's.
-func openStore(ctx context.Context, cfg config, log *slog.Logger) (st store.Store, newBroker func(broker.Handler) broker.Broker, where string, err error) {
-	ret := store.Retention{MaxMessages: cfg.retention, MaxAge: cfg.retentionAge}
-	switch {
-	case cfg.redis != "":
-		cst, err := cluster.Open(ctx, cluster.Options{URL: cfg.redis, Retention: ret, Logger: log})
-		if err != nil {
-			return nil, nil, "", err
-		}
-		return cst, nil, "redis " + cluster.RedactURL(cfg.redis), nil
-	case cfg.db == ":memory:":
-		return store.NewMemory(ret), nil, "memory", nil
-	}
-	if dir := filepath.Dir(cfg.db); dir != "" {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, nil, "", fmt.Errorf("create directory for -db: %w", err)
-		}
-	}
-	sst, err := sqlite.Open(ctx, cfg.db, sqlite.Options{Retention: ret, Synchronous: strings.ToUpper(cfg.sync), Logger: log})
-	if err != nil {
-		return nil, nil, "", err
-	}
-	return sst, nil, "sqlite " + cfg.db, nil
 }

@@ -18,10 +18,15 @@ type Local struct {
 	subs    atomic.Int64 // subscriptions held, over all rooms
 }
 
-// NewLocal returns a broker that appends to st and delivers to h.
-func NewLocal(st store.Store, h Handler) *Local {
-	return &Local{store: st, handler: h}
+// NewLocal returns a broker that appends to st. It delivers nothing
+// until Start hands it its handler.
+func NewLocal(st store.Store) *Local {
+	return &Local{store: st}
 }
+
+// Start makes h the handler Local delivers to. Call it once, before the
+// first Publish; it starts no goroutine.
+func (b *Local) Start(h Handler) { b.handler = h }
 
 // Publish implements Broker. The store calls back in seq order per room,
 // so delivering from its callback keeps each room's order.

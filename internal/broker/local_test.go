@@ -13,7 +13,7 @@ func TestLocalMemory(t *testing.T) {
 	brokertest.Run(t, 1, func(t *testing.T, hs []broker.Handler) ([]broker.Broker, store.Store) {
 		st := store.NewMemory(store.Retention{})
 		t.Cleanup(func() { st.Close() })
-		return []broker.Broker{broker.NewLocal(st, hs[0])}, st
+		return []broker.Broker{newLocal(st, hs[0])}, st
 	})
 }
 
@@ -24,6 +24,13 @@ func TestLocalSQLite(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		return []broker.Broker{broker.NewLocal(st, hs[0])}, st
+		return []broker.Broker{newLocal(st, hs[0])}, st
 	})
+}
+
+// newLocal is a started Local on st, delivering to h.
+func newLocal(st store.Store, h broker.Handler) *broker.Local {
+	b := broker.NewLocal(st)
+	b.Start(h)
+	return b
 }

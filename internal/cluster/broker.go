@@ -28,7 +28,7 @@ import (
 // delivers anything newer, and checks each room's position periodically
 // to catch a loss that no later message reveals.
 //
-// Goroutines: run (started by NewBroker, ended by Close) owns the
+// Goroutines: run (started by Start, ended by Close) owns the
 // subscription state and is the only one that calls the handler; the
 // pub/sub connection's hook only queues what arrives; connect (run's
 // helper) dials, subscribes in batches and catches up after every
@@ -41,13 +41,14 @@ type Broker struct {
 	log   *slog.Logger
 	check time.Duration
 
-	mu     sync.Mutex // guards the fields below; never held across Redis calls or the handler
-	events []event    // for run, in order
-	wake   chan struct{}
-	rooms  map[string]*sub // subscriptions per room, as callers see them
-	conn   rueidis.DedicatedClient
-	ready  error // nil when subscribed and caught up
-	closed bool
+	mu      sync.Mutex // guards the fields below; never held across Redis calls or the handler
+	events  []event    // for run, in order
+	wake    chan struct{}
+	rooms   map[string]*sub // subscriptions per room, as callers see them
+	conn    rueidis.DedicatedClient
+	ready   error // nil when subscribed and caught up
+	started bool  // Start ran: run and relay must be waited for
+	closed  bool
 
 	// catchingUp is set from a (re)connect until every room's position
 	// has been checked; Ready fails meanwhile. Owned by run.
@@ -125,8 +126,10 @@ type BrokerOptions struct {
 	Logger *slog.Logger
 }
 
-// NewBroker starts a broker on st's Redis that delivers to h.
-func NewBroker(st *Store, h broker.Handler, opts BrokerOptions) *Broker {
+// NewBroker returns a broker on st's Redis. It starts nothing: Start
+// hands it the handler it delivers to (a room.Registry's Handler, which
+// needs the broker first) and starts it.
+func NewBroker(st *Store, opts BrokerOptions) *Broker {
 	if opts.Check <= 0 {
 		opts.Check = 5 * time.Second
 	}
@@ -136,7 +139,6 @@ func NewBroker(st *Store, h broker.Handler, opts BrokerOptions) *Broker {
 	b := &Broker{
 		node:  gonanoid.Must(12),
 		st:    st,
-		h:     h,
 		log:   opts.Logger,
 		check: opts.Check,
 		wake:  make(chan struct{}, 1),
@@ -150,9 +152,22 @@ func NewBroker(st *Store, h broker.Handler, opts BrokerOptions) *Broker {
 	st.mu.Lock()
 	st.subscriber = b.Ready
 	st.mu.Unlock()
+	return b
+}
+
+// Start makes h the handler the broker delivers to and starts it: it
+// connects to pub/sub and delivers from then on. Call it once, before the
+// first Subscribe; after Close it does nothing.
+func (b *Broker) Start(h broker.Handler) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started || b.closed {
+		return
+	}
+	b.started = true
+	b.h = h
 	go b.run()
 	go b.relay()
-	return b
 }
 
 // Ready reports whether the pub/sub connection is up and caught up.
@@ -307,15 +322,20 @@ func (b *Broker) push(e event) {
 	}
 }
 
-// Close stops the broker: no delivery happens after it returns.
-func (b *Broker) Close() {
+// Close stops the broker: no delivery happens after it returns. It
+// returns nil.
+func (b *Broker) Close() error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return
+		return nil
 	}
 	b.closed = true
+	started := b.started
 	b.mu.Unlock()
+	if !started {
+		return nil
+	}
 	select {
 	case b.wake <- struct{}{}:
 	default:
@@ -326,6 +346,7 @@ func (b *Broker) Close() {
 	default:
 	}
 	<-b.relayDone
+	return nil
 }
 
 // run owns the rooms' delivery state: it applies events in order,

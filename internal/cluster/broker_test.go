@@ -30,7 +30,8 @@ func nodesWith(t *testing.T, srv *redistest.Server, prefix string, hs []broker.H
 		if err != nil {
 			t.Fatal(err)
 		}
-		b := cluster.NewBroker(st, h, cluster.BrokerOptions{Check: 200 * time.Millisecond})
+		b := cluster.NewBroker(st, cluster.BrokerOptions{Check: 200 * time.Millisecond})
+		b.Start(h)
 		t.Cleanup(func() { b.Close(); st.Close() })
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err = b.WaitReady(ctx)

@@ -142,8 +142,8 @@ func (d *Directory) write(writes map[string]bool) {
 }
 
 // Close stops the directory. Users connected here keep their keys until
-// they lapse.
-func (d *Directory) Close() {
+// they lapse. It returns nil.
+func (d *Directory) Close() error {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
@@ -152,4 +152,5 @@ func (d *Directory) Close() {
 	default:
 	}
 	<-d.done
+	return nil
 }

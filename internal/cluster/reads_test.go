@@ -85,8 +85,9 @@ func TestIdleRoomsExpire(t *testing.T) {
 	if err := bs[0].Subscribe(context.Background(), "joined"); err != nil {
 		t.Fatal(err)
 	}
-	roster := cluster.NewRoster(sts[0], func(string, protocol.User, int) {})
-	t.Cleanup(roster.Close)
+	roster := cluster.NewRoster(sts[0])
+	roster.Start(func(string, protocol.User, int) {})
+	t.Cleanup(func() { roster.Close() })
 	if _, _, err := roster.Add(context.Background(), "joined", protocol.User{UserID: "u1", Name: "ann"}, 10); err != nil {
 		t.Fatal(err)
 	}

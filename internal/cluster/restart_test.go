@@ -82,7 +82,8 @@ func BenchmarkRedisRestartCatchUp(b *testing.B) {
 	}
 	// The node under test: its store and broker as roomchatd sets them up.
 	nodeStore := open()
-	node := cluster.NewBroker(nodeStore, tr, cluster.BrokerOptions{})
+	node := cluster.NewBroker(nodeStore, cluster.BrokerOptions{})
+	node.Start(tr)
 	// The other node, which sends.
 	sender := open()
 	b.Cleanup(func() { node.Close(); nodeStore.Close(); sender.Close() })

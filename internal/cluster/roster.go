@@ -37,34 +37,48 @@ const (
 // rooms for lapsed entries (a dead node's members), whose leaves it
 // announces through left.
 //
-// Goroutines: run (started by NewRoster, ended by Close) refreshes and
+// Goroutines: run (started by Start, ended by Close) refreshes and
 // sweeps; the other methods are called by the registry without its locks.
 type Roster struct {
 	st    *Store
 	owner string
 	left  func(roomID string, u protocol.User, count int)
 
-	mu     sync.Mutex                   // guards local and closed
-	local  map[string]map[string]string // room → userID → name: the entries this node owns
-	closed bool
+	mu      sync.Mutex                   // guards local, started and closed
+	local   map[string]map[string]string // room → userID → name: the entries this node owns
+	started bool                         // Start ran: run must be waited for
+	closed  bool
 
 	stop chan struct{}
 	done chan struct{}
 }
 
-// NewRoster starts a roster; left announces the leave of a member whose
-// entry lapsed (its node died), with the room's count after.
-func NewRoster(st *Store, left func(roomID string, u protocol.User, count int)) *Roster {
-	r := &Roster{
+// NewRoster returns a roster on st's Redis. It starts nothing: Start
+// hands it left and starts it.
+func NewRoster(st *Store) *Roster {
+	return &Roster{
 		st:    st,
 		owner: gonanoid.Must(12),
-		left:  left,
 		local: make(map[string]map[string]string),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
+}
+
+// Start starts refreshing this node's entries and sweeping its rooms;
+// left (a room.Registry's AnnounceLeave) announces the leave of a member
+// whose entry lapsed (its node died), or that Close removed, with the
+// room's count after. Call it once, before the first Add; after Close it
+// does nothing.
+func (r *Roster) Start(left func(roomID string, u protocol.User, count int)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started || r.closed {
+		return
+	}
+	r.started = true
+	r.left = left
 	go r.run()
-	return r
 }
 
 func (r *Roster) keys(room string) []string {
@@ -250,16 +264,21 @@ func (r *Roster) sweep() {
 
 // Close stops refreshing and removes every entry this node owns, at once
 // (a clean stop: SPEC §8), in one pipeline, announcing each leave. If
-// Redis cannot be reached the entries lapse by themselves.
-func (r *Roster) Close() {
+// Redis cannot be reached the entries lapse by themselves. It returns
+// nil.
+func (r *Roster) Close() error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return
+		return nil
 	}
 	r.closed = true
+	started := r.started
 	r.mu.Unlock()
 	close(r.stop)
+	if !started {
+		return nil
+	}
 	<-r.done
 	type entry struct{ room, id, name string }
 	var entries []entry
@@ -271,7 +290,7 @@ func (r *Roster) Close() {
 		}
 	}
 	if len(execs) == 0 {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*r.st.timeout)
 	defer cancel()
@@ -286,4 +305,5 @@ func (r *Roster) Close() {
 			r.left(e.room, protocol.User{UserID: e.id, Name: e.name}, int(count))
 		}
 	}
+	return nil
 }

@@ -25,7 +25,9 @@ func TestRosterAcrossNodes(t *testing.T) {
 		left = append(left, u.UserID)
 		mu.Unlock()
 	}
-	x, y := cluster.NewRoster(sts[0], onLeft), cluster.NewRoster(sts[1], onLeft)
+	x, y := cluster.NewRoster(sts[0]), cluster.NewRoster(sts[1])
+	x.Start(onLeft)
+	y.Start(onLeft)
 	ctx := context.Background()
 	for _, id := range []string{"u1", "u2", "u3"} {
 		if _, _, err := x.Add(ctx, "r", protocol.User{UserID: id, Name: "n-" + id}, 2); err != nil {

@@ -202,3 +202,49 @@ const (
 	msgFrameOverhead   = 32
 	eventFrameOverhead = 96
 )
+
+// The default room budgets (DefaultBudgets). An honest busy room stays
+// well under each; docs/operations.md ("Each room") has the numbers
+// behind them.
+const (
+	// DefaultRoomRate: 50 messages a second is a hundred people each
+	// sending one every two seconds without a pause, ten times what
+	// anyone can read; at 10,000 members it is 500,000 deliveries a second.
+	DefaultRoomRate = 50
+	// DefaultRoomEvents: 100 custom events a second, reactions and
+	// cursors being smaller and more frequent than messages.
+	DefaultRoomEvents = 100
+	// DefaultRoomBytes: 64 KiB a second (0.5 Mbit/s) is what every member
+	// of a room at its budget must read; a phone on a fair 3G link keeps
+	// up. It binds only on long messages: 50 a second of short ones are
+	// about 12 KiB.
+	DefaultRoomBytes = 64 << 10
+	// DefaultRoomJoins: 50 joins a second, 500 at once (a link shared in
+	// a busy chat brings people in waves): a crowd of 10,000 gets in
+	// within 3.5 minutes. Each join is a presence event to every member,
+	// and its leave another.
+	DefaultRoomJoins = 50
+)
+
+// DefaultBudgets returns the budgets of a server whose per-connection
+// limits are l: the default room budgets and a per-user one; none when
+// l.Rate is 0 (no rate limit: benchmarks, trusted bots).
+func DefaultBudgets(l protocol.Limits) Budgets {
+	if l.Rate <= 0 {
+		return Budgets{}
+	}
+	return Budgets{
+		RoomMsgs:   DefaultRoomRate,
+		RoomEvents: DefaultRoomEvents,
+		RoomBytes:  DefaultRoomBytes,
+		RoomJoins:  DefaultRoomJoins,
+		// A user may have several connections at once while a resume
+		// replaces one (the old one reads on until its close handshake
+		// ends) and gets a fresh connection limit with each: over all of
+		// them it keeps one connection's rate, and twice its burst, so
+		// that a client that reconnects and re-sends what was in flight
+		// gets through.
+		UserFrames: l.Rate,
+		UserBurst:  2 * l.Burst,
+	}
+}

@@ -16,11 +16,10 @@ import (
 func TestNothingRunsAfterClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newHeldStore()
-		var h broker.Handler
-		reg := newRegistry(t, st, room.Options{Broker: func(bh broker.Handler) broker.Broker {
-			h = bh
-			return broker.NewLocal(st, bh)
-		}})
+		lb := broker.NewLocal(st)
+		reg := newRegistry(t, st, room.Options{Broker: lb})
+		h := reg.Handler()
+		lb.Start(h)
 		a, b := connect(t, reg), connect(t, reg)
 		a.join("r")
 		b.join("r")

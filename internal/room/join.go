@@ -411,7 +411,7 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 				reg.log.Warn("presence", "op", "remove", "room", r.id, "user", u.id, "err", err)
 				return // the entry lapses by itself
 			}
-			reg.announceLeave(r.id, who, count)
+			reg.AnnounceLeave(r.id, who, count)
 		})
 	}
 	reg.dropIfEmpty(r)

@@ -33,17 +33,20 @@ type Options struct {
 	ResumeMaxAge time.Duration
 	// Logger receives join, leave and error records; nil discards them.
 	Logger *slog.Logger
-	// Broker returns the broker that orders and delivers the registry's
-	// messages, delivering to h; nil means broker.NewLocal on the store.
-	Broker func(h broker.Handler) broker.Broker
+	// Broker orders and delivers the registry's messages; nil means a
+	// broker.Local on the store, which New starts. A broker given here
+	// must be handed the registry's Handler (its Start step) before the
+	// first Join.
+	Broker broker.Broker
 	// Directory, in a cluster, knows which users are connected on any
 	// node, so that a resume token works on every node; nil: this node
 	// only.
 	Directory Directory
-	// Roster, in a cluster, returns the rooms' member lists across the
-	// nodes; left is how it announces the leave of a member whose node
-	// died. nil: each room's members are this node's.
-	Roster func(left func(roomID string, who protocol.User, count int)) Roster
+	// Roster, in a cluster, is the rooms' member lists across the nodes;
+	// it announces the leave of a member whose node died through
+	// AnnounceLeave, which it is handed after New (its Start step). nil:
+	// each room's members are this node's.
+	Roster Roster
 	// Budgets bound each room's traffic and each user's frames; the zero
 	// value bounds nothing. In a cluster each node applies them to its own
 	// members.
@@ -112,9 +115,6 @@ func New(st store.Store, opts Options) *Registry {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Broker == nil {
-		opts.Broker = func(h broker.Handler) broker.Broker { return broker.NewLocal(st, h) }
-	}
 	reg := &Registry{
 		store:        st,
 		limits:       opts.Limits,
@@ -124,18 +124,25 @@ func New(st store.Store, opts Options) *Registry {
 		budgets:      opts.Budgets,
 		log:          opts.Logger,
 		dir:          opts.Directory,
+		roster:       opts.Roster,
+		broker:       opts.Broker,
 		signer:       signer{key: st.TokenKey()},
 		started:      time.Now(),
 		rooms:        make(map[string]*Room),
 		users:        make(map[string]*User),
 	}
 	reg.ctx, reg.cancel = context.WithCancel(context.Background())
-	reg.broker = opts.Broker(handler{reg})
-	if opts.Roster != nil {
-		reg.roster = opts.Roster(reg.announceLeave)
+	if reg.broker == nil {
+		lb := broker.NewLocal(st)
+		lb.Start(reg.Handler())
+		reg.broker = lb
 	}
 	return reg
 }
+
+// Handler returns the registry as the broker.Handler its broker delivers
+// to: hand it to the broker given in Options (its Start step).
+func (reg *Registry) Handler() broker.Handler { return handler{reg} }
 
 // handler is the registry as the broker's Handler.
 type handler struct{ reg *Registry }

@@ -933,11 +933,9 @@ func seqsOf(msgs []protocol.Message) []int64 {
 func TestSubscriptionsBalanced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newHeldStore()
-		var lb *broker.Local
-		reg := newRegistry(t, st, room.Options{Broker: func(h broker.Handler) broker.Broker {
-			lb = broker.NewLocal(st, h)
-			return lb
-		}})
+		lb := broker.NewLocal(st)
+		reg := newRegistry(t, st, room.Options{Broker: lb})
+		lb.Start(reg.Handler())
 		a, b, c := connect(t, reg), connect(t, reg), connect(t, reg)
 		a.join("r")
 		a.join("s")
@@ -984,11 +982,10 @@ func TestSubscriptionsBalanced(t *testing.T) {
 func TestResetSendsNewJoined(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newHeldStore()
-		var h broker.Handler
-		reg := newRegistry(t, st, room.Options{Broker: func(bh broker.Handler) broker.Broker {
-			h = bh
-			return broker.NewLocal(st, bh)
-		}})
+		lb := broker.NewLocal(st)
+		reg := newRegistry(t, st, room.Options{Broker: lb})
+		h := reg.Handler()
+		lb.Start(h)
 		a, b, c := connect(t, reg), connect(t, reg), connect(t, reg)
 		a.join("r")
 		b.join("r")

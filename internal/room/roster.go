@@ -24,10 +24,11 @@ func presence(roomID, event string, who protocol.User, count int) (protocol.Pres
 	return p, protocol.Encode(protocol.TypePresence, "", p)
 }
 
-// announceLeave announces, in a cluster, that who left roomID (leaving
+// AnnounceLeave announces, in a cluster, that who left roomID (leaving
 // count members): to this node's members and, through the broker, the
-// other nodes'. The roster calls it for members of a node that died.
-func (reg *Registry) announceLeave(roomID string, who protocol.User, count int) {
+// other nodes'. The roster calls it for members of a node that died, and
+// for this node's members when it closes. It does not block.
+func (reg *Registry) AnnounceLeave(roomID string, who protocol.User, count int) {
 	p, frame := presence(roomID, protocol.PresenceLeave, who, count)
 	if r := reg.lookup(roomID); r != nil {
 		r.mu.Lock()
@@ -77,7 +78,7 @@ func (reg *Registry) list(ctx context.Context, r *Room, m *member, fresh bool) (
 	if !in {
 		// Gone while being listed: take the entry out again.
 		if count, err := reg.roster.Remove(ctx, r.id, who.UserID); err == nil {
-			reg.announceLeave(r.id, who, count)
+			reg.AnnounceLeave(r.id, who, count)
 		}
 		return nil, protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
 	}

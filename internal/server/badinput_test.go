@@ -15,6 +15,7 @@ import (
 
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/server"
 )
 
@@ -284,8 +285,8 @@ func TestSlowConsumer(t *testing.T) {
 	// ping and timeout; here it must be found slow, not dead.
 	ts := newTestServer(t, noRate, func(c *server.Config) {
 		c.MaxQueue = 64 << 10
-		c.Grace = 100 * time.Millisecond
 		c.PingInterval = time.Hour
+		withRoom(c, room.Options{Grace: 100 * time.Millisecond})
 	})
 	sender, fast := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
 	sender.Join(t, "busy")

@@ -10,7 +10,7 @@ import (
 
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/server"
+	"github.com/roomchat/roomchat/internal/room"
 )
 
 // received is a msg event as an honest client got it, and when.
@@ -205,7 +205,7 @@ func TestRoomFlood(t *testing.T) {
 	}
 	// Two seconds of budget at once, a second of reserve for the quiet,
 	// and the rate since.
-	most := int(2*server.DefaultRoomRate+server.DefaultRoomRate+server.DefaultRoomRate*elapsed.Seconds()) + 1
+	most := int(2*room.DefaultRoomRate+room.DefaultRoomRate+room.DefaultRoomRate*elapsed.Seconds()) + 1
 	if took := acked + len(sent); took > most {
 		t.Errorf("the room took %d messages in %v, want at most %d", took, elapsed, most)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/sqlite"
@@ -271,7 +272,7 @@ func TestRetryAfterLostAck(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const grace = time.Second
-			ts, st := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
+			ts, st := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { withRoom(c, room.Options{Grace: grace}) })
 			const roomID = "retry"
 			const frame = `{"type":"msg","id":"r-1","payload":{"message":"exactly once"}}`
 			other := chattest.Dial(t, ts.URL, "")
@@ -355,7 +356,7 @@ func TestRetryAfterLostAck(t *testing.T) {
 // explicit leave is announced at once.
 func TestGracePeriod(t *testing.T) {
 	const grace = time.Second
-	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
+	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { withRoom(c, room.Options{Grace: grace}) })
 	cases := []struct {
 		name   string
 		end    func(c *chattest.Client) // must not block: the clock runs
@@ -802,7 +803,7 @@ func TestResumeToken(t *testing.T) {
 	t.Parallel() // waits out grace periods
 	const grace, window = 300 * time.Millisecond, 600 * time.Millisecond
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) {
-		c.Grace, c.ResumeWindow = grace, window
+		withRoom(c, room.Options{Grace: grace, ResumeWindow: window})
 	})
 	other := chattest.Dial(t, ts.URL, "")
 	other.Join(t, "tok")
@@ -854,7 +855,7 @@ func TestResumeToken(t *testing.T) {
 func TestGraceRestartsOnEachDrop(t *testing.T) {
 	t.Parallel() // waits out grace periods
 	const grace = time.Second
-	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { c.Grace = grace })
+	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) { withRoom(c, room.Options{Grace: grace}) })
 	watcher := chattest.Dial(t, ts.URL, "")
 	watcher.Join(t, "flaky")
 	a := chattest.Dial(t, ts.URL, "")
@@ -891,7 +892,8 @@ func TestKeepaliveTimeoutIsADrop(t *testing.T) {
 	t.Parallel()
 	const ping, pingTimeout, grace = 200 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond
 	ts, _ := newSQLiteServer(t, dbPath(t), sqlite.Options{}, func(c *server.Config) {
-		c.PingInterval, c.PingTimeout, c.Grace = ping, pingTimeout, grace
+		c.PingInterval, c.PingTimeout = ping, pingTimeout
+		withRoom(c, room.Options{Grace: grace})
 	})
 	watcher := chattest.Dial(t, ts.URL, "")
 	watcher.Join(t, "half-open")

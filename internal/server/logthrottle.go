@@ -21,6 +21,17 @@ const logEvery = 10 * time.Second
 // refused at accept (one per attempt; their "why" tells the kinds apart).
 var throttledLines = []string{"store append", "store", "refused websocket", "refused connection"}
 
+// Throttled returns l with the lines that can come once per message or
+// request throttled, as the server throttles its own (Config.Logger):
+// give it to a registry built for the server, whose failed store appends
+// and reads are such lines. Throttled of a throttled logger returns it.
+func Throttled(l *slog.Logger) *slog.Logger {
+	if _, ok := l.Handler().(*throttle); ok {
+		return l
+	}
+	return slog.New(newThrottle(l.Handler(), logEvery, throttledLines...))
+}
+
 // throttle is an slog.Handler that passes at most one record per
 // interval for each line it throttles, and drops the others, counting
 // them: the next record of that line that passes carries suppressed=N,

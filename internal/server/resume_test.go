@@ -12,6 +12,7 @@ import (
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/client"
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/server"
 )
 
@@ -98,7 +99,7 @@ func TestResumeRenewed(t *testing.T) {
 	const maxAge = 2 * time.Second
 	ts := newTestServer(t, func(c *server.Config) {
 		c.PingInterval = 100 * time.Millisecond
-		c.ResumeMaxAge = maxAge
+		withRoom(c, room.Options{ResumeMaxAge: maxAge})
 	})
 	start := time.Now()
 	a := chattest.Dial(t, ts.URL, "")
@@ -138,7 +139,7 @@ func TestResumeRenewed(t *testing.T) {
 func TestClientKeepsRenewedToken(t *testing.T) {
 	ts := newTestServer(t, func(c *server.Config) {
 		c.PingInterval = 100 * time.Millisecond
-		c.ResumeMaxAge = time.Second
+		withRoom(c, room.Options{ResumeMaxAge: time.Second})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), chattest.Timeout)
 	defer cancel()

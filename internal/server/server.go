@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
-	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/store"
@@ -27,9 +26,18 @@ import (
 
 // Config configures a Server. Zero values mean the documented defaults.
 type Config struct {
-	// Store keeps history. Required.
+	// Store keeps history: the HTTP API reads it and Shutdown flushes
+	// it. Required; with Registry set, it is the registry's store.
 	Store store.Store
+	// Registry holds the rooms and users (room.New, with the broker,
+	// directory and roster of a cluster and the room budgets). nil builds
+	// a single-node one on Store, with Limits, the server's Logger and
+	// room.DefaultBudgets. Its ResumeMaxAge sets when a connection gets a
+	// new resume token: at the keepalive ping once its token is half that
+	// old. Shutdown closes it.
+	Registry *room.Registry
 	// Limits are SPEC §4's limits; zero means protocol.DefaultLimits().
+	// With Registry set, they are the registry's.
 	Limits protocol.Limits
 	// Origins are the browser origins allowed besides the server's own:
 	// host patterns (chat.example.com, *.example.com) or full origins
@@ -74,17 +82,6 @@ type Config struct {
 	// MaxFrame bytes for as long as the client trickles a byte per
 	// keepalive interval.
 	FrameTimeout time.Duration
-	// Grace and ResumeWindow are room.Options' (15 s and 2 min).
-	Grace, ResumeWindow time.Duration
-	// ResumeMaxAge is room.Options' (24 h): how old a resume token may be
-	// and still resume. A connection whose token is half that old is sent
-	// a new one (the resume event) at its next keepalive ping.
-	ResumeMaxAge time.Duration
-	// Broker, Directory and Roster are room.Options': nil means the
-	// single-node broker on Store, and no directory or roster.
-	Broker    func(broker.Handler) broker.Broker
-	Directory room.Directory
-	Roster    func(left func(roomID string, who protocol.User, count int)) room.Roster
 	// Collectors are more Prometheus series for /metrics (the cluster's).
 	Collectors []prometheus.Collector
 	// SeparateMetrics leaves GET /metrics out of the server's routes (it
@@ -131,20 +128,6 @@ type Config struct {
 	// client address for the per-address limits. Empty trusts none: the
 	// socket's peer is the client.
 	TrustProxy []netip.Prefix
-
-	// RoomRate is how many msg frames a second one room takes from all
-	// its members together (DefaultRoomRate), RoomEvents how many custom
-	// events (DefaultRoomEvents), RoomBytes how many bytes of both, as
-	// they fan out (DefaultRoomBytes), and RoomJoins how many joins
-	// (DefaultRoomJoins). A room may take two seconds' worth of each at
-	// once (of joins, ten). Past one, the sender gets rate_limited with
-	// field roomID and a message naming the budget, and nothing is stored
-	// or relayed; members that send little (at most 5 at once, one a
-	// second) still get through, from a reserve of one second's worth. A
-	// negative value turns one off. Limits.Rate 0 turns them all off, and
-	// the per-user budget (Limits.Rate frames a second and 2×Limits.Burst
-	// at once, over all of a user's connections) too. See room.Budgets.
-	RoomRate, RoomEvents, RoomBytes, RoomJoins float64
 
 	// HeaderTimeout bounds reading a request's headers (10 s, or
 	// RequestTimeout if shorter), the WebSocket upgrade's included: a
@@ -221,7 +204,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	cfg.Logger = slog.New(newThrottle(cfg.Logger.Handler(), logEvery, throttledLines...))
+	cfg.Logger = Throttled(cfg.Logger)
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = 1 << 20
 	}
@@ -274,17 +257,10 @@ func New(cfg Config) (*Server, error) {
 		hosts:       hosts,
 		pages:       make(chan struct{}, cfg.MaxPageResponses),
 	}
-	s.reg = room.New(cfg.Store, room.Options{
-		Limits:       cfg.Limits,
-		Grace:        cfg.Grace,
-		ResumeWindow: cfg.ResumeWindow,
-		ResumeMaxAge: cfg.ResumeMaxAge,
-		Logger:       cfg.Logger,
-		Broker:       cfg.Broker,
-		Directory:    cfg.Directory,
-		Roster:       cfg.Roster,
-		Budgets:      budgets(cfg),
-	})
+	s.reg = cfg.Registry
+	if s.reg == nil {
+		s.reg = room.New(cfg.Store, room.Options{Limits: cfg.Limits, Logger: cfg.Logger, Budgets: room.DefaultBudgets(cfg.Limits)})
+	}
 	s.posts = newAddrLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
 	s.requests = newAddrLimiter(cfg.IPHTTPRate, cfg.IPHTTPBurst)
 	s.upgrades = newAddrLimiter(cfg.IPConnRate, cfg.IPConnBurst)
@@ -294,61 +270,6 @@ func New(cfg Config) (*Server, error) {
 	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
-}
-
-// The default room budgets (Config.RoomRate and the rest). An honest busy
-// room stays well under each; docs/operations.md ("Each room") has the
-// numbers behind them.
-const (
-	// DefaultRoomRate: 50 messages a second is a hundred people each
-	// sending one every two seconds without a pause, ten times what
-	// anyone can read; at 10,000 members it is 500,000 deliveries a second.
-	DefaultRoomRate = 50
-	// DefaultRoomEvents: 100 custom events a second, reactions and
-	// cursors being smaller and more frequent than messages.
-	DefaultRoomEvents = 100
-	// DefaultRoomBytes: 64 KiB a second (0.5 Mbit/s) is what every member
-	// of a room at its budget must read; a phone on a fair 3G link keeps
-	// up. It binds only on long messages: 50 a second of short ones are
-	// about 12 KiB.
-	DefaultRoomBytes = 64 << 10
-	// DefaultRoomJoins: 50 joins a second, 500 at once (a link shared in
-	// a busy chat brings people in waves): a crowd of 10,000 gets in
-	// within 3.5 minutes. Each join is a presence event to every member,
-	// and its leave another.
-	DefaultRoomJoins = 50
-)
-
-// budgets are the room.Budgets of cfg: the room budgets (defaults for 0,
-// none for a negative value) and the per-user one, all off when the rate
-// limit is.
-func budgets(cfg Config) room.Budgets {
-	if cfg.Limits.Rate <= 0 {
-		return room.Budgets{}
-	}
-	pick := func(v, def float64) float64 {
-		switch {
-		case v < 0:
-			return 0
-		case v == 0:
-			return def
-		}
-		return v
-	}
-	return room.Budgets{
-		RoomMsgs:   pick(cfg.RoomRate, DefaultRoomRate),
-		RoomEvents: pick(cfg.RoomEvents, DefaultRoomEvents),
-		RoomBytes:  pick(cfg.RoomBytes, DefaultRoomBytes),
-		RoomJoins:  pick(cfg.RoomJoins, DefaultRoomJoins),
-		// A user may have several connections at once while a resume
-		// replaces one (the old one reads on until its close handshake
-		// ends) and gets a fresh connection limit with each: over all of
-		// them it keeps one connection's rate, and twice its burst, so
-		// that a client that reconnects and re-sends what was in flight
-		// gets through.
-		UserFrames: cfg.Limits.Rate,
-		UserBurst:  2 * cfg.Limits.Burst,
-	}
 }
 
 // ServeHTTP implements http.Handler. A request for a Host the server
@@ -522,8 +443,8 @@ func (s *Server) untrack(c *conn) {
 // the store so that every message accepted so far is stored and its ack
 // and deliveries are queued, then closes every WebSocket connection with
 // 1001 once its queue is written, at most 128 at a time. Connections still
-// open when ctx ends are dropped without a handshake. It stops the
-// registry's timers last. Stop the http.Server (which ignores hijacked
+// open when ctx ends are dropped without a handshake. It closes the
+// registry last. Stop the http.Server (which ignores hijacked
 // connections) separately.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting.Store(true)

@@ -29,6 +29,7 @@ import (
 
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/storetest"
@@ -407,7 +408,7 @@ func TestStalledWebSocketReader(t *testing.T) {
 	ts := newTimedServer(t, noRate, func(c *server.Config) {
 		c.WriteTimeout = writeTimeout
 		c.MaxQueue = 64 << 20 // only the write deadline may close it
-		c.Grace = 50 * time.Millisecond
+		withRoom(c, room.Options{Grace: 50 * time.Millisecond})
 	})
 	a, b := chattest.Dial(t, ts.testServer.URL, ""), chattest.Dial(t, ts.testServer.URL, "")
 	a.Join(t, "r")
