@@ -248,11 +248,13 @@ func (reg *Registry) dropIfEmpty(r *Room) {
 	reg.mu.Unlock()
 }
 
+// storeError logs err, the failure of op on the store (not a cancelled
+// request), and returns the one error a store failure is answered with.
 func (reg *Registry) storeError(op string, err error) *protocol.Error {
 	if !errors.Is(err, context.Canceled) {
 		reg.log.Error("store", "op", op, "err", err)
 	}
-	return protocol.Errorf(protocol.CodeStoreUnavailable, "the message store is unavailable; try again shortly")
+	return protocol.ErrStoreUnavailable
 }
 
 // spawn runs f on a goroutine of the registry's, which Close waits

@@ -50,7 +50,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	reg.broker.Publish(msg, store.DedupKey(u.id, r.id, reqID), func(stored protocol.Message, dup bool, err error) {
 		if err != nil {
 			reg.log.Error("store append", "room", r.id, "user", u.id, "err", err)
-			u.queue(protocol.EncodeError(reqID, protocol.Errorf(protocol.CodeStoreUnavailable, "the message was not stored; the store is unavailable")))
+			u.queue(protocol.EncodeError(reqID, protocol.ErrStoreUnavailable))
 			return
 		}
 		if !dup {

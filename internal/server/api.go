@@ -363,7 +363,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 // a body that is not application/json, 413 over MaxFrame, 400 for bad
 // JSON.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ok, wait := s.posts.allow(addrKey(s.clientAddr(r)), time.Now()); !ok {
+	if ok, wait := s.postLimit.allow(addrKey(s.clientAddr(r)), time.Now()); !ok {
 		s.refuse(w, http.StatusTooManyRequests, wait, protocol.Errorf(protocol.CodeRateLimited, "too many requests; the limit is %g per second", s.limits.Rate))
 		return false
 	}

@@ -161,12 +161,12 @@ type Server struct {
 	hosts   []hostPattern // Config.Hosts and PublicURL's host; none: any
 
 	// The per-address and connection limits; each guards itself.
-	posts    *addrLimiter  // POSTs with a body, at Limits.Rate
-	requests *addrLimiter  // every HTTP request but /ws, at IPHTTPRate
-	upgrades *addrLimiter  // new WebSocket connections, at IPConnRate
-	gate     *gate         // open WebSocket connections
-	sockets  *sockets      // every connection of Listener
-	pages    chan struct{} // a token per page response being answered; never closed
+	postLimit *addrLimiter  // POSTs with a body, at Limits.Rate
+	requests  *addrLimiter  // every HTTP request but /ws, at IPHTTPRate
+	upgrades  *addrLimiter  // new WebSocket connections, at IPConnRate
+	gate      *gate         // open WebSocket connections
+	sockets   *sockets      // every connection of Listener
+	pages     chan struct{} // a token per page response being answered; never closed
 	// fullWarned is when logFull last warned (Unix ns).
 	fullWarned atomic.Int64
 
@@ -261,7 +261,7 @@ func New(cfg Config) (*Server, error) {
 	if s.reg == nil {
 		s.reg = room.New(cfg.Store, room.Options{Limits: cfg.Limits, Logger: cfg.Logger, Budgets: room.DefaultBudgets(cfg.Limits)})
 	}
-	s.posts = newAddrLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
+	s.postLimit = newAddrLimiter(cfg.Limits.Rate, cfg.Limits.Burst)
 	s.requests = newAddrLimiter(cfg.IPHTTPRate, cfg.IPHTTPBurst)
 	s.upgrades = newAddrLimiter(cfg.IPConnRate, cfg.IPConnBurst)
 	s.gate = &gate{max: max(cfg.MaxConns, 0), perAddr: max(cfg.IPConns, 0)}
