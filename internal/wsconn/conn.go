@@ -56,6 +56,14 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOption
 	}
 	c := hw.c
 	c.wr.track() // the 101 response is out: frames from here on
+	if hw.early > 0 {
+		// Accept took the bytes behind the request out of br's buffer and
+		// reset br onto a reader that returns them first, from the same
+		// array. Peek brings them back into the buffer without touching
+		// the socket, so that WaitReadable sees them; else a frame that
+		// came with the request would wait for the client's next bytes.
+		c.br.Peek(hw.early)
+	}
 	return ws, c, nil
 }
 
