@@ -387,16 +387,46 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.store.Flush(ctx); err != nil {
 		s.log.Warn("shutdown: store flush", "err", err)
 	}
+	handshakes := s.closeAll(ctx)
+	done := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.dropAll()
+		<-done
+	}
+	<-handshakes
+	s.keep.close()
+	s.cancel()
+	s.reg.Close()
+	return err
+}
+
+// liveConns returns the open connections.
+func (s *Server) liveConns() []*conn {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	conns := make([]*conn, 0, len(s.live))
 	for c := range s.live {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
+	return conns
+}
 
-	// The close handshakes run beside the wait below, so that ctx's end
-	// cuts them short: Conn.Close waits up to 5 s for a peer that never
-	// answers, and 128 such peers at a time would hold Shutdown past ctx.
+// closeAll closes every open connection with 1001 once its queue is
+// written (closeDrained), at most 128 at a time, and closes the channel it
+// returns when it is done. The close handshakes run beside Shutdown's
+// wait, so that ctx's end cuts them short: Conn.Close waits up to 5 s for
+// a peer that never answers, and 128 such peers at a time would hold
+// Shutdown past ctx.
+func (s *Server) closeAll(ctx context.Context) <-chan struct{} {
+	conns := s.liveConns()
 	handshakes := make(chan struct{})
 	go func() {
 		defer close(handshakes)
@@ -413,33 +443,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		g.Wait()
 	}()
-	done := make(chan struct{})
-	go func() {
-		s.conns.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-		s.mu.Lock()
-		rest := make([]*conn, 0, len(s.live))
-		for c := range s.live {
-			rest = append(rest, c)
-		}
-		s.mu.Unlock()
-		for _, c := range rest {
-			// Closing the socket first also ends a close handshake in
-			// progress, which CloseNow would wait for (up to 5 s).
-			c.wire.CloseSocket()
-			c.ws.CloseNow()
-		}
-		<-done
+	return handshakes
+}
+
+// dropAll drops every connection still open, without a handshake.
+func (s *Server) dropAll() {
+	for _, c := range s.liveConns() {
+		// Closing the socket first also ends a close handshake in
+		// progress, which CloseNow would wait for (up to 5 s).
+		c.wire.CloseSocket()
+		c.ws.CloseNow()
 	}
-	<-handshakes
-	s.keep.close()
-	s.cancel()
-	s.reg.Close()
-	return err
 }
