@@ -30,12 +30,12 @@ func TestIdleReadLoopWaitsShallow(t *testing.T) {
 			continue
 		}
 		loops++
-		if strings.Contains(g, "server.(*conn).waitIdle") && !strings.Contains(g, "websocket.(*Conn).Reader") {
+		if strings.Contains(g, "wsconn.(*Conn).WaitReadable") && !strings.Contains(g, "websocket.(*Conn).Reader") {
 			shallow++
 		}
 	}
 	if loops != 1 || shallow != 1 {
-		t.Fatalf("%d read loops, %d waiting in waitIdle; want 1 and 1:\n%s", loops, shallow, stacks)
+		t.Fatalf("%d read loops, %d waiting in wsconn.WaitReadable; want 1 and 1:\n%s", loops, shallow, stacks)
 	}
 	c.SendAck(t, "still", "there") // the connection survived the pings
 }

@@ -3,6 +3,8 @@ package server
 import (
 	"sync"
 	"time"
+
+	"github.com/roomchat/roomchat/internal/protocol"
 )
 
 // The keepalive wheel has PingInterval/wheelTick slots (250 by default),
@@ -126,14 +128,14 @@ func (w *wheel) loop() {
 		// socket (the server is the one not reading).
 		n := len(w.slots)
 		for c := w.slots[(w.cur+n-w.check)%n]; c != nil; c = c.kaNext {
-			if c.kaPinged && c.peek.reads.Load() == c.kaReads && !c.handling.Load() {
+			if c.kaPinged && c.wire.Reads() == c.kaReads && !c.handling.Load() {
 				dead = append(dead, c)
 			}
 			c.kaPinged = false
 		}
 		w.buf = w.buf[:0]
 		for c := w.slots[w.cur]; c != nil; c = c.kaNext {
-			c.kaPinged, c.kaReads = true, c.peek.reads.Load()
+			c.kaPinged, c.kaReads = true, c.wire.Reads()
 			w.buf = append(w.buf, c)
 			if w.renew > 0 && now-c.kaIssued >= w.renew {
 				c.kaIssued = now
@@ -170,5 +172,29 @@ func (w *wheel) close() {
 	w.stopOnce.Do(func() { close(w.stop) })
 	if started {
 		<-w.done
+	}
+}
+
+// renewToken gives the connection's user a new resume token and sends it
+// in a resume event (SPEC §4 "Identity across reconnects"): the keepalive
+// wheel calls it for a connection whose token is half ResumeMaxAge old, so
+// that the client holds a token that resumes when the connection drops,
+// however long it was open. Nothing is sent if the user has moved to
+// another connection.
+func (c *conn) renewToken() {
+	if tok := c.srv.reg.Reissue(c.user, c); tok != "" {
+		c.Queue(protocol.Encode(protocol.TypeResume, "", protocol.Resume{Resume: tok}))
+	}
+}
+
+// keepaliveTimeout drops a connection whose peer sent nothing within
+// PingTimeout of a ping, unless it is closing anyway.
+func (c *conn) keepaliveTimeout() {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if !closing {
+		c.srv.log.Info("keepalive timeout", "user", c.user.ID())
+		c.ws.CloseNow()
 	}
 }

@@ -28,6 +28,9 @@ type metrics struct {
 	idleClosed prometheus.Counter
 }
 
+// newMetrics registers the server's series and the gauges read from s. It
+// is long only because it declares each series with its name and help
+// text beside it.
 func newMetrics(s *Server) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),

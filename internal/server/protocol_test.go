@@ -1,7 +1,12 @@
 package server_test
 
 import (
+	"bufio"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -276,4 +281,72 @@ func TestLeaveWithoutRoomID(t *testing.T) {
 	if m := chattest.MsgOf(t, a.Expect(t, protocol.TypeMsg)); m.RoomID != "second" {
 		t.Fatalf("msg went to %q, want second", m.RoomID)
 	}
+}
+
+// A client may send its first frame in the same TCP segment as the
+// upgrade request (SPEC §4 lets it send once connected, and a pipelining
+// client does): it is answered at once, after welcome, not when the
+// client next sends something.
+func TestFrameWithTheUpgradeRequest(t *testing.T) {
+	ts := newTestServer(t)
+	host := strings.TrimPrefix(ts.URL, "http://")
+	nc, err := net.DialTimeout("tcp", host, chattest.Timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req := "GET /ws HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	frame := chattest.ClientFrame(chattest.OpText, true, []byte(`{"type":"ping","id":"early"}`))
+	nc.SetDeadline(time.Now().Add(chattest.Timeout))
+	if _, err := nc.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	if res, err := http.ReadResponse(br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", res, err)
+	}
+	// Read the two frames the way chattest.Raw does, past the response.
+	for _, want := range []string{`"type":"welcome"`, `{"type":"pong","id":"early"}`} {
+		p := readServerFrame(t, br, 2*time.Second)
+		if !strings.Contains(string(p), want) {
+			t.Fatalf("frame %s, want one with %s", p, want)
+		}
+	}
+}
+
+// readServerFrame reads one unfragmented server frame's payload within d.
+func readServerFrame(t *testing.T, br *bufio.Reader, d time.Duration) []byte {
+	t.Helper()
+	type result struct {
+		p   []byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() { // ends when the frame is read or the connection closes
+		var h [2]byte
+		if _, err := io.ReadFull(br, h[:]); err != nil {
+			got <- result{err: err}
+			return
+		}
+		n := int(h[1] & 0x7f)
+		if n == 126 {
+			var e [2]byte
+			io.ReadFull(br, e[:])
+			n = int(binary.BigEndian.Uint16(e[:]))
+		}
+		p := make([]byte, n)
+		_, err := io.ReadFull(br, p)
+		got <- result{p, err}
+	}()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			t.Fatalf("read a frame: %v", r.err)
+		}
+		return r.p
+	case <-time.After(d):
+		t.Fatalf("no frame within %s", d)
+	}
+	return nil
 }

@@ -5,19 +5,14 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
-	"maps"
-	"math/rand/v2"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/time/rate"
 
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/room"
@@ -290,155 +285,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// retryFull is the Retry-After of an upgrade refused because the server
-// or the address holds as many connections as it may: when one closes is
-// unknown, and clients that honour it should not all come back at once,
-// so it is 5 s plus up to 5 s of jitter.
-const retryFull = 5 * time.Second
-
-// handleWS upgrades a request to a WebSocket connection and starts
-// serving it. Before the upgrade, in this order: 503 shutting_down during
-// shutdown; 429 rate_limited past the address's rate of new connections
-// or its open connections; 503 server_full past MaxConns. Nothing is
-// allocated for a connection before these pass.
-func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
-	if s.shutting.Load() {
-		s.metrics.refused.Inc()
-		s.fail(w, http.StatusServiceUnavailable, errShuttingDown)
-		return
-	}
-	addr := s.clientAddr(r)
-	key := addrKey(addr)
-	if ok, wait := s.upgrades.allow(key, time.Now()); !ok {
-		s.log.Info("refused websocket", "remote", r.RemoteAddr, "client", addr, "why", "address connection rate")
-		s.metrics.refused.Inc()
-		s.refuse(w, http.StatusTooManyRequests, wait, protocol.Errorf(protocol.CodeRateLimited, "too many new connections from your address; the limit is %g per second", s.cfg.IPConnRate))
-		return
-	}
-	switch s.gate.enter(key) {
-	case addrFull:
-		s.log.Info("refused websocket", "remote", r.RemoteAddr, "client", addr, "why", "address connections")
-		s.metrics.refused.Inc()
-		s.refuse(w, http.StatusTooManyRequests, retryFull+rand.N(retryFull), protocol.Errorf(protocol.CodeRateLimited, "too many open connections from your address; the limit is %d", s.cfg.IPConns))
-		return
-	case serverFull:
-		s.logFull()
-		s.log.Info("refused websocket", "remote", r.RemoteAddr, "client", addr, "why", "server full")
-		s.metrics.refused.Inc()
-		s.refuse(w, http.StatusServiceUnavailable, retryFull+rand.N(retryFull), protocol.Errorf(protocol.CodeServerFull, "the server holds as many connections as it may; try again in a few seconds"))
-		return
-	}
-	hw := &hijackWriter{ResponseWriter: w, frameTimeout: s.cfg.FrameTimeout}
-	c := &conn{srv: s, addr: key}
-	opts := &websocket.AcceptOptions{OriginPatterns: s.cfg.Origins, Subprotocols: subprotocols}
-	if s.limits.Rate > 0 {
-		// Pings and pongs count against the rate limit (conn.allow).
-		opts.OnPingReceived, opts.OnPongReceived = c.onPing, c.onPong
-	}
-	ws, err := websocket.Accept(hw, r, opts)
-	if err != nil {
-		// Accept has answered (403 for a foreign Origin, 426 for a bad upgrade).
-		s.gate.leave(key)
-		s.log.Info("refused websocket", "remote", r.RemoteAddr, "why", "handshake", "origin", r.Header.Get("Origin"), "err", err)
-		s.metrics.refused.Inc()
-		return
-	}
-	ws.SetReadLimit(s.limits.MaxFrame)
-	hw.nw.track() // the 101 response is out: frames from here on
-	c.ws, c.nw, c.peek, c.br = ws, hw.nw, hw.peek, hw.br
-	c.batch = r.URL.Query().Get("batch") == "1"
-	c.linkBase = s.baseURL(r)
-	c.writer = c.writeLoop
-	if s.limits.Rate > 0 {
-		c.limiter = rate.NewLimiter(rate.Limit(s.limits.Rate), s.limits.Burst)
-		c.abuse = rate.NewLimiter(rate.Limit(s.limits.Rate), 2*s.limits.Burst)
-	}
-	// welcome must be the first frame (SPEC §4), but once Connect attaches
-	// c to a resumed user, the ack (or error) of a msg that the user's
-	// previous connection sent may be queued to c at any moment. So c
-	// starts out marked as writing, which makes Queue only append, and
-	// welcome goes in front of whatever came meanwhile. c.mu is not held
-	// across Connect: the registry's locks come before a connection's.
-	c.writing = true
-	// The token Connect issues is no older than this: the keepalive
-	// wheel sends a new one once it is half ResumeMaxAge old.
-	c.kaIssued = time.Now().UnixNano()
-	u, resumed, replaced := s.reg.Connect(c, resumeToken(r))
-	s.mu.Lock()
-	s.live[c] = struct{}{}
-	online := len(s.live)
-	s.livePeak = max(s.livePeak, online)
-	s.conns.Add(1)
-	s.mu.Unlock()
-	welcome := protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{
-		UserID: u.ID(), Resume: u.Token(), Online: online, Limits: s.limits,
-	})
-	c.mu.Lock()
-	c.user = u
-	if c.closing {
-		// Replaced by a resume on another connection already.
-		c.writing = false
-	} else {
-		c.queue = append([][]byte{welcome}, c.queue...)
-		c.queued += len(welcome)
-		c.wg.Add(1)
-		go c.writer()
-	}
-	c.mu.Unlock()
-	if old, ok := replaced.(*conn); ok {
-		old.closeWith(protocol.CloseReplaced, "resumed elsewhere")
-	}
-	s.keep.add(c)
-	s.log.Info("connect", "user", u.ID(), "remote", r.RemoteAddr, "client", addr, "resumed", resumed, "batch", c.batch)
-	if s.shutting.Load() {
-		c.closeWith(protocol.CloseShutdown, "shutdown")
-	}
-	s.metrics.conns.Inc()
-	s.metrics.connsTotal.Inc()
-	// The read loop gets a goroutine of its own, so that net/http's
-	// connection goroutine, with its deeper stack, ends here.
-	go c.serve()
-}
-
-// subprotocols is what the upgrade may select (protocol.Subprotocol);
-// never modified.
-var subprotocols = []string{protocol.Subprotocol}
-
-// resumeToken returns the resume token of an upgrade (SPEC §4 "Identity
-// across reconnects"), first found: the subprotocol roomchat.resume.<token>,
-// which stays out of request lines that proxies log, then the query
-// parameter resume, for scripts. "" when there is none.
-func resumeToken(r *http.Request) string {
-	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
-		for p := range strings.SplitSeq(h, ",") {
-			if tok, ok := strings.CutPrefix(strings.TrimSpace(p), protocol.ResumeSubprotocol); ok {
-				return tok
-			}
-		}
-	}
-	return r.URL.Query().Get("resume")
-}
-
-// logFull warns that the server is full, at most once a minute: under a
-// flood of upgrades one line per refusal would bury it.
-func (s *Server) logFull() {
-	now := time.Now().UnixNano()
-	last := s.fullWarned.Load()
-	if now-last < int64(time.Minute) || !s.fullWarned.CompareAndSwap(last, now) {
-		return
-	}
-	s.log.Warn("server full: refusing WebSocket upgrades with 503", "max_conns", s.cfg.MaxConns)
-}
-
-func (s *Server) untrack(c *conn) {
-	s.mu.Lock()
-	delete(s.live, c)
-	if n := len(s.live); n < s.livePeak/4 {
-		s.live, s.livePeak = maps.Collect(maps.All(s.live)), n
-	}
-	s.mu.Unlock()
-}
-
 // Shutdown stops taking frames, waits for the ones being handled, flushes
 // the store so that every message accepted so far is stored and its ack
 // and deliveries are queued, then closes every WebSocket connection with
@@ -462,16 +308,46 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.store.Flush(ctx); err != nil {
 		s.log.Warn("shutdown: store flush", "err", err)
 	}
+	handshakes := s.closeAll(ctx)
+	done := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.dropAll()
+		<-done
+	}
+	<-handshakes
+	s.keep.close()
+	s.cancel()
+	s.reg.Close()
+	return err
+}
+
+// liveConns returns the open connections.
+func (s *Server) liveConns() []*conn {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	conns := make([]*conn, 0, len(s.live))
 	for c := range s.live {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
+	return conns
+}
 
-	// The close handshakes run beside the wait below, so that ctx's end
-	// cuts them short: Conn.Close waits up to 5 s for a peer that never
-	// answers, and 128 such peers at a time would hold Shutdown past ctx.
+// closeAll closes every open connection with 1001 once its queue is
+// written (closeDrained), at most 128 at a time, and closes the channel it
+// returns when it is done. The close handshakes run beside Shutdown's
+// wait, so that ctx's end cuts them short: Conn.Close waits up to 5 s for
+// a peer that never answers, and 128 such peers at a time would hold
+// Shutdown past ctx.
+func (s *Server) closeAll(ctx context.Context) <-chan struct{} {
+	conns := s.liveConns()
 	handshakes := make(chan struct{})
 	go func() {
 		defer close(handshakes)
@@ -488,33 +364,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		g.Wait()
 	}()
-	done := make(chan struct{})
-	go func() {
-		s.conns.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-		s.mu.Lock()
-		rest := make([]*conn, 0, len(s.live))
-		for c := range s.live {
-			rest = append(rest, c)
-		}
-		s.mu.Unlock()
-		for _, c := range rest {
-			// Closing the socket first also ends a close handshake in
-			// progress, which CloseNow would wait for (up to 5 s).
-			c.nw.conn.Close()
-			c.ws.CloseNow()
-		}
-		<-done
+	return handshakes
+}
+
+// dropAll drops every connection still open, without a handshake.
+func (s *Server) dropAll() {
+	for _, c := range s.liveConns() {
+		// Closing the socket first also ends a close handshake in
+		// progress, which CloseNow would wait for (up to 5 s).
+		c.wire.CloseSocket()
+		c.ws.CloseNow()
 	}
-	<-handshakes
-	s.keep.close()
-	s.cancel()
-	s.reg.Close()
-	return err
 }

@@ -1,4 +1,4 @@
-package server
+package wsconn
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -179,4 +180,33 @@ func TestMsgTracker(t *testing.T) {
 			}
 		}
 	}
+}
+
+// text waits while the library is in the middle of one of its own
+// frames, and goes right after it: the library's write that ends the
+// frame wakes it.
+func TestTextWaitsForTheLibrarysFrame(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &netWriter{}
+		w.boundary.L = &w.mu
+		w.track()
+		w.hold()
+		w.Write([]byte{0x8a, 3}) // a pong's header: its payload is to come
+		done := make(chan error)
+		go func() { done <- w.text([][]byte{[]byte("hi")}, false) }()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("text returned (%v) inside the library's frame", err)
+		default:
+		}
+		w.Write([]byte("abc"))
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		want := []byte{0x8a, 3, 'a', 'b', 'c', 0x81, 2, 'h', 'i'}
+		if got := *w.buf; !bytes.Equal(got, want) {
+			t.Fatalf("drain % x, want % x", got, want)
+		}
+	})
 }

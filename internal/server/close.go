@@ -1,0 +1,79 @@
+package server
+
+import (
+	"context"
+
+	"github.com/coder/websocket"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// closeWith closes the connection with code, once, without blocking the
+// caller: the close handshake can take seconds.
+func (c *conn) closeWith(cl protocol.Close, why string) {
+	if !c.startClose(why, cl.Code, true) {
+		return
+	}
+	go func() {
+		defer c.wg.Done()
+		c.ws.Close(websocket.StatusCode(cl.Code), cl.Reason)
+	}()
+}
+
+// closeSync is closeWith for a caller that bounds its own concurrency
+// (Shutdown): it returns when the close handshake is over.
+func (c *conn) closeSync(cl protocol.Close, why string) {
+	if c.startClose(why, cl.Code, false) {
+		c.ws.Close(websocket.StatusCode(cl.Code), cl.Reason)
+	}
+}
+
+// startClose marks the connection closing by the server and drops what is
+// queued; with async it adds the closing goroutine to wg, under mu so that
+// serve cannot have waited yet. It reports false if the connection was
+// already closing.
+func (c *conn) startClose(why string, code int, async bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.closing, c.byServer = true, true
+	c.queue, c.queued = nil, 0
+	c.stopReading()
+	c.wire.Closing()
+	if async {
+		c.wg.Add(1)
+	}
+	c.srv.log.Info("closing", "user", c.userID(), "code", code, "why", why)
+	return true
+}
+
+// closeDrained closes the connection with 1001 once the writer has
+// written what is already queued (acks, deliveries), or when ctx ends,
+// whichever comes first. No frame is queued after it starts. For
+// Shutdown, which bounds its concurrency.
+func (c *conn) closeDrained(ctx context.Context) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing, c.byServer = true, true
+	c.stopReading()
+	c.wire.Closing()
+	var idle chan struct{}
+	if c.writing {
+		idle = make(chan struct{})
+		c.idle = idle
+	}
+	c.srv.log.Info("closing", "user", c.userID(), "code", protocol.CloseShutdown.Code, "why", "shutdown", "queued", c.queued)
+	c.mu.Unlock()
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+		}
+	}
+	c.ws.Close(websocket.StatusCode(protocol.CloseShutdown.Code), protocol.CloseShutdown.Reason)
+}
