@@ -55,21 +55,48 @@ type Options struct {
 // registry makes them without locks.
 type Roster interface {
 	// Add lists who in roomID and returns the count and at most max
-	// members after.
-	Add(ctx context.Context, roomID string, who protocol.User, max int) (count int, members []protocol.User, err error)
-	// Remove takes userID out of roomID's list and returns the count after.
-	Remove(ctx context.Context, roomID, userID string) (count int, err error)
+	// members after; listed reports that who was listed already (by
+	// another node, which it left without a leave: a resume there), so
+	// that its join is not announced again.
+	Add(ctx context.Context, roomID string, who protocol.User, max int) (count int, members []protocol.User, listed bool, err error)
+	// Remove takes userID out of roomID's list, if this node listed it,
+	// and returns the count after; removed is false when another node
+	// lists the user now (it resumed there), whose leave is not this
+	// node's to announce.
+	Remove(ctx context.Context, roomID, userID string) (count int, removed bool, err error)
 	// List returns the count and at most max members of roomID.
 	List(ctx context.Context, roomID string, max int) (count int, members []protocol.User, err error)
 }
 
 // Directory records, where every node can see it, which users are
-// connected or dropped less than the resume window ago. Online and
-// Offline must not block; Known may (it is called without locks).
+// connected or dropped less than the resume window ago, and the issue
+// time of each one's newest resume token, so that only the newest token
+// resumes a user, on any node (SPEC §8). Online and Offline must not
+// block; Resume may (it is called without locks).
 type Directory interface {
-	Online(userID string)
+	// Online records that userID has a connection here whose newest
+	// token was issued at issued (a connect, or a token renewed).
+	Online(userID string, issued time.Time)
+	// Offline records that userID's connection here ended.
 	Offline(userID string)
-	Known(ctx context.Context, userID string) (bool, error)
+	// Resume decides whether a token of userID issued at issued resumes
+	// it: only if it is the user's newest token, or the one the newest
+	// replaced, within overlap of its replacement. If so, next (the new
+	// token's issue time) becomes the newest, and the node that holds an
+	// older connection of the user is told (Watch). known is false when
+	// no node knows the user: the caller falls back to its own rules.
+	Resume(ctx context.Context, userID string, issued, next time.Time, overlap time.Duration) (known, ok bool, err error)
+	// Watch sets what is called when userID resumed on another node with
+	// a token issued at issued: a connection of the user's here, with an
+	// older token, is closed.
+	Watch(replaced func(userID string, issued time.Time))
+}
+
+// Replaceable is a Conn that the registry can close when its user resumed
+// on another node of a cluster (SPEC §8: the replaced connection is closed
+// wherever it is). Replaced must not block.
+type Replaceable interface {
+	Replaced()
 }
 
 // Registry owns every live room and user of one server. Its methods are
@@ -150,6 +177,9 @@ func New(st store.Store, opts Options) *Registry {
 	reg.broker = opts.Broker(handler{reg})
 	if opts.Roster != nil {
 		reg.roster = opts.Roster(reg.announceLeave)
+	}
+	if reg.dir != nil {
+		reg.dir.Watch(reg.replacedElsewhere)
 	}
 	return reg
 }
@@ -287,12 +317,29 @@ func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, repla
 }
 
 // resumable returns the user a verified token of userID id may resume, or
-// nil: a user this node knows, if token is its current one or the previous
-// one within its overlap; else a user the node does not know, if the
-// token comes from before the node started (a restart) or, in a cluster,
-// the Directory knows the user (connected on another node, or within the
-// resume window of a drop there). It gives the user a fresh token.
+// nil, and gives the user a fresh token. In a cluster the Directory
+// decides: only the user's newest token (or the one it replaced, within
+// the overlap) resumes it, on any node, this one included. Without a
+// Directory, or when it does not know the user (Redis lost it) or cannot
+// be asked, this node's rules apply: a user it knows, if token is its
+// current one or the previous one within its overlap; else a user it does
+// not know, if the token comes from before the node started (a restart).
 func (reg *Registry) resumable(id string, issued time.Time, token string, now time.Time) *User {
+	now = time.UnixMilli(now.UnixMilli()) // a token holds milliseconds
+	if reg.dir != nil {
+		// Asked without a lock: it is a network call.
+		ctx, cancel := context.WithTimeout(reg.ctx, 2*time.Second)
+		known, ok, err := reg.dir.Resume(ctx, id, issued, now, reg.overlap())
+		cancel()
+		switch {
+		case err != nil:
+			reg.log.Warn("directory", "op", "resume", "err", err)
+		case known && !ok:
+			return nil
+		case known:
+			return reg.resumed(id, token, now)
+		}
+	}
 	reg.mu.Lock()
 	u := reg.users[id]
 	if u != nil {
@@ -308,47 +355,73 @@ func (reg *Registry) resumable(id string, issued time.Time, token string, now ti
 			reg.mu.Unlock()
 			return nil
 		}
-		u.token = reg.signer.sign(id, now)
+		u.token, u.issued = reg.signer.sign(id, now), now
 		u.mu.Unlock()
 		reg.mu.Unlock()
 		return u
 	}
 	fresh := issued.Before(reg.started) && now.Before(reg.started.Add(reg.resumeWindow))
 	reg.mu.Unlock()
-	if !fresh && reg.dir != nil {
-		// Asked without a lock: it is a network call.
-		ctx, cancel := context.WithTimeout(reg.ctx, 2*time.Second)
-		known, err := reg.dir.Known(ctx, id)
-		cancel()
-		if err != nil {
-			reg.log.Warn("directory", "op", "known", "err", err)
-		}
-		fresh = known
-	}
 	if !fresh {
 		return nil
 	}
+	return reg.resumed(id, token, now)
+}
+
+// resumed gives user id, resumed with token, a new token issued now: the
+// user this node holds, or a new one (it comes from another node, or from
+// before a restart).
+func (reg *Registry) resumed(id, token string, now time.Time) *User {
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
-	if u = reg.users[id]; u != nil {
-		// Another connection with a token of the same user got here
-		// first; this one replaces it.
+	if u := reg.users[id]; u != nil {
 		u.mu.Lock()
-		u.token = reg.signer.sign(id, now)
+		if token != u.prevToken || !now.Before(u.prevUntil) {
+			u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
+		}
+		u.token, u.issued = reg.signer.sign(id, now), now
+		u.returned = now
 		u.mu.Unlock()
 		return u
 	}
-	u = reg.newUser(id, nil, now)
+	u := reg.newUser(id, nil, now)
 	u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
 	u.returned = now
 	return u
+}
+
+// replacedElsewhere is the Directory's news that userID resumed on another
+// node with a token issued at issued: a connection here with an older
+// token is let go as a drop would be (its rooms wait out the grace period,
+// which a join there ends silently) and closed with 1000.
+func (reg *Registry) replacedElsewhere(userID string, issued time.Time) {
+	reg.mu.RLock()
+	u := reg.users[userID]
+	reg.mu.RUnlock()
+	if u == nil {
+		return
+	}
+	u.mu.Lock()
+	c := u.conn
+	older := u.issued.UnixMilli() < issued.UnixMilli()
+	u.mu.Unlock()
+	if c == nil || !older {
+		return
+	}
+	reg.Disconnect(u, c, false)
+	if rc, ok := c.(Replaceable); ok {
+		rc.Replaced()
+	}
 }
 
 // online and offline tell the Directory, if any, that u has a connection
 // here, or no longer has one.
 func (reg *Registry) online(u *User) {
 	if reg.dir != nil {
-		reg.dir.Online(u.id)
+		u.mu.Lock()
+		issued := u.issued
+		u.mu.Unlock()
+		reg.dir.Online(u.id, issued)
 	}
 }
 
@@ -383,8 +456,12 @@ func (reg *Registry) Reissue(u *User, c Conn) string {
 	if u.conn != c || c == nil {
 		return ""
 	}
+	now = time.UnixMilli(now.UnixMilli())
 	u.prevToken, u.prevUntil = u.token, now.Add(reg.overlap())
-	u.token = reg.signer.sign(u.id, now)
+	u.token, u.issued = reg.signer.sign(u.id, now), now
+	if reg.dir != nil {
+		reg.dir.Online(u.id, now)
+	}
 	return u.token
 }
 
@@ -400,12 +477,14 @@ func (reg *Registry) overlap() time.Duration { return min(tokenOverlap, reg.resu
 // newUser registers a user with connection c (nil: attach one). Guarded
 // by reg.mu.
 func (reg *Registry) newUser(id string, c Conn, now time.Time) *User {
+	now = time.UnixMilli(now.UnixMilli())
 	u := &User{
-		reg:   reg,
-		id:    id,
-		name:  guestName(id),
-		conn:  c,
-		token: reg.signer.sign(id, now),
+		reg:    reg,
+		id:     id,
+		name:   guestName(id),
+		conn:   c,
+		token:  reg.signer.sign(id, now),
+		issued: now,
 	}
 	reg.users[id] = u
 	reg.usersPeak = max(reg.usersPeak, len(reg.users))
@@ -513,6 +592,11 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 			// (Join), with the cluster's count.
 			r.announce(presence(roomID, protocol.PresenceJoin, protocol.User{UserID: u.id, Name: name}, len(r.members)))
 		}
+	}
+	if !fresh && m.conn == nil && reg.roster != nil {
+		// A member back from its grace period may have been listed by
+		// another node meanwhile (a resume there): list it here again.
+		m.relist = true
 	}
 	r.rename(m, name)
 	m.joining, m.pending, m.rejoin = true, nil, false
@@ -799,13 +883,15 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 		go func() {
 			defer reg.bg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			count, err := reg.roster.Remove(ctx, r.id, u.id)
+			count, removed, err := reg.roster.Remove(ctx, r.id, u.id)
 			cancel()
 			if err != nil {
 				reg.log.Warn("presence", "op", "remove", "room", r.id, "user", u.id, "err", err)
 				return // the entry lapses by itself
 			}
-			reg.announceLeave(r.id, who, count)
+			if removed {
+				reg.announceLeave(r.id, who, count)
+			}
 		}()
 	}
 	reg.dropIfEmpty(r)
@@ -847,35 +933,42 @@ func (reg *Registry) list(ctx context.Context, r *Room, m *member, fresh bool) (
 	}
 	r.mu.Lock()
 	who := protocol.User{UserID: m.user.id, Name: m.name}
-	listed := m.listed
+	listed := m.listed && !m.relist
 	r.mu.Unlock()
-	if !fresh || listed {
+	if !fresh && listed {
 		count, members, err := reg.roster.List(ctx, r.id, reg.limits.MaxMembers)
 		if err != nil {
 			return nil, reg.storeError("list members", err)
 		}
 		return &listing{members, count}, nil
 	}
-	count, members, err := reg.roster.Add(ctx, r.id, who, reg.limits.MaxMembers)
+	count, members, already, err := reg.roster.Add(ctx, r.id, who, reg.limits.MaxMembers)
 	if err != nil {
 		return nil, reg.storeError("add member", err)
 	}
+	// A member listed already (it resumed here from another node within
+	// the grace period, or came back from its own) joins silently.
+	announce := fresh && !already
 	p, frame := presence(r.id, protocol.PresenceJoin, who, count)
 	r.mu.Lock()
 	in := r.member(m.user) == m
 	if in {
-		m.listed = true
-		r.announce(p, frame)
+		m.listed, m.relist = true, false
+		if announce {
+			r.announce(p, frame)
+		}
 	}
 	r.mu.Unlock()
 	if !in {
 		// Gone while being listed: take the entry out again.
-		if count, err := reg.roster.Remove(ctx, r.id, who.UserID); err == nil {
+		if count, removed, err := reg.roster.Remove(ctx, r.id, who.UserID); err == nil && removed {
 			reg.announceLeave(r.id, who, count)
 		}
 		return nil, protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
 	}
-	reg.broker.Relay(r.id, who.UserID, true, frame)
+	if announce {
+		reg.broker.Relay(r.id, who.UserID, true, frame)
+	}
 	return &listing{members, count}, nil
 }
 
