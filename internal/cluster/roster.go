@@ -78,7 +78,7 @@ func expiry() string { return strconv.FormatInt(time.Now().Add(rosterTTL).UnixMi
 // Add implements room.Roster: u joins room's list; it returns the count
 // and at most max members after, and announces (left) any lapsed entries
 // it swept.
-func (r *Roster) Add(ctx context.Context, room string, u protocol.User, max int) (int, []protocol.User, error) {
+func (r *Roster) Add(ctx context.Context, room string, u protocol.User, max int) (int, []protocol.User, bool, error) {
 	r.mu.Lock()
 	if r.local[room] == nil {
 		r.local[room] = make(map[string]string)
@@ -89,30 +89,32 @@ func (r *Roster) Add(ctx context.Context, room string, u protocol.User, max int)
 	defer cancel()
 	arr, err := presenceScript.Exec(ctx, r.st.client, r.keys(room),
 		[]string{"add", nowMS(), u.UserID, r.owner + "\n" + u.Name, expiry(), strconv.Itoa(max)}).ToArray()
-	if err != nil || len(arr) != 3 {
+	if err != nil || len(arr) != 4 {
 		r.forget(room, u.UserID)
-		return 0, nil, unavailable(errOr(err, "presence add"))
+		return 0, nil, false, unavailable(errOr(err, "presence add"))
 	}
 	count, members := parseList(arr[0], arr[1])
 	_, gone := parseList(arr[0], arr[2])
 	for _, g := range gone {
 		r.left(room, g, count)
 	}
-	return count, members, nil
+	listed, _ := arr[3].AsInt64()
+	return count, members, listed == 1, nil
 }
 
 // Remove implements room.Roster: userID leaves room's list, if this node
 // owns its entry; it returns the count after.
-func (r *Roster) Remove(ctx context.Context, room, userID string) (int, error) {
+func (r *Roster) Remove(ctx context.Context, room, userID string) (int, bool, error) {
 	r.forget(room, userID)
 	ctx, cancel := context.WithTimeout(ctx, r.st.timeout)
 	defer cancel()
 	arr, err := presenceScript.Exec(ctx, r.st.client, r.keys(room), []string{"remove", nowMS(), userID, r.owner}).ToArray()
 	if err != nil || len(arr) != 2 {
-		return 0, unavailable(errOr(err, "presence remove"))
+		return 0, false, unavailable(errOr(err, "presence remove"))
 	}
 	count, _ := arr[0].AsInt64()
-	return int(count), nil
+	removed, _ := arr[1].AsInt64()
+	return int(count), removed == 1, nil
 }
 
 // List implements room.Roster: the count and at most max members of

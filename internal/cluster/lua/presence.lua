@@ -60,11 +60,12 @@ end
 if op == "add" then
   -- ARGV[3] userID, ARGV[4] owner "\n" name, ARGV[5] expiry, ARGV[6] max
   local left = sweep(ARGV[3])
+  local listed = redis.call("hexists", KEYS[1], ARGV[3])
   redis.call("hset", KEYS[1], ARGV[3], ARGV[4])
   redis.call("zadd", KEYS[2], ARGV[5], ARGV[3])
   keep(ARGV[5])
   local l = list(tonumber(ARGV[6]))
-  return {l[1], l[2], left}
+  return {l[1], l[2], left, listed}
 elseif op == "remove" then
   -- ARGV[3] userID, ARGV[4] owner: only the node that added an entry
   -- removes it (the user may have moved to another node since).
