@@ -777,6 +777,14 @@ func (b *Broker) recreate(room string, st *roomState) {
 		return
 	}
 	if p.epoch != st.epoch {
+		// The room's presence went with its keys: the new joined lists
+		// this node's members (and their count) only once they are back.
+		b.st.mu.Lock()
+		reassert := b.st.reassert
+		b.st.mu.Unlock()
+		if reassert != nil {
+			reassert(room)
+		}
 		b.reset(room, st, p.epoch)
 		b.fill(room, st, 0)
 	}

@@ -39,10 +39,10 @@ type Directory struct {
 	refresh time.Duration
 	overlap time.Duration // the registry's, for a token renewed here
 
-	mu       sync.Mutex          // guards the fields below
-	online   map[string]int64    // users connected here → their newest token's issue time (Unix ms)
-	peak     int                 // online's size at its largest, to shrink it (see compact in internal/room)
-	changes  map[string]int64    // user → issue time (online), or -1 (offline), not yet written
+	mu       sync.Mutex       // guards the fields below
+	online   map[string]int64 // users connected here → their newest token's issue time (Unix ms)
+	peak     int              // online's size at its largest, to shrink it (see compact in internal/room)
+	changes  map[string]int64 // user → issue time (online), or -1 (offline), not yet written
 	replaced func(string, time.Time)
 	closed   bool
 	wake     chan struct{}
