@@ -168,7 +168,7 @@ func New(st store.Store, opts Options) *Registry {
 		budgets:      opts.Budgets,
 		log:          opts.Logger,
 		dir:          opts.Directory,
-		signer:       signer{key: st.TokenKey()},
+		signer:       signer{keyOf: st.TokenKey},
 		started:      time.Now(),
 		rooms:        make(map[string]*Room),
 		users:        make(map[string]*User),
