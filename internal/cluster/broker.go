@@ -667,6 +667,15 @@ func (b *Broker) reset(room string, st *roomState, epoch string) {
 		}
 	}
 	st.epoch, st.last, st.lastID = epoch, 0, ""
+	// The room's presence may have gone with its history (a FLUSHALL):
+	// the new joined lists this node's members, and counts them, only
+	// once they are back.
+	b.st.mu.Lock()
+	reassert := b.st.reassert
+	b.st.mu.Unlock()
+	if reassert != nil {
+		reassert(room)
+	}
 	b.h.Reset(room, epoch)
 }
 
@@ -777,14 +786,6 @@ func (b *Broker) recreate(room string, st *roomState) {
 		return
 	}
 	if p.epoch != st.epoch {
-		// The room's presence went with its keys: the new joined lists
-		// this node's members (and their count) only once they are back.
-		b.st.mu.Lock()
-		reassert := b.st.reassert
-		b.st.mu.Unlock()
-		if reassert != nil {
-			reassert(room)
-		}
 		b.reset(room, st, p.epoch)
 		b.fill(room, st, 0)
 	}

@@ -314,9 +314,9 @@ func (r *Roster) refresh(rooms map[string]map[string]string) bool {
 	return ok
 }
 
-// reassert asserts this node's entries in room at once: the broker found
-// the room's keys gone (Broker.recreate), and the new joined must list
-// its members.
+// reassert asserts this node's entries in room at once: the room starts
+// over at a new epoch (Broker.reset), maybe because Redis lost its keys,
+// and the new joined must list its members.
 func (r *Roster) reassert(room string) {
 	r.mu.Lock()
 	users := maps.Clone(r.local[room])
