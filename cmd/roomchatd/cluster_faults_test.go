@@ -300,7 +300,7 @@ func TestClusterReadsCreateNoKeys(t *testing.T) {
 	// count once they are there.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		msg := srv.Do(srv.Client(), "EXISTS", "roomchat:u:"+owner.Welcome.UserID, "roomchat:u:"+other.Welcome.UserID)
+		msg := srv.Do(srv.Client(), "EXISTS", "roomchat:user:"+owner.Welcome.UserID, "roomchat:user:"+other.Welcome.UserID)
 		if n, _ := msg.AsInt64(); n == 2 {
 			break
 		}

@@ -688,6 +688,15 @@ func (b *Broker) reset(room string, st *roomState, epoch string) {
 		}
 	}
 	st.epoch, st.last, st.lastID = epoch, 0, ""
+	// The room's presence may have gone with its history (a FLUSHALL):
+	// the new joined lists this node's members, and counts them, only
+	// once they are back.
+	b.st.mu.Lock()
+	reassert := b.st.reassert
+	b.st.mu.Unlock()
+	if reassert != nil {
+		reassert(room)
+	}
 	b.h.Reset(room, epoch)
 }
 

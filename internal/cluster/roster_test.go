@@ -30,23 +30,24 @@ func TestRosterAcrossNodes(t *testing.T) {
 	y.Start(onLeft)
 	ctx := context.Background()
 	for _, id := range []string{"u1", "u2", "u3"} {
-		if _, _, err := x.Add(ctx, "r", protocol.User{UserID: id, Name: "n-" + id}, 2); err != nil {
-			t.Fatal(err)
+		if _, _, listed, err := x.Add(ctx, "r", protocol.User{UserID: id, Name: "n-" + id}, 2); err != nil || listed {
+			t.Fatalf("add %s: listed %v, %v; want a new entry", id, listed, err)
 		}
 	}
-	count, members, err := y.Add(ctx, "r", protocol.User{UserID: "u4", Name: "n-u4"}, 2)
+	count, members, _, err := y.Add(ctx, "r", protocol.User{UserID: "u4", Name: "n-u4"}, 2)
 	if err != nil || count != 4 || len(members) != 2 {
 		t.Fatalf("add on the other node: count %d, %d members, %v; want 4 and 2 listed", count, len(members), err)
 	}
 	// u1 moves to y; x's removal of its old entry must not take it out.
-	if _, _, err := y.Add(ctx, "r", protocol.User{UserID: "u1", Name: "n-u1"}, 10); err != nil {
-		t.Fatal(err)
+	// y's Add says u1 was listed already (its join is not news).
+	if _, _, listed, err := y.Add(ctx, "r", protocol.User{UserID: "u1", Name: "n-u1"}, 10); err != nil || !listed {
+		t.Fatalf("u1 moving to y: listed %v, %v; want listed", listed, err)
 	}
-	if n, err := x.Remove(ctx, "r", "u1"); err != nil || n != 4 {
-		t.Fatalf("x removing a user now on y: count %d, %v; want 4", n, err)
+	if n, removed, err := x.Remove(ctx, "r", "u1"); err != nil || n != 4 || removed {
+		t.Fatalf("x removing a user now on y: count %d, removed %v, %v; want 4, not removed", n, removed, err)
 	}
-	if n, err := x.Remove(ctx, "r", "u2"); err != nil || n != 3 {
-		t.Fatalf("x removing its own user: count %d, %v; want 3", n, err)
+	if n, removed, err := x.Remove(ctx, "r", "u2"); err != nil || n != 3 || !removed {
+		t.Fatalf("x removing its own user: count %d, removed %v, %v; want 3, removed", n, removed, err)
 	}
 	count, members, err = x.List(ctx, "r", 10)
 	var ids []string

@@ -139,6 +139,9 @@ type Store struct {
 	// subscriber, when set, reports whether the node's pub/sub is in
 	// place and caught up (Broker); Ready includes it.
 	subscriber func() error
+	// reassert, when set, asserts this node's presence entries in a room
+	// whose keys Redis lost (Roster), before its members get a new joined.
+	reassert func(room string)
 }
 
 type request struct {

@@ -8,12 +8,34 @@ import (
 )
 
 // Directory records, where every node can see it, which users are
-// connected or dropped less than the resume window ago. Online and
-// Offline must not block; Known may (it is called without locks).
+// connected or dropped less than the resume window ago, and the issue
+// time of each one's newest resume token, so that only the newest token
+// resumes a user, on any node (SPEC §8). Online and Offline must not
+// block; Resume may (it is called without locks).
 type Directory interface {
-	Online(userID string)
+	// Online records that userID has a connection here whose newest
+	// token was issued at issued (a connect, or a token renewed).
+	Online(userID string, issued time.Time)
+	// Offline records that userID's connection here ended.
 	Offline(userID string)
-	Known(ctx context.Context, userID string) (bool, error)
+	// Resume decides whether a token of userID issued at issued resumes
+	// it: only if it is the user's newest token, or the one the newest
+	// replaced, within overlap of its replacement. If so, next (the new
+	// token's issue time) becomes the newest, and the node that holds an
+	// older connection of the user is told (Watch). known is false when
+	// no node knows the user: the caller falls back to its own rules.
+	Resume(ctx context.Context, userID string, issued, next time.Time, overlap time.Duration) (known, ok bool, err error)
+	// Watch sets what is called when userID resumed on another node with
+	// a token issued at issued: a connection of the user's here, with an
+	// older token, is closed.
+	Watch(replaced func(userID string, issued time.Time))
+}
+
+// Replaceable is a Conn that the registry can close when its user resumed
+// on another node of a cluster (SPEC §8: the replaced connection is closed
+// wherever it is). Replaced must not block.
+type Replaceable interface {
+	Replaced()
 }
 
 // Connect registers a new connection c. With a valid resume token (see
@@ -45,12 +67,29 @@ func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, repla
 }
 
 // resumable returns the user a verified token of userID id may resume, or
-// nil: a user this node knows, if token is its current one or the previous
-// one within its overlap; else a user the node does not know, if the
-// token comes from before the node started (a restart) or, in a cluster,
-// the Directory knows the user (connected on another node, or within the
-// resume window of a drop there). It gives the user a fresh token.
+// nil, and gives the user a fresh token. In a cluster the Directory
+// decides: only the user's newest token (or the one it replaced, within
+// the overlap) resumes it, on any node, this one included. Without a
+// Directory, or when it does not know the user (Redis lost it) or cannot
+// be asked, this node's rules apply: a user it knows, if token is its
+// current one or the previous one within its overlap; else a user it does
+// not know, if the token comes from before the node started (a restart).
 func (reg *Registry) resumable(id string, issued time.Time, token string, now time.Time) *User {
+	now = time.UnixMilli(now.UnixMilli()) // a token holds milliseconds
+	if reg.dir != nil {
+		// Asked without a lock: it is a network call.
+		ctx, cancel := context.WithTimeout(reg.ctx, 2*time.Second)
+		known, ok, err := reg.dir.Resume(ctx, id, issued, now, reg.overlap())
+		cancel()
+		switch {
+		case err != nil:
+			reg.log.Warn("directory", "op", "resume", "err", err)
+		case known && !ok:
+			return nil
+		case known:
+			return reg.resumed(id, token, now)
+		}
+	}
 	reg.mu.Lock()
 	u := reg.users[id]
 	if u != nil {
@@ -66,47 +105,73 @@ func (reg *Registry) resumable(id string, issued time.Time, token string, now ti
 			reg.mu.Unlock()
 			return nil
 		}
-		u.token = reg.signer.sign(id, now)
+		u.token, u.issued = reg.signer.sign(id, now), now
 		u.mu.Unlock()
 		reg.mu.Unlock()
 		return u
 	}
 	fresh := issued.Before(reg.started) && now.Before(reg.started.Add(reg.resumeWindow))
 	reg.mu.Unlock()
-	if !fresh && reg.dir != nil {
-		// Asked without a lock: it is a network call.
-		ctx, cancel := context.WithTimeout(reg.ctx, 2*time.Second)
-		known, err := reg.dir.Known(ctx, id)
-		cancel()
-		if err != nil {
-			reg.log.Warn("directory", "op", "known", "err", err)
-		}
-		fresh = known
-	}
 	if !fresh {
 		return nil
 	}
+	return reg.resumed(id, token, now)
+}
+
+// resumed gives user id, resumed with token, a new token issued now: the
+// user this node holds, or a new one (it comes from another node, or from
+// before a restart).
+func (reg *Registry) resumed(id, token string, now time.Time) *User {
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
-	if u = reg.users[id]; u != nil {
-		// Another connection with a token of the same user got here
-		// first; this one replaces it.
+	if u := reg.users[id]; u != nil {
 		u.mu.Lock()
-		u.token = reg.signer.sign(id, now)
+		if token != u.prevToken || !now.Before(u.prevUntil) {
+			u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
+		}
+		u.token, u.issued = reg.signer.sign(id, now), now
+		u.returned = now
 		u.mu.Unlock()
 		return u
 	}
-	u = reg.newUser(id, nil, now)
+	u := reg.newUser(id, nil, now)
 	u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
 	u.returned = now
 	return u
+}
+
+// replacedElsewhere is the Directory's news that userID resumed on another
+// node with a token issued at issued: a connection here with an older
+// token is let go as a drop would be (its rooms wait out the grace period,
+// which a join there ends silently) and closed with 1000.
+func (reg *Registry) replacedElsewhere(userID string, issued time.Time) {
+	reg.mu.RLock()
+	u := reg.users[userID]
+	reg.mu.RUnlock()
+	if u == nil {
+		return
+	}
+	u.mu.Lock()
+	c := u.conn
+	older := u.issued.UnixMilli() < issued.UnixMilli()
+	u.mu.Unlock()
+	if c == nil || !older {
+		return
+	}
+	reg.Disconnect(u, c, false)
+	if rc, ok := c.(Replaceable); ok {
+		rc.Replaced()
+	}
 }
 
 // online and offline tell the Directory, if any, that u has a connection
 // here, or no longer has one.
 func (reg *Registry) online(u *User) {
 	if reg.dir != nil {
-		reg.dir.Online(u.id)
+		u.mu.Lock()
+		issued := u.issued
+		u.mu.Unlock()
+		reg.dir.Online(u.id, issued)
 	}
 }
 
@@ -141,8 +206,12 @@ func (reg *Registry) Reissue(u *User, c Conn) string {
 	if u.conn != c || c == nil {
 		return ""
 	}
+	now = time.UnixMilli(now.UnixMilli())
 	u.prevToken, u.prevUntil = u.token, now.Add(reg.overlap())
-	u.token = reg.signer.sign(u.id, now)
+	u.token, u.issued = reg.signer.sign(u.id, now), now
+	if reg.dir != nil {
+		reg.dir.Online(u.id, now)
+	}
 	return u.token
 }
 
@@ -158,12 +227,14 @@ func (reg *Registry) overlap() time.Duration { return min(tokenOverlap, reg.resu
 // newUser registers a user with connection c (nil: attach one). Guarded
 // by reg.mu.
 func (reg *Registry) newUser(id string, c Conn, now time.Time) *User {
+	now = time.UnixMilli(now.UnixMilli())
 	u := &User{
-		reg:   reg,
-		id:    id,
-		name:  guestName(id),
-		conn:  c,
-		token: reg.signer.sign(id, now),
+		reg:    reg,
+		id:     id,
+		name:   guestName(id),
+		conn:   c,
+		token:  reg.signer.sign(id, now),
+		issued: now,
 	}
 	reg.users[id] = u
 	reg.usersPeak = max(reg.usersPeak, len(reg.users))

@@ -112,6 +112,11 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 			r.announce(presence(roomID, protocol.PresenceJoin, protocol.User{UserID: u.id, Name: name}, len(r.members)))
 		}
 	}
+	if !fresh && m.conn == nil && reg.roster != nil {
+		// A member back from its grace period may have been listed by
+		// another node meanwhile (a resume there): list it here again.
+		m.relist = true
+	}
 	r.rename(m, name)
 	m.joining, m.pending, m.rejoin = true, nil, false
 	gen = r.resets
@@ -405,13 +410,15 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 		// After Close nothing starts: the entry lapses by itself.
 		reg.spawn(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			count, err := reg.roster.Remove(ctx, r.id, u.id)
+			count, removed, err := reg.roster.Remove(ctx, r.id, u.id)
 			cancel()
 			if err != nil {
 				reg.log.Warn("presence", "op", "remove", "room", r.id, "user", u.id, "err", err)
 				return // the entry lapses by itself
 			}
-			reg.AnnounceLeave(r.id, who, count)
+			if removed {
+				reg.AnnounceLeave(r.id, who, count)
+			}
 		})
 	}
 	reg.dropIfEmpty(r)

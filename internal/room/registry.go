@@ -126,7 +126,7 @@ func New(st store.Store, opts Options) *Registry {
 		dir:          opts.Directory,
 		roster:       opts.Roster,
 		broker:       opts.Broker,
-		signer:       signer{key: st.TokenKey()},
+		signer:       signer{keyOf: st.TokenKey},
 		started:      time.Now(),
 		rooms:        make(map[string]*Room),
 		users:        make(map[string]*User),
@@ -136,6 +136,9 @@ func New(st store.Store, opts Options) *Registry {
 		lb := broker.NewLocal(st)
 		lb.Start(reg.Handler())
 		reg.broker = lb
+	}
+	if reg.dir != nil {
+		reg.dir.Watch(reg.replacedElsewhere)
 	}
 	return reg
 }

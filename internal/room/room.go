@@ -116,6 +116,10 @@ type member struct {
 	// listed is set, in a cluster, once the roster lists the member:
 	// removing it then takes it out of the roster.
 	listed bool
+	// relist is set, in a cluster, for a member that joins again after
+	// its grace period began: the roster lists it again (another node
+	// may have listed it meanwhile), silently.
+	relist bool
 	// typed is when the member's last typing event went out.
 	typed time.Time
 	// lane tells a quiet member from a flooder (Room.spend).

@@ -10,10 +10,15 @@ import (
 // registry makes them without locks.
 type Roster interface {
 	// Add lists who in roomID and returns the count and at most max
-	// members after.
-	Add(ctx context.Context, roomID string, who protocol.User, max int) (count int, members []protocol.User, err error)
-	// Remove takes userID out of roomID's list and returns the count after.
-	Remove(ctx context.Context, roomID, userID string) (count int, err error)
+	// members after; listed reports that who was listed already (by
+	// another node, which it left without a leave: a resume there), so
+	// that its join is not announced again.
+	Add(ctx context.Context, roomID string, who protocol.User, max int) (count int, members []protocol.User, listed bool, err error)
+	// Remove takes userID out of roomID's list, if this node listed it,
+	// and returns the count after; removed is false when another node
+	// lists the user now (it resumed there), whose leave is not this
+	// node's to announce.
+	Remove(ctx context.Context, roomID, userID string) (count int, removed bool, err error)
 	// List returns the count and at most max members of roomID.
 	List(ctx context.Context, roomID string, max int) (count int, members []protocol.User, err error)
 }
@@ -54,35 +59,42 @@ func (reg *Registry) list(ctx context.Context, r *Room, m *member, fresh bool) (
 	}
 	r.mu.Lock()
 	who := protocol.User{UserID: m.user.id, Name: m.name}
-	listed := m.listed
+	listed := m.listed && !m.relist
 	r.mu.Unlock()
-	if !fresh || listed {
+	if !fresh && listed {
 		count, members, err := reg.roster.List(ctx, r.id, reg.limits.MaxMembers)
 		if err != nil {
 			return nil, reg.storeError("list members", err)
 		}
 		return &listing{members, count}, nil
 	}
-	count, members, err := reg.roster.Add(ctx, r.id, who, reg.limits.MaxMembers)
+	count, members, already, err := reg.roster.Add(ctx, r.id, who, reg.limits.MaxMembers)
 	if err != nil {
 		return nil, reg.storeError("add member", err)
 	}
+	// A member listed already (it resumed here from another node within
+	// the grace period, or came back from its own) joins silently.
+	announce := fresh && !already
 	p, frame := presence(r.id, protocol.PresenceJoin, who, count)
 	r.mu.Lock()
 	in := r.member(m.user) == m
 	if in {
-		m.listed = true
-		r.announce(p, frame)
+		m.listed, m.relist = true, false
+		if announce {
+			r.announce(p, frame)
+		}
 	}
 	r.mu.Unlock()
 	if !in {
 		// Gone while being listed: take the entry out again.
-		if count, err := reg.roster.Remove(ctx, r.id, who.UserID); err == nil {
+		if count, removed, err := reg.roster.Remove(ctx, r.id, who.UserID); err == nil && removed {
 			reg.AnnounceLeave(r.id, who, count)
 		}
 		return nil, protocol.Errorf(protocol.CodeNotInRoom, "left room %s while joining", r.id)
 	}
-	reg.broker.Relay(r.id, who.UserID, true, frame)
+	if announce {
+		reg.broker.Relay(r.id, who.UserID, true, frame)
+	}
 	return &listing{members, count}, nil
 }
 

@@ -30,11 +30,20 @@ const (
 // tokenDomain separates these MACs from anything else signed with the key.
 var tokenDomain = []byte("roomchat resume token\x00")
 
-// signer signs and checks resume tokens. Its key never changes.
-type signer struct{ key []byte }
+// signer signs and checks resume tokens with key, or, when keyOf is set,
+// with what it returns at each call: a cluster's store may take up the
+// key another node put back in Redis after Redis lost it (SPEC §8).
+type signer struct {
+	key   []byte
+	keyOf func() []byte
+}
 
 func (s signer) mac(body []byte) []byte {
-	h := hmac.New(sha256.New, s.key)
+	key := s.key
+	if s.keyOf != nil {
+		key = s.keyOf()
+	}
+	h := hmac.New(sha256.New, key)
 	h.Write(tokenDomain)
 	h.Write(body)
 	return h.Sum(nil)[:tokenMACLen]

@@ -22,10 +22,11 @@ type User struct {
 	// mu guards the fields below. Lock order: Registry.mu, then mu (Connect
 	// checks a token under both). Never held with a Room's mu: code that
 	// needs both takes one, copies what it needs, and releases it.
-	mu    sync.Mutex
-	name  string
-	conn  Conn   // the current connection; nil after a drop
-	token string // the resume token of the last welcome or resume event
+	mu     sync.Mutex
+	name   string
+	conn   Conn      // the current connection; nil after a drop
+	token  string    // the resume token of the last welcome or resume event
+	issued time.Time // when token was issued, to the millisecond
 	// prevToken, the token this connection resumed with or the one
 	// Reissue replaced, keeps working until prevUntil, for a client that
 	// did not get the new one.

@@ -20,6 +20,10 @@ func (c *conn) closeWith(cl protocol.Close, why string) {
 	}()
 }
 
+// Replaced implements room.Replaceable: the user resumed on another node
+// of the cluster, and this connection ends with 1000 (SPEC §8).
+func (c *conn) Replaced() { c.closeWith(protocol.CloseReplaced, "resumed on another node") }
+
 // closeSync is closeWith for a caller that bounds its own concurrency
 // (Shutdown): it returns when the close handshake is over.
 func (c *conn) closeSync(cl protocol.Close, why string) {
