@@ -186,7 +186,7 @@ func (h *HA) Failover(within time.Duration) *Server {
 	old := h.Primary()
 	deadline := time.Now().Add(within)
 	for {
-		err := h.Sentinels[0].try("SENTINEL", "FAILOVER", h.Master)
+		err := h.Sentinels[0].Try("SENTINEL", "FAILOVER", h.Master)
 		if err == nil {
 			break
 		}
@@ -232,8 +232,10 @@ func (s *Server) call(words ...string) (rueidis.RedisMessage, error) {
 	return c.Do(ctx, c.B().Arbitrary(words...).Build()).ToMessage()
 }
 
-// try runs one command and returns its error only.
-func (s *Server) try(words ...string) error {
+// Try runs one command on a connection of its own, bounded by a second,
+// and returns its error only: for faults a test stages (CLIENT KILL) on a
+// server that may be stopped or failing over.
+func (s *Server) Try(words ...string) error {
 	_, err := s.call(words...)
 	return err
 }
