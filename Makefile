@@ -1,5 +1,5 @@
 # Each target is one line; anything longer lives in scripts/.
-.PHONY: run build test lint fuzz bench bench-ab bench-cluster deps cluster chaos soak
+.PHONY: run build test lint fuzz bench bench-ab bench-cluster deps cluster chaos chaos-cluster soak
 
 run:
 	go run ./cmd/roomchatd
@@ -21,6 +21,9 @@ fuzz:
 
 chaos:
 	ROOMCHAT_CHAOS=$${CHAOS_CYCLES:-100} go test ./cmd/roomchatd -run '^TestChaos$$' -count=1 -v -timeout 60m
+
+chaos-cluster:
+	ROOMCHAT_CHAOS_CLUSTER=$${CHAOS_MINUTES:-30} go test ./cmd/roomchatd -run '^TestChaosCluster$$' -count=1 -v -timeout $$(( $${CHAOS_MINUTES:-30} + 20 ))m
 
 soak:
 	bash scripts/soak.sh

@@ -123,7 +123,7 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (st store.Stor
 	ret := store.Retention{MaxMessages: cfg.retention, MaxAge: cfg.retentionAge}
 	switch {
 	case cfg.redis != "":
-		cst, err := cluster.Open(ctx, cluster.Options{URL: cfg.redis, Retention: ret, Logger: log})
+		cst, err := cluster.Open(ctx, cluster.Options{URL: cfg.redis, Wait: cfg.redisWait, Retention: ret, Logger: log})
 		if err != nil {
 			return nil, "", err
 		}

@@ -23,6 +23,7 @@ type config struct {
 	logLevel, logFormat                 string
 	limits                              protocol.Limits
 	retention                           int
+	redisWait                           int
 	retentionAge                        time.Duration
 	maxQueue                            int
 	writeTimeout                        time.Duration
@@ -75,7 +76,8 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("room-bytes", "ROOMCHAT_ROOM_BYTES", &c.roomBytes, "bytes of messages and custom events per second one room takes from all its members together (twice as many at once); 0 turns it off, and so does -rate 0")
 	add("room-joins", "ROOMCHAT_ROOM_JOINS", &c.roomJoins, "joins per second into one room (ten seconds' worth at once); 0 turns it off, and so does -rate 0")
 	add("origins", "ROOMCHAT_ORIGINS", &c.origins, "browser origins allowed besides the server's own, comma-separated: chat.example.com, *.example.com or https://chat.example.com")
-	add("redis", "ROOMCHAT_REDIS", &c.redis, "cluster mode: redis://[user:password@]host:port[/db] of the Redis (≥ 6.2) that the nodes share; it replaces -db")
+	add("redis", "ROOMCHAT_REDIS", &c.redis, "cluster mode: redis://[user:password@]host:port[/db] of the Redis (≥ 6.2) that the nodes share, or redis+sentinel://[user:password@]host:26379[,host:26379]/mastername[/db] for a primary that Sentinels manage; it replaces -db")
+	add("redis-wait", "ROOMCHAT_REDIS_WAIT", &c.redisWait, "with -redis: replicas that must have a message before it is acked (Redis WAIT), so that a failover loses no acked message; fewer within a second refuses it with store_unavailable (it may be stored: a retry with the same id is acked once). 0 acks once the primary has it")
 	add("url", "ROOMCHAT_URL", &c.publicURL, "public base URL of share links, e.g. https://chat.example.com; empty uses each request's host. Its host is one the server answers to (see -hosts)")
 	add("hosts", "ROOMCHAT_HOSTS", &c.hosts, "host names (any port) or host:port the server answers to, comma-separated, besides the host of -url; with either set, another Host gets 421 bad_host (not /healthz, /readyz). Empty with no -url answers every Host")
 	add("max-message", "ROOMCHAT_MAX_MESSAGE", &l.MaxMessage, "longest message, in characters after trimming")
@@ -184,6 +186,10 @@ func (c *config) check() error {
 		return fmt.Errorf("-max-frame must be at least 1024 bytes")
 	case c.retention < 1:
 		return fmt.Errorf("-retention must be ≥ 1")
+	case c.redisWait < 0:
+		return fmt.Errorf("-redis-wait must be ≥ 0")
+	case c.redisWait > 0 && c.redis == "":
+		return fmt.Errorf("-redis-wait needs -redis")
 	case c.synchronous != "normal" && c.synchronous != "full":
 		return fmt.Errorf("-sync must be normal or full")
 	case c.logFormat != "text" && c.logFormat != "json":

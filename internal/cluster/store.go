@@ -45,9 +45,16 @@ var (
 
 // Options configure a Store.
 type Options struct {
-	// URL is redis://[user:password@]host:port[/db]. Its credentials are
+	// URL is redis://[user:password@]host:port[/db], or
+	// redis+sentinel://[user:password@]host:port[,host:port…]/mastername[/db]
+	// for a Sentinel-managed primary (clientOption). Its credentials are
 	// never logged or returned in an error.
 	URL string
+	// Wait is how many replicas must have a message before it is acked
+	// (Redis WAIT after the batch's scripts); 0 acks once the primary has
+	// it. A message that fewer replicas acknowledged in time fails with
+	// store.ErrUnavailable, stored or not.
+	Wait int
 	// Prefix starts every key and channel ("roomchat").
 	Prefix string
 	// Retention bounds each room's stream: MaxMessages approximately
@@ -111,7 +118,10 @@ type Store struct {
 	timeout       time.Duration
 	appendTimeout time.Duration
 	queueLimit    int
+	wait          int
 	log           *slog.Logger
+
+	shortWarned atomic.Int64 // Unix ns of the last warning of errNotReplicated
 
 	key   atomic.Pointer[[]byte] // the token key; written by keep
 	epoch atomic.Pointer[string] // the store's epoch; written by keep
@@ -160,10 +170,9 @@ var (
 
 // Open connects to Redis, checks it, and starts the writer and the keeper.
 func Open(ctx context.Context, opts Options) (*Store, error) {
-	copt, err := rueidis.ParseURL(opts.URL)
+	copt, err := clientOption(opts.URL)
 	if err != nil {
-		// The parser's error may quote the URL, password and all.
-		return nil, errors.New("the Redis URL is not valid; want redis://[user:password@]host:port[/db]")
+		return nil, err
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = "roomchat"
@@ -190,6 +199,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	// after TCP keepalive's minutes.
 	copt.ConnWriteTimeout = opts.Timeout
 	copt.Dialer.Timeout = opts.Timeout
+	copt.Sentinel.Dialer.Timeout = opts.Timeout
 	copt.ClientName = "roomchatd"
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
@@ -204,6 +214,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		timeout:       opts.Timeout,
 		appendTimeout: opts.AppendTimeout,
 		queueLimit:    opts.QueueLimit,
+		wait:          max(opts.Wait, 0),
 		log:           opts.Logger,
 		stopped:       make(chan struct{}),
 		wake:          make(chan struct{}, 1),
@@ -415,6 +426,7 @@ func (s *Store) send(batch []request, sent *[]int, execs *[]rueidis.LuaExec, dow
 		r.done(r.msg, false, unavailable(err))
 	}
 	var res []rueidis.RedisResult
+	var short error // the replicas did not all acknowledge (Options.Wait)
 	if len(*sent) > 0 {
 		// The scripts give up at cutoff, in Redis's clock; so does the
 		// wait for their answers, in ours. A healthy Redis answers in
@@ -428,7 +440,7 @@ func (s *Store) send(batch []request, sent *[]int, execs *[]rueidis.LuaExec, dow
 			*execs = append(*execs, s.publishExec(batch[i].msg, batch[i].key, cutoff, now))
 		}
 		ctx, cancel := s.callContext(time.Until(cutoff))
-		res = publishScript.ExecMulti(ctx, s.client, *execs...)
+		res, short = s.publishMulti(ctx, *execs, cutoff)
 		cancel()
 		if lost := lostErr(res); lost != nil && s.base.Err() == nil {
 			s.setDown(lost)
@@ -454,6 +466,9 @@ func (s *Store) send(batch []request, sent *[]int, execs *[]rueidis.LuaExec, dow
 		case k < len(*sent) && (*sent)[k] == i:
 			stored, dup, err := parsePublish(r.msg, res[k])
 			k++
+			if err == nil && short != nil {
+				err = short
+			}
 			if err != nil {
 				err = unavailable(err)
 			}
@@ -927,14 +942,18 @@ func RedactURL(raw string) string {
 	if u.User != nil {
 		u.User = url.User("xxxxx")
 	}
-	return u.String()
+	return redactQuery(u.String(), u)
 }
 
 // Redact removes the URL's password and user name from text (an error
 // message that may quote them).
 func Redact(text, rawURL string) string {
 	u, err := url.Parse(rawURL)
-	if err != nil || u.User == nil {
+	if err != nil {
+		return text
+	}
+	text = redactQuery(text, u)
+	if u.User == nil {
 		return text
 	}
 	if p, ok := u.User.Password(); ok && p != "" {

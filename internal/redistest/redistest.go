@@ -42,6 +42,11 @@ type Options struct {
 	Password string
 	// Args are more redis-server arguments ("--maxmemory-policy", "allkeys-lru").
 	Args []string
+	// Config is the start of the configuration file the server is started
+	// with (redis.conf in its directory, before the arguments), such as
+	// "replicaof 127.0.0.1 6379": a server with a file takes CONFIG
+	// REWRITE, which Sentinel sends, and a restart reads what it wrote.
+	Config string
 }
 
 // Start starts a redis-server and stops it (SIGKILL) when the test ends.
@@ -64,7 +69,11 @@ func Start(t testing.TB, opts Options) *Server {
 		s.args = append(s.args, "--requirepass", opts.Password)
 	}
 	s.args = append(s.args, opts.Args...)
-	s.args = append([]string{bin}, s.args...)
+	conf := filepath.Join(s.dir, "redis.conf")
+	if err := os.WriteFile(conf, []byte(opts.Config+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.args = append([]string{bin, conf}, s.args...)
 	s.Restart()
 	t.Cleanup(s.Kill)
 	return s

@@ -34,7 +34,7 @@ func TestTokensFollowTheStoresKey(t *testing.T) {
 	first, second := bytes.Repeat([]byte("a"), 32), bytes.Repeat([]byte("b"), 32)
 	st := &keyStore{Memory: store.NewMemory(store.Retention{}), key: first}
 	reg := New(st, Options{})
-	t.Cleanup(reg.Close)
+	t.Cleanup(func() { reg.Close() })
 	u, _, _ := reg.Connect(nopConn{}, "")
 	if _, _, ok := (signer{key: first}).verify(u.Token()); !ok {
 		t.Fatal("a token is not signed with the store's key")
