@@ -1,7 +1,7 @@
 package main
 
 // TestAbuseBinary: the built roomchatd under every abuse at once, as a
-// script from the internet would try it (issue 11's "done means"): a
+// script from the internet would try it (SPEC §4 "Rules and limits"): a
 // connection flood from many addresses, connect-join-drop cycles on the
 // room an honest pair chats in, a typing flood, 200 joins on one
 // connection, 60 KB request ids, an HTTP flood, slowloris upgrades and

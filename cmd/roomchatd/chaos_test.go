@@ -1,6 +1,6 @@
 package main
 
-// The kill -9 campaign (make chaos, issue 11, docs/reliability.md): SPEC
+// The kill -9 campaign (make chaos, docs/reliability.md): SPEC
 // §4's guarantees — no loss, no duplicates, resume, de-duplication by id —
 // checked against the roomchatd binary on a SQLite file while it is killed
 // with SIGKILL over and over under load.

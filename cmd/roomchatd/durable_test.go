@@ -1,6 +1,7 @@
 package main
 
-// Durable history through the roomchatd binary (issue 3): restart on the
+// Durable history through the roomchatd binary (SPEC §4 "Guarantees"):
+// restart on the
 // same file, kill -9 after a burst of acked messages, retention through the
 // flag, start-up faults and graceful shutdown. Each test runs the binary
 // as a subprocess on a SQLite file in t.TempDir() and speaks to it over

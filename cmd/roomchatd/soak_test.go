@@ -1,6 +1,6 @@
 package main
 
-// The soak campaign (make soak, issue 11, docs/reliability.md): one
+// The soak campaign (make soak, docs/reliability.md; SPEC §4's bounds): one
 // roomchatd (SQLite file, default flags, so -rate 20) under a steady mix of
 // what real and hostile clients do, while its resident memory, goroutines
 // and open files are sampled; at the end they must be flat.

@@ -1,6 +1,7 @@
 package server_test
 
-// Abuse over real sockets (issue 11): for each bound, an attacker pushes
+// Abuse over real sockets (SPEC §4 "Rules and limits", §5): for each
+// bound, an attacker pushes
 // against it from its own addresses (127.0.0.9 and up) while an honest
 // pair (127.0.0.2 and .3) keeps chatting in "lobby"; when the attack is
 // over, the pair still chats and a new honest user (127.0.0.4) gets in

@@ -1,7 +1,8 @@
 package server_test
 
 // Durable history over real WebSocket connections to an in-process server
-// whose store is a real SQLite file in t.TempDir() (issue 3): resume with
+// whose store is a real SQLite file in t.TempDir() (SPEC §4 "Guarantees"):
+// resume with
 // since while others send, a retried msg after a lost ack, the grace
 // period, the messages API and a failing store. The restart, kill -9,
 // retention, start-up fault and shutdown tests run the roomchatd binary:

@@ -1,6 +1,6 @@
 package server_test
 
-// Fuzz targets for the HTTP API's input (issue 11, docs/reliability.md):
+// Fuzz targets for the HTTP API's input (docs/reliability.md):
 // the bodies of POST /api/rooms/{id}/messages and /events and the query of
 // GET /api/rooms/{id}/messages, each through the real handler (ServeHTTP
 // on a recorder, no socket) of a server on a memory store. Each checks the
