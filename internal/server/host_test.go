@@ -19,7 +19,7 @@ import (
 
 // requestAs sends method path to ts with the Host header host (and
 // Origin origin, if set) and returns the status and body.
-func requestAs(t *testing.T, ts *testServer, method, path, host, origin string) (int, []byte) {
+func requestAs(t *testing.T, ts *chattest.InProcess, method, path, host, origin string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, ts.URL+path, nil)
 	if err != nil {
@@ -40,7 +40,7 @@ func requestAs(t *testing.T, ts *testServer, method, path, host, origin string) 
 
 // upgradeAs dials ts's /ws with the Host header host and, as a browser on
 // that host's page would, Origin http://host.
-func upgradeAs(t *testing.T, ts *testServer, host string) (*websocket.Conn, *http.Response, error) {
+func upgradeAs(t *testing.T, ts *chattest.InProcess, host string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -73,7 +73,7 @@ func TestHostCheck(t *testing.T) {
 	evil := []string{"evil.example", "evil.example:80", "localhost:9999", "chat.example.com.evil.example", "127.0.0.1"}
 	for _, cfg := range configs {
 		t.Run(cfg.name, func(t *testing.T) {
-			ts := newTestServer(t, cfg.mod)
+			ts := chattest.StartInProcess(t, cfg.mod)
 			for _, host := range evil {
 				ws, resp, err := upgradeAs(t, ts, host)
 				if err == nil {
@@ -127,7 +127,7 @@ func TestHostCheck(t *testing.T) {
 	}
 
 	t.Run("none", func(t *testing.T) {
-		ts := newTestServer(t)
+		ts := chattest.StartInProcess(t)
 		ws, _, err := upgradeAs(t, ts, "evil.example")
 		if err != nil {
 			t.Fatalf("upgrade without Hosts: %v, want every Host served", err)
