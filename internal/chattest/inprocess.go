@@ -35,8 +35,12 @@ type InProcess struct {
 // warnings and errors logged to the test's output, the default limits,
 // then mods applied in order (each may replace any field, the store
 // included). It is the one place where the tests build a server.Config.
+// What it makes for the Config is closed when the test ends.
 func ServerConfig(t testing.TB, mods ...func(*server.Config)) server.Config {
-	cfg, _ := serverConfig(t, mods)
+	cfg, made := serverConfig(t, mods)
+	if made != nil {
+		t.Cleanup(func() { made.Close() })
+	}
 	return cfg
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
-	"github.com/roomchat/roomchat/internal/store"
 )
 
 // requestAs sends method path to ts with the Host header host (and
@@ -169,11 +168,7 @@ func TestHostConfigRefused(t *testing.T) {
 		{"PublicURL without scheme", func(c *server.Config) { c.PublicURL = "chat.example.com" }, "chat.example.com"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := store.NewMemory(store.Retention{})
-			t.Cleanup(func() { st.Close() })
-			cfg := server.Config{Store: st}
-			tc.mod(&cfg)
-			if _, err := server.New(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := server.New(chattest.ServerConfig(t, tc.mod)); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("New: %v, want an error naming %q", err, tc.want)
 			}
 		})
