@@ -33,7 +33,7 @@ var layers = map[string][]string{
 	"internal/server":          {"internal/protocol", "internal/store", "internal/broker", "internal/room", "internal/wsconn"},
 	"internal/client":          {"internal/protocol"},
 	"internal/client/...":      {"internal/protocol", "internal/client"},
-	"internal/chattest":        {"internal/protocol", "internal/client"},
+	"internal/chattest":        {"internal/protocol", "internal/client", "internal/store", "internal/server"}, // tests only: TestOnlyTestsImport
 	"web":                      {},
 	"cmd/roomchat":             {"internal/protocol", "internal/client"},
 	"cmd/roomchat-bench/...":   {"internal/protocol", "internal/client", "internal/proc", "cmd/roomchat-bench/..."},

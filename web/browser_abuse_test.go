@@ -1,7 +1,8 @@
 package web_test
 
-// Browser test of issue 11's "done means": a hostile script cannot stop a
-// browser tab from joining the room it targets and chatting there.
+// Browser test of SPEC §4's limits as a person meets them (§6): a hostile
+// script cannot stop a browser tab from joining the room it targets and
+// chatting there.
 
 import (
 	"context"
@@ -27,7 +28,7 @@ import (
 //
 //   - churn: connect, join the target, send typing, drop the connection
 //     without a close frame (each drop leaves a ghost in its grace period),
-//     200 times a second (issue 11: "a few hundred … per second");
+//     200 times a second (the rate that once kept a room full of ghosts);
 //   - a typing flood on a joined connection, until the server closes it
 //     for abuse, then again on a new one, ten times a second;
 //   - 200 joins on one connection (100 rooms, then room_limit), again and

@@ -36,6 +36,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store/sqlite"
@@ -405,19 +406,16 @@ func clipboardText(p *pageT) string {
 
 // ---- server -----------------------------------------------------------------
 
-// testServer is roomchat's server on a loopback port with a SQLite file,
-// stopped and started like roomchatd is on SIGTERM.
+// testServer is roomchat's server in-process on a loopback port with a
+// SQLite file, stopped and started like roomchatd is on SIGTERM.
 type testServer struct {
 	t      *testing.T
 	dbPath string
 	addr   string
 	limits protocol.Limits // zero: the defaults
 	mods   []func(*server.Config)
-	log    *slog.Logger
 	st     *sqlite.Store
-	srv    *server.Server
-	hs     *http.Server
-	served chan error
+	srv    *chattest.InProcess
 	once   sync.Once
 }
 
@@ -440,24 +438,18 @@ func restartServer(t *testing.T, old *testServer, addr string) *testServer {
 // defaults, and mods may change the rest of its Config.
 func newServer(t *testing.T, dbPath, addr string, limits protocol.Limits, mods ...func(*server.Config)) *testServer {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()
 	st, err := sqlite.Open(ctx, dbPath, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := server.Config{Store: st, Web: web.FS, Logger: log, Limits: limits}
-	for _, m := range mods {
-		m(&cfg)
-	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		st.Close()
-		t.Fatal(err)
-	}
-	s := &testServer{t: t, dbPath: dbPath, addr: addr, limits: limits, mods: mods, log: log, st: st, srv: srv}
+	s := &testServer{t: t, dbPath: dbPath, addr: addr, limits: limits, mods: mods, st: st}
+	// Registered before the server's own cleanup, so it runs after it.
 	t.Cleanup(s.stop)
+	s.srv = chattest.NewInProcess(t, append([]func(*server.Config){func(c *server.Config) {
+		c.Store, c.Web, c.Limits = st, web.FS, limits
+	}}, mods...)...)
 	return s
 }
 
@@ -467,24 +459,20 @@ func (s *testServer) listen() {
 	s.t.Helper()
 	var ln net.Listener
 	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	if !chattest.Poll(5*time.Second, func() bool {
 		ln, err = net.Listen("tcp", s.addr)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
+		return err == nil
+	}) {
 		s.t.Fatalf("listen on %s: %v", s.addr, err)
 	}
 	s.addr = ln.Addr().String()
-	s.hs = &http.Server{
-		Handler:           s.srv,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	s.served = make(chan error, 1)
-	go func() { s.served <- s.hs.Serve(ln) }()
+	log := slog.New(slog.NewTextHandler(s.t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s.srv.Serve(func(hs *httptest.Server) {
+		hs.Listener.Close()
+		hs.Listener = ln
+		hs.Config.ReadHeaderTimeout = 10 * time.Second
+		hs.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	})
 }
 
 func (s *testServer) url() string { return "http://" + s.addr }
@@ -493,26 +481,8 @@ func (s *testServer) url() string { return "http://" + s.addr }
 // every WebSocket with 1001, then close the store.
 func (s *testServer) stop() {
 	s.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		var wg sync.WaitGroup
-		if s.hs != nil {
-			wg.Go(func() {
-				if err := s.hs.Shutdown(ctx); err != nil {
-					s.t.Errorf("http shutdown: %v", err)
-				}
-			})
-		}
-		wg.Go(func() {
-			if err := s.srv.Shutdown(ctx); err != nil {
-				s.t.Errorf("websocket shutdown: %v", err)
-			}
-		})
-		wg.Wait()
-		if s.served != nil {
-			if err := <-s.served; !errors.Is(err, http.ErrServerClosed) {
-				s.t.Errorf("serve: %v", err)
-			}
+		if s.srv != nil {
+			s.srv.Close()
 		}
 		if err := s.st.Close(); err != nil {
 			s.t.Errorf("close store: %v", err)

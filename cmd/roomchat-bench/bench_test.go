@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"log/slog"
 	"net/http/httptest"
 	"os"
 	"sync"
@@ -11,9 +9,7 @@ import (
 
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/relay"
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
-	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/server"
-	"github.com/roomchat/roomchat/internal/store"
+	"github.com/roomchat/roomchat/internal/chattest"
 )
 
 // These tests check the tool's bookkeeping, never timing: no assertion
@@ -35,26 +31,8 @@ func newRelayServer(t *testing.T) *target {
 // -rate 0).
 func newRoomchatServer(t *testing.T) *target {
 	t.Helper()
-	limits := protocol.DefaultLimits()
-	limits.Rate = 0
-	srv, err := server.New(server.Config{
-		Store:  store.NewMemory(store.Retention{}),
-		Limits: limits,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	tg, err := parseTarget(hs.URL, kindRoomchat)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
+	tg, err := parseTarget(ts.URL, kindRoomchat)
 	if err != nil {
 		t.Fatal(err)
 	}

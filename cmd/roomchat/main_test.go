@@ -403,12 +403,8 @@ func TestTailSurvivesRestart(t *testing.T) {
 		t.Errorf("tail printed %v, want %s", texts, want)
 	}
 	// stderr is copied by another goroutine than stdout: give it a moment.
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(tail.Stderr(), "reconnected"); {
-		if time.Now().After(deadline) {
-			t.Errorf("tail stderr = %q, want a reconnect notice", tail.Stderr())
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !chattest.Poll(5*time.Second, func() bool { return strings.Contains(tail.Stderr(), "reconnected") }) {
+		t.Errorf("tail stderr = %q, want a reconnect notice", tail.Stderr())
 	}
 
 	// Plain output across a kill -9 restart: still once each.
@@ -651,11 +647,7 @@ func TestTailJSONPages(t *testing.T) {
 		t.Fatalf("send: exit %d, %s", code, errOut)
 	}
 	read(stored + 1)
-	for i, seq := range seqs {
-		if seq != int64(i+1) {
-			t.Fatalf("seqs printed = %v, want 1..%d once each", seqs, stored+1)
-		}
-	}
+	chattest.CheckSeqs(t, "seqs printed", seqs, 1, int64(len(seqs)))
 	if pages < 2 {
 		t.Errorf("%d history events, want at least 2 for %d messages", pages, stored)
 	}

@@ -1,7 +1,7 @@
 package main
 
 // TestAbuseBinary: the built roomchatd under every abuse at once, as a
-// script from the internet would try it (issue 11's "done means"): a
+// script from the internet would try it (SPEC §4 "Rules and limits"): a
 // connection flood from many addresses, connect-join-drop cycles on the
 // room an honest pair chats in, a typing flood, 200 joins on one
 // connection, 60 KB request ids, an HTTP flood, slowloris upgrades and
@@ -15,8 +15,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +24,7 @@ import (
 	"github.com/go-json-experiment/json"
 
 	"github.com/roomchat/roomchat/internal/chattest"
+	"github.com/roomchat/roomchat/internal/proc"
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 
@@ -68,7 +67,7 @@ func TestAbuseBinary(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			if n, err := readRSS(pid); err == nil {
+			if n, err := proc.Status(pid, "VmRSS"); err == nil {
 				peakMu.Lock()
 				peak = max(peak, n)
 				peakMu.Unlock()
@@ -237,24 +236,9 @@ func TestAbuseBinary(t *testing.T) {
 	d.Stop(t)
 }
 
-// readRSS reads VmRSS of process pid, in bytes.
-func readRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
 func vmRSS(t *testing.T, pid int) int64 {
 	t.Helper()
-	n, err := readRSS(pid)
+	n, err := proc.Status(pid, "VmRSS")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,19 +105,15 @@ func (s *hangSender) unanswered() int {
 // within.
 func waitAnswered(t *testing.T, senders []*hangSender, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		n := 0
+	n := 0
+	if !chattest.Poll(within, func() bool {
+		n = 0
 		for _, s := range senders {
 			n += s.unanswered()
 		}
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d msgs still unanswered after %v", n, within)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return n == 0
+	}) {
+		t.Fatalf("%d msgs still unanswered after %v", n, within)
 	}
 }
 
@@ -298,17 +294,11 @@ func TestClusterReadsCreateNoKeys(t *testing.T) {
 	other := chattest.Dial(t, node.URL, "")
 	// The connections' directory entries are written in the background:
 	// count once they are there.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	chattest.Eventually(t, 10*time.Second, func() bool {
 		msg := srv.Do(srv.Client(), "EXISTS", "roomchat:user:"+owner.Welcome.UserID, "roomchat:user:"+other.Welcome.UserID)
-		if n, _ := msg.AsInt64(); n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the users' directory keys are not there after 10 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		n, _ := msg.AsInt64()
+		return n == 2
+	}, "the users' directory keys")
 	before := dbsize(t, srv)
 	for i := range 500 {
 		room := fmt.Sprintf("never-used-%d", i)
@@ -420,17 +410,11 @@ func TestClusterTokenKeyAfterFlush(t *testing.T) {
 	a := startNodes(t, srv, 1)[0]
 	c, _ := member(t, a, "r")
 	srv.Do(srv.Client(), "FLUSHALL")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	chattest.Eventually(t, 10*time.Second, func() bool {
 		msg := srv.Do(srv.Client(), "EXISTS", "roomchat:token_key")
-		if n, _ := msg.AsInt64(); n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the token key is not back 10 s after FLUSHALL")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		n, _ := msg.AsInt64()
+		return n == 1
+	}, "the token key back after FLUSHALL")
 	b := startNodes(t, srv, 1)[0]
 	c.Close()
 	back := chattest.Dial(t, b.URL, "?resume="+c.Welcome.Resume)
@@ -449,23 +433,19 @@ func TestClusterRetentionAge(t *testing.T) {
 	c.SendAck(t, "one", "one")
 	c.SendAck(t, "two", "two")
 	sent := time.Now()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var page struct {
-			Messages []protocol.Message `json:"messages"`
-			LastSeq  int64              `json:"lastSeq"`
-		}
+	var page struct {
+		Messages []protocol.Message `json:"messages"`
+		LastSeq  int64              `json:"lastSeq"`
+	}
+	if !chattest.Poll(10*time.Second, func() bool {
+		page.Messages = nil
 		getJSON(t, node.URL+"/api/rooms/r/messages", 200, &page)
 		if page.LastSeq != 2 {
 			t.Fatalf("lastSeq %d, want 2", page.LastSeq)
 		}
-		if len(page.Messages) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("messages of a second's retention still there after 10 s: %+v", page.Messages)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return len(page.Messages) == 0
+	}) {
+		t.Fatalf("messages of a second's retention still there after 10 s: %+v", page.Messages)
 	}
 	// Writes trim once the oldest message is a sixteenth of the age past
 	// it (so that they trim in batches): wait that out, then write.

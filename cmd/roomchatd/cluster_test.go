@@ -316,21 +316,19 @@ func TestClusterPasswordNeverShown(t *testing.T) {
 // waitStatus polls u until it answers status, failing after within.
 func waitStatus(t *testing.T, u string, status int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
 	last := 0
-	for time.Now().Before(deadline) {
+	if !chattest.Poll(within, func() bool {
 		res, err := http.Get(u)
-		if err == nil {
-			io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			last = res.StatusCode
-			if last == status {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		last = res.StatusCode
+		return last == status
+	}) {
+		t.Fatalf("GET %s: %d, want %d within %v", u, last, status, within)
 	}
-	t.Fatalf("GET %s: %d, want %d within %v", u, last, status, within)
 }
 
 // awaitPresence reads c's events until a presence event of event for

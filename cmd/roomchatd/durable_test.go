@@ -1,6 +1,7 @@
 package main
 
-// Durable history through the roomchatd binary (issue 3): restart on the
+// Durable history through the roomchatd binary (SPEC §4 "Guarantees"):
+// restart on the
 // same file, kill -9 after a burst of acked messages, retention through the
 // flag, start-up faults and graceful shutdown. Each test runs the binary
 // as a subprocess on a SQLite file in t.TempDir() and speaks to it over
@@ -33,21 +34,6 @@ import (
 )
 
 func ptr[T any](v T) *T { return &v }
-
-// checkSeqs fails unless msgs have the seqs from, from+1, …, to.
-func checkSeqs(t *testing.T, what string, msgs []protocol.Message, from, to int64) {
-	t.Helper()
-	want := from
-	for i, m := range msgs {
-		if m.Seq != want {
-			t.Fatalf("%s: message %d has seq %d, want %d (a gap or a duplicate)", what, i, m.Seq, want)
-		}
-		want++
-	}
-	if want != to+1 {
-		t.Fatalf("%s: %d messages ending at seq %d, want seqs %d..%d", what, len(msgs), want-1, from, to)
-	}
-}
 
 // TestRestartKeepsHistory: SIGTERM, exit 0, start again on the same file:
 // joined.history has the old messages, seq continues at lastSeq+1 and the
@@ -88,7 +74,7 @@ func TestRestartKeepsHistory(t *testing.T) {
 	if j.LastSeq != n || j.Truncated {
 		t.Fatalf("after the restart: lastSeq %d truncated %v, want %d, false", j.LastSeq, j.Truncated, n)
 	}
-	checkSeqs(t, "joined.history after the restart", j.History, 1, n)
+	chattest.CheckSeqs(t, "joined.history after the restart", chattest.Seqs(j.History), 1, n)
 	for i, m := range j.History {
 		if m.ID != acks[i].MsgID || m.Message != fmt.Sprint("message ", i+1) || m.From.UserID != a.Welcome.UserID || m.TS.IsZero() {
 			t.Fatalf("history[%d] = %+v, want msgID %s from %s", i, m, acks[i].MsgID, a.Welcome.UserID)
@@ -214,7 +200,7 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 		t.Fatalf("after kill -9: lastSeq %d, but %d messages were acked", info.LastSeq, len(all))
 	}
 	j := chattest.Dial(t, d.URL, "").JoinAll(t, roomID, 0)
-	checkSeqs(t, "joined.history and history pages since 0 after kill -9", j.History, 1, info.LastSeq)
+	chattest.CheckSeqs(t, "joined.history and history pages since 0 after kill -9", chattest.Seqs(j.History), 1, info.LastSeq)
 	if j.LastSeq != info.LastSeq || j.Epoch != epoch || epoch == "" {
 		t.Fatalf("joined after kill -9: lastSeq %d epoch %q; want lastSeq %d (GET) and epoch %q (before the kill)", j.LastSeq, j.Epoch, info.LastSeq, epoch)
 	}
@@ -234,7 +220,7 @@ func TestKill9AfterAckedBurst(t *testing.T) {
 		paged = append(paged, p.Messages...)
 		after = p.Messages[len(p.Messages)-1].Seq
 	}
-	checkSeqs(t, "GET …/messages after kill -9", paged, 1, info.LastSeq)
+	chattest.CheckSeqs(t, "GET …/messages after kill -9", chattest.Seqs(paged), 1, info.LastSeq)
 	for i, m := range paged {
 		if m.ID != j.History[i].ID {
 			t.Fatalf("page and joined disagree at seq %d: %s vs %s", m.Seq, m.ID, j.History[i].ID)
@@ -305,7 +291,7 @@ func TestRetentionFlag(t *testing.T) {
 	}
 	check := func(t *testing.T, d *chattest.Server) {
 		j := chattest.Dial(t, d.URL, "").JoinSince(t, roomID, nil)
-		checkSeqs(t, "joined.history", j.History, 8, 12)
+		chattest.CheckSeqs(t, "joined.history", chattest.Seqs(j.History), 8, 12)
 		if j.LastSeq != 12 || j.Truncated {
 			t.Fatalf("join without since: lastSeq %d truncated %v, want 12, false", j.LastSeq, j.Truncated)
 		}
@@ -320,13 +306,13 @@ func TestRetentionFlag(t *testing.T) {
 			if j.Truncated != tc.truncated {
 				t.Fatalf("join since %d: truncated %v, want %v", tc.since, j.Truncated, tc.truncated)
 			}
-			checkSeqs(t, fmt.Sprint("join since ", tc.since), j.History, tc.from, 12)
+			chattest.CheckSeqs(t, fmt.Sprint("join since ", tc.since), chattest.Seqs(j.History), tc.from, 12)
 		}
 		var p server.MessagePage
 		getJSON(t, d.URL+"/api/rooms/"+roomID+"/messages?limit=500", 200, &p)
-		checkSeqs(t, "GET messages", p.Messages, 8, 12)
+		chattest.CheckSeqs(t, "GET messages", chattest.Seqs(p.Messages), 8, 12)
 		getJSON(t, d.URL+"/api/rooms/"+roomID+"/messages?after=0", 200, &p)
-		checkSeqs(t, "GET messages after=0", p.Messages, 8, 12)
+		chattest.CheckSeqs(t, "GET messages after=0", chattest.Seqs(p.Messages), 8, 12)
 	}
 	check(t, d)
 	// The same after a restart; seq goes on at 13.
@@ -357,21 +343,21 @@ func TestRetentionAgeFlag(t *testing.T) {
 		a.SendAck(t, fmt.Sprint(i), "new")
 	}
 	j := chattest.Dial(t, d.URL, "").JoinSince(t, "aging", nil)
-	checkSeqs(t, "joined.history", j.History, 4, 5)
+	chattest.CheckSeqs(t, "joined.history", chattest.Seqs(j.History), 4, 5)
 	if j.LastSeq != 5 {
 		t.Fatalf("lastSeq %d, want 5", j.LastSeq)
 	}
 	if j := chattest.Dial(t, d.URL, "").JoinSince(t, "aging", ptr(int64(1))); !j.Truncated {
 		t.Fatal("join since 1 after seqs 1..3 aged out: truncated = false, want true")
 	} else {
-		checkSeqs(t, "join since 1", j.History, 4, 5)
+		chattest.CheckSeqs(t, "join since 1", chattest.Seqs(j.History), 4, 5)
 	}
 	if j := chattest.Dial(t, d.URL, "").JoinSince(t, "aging", ptr(int64(3))); j.Truncated {
 		t.Fatal("join since 3: truncated = true, want false (nothing after 3 is gone)")
 	}
 	var p server.MessagePage
 	getJSON(t, d.URL+"/api/rooms/aging/messages?after=0", 200, &p)
-	checkSeqs(t, "GET messages", p.Messages, 4, 5)
+	chattest.CheckSeqs(t, "GET messages", chattest.Seqs(p.Messages), 4, 5)
 	d.Stop(t)
 }
 
@@ -605,7 +591,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkSeqs(t, "stored after shutdown", msgs, 1, ri.LastSeq)
+	chattest.CheckSeqs(t, "stored after shutdown", chattest.Seqs(msgs), 1, ri.LastSeq)
 	for _, a := range acks {
 		if a.Seq < 1 || a.Seq > int64(len(msgs)) || msgs[a.Seq-1].ID != a.MsgID {
 			t.Fatalf("acked %+v is not in the file (%d messages)", a, len(msgs))

@@ -148,7 +148,18 @@ func TestShutdownUnderLoad(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(700 * time.Millisecond)
+	// The shutdown comes under load: once every sender has had acks.
+	chattest.Eventually(t, 10*time.Second, func() bool {
+		for _, s := range ss {
+			s.mu.Lock()
+			n := len(s.acks)
+			s.mu.Unlock()
+			if n < 20 {
+				return false
+			}
+		}
+		return true
+	}, "20 acks for each of %d senders", senders)
 	d.Stop(t)
 	for _, s := range ss {
 		if code := s.c.CloseCode(t, 10*time.Second); code != websocket.StatusGoingAway {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -264,14 +265,14 @@ func startNginx(t *testing.T, nodes []*chattest.Server) *nginxServer {
 			t.Logf("nginx error.log:\n%s", b)
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		res, err := http.Get(s.URL + "/healthz")
+	if !chattest.Poll(10*time.Second, func() bool {
+		var res *http.Response
+		res, err = http.Get(s.URL + "/healthz")
 		if err == nil {
 			io.Copy(io.Discard, res.Body)
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
-				return s
+				return true
 			}
 		}
 		select {
@@ -279,11 +280,11 @@ func startNginx(t *testing.T, nodes []*chattest.Server) *nginxServer {
 			t.Fatalf("nginx exited while starting: %v", s.cmd.ProcessState)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx on %s did not answer /healthz within 10 s: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("nginx on %s did not answer /healthz within 10 s: %v", addr, err)
 	}
+	return s
 }
 
 // stop sends nginx's master SIGTERM (it stops its workers and exits) and
@@ -384,18 +385,12 @@ func freeLoopback(t *testing.T) string {
 func nodeOf(t *testing.T, nodes []*chattest.Server, userID string) int {
 	t.Helper()
 	needle := "msg=connect user=" + userID + " "
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		for i, n := range nodes {
-			if strings.Contains(n.Logs(), needle) {
-				return i
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no node logged the connection of %s", userID)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	found := -1
+	chattest.Eventually(t, 5*time.Second, func() bool {
+		found = slices.IndexFunc(nodes, func(n *chattest.Server) bool { return strings.Contains(n.Logs(), needle) })
+		return found >= 0
+	}, "a node to log the connection of %s", userID)
+	return found
 }
 
 // dialWhere dials through the load balancer, sending the handshake headers
@@ -552,11 +547,7 @@ func (r *sessionReader) await(t *testing.T, n int64, deadline time.Time) {
 	r.wait(t, deadline, func() bool { return int64(len(r.seqs)) >= n })
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for i, seq := range r.seqs {
-		if seq != int64(i+1) {
-			t.Fatalf("the session delivered seqs %v, want 1..%d in order", r.seqs, n)
-		}
-	}
+	chattest.CheckSeqs(t, "the session's deliveries", r.seqs, 1, int64(len(r.seqs)))
 }
 
 // wait waits until cond, called with r.mu held, is true.

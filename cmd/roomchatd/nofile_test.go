@@ -142,18 +142,13 @@ func TestHalfSentRequestsRefused(t *testing.T) {
 	half = nil
 	// Once they are gone (the server sees the closes at once), a WebSocket
 	// gets in. A few tries: the server may not have read every close yet.
-	deadline := time.Now().Add(chattest.Timeout)
-	for {
+	chattest.Eventually(t, chattest.Timeout, func() bool {
 		c := keepAlive(t, d.Addr)
 		if c != nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no connection accepted after the half-sent ones closed")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return c != nil
+	}, "a connection accepted after the half-sent ones closed")
 	chattest.Dial(t, d.URL, "")
 	m, err := scrapeMetrics(http.DefaultClient, d.URL, `roomchat_tcp_refused_total{reason="server_full"}`)
 	if err != nil {

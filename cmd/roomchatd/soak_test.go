@@ -1,6 +1,6 @@
 package main
 
-// The soak campaign (make soak, issue 11, docs/reliability.md): one
+// The soak campaign (make soak, docs/reliability.md; SPEC §4's bounds): one
 // roomchatd (SQLite file, default flags, so -rate 20) under a steady mix of
 // what real and hostile clients do, while its resident memory, goroutines
 // and open files are sampled; at the end they must be flat.
@@ -51,6 +51,7 @@ import (
 
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/client"
+	"github.com/roomchat/roomchat/internal/proc"
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 
@@ -462,38 +463,18 @@ func filesDiff(before, after map[string]int) string {
 	return strings.Join(out, ", ")
 }
 
-// procRSS reads VmRSS, RssAnon and RssFile of process pid, in KiB.
+// procRSS reads VmRSS, RssAnon and RssFile of process pid, in KiB,
+// through the bench's /proc reader.
 func procRSS(pid int) (rss, anon, file int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	found := 0
-	for line := range strings.Lines(string(b)) {
-		name, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
+	var kib [3]int64
+	for i, field := range []string{"VmRSS", "RssAnon", "RssFile"} {
+		n, err := proc.Status(pid, field)
+		if err != nil {
+			return 0, 0, 0, err
 		}
-		var dst *int64
-		switch name {
-		case "VmRSS":
-			dst = &rss
-		case "RssAnon":
-			dst = &anon
-		case "RssFile":
-			dst = &file
-		default:
-			continue
-		}
-		if *dst, err = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err != nil {
-			return 0, 0, 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, name, err)
-		}
-		found++
+		kib[i] = n >> 10
 	}
-	if found != 3 {
-		return 0, 0, 0, fmt.Errorf("/proc/%d/status: VmRSS, RssAnon or RssFile missing", pid)
-	}
-	return rss, anon, file, nil
+	return kib[0], kib[1], kib[2], nil
 }
 
 // scrapeMetrics reads the values of the named series (name and labels as

@@ -4,6 +4,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestListenAddr(t *testing.T) {
@@ -41,6 +42,46 @@ func TestOnlyTestsImport(t *testing.T) {
 			if imp == self {
 				t.Errorf("%s imports %s outside its tests", f[0], self)
 			}
+		}
+	}
+}
+
+// parkForLeakTest blocks until stop is closed: a goroutine for
+// TestLeakedGoroutines to find by its function's name.
+func parkForLeakTest(stop chan struct{}) { <-stop }
+
+// TestLeakedGoroutines: a goroutine still running is reported with its
+// stack until it ends; the caller's own goroutine never is.
+func TestLeakedGoroutines(t *testing.T) {
+	if got := LeakedGoroutines(0, "chattest.TestLeakedGoroutines"); got != "" {
+		t.Errorf("the caller's goroutine was reported:\n%s", got)
+	}
+	const mark = "chattest.parkForLeakTest"
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { parkForLeakTest(stop); close(done) }()
+	if got := LeakedGoroutines(0, mark); !strings.Contains(got, mark) {
+		t.Fatalf("a running goroutine was not reported: %q", got)
+	}
+	close(stop)
+	<-done
+	if got := LeakedGoroutines(time.Second, mark); got != "" {
+		t.Errorf("a goroutine that ended was reported:\n%s", got)
+	}
+}
+
+// TestSeqRun: the seqs from..to pass; a gap, a repeat, a short or a long
+// run each fail.
+func TestSeqRun(t *testing.T) {
+	if err := SeqRun([]int64{3, 4, 5}, 3, 5); err != nil {
+		t.Errorf("3..5: %v", err)
+	}
+	if err := SeqRun(nil, 1, 0); err != nil {
+		t.Errorf("no seqs, 1..0: %v", err)
+	}
+	for _, seqs := range [][]int64{{1, 3}, {1, 2, 2, 3}, {1, 2}, {1, 2, 3, 4}, {2, 1, 3}} {
+		if SeqRun(seqs, 1, 3) == nil {
+			t.Errorf("%v passed as 1..3", seqs)
 		}
 	}
 }

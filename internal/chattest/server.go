@@ -83,20 +83,39 @@ func Bin(t testing.TB, pkg string) string {
 	return b.path
 }
 
-// Main runs the tests and removes what Bin built. A package whose tests
-// call Bin has:
+// Main runs the tests and removes what Bin built. When the tests passed
+// and leaks names goroutines (see LeakedGoroutines), it fails the run if
+// any of them outlive the tests by LeakWait: every Close must wait for
+// what it started (STYLE.md "Every go has an owner that waits"). A
+// package's tests have:
 //
-//	func TestMain(m *testing.M) { os.Exit(chattest.Main(m)) }
-func Main(m *testing.M) int {
+//	func TestMain(m *testing.M) { os.Exit(chattest.Main(m, "…/internal/pkg.")) }
+//
+// m is a *testing.M, or a Runner around one for a package that has more to
+// do after its tests and before the check.
+func Main(m interface{ Run() int }, leaks ...string) int {
 	code := m.Run()
 	builds.mu.Lock()
-	defer builds.mu.Unlock()
 	if builds.dir != "" {
 		os.RemoveAll(builds.dir)
 		builds.dir, builds.bins = "", nil
 	}
+	builds.mu.Unlock()
+	if code == 0 && len(leaks) > 0 {
+		if leaked := LeakedGoroutines(LeakWait, leaks...); leaked != "" {
+			fmt.Fprintf(os.Stderr, "goroutines left running after the tests:\n%s\n", leaked)
+			code = 1
+		}
+	}
 	return code
 }
+
+// Runner is a func as Main's m: Runner(func() int { code := m.Run(); …;
+// return code }).
+type Runner func() int
+
+// Run calls r.
+func (r Runner) Run() int { return r() }
 
 // Environ is the test's environment without the ROOMCHAT_* variables, so
 // that a developer's settings do not reach the server under test.
@@ -350,15 +369,8 @@ func (s *Server) Restart(t testing.TB, kill bool) {
 		s.Stop(t)
 	}
 	args := append(append([]string(nil), s.args...), "-addr", s.Addr) // the last -addr counts
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := s.start(args)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("restart: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	var err error
+	if !Poll(10*time.Second, func() bool { _, err = s.start(args); return err == nil }) {
+		t.Fatalf("restart: %v", err)
 	}
 }

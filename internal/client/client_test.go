@@ -19,7 +19,11 @@ import (
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 
-func TestMain(m *testing.M) { os.Exit(chattest.Main(m)) }
+// TestMain also fails the run if a Conn's or a Session's goroutines
+// outlive the tests: Close must wait for what Dial started.
+func TestMain(m *testing.M) {
+	os.Exit(chattest.Main(m, "github.com/roomchat/roomchat/internal/client."))
+}
 
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -304,18 +308,6 @@ func collect(t *testing.T, ctx context.Context, s *Session, want int64, seen []i
 	return seen
 }
 
-func checkSeqs(t *testing.T, seen []int64, from, to int64) {
-	t.Helper()
-	if len(seen) != int(to-from+1) {
-		t.Fatalf("seqs = %v, want %d..%d once each", seen, from, to)
-	}
-	for i, s := range seen {
-		if s != from+int64(i) {
-			t.Fatalf("seqs = %v, want %d..%d once each", seen, from, to)
-		}
-	}
-}
-
 func TestSessionReconnectsWithoutDuplicates(t *testing.T) {
 	srv := chattest.Start(t)
 	ctx := testCtx(t)
@@ -351,7 +343,7 @@ func TestSessionReconnectsWithoutDuplicates(t *testing.T) {
 	old.CloseNow()
 	send(4, 8)
 	seen = collect(t, ctx, s, 8, seen)
-	checkSeqs(t, seen, 1, 8)
+	chattest.CheckSeqs(t, "seqs", seen, 1, 8)
 
 	for len(states) < 2 {
 		select {
@@ -388,7 +380,7 @@ func TestSessionSendRetriesAcrossDrop(t *testing.T) {
 		t.Fatalf("SendMessage across a drop: %v", err)
 	}
 	seen := collect(t, ctx, s, ack.Seq, nil)
-	checkSeqs(t, seen, 1, 1)
+	chattest.CheckSeqs(t, "seqs", seen, 1, 1)
 }
 
 func TestSessionStopsWithContext(t *testing.T) {
@@ -659,7 +651,7 @@ func TestHistory(t *testing.T) {
 				t.Errorf("History(after %d, limit %d) = %v, more %v; want no messages", tc.after, tc.limit, seqs, h.More)
 			}
 		} else {
-			checkSeqs(t, seqs, tc.first, tc.end)
+			chattest.CheckSeqs(t, "seqs", seqs, tc.first, tc.end)
 		}
 		if h.RoomID != room || h.More != tc.more {
 			t.Errorf("History(after %d, limit %d): roomID %q, more %v; want %q, %v", tc.after, tc.limit, h.RoomID, h.More, room, tc.more)
@@ -870,7 +862,7 @@ func TestSessionPagesHistory(t *testing.T) {
 			}
 		}
 	}
-	checkSeqs(t, seen, 1, int64(next-1))
+	chattest.CheckSeqs(t, "seqs", seen, 1, int64(next-1))
 	if pages < 3 {
 		t.Errorf("%d history pages, want at least 3 for 700 messages", pages)
 	}
@@ -909,7 +901,7 @@ func TestSessionPagingResumesAfterDrop(t *testing.T) {
 			c.CloseNow()
 		}
 	}
-	checkSeqs(t, seen, 1, stored)
+	chattest.CheckSeqs(t, "seqs", seen, 1, stored)
 	if !dropped || !reconnected {
 		t.Errorf("dropped %v, reconnected %v; want a drop in the middle of the pages and a reconnect", dropped, reconnected)
 	}
@@ -1020,7 +1012,7 @@ func TestSessionPagingUnderRateLimit(t *testing.T) {
 			seen = append(seen, m.Seq)
 		}
 	}
-	checkSeqs(t, seen, 1, stored)
+	chattest.CheckSeqs(t, "seqs", seen, 1, stored)
 	if pages < 3 || drops.Load() != 0 {
 		t.Errorf("%d pages, %d connection changes; want at least 3 pages and none", pages, drops.Load())
 	}

@@ -12,8 +12,10 @@ import (
 
 	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/broker/brokertest"
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/redistest"
 	"github.com/roomchat/roomchat/internal/store"
+	"github.com/roomchat/roomchat/internal/store/storetest"
 )
 
 func span(from, to int64) []int64 {
@@ -30,7 +32,7 @@ func publishAll(t *testing.T, b broker.Broker, room string, n int) int64 {
 	t.Helper()
 	var last int64
 	for i := range n {
-		res := brokertest.Publish(t, b, brokertest.Msg(room, fmt.Sprint(i)), "")
+		res := brokertest.Publish(t, b, storetest.Msg(room, fmt.Sprint(i)), "")
 		if res.Err != nil {
 			t.Fatalf("publish %d: %v", i, res.Err)
 		}
@@ -59,7 +61,7 @@ func TestPubSubLossIsFilled(t *testing.T) {
 		for i := range n {
 			b := bs[i%2]
 			body := strings.Repeat("x", 200) // fills the 2 KB buffer fast
-			res := brokertest.Publish(t, b, brokertest.Msg("r", fmt.Sprint(i, body)), "")
+			res := brokertest.Publish(t, b, storetest.Msg("r", fmt.Sprint(i, body)), "")
 			if res.Err != nil {
 				t.Errorf("publish %d: %v", i, res.Err)
 				return
@@ -149,7 +151,7 @@ func TestRedisDownAndBack(t *testing.T) {
 	srv.Kill()
 
 	start := time.Now()
-	res := brokertest.Publish(t, b, brokertest.Msg("r", "while down"), "")
+	res := brokertest.Publish(t, b, storetest.Msg("r", "while down"), "")
 	if !errors.Is(res.Err, store.ErrUnavailable) {
 		t.Fatalf("publish with Redis down: %+v, want ErrUnavailable", res)
 	}
@@ -157,12 +159,7 @@ func TestRedisDownAndBack(t *testing.T) {
 		t.Fatalf("publish took %v to fail, want under 5 s", d)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	for sts[0].Ready(ctx) == nil {
-		if ctx.Err() != nil {
-			t.Fatal("the store still says ready 5 s after Redis died")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	chattest.Eventually(t, 5*time.Second, func() bool { return sts[0].Ready(ctx) != nil }, "the store to say not ready after Redis died")
 	cancel()
 	if err := b.Subscribe(context.Background(), "other"); err == nil {
 		t.Fatal("a new subscription succeeded with Redis down")
@@ -172,12 +169,7 @@ func TestRedisDownAndBack(t *testing.T) {
 	back := time.Now()
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for sts[0].Ready(ctx) != nil {
-		if ctx.Err() != nil {
-			t.Fatal("not ready 10 s after Redis came back")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	chattest.Eventually(t, 10*time.Second, func() bool { return sts[0].Ready(ctx) == nil }, "ready after Redis came back")
 	t.Logf("ready %v after Redis came back", time.Since(back).Round(time.Millisecond))
 	if last := publishAll(t, b, "r", 5); last != 15 {
 		t.Fatalf("after the restart the seqs went on to %d, want 15: acked messages were lost", last)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-json-experiment/json"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/cluster"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/redistest"
@@ -125,12 +126,7 @@ func TestAppendWhileRedisHangs(t *testing.T) {
 	cont()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for st.Ready(ctx) != nil {
-		if ctx.Err() != nil {
-			t.Fatal("the store is not ready 10 s after Redis woke up")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	chattest.Eventually(t, 10*time.Second, func() bool { return st.Ready(ctx) == nil }, "the store ready after Redis woke up")
 	after := storetest.MustAppend(t, st, storetest.Msg("hang", "after"), "")
 	got := streamOf(t, srv, prefix, "hang")
 	for id := range got {

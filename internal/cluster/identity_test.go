@@ -11,14 +11,16 @@ import (
 
 	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/broker/brokertest"
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/redistest"
+	"github.com/roomchat/roomchat/internal/store/storetest"
 )
 
 // publishN publishes n messages with IDs of their own (name-1, name-2…).
 func publishN(t *testing.T, b broker.Broker, room, name string, n int) {
 	t.Helper()
 	for i := 1; i <= n; i++ {
-		m := brokertest.Msg(room, fmt.Sprint(name, " ", i))
+		m := storetest.Msg(room, fmt.Sprint(name, " ", i))
 		m.ID = fmt.Sprint(name, "-", i)
 		if res := brokertest.Publish(t, b, m, ""); res.Err != nil {
 			t.Fatalf("publish %s %d: %v", name, i, res.Err)
@@ -63,7 +65,7 @@ func overtake(t *testing.T, srv *redistest.Server, prefix, room string, keep int
 		words[6] = "1"
 	}
 	for i := 1; i <= n; i++ {
-		m := brokertest.Msg(room, fmt.Sprint("new ", i))
+		m := storetest.Msg(room, fmt.Sprint("new ", i))
 		m.ID = fmt.Sprint("new-", i)
 		body, _ := json.Marshal(m)
 		words = append(words, string(body))
@@ -74,16 +76,10 @@ func overtake(t *testing.T, srv *redistest.Server, prefix, room string, keep int
 // waitReset waits up to 10 s for rec's first reset and returns it.
 func waitReset(t *testing.T, rec *epochRecorder) string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if r := rec.Resets(); len(r) > 0 {
-			return r[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no reset within 10 s; delivered %v", rec.Seqs("r"))
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !chattest.Poll(10*time.Second, func() bool { return len(rec.Resets()) > 0 }) {
+		t.Fatalf("no reset within 10 s; delivered %v", rec.Seqs("r"))
 	}
+	return rec.Resets()[0]
 }
 
 // Redis loses acknowledged messages (seqs 8..10) and new ones take their

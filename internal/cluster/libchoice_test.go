@@ -1,8 +1,8 @@
 package cluster
 
 // The Redis client library was chosen by measuring the publish step
-// (publish.lua, the one Redis call per message) under concurrency, as
-// issue 13 asks: rueidis, whose Do auto-pipelines the calls of concurrent
+// (publish.lua, the one Redis call per message) under concurrency (SPEC
+// §8: one publish per message): rueidis, whose Do auto-pipelines the calls of concurrent
 // goroutines on one connection, against go-redis, which gives each call a
 // connection of its pool (and, since v9.20, an experimental
 // auto-pipeliner), and the store's own path, Store.Append, where one

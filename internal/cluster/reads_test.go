@@ -10,6 +10,7 @@ import (
 
 	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/broker/brokertest"
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/cluster"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/redistest"
@@ -190,20 +191,14 @@ func TestIdleRoomComesBackAtAnotherEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	chattest.Eventually(t, 10*time.Second, func() bool {
 		msg := srv.Do(srv.Client(), "EXISTS", prefix+":{r}:s", prefix+":{r}:m")
-		if n, _ := msg.AsInt64(); n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the idle room's keys are still there 10 s later")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		n, _ := msg.AsInt64()
+		return n == 0
+	}, "the idle room's keys to lapse")
 	// The store's epoch, which a room without keys has, changes more
 	// often than rooms lapse; the store reads it every second.
-	for {
+	chattest.Eventually(t, 10*time.Second, func() bool {
 		info, err := st.Room(ctx, "r")
 		if err != nil {
 			t.Fatal(err)
@@ -211,14 +206,8 @@ func TestIdleRoomComesBackAtAnotherEpoch(t *testing.T) {
 		if info.LastSeq != 0 {
 			t.Fatalf("the lapsed room reads %+v, want no messages", info)
 		}
-		if info.Epoch != before.Epoch {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the lapsed room still has epoch %q", before.Epoch)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return info.Epoch != before.Epoch
+	}, "the lapsed room to leave epoch %q", before.Epoch)
 	again := storetest.MustAppend(t, st, storetest.Msg("r", "again"), "")
 	after, _ := st.Room(ctx, "r")
 	if again.Msg.Seq != 1 || after.Epoch == before.Epoch {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/cluster"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/redistest"
@@ -30,14 +31,6 @@ func xlen(t *testing.T, srv *redistest.Server, key string) int64 {
 	return n
 }
 
-func seqs(ms []protocol.Message) []int64 {
-	out := make([]int64, len(ms))
-	for i, m := range ms {
-		out[i] = m.Seq
-	}
-	return out
-}
-
 // Retention by age (-retention-age) in Redis. Reads skip every message
 // older than MaxAge, exactly, and say retention dropped it (FirstSeq), as
 // the other stores do, without writing; a write trims the stream (XTRIM
@@ -57,26 +50,24 @@ func TestRetentionByAge(t *testing.T) {
 			}
 			storetest.MustAppend(t, st, m, "")
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			info, msgs, err := st.Page(ctx, "r", store.Query{After: 0, Limit: 5})
+		var info store.RoomInfo
+		var msgs []protocol.Message
+		if !chattest.Poll(10*time.Second, func() bool {
+			var err error
+			info, msgs, err = st.Page(ctx, "r", store.Query{After: 0, Limit: 5})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(msgs) > 0 && msgs[0].Seq == 201 {
-				if info.LastSeq != 300 || info.FirstSeq != 201 || !info.Truncated(0) {
-					t.Fatalf("page after 0: %+v; want lastSeq 300, firstSeq 201, truncated", info)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("page after 0: %+v, %v; want it to start at 201 once the first 200 are old", info, seqs(msgs))
-			}
-			time.Sleep(50 * time.Millisecond)
+			return len(msgs) > 0 && msgs[0].Seq == 201
+		}) {
+			t.Fatalf("page after 0: %+v, %v; want it to start at 201 once the first 200 are old", info, chattest.Seqs(msgs))
+		}
+		if info.LastSeq != 300 || info.FirstSeq != 201 || !info.Truncated(0) {
+			t.Fatalf("page after 0: %+v; want lastSeq 300, firstSeq 201, truncated", info)
 		}
 		newest, err := st.Messages(ctx, "r", store.Query{Limit: 500, Newest: true})
 		if err != nil || len(newest) != 100 || newest[0].Seq != 201 {
-			t.Fatalf("newest page: %v, %v; want 201..300", seqs(newest), err)
+			t.Fatalf("newest page: %v, %v; want 201..300", chattest.Seqs(newest), err)
 		}
 		if n := xlen(t, srv, prefix+":{r}:s"); n != 300 {
 			t.Fatalf("the stream holds %d entries, want 300: reads write nothing, and writes wait past the age", n)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/cluster"
 	"github.com/roomchat/roomchat/internal/redistest"
 	"github.com/roomchat/roomchat/internal/store"
@@ -38,12 +39,18 @@ func (m *mainT) TempDir() string {
 	return d
 }
 
+// TestMain stops the shared Redis after the tests, then fails the run if
+// a goroutine of this package or of its Redis client outlives them: every
+// Store, Broker, Directory and Roster must be closed, and Close must wait
+// for what it started.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	for i := len(cleanups) - 1; i >= 0; i-- {
-		cleanups[i]()
-	}
-	os.Exit(code)
+	os.Exit(chattest.Main(chattest.Runner(func() int {
+		code := m.Run()
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+		return code
+	}), "github.com/roomchat/roomchat/internal/cluster.", "github.com/redis/rueidis."))
 }
 
 func openStore(t *testing.T, srv *redistest.Server, ret store.Retention) *cluster.Store {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/redistest"
 )
 
@@ -22,17 +23,11 @@ func TestTokenKeyComesBackAfterFlush(t *testing.T) {
 	t.Cleanup(func() { a.Close() })
 	admin := srv.Client()
 	srv.Do(admin, "FLUSHALL")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	chattest.Eventually(t, 10*time.Second, func() bool {
 		msg := srv.Do(admin, "GET", prefix+":token_key")
-		if k, err := msg.AsBytes(); err == nil && bytes.Equal(k, a.TokenKey()) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the token key is not back in Redis 10 s after FLUSHALL")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		k, err := msg.AsBytes()
+		return err == nil && bytes.Equal(k, a.TokenKey())
+	}, "the token key back in Redis after FLUSHALL")
 	b, err := openWith(srv, prefix)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
 package protocol_test
 
 // Fuzz targets for every validator of input from outside and for the
-// payload decoders (issue 11, docs/reliability.md). Each one states the
+// payload decoders (docs/reliability.md). Each one states the
 // rule of SPEC §4 again, independently of the code under test, and checks
 // both directions: what is accepted satisfies the rule and survives a round
 // trip through the wire format, and what is refused breaks the rule and

@@ -1,6 +1,7 @@
 package server_test
 
-// Abuse over real sockets (issue 11): for each bound, an attacker pushes
+// Abuse over real sockets (SPEC §4 "Rules and limits", §5): for each
+// bound, an attacker pushes
 // against it from its own addresses (127.0.0.9 and up) while an honest
 // pair (127.0.0.2 and .3) keeps chatting in "lobby"; when the attack is
 // over, the pair still chats and a new honest user (127.0.0.4) gets in
@@ -307,13 +308,13 @@ func TestAbuse(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ts := newTimedServer(t, noRate, func(c *server.Config) {
+			ts := newTimedServer(t, chattest.NoRate, func(c *server.Config) {
 				if tc.cfg != nil {
 					tc.cfg(c)
 				}
 			})
-			a := mustUpgrade(t, ts.testServer, "127.0.0.2", nil)
-			b := mustUpgrade(t, ts.testServer, "127.0.0.3", nil)
+			a := mustUpgrade(t, ts.InProcess, "127.0.0.2", nil)
+			b := mustUpgrade(t, ts.InProcess, "127.0.0.3", nil)
 			a.Join(t, "lobby")
 			b.Join(t, "lobby")
 			seen := &honestLog{}
@@ -350,11 +351,11 @@ func TestAbuse(t *testing.T) {
 			// A newcomer gets in (or, on a full server, once the attack
 			// lets go) and chats with the pair.
 			if tc.newcomerRefused {
-				_, resp, err := upgrade(t, ts.testServer, "127.0.0.4", nil)
+				_, resp, err := upgrade(t, ts.InProcess, "127.0.0.4", nil)
 				wantRefusal(t, "a newcomer on a full server", resp, err, http.StatusServiceUnavailable, protocol.CodeServerFull)
 			}
 			if !tc.newcomerRefused {
-				c := mustUpgrade(t, ts.testServer, "127.0.0.4", nil)
+				c := mustUpgrade(t, ts.InProcess, "127.0.0.4", nil)
 				c.Join(t, "lobby")
 				talk(t, a, c, "newcomer", seen)
 			}
@@ -363,11 +364,11 @@ func TestAbuse(t *testing.T) {
 			}
 			if tc.newcomerRefused {
 				var c *chattest.Client
-				until(t, "a newcomer once the attack let go", func() bool {
-					c2, _, err := upgrade(t, ts.testServer, "127.0.0.4", nil)
+				chattest.Eventually(t, 5*time.Second, func() bool {
+					c2, _, err := upgrade(t, ts.InProcess, "127.0.0.4", nil)
 					c = c2
 					return err == nil
-				})
+				}, "a newcomer once the attack let go")
 				c.Join(t, "lobby")
 				talk(t, a, c, "newcomer", seen)
 			}

@@ -65,7 +65,7 @@ var badInputs = []struct {
 // clients chats in another room: each bad frame gets its error, the
 // connection stays open, and the pair loses nothing.
 func TestBadInput(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	bad := chattest.Dial(t, ts.URL, "")
 	bad.Join(t, "bad-room")
 	p1, p2 := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
@@ -104,7 +104,7 @@ func truncate(s string) string {
 }
 
 func TestErrorEchoesID(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	a := chattest.Dial(t, ts.URL, "")
 	a.Send(t, `{"type":"msg","id":"req-7","payload":{"message":"x"}}`)
 	if f := a.Expect(t, protocol.TypeError); f.ID != "req-7" {
@@ -130,7 +130,7 @@ func TestCloseCodes(t *testing.T) {
 			return c.Write(context.Background(), websocket.MessageText, []byte(`{"type":"msg","payload":{"message":"`+strings.Repeat("x", 64<<10)+`"}}`))
 		}, websocket.StatusMessageTooBig},
 	}
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	p1, p2 := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
 	p1.Join(t, "pair")
 	p2.Join(t, "pair")
@@ -163,7 +163,7 @@ func TestCloseCodes(t *testing.T) {
 // TestRateLimit: past the burst, frames get rate_limited; sustained abuse
 // closes with 1008. Others are unaffected.
 func TestRateLimit(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	p1, p2 := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
 	p1.Join(t, "pair")
 	p2.Join(t, "pair")
@@ -217,7 +217,7 @@ func TestRateLimit(t *testing.T) {
 // every client gets exactly its own room's messages, in the same order as
 // every other member of that room.
 func TestIsolationUnderConcurrency(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	const rooms, members, each = 20, 10, 5
 	clients := make([][]*chattest.Client, rooms)
 	for r := range rooms {
@@ -283,7 +283,7 @@ func TestSlowConsumer(t *testing.T) {
 	// No keepalive within the test: the slow member answers no ping (it
 	// reads nothing), and on a slow machine the test can outlast its first
 	// ping and timeout; here it must be found slow, not dead.
-	ts := newTestServer(t, noRate, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) {
 		c.MaxQueue = 64 << 10
 		c.PingInterval = time.Hour
 		withRoom(c, room.Options{Grace: 100 * time.Millisecond})
@@ -342,7 +342,7 @@ func TestSlowConsumer(t *testing.T) {
 }
 
 // metric reads one unlabelled series from /metrics.
-func metric(t *testing.T, ts *testServer, name string) float64 {
+func metric(t *testing.T, ts *chattest.InProcess, name string) float64 {
 	t.Helper()
 	resp, err := http.Get(ts.URL + "/metrics")
 	if err != nil {
@@ -365,7 +365,7 @@ func metric(t *testing.T, ts *testServer, name string) float64 {
 
 // TestShutdown: Shutdown closes every client with 1001.
 func TestShutdown(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	a, b := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
 	a.Join(t, "x")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -403,7 +403,7 @@ func TestShutdown(t *testing.T) {
 }
 
 func TestOrigin(t *testing.T) {
-	ts := newTestServer(t, func(c *server.Config) { c.Origins = []string{"*.example.com", "https://chat.example.org"} })
+	ts := chattest.StartInProcess(t, func(c *server.Config) { c.Origins = []string{"*.example.com", "https://chat.example.org"} })
 	u := "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws"
 	cases := []struct {
 		origin string
@@ -437,7 +437,7 @@ func TestOrigin(t *testing.T) {
 // store below panics on demand.
 func TestPanicContained(t *testing.T) {
 	ps := &panicStore{}
-	ts := newTestServer(t, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, func(c *server.Config) {
 		ps.Store = c.Store
 		c.Store = ps
 	})
@@ -458,7 +458,7 @@ func TestPanicContained(t *testing.T) {
 // TestWritesMetric: every event goes out in some write, and a write
 // carries at least one event.
 func TestWritesMetric(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	a, b := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "?batch=1")
 	a.Join(t, "w")
 	b.Join(t, "w")

@@ -81,7 +81,7 @@ func (r *honestReader) snapshot() ([]received, []string) {
 // messages all arrive, in order, to both. The pair's latency is logged,
 // not asserted.
 func TestRoomFlood(t *testing.T) {
-	ts := newTestServer(t) // default limits: -rate 20, the room budgets on
+	ts := chattest.StartInProcess(t) // default limits: -rate 20, the room budgets on
 	a, b := chattest.Dial(t, ts.URL, "?batch=1"), chattest.Dial(t, ts.URL, "?batch=1")
 	a.Join(t, "lobby")
 	b.Join(t, "lobby")
@@ -168,15 +168,12 @@ func TestRoomFlood(t *testing.T) {
 	elapsed := time.Since(start)
 
 	// Every honest message reaches both, once, in order.
-	deadline := time.Now().Add(chattest.Timeout)
-	for {
+	// (Checked below, message by message, whether or not they all came.)
+	chattest.Poll(chattest.Timeout, func() bool {
 		ma, _ := ra.snapshot()
 		mb, _ := rb.snapshot()
-		if len(ma) >= len(sent) && len(mb) >= len(sent) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(ma) >= len(sent) && len(mb) >= len(sent)
+	})
 	close(stop)
 	<-ra.done
 	<-rb.done
@@ -225,7 +222,7 @@ func TestRoomFlood(t *testing.T) {
 // room budgets off with the connection limit: the same flood, sent at
 // once, is stored whole.
 func TestNoBudgetsWithoutRate(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	const flooders, each = 5, 80
 	text := strings.Repeat("f", 1000)
 	var wg sync.WaitGroup
@@ -261,7 +258,7 @@ func TestNoBudgetsWithoutRate(t *testing.T) {
 // connection of the same user, opened at once, gets rate_limited for the
 // user, not the connection.
 func TestUserBudgetAcrossResumes(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	c := chattest.Dial(t, ts.URL, "")
 	refused := 0
 	for conn := range 3 {

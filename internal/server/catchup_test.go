@@ -71,7 +71,7 @@ func TestPagedCatchUp(t *testing.T) {
 	var j protocol.Joined
 	chattest.Decode(t, r.Expect(t, protocol.TypeJoined), &j)
 	if len(j.History) == 0 || len(j.History) > 200 || !j.More || j.LastSeq != 700 || j.History[0].Seq != 1 {
-		t.Fatalf("joined since 0: %d messages from %v, more %v, lastSeq %d; want 1..≤200, more, lastSeq 700", len(j.History), seqsOf(j.History[:min(3, len(j.History))]), j.More, j.LastSeq)
+		t.Fatalf("joined since 0: %d messages from %v, more %v, lastSeq %d; want 1..≤200, more, lastSeq 700", len(j.History), chattest.Seqs(j.History[:min(3, len(j.History))]), j.More, j.LastSeq)
 	}
 
 	// Live traffic while the reader pages.
@@ -92,7 +92,7 @@ func TestPagedCatchUp(t *testing.T) {
 	if last < 700+live {
 		got = append(got, nextMsgs(t, r, int(700+live-last), 10*time.Second)...)
 	}
-	checkRun(t, "history pages and live messages", seqsOf(got), 1, 700+live)
+	chattest.CheckSeqs(t, "history pages and live messages", chattest.Seqs(got), 1, 700+live)
 	for _, m := range got[700:] {
 		if !strings.HasPrefix(m.Message, "live ") {
 			t.Fatalf("seq %d is %q, want a live message after the 700 stored ones", m.Seq, m.Message)
@@ -108,8 +108,8 @@ func TestPagedCatchUp(t *testing.T) {
 	}
 	r.Send(t, `{"type":"history","id":"lim","payload":{"roomID":"big","after":10,"limit":3}}`)
 	chattest.Decode(t, r.Await(t, protocol.TypeHistory), &h)
-	if !slices.Equal(seqsOf(h.Messages), []int64{11, 12, 13}) || !h.More {
-		t.Fatalf("history after 10 limit 3: %v more %v", seqsOf(h.Messages), h.More)
+	if !slices.Equal(chattest.Seqs(h.Messages), []int64{11, 12, 13}) || !h.More {
+		t.Fatalf("history after 10 limit 3: %v more %v", chattest.Seqs(h.Messages), h.More)
 	}
 	out := chattest.Dial(t, ts.URL, "")
 	out.Send(t, `{"type":"history","id":"x","payload":{"roomID":"big","after":0}}`)
@@ -119,7 +119,7 @@ func TestPagedCatchUp(t *testing.T) {
 // TestHistoryBadInput: every bad history request gets its error, with the
 // request's id, and the connection stays usable.
 func TestHistoryBadInput(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	c := chattest.Dial(t, ts.URL, "")
 	c.Join(t, "h")
 	for _, tc := range []struct{ frame, code, field string }{
@@ -193,7 +193,7 @@ func TestReplyByteBudget(t *testing.T) {
 			break
 		}
 	}
-	checkRun(t, "pages of large messages", seqsOf(got), 1, n)
+	chattest.CheckSeqs(t, "pages of large messages", chattest.Seqs(got), 1, n)
 	// Without since, the newest messages that fit, ending at the last.
 	c2 := chattest.Dial(t, ts.URL, "")
 	f = func() chattest.Frame {
@@ -332,7 +332,7 @@ func TestSlowReaderCatchesUp(t *testing.T) {
 			last = m.Seq
 		}
 	}
-	checkRun(t, "slow reader", seqsOf(got), 1, last)
+	chattest.CheckSeqs(t, "slow reader", chattest.Seqs(got), 1, last)
 	if last <= n {
 		t.Fatalf("no live message arrived while catching up (last seq %d)", last)
 	}
@@ -405,7 +405,7 @@ func TestJoinStormOnLargeRoom(t *testing.T) {
 // TestRequestIDs: an id of 64 characters is echoed; 65 is bad_envelope and
 // nothing is stored; the same id in two rooms stores two messages.
 func TestRequestIDs(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	c := chattest.Dial(t, ts.URL, "")
 	c.Join(t, "one")
 	c.Join(t, "two")
@@ -428,7 +428,7 @@ func TestRequestIDs(t *testing.T) {
 	if a1.MsgID == a2.MsgID || a2.Seq != 1 || a1.Seq != 2 {
 		t.Fatalf("same id in two rooms: acks %+v and %+v; want two messages (seq 2 in one, 1 in two)", a1, a2)
 	}
-	msgs, err := ts.store.Messages(context.Background(), "one", store.Query{})
+	msgs, err := ts.Store.Messages(context.Background(), "one", store.Query{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -440,7 +440,7 @@ func TestRequestIDs(t *testing.T) {
 // TestMembersCap: with 105 members, joined.members and GET /api/rooms/{id}
 // list 100 and count 105.
 func TestMembersCap(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	for range 104 {
 		chattest.Dial(t, ts.URL, "").Join(t, "crowd")
 	}
@@ -461,7 +461,7 @@ func TestMembersCap(t *testing.T) {
 // TestRoomLimit: a connection in MaxRooms rooms gets room_limit for one
 // more; joining one it is in still works, and leaving makes room.
 func TestRoomLimit(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	c := chattest.Dial(t, ts.URL, "")
 	for i := range 100 {
 		c.Sendf(t, `{"type":"join","payload":{"roomID":"r%d"}}`, i)
@@ -480,7 +480,7 @@ func TestRoomLimit(t *testing.T) {
 // TestTypingThrottle: typing is forwarded at most once per 2 s per user
 // and room.
 func TestTypingThrottle(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	a, b := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
 	a.Join(t, "t")
 	b.Join(t, "t")
@@ -498,7 +498,7 @@ func TestTypingThrottle(t *testing.T) {
 // not the sender and not other rooms; it is not stored and has no seq;
 // bad names and data get their errors; POST …/events reaches everyone.
 func TestCustomEvents(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	a, b, other := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
 	a.Join(t, "ev")
 	b.Join(t, "ev")
@@ -530,7 +530,7 @@ func TestCustomEvents(t *testing.T) {
 	b.Send(t, `{"type":"ping","id":"p"}`)
 	b.Expect(t, protocol.TypePong) // the sender got neither event
 	other.Quiet(t, 100*time.Millisecond)
-	if msgs, _ := ts.store.Messages(context.Background(), "ev", store.Query{}); len(msgs) != 0 {
+	if msgs, _ := ts.Store.Messages(context.Background(), "ev", store.Query{}); len(msgs) != 0 {
 		t.Fatalf("events stored %d messages", len(msgs))
 	}
 
@@ -572,7 +572,7 @@ func TestCustomEvents(t *testing.T) {
 // that is not application/json is 415; scripts (no Origin), the server's
 // own pages and allowed origins pass; GETs stay open.
 func TestPostRules(t *testing.T) {
-	ts := newTestServer(t, noRate, func(c *server.Config) { c.Origins = []string{"*.example.com"} })
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) { c.Origins = []string{"*.example.com"} })
 	post := func(path, origin, ctype, body string) httpResult {
 		req, err := http.NewRequest(http.MethodPost, ts.URL+path, strings.NewReader(body))
 		if err != nil {

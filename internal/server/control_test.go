@@ -12,7 +12,7 @@ import (
 )
 
 // rawWelcome dials ts with a raw client and reads the welcome.
-func rawWelcome(t *testing.T, ts *testServer) *chattest.Raw {
+func rawWelcome(t *testing.T, ts *chattest.InProcess) *chattest.Raw {
 	t.Helper()
 	r := chattest.DialRaw(t, ts.URL, "")
 	op, p, err := r.ReadFrame(chattest.Timeout)
@@ -43,7 +43,7 @@ func TestControlFrameFlood(t *testing.T) {
 		{"pong", chattest.OpPong},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ts := newTestServer(t)
+			ts := chattest.StartInProcess(t)
 			r := rawWelcome(t, ts)
 			if err := r.Write(flood(tc.op, 60)); err != nil {
 				t.Fatal(err)
@@ -87,7 +87,7 @@ func TestControlFrameFlood(t *testing.T) {
 	}
 
 	// Within the limit, pings are answered as always.
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	r := rawWelcome(t, ts)
 	for i := range 5 {
 		if err := r.Write(chattest.ClientFrame(chattest.OpPing, true, []byte{byte(i)})); err != nil {
@@ -129,7 +129,7 @@ func TestUnfinishedFrame(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ts := newTestServer(t, func(c *server.Config) { c.FrameTimeout = timeout })
+			ts := chattest.StartInProcess(t, func(c *server.Config) { c.FrameTimeout = timeout })
 			r := rawWelcome(t, ts)
 			start := time.Now()
 			if err := r.Write(tc.start); err != nil {
@@ -163,7 +163,7 @@ func TestUnfinishedFrame(t *testing.T) {
 			if took < timeout || took > timeout+2*time.Second {
 				t.Errorf("closed %v after the first byte, want a little over %v", took, timeout)
 			}
-			until(t, "the connection is gone", func() bool { return metric(t, ts, "roomchat_connections") == 0 })
+			chattest.Eventually(t, 5*time.Second, func() bool { return metric(t, ts, "roomchat_connections") == 0 }, "the connection is gone")
 		})
 	}
 }
@@ -174,7 +174,7 @@ func TestUnfinishedFrame(t *testing.T) {
 // taken for a stalled frame).
 func TestSlowFrameInTime(t *testing.T) {
 	const timeout = 400 * time.Millisecond
-	ts := newTestServer(t, func(c *server.Config) { c.FrameTimeout = timeout })
+	ts := chattest.StartInProcess(t, func(c *server.Config) { c.FrameTimeout = timeout })
 	r := rawWelcome(t, ts)
 	ping := []byte(`{"type":"ping","id":"p1"}`)
 	frame := chattest.ClientFrame(chattest.OpText, true, ping)

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/roomchat/roomchat/internal/chattest"
 )
 
 // BenchmarkDeliveryPath measures the server's whole path for one chat
@@ -26,7 +28,7 @@ import (
 func BenchmarkDeliveryPath(b *testing.B) {
 	for _, n := range []int{10, 100} {
 		b.Run(fmt.Sprintf("members=%d", n), func(b *testing.B) {
-			ts := newTestServer(b, noRate)
+			ts := chattest.StartInProcess(b, chattest.NoRate)
 			members := make([]*rawWS, n)
 			for i := range members {
 				members[i] = dialRaw(b, ts.URL)

@@ -1,7 +1,8 @@
 package server_test
 
 // Durable history over real WebSocket connections to an in-process server
-// whose store is a real SQLite file in t.TempDir() (issue 3): resume with
+// whose store is a real SQLite file in t.TempDir() (SPEC §4 "Guarantees"):
+// resume with
 // since while others send, a retried msg after a lost ack, the grace
 // period, the messages API and a failing store. The restart, kill -9,
 // retention, start-up fault and shutdown tests run the roomchatd binary:
@@ -36,32 +37,23 @@ import (
 
 // newSQLiteServer starts a server (rate limit off) whose store is a SQLite
 // file at path. The store is closed after the server has shut down.
-func newSQLiteServer(t *testing.T, path string, opts sqlite.Options, mod ...func(*server.Config)) (*testServer, *sqlite.Store) {
+func newSQLiteServer(t *testing.T, path string, opts sqlite.Options, mod ...func(*server.Config)) (*chattest.InProcess, *sqlite.Store) {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), path, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Registered before newTestServer's cleanup, so it runs after it.
+	// Registered before the server's cleanup, so it runs after it.
 	t.Cleanup(func() {
 		if err := st.Close(); err != nil {
 			t.Errorf("closing the store: %v", err)
 		}
 	})
-	mods := append([]func(*server.Config){noRate, func(c *server.Config) { c.Store = st }}, mod...)
-	return newTestServer(t, mods...), st
+	mods := append([]func(*server.Config){chattest.NoRate, func(c *server.Config) { c.Store = st }}, mod...)
+	return chattest.StartInProcess(t, mods...), st
 }
 
 func dbPath(t *testing.T) string { return filepath.Join(t.TempDir(), "roomchat.db") }
-
-// seqsOf returns the seqs of msgs.
-func seqsOf(msgs []protocol.Message) []int64 {
-	out := make([]int64, len(msgs))
-	for i, m := range msgs {
-		out[i] = m.Seq
-	}
-	return out
-}
 
 // catchUp follows SPEC §4's catch-up after j, the joined answer to a join
 // with since: while more is true it asks for history pages after the last
@@ -113,22 +105,6 @@ func catchUp(t *testing.T, c *chattest.Client, roomID string, since int64, j pro
 		}
 	}
 	return out
-}
-
-// checkRun fails unless seqs are exactly from, from+1, …, to.
-func checkRun(t *testing.T, what string, seqs []int64, from, to int64) {
-	t.Helper()
-	want := from
-	for i, s := range seqs {
-		if s != want {
-			lo, hi := max(0, i-3), min(len(seqs), i+4)
-			t.Fatalf("%s: at position %d got seq %d, want %d (a gap or a duplicate); around it: %v", what, i, s, want, seqs[lo:hi])
-		}
-		want++
-	}
-	if want != to+1 {
-		t.Fatalf("%s: seqs end at %d, want %d (%d seqs)", what, want-1, to, len(seqs))
-	}
 }
 
 // nextMsgs reads events until n msg events have arrived (skipping others)
@@ -196,8 +172,8 @@ func TestResumeSinceWhileOthersSend(t *testing.T) {
 	// since = the last seq seen. Across all of it the client must see
 	// every seq once, in order.
 	var got []int64 // every seq the client saw, in order
-	got = append(got, seqsOf(nextMsgs(t, r, 100, 20*time.Second))...)
-	checkRun(t, "before the first drop", got, 1, got[len(got)-1])
+	got = append(got, chattest.Seqs(nextMsgs(t, r, 100, 20*time.Second))...)
+	chattest.CheckSeqs(t, "before the first drop", got, 1, got[len(got)-1])
 	var fromHistory, gaps int
 	for cycle := range 5 {
 		lastSeen := got[len(got)-1]
@@ -214,13 +190,13 @@ func TestResumeSinceWhileOthersSend(t *testing.T) {
 			t.Fatalf("cycle %d: joined.truncated = true, want false (nothing was trimmed)", cycle)
 		}
 		caught := catchUp(t, r2, roomID, lastSeen, j)
-		got = append(got, seqsOf(caught)...)
+		got = append(got, chattest.Seqs(caught)...)
 		fromHistory += len(caught)
 		if len(caught) > 0 {
 			gaps++
 		}
-		got = append(got, seqsOf(nextMsgs(t, r2, 60, 20*time.Second))...)
-		checkRun(t, fmt.Sprintf("cycle %d", cycle), got, 1, got[len(got)-1])
+		got = append(got, chattest.Seqs(nextMsgs(t, r2, 60, 20*time.Second))...)
+		chattest.CheckSeqs(t, fmt.Sprintf("cycle %d", cycle), got, 1, got[len(got)-1])
 		r = r2
 	}
 	stopOnce()
@@ -246,10 +222,10 @@ func TestResumeSinceWhileOthersSend(t *testing.T) {
 		t.Fatalf("store: lastSeq %d (err %v), want %d", ri.LastSeq, err, last)
 	}
 	if n := last - got[len(got)-1]; n > 0 {
-		got = append(got, seqsOf(nextMsgs(t, r, int(n), 20*time.Second))...)
+		got = append(got, chattest.Seqs(nextMsgs(t, r, int(n), 20*time.Second))...)
 	}
 	r.Quiet(t, 100*time.Millisecond)
-	checkRun(t, "in all", got, 1, last)
+	chattest.CheckSeqs(t, "in all", got, 1, last)
 	t.Logf("%d messages, %d of them through joined.history after 5 drops", last, fromHistory)
 }
 
@@ -539,7 +515,7 @@ func TestMessagesAPI(t *testing.T) {
 	for _, pg := range pages {
 		t.Run("GET"+pg.query, func(t *testing.T) {
 			p := get(t, pg.query)
-			checkRun(t, pg.query, seqsOf(p.Messages), pg.from, pg.to)
+			chattest.CheckSeqs(t, pg.query, chattest.Seqs(p.Messages), pg.from, pg.to)
 		})
 	}
 
@@ -550,23 +526,23 @@ func TestMessagesAPI(t *testing.T) {
 			if len(p.Messages) == 0 {
 				break
 			}
-			seqs = append(seqs, seqsOf(p.Messages)...)
+			seqs = append(seqs, chattest.Seqs(p.Messages)...)
 			after = p.Messages[len(p.Messages)-1].Seq
 		}
-		checkRun(t, "forward", seqs, 1, n)
+		chattest.CheckSeqs(t, "forward", seqs, 1, n)
 	})
 	t.Run("page backward with before", func(t *testing.T) {
 		var pagesSeen [][]int64
 		p := get(t, "?limit=13")
 		for len(p.Messages) > 0 {
-			pagesSeen = append(pagesSeen, seqsOf(p.Messages))
+			pagesSeen = append(pagesSeen, chattest.Seqs(p.Messages))
 			p = get(t, fmt.Sprintf("?before=%d&limit=13", p.Messages[0].Seq))
 		}
 		var seqs []int64
 		for i := len(pagesSeen) - 1; i >= 0; i-- {
 			seqs = append(seqs, pagesSeen[i]...)
 		}
-		checkRun(t, "backward", seqs, 1, n)
+		chattest.CheckSeqs(t, "backward", seqs, 1, n)
 	})
 	t.Run("unknown room", func(t *testing.T) {
 		r := doHTTP(t, http.MethodGet, ts.URL+"/api/rooms/nobody-here/messages", "", nil)
@@ -729,12 +705,9 @@ func TestStoreUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	locked = false
-	deadline := time.Now().Add(10 * time.Second)
-	for ready().status != http.StatusOK {
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz still not 200 10 s after the lock is gone: %s", ready().body)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var last httpResult
+	if !chattest.Poll(10*time.Second, func() bool { last = ready(); return last.status == http.StatusOK }) {
+		t.Fatalf("/readyz still not 200 10 s after the lock is gone: %s", last.body)
 	}
 	b.Send(t, `{"type":"msg","id":"ok-2","payload":{"message":"after the fault"}}`)
 	if ack := b.AwaitAck(t, "ok-2"); ack.Seq != 1 {
@@ -764,7 +737,7 @@ func TestStoreUnavailable(t *testing.T) {
 		if strings.Join(got, "|") != strings.Join(want, "|") {
 			t.Fatalf("room %s holds %q, want %q", room, got, want)
 		}
-		checkRun(t, "room "+room, seqsOf(msgs), 1, int64(len(want)))
+		chattest.CheckSeqs(t, "room "+room, chattest.Seqs(msgs), 1, int64(len(want)))
 	}
 }
 

@@ -1,6 +1,6 @@
 package server_test
 
-// Fuzz targets for the HTTP API's input (issue 11, docs/reliability.md):
+// Fuzz targets for the HTTP API's input (docs/reliability.md):
 // the bodies of POST /api/rooms/{id}/messages and /events and the query of
 // GET /api/rooms/{id}/messages, each through the real handler (ServeHTTP
 // on a recorder, no socket) of a server on a memory store. Each checks the
@@ -11,7 +11,6 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -20,10 +19,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/go-json-experiment/json"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
@@ -36,23 +35,14 @@ const fuzzRoom = "fuzz"
 
 // newFuzzServer is a server on a memory store that keeps keep messages
 // per room, without rate limits, its logs discarded; it is shut down when
-// f's tests end.
+// f's tests end. The fuzz targets call its handler, not a socket.
 func newFuzzServer(f *testing.F, keep int) *server.Server {
 	f.Helper()
 	st := store.NewMemory(store.Retention{MaxMessages: keep})
-	lim := protocol.DefaultLimits()
-	lim.Rate = 0
-	srv, err := server.New(server.Config{Store: st, Limits: lim})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		st.Close()
-	})
-	return srv
+	f.Cleanup(func() { st.Close() }) // after the server's shutdown
+	return chattest.NewInProcess(f, chattest.NoRate, func(c *server.Config) {
+		c.Store, c.Logger = st, nil
+	}).Server
 }
 
 // serve runs one request through srv's handler and returns the answer.

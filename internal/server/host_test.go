@@ -14,12 +14,11 @@ import (
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
-	"github.com/roomchat/roomchat/internal/store"
 )
 
 // requestAs sends method path to ts with the Host header host (and
 // Origin origin, if set) and returns the status and body.
-func requestAs(t *testing.T, ts *testServer, method, path, host, origin string) (int, []byte) {
+func requestAs(t *testing.T, ts *chattest.InProcess, method, path, host, origin string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, ts.URL+path, nil)
 	if err != nil {
@@ -40,7 +39,7 @@ func requestAs(t *testing.T, ts *testServer, method, path, host, origin string) 
 
 // upgradeAs dials ts's /ws with the Host header host and, as a browser on
 // that host's page would, Origin http://host.
-func upgradeAs(t *testing.T, ts *testServer, host string) (*websocket.Conn, *http.Response, error) {
+func upgradeAs(t *testing.T, ts *chattest.InProcess, host string) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -73,7 +72,7 @@ func TestHostCheck(t *testing.T) {
 	evil := []string{"evil.example", "evil.example:80", "localhost:9999", "chat.example.com.evil.example", "127.0.0.1"}
 	for _, cfg := range configs {
 		t.Run(cfg.name, func(t *testing.T) {
-			ts := newTestServer(t, cfg.mod)
+			ts := chattest.StartInProcess(t, cfg.mod)
 			for _, host := range evil {
 				ws, resp, err := upgradeAs(t, ts, host)
 				if err == nil {
@@ -127,7 +126,7 @@ func TestHostCheck(t *testing.T) {
 	}
 
 	t.Run("none", func(t *testing.T) {
-		ts := newTestServer(t)
+		ts := chattest.StartInProcess(t)
 		ws, _, err := upgradeAs(t, ts, "evil.example")
 		if err != nil {
 			t.Fatalf("upgrade without Hosts: %v, want every Host served", err)
@@ -169,11 +168,7 @@ func TestHostConfigRefused(t *testing.T) {
 		{"PublicURL without scheme", func(c *server.Config) { c.PublicURL = "chat.example.com" }, "chat.example.com"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := store.NewMemory(store.Retention{})
-			t.Cleanup(func() { st.Close() })
-			cfg := server.Config{Store: st}
-			tc.mod(&cfg)
-			if _, err := server.New(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := server.New(chattest.ServerConfig(t, tc.mod)); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("New: %v, want an error naming %q", err, tc.want)
 			}
 		})

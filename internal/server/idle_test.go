@@ -15,7 +15,7 @@ import (
 // itself), so that its goroutine's stack can shrink; and a client that
 // answers pings stays connected.
 func TestIdleReadLoopWaitsShallow(t *testing.T) {
-	ts := newTestServer(t, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, func(c *server.Config) {
 		c.PingInterval = 250 * time.Millisecond
 		c.PingTimeout = 100 * time.Millisecond
 	})
@@ -47,7 +47,7 @@ func TestPingsKeepAnsweringClients(t *testing.T) {
 	// Many pings in a short test, with a timeout that a client on a
 	// loaded machine (the race detector, other packages' tests) answers
 	// in: at 100 ms one client in a few runs was dropped.
-	ts := newTestServer(t, noRate, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) {
 		c.PingInterval = 300 * time.Millisecond
 		c.PingTimeout = 250 * time.Millisecond
 	})

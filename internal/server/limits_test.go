@@ -28,7 +28,7 @@ import (
 // upgrade dials ts's /ws from local with header h. On success it returns
 // a client that has read welcome; otherwise the handshake's response
 // (with the first KiB of its body) and the error.
-func upgrade(t *testing.T, ts *testServer, local string, h http.Header) (*chattest.Client, *http.Response, error) {
+func upgrade(t *testing.T, ts *chattest.InProcess, local string, h http.Header) (*chattest.Client, *http.Response, error) {
 	t.Helper()
 	hc := chattest.HTTPFrom(local)
 	defer hc.CloseIdleConnections()
@@ -45,7 +45,7 @@ func upgrade(t *testing.T, ts *testServer, local string, h http.Header) (*chatte
 }
 
 // mustUpgrade is upgrade that fails the test when the upgrade is refused.
-func mustUpgrade(t *testing.T, ts *testServer, local string, h http.Header) *chattest.Client {
+func mustUpgrade(t *testing.T, ts *chattest.InProcess, local string, h http.Header) *chattest.Client {
 	t.Helper()
 	c, resp, err := upgrade(t, ts, local, h)
 	if err != nil {
@@ -93,7 +93,7 @@ func wantRefusal(t *testing.T, what string, resp *http.Response, err error, stat
 // with Retry-After, and the three open connections keep chatting; once
 // one closes, a new one gets in.
 func TestMaxConns(t *testing.T) {
-	ts := newTestServer(t, noRate, func(c *server.Config) { c.MaxConns = 3 })
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) { c.MaxConns = 3 })
 	a, b := mustUpgrade(t, ts, "127.0.0.2", nil), mustUpgrade(t, ts, "127.0.0.3", nil)
 	third := mustUpgrade(t, ts, "127.0.0.4", nil)
 	a.Join(t, "r")
@@ -111,11 +111,11 @@ func TestMaxConns(t *testing.T) {
 
 	third.WS.Close(websocket.StatusNormalClosure, "")
 	var d *chattest.Client
-	until(t, "an upgrade after a connection closed", func() bool {
+	chattest.Eventually(t, 5*time.Second, func() bool {
 		c, _, err := upgrade(t, ts, "127.0.0.5", nil)
 		d = c
 		return err == nil
-	})
+	}, "an upgrade after a connection closed")
 	d.Join(t, "r")
 	chat(t, a, d, "welcome back")
 }
@@ -123,7 +123,7 @@ func TestMaxConns(t *testing.T) {
 // TestMaxConnsRefusesBeforeAccept: a refused upgrade allocates nothing
 // for a connection: it is not counted online and no user exists for it.
 func TestMaxConnsRefusesBeforeAccept(t *testing.T) {
-	ts := newTestServer(t, noRate, func(c *server.Config) { c.MaxConns = 1 })
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) { c.MaxConns = 1 })
 	a := mustUpgrade(t, ts, "127.0.0.2", nil)
 	for range 50 {
 		_, resp, err := upgrade(t, ts, "127.0.0.3", nil)
@@ -134,11 +134,11 @@ func TestMaxConnsRefusesBeforeAccept(t *testing.T) {
 	}
 	a.WS.Close(websocket.StatusNormalClosure, "")
 	var b *chattest.Client
-	until(t, "an upgrade after the one connection closed", func() bool {
+	chattest.Eventually(t, 5*time.Second, func() bool {
 		c, _, err := upgrade(t, ts, "127.0.0.3", nil)
 		b = c
 		return err == nil
-	})
+	}, "an upgrade after the one connection closed")
 	if b.Welcome.Online != 1 {
 		t.Fatalf("welcome.online = %d, want 1", b.Welcome.Online)
 	}
@@ -147,7 +147,7 @@ func TestMaxConnsRefusesBeforeAccept(t *testing.T) {
 // TestIPConns: at most IPConns open connections per address; another
 // address is not affected; a place freed is taken again.
 func TestIPConns(t *testing.T) {
-	ts := newTestServer(t, noRate, func(c *server.Config) { c.IPConns = 2 })
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) { c.IPConns = 2 })
 	x1, x2 := mustUpgrade(t, ts, "127.0.0.2", nil), mustUpgrade(t, ts, "127.0.0.2", nil)
 	_, resp, err := upgrade(t, ts, "127.0.0.2", nil)
 	wantRefusal(t, "a third connection from 127.0.0.2", resp, err, http.StatusTooManyRequests, protocol.CodeRateLimited)
@@ -160,17 +160,17 @@ func TestIPConns(t *testing.T) {
 	chat(t, x1, y, "hello")
 
 	x2.WS.Close(websocket.StatusNormalClosure, "")
-	until(t, "an upgrade from 127.0.0.2 after one of its connections closed", func() bool {
+	chattest.Eventually(t, 5*time.Second, func() bool {
 		_, _, err := upgrade(t, ts, "127.0.0.2", nil)
 		return err == nil
-	})
+	}, "an upgrade from 127.0.0.2 after one of its connections closed")
 }
 
 // TestIPConnRate: new connections per address are a token bucket: a
 // burst passes, the next one gets 429 with Retry-After; other addresses
 // and the connections already open are not affected.
 func TestIPConnRate(t *testing.T) {
-	ts := newTestServer(t, noRate, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) {
 		c.IPConnRate = 0.1 // one every 10 s: no refill during the test
 		c.IPConnBurst = 3
 	})
@@ -198,7 +198,7 @@ func TestIPConnRate(t *testing.T) {
 // TestIPHTTPRate: HTTP requests per address are a token bucket; /ws is
 // not one of them.
 func TestIPHTTPRate(t *testing.T) {
-	ts := newTestServer(t, noRate, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) {
 		c.IPHTTPRate = 0.1
 		c.IPHTTPBurst = 5
 	})
@@ -236,7 +236,7 @@ func TestIPHTTPRate(t *testing.T) {
 // any other peer the header is ignored.
 func TestTrustProxy(t *testing.T) {
 	const proxy = "127.0.0.2"
-	ts := newTestServer(t, noRate, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) {
 		c.IPConns = 1
 		c.TrustProxy = []netip.Prefix{netip.MustParsePrefix(proxy + "/32")}
 	})
@@ -274,7 +274,7 @@ func TestTrustProxy(t *testing.T) {
 // an untrusted peer together.
 func TestPostRateBehindProxy(t *testing.T) {
 	const proxy = "127.0.0.2"
-	ts := newTestServer(t, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, func(c *server.Config) {
 		c.Limits = protocol.DefaultLimits()
 		c.Limits.Rate, c.Limits.Burst = 0.1, 2
 		c.TrustProxy = []netip.Prefix{netip.MustParsePrefix(proxy + "/32")}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,45 +15,25 @@ import (
 
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/server"
-	"github.com/roomchat/roomchat/internal/store"
 )
 
-// newCountedServer is newTestServer serving HTTPServer on a listener from
-// Listener, as roomchatd does: every connection is counted.
-func newCountedServer(t *testing.T, mod ...func(*server.Config)) *testServer {
+// newCountedServer is an in-process server served as roomchatd serves
+// it: HTTPServer on a listener from Listener, so every connection is
+// counted.
+func newCountedServer(t *testing.T, mod ...func(*server.Config)) *chattest.InProcess {
 	t.Helper()
-	st := store.NewMemory(store.Retention{})
-	cfg := server.Config{
-		Store:  st,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: testLogLevel})),
-	}
-	for _, m := range mod {
-		m(&cfg)
-	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(srv)
-	hs.Listener = srv.Listener(hs.Listener)
-	hs.Config = srv.HTTPServer()
-	hs.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		hs.Close()
-		st.Close()
+	ts := chattest.NewInProcess(t, mod...)
+	ts.Serve(func(hs *httptest.Server) {
+		hs.Listener = ts.Listener(hs.Listener)
+		hs.Config = ts.HTTPServer()
 	})
-	return &testServer{Server: srv, http: hs, store: st, URL: hs.URL}
+	return ts
 }
 
 // idleConn opens a connection from local (an address of 127.0.0.0/8) and
 // has one GET /healthz answered on it, leaving it idle; nil if the server
 // closed it instead.
-func idleConn(t *testing.T, ts *testServer, local string) net.Conn {
+func idleConn(t *testing.T, ts *chattest.InProcess, local string) net.Conn {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: chattest.Timeout}
 	c, err := d.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
@@ -77,7 +56,7 @@ func idleConn(t *testing.T, ts *testServer, local string) net.Conn {
 
 // counted reads a series of ts's /metrics without a connection, which
 // would take a place among the ones counted.
-func counted(t *testing.T, ts *testServer, name string) float64 {
+func counted(t *testing.T, ts *chattest.InProcess, name string) float64 {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	ts.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -158,9 +137,9 @@ func TestTCPLimitClosesIdleFirst(t *testing.T) {
 	if h := idleConn(t, ts, "127.0.0.1"); h != nil {
 		t.Fatal("a connection was accepted with every place taken by requests in progress")
 	}
-	until(t, "the refusal counted", func() bool {
+	chattest.Eventually(t, 5*time.Second, func() bool {
 		return counted(t, ts, `roomchat_tcp_refused_total{reason="server_full"}`) == 1
-	})
+	}, "the refusal counted")
 	if got := counted(t, ts, "roomchat_tcp_idle_closed_total"); got != 4 {
 		t.Errorf("roomchat_tcp_idle_closed_total = %v, want 4", got)
 	}
@@ -184,7 +163,7 @@ func TestTCPLimitCountsWebSockets(t *testing.T) {
 		t.Errorf("roomchat_tcp_connections = %v, want 2", got)
 	}
 	ws.Close()
-	until(t, "the WebSocket's place is given back", func() bool { return counted(t, ts, "roomchat_tcp_connections") == 1 })
+	chattest.Eventually(t, 5*time.Second, func() bool { return counted(t, ts, "roomchat_tcp_connections") == 1 }, "the WebSocket's place is given back")
 }
 
 // IPHTTPConns limits the HTTP connections (idle ones included) of each
@@ -211,10 +190,10 @@ func TestIPHTTPConns(t *testing.T) {
 			t.Fatal("a trusted proxy was limited")
 		}
 	}
-	until(t, "the refusal counted", func() bool { return counted(t, ts, `roomchat_tcp_refused_total{reason="address"}`) == 1 })
+	chattest.Eventually(t, 5*time.Second, func() bool { return counted(t, ts, `roomchat_tcp_refused_total{reason="address"}`) == 1 }, "the refusal counted")
 
 	a.Close()
-	until(t, "a's place is given back", func() bool { return idleConn(t, ts, "127.0.0.2") != nil })
+	chattest.Eventually(t, 5*time.Second, func() bool { return idleConn(t, ts, "127.0.0.2") != nil }, "a's place is given back")
 
 	// A WebSocket from an address at its limit of HTTP connections: its
 	// upgrade request needs one; once upgraded it leaves the count.

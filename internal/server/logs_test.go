@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
@@ -50,7 +51,7 @@ func (l *lockedBuffer) count(parts ...string) int {
 func TestNoisyLinesThrottled(t *testing.T) {
 	var logs lockedBuffer
 	st := store.NewMemory(store.Retention{})
-	ts := newTestServer(t, noRate, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) {
 		c.Store = st
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		c.MaxConns = 1
@@ -92,7 +93,7 @@ func TestNoisyLinesThrottled(t *testing.T) {
 // TestSeparateMetrics: with SeparateMetrics, /metrics is not served on the
 // server's routes (404) and MetricsHandler serves it.
 func TestSeparateMetrics(t *testing.T) {
-	ts := newTestServer(t, func(c *server.Config) { c.SeparateMetrics = true })
+	ts := chattest.StartInProcess(t, func(c *server.Config) { c.SeparateMetrics = true })
 	status, body := requestAs(t, ts, "GET", "/metrics", strings.TrimPrefix(ts.URL, "http://"), "")
 	if status != http.StatusNotFound || !strings.Contains(string(body), protocol.CodeNotFound) {
 		t.Fatalf("GET /metrics on the server: %d %s, want 404 not_found", status, body)

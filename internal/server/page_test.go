@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-json-experiment/json"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 	"github.com/roomchat/roomchat/internal/store"
@@ -18,7 +19,7 @@ import (
 
 // postMessage posts text to room through the HTTP API and returns the
 // stored message.
-func postMessage(t *testing.T, ts *testServer, room, text string) protocol.Message {
+func postMessage(t *testing.T, ts *chattest.InProcess, room, text string) protocol.Message {
 	t.Helper()
 	body, err := json.Marshal(server.PostMessage{Name: "bot", Message: text})
 	if err != nil {
@@ -42,7 +43,7 @@ func postMessage(t *testing.T, ts *testServer, room, text string) protocol.Messa
 
 // getPage GETs a page of room's messages with query and returns it and
 // the size of its body.
-func getPage(t *testing.T, ts *testServer, room, query string) (server.MessagePage, int) {
+func getPage(t *testing.T, ts *chattest.InProcess, room, query string) (server.MessagePage, int) {
 	t.Helper()
 	resp, err := http.Get(ts.URL + "/api/rooms/" + room + "/messages?" + query)
 	if err != nil {
@@ -68,7 +69,7 @@ func getPage(t *testing.T, ts *testServer, room, query string) (server.MessagePa
 // order. The newest page (no after) is bounded the same way and ends at
 // the last message.
 func TestMessagePageBounded(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	const n = 35 // about three and a half pages
 	text := strings.Repeat("\x01", 4000)
 	for range n {
@@ -158,7 +159,7 @@ func (s *stallStore) Page(ctx context.Context, roomID string, q store.Query) (st
 func TestMessagePageBusy(t *testing.T) {
 	st := &stallStore{Store: store.NewMemory(store.Retention{}), stall: make(chan struct{}), entered: make(chan struct{}, 2)}
 	t.Cleanup(func() { st.Store.Close() }) // after the server's cleanup
-	ts := newTestServer(t, noRate, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, chattest.NoRate, func(c *server.Config) {
 		c.Store = st
 		c.MaxPageResponses = 2
 	})

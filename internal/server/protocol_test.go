@@ -21,7 +21,7 @@ import (
 // TestSeedFrames is the newcomer's check: the two frames of SPEC §4,
 // exactly as written, chat in room 123, and room 456 hears nothing.
 func TestSeedFrames(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	a, b, other := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
 	a.Send(t, `{"type":"join","payload":{"roomID":"123"}}`)
 	a.Expect(t, protocol.TypeJoined)
@@ -42,7 +42,7 @@ func TestSeedFrames(t *testing.T) {
 }
 
 func TestWelcome(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	a := chattest.Dial(t, ts.URL, "")
 	w := a.Welcome
 	if len(w.UserID) != 21 || w.Resume == "" || w.Online != 1 {
@@ -66,7 +66,7 @@ func step(t *testing.T, name string, f func()) {
 
 // TestClientFrames walks the client→server table of SPEC §4.
 func TestClientFrames(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	a, b := chattest.Dial(t, ts.URL, ""), chattest.Dial(t, ts.URL, "")
 
 	step(t, "join", func() {
@@ -207,7 +207,7 @@ func TestClientFrames(t *testing.T) {
 }
 
 func TestHistoryOnJoin(t *testing.T) {
-	ts := newTestServer(t, noRate)
+	ts := chattest.StartInProcess(t, chattest.NoRate)
 	a := chattest.Dial(t, ts.URL, "")
 	a.Join(t, "h")
 	for i := 1; i <= 60; i++ {
@@ -229,7 +229,7 @@ func TestHistoryOnJoin(t *testing.T) {
 }
 
 func TestRoomRequired(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	a := chattest.Dial(t, ts.URL, "")
 	a.Send(t, `{"type":"msg","payload":{"message":"nobody"}}`)
 	a.ExpectError(t, protocol.CodeNotInRoom)
@@ -251,7 +251,7 @@ func TestRoomRequired(t *testing.T) {
 }
 
 func TestRoomFull(t *testing.T) {
-	ts := newTestServer(t, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, func(c *server.Config) {
 		c.Limits = protocol.DefaultLimits()
 		c.Limits.RoomCapacity = 2
 	})
@@ -269,7 +269,7 @@ func TestRoomFull(t *testing.T) {
 // later msg without roomID is not_in_room, and after joining another room
 // goes there.
 func TestLeaveWithoutRoomID(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	a := chattest.Dial(t, ts.URL, "")
 	a.Join(t, "first")
 	a.Send(t, `{"type":"leave"}`)

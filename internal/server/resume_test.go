@@ -19,7 +19,7 @@ import (
 // dialProtocols upgrades to ts's /ws (with query) offering the
 // subprotocols protocols, as a browser does with new WebSocket(url,
 // protocols), and returns the connection with its welcome.
-func dialProtocols(t *testing.T, ts *testServer, query string, protocols ...string) (*websocket.Conn, protocol.Welcome) {
+func dialProtocols(t *testing.T, ts *chattest.InProcess, query string, protocols ...string) (*websocket.Conn, protocol.Welcome) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), chattest.Timeout)
 	defer cancel()
@@ -45,7 +45,7 @@ func dialProtocols(t *testing.T, ts *testServer, query string, protocols ...stri
 // ?resume=, which scripts keep using. A client offering no subprotocol
 // gets none.
 func TestResumeSubprotocol(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	a := chattest.Dial(t, ts.URL, "")
 	id, token := a.Welcome.UserID, a.Welcome.Resume
 	a.Close()
@@ -97,7 +97,7 @@ func TestResumeSubprotocol(t *testing.T) {
 // window has not passed.
 func TestResumeRenewed(t *testing.T) {
 	const maxAge = 2 * time.Second
-	ts := newTestServer(t, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, func(c *server.Config) {
 		c.PingInterval = 100 * time.Millisecond
 		withRoom(c, room.Options{ResumeMaxAge: maxAge})
 	})
@@ -137,7 +137,7 @@ func TestResumeRenewed(t *testing.T) {
 // The Go client keeps the newest token (Conn.Resume), which the welcome
 // or a later resume event carried.
 func TestClientKeepsRenewedToken(t *testing.T) {
-	ts := newTestServer(t, func(c *server.Config) {
+	ts := chattest.StartInProcess(t, func(c *server.Config) {
 		c.PingInterval = 100 * time.Millisecond
 		withRoom(c, room.Options{ResumeMaxAge: time.Second})
 	})

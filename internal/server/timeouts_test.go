@@ -15,7 +15,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -46,44 +45,24 @@ import (
 // short timeouts of these tests. On a real link the buffer is sized to
 // the path, and so is that pause.
 type timedServer struct {
-	*testServer
+	*chattest.InProcess
 	closed chan struct{}
 }
 
 func newTimedServer(t *testing.T, mod ...func(*server.Config)) *timedServer {
 	t.Helper()
-	st := store.NewMemory(store.Retention{})
-	cfg := server.Config{
-		Store:  st,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: testLogLevel})),
-	}
-	for _, m := range mod {
-		m(&cfg)
-	}
-	srv, err := server.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(srv)
-	hs.Listener = sndbufListener{hs.Listener}
-	hs.Config = srv.HTTPServer()
+	ts := chattest.NewInProcess(t, mod...)
 	closed := make(chan struct{}, 1000)
-	hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateClosed {
-			closed <- struct{}{}
+	ts.Serve(func(hs *httptest.Server) {
+		hs.Listener = sndbufListener{hs.Listener}
+		hs.Config = ts.HTTPServer()
+		hs.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				closed <- struct{}{}
+			}
 		}
-	}
-	hs.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		hs.Close()
-		st.Close()
 	})
-	return &timedServer{testServer: &testServer{Server: srv, http: hs, store: st, URL: hs.URL}, closed: closed}
+	return &timedServer{InProcess: ts, closed: closed}
 }
 
 // sndbufListener gives every connection it accepts a 64 KiB send buffer.
@@ -148,8 +127,8 @@ func trickle(t *testing.T, c net.Conn, s string) (int, bool) {
 // TestSlowlorisUpgrade: an upgrade request whose headers trickle in, a
 // byte every 50 ms, is cut off by the header timeout, and chat goes on.
 func TestSlowlorisUpgrade(t *testing.T) {
-	ts := newTimedServer(t, noRate, func(c *server.Config) { c.HeaderTimeout = 200 * time.Millisecond })
-	a, b := chattest.Dial(t, ts.testServer.URL, ""), chattest.Dial(t, ts.testServer.URL, "")
+	ts := newTimedServer(t, chattest.NoRate, func(c *server.Config) { c.HeaderTimeout = 200 * time.Millisecond })
+	a, b := chattest.Dial(t, ts.InProcess.URL, ""), chattest.Dial(t, ts.InProcess.URL, "")
 	a.Join(t, "r")
 	b.Join(t, "r")
 	a.Await(t, protocol.TypePresence)
@@ -170,7 +149,7 @@ func TestSlowlorisUpgrade(t *testing.T) {
 // TestTricklingBody: a POST whose body trickles in is cut by the request
 // timeout, and nothing is stored.
 func TestTricklingBody(t *testing.T) {
-	ts := newTimedServer(t, noRate, func(c *server.Config) { c.RequestTimeout = 300 * time.Millisecond })
+	ts := newTimedServer(t, chattest.NoRate, func(c *server.Config) { c.RequestTimeout = 300 * time.Millisecond })
 	body := `{"name":"slow","message":"` + strings.Repeat("z", 200) + `"}`
 	c := rawDial(t, ts)
 	fmt.Fprintf(c, "POST /api/rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
@@ -208,12 +187,12 @@ func TestIdleKeepAlive(t *testing.T) {
 // hijacked connection, so none of the HTTP timeouts ends a WebSocket
 // connection that is quiet for longer than all of them.
 func TestWebSocketOutlivesHTTPTimeouts(t *testing.T) {
-	ts := newTimedServer(t, noRate, func(c *server.Config) {
+	ts := newTimedServer(t, chattest.NoRate, func(c *server.Config) {
 		c.HeaderTimeout = 100 * time.Millisecond
 		c.RequestTimeout = 200 * time.Millisecond
 		c.IdleTimeout = 100 * time.Millisecond
 	})
-	a, b := chattest.Dial(t, ts.testServer.URL, ""), chattest.Dial(t, ts.testServer.URL, "")
+	a, b := chattest.Dial(t, ts.InProcess.URL, ""), chattest.Dial(t, ts.InProcess.URL, "")
 	a.Join(t, "r")
 	b.Join(t, "r")
 	a.Await(t, protocol.TypePresence)
@@ -273,7 +252,7 @@ func TestSlowPageReader(t *testing.T) {
 		c.RequestTimeout = 300 * time.Millisecond // the floor: 128 KiB per 300 ms, about 430 KB/s
 		c.IdleTimeout = time.Minute               // so that only the write deadline closes a connection
 	})
-	seedRoom(t, ts.store, "big", 500, strings.Repeat("x", 3995)) // pages of 256 KiB: 600 ms each
+	seedRoom(t, ts.Store, "big", 500, strings.Repeat("x", 3995)) // pages of 256 KiB: 600 ms each
 
 	// get sends the request on a connection that reads at most rate bytes
 	// a second.
@@ -325,14 +304,14 @@ func TestSlowPageReader(t *testing.T) {
 // megabytes slowly but steadily, for many times the write timeout, gets
 // every message and is never closed as too slow.
 func TestSteadyWebSocketReader(t *testing.T) {
-	ts := newTimedServer(t, noRate, func(c *server.Config) {
+	ts := newTimedServer(t, chattest.NoRate, func(c *server.Config) {
 		// A second is some four times what the reader needs per 16 KiB
 		// chunk even on a loaded machine under -race; the backlog takes
 		// four seconds to read.
 		c.WriteTimeout = time.Second
 		c.MaxQueue = 64 << 20 // only the write deadline may close it
 	})
-	sender := chattest.Dial(t, ts.testServer.URL, "")
+	sender := chattest.Dial(t, ts.InProcess.URL, "")
 	sender.Join(t, "big")
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -385,7 +364,7 @@ func TestSteadyWebSocketReader(t *testing.T) {
 		i++
 	}
 	t.Logf("read %d messages in %v", n, time.Since(start).Round(time.Millisecond))
-	if got := metric(t, ts.testServer, "roomchat_slow_consumers_total"); got != 0 {
+	if got := metric(t, ts.InProcess, "roomchat_slow_consumers_total"); got != 0 {
 		t.Fatalf("roomchat_slow_consumers_total = %v, want 0", got)
 	}
 }
@@ -405,12 +384,12 @@ func (c *pacedConn) Read(b []byte) (int, error) {
 // the rest of the room keeps chatting.
 func TestStalledWebSocketReader(t *testing.T) {
 	const writeTimeout = 500 * time.Millisecond
-	ts := newTimedServer(t, noRate, func(c *server.Config) {
+	ts := newTimedServer(t, chattest.NoRate, func(c *server.Config) {
 		c.WriteTimeout = writeTimeout
 		c.MaxQueue = 64 << 20 // only the write deadline may close it
 		withRoom(c, room.Options{Grace: 50 * time.Millisecond})
 	})
-	a, b := chattest.Dial(t, ts.testServer.URL, ""), chattest.Dial(t, ts.testServer.URL, "")
+	a, b := chattest.Dial(t, ts.InProcess.URL, ""), chattest.Dial(t, ts.InProcess.URL, "")
 	a.Join(t, "r")
 	b.Join(t, "r")
 	a.Await(t, protocol.TypePresence)
@@ -444,7 +423,7 @@ func TestStalledWebSocketReader(t *testing.T) {
 	// Its writes stall once the buffers are full, moments after the last
 	// message: it is closed about the write timeout later, and the others
 	// chat meanwhile.
-	for i := 0; metric(t, ts.testServer, "roomchat_slow_consumers_total") == 0; i++ {
+	for i := 0; metric(t, ts.InProcess, "roomchat_slow_consumers_total") == 0; i++ {
 		if time.Since(sent) > 10*writeTimeout {
 			t.Fatalf("a member that reads nothing is not closed %v after 4 MB were queued to it", time.Since(sent))
 		}
@@ -470,24 +449,12 @@ func TestStalledWebSocketReader(t *testing.T) {
 	}
 	// It leaves the room after the grace period (a drop), and the others
 	// keep chatting.
-	until(t, "the stalled member leaving the room", func() bool {
+	chattest.Eventually(t, 5*time.Second, func() bool {
 		var info server.RoomInfo
 		getJSON(t, ts.URL+"/api/rooms/r", &info)
 		return info.Count == 2
-	})
+	}, "the stalled member leaving the room")
 	chat(t, a, b, "after")
-}
-
-// until retries f every 20 ms for up to 5 s, until it reports true.
-func until(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
-		if f() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within 5 s", what)
 }
 
 // chat checks that a and b, both in room, still exchange messages both ways.

@@ -1,6 +1,8 @@
 // Package brokertest is the conformance suite every broker.Broker must
 // pass: the single-node Local and the cluster broker run the same tests
-// through Run.
+// through Run. A message to publish and the outcome of a publish are
+// storetest's (Msg, Result): the broker's done reports what a store's
+// Append does.
 package brokertest
 
 import (
@@ -14,6 +16,7 @@ import (
 	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
+	"github.com/roomchat/roomchat/internal/store/storetest"
 )
 
 // Factory starts len(hs) nodes' brokers on one fresh, shared backing,
@@ -113,35 +116,20 @@ func (r *Recorder) WaitFor(t testing.TB, room string, last int64) []int64 {
 
 func tail(s []int64) []int64 { return s[max(0, len(s)-10):] }
 
-// Msg returns a message ready to publish.
-func Msg(room, text string) protocol.Message {
-	return protocol.Message{
-		ID:      "id-" + room + "-" + text,
-		RoomID:  room,
-		From:    protocol.User{UserID: "u1", Name: "alice"},
-		Message: text,
-		TS:      time.Now().UTC().Truncate(time.Millisecond),
-	}
-}
-
-// Result is the outcome of one Publish.
-type Result struct {
-	Msg protocol.Message
-	Dup bool
-	Err error
-}
-
-// Publish publishes m and waits up to 10 s for its done.
-func Publish(t testing.TB, b broker.Broker, m protocol.Message, key string) Result {
+// Publish publishes m (storetest.Msg makes one) and waits up to 10 s for
+// its done, whose outcome is an Append's.
+func Publish(t testing.TB, b broker.Broker, m protocol.Message, key string) storetest.Result {
 	t.Helper()
-	ch := make(chan Result, 1)
-	b.Publish(m, key, func(stored protocol.Message, dup bool, err error) { ch <- Result{stored, dup, err} })
+	ch := make(chan storetest.Result, 1)
+	b.Publish(m, key, func(stored protocol.Message, dup bool, err error) {
+		ch <- storetest.Result{Msg: stored, Dup: dup, Err: err}
+	})
 	select {
 	case r := <-ch:
 		return r
 	case <-time.After(10 * time.Second):
 		t.Fatalf("Publish(%q) did not complete within 10 s", m.Message)
-		return Result{}
+		return storetest.Result{}
 	}
 }
 
@@ -180,7 +168,7 @@ func testSeqOrder(t *testing.T, newBrokers Factory) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range each {
-				res := Publish(t, b, Msg("r", fmt.Sprintf("%d-%d", w, i)), "")
+				res := Publish(t, b, storetest.Msg("r", fmt.Sprintf("%d-%d", w, i)), "")
 				if res.Err != nil || res.Dup {
 					t.Errorf("publish: %+v", res)
 					return
@@ -213,7 +201,7 @@ func testRooms(t *testing.T, newBrokers Factory) {
 	for i := range rooms {
 		wg.Go(func() {
 			for k := range each {
-				if res := Publish(t, b, Msg(fmt.Sprint("room-", i), fmt.Sprint(k)), ""); res.Err != nil || res.Msg.Seq != int64(k+1) {
+				if res := Publish(t, b, storetest.Msg(fmt.Sprint("room-", i), fmt.Sprint(k)), ""); res.Err != nil || res.Msg.Seq != int64(k+1) {
 					t.Errorf("room-%d message %d: %+v", i, k, res)
 					return
 				}
@@ -233,9 +221,9 @@ func testRooms(t *testing.T, newBrokers Factory) {
 func testDedup(t *testing.T, newBrokers Factory) {
 	b, _, rec := one(t, newBrokers)
 	subscribe(t, b, "r")
-	first := Publish(t, b, Msg("r", "once"), "u1\x00r\x00k1")
-	again := Publish(t, b, Msg("r", "once, retried"), "u1\x00r\x00k1")
-	other := Publish(t, b, Msg("r", "another"), "u1\x00r\x00k2")
+	first := Publish(t, b, storetest.Msg("r", "once"), "u1\x00r\x00k1")
+	again := Publish(t, b, storetest.Msg("r", "once, retried"), "u1\x00r\x00k1")
+	other := Publish(t, b, storetest.Msg("r", "another"), "u1\x00r\x00k2")
 	if first.Err != nil || first.Dup || first.Msg.Seq != 1 {
 		t.Fatalf("first: %+v", first)
 	}
@@ -264,7 +252,7 @@ func testSubscribeThenRead(t *testing.T, newBrokers Factory) {
 			if i == n/2 {
 				close(stop) // halfway: let the reader subscribe
 			}
-			res := Publish(t, b, Msg("r", fmt.Sprint(i)), "")
+			res := Publish(t, b, storetest.Msg("r", fmt.Sprint(i)), "")
 			if res.Err != nil {
 				t.Errorf("publish %d: %v", i, res.Err)
 				return
@@ -307,7 +295,7 @@ func testAcrossNodes(t *testing.T, nodes int, newBrokers Factory) {
 	for i, b := range bs {
 		wg.Go(func() {
 			for k := range each {
-				if res := Publish(t, b, Msg("r", fmt.Sprintf("%d-%d", i, k)), ""); res.Err != nil {
+				if res := Publish(t, b, storetest.Msg("r", fmt.Sprintf("%d-%d", i, k)), ""); res.Err != nil {
 					t.Errorf("node %d publish: %v", i, res.Err)
 					return
 				}
@@ -353,7 +341,7 @@ func testRelay(t *testing.T, nodes int, newBrokers Factory) {
 	}
 	// A message after the relays: once it is delivered everywhere, any
 	// relay that was going to the others has arrived too.
-	Publish(t, bs[0], Msg("r", "fence"), "")
+	Publish(t, bs[0], storetest.Msg("r", "fence"), "")
 	for i := range nodes - 1 {
 		recs[i].WaitFor(t, "r", 1)
 	}
@@ -375,7 +363,7 @@ func testConcurrentSubscribe(t *testing.T, newBrokers Factory) {
 	go func() {
 		defer close(done)
 		for i := range n {
-			if res := Publish(t, b, Msg("r", fmt.Sprint(i)), ""); res.Err != nil {
+			if res := Publish(t, b, storetest.Msg("r", fmt.Sprint(i)), ""); res.Err != nil {
 				t.Errorf("publish %d: %v", i, res.Err)
 				return
 			}

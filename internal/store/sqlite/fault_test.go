@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/storetest"
@@ -66,7 +67,7 @@ func TestLockedDatabase(t *testing.T) {
 	}
 	// The failure stays Ready's answer for ReadyInterval/5, then a probe
 	// finds the store writable again.
-	waitFor(t, "Ready after the lock is gone", func() bool { return s.Ready(ctx) == nil })
+	chattest.Eventually(t, 10*time.Second, func() bool { return s.Ready(ctx) == nil }, "Ready after the lock is gone")
 	r := storetest.MustAppend(t, s, storetest.Msg("r", "after"), store.DedupKey("u", "r", "0"))
 	if r.Dup || r.Msg.Seq != 2 {
 		t.Fatalf("first Append after the fault: seq=%d dup=%v, want seq 2 (no gap), dup false (nothing stored)", r.Msg.Seq, r.Dup)
@@ -104,7 +105,7 @@ func TestReadOnlyAfterOpen(t *testing.T) {
 	}
 	t.Logf("Append to an immutable WAL: %v", r.Err)
 	chattr(t, "-i", path+"-wal")
-	waitFor(t, "store recovers", func() bool { return s.Ready(context.Background()) == nil })
+	chattest.Eventually(t, 10*time.Second, func() bool { return s.Ready(context.Background()) == nil }, "store recovers")
 	if r := storetest.MustAppend(t, s, storetest.Msg("r", "2"), ""); r.Msg.Seq != 2 {
 		t.Fatalf("after recovery: seq %d, want 2", r.Msg.Seq)
 	}

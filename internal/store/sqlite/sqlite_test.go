@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/storetest"
@@ -155,24 +156,13 @@ func TestDedupSweep(t *testing.T) {
 	mu.Unlock()
 	storetest.MustAppend(t, s, storetest.Msg("r", "fresh"), store.DedupKey("u", "r", "fresh"))
 	db := rawDB(t, path)
-	waitFor(t, "expired keys swept", func() bool {
+	chattest.Eventually(t, 10*time.Second, func() bool {
 		var n int
 		if err := db.QueryRow("SELECT count(*) FROM dedup").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n == 1
-	})
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}, "expired keys swept")
 }
 
 // rawDB opens a second, independent connection to the file, as another
@@ -199,13 +189,13 @@ func TestRetentionDeletesRows(t *testing.T) {
 		t.Fatalf("read %d messages from seq %d, want 10 from 2492", len(got), got[0].Seq)
 	}
 	db := rawDB(t, path)
-	waitFor(t, "rows trimmed to 10", func() bool {
+	chattest.Eventually(t, 10*time.Second, func() bool {
 		var n int
 		if err := db.QueryRow("SELECT count(*) FROM messages").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n == 10
-	})
+	}, "rows trimmed to 10")
 }
 
 func TestRetentionAtOpen(t *testing.T) {
@@ -218,13 +208,13 @@ func TestRetentionAtOpen(t *testing.T) {
 	// A lower limit at the next start applies to rooms nobody writes to.
 	openT(t, path, Options{Retention: store.Retention{MaxMessages: 5}})
 	db := rawDB(t, path)
-	waitFor(t, "rows trimmed to 5", func() bool {
+	chattest.Eventually(t, 10*time.Second, func() bool {
 		var n int
 		if err := db.QueryRow("SELECT count(*) FROM messages").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n == 5
-	})
+	}, "rows trimmed to 5")
 }
 
 func TestRetentionMaxAge(t *testing.T) {
@@ -261,13 +251,13 @@ func TestRetentionMaxAge(t *testing.T) {
 	m := storetest.Msg("r", "now")
 	m.TS = now().UTC()
 	storetest.MustAppend(t, s, m, "")
-	waitFor(t, "aged rows deleted", func() bool {
+	chattest.Eventually(t, 10*time.Second, func() bool {
 		var n int
 		if err := db.QueryRow("SELECT count(*) FROM messages").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n == 1
-	})
+	}, "aged rows deleted")
 }
 
 // TestEmptyRoomEpoch: a room without messages has the file's epoch,

@@ -1,7 +1,8 @@
 package web_test
 
-// More browser tests (issue 4): errors reach the person as sentences, and the
-// tab title counts unread messages while the tab is hidden.
+// Browser tests of the web client's errors and unread count (SPEC §6):
+// errors reach the person as sentences, and the tab title counts unread
+// messages while the tab is hidden.
 
 import (
 	"context"
