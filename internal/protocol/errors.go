@@ -36,6 +36,22 @@ const (
 	// CodeBadHost refuses a request whose Host is not one the server
 	// answers to (HTTP 421; -hosts, -url): HTTP-only.
 	CodeBadHost = "bad_host"
+	// CodeForbidden refuses an action the room's policy (§9) or the
+	// actor's role (§11) does not allow; the message names the namespace
+	// or room and the rule. Over HTTP it is 403.
+	CodeForbidden = "forbidden"
+	// CodeUnknownNamespace refuses a room whose namespace (§9) the
+	// configuration does not name (HTTP 404).
+	CodeUnknownNamespace = "unknown_namespace"
+	// CodeHistoryDisabled answers a history request in a room whose
+	// policy stores nothing (§9 history size 0).
+	CodeHistoryDisabled = "history_disabled"
+	// CodeTokenExpired tells a connection that its signed identity (§10)
+	// has expired: it has 30 s to send an auth frame before a 4001 close.
+	CodeTokenExpired = "token_expired"
+	// CodeUnauthorized refuses a request or upgrade whose credentials are
+	// missing where required, or presented and invalid (HTTP 401, §10).
+	CodeUnauthorized = "unauthorized"
 )
 
 // ErrorCodes lists every code the server may send.
@@ -44,7 +60,8 @@ var ErrorCodes = []string{
 	CodeRoomRequired, CodeTooLong, CodeRateLimited, CodeRoomFull, CodeRoomLimit,
 	CodeStoreUnavailable, CodeShuttingDown, CodeInternal, CodeNotFound, CodeTooLarge,
 	CodeForbiddenOrigin, CodeUnsupportedType, CodeServerFull, CodeBadHost,
-	CodeServerBusy,
+	CodeServerBusy, CodeForbidden, CodeUnknownNamespace, CodeHistoryDisabled,
+	CodeTokenExpired, CodeUnauthorized,
 }
 
 // ErrStoreUnavailable is the error every failure of the message store is

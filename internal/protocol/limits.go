@@ -182,20 +182,59 @@ const RoomIDLen = 21
 const RoomIDAlphabet = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 // CheckRoomID reports whether id is a valid room ID: 1 to MaxRoomID
-// characters from A–Z a–z 0–9 _ -. field names the payload field for the error.
+// characters from A–Z a–z 0–9 _ -, optionally after a namespace and a
+// colon (§9: "ns:room", the namespace 2–32 of the same characters). field
+// names the payload field for the error. Whether the namespace exists is
+// the policy's question, not this one.
 func (l Limits) CheckRoomID(field, id string) *Error {
 	if id == "" {
 		return FieldErrorf(CodeBadPayload, field, "%s is required", field)
 	}
-	if len(id) > l.MaxRoomID {
-		return FieldErrorf(CodeBadPayload, field, "%s must be at most %d characters", field, l.MaxRoomID)
-	}
-	for i := 0; i < len(id); i++ {
-		if !roomIDByte(id[i]) {
-			return FieldErrorf(CodeBadPayload, field, "%s may only contain A-Z, a-z, 0-9, _ and -", field)
+	ns, rest := SplitRoomID(id)
+	if ns != "" || len(rest) < len(id) {
+		if n := len(ns); n < MinNamespace || n > MaxNamespace || !roomIDChars(ns) {
+			return FieldErrorf(CodeBadPayload, field, "the namespace of %s must be %d to %d characters from A-Z, a-z, 0-9, _ and -", field, MinNamespace, MaxNamespace)
+		}
+		if rest == "" {
+			return FieldErrorf(CodeBadPayload, field, "%s needs a room ID after its namespace", field)
 		}
 	}
+	if len(rest) > l.MaxRoomID {
+		return FieldErrorf(CodeBadPayload, field, "%s must be at most %d characters", field, l.MaxRoomID)
+	}
+	if !roomIDChars(rest) {
+		return FieldErrorf(CodeBadPayload, field, "%s may only contain A-Z, a-z, 0-9, _ and - (and one : after a namespace)", field)
+	}
 	return nil
+}
+
+// MinNamespace and MaxNamespace bound a namespace's length (§9).
+const (
+	MinNamespace = 2
+	MaxNamespace = 32
+)
+
+// SplitRoomID splits "ns:room" into its namespace and the rest; a room ID
+// without a colon has the namespace "". It does not validate either part.
+func SplitRoomID(id string) (namespace, rest string) {
+	if i := strings.IndexByte(id, ':'); i >= 0 {
+		return id[:i], id[i+1:]
+	}
+	return "", id
+}
+
+// CheckNamespace reports whether ns is a well-formed namespace name (§9).
+func CheckNamespace(ns string) bool {
+	return len(ns) >= MinNamespace && len(ns) <= MaxNamespace && roomIDChars(ns)
+}
+
+func roomIDChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !roomIDByte(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func roomIDByte(b byte) bool {
