@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomchat/roomchat/internal/cluster"
+	"github.com/roomchat/roomchat/internal/policy"
 	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/sqlite"
@@ -37,7 +38,7 @@ type backend struct {
 // and roster on it; builds the registry on them and hands it to the
 // broker and the roster, which start. log must be server.Throttled: the
 // registry's failed store appends come once per message.
-func openBackend(ctx context.Context, cfg config, log *slog.Logger) (*backend, error) {
+func openBackend(ctx context.Context, cfg config, policies *policy.Source, log *slog.Logger) (*backend, error) {
 	st, where, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
@@ -50,6 +51,7 @@ func openBackend(ctx context.Context, cfg config, log *slog.Logger) (*backend, e
 		ResumeMaxAge: cfg.resumeMaxAge,
 		Logger:       log,
 		Budgets:      cfg.budgets(),
+		Policy:       policies,
 	}
 	if cst, ok := st.(*cluster.Store); ok {
 		b.broker = cluster.NewBroker(cst, cluster.BrokerOptions{Logger: log})

@@ -39,6 +39,10 @@ type config struct {
 	trustedProxies                              []netip.Prefix // parsed from trustProxy by check
 	httpTimeout, httpIdle                       time.Duration
 
+	// -config, and -check-config's print-and-exit.
+	configFile  string
+	checkConfig bool
+
 	// Room budgets; 0 turns one off.
 	roomRate, roomEvents, roomBytes, roomJoins float64
 }
@@ -61,6 +65,8 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 			fs.Float64Var(p, name, *p, usage)
 		case *time.Duration:
 			fs.DurationVar(p, name, *p, usage)
+		case *bool:
+			fs.BoolVar(p, name, *p, usage)
 		default:
 			panic(fmt.Sprintf("flag %s: unsupported type %T", name, def))
 		}
@@ -110,6 +116,8 @@ func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	add("debug-addr", "ROOMCHAT_DEBUG_ADDR", &c.debugAddr, "address for Go's pprof handlers (/debug/pprof/), e.g. 127.0.0.1:6060; empty serves none")
 	add("log-level", "ROOMCHAT_LOG_LEVEL", &c.logLevel, "debug, info, warn or error")
 	add("log-format", "ROOMCHAT_LOG_FORMAT", &c.logFormat, "text or json")
+	add("config", "ROOMCHAT_CONFIG", &c.configFile, "TOML file of namespaces, room policy and identity (docs/operations.md); SIGHUP reloads it. Flags set the built-in defaults under it")
+	add("check-config", "ROOMCHAT_CHECK_CONFIG", &c.checkConfig, "print the effective policy of every namespace (from -config over the flags) and exit")
 	return envs
 }
 

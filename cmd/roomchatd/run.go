@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sync"
 	"time"
 
@@ -22,14 +23,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	if cfg.checkConfig {
+		return cfg.printPolicy(os.Stdout)
+	}
 	log, err := newLogger(stderr, cfg.logLevel, cfg.logFormat)
 	if err != nil {
 		return usageError(stderr, "%v", err)
 	}
+	policies, err := cfg.policySource(log)
+	if err != nil {
+		return err
+	}
 	// Throttled once for the registry and the server together: the lines
 	// that can come once per message are theirs.
 	log = server.Throttled(log)
-	be, err := openBackend(ctx, cfg, log)
+	be, err := openBackend(ctx, cfg, policies, log)
 	if err != nil {
 		return err
 	}
@@ -58,6 +66,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	defer stopAsides()
+	defer reloadOnHangup(ctx, cfg, policies, log)()
 
 	hs := srv.HTTPServer()
 	serveErr := make(chan error, 1)

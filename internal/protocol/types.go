@@ -199,6 +199,13 @@ type Left struct {
 }
 
 // Created answers a create (and POST /api/rooms).
+type Create struct {
+	// Namespace, when set, creates "namespace:<nanoid>" (SPEC §9); the
+	// configuration must name it.
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// Created is the reply to create and to POST /api/rooms.
 type Created struct {
 	RoomID string `json:"roomID"`
 	URL    string `json:"url"`

@@ -52,7 +52,9 @@ func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, repla
 	now := time.Now()
 	if token != "" {
 		if id, issued, ok := reg.signer.verify(token); ok && now.Sub(issued) <= reg.maxAge {
-			if u = reg.resumable(id, issued, token, now); u != nil {
+			// A verified identity's user is resumed only with its token
+			// (ConnectAs), never by an anonymous connection.
+			if u = reg.resumable(id, issued, token, now); u != nil && !u.Verified() {
 				replaced = u.attach(c)
 				reg.online(u)
 				return u, true, replaced
@@ -64,6 +66,34 @@ func (reg *Registry) Connect(c Conn, token string) (u *User, resumed bool, repla
 	reg.mu.Unlock()
 	reg.online(u)
 	return u, false, nil
+}
+
+// ConnectAs registers connection c of a verified identity (SPEC §10):
+// the user is userID (the token's sub), named name when the token fixes
+// it, with grants' roles. A user already here under userID (a connection
+// of the same identity, or one in its grace period) is taken over as a
+// resume takes it over: its connection, if still attached, is returned as
+// replaced, and the caller closes it.
+func (reg *Registry) ConnectAs(c Conn, userID, name string, grants Grants) (u *User, resumed bool, replaced Conn) {
+	now := time.Now()
+	reg.mu.Lock()
+	u = reg.users[userID]
+	known := u != nil
+	if !known {
+		u = reg.newUser(userID, c, now)
+	}
+	reg.mu.Unlock()
+	if known {
+		replaced, resumed = u.attach(c), true
+	}
+	u.mu.Lock()
+	u.grants = grants
+	if name != "" {
+		u.name, u.fixedName = name, true
+	}
+	u.mu.Unlock()
+	reg.online(u)
+	return u, resumed, replaced
 }
 
 // resumable returns the user a verified token of userID id may resume, or

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/roomchat/roomchat/internal/policy"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 )
@@ -25,13 +26,21 @@ import (
 // history is read from one snapshot of the store; answer queues joined and
 // the buffered messages the snapshot did not hold.
 func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name string, since *int64, reqID string) error {
-	if name != "" {
-		u.mu.Lock()
-		u.name = name
-		u.mu.Unlock()
+	p, perr := reg.PolicyFor(roomID)
+	if perr != nil {
+		return perr
 	}
-	name = u.Name()
-	r, m, fresh, gen, err := reg.enter(u, c, roomID, name)
+	granted := u.grantedRole(roomID)
+	if perr := p.MayJoin(granted); perr != nil {
+		return perr
+	}
+	u.mu.Lock()
+	if name != "" && !u.fixedName {
+		u.name = name // a token's name claim is fixed (SPEC §10)
+	}
+	name = u.name
+	u.mu.Unlock()
+	r, m, fresh, gen, err := reg.enter(u, c, roomID, name, p.Capacity, max(granted, policy.RoleMember))
 	if err != nil {
 		return err
 	}
@@ -75,7 +84,7 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 // live members; a member waiting out its grace period keeps its place.
 //
 // gen is the room's reset count at entry: answer compares it.
-func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *member, fresh bool, gen uint64, err error) {
+func (reg *Registry) enter(u *User, c Conn, roomID, name string, capacity int, role policy.Role) (r *Room, m *member, fresh bool, gen uint64, err error) {
 	now := time.Now()
 	u.mu.Lock()
 	full := u.rooms.get(roomID) == nil && u.ghosts.get(roomID) == nil && len(u.rooms) >= reg.limits.MaxRooms
@@ -86,6 +95,7 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 	}
 	for {
 		r = reg.getOrCreate(roomID)
+		reg.policyOf(r) // fills the room's cache before it announces
 		r.mu.Lock()
 		if !r.dead {
 			break
@@ -93,9 +103,9 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 		r.mu.Unlock()
 	}
 	if m = r.member(u); m == nil {
-		if r.live() >= reg.limits.RoomCapacity {
+		if r.live() >= capacity {
 			r.mu.Unlock()
-			return nil, nil, false, 0, protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", roomID, reg.limits.RoomCapacity)
+			return nil, nil, false, 0, protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", roomID, capacity)
 		}
 		if !returning {
 			if over := r.join(&reg.budgets, now.UnixNano()); over != budgetKinds {
@@ -118,6 +128,7 @@ func (reg *Registry) enter(u *User, c Conn, roomID, name string) (r *Room, m *me
 		m.relist = true
 	}
 	r.rename(m, name)
+	m.role = role
 	m.joining, m.pending, m.rejoin = true, nil, false
 	gen = r.resets
 	r.setConn(m, c)
@@ -253,6 +264,10 @@ func (reg *Registry) answer(a reply) (uint64, error) {
 	if a.roll != nil {
 		members, count = protocol.EncodeUsers(a.roll.members), a.roll.count
 	}
+	hidden := false
+	if p, _ := reg.policyOf(r); p != nil && !p.Presence {
+		members, hidden = noMembers, true // presence = false: the count only (SPEC §9)
+	}
 	joined.Count = count
 	announced := r.announced
 	r.mu.Unlock()
@@ -269,7 +284,7 @@ func (reg *Registry) answer(a reply) (uint64, error) {
 	if a.reset && !m.rejoin {
 		return gen, nil // a join of the member's own answers it
 	}
-	if r.announced != announced && a.roll == nil {
+	if r.announced != announced && a.roll == nil && !hidden {
 		joined.Count = len(r.members)
 		announced = r.announced
 		frame = protocol.EncodeJoined(a.reqID, joined, r.usersJSON(reg.limits.MaxMembers))
@@ -375,6 +390,13 @@ func (reg *Registry) History(ctx context.Context, u *User, roomID string, after 
 	if !in {
 		return protocol.History{}, protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
 	}
+	p, perr := reg.policyOf(r)
+	if perr != nil {
+		return protocol.History{}, perr
+	}
+	if perr := p.MayReadHistory(); perr != nil {
+		return protocol.History{}, perr
+	}
 	if limit <= 0 || limit > reg.limits.MaxPage {
 		limit = reg.limits.MaxPage
 	}
@@ -397,6 +419,7 @@ func (reg *Registry) removeMember(r *Room, u *User) (left int) {
 	if !ok {
 		return -1
 	}
+	reg.policyOf(r) // a reload may have changed join_leave: refresh the cache
 	if m.subscribed {
 		reg.broker.Unsubscribe(r.id)
 	}

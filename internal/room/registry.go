@@ -12,6 +12,7 @@ import (
 	gonanoid "github.com/matoous/go-nanoid/v2"
 
 	"github.com/roomchat/roomchat/internal/broker"
+	"github.com/roomchat/roomchat/internal/policy"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 )
@@ -47,6 +48,9 @@ type Options struct {
 	// AnnounceLeave, which it is handed after New (its Start step). nil:
 	// each room's members are this node's.
 	Roster Roster
+	// Policy is where each room's policy comes from (SPEC §9); nil: the
+	// built-in layer only, from Limits (every room as in §4).
+	Policy *policy.Source
 	// Budgets bound each room's traffic and each user's frames; the zero
 	// value bounds nothing. In a cluster each node applies them to its own
 	// members.
@@ -69,6 +73,7 @@ type Registry struct {
 	signer       signer    // resume tokens, keyed by the store's TokenKey
 	started      time.Time // tokens issued before it come from an earlier run
 	budgets      Budgets
+	policies     *policy.Source
 
 	// ctx ends at Close; bg counts the goroutines the registry starts
 	// (rejoin, a roster removal: see spawn), which Close waits for.
@@ -122,6 +127,7 @@ func New(st store.Store, opts Options) *Registry {
 		resumeWindow: opts.ResumeWindow,
 		maxAge:       opts.ResumeMaxAge,
 		budgets:      opts.Budgets,
+		policies:     opts.Policy,
 		log:          opts.Logger,
 		dir:          opts.Directory,
 		roster:       opts.Roster,
@@ -130,6 +136,9 @@ func New(st store.Store, opts Options) *Registry {
 		started:      time.Now(),
 		rooms:        make(map[string]*Room),
 		users:        make(map[string]*User),
+	}
+	if reg.policies == nil {
+		reg.policies = policy.NewSource(policy.BuiltinConfig(policy.Builtin(opts.Limits, store.DefaultMaxMessages, 0)))
 	}
 	reg.ctx, reg.cancel = context.WithCancel(context.Background())
 	if reg.broker == nil {

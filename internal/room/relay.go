@@ -21,6 +21,13 @@ func (reg *Registry) Typing(u *User, roomID string) error {
 	if err != nil {
 		return err
 	}
+	p, perr := reg.policyOf(r)
+	if perr != nil {
+		return perr
+	}
+	if perr := p.MayType(); perr != nil {
+		return perr
+	}
 	now := time.Now()
 	r.mu.Lock()
 	m := r.member(u)
@@ -50,18 +57,32 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	if err != nil {
 		return err
 	}
+	p, perr := reg.policyOf(r)
+	if perr != nil {
+		return perr
+	}
+	if perr := p.MayEvent(); perr != nil {
+		return perr
+	}
+	now := time.Now().UnixNano()
 	r.mu.Lock()
 	m := r.member(u)
 	var from protocol.User
 	over := budgetKinds
+	var denied *protocol.Error
 	if m != nil {
-		from = protocol.User{UserID: u.id, Name: m.name}
-		cost := eventFrameOverhead + len(r.id) + len(name) + len(data) + len(u.id) + len(m.name)
-		over = r.spend(&reg.budgets, m, true, cost, time.Now().UnixNano())
+		if denied = reg.mayPost(r, p, m, now); denied == nil {
+			from = protocol.User{UserID: u.id, Name: m.name}
+			cost := eventFrameOverhead + len(r.id) + len(name) + len(data) + len(u.id) + len(m.name)
+			over = r.spend(&reg.budgets, m, true, cost, now)
+		}
 	}
 	r.mu.Unlock()
 	if m == nil {
 		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
+	}
+	if denied != nil {
+		return denied
 	}
 	if over != budgetKinds {
 		return reg.overBudget(r.id, over)

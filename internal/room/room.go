@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roomchat/roomchat/internal/policy"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 )
@@ -22,8 +23,9 @@ type Conn interface {
 // catching up with a join. It lives in Registry.rooms while it has members
 // and is dropped (dead) when the last one goes.
 type Room struct {
-	id     string       // read-only
-	closed *atomic.Bool // the registry's Registry.closed: no flush timer is armed once set
+	id     string        // read-only
+	pol    roomPolicyRef // the room's policy, looked up once per Config (policyOf)
+	closed *atomic.Bool  // the registry's Registry.closed: no flush timer is armed once set
 
 	// mu guards the fields below and every member of the room. Lock order:
 	// mu, then Registry.mu (dropIfEmpty), then a Conn's own lock (Queue).
@@ -100,6 +102,11 @@ type announcement struct {
 type member struct {
 	user *User
 	name string
+	// role is the member's standing in the room (SPEC §11), set at each
+	// join: RoleMember at least.
+	role policy.Role
+	// nsRate is the member's bucket for a namespace's own rate (mayPost).
+	nsRate bucket
 	// conn is where the room's events go: nil while the user's connection
 	// is gone and the grace period runs.
 	conn Conn
@@ -258,6 +265,9 @@ func (r *Room) users(max int) []protocol.User {
 // announce schedules presence event p, encoded as frame, for the other
 // members. Guarded by r.mu.
 func (r *Room) announce(p protocol.Presence, frame []byte) {
+	if r.quiet() {
+		return // join_leave = false (SPEC §9)
+	}
 	r.announced++
 	r.pending = append(r.pending, announcement{n: r.announced, p: p, frame: frame})
 	now := time.Now()

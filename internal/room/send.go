@@ -21,6 +21,10 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	if err != nil {
 		return err
 	}
+	p, perr := reg.policyOf(r)
+	if perr != nil {
+		return perr
+	}
 	now := time.Now()
 	msg := protocol.Message{
 		ID:      gonanoid.Must(),
@@ -36,13 +40,19 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	r.mu.Lock()
 	m := r.member(u)
 	over := budgetKinds
+	var denied *protocol.Error
 	if m != nil {
-		msg.From.Name = m.name
-		over = r.spend(&reg.budgets, m, false, cost+len(m.name), now.UnixNano())
+		if denied = reg.mayPost(r, p, m, now.UnixNano()); denied == nil {
+			msg.From.Name = m.name
+			over = r.spend(&reg.budgets, m, false, cost+len(m.name), now.UnixNano())
+		}
 	}
 	r.mu.Unlock()
 	if m == nil {
 		return protocol.Errorf(protocol.CodeNotInRoom, "you are not in room %s; join it first", r.id)
+	}
+	if denied != nil {
+		return denied
 	}
 	if over != budgetKinds {
 		return reg.overBudget(r.id, over)

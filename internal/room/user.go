@@ -45,6 +45,10 @@ type User struct {
 	// but for the move, and take nothing from a room's join budget.
 	returned time.Time
 	budget   userBudget // its frames over all its connections (Budgets)
+	// grants is the verified identity's roles (SPEC §10); nil: anonymous.
+	// fixedName is set when the token's name claim fixes the name.
+	grants    Grants
+	fixedName bool
 }
 
 // ID returns the userID.

@@ -17,6 +17,7 @@ import (
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 
+	"github.com/roomchat/roomchat/internal/policy"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/store"
@@ -65,6 +66,10 @@ func (s *Server) page(name string) http.HandlerFunc {
 		if id := r.PathValue("id"); id != "" {
 			if err := s.limits.CheckRoomID("roomID", id); err != nil {
 				writeError(w, http.StatusNotFound, protocol.Errorf(protocol.CodeNotFound, "%s", err.Message))
+				return
+			}
+			if _, perr := s.reg.PolicyFor(id); perr != nil {
+				writeError(w, http.StatusNotFound, perr)
 				return
 			}
 		}
@@ -122,19 +127,66 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
+// handleCreateRoom answers a new room's ID and link; a body
+// {"namespace": "ns"} (optional: an empty body creates a room without
+// one) makes it "ns:<nanoid>" (SPEC §9).
 func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
-	id := room.NewRoomID()
+	var p protocol.Create
+	if r.ContentLength != 0 && !s.readBody(w, r, &p) {
+		return
+	}
+	id, perr := s.newRoomID(p.Namespace)
+	if perr != nil {
+		s.fail(w, statusOf(perr), perr)
+		return
+	}
 	writeJSON(w, http.StatusCreated, protocol.Created{RoomID: id, URL: s.baseURL(r) + "/r/" + id})
 }
 
-// roomID reads and checks the {id} path segment.
-func (s *Server) roomID(w http.ResponseWriter, r *http.Request) (string, bool) {
+// newRoomID is a new room's ID in namespace ns ("" for none), which the
+// policy in force must name.
+func (s *Server) newRoomID(ns string) (string, *protocol.Error) {
+	id := room.NewRoomID()
+	if ns == "" {
+		return id, nil
+	}
+	if !protocol.CheckNamespace(ns) {
+		return "", protocol.FieldErrorf(protocol.CodeBadPayload, "namespace", "namespace must be %d to %d characters from A-Z, a-z, 0-9, _ and -", protocol.MinNamespace, protocol.MaxNamespace)
+	}
+	id = ns + ":" + id
+	if _, perr := s.reg.PolicyFor(id); perr != nil {
+		return "", perr
+	}
+	return id, nil
+}
+
+// roomID reads and checks the {id} path segment, and finds the policy
+// that governs the room: unknown_namespace is 404.
+func (s *Server) roomID(w http.ResponseWriter, r *http.Request) (string, *policy.Policy, bool) {
 	id := r.PathValue("id")
 	if err := s.limits.CheckRoomID("roomID", id); err != nil {
 		s.fail(w, http.StatusBadRequest, err)
-		return "", false
+		return "", nil, false
 	}
-	return id, true
+	p, perr := s.reg.PolicyFor(id)
+	if perr != nil {
+		s.fail(w, http.StatusNotFound, perr)
+		return "", nil, false
+	}
+	return id, p, true
+}
+
+// statusOf is the HTTP status of a policy or access refusal.
+func statusOf(e *protocol.Error) int {
+	switch e.Code {
+	case protocol.CodeUnknownNamespace, protocol.CodeNotFound:
+		return http.StatusNotFound
+	case protocol.CodeForbidden, protocol.CodeHistoryDisabled:
+		return http.StatusForbidden
+	case protocol.CodeUnauthorized:
+		return http.StatusUnauthorized
+	}
+	return http.StatusBadRequest
 }
 
 // RoomInfo is the body of GET /api/rooms/{id}.
@@ -146,7 +198,7 @@ type RoomInfo struct {
 }
 
 func (s *Server) handleGetRoom(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.roomID(w, r)
+	id, p, ok := s.roomID(w, r)
 	if !ok {
 		return
 	}
@@ -159,6 +211,9 @@ func (s *Server) handleGetRoom(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.storeFailed(w, err)
 		return
+	}
+	if !p.Presence {
+		members = []protocol.User{} // presence = false: the count only
 	}
 	writeJSON(w, http.StatusOK, RoomInfo{RoomID: id, Count: count, Members: members, LastSeq: info.LastSeq})
 }
@@ -178,8 +233,12 @@ type MessagePage struct {
 const retryBusy = time.Second
 
 func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.roomID(w, r)
+	id, p, ok := s.roomID(w, r)
 	if !ok {
+		return
+	}
+	if perr := p.MayReadHistory(); perr != nil {
+		s.fail(w, statusOf(perr), perr)
 		return
 	}
 	q := store.Query{Limit: defaultPage}
@@ -248,8 +307,8 @@ type PostMessage struct {
 }
 
 func (s *Server) handlePostMessage(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.roomID(w, r)
-	if !ok {
+	id, pol, ok := s.roomID(w, r)
+	if !ok || !s.mayPost(w, r, id, pol) {
 		return
 	}
 	var p PostMessage
@@ -292,8 +351,15 @@ type EventPosted struct {
 }
 
 func (s *Server) handlePostEvent(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.roomID(w, r)
+	id, pol, ok := s.roomID(w, r)
 	if !ok {
+		return
+	}
+	if perr := pol.MayEvent(); perr != nil {
+		s.fail(w, statusOf(perr), perr)
+		return
+	}
+	if !s.mayPost(w, r, id, pol) {
 		return
 	}
 	var p PostEvent

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/room"
 )
 
 var (
@@ -187,7 +186,16 @@ func (c *conn) leave(env protocol.Envelope) error {
 
 // create answers a new room's ID and share link (SPEC §4 create).
 func (c *conn) create(env protocol.Envelope) error {
-	id := room.NewRoomID()
+	var p protocol.Create
+	if len(env.Payload) > 0 {
+		if err := protocol.DecodePayload(env, &p); err != nil {
+			return err
+		}
+	}
+	id, perr := c.srv.newRoomID(p.Namespace)
+	if perr != nil {
+		return perr
+	}
 	c.Queue(protocol.Encode(protocol.TypeCreated, env.ID, protocol.Created{RoomID: id, URL: c.linkBase + "/r/" + id}))
 	return nil
 }

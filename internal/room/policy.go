@@ -1,0 +1,111 @@
+package room
+
+import (
+	"sync/atomic"
+
+	"github.com/roomchat/roomchat/internal/policy"
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// Grants gives a verified identity's role in each room (SPEC §10 rooms
+// claim); identity.Identity implements it. A user without one is
+// anonymous.
+type Grants interface {
+	Role(roomID string) policy.Role
+}
+
+// roomPolicy is a room's policy as looked up in one Config: a room looks
+// its policy up once, and again only after a reload put another Config in
+// force (SPEC §9: the next action of every connection follows the new
+// file).
+type roomPolicy struct {
+	cfg *policy.Config
+	p   *policy.Policy
+	err *protocol.Error // unknown_namespace: the reload dropped it
+}
+
+// roomPolicyRef is a Room's cached policy; set without the room's lock.
+type roomPolicyRef = atomic.Pointer[roomPolicy]
+
+// Policies returns the source of policy the registry decides by.
+func (reg *Registry) Policies() *policy.Source { return reg.policies }
+
+// PolicyFor returns the policy that governs roomID in the Config in force,
+// or unknown_namespace. roomID must be valid.
+func (reg *Registry) PolicyFor(roomID string) (*policy.Policy, *protocol.Error) {
+	return reg.policies.Config().Lookup(roomID)
+}
+
+// policyOf is PolicyFor for a live room, from its cache.
+func (reg *Registry) policyOf(r *Room) (*policy.Policy, *protocol.Error) {
+	cfg := reg.policies.Config()
+	if rp := r.pol.Load(); rp != nil && rp.cfg == cfg {
+		return rp.p, rp.err
+	}
+	p, err := cfg.Lookup(r.id)
+	r.pol.Store(&roomPolicy{cfg: cfg, p: p, err: err})
+	return p, err
+}
+
+// quiet reports whether r's policy sends no presence frames (join_leave =
+// false), from the cache the room's last action filled.
+func (r *Room) quiet() bool {
+	rp := r.pol.Load()
+	return rp != nil && rp.p != nil && !rp.p.JoinLeave
+}
+
+// grantedRole is the role u's identity grants in roomID: RoleNone for an
+// anonymous user or a room its token does not name.
+func (u *User) grantedRole(roomID string) policy.Role {
+	u.mu.Lock()
+	g := u.grants
+	u.mu.Unlock()
+	if g == nil {
+		return policy.RoleNone
+	}
+	return g.Role(roomID)
+}
+
+// Verified reports whether u's identity comes from a signed token.
+func (u *User) Verified() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.grants != nil
+}
+
+// SetGrants replaces u's identity grants (a refreshed token, SPEC §10
+// auth): the next action in each room follows them.
+func (u *User) SetGrants(g Grants) {
+	u.mu.Lock()
+	u.grants = g
+	u.mu.Unlock()
+}
+
+// mayPost checks m's post permission and the namespace's own rate in r
+// under p (SPEC §9 post, rate, burst). Guarded by r.mu.
+func (reg *Registry) mayPost(r *Room, p *policy.Policy, m *member, now int64) *protocol.Error {
+	if err := p.MayPost(m.role, false); err != nil {
+		return err
+	}
+	// The connection's own limit is the built-in layer's (SPEC §4); a
+	// namespace that sets another rate or burst adds its own per member.
+	if p.Rate <= 0 || p.Rate == reg.limits.Rate && p.Burst == reg.limits.Burst {
+		return nil
+	}
+	m.nsRate.fill(now, p.Rate, float64(p.Burst))
+	if m.nsRate.tokens < 1 {
+		return protocol.Errorf(protocol.CodeRateLimited, "%s: at most %g messages a second (rate), %d at once (burst); send again in a moment", where(p), p.Rate, p.Burst)
+	}
+	m.nsRate.tokens--
+	return nil
+}
+
+func where(p *policy.Policy) string {
+	if p.Namespace == "" {
+		return "rooms without a namespace"
+	}
+	return "namespace " + p.Namespace
+}
+
+// noMembers is joined's member list under presence = false.
+var noMembers = protocol.EncodeUsers(nil)
