@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
+	"github.com/roomchat/roomchat/internal/identity"
 	"github.com/roomchat/roomchat/internal/policy"
 )
 
@@ -26,33 +29,80 @@ func (c config) loadPolicy() (*policy.Config, error) {
 	return policy.Load(c.configFile, c.builtinPolicy())
 }
 
-// printPolicy is -check-config: the effective policy, on out.
+// printPolicy is -check-config: the effective policy, on out. The [auth]
+// keys are checked too (the environment variables and files they name).
 func (c config) printPolicy(out io.Writer) error {
 	pc, err := c.loadPolicy()
 	if err != nil {
 		return err
 	}
+	v, err := identity.New(context.Background(), pc.Auth, os.Getenv)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.configFile, err)
+	}
+	v.Close()
 	_, err = pc.WriteTo(out)
 	return err
 }
 
-// policySource loads -config for run and logs the hash of the effective
-// policy, which every node of a cluster should share (SPEC §9).
-func (c config) policySource(log *slog.Logger) (*policy.Source, error) {
+// access is the policy and the token verifier in force. A reload replaces
+// both or neither.
+type access struct {
+	file     string
+	policies *policy.Source
+	verifier atomic.Pointer[identity.Verifier]
+}
+
+// openAccess loads -config and builds its verifier; it logs the hash of
+// the effective policy, which every node of a cluster should share (SPEC
+// §9). ctx bounds the verifier's JWKS refresh; Close ends it too.
+func (c config) openAccess(ctx context.Context, log *slog.Logger) (*access, error) {
 	pc, err := c.loadPolicy()
 	if err != nil {
 		return nil, err
 	}
+	v, err := identity.New(ctx, pc.Auth, os.Getenv)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.configFile, err)
+	}
+	a := &access{file: c.configFile, policies: policy.NewSource(pc)}
+	a.verifier.Store(v)
 	log.Info("policy", "file", c.configFile, "hash", pc.Hash(), "namespaces", len(pc.Namespaces), "auth", pc.Auth.Mode)
-	return policy.NewSource(pc), nil
+	return a, nil
 }
 
-// reloadOnHangup reloads -config on every SIGHUP until ctx ends: a good
-// file is put in force (the next action of every connection follows it),
-// a bad one is refused with a log line and the old policy stays. It is
-// run's goroutine and ends when ctx does; the returned wait returns once
-// it has.
-func reloadOnHangup(ctx context.Context, c config, src *policy.Source, log *slog.Logger) (wait func()) {
+// Verifier is the verifier in force (server.Config.Verifier).
+func (a *access) Verifier() *identity.Verifier { return a.verifier.Load() }
+
+// Close stops the verifier's JWKS refresh.
+func (a *access) Close() error { return a.verifier.Load().Close() }
+
+// reload reads the file again: a good one (policy and keys) is put in
+// force, a bad one is refused with a log line and the old one stays.
+func (a *access) reload(ctx context.Context, c config, log *slog.Logger) {
+	if a.file == "" {
+		log.Warn("SIGHUP: no -config file to reload")
+		return
+	}
+	pc, err := c.loadPolicy()
+	var v *identity.Verifier
+	if err == nil {
+		if v, err = identity.New(ctx, pc.Auth, os.Getenv); err != nil {
+			err = fmt.Errorf("%s: %w", a.file, err)
+		}
+	}
+	if err != nil {
+		log.Error("config reload refused; the policy in force stays", "err", err, "hash", a.policies.Config().Hash())
+		return
+	}
+	a.policies.Swap(pc)
+	a.verifier.Swap(v).Close()
+	log.Info("config reloaded", "file", a.file, "hash", pc.Hash(), "namespaces", len(pc.Namespaces), "auth", pc.Auth.Mode)
+}
+
+// reloadOnHangup reloads on every SIGHUP until ctx ends. Its goroutine is
+// run's; the returned wait returns once it has ended.
+func (a *access) reloadOnHangup(ctx context.Context, c config, log *slog.Logger) (wait func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -64,18 +114,8 @@ func reloadOnHangup(ctx context.Context, c config, src *policy.Source, log *slog
 			case <-ctx.Done():
 				return
 			case <-hup:
+				a.reload(ctx, c, log)
 			}
-			if c.configFile == "" {
-				log.Warn("SIGHUP: no -config file to reload")
-				continue
-			}
-			pc, err := c.loadPolicy()
-			if err != nil {
-				log.Error("config reload refused; the policy in force stays", "err", err, "hash", src.Config().Hash())
-				continue
-			}
-			src.Swap(pc)
-			log.Info("config reloaded", "file", c.configFile, "hash", pc.Hash(), "namespaces", len(pc.Namespaces))
 		}
 	}()
 	return func() { <-done }

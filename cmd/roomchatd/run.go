@@ -30,14 +30,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	if err != nil {
 		return usageError(stderr, "%v", err)
 	}
-	policies, err := cfg.policySource(log)
+	acc, err := cfg.openAccess(ctx, log)
 	if err != nil {
 		return err
 	}
+	defer acc.Close()
 	// Throttled once for the registry and the server together: the lines
 	// that can come once per message are theirs.
 	log = server.Throttled(log)
-	be, err := openBackend(ctx, cfg, policies, log)
+	be, err := openBackend(ctx, cfg, acc.policies, log)
 	if err != nil {
 		return err
 	}
@@ -49,7 +50,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 			log.Info("stopped")
 		}
 	}()
-	srv, err := server.New(cfg.serverConfig(be, log))
+	srv, err := server.New(cfg.serverConfig(be, acc, log))
 	if err != nil {
 		return err
 	}
@@ -66,7 +67,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	defer stopAsides()
-	defer reloadOnHangup(ctx, cfg, policies, log)()
+	defer acc.reloadOnHangup(ctx, cfg, log)()
 
 	hs := srv.HTTPServer()
 	serveErr := make(chan error, 1)
@@ -84,9 +85,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 
 // serverConfig is the server's Config: the flags, and the backend's
 // registry, store and metrics.
-func (c config) serverConfig(be *backend, log *slog.Logger) server.Config {
+func (c config) serverConfig(be *backend, acc *access, log *slog.Logger) server.Config {
 	maxConns, maxTCP := connLimit(c, log)
 	return server.Config{
+		Verifier:   acc.Verifier,
 		Store:      be.store,
 		Registry:   be.reg,
 		Collectors: be.collectors(),

@@ -116,8 +116,10 @@ func Builtin(l protocol.Limits, historySize int, historyAge time.Duration) Polic
 	}
 }
 
-// where names the policy's scope for messages: `namespace "news"` or
+// Where names the policy's scope for messages: `namespace "news"` or
 // `rooms without a namespace`.
+func (p *Policy) Where() string { return p.where() }
+
 func (p *Policy) where() string {
 	if p.Namespace == "" {
 		return "rooms without a namespace"

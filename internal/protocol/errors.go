@@ -119,7 +119,11 @@ var (
 	CloseTooBig = Close{1009, "frame exceeds the size limit"}
 	// CloseSlow ends a connection that cannot keep up with its room.
 	CloseSlow = Close{1013, "connection too slow to keep up; reconnect and resume"}
+	// CloseTokenExpired ends a connection whose signed identity expired
+	// and was not renewed with an auth frame within 30 s (SPEC §10):
+	// clients fetch a new token before they reconnect.
+	CloseTokenExpired = Close{4001, "token expired; reconnect with a new token"}
 )
 
 // Closes lists every close the server sends.
-var Closes = []Close{CloseReplaced, CloseShutdown, CloseBinary, CloseNotUTF8, CloseRateAbuse, CloseFrameTimeout, CloseTooBig, CloseSlow}
+var Closes = []Close{CloseReplaced, CloseShutdown, CloseBinary, CloseNotUTF8, CloseRateAbuse, CloseFrameTimeout, CloseTooBig, CloseSlow, CloseTokenExpired}

@@ -16,6 +16,9 @@ const (
 	TypePing    = "ping"
 	TypeHistory = "history"
 	TypeEvent   = "event"
+	// TypeAuth carries a fresh signed identity (SPEC §10) before or after
+	// the connection's token expires; the reply is TypeAuthed.
+	TypeAuth = "auth"
 )
 
 // Server → client frame types (SPEC §4). TypeMsg, TypeTyping, TypeHistory
@@ -33,6 +36,8 @@ const (
 	// half ResumeMaxAge old (24 h by default), so that it can still be
 	// resumed after it drops.
 	TypeResume = "resume"
+	// TypeAuthed accepts an auth frame's token: its exp.
+	TypeAuthed = "authed"
 )
 
 // Subprotocol is the WebSocket subprotocol of protocol v1. A client need
@@ -49,10 +54,10 @@ const Subprotocol = "roomchat"
 const ResumeSubprotocol = Subprotocol + ".resume."
 
 // ClientTypes lists every frame type a client may send.
-var ClientTypes = []string{TypeJoin, TypeMsg, TypeLeave, TypeCreate, TypeTyping, TypePing, TypeHistory, TypeEvent}
+var ClientTypes = []string{TypeJoin, TypeMsg, TypeLeave, TypeCreate, TypeTyping, TypePing, TypeHistory, TypeEvent, TypeAuth}
 
 // ServerTypes lists every frame type the server sends.
-var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError, TypeHistory, TypeEvent, TypeResume}
+var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError, TypeHistory, TypeEvent, TypeResume, TypeAuthed}
 
 // Envelope is one frame: {"type", "id"?, "payload"?}. Payload stays raw until
 // the handler for Type decodes it into the matching struct.
@@ -147,6 +152,20 @@ type Welcome struct {
 	Resume string `json:"resume"`
 	Online int    `json:"online"`
 	Limits Limits `json:"limits"`
+	// Name and Exp are set for a signed identity (SPEC §10): the token's
+	// name claim, if any, and its exp (Unix seconds).
+	Name string `json:"name,omitempty"`
+	Exp  int64  `json:"exp,omitzero"`
+}
+
+// Auth is the payload of an auth frame: a fresh token for the same sub.
+type Auth struct {
+	Token string `json:"token"`
+}
+
+// Authed accepts an auth frame: the new token's exp (Unix seconds).
+type Authed struct {
+	Exp int64 `json:"exp"`
 }
 
 // Resume is the payload of a server's resume event: a new resume token

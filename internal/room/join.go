@@ -40,7 +40,7 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 	}
 	name = u.name
 	u.mu.Unlock()
-	r, m, fresh, gen, err := reg.enter(u, c, roomID, name, p.Capacity, max(granted, policy.RoleMember))
+	r, m, fresh, gen, err := reg.enter(u, c, roomID, name, p.Capacity, policy.RoleMember)
 	if err != nil {
 		return err
 	}

@@ -83,8 +83,10 @@ func (u *User) SetGrants(g Grants) {
 
 // mayPost checks m's post permission and the namespace's own rate in r
 // under p (SPEC §9 post, rate, burst). Guarded by r.mu.
-func (reg *Registry) mayPost(r *Room, p *policy.Policy, m *member, now int64) *protocol.Error {
-	if err := p.MayPost(m.role, false); err != nil {
+// granted is the role u's token grants in r (grantedRole, read before
+// r.mu: a user's lock is never taken under a room's).
+func (reg *Registry) mayPost(r *Room, p *policy.Policy, m *member, granted policy.Role, now int64) *protocol.Error {
+	if err := p.MayPost(max(m.role, granted), false); err != nil {
 		return err
 	}
 	// The connection's own limit is the built-in layer's (SPEC §4); a

@@ -64,6 +64,7 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	if perr := p.MayEvent(); perr != nil {
 		return perr
 	}
+	granted := u.grantedRole(r.id)
 	now := time.Now().UnixNano()
 	r.mu.Lock()
 	m := r.member(u)
@@ -71,7 +72,7 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	over := budgetKinds
 	var denied *protocol.Error
 	if m != nil {
-		if denied = reg.mayPost(r, p, m, now); denied == nil {
+		if denied = reg.mayPost(r, p, m, granted, now); denied == nil {
 			from = protocol.User{UserID: u.id, Name: m.name}
 			cost := eventFrameOverhead + len(r.id) + len(name) + len(data) + len(u.id) + len(m.name)
 			over = r.spend(&reg.budgets, m, true, cost, now)

@@ -102,8 +102,10 @@ type announcement struct {
 type member struct {
 	user *User
 	name string
-	// role is the member's standing in the room (SPEC §11), set at each
-	// join: RoleMember at least.
+	// role is the member's standing in the room that no token gives
+	// (SPEC §11: a room's key), set at each join: RoleMember at least. A
+	// token's grants are read at each action (User.grantedRole), so a
+	// refreshed token's rooms claim applies at once.
 	role policy.Role
 	// nsRate is the member's bucket for a namespace's own rate (mayPost).
 	nsRate bucket

@@ -25,6 +25,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	if perr != nil {
 		return perr
 	}
+	granted := u.grantedRole(r.id)
 	now := time.Now()
 	msg := protocol.Message{
 		ID:      gonanoid.Must(),
@@ -42,7 +43,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	over := budgetKinds
 	var denied *protocol.Error
 	if m != nil {
-		if denied = reg.mayPost(r, p, m, now.UnixNano()); denied == nil {
+		if denied = reg.mayPost(r, p, m, granted, now.UnixNano()); denied == nil {
 			msg.From.Name = m.name
 			over = r.spend(&reg.budgets, m, false, cost+len(m.name), now.UnixNano())
 		}

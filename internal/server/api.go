@@ -127,12 +127,12 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// handleCreateRoom answers a new room's ID and link; a body
-// {"namespace": "ns"} (optional: an empty body creates a room without
-// one) makes it "ns:<nanoid>" (SPEC §9).
+// handleCreateRoom answers a new room's ID and link; a JSON body
+// {"namespace": "ns"} makes it "ns:<nanoid>" (SPEC §9). Without a JSON
+// body (v1 clients send none) the room has no namespace.
 func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 	var p protocol.Create
-	if r.ContentLength != 0 && !s.readBody(w, r, &p) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/json" && !s.readBody(w, r, &p) {
 		return
 	}
 	id, perr := s.newRoomID(p.Namespace)
@@ -199,7 +199,7 @@ type RoomInfo struct {
 
 func (s *Server) handleGetRoom(w http.ResponseWriter, r *http.Request) {
 	id, p, ok := s.roomID(w, r)
-	if !ok {
+	if !ok || !s.mayRead(w, r, id, p) {
 		return
 	}
 	info, err := s.store.Room(r.Context(), id)
@@ -234,7 +234,7 @@ const retryBusy = time.Second
 
 func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request) {
 	id, p, ok := s.roomID(w, r)
-	if !ok {
+	if !ok || !s.mayRead(w, r, id, p) {
 		return
 	}
 	if perr := p.MayReadHistory(); perr != nil {
@@ -390,6 +390,10 @@ func (s *Server) post(h http.HandlerFunc) http.HandlerFunc {
 		}
 		if s.shutting.Load() {
 			s.fail(w, http.StatusServiceUnavailable, errShuttingDown)
+			return
+		}
+		r, ok := s.authorize(w, r)
+		if !ok {
 			return
 		}
 		h(w, r)

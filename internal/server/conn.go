@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/roomchat/roomchat/internal/identity"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/wsconn"
@@ -81,6 +82,11 @@ type conn struct {
 	// byServer records that the server started closing, so a close frame
 	// echoed by the client is not taken for a clean close by the client.
 	byServer bool
+	// The signed identity's clock (armExpiry): nil timer for an anonymous
+	// connection.
+	authTimer   *time.Timer
+	authGen     uint64
+	authExpired bool
 
 	// The keepalive wheel's list links and ping state. Guarded by
 	// srv.keep.mu.
@@ -134,7 +140,7 @@ func (s *Server) newConn(w http.ResponseWriter, r *http.Request, key netip.Prefi
 // start attaches c to its user (a new one, or the one r's resume token
 // names), queues welcome, puts c on the keepalive wheel and starts its
 // read loop. addr is the client's address, for the log.
-func (c *conn) start(r *http.Request, addr netip.Addr) {
+func (c *conn) start(r *http.Request, addr netip.Addr, id *identity.Identity) {
 	s := c.srv
 	// welcome must be the first frame (SPEC §4), but once Connect attaches
 	// c to a resumed user, the ack (or error) of a msg that the user's
@@ -146,13 +152,25 @@ func (c *conn) start(r *http.Request, addr netip.Addr) {
 	// The token Connect issues is no older than this: the keepalive
 	// wheel sends a new one once it is half ResumeMaxAge old.
 	c.kaIssued = time.Now().UnixNano()
-	u, resumed, replaced := s.reg.Connect(c, resumeToken(r))
-	online := s.track(c)
-	welcome := protocol.Encode(protocol.TypeWelcome, "", protocol.Welcome{
-		UserID: u.ID(), Resume: u.Token(), Online: online, Limits: s.limits,
-	})
+	var u *room.User
+	var resumed bool
+	var replaced room.Conn
+	w := protocol.Welcome{Limits: s.limits}
+	if id != nil {
+		// A signed identity is its sub, whatever resume token comes
+		// with it (SPEC §10: a resume token works for the same sub only).
+		u, resumed, replaced = s.reg.ConnectAs(c, id.UserID, id.Name, id)
+		w.Name, w.Exp = u.Name(), id.Expires.Unix()
+	} else {
+		u, resumed, replaced = s.reg.Connect(c, resumeToken(r))
+	}
+	w.UserID, w.Resume, w.Online = u.ID(), u.Token(), s.track(c)
+	welcome := protocol.Encode(protocol.TypeWelcome, "", w)
 	c.mu.Lock()
 	c.user = u
+	if id != nil && !c.closing {
+		c.armExpiry(id.Expires)
+	}
 	if c.closing {
 		// Replaced by a resume on another connection already.
 		c.writing = false
@@ -197,6 +215,9 @@ func (c *conn) finish(start time.Time, clean bool, why string) {
 		clean = false
 	}
 	c.closing = true
+	if c.authTimer != nil {
+		c.authTimer.Stop()
+	}
 	c.mu.Unlock()
 	c.srv.keep.remove(c)
 	c.srv.reg.Disconnect(c.user, c, clean)

@@ -78,6 +78,8 @@ func (c *conn) dispatch(env protocol.Envelope) error {
 		return c.typing(env)
 	case protocol.TypePing:
 		return c.ping(env)
+	case protocol.TypeAuth:
+		return c.auth(env)
 	}
 	return protocol.FieldErrorf(protocol.CodeUnknownType, "type", "unknown frame type %q; known types: %s", truncate(env.Type, 32), knownTypes)
 }

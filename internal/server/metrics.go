@@ -103,6 +103,7 @@ func newMetrics(s *Server) *metrics {
 			ConstLabels: prometheus.Labels{"budget": budget},
 		}, func() float64 { return float64(n(s.reg.Stats().Refused)) }))
 	}
+	m.reg.MustRegister(policyInfo{s.reg})
 	m.reg.MustRegister(s.cfg.Collectors...)
 	return m
 }
@@ -112,4 +113,18 @@ func newMetrics(s *Server) *metrics {
 // mount it where only the scrapers reach.
 func (s *Server) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+}
+
+// policyDesc is roomchat_policy_info: 1, labelled with the hash of the
+// effective policy in force (SPEC §9), so that nodes of a cluster whose
+// files differ show up.
+var policyDesc = prometheus.NewDesc("roomchat_policy_info", "Always 1; hash labels the effective policy in force (roomchatd -check-config prints it).", []string{"hash"}, nil)
+
+// policyInfo collects policyDesc from the registry's policy at each scrape.
+type policyInfo struct{ reg *room.Registry }
+
+func (p policyInfo) Describe(ch chan<- *prometheus.Desc) { ch <- policyDesc }
+
+func (p policyInfo) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(policyDesc, prometheus.GaugeValue, 1, p.reg.Policies().Config().Hash())
 }

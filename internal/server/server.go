@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/roomchat/roomchat/internal/identity"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/store"
@@ -31,6 +32,9 @@ type Config struct {
 	// new resume token: at the keepalive ping once its token is half that
 	// old. Shutdown closes it.
 	Registry *room.Registry
+	// Verifier returns the token verifier in force (SPEC §10; a reload
+	// may replace it); nil, or a nil result, refuses every token.
+	Verifier func() *identity.Verifier
 	// Limits are SPEC §4's limits; zero means protocol.DefaultLimits().
 	// With Registry set, they are the registry's.
 	Limits protocol.Limits

@@ -24,11 +24,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	id, ok := s.authenticate(w, r, key)
+	if !ok {
+		return
+	}
 	c, ok := s.newConn(w, r, key)
 	if !ok {
 		return
 	}
-	c.start(r, addr)
+	c.start(r, addr, id)
 }
 
 // admit decides whether an upgrade may go ahead, and answers it when not:
