@@ -31,7 +31,7 @@ var layers = map[string][]string{
 	"internal/identity/...":    {"internal/identity", "internal/policy", "internal/protocol"}, // identitytest: tests only
 	"internal/redistest":       {},
 	"internal/proc":            {},
-	"internal/room":            {"internal/protocol", "internal/store", "internal/broker"},
+	"internal/room":            {"internal/protocol", "internal/store", "internal/broker", "internal/policy"},
 	"internal/wsconn":          {},
 	"internal/server":          {"internal/protocol", "internal/store", "internal/broker", "internal/room", "internal/wsconn", "internal/policy", "internal/identity"},
 	"internal/client":          {"internal/protocol"},
