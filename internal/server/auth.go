@@ -11,9 +11,16 @@ import (
 	"github.com/roomchat/roomchat/internal/protocol"
 )
 
-// authGrace is how long a connection whose token expired may go on
-// without an auth frame before it is closed with 4001 (SPEC §10).
-const authGrace = 30 * time.Second
+// defaultAuthGrace is how long a connection whose token expired may go
+// on without an auth frame before it is closed with 4001 (SPEC §10).
+const defaultAuthGrace = 30 * time.Second
+
+func (s *Server) authGrace() time.Duration {
+	if s.cfg.AuthGrace > 0 {
+		return s.cfg.AuthGrace
+	}
+	return defaultAuthGrace
+}
 
 // verifier returns the token verifier in force (a reload may replace it),
 // or nil when none is configured: every token is then refused.
@@ -84,9 +91,9 @@ func (c *conn) expire(gen uint64) {
 	}
 	if !c.authExpired {
 		c.authExpired = true
-		c.authTimer = time.AfterFunc(authGrace, func() { c.expire(gen) })
+		c.authTimer = time.AfterFunc(c.srv.authGrace(), func() { c.expire(gen) })
 		c.mu.Unlock()
-		c.Queue(protocol.EncodeError("", protocol.Errorf(protocol.CodeTokenExpired, "your token expired; send an auth frame with a new one within %s, or the connection closes with 4001", authGrace)))
+		c.Queue(protocol.EncodeError("", protocol.Errorf(protocol.CodeTokenExpired, "your token expired; send an auth frame with a new one within %s, or the connection closes with 4001", c.srv.authGrace())))
 		return
 	}
 	c.mu.Unlock()

@@ -35,6 +35,9 @@ type Config struct {
 	// Verifier returns the token verifier in force (SPEC §10; a reload
 	// may replace it); nil, or a nil result, refuses every token.
 	Verifier func() *identity.Verifier
+	// AuthGrace is how long a connection whose token expired may go on
+	// without an auth frame before it is closed with 4001 (30 s).
+	AuthGrace time.Duration
 	// Limits are SPEC §4's limits; zero means protocol.DefaultLimits().
 	// With Registry set, they are the registry's.
 	Limits protocol.Limits
