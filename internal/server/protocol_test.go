@@ -288,7 +288,7 @@ func TestLeaveWithoutRoomID(t *testing.T) {
 // client does): it is answered at once, after welcome, not when the
 // client next sends something.
 func TestFrameWithTheUpgradeRequest(t *testing.T) {
-	ts := newTestServer(t)
+	ts := chattest.StartInProcess(t)
 	host := strings.TrimPrefix(ts.URL, "http://")
 	nc, err := net.DialTimeout("tcp", host, chattest.Timeout)
 	if err != nil {
