@@ -31,6 +31,7 @@ var layers = map[string][]string{
 	"internal/identity/...":    {"internal/identity", "internal/policy", "internal/protocol"}, // identitytest: tests only
 	"internal/redistest":       {},
 	"internal/proc":            {},
+	"internal/chart":           {},
 	"internal/room":            {"internal/protocol", "internal/store", "internal/broker", "internal/policy"},
 	"internal/wsconn":          {},
 	"internal/server":          {"internal/protocol", "internal/store", "internal/broker", "internal/room", "internal/wsconn", "internal/policy", "internal/identity"},
@@ -39,7 +40,7 @@ var layers = map[string][]string{
 	"internal/chattest":        {"internal/protocol", "internal/client", "internal/store", "internal/server"}, // tests only: TestOnlyTestsImport
 	"web":                      {},
 	"cmd/roomchat":             {"internal/protocol", "internal/client"},
-	"cmd/roomchat-bench/...":   {"internal/protocol", "internal/client", "internal/proc", "cmd/roomchat-bench/..."},
+	"cmd/roomchat-bench/...":   {"internal/protocol", "internal/client", "internal/proc", "internal/chart", "cmd/roomchat-bench/..."},
 	"cmd/roomchatd":            {"internal/...", "web"},
 }
 

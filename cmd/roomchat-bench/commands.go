@@ -27,7 +27,7 @@ var commands = []*command{
 	{name: "storm", summary: "joined clients lose their server (SIGTERM or kill -9), it comes back; time until all are back, loss, duplicates", setup: stormCmd},
 	{name: "churn", summary: "connect/join/leave/close cycles; server goroutines and heap before and after", setup: churnCmd},
 	{name: "chart", summary: "SVG of p99 latency against offered deliveries/s from -json results", setup: chartCmd},
-	{name: "summary", summary: "the results against issue 6's budget", setup: summaryCmd},
+	{name: "summary", summary: "the results against the budget of docs/benchmarks.md", setup: summaryCmd},
 	{name: "ab", summary: "compare builds run alternately on the same scenarios (make bench-ab): each figure's ratio and its spread", setup: abCmd},
 }
 

@@ -1,9 +1,9 @@
 // Command roomchat-bench measures roomchat against a minimal relay on the
-// same WebSocket library (issue 6): fan-out throughput and latency (p50,
-// p90, p99, p99.9 and max, from each message's scheduled send time), memory
-// per idle connection, connect+join rate and connection churn. It only ever
-// connects to loopback addresses, and every loop is bounded in count and
-// time.
+// same WebSocket library, for the budget of docs/benchmarks.md: fan-out
+// throughput and latency (p50, p90, p99, p99.9 and max, from each
+// message's scheduled send time), memory per idle connection,
+// connect+join rate and connection churn. It only ever connects to
+// loopback addresses, and every loop is bounded in count and time.
 //
 // Usage:
 //

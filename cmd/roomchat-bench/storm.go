@@ -21,14 +21,15 @@ import (
 	"github.com/roomchat/roomchat/internal/proc"
 )
 
-// The storm scenario (issue 12): rooms × members joined clients lose
-// their server (SIGTERM, or kill -9), the server comes back on the same
-// database and address, and every client reconnects as roomchat's own
-// clients do (internal/client's Session: jittered exponential backoff,
-// resume, join with since). It reports how long until every member is
-// back and caught up, messages lost and duplicated (both must be 0), the
-// restarted server's peak memory, and the latency of the messages sent
-// during the storm, from each one's intended send time.
+// The storm scenario (the reconnect storm of docs/benchmarks.md): rooms ×
+// members joined clients lose their server (SIGTERM, or kill -9), the
+// server comes back on the same database and address, and every client
+// reconnects as roomchat's own clients do (internal/client's Session:
+// jittered exponential backoff, resume, join with since). It reports how
+// long until every member is back and caught up, messages lost and
+// duplicated (both must be 0), the restarted server's peak memory, and
+// the latency of the messages sent during the storm, from each one's
+// intended send time.
 
 type stormConfig struct {
 	Bin     string        // roomchatd

@@ -271,17 +271,6 @@ func TestClusterRedisHangs(t *testing.T) {
 	}
 }
 
-// dbsize is the number of keys in srv's Redis.
-func dbsize(t *testing.T, srv *redistest.Server) int64 {
-	t.Helper()
-	msg := srv.Do(srv.Client(), "DBSIZE")
-	n, err := msg.AsInt64()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // Reads never write (SPEC §8): GETs of rooms nobody used, history
 // requests and joins that are refused create no Redis key, so that
 // anonymous requests cannot fill a Redis that must not evict.
@@ -299,7 +288,7 @@ func TestClusterReadsCreateNoKeys(t *testing.T) {
 		n, _ := msg.AsInt64()
 		return n == 2
 	}, "the users' directory keys")
-	before := dbsize(t, srv)
+	before := srv.DBSize()
 	for i := range 500 {
 		room := fmt.Sprintf("never-used-%d", i)
 		switch i % 4 {
@@ -319,7 +308,7 @@ func TestClusterReadsCreateNoKeys(t *testing.T) {
 		owner.Send(t, `{"type":"history","payload":{"roomID":"full","after":0}}`)
 		owner.Await(t, protocol.TypeHistory)
 	}
-	if after := dbsize(t, srv); after != before {
+	if after := srv.DBSize(); after != before {
 		t.Fatalf("500 GETs, 20 refused joins and 20 history requests took Redis from %d keys to %d, want none more", before, after)
 	}
 }

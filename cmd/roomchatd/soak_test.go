@@ -29,7 +29,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"maps"
 	"math"
@@ -49,6 +48,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/roomchat/roomchat/internal/chart"
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/client"
 	"github.com/roomchat/roomchat/internal/proc"
@@ -225,7 +225,7 @@ func runSoak(t *testing.T, cfg soakConfig) {
 		s.goHeldKiB = int64(m[metricSys]-m[metricReleased]) / 1024
 		// After the scrape, whose connection is closed by then (no
 		// keep-alive), so that it is not counted.
-		files, err := procFiles(pid)
+		files, err := proc.Files(pid)
 		for name, n := range files {
 			s.fds += n
 			if strings.HasPrefix(name, db) {
@@ -255,7 +255,7 @@ func runSoak(t *testing.T, cfg soakConfig) {
 		time.Sleep(time.Second)
 	}
 	record(base)
-	baseFiles, _ := procFiles(pid)
+	baseFiles, _ := proc.Files(pid)
 	t.Logf("soak: idle baseline: RSS %d KiB, %d goroutines, %d open files (%d of the store)", base.rssKiB, base.goroutines, base.fds, base.storeFDs)
 
 	ld := &soakLoad{}
@@ -364,7 +364,7 @@ func runSoak(t *testing.T, cfg soakConfig) {
 			t.Errorf("soak: %s grew or shrank beyond the tolerance", m.name)
 		}
 	}
-	if files, _ := procFiles(pid); filesDiff(baseFiles, files) != "" {
+	if files, _ := proc.Files(pid); filesDiff(baseFiles, files) != "" {
 		d := filesDiff(baseFiles, files)
 		t.Logf("soak: open files after the load, against the baseline: %s", d)
 	}
@@ -423,28 +423,6 @@ func runSoak(t *testing.T, cfg soakConfig) {
 }
 
 func abs(n int) int { return max(n, -n) }
-
-// procFiles counts what the open files of process pid are: paths, with
-// every socket counted as "socket" and every pipe as "pipe".
-func procFiles(pid int) (map[string]int, error) {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	files := map[string]int{}
-	for _, e := range ents {
-		target, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue
-		}
-		if kind, _, ok := strings.Cut(target, ":["); ok {
-			target = kind
-		}
-		files[target]++
-	}
-	return files, nil
-}
 
 // filesDiff describes how the counts of after differ from before, e.g.
 // "socket +2, /tmp/x/soak.db-wal +1"; "" if they do not.
@@ -881,114 +859,46 @@ func soakCSV(samples []soakSample) []byte {
 // two judged windows shaded blue, the band of window A's mean ± the
 // tolerance dashed, and the end of the load as a vertical line.
 func soakChart(title string, samples []soakSample, cfg soakConfig, loadEnd time.Duration) []byte {
-	type panel struct {
-		name   string
-		get    func(soakSample) float64
-		slack  float64
-		color  string
-		second func(soakSample) float64 // optional lines: dashed
-		third  func(soakSample) float64 // and dotted
-	}
-	panels := []panel{
-		{"RSS, MiB (dashed: Go heap in use; dotted: anonymous, outside Go)",
-			func(s soakSample) float64 { return float64(s.rssKiB) / 1024 }, cfg.rssSlackKiB / 1024, "#2563eb",
-			func(s soakSample) float64 { return float64(s.heapKiB) / 1024 },
-			func(s soakSample) float64 { return max(0, float64(s.anonKiB-s.goHeldKiB)) / 1024 }},
-		{"goroutines", func(s soakSample) float64 { return float64(s.goroutines) }, cfg.slackGoroutines, "#dc2626", nil, nil},
-		{"open files", func(s soakSample) float64 { return float64(s.fds) }, cfg.slackFDs, "#059669", nil, nil},
-	}
-	const (
-		w, ph  = 720, 220
-		ml, mr = 70, 20
-		mt, mb = 50, 40
-		plotW  = w - ml - mr
-		plotH  = ph - mt - mb
-	)
-	h := ph*len(panels) + 20
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
-	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
-	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14" font-weight="bold">%s</text>`+"\n", ml, html.EscapeString(title))
-	end := samples[len(samples)-1].at.Minutes()
-	x := func(m float64) float64 { return ml + m/end*plotW }
 	winA := [2]float64{cfg.warmup.Minutes(), (cfg.warmup + cfg.window).Minutes()}
-	winB := [2]float64{(loadEnd - cfg.window).Minutes(), loadEnd.Minutes()}
-	for i, p := range panels {
-		top := float64(i*ph + mt)
-		hi := 0.0
-		for _, s := range samples {
-			hi = max(hi, p.get(s))
+	c := &chart.TimeSeries{
+		Title:   title,
+		LeadIn:  winA[0],
+		Windows: [][2]float64{winA, {(loadEnd - cfg.window).Minutes(), loadEnd.Minutes()}},
+		Marker:  loadEnd.Minutes(),
+		Caption: "minutes (grey: warm-up; blue: windows compared; dashed: A's mean ± tolerance; black: load ends)",
+	}
+	for _, s := range samples {
+		c.Minutes = append(c.Minutes, s.at.Minutes())
+	}
+	// series is one line of a panel: a value of every sample.
+	series := func(get func(soakSample) float64) []float64 {
+		vals := make([]float64, len(samples))
+		for i, s := range samples {
+			vals[i] = get(s)
 		}
-		// Window A's mean and band.
+		return vals
+	}
+	// panel is a metric's panel, its band window A's mean ± the tolerance
+	// (relative, plus slack); more lines may follow the metric's.
+	panel := func(name, color string, slack float64, lines ...[]float64) chart.Panel {
 		sum, n := 0.0, 0
-		for _, s := range samples {
-			if m := s.at.Minutes(); m >= winA[0] && m < winA[1] {
-				sum += p.get(s)
+		for i, m := range c.Minutes {
+			if m >= winA[0] && m < winA[1] {
+				sum += lines[0][i]
 				n++
 			}
 		}
 		meanA := sum / float64(max(n, 1))
-		band := cfg.tol*meanA + p.slack
-		hi = niceCeil(max(hi, meanA+band) * 1.05)
-		y := func(v float64) float64 { return top + plotH - v/hi*plotH }
-		fmt.Fprintf(&b, `<text x="%d" y="%.0f" font-weight="bold">%s</text>`+"\n", ml, top-8, html.EscapeString(p.name))
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%d" fill="#e5e7eb"/>`+"\n", x(0), top, x(winA[0])-x(0), plotH)
-		for _, win := range [][2]float64{winA, winB} {
-			fmt.Fprintf(&b, `<rect x="%.1f" y="%.0f" width="%.1f" height="%d" fill="#dbeafe"/>`+"\n", x(win[0]), top, x(win[1])-x(win[0]), plotH)
-		}
-		for _, v := range []float64{meanA - band, meanA + band} {
-			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#6b7280" stroke-dasharray="4 3"/>`+"\n", x(winA[0]), y(v), x(end), y(v))
-		}
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="#111827" stroke-width="1.5"/>`+"\n", x(loadEnd.Minutes()), top, x(loadEnd.Minutes()), top+plotH)
-		// Axes and ticks.
-		fmt.Fprintf(&b, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="black"/>`+"\n", ml, top+plotH, ml+plotW, top+plotH)
-		fmt.Fprintf(&b, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="black"/>`+"\n", ml, top, ml, top+plotH)
-		for k := 0; k <= 4; k++ {
-			v := hi * float64(k) / 4
-			fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", ml-6, y(v)+4, label(v))
-			fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#f3f4f6"/>`+"\n", ml+1, y(v), ml+plotW, y(v))
-		}
-		step := niceCeil(end / 8)
-		for m := 0.0; m <= end+1e-9; m += step {
-			fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%s</text>`+"\n", x(m), top+plotH+16, label(m))
-		}
-		if i == len(panels)-1 {
-			fmt.Fprintf(&b, `<text x="%d" y="%.0f" text-anchor="middle">minutes (grey: warm-up; blue: windows compared; dashed: A's mean ± tolerance; black: load ends)</text>`+"\n", ml+plotW/2, top+plotH+34)
-		}
-		line := func(get func(soakSample) float64, dash string) {
-			var pts []string
-			for _, s := range samples {
-				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(s.at.Minutes()), y(get(s))))
-			}
-			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5"%s points="%s"/>`+"\n", p.color, dash, strings.Join(pts, " "))
-		}
-		line(p.get, "")
-		if p.second != nil {
-			line(p.second, ` stroke-dasharray="3 2"`)
-		}
-		if p.third != nil {
-			line(p.third, ` stroke-dasharray="1 2"`)
-		}
+		band := cfg.tol*meanA + slack
+		return chart.Panel{Name: name, Color: color, Lines: lines, Band: []float64{meanA - band, meanA + band}, BandFrom: winA[0]}
 	}
-	b.WriteString("</svg>\n")
-	return []byte(b.String())
-}
-
-// label prints a tick value without the float noise of a sum of steps.
-func label(v float64) string {
-	return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64)
-}
-
-// niceCeil rounds v up to 1, 2 or 5 times a power of ten.
-func niceCeil(v float64) float64 {
-	if v <= 0 {
-		return 1
+	c.Panels = []chart.Panel{
+		panel("RSS, MiB (dashed: Go heap in use; dotted: anonymous, outside Go)", "#2563eb", cfg.rssSlackKiB/1024,
+			series(func(s soakSample) float64 { return float64(s.rssKiB) / 1024 }),
+			series(func(s soakSample) float64 { return float64(s.heapKiB) / 1024 }),
+			series(func(s soakSample) float64 { return max(0, float64(s.anonKiB-s.goHeldKiB)) / 1024 })),
+		panel("goroutines", "#dc2626", cfg.slackGoroutines, series(func(s soakSample) float64 { return float64(s.goroutines) })),
+		panel("open files", "#059669", cfg.slackFDs, series(func(s soakSample) float64 { return float64(s.fds) })),
 	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if m*p >= v {
-			return m * p
-		}
-	}
-	return 10 * p
+	return c.SVG()
 }

@@ -18,17 +18,6 @@ import (
 	"github.com/roomchat/roomchat/internal/store/storetest"
 )
 
-// dbsize is the number of keys in srv's Redis.
-func dbsize(t *testing.T, srv *redistest.Server) int64 {
-	t.Helper()
-	msg := srv.Do(srv.Client(), "DBSIZE")
-	n, err := msg.AsInt64()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // Reads never write (SPEC §8): reading rooms nobody used — their info, a
 // page, the messages — creates no key, so that anonymous GETs cannot fill
 // a Redis that must not evict. A room that was used reads the same.
@@ -37,7 +26,7 @@ func TestReadsCreateNoKeys(t *testing.T) {
 	st := openStore(t, srv, store.Retention{})
 	storetest.MustAppend(t, st, storetest.Msg("used", "hello"), "")
 	ctx := context.Background()
-	before := dbsize(t, srv)
+	before := srv.DBSize()
 	for i := range 500 {
 		room := gonanoid.Must()
 		var err error
@@ -55,7 +44,7 @@ func TestReadsCreateNoKeys(t *testing.T) {
 			t.Fatalf("read %d: %v", i, err)
 		}
 	}
-	if after := dbsize(t, srv); after != before {
+	if after := srv.DBSize(); after != before {
 		t.Fatalf("500 reads took Redis from %d keys to %d, want no new key", before, after)
 	}
 }

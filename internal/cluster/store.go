@@ -78,7 +78,7 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Timings of the store's keeper (keep): while Redis answers, it reads
+// Timings of the store's keeper (watchRedis): while Redis answers, it reads
 // the shared keys every keepEvery; once a call got no answer, it probes
 // every probeEvery, and Appends fail at once until a probe succeeds.
 const (
@@ -105,7 +105,7 @@ func (s *Store) epochTTL() time.Duration { return min(24*time.Hour, s.idleTTL/4)
 // deadline (AppendTimeout from Append); the script refuses it once Redis's
 // clock has passed the time the writer gives up on it, so that an Append
 // answered with an error is never stored later by a Redis that was stuck
-// and wakes up. A second goroutine (the keeper, keep) reads the shared
+// and wakes up. A second goroutine (the keeper, watchRedis) reads the shared
 // keys (the token key, the store's epoch, Redis's clock) every second
 // and, once a call got no answer, probes Redis until it answers:
 // meanwhile Appends and reads fail at once.
@@ -123,14 +123,14 @@ type Store struct {
 
 	shortWarned atomic.Int64 // Unix ns of the last warning of errNotReplicated
 
-	key   atomic.Pointer[[]byte] // the token key; written by keep
-	epoch atomic.Pointer[string] // the store's epoch; written by keep
+	key   atomic.Pointer[[]byte] // the token key; written by watchRedis
+	epoch atomic.Pointer[string] // the store's epoch; written by watchRedis
 
 	// skew is Redis's clock less ours, in ms, less the uncertainty of the
 	// reading: a time of ours plus skew is one Redis's clock has not
-	// reached yet when ours reaches it. Written by keep.
+	// reached yet when ours reaches it. Written by watchRedis.
 	skew   atomic.Int64
-	skewAt time.Time // when skew was read; owned by readKeys (init, then keep)
+	skewAt time.Time // when skew was read; owned by readKeys (init, then watchRedis)
 
 	mu      sync.Mutex // guards the fields below
 	queue   []request
@@ -228,7 +228,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("redis %s: %s", RedactURL(opts.URL), Redact(err.Error(), opts.URL))
 	}
 	go s.write()
-	go s.keep()
+	go s.watchRedis()
 	return s, nil
 }
 
@@ -526,13 +526,13 @@ func (s *Store) setDown(err error) {
 	signal(s.probe)
 }
 
-// keep is the keeper goroutine: while Redis answers it reads the shared
+// watchRedis is the keeper goroutine: while Redis answers it reads the shared
 // keys every keepEvery (readKeys); once a call got no answer (setDown), it
 // probes every probeEvery, and clears the failure once Redis answers
 // again. An error that Redis answers with (a full Redis refusing to write
 // the epoch, or still loading its data) is an answer: it is logged, and
 // the calls that meet it fail on their own. It ends with Close.
-func (s *Store) keep() {
+func (s *Store) watchRedis() {
 	defer close(s.keepEnded)
 	t := time.NewTimer(keepEvery)
 	defer t.Stop()

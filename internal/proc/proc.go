@@ -132,6 +132,28 @@ func Status(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
 }
 
+// Files counts what the open files of process pid are (/proc/PID/fd):
+// paths, with every socket counted as "socket" and every pipe as "pipe".
+func Files(pid int) (map[string]int, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]int{}
+	for _, e := range ents {
+		target, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue // closed since ReadDir
+		}
+		if kind, _, ok := strings.Cut(target, ":["); ok {
+			target = kind
+		}
+		files[target]++
+	}
+	return files, nil
+}
+
 // FDLimit is the soft "Max open files" of process pid, or 0 if unknown.
 func FDLimit(pid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))

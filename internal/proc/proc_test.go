@@ -43,3 +43,25 @@ func TestSelf(t *testing.T) {
 		t.Errorf("FDLimit(self) = %d, RaiseFDLimit() = %d, want the same positive number", got, lim)
 	}
 }
+
+// Files counts this process's open files by path: one more opened is one
+// more counted.
+func TestFiles(t *testing.T) {
+	name := t.TempDir() + "/f"
+	before, err := Files(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	after, err := Files(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before[name] != 0 || after[name] != 1 {
+		t.Errorf("%s counted %d before and %d after it was opened, want 0 and 1", name, before[name], after[name])
+	}
+}

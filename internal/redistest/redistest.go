@@ -204,6 +204,18 @@ func (s *Server) Do(c rueidis.Client, words ...string) rueidis.RedisMessage {
 	return msg
 }
 
+// DBSize is the number of keys in the server's Redis (DBSIZE), failing
+// the test on error.
+func (s *Server) DBSize() int64 {
+	s.t.Helper()
+	msg := s.Do(s.Client(), "DBSIZE")
+	n, err := msg.AsInt64()
+	if err != nil {
+		s.t.Fatalf("redis DBSIZE: %v", err)
+	}
+	return n
+}
+
 // Prefix returns a key prefix unique to the test, so that tests can share
 // one server.
 func Prefix(t testing.TB) string {

@@ -35,11 +35,13 @@ func (c *conn) closeSync(cl protocol.Close, why string) {
 // startClose marks the connection closing by the server and drops what is
 // queued; with async it adds the closing goroutine to wg, under mu so that
 // serve cannot have waited yet. It reports false if the connection was
-// already closing.
+// already closing. It logs once mu is unlocked: the registry takes mu to
+// queue a frame, under a room's lock, and no delivery should wait for a
+// log line to be written.
 func (c *conn) startClose(why string, code int, async bool) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closing {
+		c.mu.Unlock()
 		return false
 	}
 	c.closing, c.byServer = true, true
@@ -49,7 +51,9 @@ func (c *conn) startClose(why string, code int, async bool) bool {
 	if async {
 		c.wg.Add(1)
 	}
-	c.srv.log.Info("closing", "user", c.userID(), "code", code, "why", why)
+	user := c.userID() // under mu: start may be setting it
+	c.mu.Unlock()
+	c.srv.log.Info("closing", "user", user, "code", code, "why", why)
 	return true
 }
 
@@ -71,8 +75,10 @@ func (c *conn) closeDrained(ctx context.Context) {
 		idle = make(chan struct{})
 		c.idle = idle
 	}
-	c.srv.log.Info("closing", "user", c.userID(), "code", protocol.CloseShutdown.Code, "why", "shutdown", "queued", c.queued)
+	user, queued := c.userID(), c.queued
 	c.mu.Unlock()
+	// Logged once mu is unlocked, as in startClose.
+	c.srv.log.Info("closing", "user", user, "code", protocol.CloseShutdown.Code, "why", "shutdown", "queued", queued)
 	if idle != nil {
 		select {
 		case <-idle:

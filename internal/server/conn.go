@@ -27,7 +27,7 @@ import (
 // goroutines counted in wg, which serve waits for before it returns.
 //
 // Lock order: a room's and a user's locks (internal/room) come before
-// c.mu, since the registry queues frames under them; srv.keep.mu and
+// c.mu, since the registry queues frames under them; srv.pings.mu and
 // srv.mu are never held with c.mu; c.mu comes before wire's own locks.
 // Nothing under c.mu blocks or does I/O.
 //
@@ -89,7 +89,7 @@ type conn struct {
 	authExpired bool
 
 	// The keepalive wheel's list links and ping state. Guarded by
-	// srv.keep.mu.
+	// srv.pings.mu.
 	kaPrev, kaNext *conn
 	kaSlot         int
 	kaIn           bool
@@ -184,7 +184,7 @@ func (c *conn) start(r *http.Request, addr netip.Addr, id *identity.Identity) {
 	if old, ok := replaced.(*conn); ok {
 		old.closeWith(protocol.CloseReplaced, "resumed elsewhere")
 	}
-	s.keep.add(c)
+	s.pings.add(c)
 	s.log.Info("connect", "user", u.ID(), "remote", r.RemoteAddr, "client", addr, "resumed", resumed, "batch", c.batch)
 	if s.shutting.Load() {
 		c.closeWith(protocol.CloseShutdown, "shutdown")
@@ -219,7 +219,7 @@ func (c *conn) finish(start time.Time, clean bool, why string) {
 		c.authTimer.Stop()
 	}
 	c.mu.Unlock()
-	c.srv.keep.remove(c)
+	c.srv.pings.remove(c)
 	c.srv.reg.Disconnect(c.user, c, clean)
 	c.ws.CloseNow()
 	c.wg.Wait()

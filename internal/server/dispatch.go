@@ -24,13 +24,13 @@ func (c *conn) handle(frame []byte) {
 	}()
 	// Shutdown waits for frames being handled, so that a msg accepted here
 	// is in the store's queue before Shutdown flushes it.
-	c.srv.frames.RLock()
+	c.srv.handling.RLock()
 	if c.srv.shutting.Load() {
-		c.srv.frames.RUnlock()
+		c.srv.handling.RUnlock()
 		c.reply("", errShuttingDown)
 		return
 	}
-	defer c.srv.frames.RUnlock()
+	defer c.srv.handling.RUnlock()
 	// Decode first so that a rate_limited error can carry the request id;
 	// every frame counts against the limit, valid or not.
 	env, perr := protocol.DecodeEnvelope(frame)

@@ -39,12 +39,12 @@ type wheel struct {
 	check int   // slots between a ping and its check: PingTimeout in ticks
 	renew int64 // how old a token is renewed (ns); 0: never
 
-	mu      sync.Mutex // guards the fields below and every conn's ka* fields
-	slots   []*conn    // heads of doubly linked lists
-	cur     int        // the slot the next tick pings
-	deal    int        // the slot the next connection goes to
-	buf     []*conn    // the slot being pinged; reused
-	started bool       // the ticking goroutine was started (or close ran)
+	mu              sync.Mutex // guards the fields below and every conn's ka* fields
+	slots           []*conn    // heads of doubly linked lists
+	cur             int        // the slot the next tick pings
+	deal            int        // the slot the next connection goes to
+	buf             []*conn    // the slot being pinged; reused
+	startedOrClosed bool       // the ticking goroutine was started, or close ran: add starts none
 
 	stop     chan struct{} // closed by close
 	stopOnce sync.Once
@@ -73,8 +73,8 @@ func newWheel(interval, timeout, renew time.Duration) *wheel {
 func (w *wheel) add(c *conn) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.started {
-		w.started = true
+	if !w.startedOrClosed {
+		w.startedOrClosed = true
 		go w.loop()
 	}
 	n := len(w.slots)
@@ -166,13 +166,16 @@ func (w *wheel) loop() {
 // more than once.
 func (w *wheel) close() {
 	w.mu.Lock()
-	started := w.started
-	w.started = true // no start after close
+	started := w.startedOrClosed
+	w.startedOrClosed = true // no start after close
 	w.mu.Unlock()
-	w.stopOnce.Do(func() { close(w.stop) })
-	if started {
-		<-w.done
-	}
+	w.stopOnce.Do(func() {
+		close(w.stop)
+		if !started {
+			close(w.done) // no goroutine will
+		}
+	})
+	<-w.done
 }
 
 // renewToken gives the connection's user a new resume token and sends it

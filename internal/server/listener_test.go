@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,23 +18,53 @@ import (
 	"github.com/roomchat/roomchat/internal/server"
 )
 
-// newCountedServer is an in-process server served as roomchatd serves
-// it: HTTPServer on a listener from Listener, so every connection is
-// counted.
-func newCountedServer(t *testing.T, mod ...func(*server.Config)) *chattest.InProcess {
+// countedServer is an in-process server served as roomchatd serves it:
+// HTTPServer on a listener from Listener, so every connection is counted.
+// It also records net/http's view of each connection, by the client's
+// address, once the listener has accounted for it, so that a test waits
+// for the server to see a connection idle or active rather than guessing
+// how long that takes.
+type countedServer struct {
+	*chattest.InProcess
+
+	mu     sync.Mutex
+	states map[string]http.ConnState // by the client's address
+}
+
+func newCountedServer(t *testing.T, mod ...func(*server.Config)) *countedServer {
 	t.Helper()
-	ts := chattest.NewInProcess(t, mod...)
+	ts := &countedServer{InProcess: chattest.NewInProcess(t, mod...), states: make(map[string]http.ConnState)}
 	ts.Serve(func(hs *httptest.Server) {
 		hs.Listener = ts.Listener(hs.Listener)
 		hs.Config = ts.HTTPServer()
+		account := hs.Config.ConnState
+		hs.Config.ConnState = func(c net.Conn, st http.ConnState) {
+			account(c, st)
+			ts.mu.Lock()
+			ts.states[c.RemoteAddr().String()] = st
+			ts.mu.Unlock()
+		}
 	})
 	return ts
 }
 
+// waitState waits until the server has seen c, a client's connection,
+// reach st. net/http changes a connection's state on its own goroutine,
+// after the client can see why: the response is written before the
+// connection is idle, a request's headers are sent before they are read.
+func (ts *countedServer) waitState(t *testing.T, c net.Conn, st http.ConnState) {
+	t.Helper()
+	chattest.Eventually(t, 5*time.Second, func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		return ts.states[c.LocalAddr().String()] == st
+	}, "the server sees %s %s", c.LocalAddr(), st)
+}
+
 // idleConn opens a connection from local (an address of 127.0.0.0/8) and
-// has one GET /healthz answered on it, leaving it idle; nil if the server
-// closed it instead.
-func idleConn(t *testing.T, ts *chattest.InProcess, local string) net.Conn {
+// has one GET /healthz answered on it, leaving it idle, and waits until
+// the server counts it idle; nil if the server closed it instead.
+func idleConn(t *testing.T, ts *countedServer, local string) net.Conn {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: chattest.Timeout}
 	c, err := d.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
@@ -51,12 +82,13 @@ func idleConn(t *testing.T, ts *chattest.InProcess, local string) net.Conn {
 		return nil
 	}
 	res.Body.Close()
+	ts.waitState(t, c, http.StateIdle)
 	return c
 }
 
 // counted reads a series of ts's /metrics without a connection, which
 // would take a place among the ones counted.
-func counted(t *testing.T, ts *chattest.InProcess, name string) float64 {
+func counted(t *testing.T, ts *countedServer, name string) float64 {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	ts.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -84,10 +116,13 @@ func gone(c net.Conn, d time.Duration) bool {
 
 // busy sends a request on c whose body never comes, which keeps c active
 // (net/http's StateActive: it has a request's headers and reads its
-// body), and waits a moment for the server to read the headers.
-func busy(c net.Conn) {
-	io.WriteString(c, "POST /api/rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
-	time.Sleep(100 * time.Millisecond)
+// body), and waits until the server has read the headers.
+func busy(t *testing.T, ts *countedServer, c net.Conn) {
+	t.Helper()
+	if _, err := io.WriteString(c, "POST /api/rooms/r/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+	ts.waitState(t, c, http.StateActive)
 }
 
 // At MaxTCPConns, the connection idle longest makes room for a new one;
@@ -105,7 +140,7 @@ func TestTCPLimitClosesIdleFirst(t *testing.T) {
 		t.Fatal("a connection under the limit was closed")
 	}
 	// b becomes active: a request whose body is on its way.
-	busy(b)
+	busy(t, ts, b)
 
 	d := idleConn(t, ts, "127.0.0.1")
 	if d == nil {
@@ -132,8 +167,8 @@ func TestTCPLimitClosesIdleFirst(t *testing.T) {
 		t.Fatal("idle connections did not make room")
 	}
 	// f and g are idle: make them active, then the next one is refused.
-	busy(f)
-	busy(g)
+	busy(t, ts, f)
+	busy(t, ts, g)
 	if h := idleConn(t, ts, "127.0.0.1"); h != nil {
 		t.Fatal("a connection was accepted with every place taken by requests in progress")
 	}

@@ -159,7 +159,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
-	keep    *wheel        // pings every connection
+	pings   *wheel        // pings every connection
 	hosts   []hostPattern // Config.Hosts and PublicURL's host; none: any
 
 	// The per-address and connection limits; each guards itself.
@@ -176,10 +176,10 @@ type Server struct {
 	cancel   context.CancelFunc
 	shutting atomic.Bool
 	notReady atomic.Bool // the last /readyz answer was 503; for logging changes only
-	// frames is read-locked by each frame's handler while it runs past
+	// handling is read-locked by each frame's handler while it runs past
 	// the shutting check; Shutdown write-locks it once, which waits for
 	// those handlers (and makes later ones see shutting).
-	frames sync.RWMutex
+	handling sync.RWMutex
 	// reads is the parent of every store read made for a frame; Shutdown
 	// cancels it first, so that frames waiting for the store end at once.
 	reads       context.Context
@@ -268,7 +268,7 @@ func New(cfg Config) (*Server, error) {
 	s.upgrades = newAddrLimiter(cfg.IPConnRate, cfg.IPConnBurst)
 	s.gate = &gate{max: max(cfg.MaxConns, 0), perAddr: max(cfg.IPConns, 0)}
 	s.sockets = &sockets{max: max(cfg.MaxTCPConns, 0), perAddr: max(cfg.IPHTTPConns, 0), trusted: s.trusted}
-	s.keep = newWheel(cfg.PingInterval, cfg.PingTimeout, s.reg.MaxAge()/2)
+	s.pings = newWheel(cfg.PingInterval, cfg.PingTimeout, s.reg.MaxAge()/2)
 	s.metrics = newMetrics(s)
 	s.routes()
 	return s, nil
@@ -304,8 +304,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancelReads()
 	handled := make(chan struct{})
 	go func() {
-		s.frames.Lock()
-		s.frames.Unlock()
+		s.handling.Lock()
+		s.handling.Unlock()
 		close(handled)
 	}()
 	select {
@@ -330,7 +330,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	<-handshakes
-	s.keep.close()
+	s.pings.close()
 	s.cancel()
 	s.reg.Close()
 	return err

@@ -1,7 +1,7 @@
 // Package relay is roomchat-bench's baseline server: the least a server on
 // roomchat's WebSocket library (github.com/coder/websocket) can do to fan a
 // room's messages out. It is the ceiling roomchat is measured against
-// (issue 6): no JSON, no registry beyond a map, no store.
+// (docs/benchmarks.md): no JSON, no registry beyond a map, no store.
 //
 // GET /?room=R upgrades to a WebSocket in room R; every text frame read is
 // queued unchanged to every connection in R, the sender included (as

@@ -9,6 +9,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/roomchat/roomchat/internal/chart"
 )
 
 // chartPoint is the part of a fanout result the chart plots.
@@ -76,8 +78,7 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 	)
 	h := ph * len(scenarios)
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
-	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
+	chart.Begin(&b, w, h)
 	ly := func(v float64) float64 {
 		v = math.Min(math.Max(v, yMin), yMax)
 		return float64(plotH) * (1 - (math.Log10(v)-math.Log10(yMin))/(math.Log10(yMax)-math.Log10(yMin)))
@@ -90,7 +91,7 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 				xMax = math.Max(xMax, p.Offered)
 			}
 		}
-		xMax = niceCeil(xMax * 1.05)
+		xMax = chart.NiceCeil(xMax * 1.05)
 		lx := func(v float64) float64 { return float64(plotW) * v / xMax }
 		fmt.Fprintf(&b, `<g transform="translate(%d,%d)">`+"\n", ml, i*ph+mt)
 		fmt.Fprintf(&b, `<text x="0" y="-14" font-size="14" font-weight="bold">fan-out %s: p99 latency vs offered load</text>`+"\n", html.EscapeString(scn))
@@ -143,22 +144,8 @@ func renderChart(series map[string]map[string][]chartPoint) string {
 		fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#6b7280" font-size="10">hollow: step failed</text>`+"\n", plotW+12, 10+len(names)*18+4)
 		b.WriteString("</g>\n")
 	}
-	b.WriteString("</svg>\n")
+	chart.End(&b)
 	return b.String()
-}
-
-// niceCeil rounds v up to 1, 2 or 5 times a power of ten.
-func niceCeil(v float64) float64 {
-	if v <= 0 {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if m*p >= v {
-			return m * p
-		}
-	}
-	return 10 * p
 }
 
 func humanNum(v float64) string {

@@ -2,8 +2,8 @@
 // command emits (Fanout, Ratio, Idle, Churn), printed by Writer as a table
 // or as JSON lines and appended to a results file; and what is made of such
 // a file afterwards: an SVG chart of p99 latency against offered load
-// (WriteChart) and the check of the numbers against issue 6's budget
-// (WriteSummary).
+// (WriteChart) and the check of the numbers against the performance budget
+// of docs/benchmarks.md (WriteSummary).
 //
 // A results file holds one JSON object per line, each with a "kind":
 // "fanout" (one measured window), "fanout-max" (a find-max search),
