@@ -86,8 +86,8 @@ func (reg *Registry) ConnectAs(c Conn, userID, name string, grants Grants) (u *U
 	if known {
 		replaced, resumed = u.attach(c), true
 	}
+	u.SetGrants(grants)
 	u.mu.Lock()
-	u.grants = grants
 	if name != "" {
 		u.name, u.fixedName = name, true
 	}

@@ -3,6 +3,7 @@ package room
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roomchat/roomchat/internal/protocol"
@@ -18,6 +19,9 @@ import (
 type User struct {
 	reg *Registry // read-only
 	id  string    // read-only
+	// grants is the verified identity's roles (SPEC §10); nil: anonymous.
+	// Set without mu (SetGrants), read without it on a message's path.
+	grants atomic.Pointer[grantsRef]
 
 	// mu guards the fields below. Lock order: Registry.mu, then mu (Connect
 	// checks a token under both). Never held with a Room's mu: code that
@@ -45,9 +49,7 @@ type User struct {
 	// but for the move, and take nothing from a room's join budget.
 	returned time.Time
 	budget   userBudget // its frames over all its connections (Budgets)
-	// grants is the verified identity's roles (SPEC §10); nil: anonymous.
 	// fixedName is set when the token's name claim fixes the name.
-	grants    Grants
 	fixedName bool
 }
 
