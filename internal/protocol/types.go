@@ -75,6 +75,9 @@ type Join struct {
 	// the oldest page of them in joined.history, the rest with history
 	// requests while joined.more is true.
 	Since *int64 `json:"since,omitempty"`
+	// Key is the room's owner key (SPEC §11): the connection joins as
+	// the room's owner.
+	Key string `json:"key,omitempty"`
 }
 
 // HistoryRequest is the payload of a client's history: a page of stored
@@ -228,6 +231,8 @@ type Create struct {
 type Created struct {
 	RoomID string `json:"roomID"`
 	URL    string `json:"url"`
+	// OwnerKey is the new room's owner key (SPEC §11), for its creator.
+	OwnerKey string `json:"ownerKey,omitempty"`
 }
 
 // Ack confirms that a msg sent with an id is stored.

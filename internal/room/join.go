@@ -26,12 +26,23 @@ import (
 // history is read from one snapshot of the store; answer queues joined and
 // the buffered messages the snapshot did not hold.
 func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name string, since *int64, reqID string) error {
+	return reg.JoinWithKey(ctx, u, c, roomID, name, "", since, reqID)
+}
+
+// JoinWithKey is Join with the room's owner key (SPEC §11: the member is
+// the room's owner on this connection; a key of another room, or a
+// forged one, is forbidden). An empty key is Join.
+func (reg *Registry) JoinWithKey(ctx context.Context, u *User, c Conn, roomID, name, key string, since *int64, reqID string) error {
 	p, perr := reg.PolicyFor(roomID)
 	if perr != nil {
 		return perr
 	}
+	keyed, perr := reg.keyRole(roomID, key)
+	if perr != nil {
+		return perr
+	}
 	granted := u.grantedRole(roomID)
-	if perr := p.MayJoin(granted); perr != nil {
+	if perr := p.MayJoin(max(granted, keyed)); perr != nil {
 		return perr
 	}
 	u.mu.Lock()
@@ -40,7 +51,7 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 	}
 	name = u.name
 	u.mu.Unlock()
-	r, m, fresh, gen, err := reg.enter(u, c, roomID, name, p.Capacity, policy.RoleMember)
+	r, m, fresh, gen, err := reg.enter(u, c, roomID, name, p.Capacity, max(keyed, policy.RoleMember))
 	if err != nil {
 		return err
 	}

@@ -110,3 +110,20 @@ func where(p *policy.Policy) string {
 
 // noMembers is joined's member list under presence = false.
 var noMembers = protocol.EncodeUsers(nil)
+
+// OwnerKey returns roomID's owner key (SPEC §11): create and POST
+// /api/rooms hand it to the room's creator, and a join with it makes that
+// connection the room's owner.
+func (reg *Registry) OwnerKey(roomID string) string { return reg.signer.ownerKey(roomID) }
+
+// keyRole is the role a join's room key gives: RoleOwner for roomID's
+// owner key, RoleNone without one, forbidden for any other key.
+func (reg *Registry) keyRole(roomID, key string) (policy.Role, *protocol.Error) {
+	switch {
+	case key == "":
+		return policy.RoleNone, nil
+	case reg.signer.checkOwnerKey(roomID, key):
+		return policy.RoleOwner, nil
+	}
+	return policy.RoleNone, protocol.FieldErrorf(protocol.CodeForbidden, "key", "this key is not room %s's owner key", roomID)
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"hash/fnv"
+	"strings"
 	"time"
 )
 
@@ -90,4 +91,40 @@ func guestName(userID string) string {
 		n /= uint32(len(alphabet))
 	}
 	return string(b)
+}
+
+// Owner keys (SPEC §11) are capabilities: a room's key is an HMAC-SHA256
+// of its ID under the store's TokenKey, so that any node can check it,
+// after restarts too, with nothing stored per key. Whoever holds it is
+// the room's owner. Its MAC is 192 bits; the "k1." prefix versions it.
+const ownerKeyPrefix = "k1."
+
+// ownerDomain separates owner keys from resume tokens.
+var ownerDomain = []byte("roomchat owner key\x00")
+
+func (s signer) ownerMAC(roomID string) []byte {
+	key := s.key
+	if s.keyOf != nil {
+		key = s.keyOf()
+	}
+	h := hmac.New(sha256.New, key)
+	h.Write(ownerDomain)
+	h.Write([]byte(roomID))
+	return h.Sum(nil)[:24]
+}
+
+// ownerKey returns roomID's owner key.
+func (s signer) ownerKey(roomID string) string {
+	return ownerKeyPrefix + base64.RawURLEncoding.EncodeToString(s.ownerMAC(roomID))
+}
+
+// checkOwnerKey reports whether key is roomID's owner key, in constant
+// time.
+func (s signer) checkOwnerKey(roomID, key string) bool {
+	rest, ok := strings.CutPrefix(key, ownerKeyPrefix)
+	if !ok || len(rest) != 32 {
+		return false
+	}
+	mac, err := base64.RawURLEncoding.DecodeString(rest)
+	return err == nil && hmac.Equal(mac, s.ownerMAC(roomID))
 }

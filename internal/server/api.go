@@ -140,7 +140,7 @@ func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, statusOf(perr), perr)
 		return
 	}
-	writeJSON(w, http.StatusCreated, protocol.Created{RoomID: id, URL: s.baseURL(r) + "/r/" + id})
+	writeJSON(w, http.StatusCreated, protocol.Created{RoomID: id, URL: s.baseURL(r) + "/r/" + id, OwnerKey: s.reg.OwnerKey(id)})
 }
 
 // newRoomID is a new room's ID in namespace ns ("" for none), which the

@@ -111,7 +111,7 @@ func (c *conn) join(env protocol.Envelope) error {
 	}
 	ctx, done := c.readContext()
 	defer done()
-	return c.srv.reg.Join(ctx, c.user, c, p.RoomID, name, p.Since, env.ID)
+	return c.srv.reg.JoinWithKey(ctx, c.user, c, p.RoomID, name, p.Key, p.Since, env.ID)
 }
 
 // history answers a page of a room's history (SPEC §4 history).
@@ -198,7 +198,7 @@ func (c *conn) create(env protocol.Envelope) error {
 	if perr != nil {
 		return perr
 	}
-	c.Queue(protocol.Encode(protocol.TypeCreated, env.ID, protocol.Created{RoomID: id, URL: c.linkBase + "/r/" + id}))
+	c.Queue(protocol.Encode(protocol.TypeCreated, env.ID, protocol.Created{RoomID: id, URL: c.linkBase + "/r/" + id, OwnerKey: c.srv.reg.OwnerKey(id)}))
 	return nil
 }
 
