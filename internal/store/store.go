@@ -121,6 +121,30 @@ type Retention struct {
 	MaxMessages int
 	// MaxAge drops messages older than this; 0 keeps them regardless of age.
 	MaxAge time.Duration
+	// Room, when set, gives each room its own retention (SPEC §9 history,
+	// per namespace) in place of MaxMessages and MaxAge: the caller has
+	// resolved every default, so maxMessages == 0 means the room keeps no
+	// message at all, and maxAge == 0 keeps messages regardless of age. It
+	// must be fast and must not block (a map lookup); its answer may change
+	// between calls (a reload), and a store applies the answer it gets when
+	// it reads or trims.
+	//
+	// A room that keeps nothing still numbers its messages: Append assigns
+	// the next seq (no gap, no reuse, also across restarts), de-duplicates
+	// by key (keeping the seq and message ID, never the text) and gives
+	// done the message with its seq; Messages and Page return none,
+	// RoomInfo.LastSeq counts, and FirstSeq is 0 (nothing is truncated).
+	Room func(roomID string) (maxMessages int, maxAge time.Duration)
+}
+
+// For returns room roomID's retention: Room's answer when Room is set,
+// else Limit() and MaxAge.
+func (r Retention) For(roomID string) (maxMessages int, maxAge time.Duration) {
+	if r.Room != nil {
+		maxMessages, maxAge = r.Room(roomID)
+		return max(maxMessages, 0), max(maxAge, 0)
+	}
+	return r.Limit(), r.MaxAge
 }
 
 // DefaultMaxMessages is Retention.MaxMessages's default.

@@ -2,7 +2,8 @@
 -- KEYS[1] the room's stream, KEYS[2] its meta hash, KEYS[3] the
 -- de-duplication key (ignored when ARGV[6] is "0").
 -- ARGV[1] the message JSON (its seq is set by the reader from the entry),
--- ARGV[2] the stream's approximate MAXLEN, ARGV[3] the room's pub/sub
+-- ARGV[2] the stream's approximate MAXLEN ("0": the room keeps no message,
+-- and the stream is deleted), ARGV[3] the room's pub/sub
 -- channel, ARGV[4] the epoch of a room that has none (the store's),
 -- ARGV[5] the de-duplication key's lifetime in seconds, ARGV[6] "1" when
 -- there is a key, ARGV[7] the message's ID, ARGV[8] the time, in Unix ms
@@ -43,11 +44,16 @@ if seq == 1 then
   -- A new epoch starts: a stream left without its meta is of a lost one.
   redis.call("del", KEYS[1])
 end
-redis.call("xadd", KEYS[1], "MAXLEN", "~", ARGV[2], string.format("%d-0", seq), "m", ARGV[1])
-if seq == 1 then
-  redis.call("pexpire", KEYS[1], ARGV[9])
+local keep = ARGV[2] ~= "0"
+if keep then
+  redis.call("xadd", KEYS[1], "MAXLEN", "~", ARGV[2], string.format("%d-0", seq), "m", ARGV[1])
+  if seq == 1 then
+    redis.call("pexpire", KEYS[1], ARGV[9])
+  end
+else
+  redis.call("del", KEYS[1])
 end
-if ARGV[10] ~= "" then
+if keep and ARGV[10] ~= "" then
   local head = entryFrom(KEYS[1], 0)
   if head and old(head, {tonumber(ARGV[12]), tonumber(ARGV[13])}) then
     local keep = firstYoung(KEYS[1], seqOf(head), seq, {tonumber(ARGV[10]), tonumber(ARGV[11])})

@@ -29,6 +29,7 @@ type request struct {
 
 // roomState is the committer's view of one room. Owned by the committer.
 type roomState struct {
+	roomID    string // rooms.room_id
 	id        int64  // rooms.id
 	last      int64  // last seq assigned, including the batch being built
 	committed int64  // last seq committed; last rolls back to it on failure
@@ -263,7 +264,7 @@ func (c *committer) commit() {
 	} else {
 		for _, rs := range touched {
 			rs.committed = rs.last
-			c.trim.mark(rs.id, rs.committed)
+			c.trim.mark(rs.id, rs.roomID, rs.committed)
 		}
 	}
 	c.evict()
@@ -371,7 +372,9 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 			c.writes++
 			rs.used, rs.usedAt = c.writes, now
 		}
-		c.msgArgs = append(c.msgArgs, rs.id, m.Seq, m.ID, m.From.UserID, m.From.Name, m.Message, m.TS.UnixMilli())
+		if keep, _ := c.s.opts.Retention.For(m.RoomID); keep > 0 {
+			c.msgArgs = append(c.msgArgs, rs.id, m.Seq, m.ID, m.From.UserID, m.From.Name, m.Message, m.TS.UnixMilli())
+		}
 		if r.key != "" {
 			keys[r.key] = i
 			c.keyArgs = append(c.keyArgs, r.key, rs.id, m.Seq, m.ID, nowMs)
@@ -431,7 +434,7 @@ func (c *committer) room(ctx context.Context, roomID string, nowMs int64) (rs *r
 	if rs := c.rooms[roomID]; rs != nil {
 		return rs, false, nil
 	}
-	rs = &roomState{}
+	rs = &roomState{roomID: roomID}
 	err = c.getRoom.QueryRowContext(ctx, roomID).Scan(&rs.id, &rs.last, &rs.epoch)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):

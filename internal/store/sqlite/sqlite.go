@@ -470,12 +470,14 @@ const roomInfoSQL = `SELECT r.last_seq, r.epoch,
    WHERE m.room = r.id AND m.seq > r.last_seq - ?2 AND m.ts >= ?3)
 FROM rooms r WHERE r.room_id = ?1`
 
-// ageCutoff is the oldest ts (Unix ms) that retention keeps.
-func (s *Store) ageCutoff() int64 {
-	if s.opts.Retention.MaxAge <= 0 {
-		return math.MinInt64
+// retention returns room roomID's retention: the most messages kept and
+// the oldest ts (Unix ms) kept.
+func (s *Store) retention(roomID string) (limit int, cutoff int64) {
+	limit, age := s.opts.Retention.For(roomID)
+	if age <= 0 {
+		return limit, math.MinInt64
 	}
-	return s.opts.now().Add(-s.opts.Retention.MaxAge).UnixMilli()
+	return limit, s.opts.now().Add(-age).UnixMilli()
 }
 
 func unavailable(err error) error {
@@ -590,12 +592,16 @@ func (s *Store) messages(ctx context.Context, tx *sql.Tx, roomID string, q store
 	if limit <= 0 {
 		limit = -1
 	}
+	keep, cutoff := s.retention(roomID)
+	if keep == 0 {
+		return nil, nil // the room keeps no message
+	}
 	desc := q.Newest && limit > 0
 	st := s.readAsc
 	if desc {
 		st = s.readDesc
 	}
-	rows, err := stmt(ctx, tx, st).QueryContext(ctx, roomID, q.After, s.opts.Retention.Limit(), before, s.ageCutoff(), limit)
+	rows, err := stmt(ctx, tx, st).QueryContext(ctx, roomID, q.After, keep, before, cutoff, limit)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
 	}
@@ -626,7 +632,8 @@ func (s *Store) messages(ctx context.Context, tx *sql.Tx, roomID string, q store
 func (s *Store) room(ctx context.Context, tx *sql.Tx, roomID string) (store.RoomInfo, error) {
 	var ri store.RoomInfo
 	var first sql.NullInt64
-	err := stmt(ctx, tx, s.roomInfo).QueryRowContext(ctx, roomID, s.opts.Retention.Limit(), s.ageCutoff()).Scan(&ri.LastSeq, &ri.Epoch, &first)
+	keep, cutoff := s.retention(roomID)
+	err := stmt(ctx, tx, s.roomInfo).QueryRowContext(ctx, roomID, keep, cutoff).Scan(&ri.LastSeq, &ri.Epoch, &first)
 	if errors.Is(err, sql.ErrNoRows) {
 		// No message yet: the first one will start in the store's epoch.
 		return store.RoomInfo{Epoch: s.epoch}, nil
@@ -639,9 +646,12 @@ func (s *Store) room(ctx context.Context, tx *sql.Tx, roomID string) (store.Room
 		// message for it was a duplicate) has no history yet.
 		return store.RoomInfo{Epoch: ri.Epoch}, nil
 	}
-	if first.Valid {
+	switch {
+	case keep == 0:
+		// The room keeps nothing, so nothing is truncated.
+	case first.Valid:
 		ri.FirstSeq = first.Int64
-	} else {
+	default:
 		ri.FirstSeq = ri.LastSeq + 1
 	}
 	return ri, nil

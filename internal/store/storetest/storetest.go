@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,6 +37,9 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("EpochStable", func(t *testing.T) { testEpochStable(t, newStore) })
 	t.Run("Flush", func(t *testing.T) { testFlush(t, newStore) })
 	t.Run("TokenKey", func(t *testing.T) { testTokenKey(t, newStore) })
+	t.Run("RoomRetention", func(t *testing.T) { testRoomRetention(t, newStore) })
+	t.Run("RoomKeepsNothing", func(t *testing.T) { testRoomKeepsNothing(t, newStore) })
+	t.Run("RoomRetentionAge", func(t *testing.T) { testRoomRetentionAge(t, newStore) })
 }
 
 // Msg returns a message ready to Append.
@@ -461,5 +465,182 @@ func testTokenKey(t *testing.T, f Factory) {
 	other := open(t, f, store.Retention{})
 	if bytes.Equal(k, other.TokenKey()) {
 		t.Fatal("two stores have the same TokenKey")
+	}
+}
+
+// Rules is a store.Retention.Room whose answers a test changes while the
+// store runs, as a reload does. Rooms it does not name keep def.
+type Rules struct {
+	mu    sync.Mutex
+	rooms map[string]Rule
+	def   Rule
+}
+
+// Rule is one room's retention.
+type Rule struct {
+	Max int
+	Age time.Duration
+}
+
+// NewRules returns rules with default def.
+func NewRules(def Rule) *Rules { return &Rules{rooms: map[string]Rule{}, def: def} }
+
+// Set changes room's rule.
+func (r *Rules) Set(room string, rule Rule) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rooms[room] = rule
+}
+
+// Room is the store.Retention.Room func.
+func (r *Rules) Room(room string) (int, time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rule, ok := r.rooms[room]
+	if !ok {
+		rule = r.def
+	}
+	return rule.Max, rule.Age
+}
+
+// eventually polls f (retention may run in the background) for up to 10 s
+// until it returns "", then fails with its last answer.
+func eventually(t *testing.T, f func() string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msg := f()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testRoomRetention(t *testing.T, f Factory) {
+	rules := NewRules(Rule{Max: 10000})
+	rules.Set("three", Rule{Max: 3})
+	// MaxMessages is ignored once Room is set.
+	s := open(t, f, store.Retention{MaxMessages: 1, Room: rules.Room})
+	ctx := context.Background()
+	for i := 1; i <= 6; i++ {
+		MustAppend(t, s, Msg("three", fmt.Sprint(i)), "")
+		MustAppend(t, s, Msg("default", fmt.Sprint(i)), "")
+	}
+	check := func(room string, wantSeqs []int64, wantFirst int64) {
+		t.Helper()
+		eventually(t, func() string {
+			info, page, err := s.Page(ctx, room, store.Query{})
+			if err != nil {
+				return err.Error()
+			}
+			if !cmp.Equal(wantSeqs, seqs(page)) || info.FirstSeq != wantFirst || info.LastSeq != 6 {
+				return fmt.Sprintf("room %s: page %v, info %+v; want %v, FirstSeq %d, LastSeq 6", room, seqs(page), info, wantSeqs, wantFirst)
+			}
+			return ""
+		})
+	}
+	check("three", []int64{4, 5, 6}, 4)
+	check("default", []int64{1, 2, 3, 4, 5, 6}, 1)
+	// A reload lowers the room's size: reads apply it at once.
+	rules.Set("three", Rule{Max: 2})
+	check("three", []int64{5, 6}, 5)
+	rules.Set("default", Rule{Max: 4})
+	check("default", []int64{3, 4, 5, 6}, 3)
+	if r := MustAppend(t, s, Msg("three", "7"), ""); r.Msg.Seq != 7 {
+		t.Fatalf("seq after a lowered size = %d, want 7", r.Msg.Seq)
+	}
+}
+
+func testRoomKeepsNothing(t *testing.T, f Factory) {
+	rules := NewRules(Rule{Max: 10000})
+	rules.Set("none", Rule{Max: 0})
+	s := open(t, f, store.Retention{Room: rules.Room})
+	ctx := context.Background()
+	for i := 1; i <= 3; i++ {
+		m := Msg("none", fmt.Sprint(i))
+		r := MustAppend(t, s, m, store.DedupKey("u1", "none", fmt.Sprint(i)))
+		if r.Dup || r.Msg.Seq != int64(i) || r.Msg.Message != m.Message || r.Msg.ID != m.ID {
+			t.Fatalf("Append %d in a room that keeps nothing: got %+v dup=%v, want the message with seq %d", i, r.Msg, r.Dup, i)
+		}
+	}
+	// A retry still finds its key: the seq and ID of the original.
+	again := MustAppend(t, s, Msg("none", "2 again"), store.DedupKey("u1", "none", "2"))
+	if !again.Dup || again.Msg.Seq != 2 || again.Msg.ID != Msg("none", "2").ID {
+		t.Fatalf("retry in a room that keeps nothing: got %+v dup=%v, want seq 2, the original ID, dup", again.Msg, again.Dup)
+	}
+	eventually(t, func() string {
+		info, page, err := s.Page(ctx, "none", store.Query{Limit: 10, Newest: true})
+		if err != nil {
+			return err.Error()
+		}
+		msgs, err := s.Messages(ctx, "none", store.Query{})
+		if err != nil {
+			return err.Error()
+		}
+		if len(page) != 0 || len(msgs) != 0 || info.LastSeq != 3 || info.FirstSeq != 0 || info.Truncated(0) || info.Epoch == "" {
+			return fmt.Sprintf("room that keeps nothing: page %v, messages %v, info %+v; want none, LastSeq 3, FirstSeq 0, an epoch", seqs(page), seqs(msgs), info)
+		}
+		return ""
+	})
+	// A room that kept messages and is set to keep none (a reload) shows
+	// none; set back, it keeps what comes next with no gap in seqs.
+	MustAppend(t, s, Msg("some", "1"), "")
+	MustAppend(t, s, Msg("some", "2"), "")
+	rules.Set("some", Rule{Max: 0})
+	eventually(t, func() string {
+		info, page, err := s.Page(ctx, "some", store.Query{})
+		if err != nil {
+			return err.Error()
+		}
+		if len(page) != 0 || info.LastSeq != 2 || info.FirstSeq != 0 {
+			return fmt.Sprintf("room set to keep nothing: page %v, info %+v; want none, LastSeq 2, FirstSeq 0", seqs(page), info)
+		}
+		return ""
+	})
+	MustAppend(t, s, Msg("some", "3"), "")
+	rules.Set("some", Rule{Max: 10})
+	if r := MustAppend(t, s, Msg("some", "4"), ""); r.Msg.Seq != 4 {
+		t.Fatalf("seq after keeping nothing = %d, want 4", r.Msg.Seq)
+	}
+	page, err := s.Messages(ctx, "some", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := seqs(page); len(got) == 0 || got[len(got)-1] != 4 || slices.Contains(got, 3) {
+		t.Fatalf("after keeping nothing then 10: %v; want 4 kept and 3 (sent while nothing was kept) not", got)
+	}
+}
+
+func testRoomRetentionAge(t *testing.T, f Factory) {
+	rules := NewRules(Rule{Max: 10000})
+	rules.Set("young", Rule{Max: 10000, Age: time.Hour})
+	s := open(t, f, store.Retention{Room: rules.Room})
+	ctx := context.Background()
+	for _, room := range []string{"young", "other"} {
+		old := Msg(room, "old")
+		old.TS = old.TS.Add(-2 * time.Hour)
+		MustAppend(t, s, old, "")
+		MustAppend(t, s, Msg(room, "new"), "")
+	}
+	eventually(t, func() string {
+		info, page, err := s.Page(ctx, "young", store.Query{})
+		if err != nil {
+			return err.Error()
+		}
+		if !cmp.Equal([]int64{2}, seqs(page)) || info.FirstSeq != 2 || info.LastSeq != 2 || !info.Truncated(0) {
+			return fmt.Sprintf("room with a 1h age: page %v, info %+v; want [2], FirstSeq 2", seqs(page), info)
+		}
+		return ""
+	})
+	page, err := s.Messages(ctx, "other", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal([]int64{1, 2}, seqs(page)) {
+		t.Fatalf("room without an age: %v, want [1 2]", seqs(page))
 	}
 }
