@@ -3,9 +3,12 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/roomchat/roomchat/internal/cluster"
+	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/redistest"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/storetest"
@@ -53,4 +56,53 @@ func exists(srv *redistest.Server, key string) bool {
 	msg := srv.Do(srv.Client(), "EXISTS", key)
 	n, _ := msg.AsInt64()
 	return n == 1
+}
+
+// TestRedactionInRedis: a redacted message's entry leaves the stream
+// (XDEL) and its text leaves Redis; its tombstone lives under the room's
+// hash tag with the room's idle lifetime, and a node's position check
+// still finds the redacted message's ID.
+func TestRedactionInRedis(t *testing.T) {
+	srv := sharedRedis(t)
+	prefix := redistest.Prefix(t)
+	st := openStore2(t, srv, prefix)
+	const secret = "secret-text-9Xk"
+	m := storetest.Msg("r", secret)
+	m.ID = "msg-1"
+	storetest.MustAppend(t, st, m, "")
+	storetest.MustAppend(t, st, storetest.Redaction("r", 1, protocol.User{UserID: "mod"}), "")
+	c := srv.Client()
+	keys := srv.Do(c, "KEYS", prefix+":*")
+	names, _ := keys.AsStrSlice()
+	for _, k := range names {
+		if !strings.HasPrefix(k, prefix+":{r}:") && !strings.HasPrefix(k, prefix+":{r}") && k != prefix+":token_key" && k != prefix+":epoch" {
+			t.Errorf("key %s is not under the room's hash tag", k)
+		}
+		dump := srv.Do(c, "DUMP", k)
+		if b, _ := dump.ToString(); strings.Contains(b, secret) {
+			t.Errorf("key %s still holds the redacted text", k)
+		}
+	}
+	tomb := prefix + ":{r}:t"
+	ttl := srv.Do(c, "PTTL", tomb)
+	if ms, _ := ttl.AsInt64(); ms <= 0 || ms > (30*24*time.Hour).Milliseconds() {
+		t.Fatalf("PTTL %s = %d, want the room's idle lifetime", tomb, ms)
+	}
+	if n := xlen(t, srv, prefix+":{r}:s"); n != 1 {
+		t.Fatalf("XLEN = %d, want 1 (the redaction; the target deleted)", n)
+	}
+	p, err := cluster.PositionForTest(context.Background(), st, "r", 1)
+	if err != nil || p.ID != "msg-1" || p.Head != 1 || p.Last != 2 {
+		t.Fatalf("position at seq 1 = %+v, %v; want ID msg-1, head 1, last 2", p, err)
+	}
+}
+
+func openStore2(t *testing.T, srv *redistest.Server, prefix string) *cluster.Store {
+	t.Helper()
+	st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

@@ -324,6 +324,7 @@ func (s *Store) readKeys(ctx context.Context) error {
 func (s *Store) streamKey(room string) string { return s.prefix + ":{" + room + "}:s" }
 func (s *Store) metaKey(room string) string   { return s.prefix + ":{" + room + "}:m" }
 func (s *Store) channel(room string) string   { return s.prefix + ":{" + room + "}" }
+func (s *Store) tombKey(room string) string    { return s.prefix + ":{" + room + "}:t" }
 func (s *Store) dedupKey(room, key string) string {
 	return s.prefix + ":{" + room + "}:d:" + key
 }
@@ -608,13 +609,13 @@ func (s *Store) publishExec(m protocol.Message, key string, cutoff, now time.Tim
 		trimDay, trimTime = cutoffArgs(now.Add(-age - age/16))
 	}
 	return rueidis.LuaExec{
-		Keys: []string{s.streamKey(m.RoomID), s.metaKey(m.RoomID), dk},
+		Keys: []string{s.streamKey(m.RoomID), s.metaKey(m.RoomID), dk, s.tombKey(m.RoomID)},
 		Args: []string{
 			string(body), strconv.Itoa(limit), s.channel(m.RoomID), s.storeEpoch(),
 			strconv.Itoa(int(store.DedupWindow / time.Second)), hasKey, m.ID,
 			strconv.FormatInt(cutoff.UnixMilli()+s.skew.Load(), 10),
 			strconv.FormatInt(s.idleTTL.Milliseconds(), 10),
-			ageDay, ageTime, trimDay, trimTime,
+			ageDay, ageTime, trimDay, trimTime, strconv.FormatInt(max(m.Redacts, 0), 10),
 		},
 	}
 }
@@ -742,7 +743,7 @@ func (s *Store) page(ctx context.Context, roomID string, q store.Query, withMsgs
 		ageDay, ageTime = cutoffArgs(time.Now().Add(-age))
 	}
 	arr, err := pageScript.Exec(ctx, s.client,
-		[]string{s.streamKey(roomID), s.metaKey(roomID)},
+		[]string{s.streamKey(roomID), s.metaKey(roomID), s.tombKey(roomID)},
 		[]string{s.storeEpoch(), strconv.FormatInt(lo, 10), hi, strconv.Itoa(max(q.Limit, 0)), newest, read, strconv.Itoa(limit), ageDay, ageTime},
 	).ToArray()
 	if err != nil {
@@ -821,7 +822,7 @@ func (s *Store) positionExec(room string, join bool, at int64) rueidis.LuaExec {
 		j = "1"
 	}
 	return rueidis.LuaExec{
-		Keys: []string{s.streamKey(room), s.metaKey(room)},
+		Keys: []string{s.streamKey(room), s.metaKey(room), s.tombKey(room)},
 		Args: []string{j, newEpoch(), strconv.FormatInt(at, 10), strconv.FormatInt(s.idleTTL.Milliseconds(), 10)},
 	}
 }

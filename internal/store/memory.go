@@ -88,6 +88,9 @@ func (s *Memory) Append(m protocol.Message, key string, done DoneFunc) {
 	m.Seq = r.lastSeq
 	if limit > 0 {
 		r.msgs = append(r.msgs, m)
+		if m.Redacts > 0 {
+			r.redact(m)
+		}
 	}
 	s.trim(r, limit, age, now)
 	if key != "" {
@@ -112,6 +115,15 @@ func (s *Memory) dupOf(e dedupEntry) protocol.Message {
 		}
 	}
 	return e.msg
+}
+
+// redact removes the text of the message that redaction red names, if
+// the room keeps it and it is not redacted yet. Guarded by s.mu.
+func (r *memRoom) redact(red protocol.Message) {
+	if t := r.at(red.Redacts); t != nil && t.Seq < red.Seq && t.Redacted == nil {
+		t.Message = ""
+		t.Redacted = &protocol.Redaction{By: red.From, Seq: red.Seq}
+	}
 }
 
 // at returns the kept message with seq seq, or nil. Guarded by s.mu.

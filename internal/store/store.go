@@ -36,6 +36,14 @@ type Store interface {
 	// than DedupWindow ago exists, nothing is stored and done gets that
 	// message with dup = true. Keys are kept atomically with their message.
 	//
+	// A message with Redacts > 0 is a redaction (SPEC §11): it is stored
+	// like any other and, atomically with it, the room's message with seq
+	// Redacts, if retention still keeps it and it is not redacted yet,
+	// loses its text: every later read returns it with Message "" and
+	// Redacted {By: m.From, Seq: m.Seq}. The text is gone from the store's
+	// data, not hidden. A redaction of a message that is gone or already
+	// redacted is stored and changes nothing else.
+	//
 	// Append does not wait for I/O. done is called exactly once, either
 	// before Append returns or later from the store's own goroutine, once m
 	// is durable or has failed. For one room, successful done calls happen

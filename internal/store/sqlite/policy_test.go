@@ -1,11 +1,15 @@
 package sqlite
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/storetest"
 )
@@ -66,5 +70,46 @@ func TestRoomRetentionTrimsRows(t *testing.T) {
 			t.Fatalf("rows: small %d (want 2), big %d (want 10)", small, big)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRedactedTextLeavesTheFile: a redacted message's text is gone from
+// the database file and its WAL (SPEC §11: not hidden, gone), and the
+// tombstone survives a restart.
+func TestRedactedTextLeavesTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "roomchat.db")
+	s := mustOpen(t, path, Options{})
+	const secret = "the-secret-text-Zq81"
+	storetest.MustAppend(t, s, storetest.Msg("r", "before"), "")
+	m := storetest.Msg("r", secret+" in a longer message, so that the row shrinks")
+	m.ID = "msg-2" // storetest.Msg's ID holds the text, and IDs are kept
+	storetest.MustAppend(t, s, m, store.DedupKey("u1", "r", "c1"))
+	storetest.MustAppend(t, s, storetest.Msg("r", "after"), "")
+	// A checkpoint copies the text into the database file first.
+	if _, err := s.ckdb.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		t.Fatal(err)
+	}
+	mod := protocol.User{UserID: "mod", Name: "m"}
+	storetest.MustAppend(t, s, storetest.Redaction("r", 2, mod), "")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal"} {
+		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(secret)) {
+			i := bytes.Index(b, []byte(secret))
+			t.Fatalf("%s (%d bytes) still holds the redacted text at %d (page %d): %q", filepath.Base(p), len(b), i, i/4096+1, b[max(0, i-64):i+64])
+		}
+	}
+	s = openT(t, path, Options{})
+	got := messages(t, s, "r")
+	if len(got) != 4 || got[1].Message != "" || got[1].Redacted == nil || got[1].Redacted.Seq != 4 || got[1].Redacted.By != mod || got[1].ID != m.ID || got[3].Redacts != 2 {
+		t.Fatalf("after restart: %+v; want seq 2 a tombstone redacted by seq 4", got)
 	}
 }

@@ -250,9 +250,12 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	// Automatic checkpoints are off on this connection, so that copying the
 	// WAL into the database (and its fsync) is never on the commit path:
 	// the checkpointer goroutine does it. temp_store=MEMORY keeps the
-	// statement journal of multi-row INSERTs off the disk.
+	// statement journal of multi-row INSERTs off the disk. secure_delete
+	// overwrites what a redaction (SPEC §11: the text is gone from the
+	// store, not hidden), a clear or retention removes, so that it cannot
+	// be read back from the file's free space.
 	s.wdb, err = sql.Open("sqlite", dsn(abs, opts.BusyTimeout,
-		"_txlock=immediate&_pragma=synchronous("+opts.Synchronous+")&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)"))
+		"_txlock=immediate&_pragma=synchronous("+opts.Synchronous+")&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)&_pragma=secure_delete(ON)"))
 	if err != nil {
 		return nil, err
 	}
@@ -457,7 +460,7 @@ func dsn(path string, busy time.Duration, extra string) string {
 // has deleted it yet. The room's row and its messages are read in one
 // statement, so from one snapshot.
 func readSQL(order string) string {
-	return `SELECT m.seq, m.id, m.user_id, m.name, m.body, m.ts
+	return `SELECT m.seq, m.id, m.user_id, m.name, m.body, m.ts, m.redacts, m.redacted_seq, m.redacted_by, m.redacted_name
 FROM rooms r CROSS JOIN messages m
 WHERE r.room_id = ?1 AND m.room = r.id
   AND m.seq > max(?2, r.last_seq - ?3) AND m.seq < ?4 AND m.ts >= ?5
@@ -469,6 +472,20 @@ const roomInfoSQL = `SELECT r.last_seq, r.epoch,
   (SELECT min(m.seq) FROM messages m
    WHERE m.room = r.id AND m.seq > r.last_seq - ?2 AND m.ts >= ?3)
 FROM rooms r WHERE r.room_id = ?1`
+
+// redaction is what the redacted_* columns of a message hold.
+type redaction struct {
+	seq      sql.NullInt64
+	by, name sql.NullString
+}
+
+// get returns the message's Redacted: nil while it is not redacted.
+func (r redaction) get() *protocol.Redaction {
+	if !r.seq.Valid {
+		return nil
+	}
+	return &protocol.Redaction{By: protocol.User{UserID: r.by.String, Name: r.name.String}, Seq: r.seq.Int64}
+}
 
 // retention returns room roomID's retention: the most messages kept and
 // the oldest ts (Unix ms) kept.
@@ -611,10 +628,12 @@ func (s *Store) messages(ctx context.Context, tx *sql.Tx, roomID string, q store
 	for rows.Next() {
 		m := protocol.Message{RoomID: roomID}
 		var ts int64
-		if err := rows.Scan(&m.Seq, &m.ID, &m.From.UserID, &m.From.Name, &m.Message, &ts); err != nil {
+		var red redaction
+		if err := rows.Scan(&m.Seq, &m.ID, &m.From.UserID, &m.From.Name, &m.Message, &ts, &m.Redacts, &red.seq, &red.by, &red.name); err != nil {
 			return nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
 		}
 		m.TS = time.UnixMilli(ts).UTC()
+		m.Redacted = red.get()
 		out = append(out, m)
 		if size += len(m.Message); q.Full(size) {
 			break // closing rows stops SQLite stepping further

@@ -40,6 +40,8 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("RoomRetention", func(t *testing.T) { testRoomRetention(t, newStore) })
 	t.Run("RoomKeepsNothing", func(t *testing.T) { testRoomKeepsNothing(t, newStore) })
 	t.Run("RoomRetentionAge", func(t *testing.T) { testRoomRetentionAge(t, newStore) })
+	t.Run("Redaction", func(t *testing.T) { testRedaction(t, newStore) })
+	t.Run("RedactionInPages", func(t *testing.T) { testRedactionInPages(t, newStore) })
 }
 
 // Msg returns a message ready to Append.
@@ -642,5 +644,124 @@ func testRoomRetentionAge(t *testing.T, f Factory) {
 	}
 	if !cmp.Equal([]int64{1, 2}, seqs(page)) {
 		t.Fatalf("room without an age: %v, want [1 2]", seqs(page))
+	}
+}
+
+// Redaction returns a redaction of seq in room, sent by by.
+func Redaction(room string, seq int64, by protocol.User) protocol.Message {
+	m := Msg(room, "removed a message")
+	m.ID = fmt.Sprintf("redact-%s-%d-%s", room, seq, by.UserID)
+	m.From = by
+	m.Redacts = seq
+	return m
+}
+
+func testRedaction(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	ctx := context.Background()
+	var want []protocol.Message
+	for i := 1; i <= 4; i++ {
+		m := Msg("room", fmt.Sprintf("text-%d", i))
+		want = append(want, MustAppend(t, s, m, store.DedupKey("u1", "room", fmt.Sprint(i))).Msg)
+	}
+	mod := protocol.User{UserID: "mod", Name: "moderator"}
+	red := MustAppend(t, s, Redaction("room", 2, mod), "")
+	if red.Dup || red.Msg.Seq != 5 || red.Msg.Redacts != 2 || red.Msg.From != mod {
+		t.Fatalf("redaction: got %+v dup=%v, want seq 5, redacts 2, from the moderator", red.Msg, red.Dup)
+	}
+	want[1].Message = ""
+	want[1].Redacted = &protocol.Redaction{By: mod, Seq: 5}
+	want = append(want, red.Msg)
+	got, err := s.Messages(ctx, "room", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("after redacting seq 2 (-want +got):\n%s", diff)
+	}
+	// A retry of the redacted message finds its key and not its text.
+	retry := MustAppend(t, s, Msg("room", "text-2"), store.DedupKey("u1", "room", "2"))
+	if !retry.Dup || retry.Msg.Seq != 2 || retry.Msg.ID != want[1].ID {
+		t.Fatalf("retry of a redacted message: got %+v dup=%v, want seq 2 dup", retry.Msg, retry.Dup)
+	}
+	// Redacting again, or a seq not stored, stores the redaction and
+	// changes nothing else.
+	other := protocol.User{UserID: "owner", Name: "owner"}
+	again := MustAppend(t, s, Redaction("room", 2, other), "")
+	gone := MustAppend(t, s, Redaction("room", 99, other), "")
+	self := MustAppend(t, s, Redaction("room", 8, other), "") // its own seq
+	if again.Msg.Seq != 6 || gone.Msg.Seq != 7 || self.Msg.Seq != 8 {
+		t.Fatalf("redactions got seqs %d, %d, %d; want 6, 7, 8", again.Msg.Seq, gone.Msg.Seq, self.Msg.Seq)
+	}
+	want = append(want, again.Msg, gone.Msg, self.Msg)
+	got, err = s.Messages(ctx, "room", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("after redacting seq 2 again, 99 and itself (-want +got):\n%s", diff)
+	}
+	// A redaction can be redacted: it keeps its redacts.
+	MustAppend(t, s, Redaction("room", 5, other), "")
+	got, err = s.Messages(ctx, "room", store.Query{After: 4, Before: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Redacts != 2 || got[0].Message != "" || got[0].Redacted == nil || got[0].Redacted.Seq != 9 {
+		t.Fatalf("redacted redaction: %+v; want redacts 2, no text, redacted by seq 9", got)
+	}
+	// Another room's seq 2 is untouched.
+	MustAppend(t, s, Msg("other", "a"), "")
+	MustAppend(t, s, Msg("other", "b"), "")
+	got, err = s.Messages(ctx, "other", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[1].Message != "b" || got[1].Redacted != nil {
+		t.Fatalf("another room after a redaction: %+v", got)
+	}
+}
+
+// testRedactionInPages: pages over redacted messages stay contiguous in
+// seq, whatever their bounds, limit and order.
+func testRedactionInPages(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	ctx := context.Background()
+	for i := 1; i <= 10; i++ {
+		MustAppend(t, s, Msg("room", fmt.Sprint(i)), "")
+	}
+	mod := protocol.User{UserID: "mod", Name: "m"}
+	for _, seq := range []int64{1, 4, 5, 9, 10} {
+		MustAppend(t, s, Redaction("room", seq, mod), "")
+	}
+	cases := []struct {
+		q    store.Query
+		want []int64
+	}{
+		{store.Query{}, []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}},
+		{store.Query{Limit: 3}, []int64{1, 2, 3}},
+		{store.Query{After: 3, Limit: 3}, []int64{4, 5, 6}},
+		{store.Query{After: 3, Before: 6}, []int64{4, 5}},
+		{store.Query{Before: 11, Limit: 3, Newest: true}, []int64{8, 9, 10}},
+		{store.Query{Before: 6, Limit: 2, Newest: true}, []int64{4, 5}},
+		{store.Query{Limit: 7, Newest: true}, []int64{9, 10, 11, 12, 13, 14, 15}},
+		{store.Query{After: 8, Limit: 4}, []int64{9, 10, 11, 12}},
+	}
+	for _, tc := range cases {
+		info, page, err := s.Page(ctx, "room", tc.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tc.want, seqs(page)); diff != "" {
+			t.Errorf("Page(%+v) seqs (-want +got):\n%s", tc.q, diff)
+		}
+		if info.FirstSeq != 1 || info.LastSeq != 15 {
+			t.Errorf("Page(%+v) info %+v, want FirstSeq 1, LastSeq 15", tc.q, info)
+		}
+		for _, m := range page {
+			if redacted := slices.Contains([]int64{1, 4, 5, 9, 10}, m.Seq); redacted != (m.Redacted != nil) || redacted != (m.Message == "") {
+				t.Errorf("Page(%+v): seq %d is %+v", tc.q, m.Seq, m)
+			}
+		}
 	}
 }
