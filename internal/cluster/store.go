@@ -324,7 +324,7 @@ func (s *Store) readKeys(ctx context.Context) error {
 func (s *Store) streamKey(room string) string { return s.prefix + ":{" + room + "}:s" }
 func (s *Store) metaKey(room string) string   { return s.prefix + ":{" + room + "}:m" }
 func (s *Store) channel(room string) string   { return s.prefix + ":{" + room + "}" }
-func (s *Store) tombKey(room string) string    { return s.prefix + ":{" + room + "}:t" }
+func (s *Store) tombKey(room string) string   { return s.prefix + ":{" + room + "}:t" }
 func (s *Store) dedupKey(room, key string) string {
 	return s.prefix + ":{" + room + "}:d:" + key
 }
@@ -852,6 +852,20 @@ func (s *Store) join(ctx context.Context, room string) (position, error) {
 	}
 	ex := s.positionExec(room, true, 0)
 	return parsePosition(positionScript.Exec(ctx, s.client, ex.Keys, ex.Args))
+}
+
+// Clear implements store.Store: the room's stream and tombstones go, its
+// meta (epoch, last seq) stays, so reads say everything before is gone.
+func (s *Store) Clear(ctx context.Context, roomID string) error {
+	if err := s.usable(); err != nil {
+		return unavailable(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if err := s.client.Do(ctx, s.client.B().Del().Key(s.streamKey(roomID), s.tombKey(roomID)).Build()).Error(); err != nil {
+		return unavailable(err)
+	}
+	return nil
 }
 
 // TokenKey implements store.Store: one key for the whole cluster, so a

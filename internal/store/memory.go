@@ -200,6 +200,19 @@ func (s *Memory) Page(_ context.Context, roomID string, q Query) (RoomInfo, []pr
 	return s.room(roomID), s.messages(roomID, q), nil
 }
 
+// Clear implements Store.
+func (s *Memory) Clear(_ context.Context, roomID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
+	}
+	if r := s.rooms[roomID]; r != nil {
+		r.msgs, r.first = nil, 0
+	}
+	return nil
+}
+
 // TokenKey implements Store.
 func (s *Memory) TokenKey() []byte { return s.key }
 

@@ -64,6 +64,12 @@ type Store interface {
 	// agree even while Appends and retention go on.
 	Page(ctx context.Context, roomID string, q Query) (RoomInfo, []protocol.Message, error)
 
+	// Clear drops every stored message of room roomID (SPEC §11 clear
+	// history). LastSeq and Epoch stay, FirstSeq becomes LastSeq+1, and
+	// the next Append continues the seqs. Appends made before Clear are
+	// dropped with the rest once they are stored.
+	Clear(ctx context.Context, roomID string) error
+
 	// TokenKey returns the secret that resume tokens are signed with: at
 	// least 32 random bytes, created with the store's data and kept with
 	// it, so that tokens stay valid across restarts for as long as the
@@ -114,7 +120,9 @@ type RoomInfo struct {
 	LastSeq int64
 	// FirstSeq is the seq of the oldest message retention still keeps, 0
 	// if none. A client whose last seen seq is below FirstSeq-1 missed
-	// messages that are gone.
+	// messages that are gone. When retention or Clear has dropped every
+	// message of a room, it is LastSeq+1, so that Truncated is true for
+	// every older since; a room that keeps nothing (Retention.Room) has 0.
 	FirstSeq int64
 	// Epoch names this incarnation of the room's history: it changes only
 	// when the stored history is lost or reset, so that a seq from another

@@ -25,6 +25,10 @@ type request struct {
 	probe bool
 	flush chan<- struct{}
 	do    func(*sql.Conn)
+	// clear, with cleared, is a Clear of that room: its outcome goes to
+	// cleared once the batch commits or fails.
+	clear   string
+	cleared chan<- error
 }
 
 // roomState is the committer's view of one room. Owned by the committer.
@@ -68,13 +72,13 @@ type committer struct {
 	// IMMEDIATE … COMMIT of tx: database/sql's Tx, and the Stmt that
 	// tx.Stmt makes for each statement in it, were most of the 84
 	// allocations (3.7 KB) a message cost at one message per transaction.
-	getKey, delKey, getRoom, insRoom, updRoom, probe, redact *sql.Stmt
-	insMsgs, insKeys, hasKeys                        *multiStmt
-	tx                                               txStmts
+	getKey, delKey, getRoom, insRoom, updRoom, probe, redact, clear *sql.Stmt
+	insMsgs, insKeys, hasKeys                                       *multiStmt
+	tx                                                              txStmts
 
 	// Reused between batches.
 	msgArgs, keyArgs, keyList []any
-	redactions                []redactReq // the batch's redactions, in order
+	redactions                []redactReq         // the batch's redactions, in order
 	existing                  map[string]bool     // keys of the batch the dedup table has
 	batchKeys                 map[string]int      // key → index of the request that stores it
 	batchRooms                map[*roomState]bool // rooms the batch writes to
@@ -88,6 +92,7 @@ type committer struct {
 
 const (
 	insMsgsSQL = `INSERT INTO messages (room, seq, id, user_id, name, body, ts, redacts) VALUES `
+	clearSQL   = `DELETE FROM messages WHERE room = (SELECT id FROM rooms WHERE room_id = ?)`
 	// redactSQL empties a message's text for a redaction (SPEC §11), once.
 	redactSQL = `UPDATE messages SET body = '', redacted_seq = ?, redacted_by = ?, redacted_name = ?
 WHERE room = ? AND seq = ? AND redacted_seq IS NULL`
@@ -118,6 +123,7 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 		{&c.getKey, getKeySQL},
 		{&c.delKey, delKeySQL}, {&c.getRoom, getRoomSQL}, {&c.insRoom, insRoomSQL},
 		{&c.updRoom, updRoomSQL}, {&c.probe, probeSQL}, {&c.redact, redactSQL},
+		{&c.clear, clearSQL},
 	} {
 		var err error
 		if *p.stmt, err = s.wconn.PrepareContext(ctx, p.sql); err != nil {
@@ -145,7 +151,7 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 
 func (c *committer) closeStmts() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{c.getKey, c.delKey, c.getRoom, c.insRoom, c.updRoom, c.probe, c.redact} {
+	for _, st := range []*sql.Stmt{c.getKey, c.delKey, c.getRoom, c.insRoom, c.updRoom, c.probe, c.redact, c.clear} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -294,6 +300,10 @@ func (c *committer) commit() {
 			r.do(c.s.wconn)
 			continue
 		}
+		if r.cleared != nil {
+			r.cleared <- err
+			continue
+		}
 		if err != nil {
 			r.done(r.msg, false, err)
 			continue
@@ -344,6 +354,17 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 		if r.flush != nil || r.do != nil {
 			continue
 		}
+		if r.cleared != nil {
+			// What the batch wrote before goes first, then the room's
+			// messages, with what is gone from them by then.
+			if err := c.writeRows(ctx); err != nil {
+				return touched, created, err
+			}
+			if _, err := c.clear.ExecContext(ctx, r.clear); err != nil {
+				return touched, created, err
+			}
+			continue
+		}
 		if r.key != "" {
 			if j, ok := keys[r.key]; ok {
 				c.results[i] = result{dup: true, dupOf: j}
@@ -388,18 +409,8 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 		}
 		c.results[i].msg = m
 	}
-	if err := c.insMsgs.exec(ctx, c.msgArgs); err != nil {
+	if err := c.writeRows(ctx); err != nil {
 		return touched, created, err
-	}
-	if err := c.insKeys.exec(ctx, c.keyArgs); err != nil {
-		return touched, created, err
-	}
-	clear(c.msgArgs) // drop references to message text
-	// After the inserts: a redaction may name a message of its own batch.
-	for _, r := range c.redactions {
-		if _, err := c.redact.ExecContext(ctx, r.seq, r.by.UserID, r.by.Name, r.room, r.target); err != nil {
-			return touched, created, err
-		}
 	}
 	for _, rs := range touched {
 		if _, err := c.updRoom.ExecContext(ctx, rs.last, rs.id); err != nil {
@@ -412,6 +423,26 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 		}
 	}
 	return touched, created, nil
+}
+
+// writeRows inserts the messages and keys the batch has collected and
+// applies its redactions, then empties those lists.
+func (c *committer) writeRows(ctx context.Context) error {
+	if err := c.insMsgs.exec(ctx, c.msgArgs); err != nil {
+		return err
+	}
+	if err := c.insKeys.exec(ctx, c.keyArgs); err != nil {
+		return err
+	}
+	clear(c.msgArgs) // drop references to message text
+	// After the inserts: a redaction may name a message of its own batch.
+	for _, r := range c.redactions {
+		if _, err := c.redact.ExecContext(ctx, r.seq, r.by.UserID, r.by.Name, r.room, r.target); err != nil {
+			return err
+		}
+	}
+	c.msgArgs, c.keyArgs, c.redactions = c.msgArgs[:0], c.keyArgs[:0], c.redactions[:0]
+	return nil
 }
 
 // redactReq is a redaction to apply once the batch's messages are in.

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -111,5 +112,29 @@ func TestRedactedTextLeavesTheFile(t *testing.T) {
 	got := messages(t, s, "r")
 	if len(got) != 4 || got[1].Message != "" || got[1].Redacted == nil || got[1].Redacted.Seq != 4 || got[1].Redacted.By != mod || got[1].ID != m.ID || got[3].Redacts != 2 {
 		t.Fatalf("after restart: %+v; want seq 2 a tombstone redacted by seq 4", got)
+	}
+}
+
+// TestClearAcrossRestart: a cleared room stays cleared after a restart,
+// with its seqs and epoch.
+func TestClearAcrossRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "roomchat.db")
+	s := mustOpen(t, path, Options{})
+	for i := range 3 {
+		storetest.MustAppend(t, s, storetest.Msg("r", fmt.Sprint(i)), "")
+	}
+	if err := s.Clear(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	before := roomInfo(t, s, "r")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, path, Options{})
+	if got := roomInfo(t, s, "r"); got != before || got.FirstSeq != 4 || len(messages(t, s, "r")) != 0 {
+		t.Fatalf("after restart: %+v, want %+v with FirstSeq 4 and no messages", got, before)
+	}
+	if r := storetest.MustAppend(t, s, storetest.Msg("r", "next"), ""); r.Msg.Seq != 4 {
+		t.Fatalf("seq after restart = %d, want 4", r.Msg.Seq)
 	}
 }

@@ -565,6 +565,31 @@ func (s *Store) Page(ctx context.Context, roomID string, q store.Query) (store.R
 	return info, msgs, nil
 }
 
+// Clear implements store.Store: the committer deletes the room's messages
+// in the transaction of the batch it is collected into, after the batch's
+// earlier messages and before its later ones.
+func (s *Store) Clear(ctx context.Context, roomID string) error {
+	done := make(chan error, 1)
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return unavailable(store.ErrClosed)
+	}
+	select {
+	case s.queue <- request{clear: roomID, cleared: done}:
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	s.mu.RUnlock()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // TokenKey implements store.Store.
 func (s *Store) TokenKey() []byte { return s.key }
 

@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("RoomRetentionAge", func(t *testing.T) { testRoomRetentionAge(t, newStore) })
 	t.Run("Redaction", func(t *testing.T) { testRedaction(t, newStore) })
 	t.Run("RedactionInPages", func(t *testing.T) { testRedactionInPages(t, newStore) })
+	t.Run("Clear", func(t *testing.T) { testClear(t, newStore) })
 }
 
 // Msg returns a message ready to Append.
@@ -763,5 +764,52 @@ func testRedactionInPages(t *testing.T, f Factory) {
 				t.Errorf("Page(%+v): seq %d is %+v", tc.q, m.Seq, m)
 			}
 		}
+	}
+}
+
+func testClear(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	ctx := context.Background()
+	for i := 1; i <= 5; i++ {
+		MustAppend(t, s, Msg("room", fmt.Sprint(i)), "")
+		MustAppend(t, s, Msg("other", fmt.Sprint(i)), "")
+	}
+	MustAppend(t, s, Redaction("room", 2, protocol.User{UserID: "mod"}), "")
+	before, err := s.Room(ctx, "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Clear(ctx, "room"); err != nil {
+		t.Fatalf("Clear: %v", err)
+	}
+	info, page, err := s.Page(ctx, "room", store.Query{Limit: 10, Newest: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 0 || info.LastSeq != 6 || info.FirstSeq != 7 || info.Epoch != before.Epoch {
+		t.Fatalf("after Clear: page %v, info %+v; want none, LastSeq 6, FirstSeq 7, epoch %q", seqs(page), info, before.Epoch)
+	}
+	if !info.Truncated(0) || !info.Truncated(5) || info.Truncated(6) {
+		t.Fatalf("after Clear: Truncated(0) %v, (5) %v, (6) %v; want true, true, false", info.Truncated(0), info.Truncated(5), info.Truncated(6))
+	}
+	if r := MustAppend(t, s, Msg("room", "after"), ""); r.Msg.Seq != 7 {
+		t.Fatalf("seq after Clear = %d, want 7", r.Msg.Seq)
+	}
+	got, err := s.Messages(ctx, "room", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal([]int64{7}, seqs(got)) {
+		t.Fatalf("after Clear and one message: %v, want [7]", seqs(got))
+	}
+	if other, err := s.Messages(ctx, "other", store.Query{}); err != nil || len(other) != 5 {
+		t.Fatalf("another room after Clear: %d messages, %v; want 5", len(other), err)
+	}
+	// A room never used clears to nothing.
+	if err := s.Clear(ctx, "never"); err != nil {
+		t.Fatalf("Clear(unused room): %v", err)
+	}
+	if ri, err := s.Room(ctx, "never"); err != nil || ri.LastSeq != 0 || ri.Truncated(0) {
+		t.Fatalf("unused room after Clear: %+v, %v", ri, err)
 	}
 }
