@@ -34,6 +34,9 @@ type Memory struct {
 	dedupPeak int // the size dedup grew to since it was last rebuilt
 	closed    bool
 	sweep     time.Time // next time dedup is swept
+
+	restrictions map[restrictionKey]Restriction // bans and mutes (SPEC §11)
+	postRules    map[string]string              // room → run-time post rule
 }
 
 type memRoom struct {
@@ -75,6 +78,12 @@ func (s *Memory) Append(m protocol.Message, key string, done DoneFunc) {
 	if key != "" {
 		if e, ok := s.dedup[key]; ok && now.Sub(e.at) < DedupWindow {
 			done(s.dupOf(e), true, nil)
+			return
+		}
+	}
+	if m.Redacts <= 0 {
+		if err := s.muted(m.RoomID, m.From.UserID, now); err != nil {
+			done(m, false, err)
 			return
 		}
 	}
