@@ -112,8 +112,7 @@ func (s *Store) epochTTL() time.Duration { return min(24*time.Hour, s.idleTTL/4)
 type Store struct {
 	client        rueidis.Client
 	prefix        string
-	maxLen        string
-	maxAge        time.Duration
+	ret           store.Retention
 	idleTTL       time.Duration
 	timeout       time.Duration
 	appendTimeout time.Duration
@@ -208,8 +207,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s := &Store{
 		client:        client,
 		prefix:        opts.Prefix,
-		maxLen:        strconv.Itoa(opts.Retention.Limit()),
-		maxAge:        opts.Retention.MaxAge,
+		ret:           opts.Retention,
 		idleTTL:       opts.IdleTTL,
 		timeout:       opts.Timeout,
 		appendTimeout: opts.AppendTimeout,
@@ -326,6 +324,7 @@ func (s *Store) readKeys(ctx context.Context) error {
 func (s *Store) streamKey(room string) string { return s.prefix + ":{" + room + "}:s" }
 func (s *Store) metaKey(room string) string   { return s.prefix + ":{" + room + "}:m" }
 func (s *Store) channel(room string) string   { return s.prefix + ":{" + room + "}" }
+func (s *Store) tombKey(room string) string   { return s.prefix + ":{" + room + "}:t" }
 func (s *Store) dedupKey(room, key string) string {
 	return s.prefix + ":{" + room + "}:d:" + key
 }
@@ -601,21 +600,22 @@ func (s *Store) publishExec(m protocol.Message, key string, cutoff, now time.Tim
 	if key != "" {
 		hasKey, dk = "1", s.dedupKey(m.RoomID, key)
 	}
+	limit, age := s.ret.For(m.RoomID)
 	ageDay, ageTime, trimDay, trimTime := "", "", "", ""
-	if s.maxAge > 0 {
-		ageDay, ageTime = cutoffArgs(now.Add(-s.maxAge))
+	if age > 0 {
+		ageDay, ageTime = cutoffArgs(now.Add(-age))
 		// Trimming waits for a sixteenth of the age more, so that it
 		// runs once per batch of old messages, not at every write.
-		trimDay, trimTime = cutoffArgs(now.Add(-s.maxAge - s.maxAge/16))
+		trimDay, trimTime = cutoffArgs(now.Add(-age - age/16))
 	}
 	return rueidis.LuaExec{
-		Keys: []string{s.streamKey(m.RoomID), s.metaKey(m.RoomID), dk},
+		Keys: []string{s.streamKey(m.RoomID), s.metaKey(m.RoomID), dk, s.tombKey(m.RoomID)},
 		Args: []string{
-			string(body), s.maxLen, s.channel(m.RoomID), s.storeEpoch(),
+			string(body), strconv.Itoa(limit), s.channel(m.RoomID), s.storeEpoch(),
 			strconv.Itoa(int(store.DedupWindow / time.Second)), hasKey, m.ID,
 			strconv.FormatInt(cutoff.UnixMilli()+s.skew.Load(), 10),
 			strconv.FormatInt(s.idleTTL.Milliseconds(), 10),
-			ageDay, ageTime, trimDay, trimTime,
+			ageDay, ageTime, trimDay, trimTime, strconv.FormatInt(max(m.Redacts, 0), 10),
 		},
 	}
 }
@@ -737,13 +737,14 @@ func (s *Store) page(ctx context.Context, roomID string, q store.Query, withMsgs
 	if withMsgs {
 		read = "1"
 	}
+	limit, age := s.ret.For(roomID)
 	ageDay, ageTime := "", ""
-	if s.maxAge > 0 {
-		ageDay, ageTime = cutoffArgs(time.Now().Add(-s.maxAge))
+	if age > 0 {
+		ageDay, ageTime = cutoffArgs(time.Now().Add(-age))
 	}
 	arr, err := pageScript.Exec(ctx, s.client,
-		[]string{s.streamKey(roomID), s.metaKey(roomID)},
-		[]string{s.storeEpoch(), strconv.FormatInt(lo, 10), hi, strconv.Itoa(max(q.Limit, 0)), newest, read, s.maxLen, ageDay, ageTime},
+		[]string{s.streamKey(roomID), s.metaKey(roomID), s.tombKey(roomID)},
+		[]string{s.storeEpoch(), strconv.FormatInt(lo, 10), hi, strconv.Itoa(max(q.Limit, 0)), newest, read, strconv.Itoa(limit), ageDay, ageTime},
 	).ToArray()
 	if err != nil {
 		return store.RoomInfo{}, nil, unavailable(err)
@@ -755,6 +756,10 @@ func (s *Store) page(ctx context.Context, roomID string, q store.Query, withMsgs
 	info.Epoch, _ = arr[0].ToString()
 	info.LastSeq, _ = arr[1].AsInt64()
 	info.FirstSeq, _ = arr[2].AsInt64()
+	if limit == 0 {
+		// The room keeps nothing, so nothing is truncated.
+		return store.RoomInfo{Epoch: info.Epoch, LastSeq: info.LastSeq}, nil, nil
+	}
 	entries, err := arr[3].AsXRange()
 	if err != nil {
 		return store.RoomInfo{}, nil, unavailable(err)
@@ -817,7 +822,7 @@ func (s *Store) positionExec(room string, join bool, at int64) rueidis.LuaExec {
 		j = "1"
 	}
 	return rueidis.LuaExec{
-		Keys: []string{s.streamKey(room), s.metaKey(room)},
+		Keys: []string{s.streamKey(room), s.metaKey(room), s.tombKey(room)},
 		Args: []string{j, newEpoch(), strconv.FormatInt(at, 10), strconv.FormatInt(s.idleTTL.Milliseconds(), 10)},
 	}
 }
@@ -847,6 +852,20 @@ func (s *Store) join(ctx context.Context, room string) (position, error) {
 	}
 	ex := s.positionExec(room, true, 0)
 	return parsePosition(positionScript.Exec(ctx, s.client, ex.Keys, ex.Args))
+}
+
+// Clear implements store.Store: the room's stream and tombstones go, its
+// meta (epoch, last seq) stays, so reads say everything before is gone.
+func (s *Store) Clear(ctx context.Context, roomID string) error {
+	if err := s.usable(); err != nil {
+		return unavailable(err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if err := s.client.Do(ctx, s.client.B().Del().Key(s.streamKey(roomID), s.tombKey(roomID)).Build()).Error(); err != nil {
+		return unavailable(err)
+	}
+	return nil
 }
 
 // TokenKey implements store.Store: one key for the whole cluster, so a

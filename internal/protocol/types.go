@@ -141,12 +141,25 @@ const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // Message is a stored chat message and the payload of a server's msg event.
 type Message struct {
-	ID      string    `json:"id"`
-	RoomID  string    `json:"roomID"`
-	Seq     int64     `json:"seq"`
-	From    User      `json:"from"`
-	Message string    `json:"message"`
-	TS      time.Time `json:"ts,format:'2006-01-02T15:04:05.000Z07:00'"`
+	ID      string `json:"id"`
+	RoomID  string `json:"roomID"`
+	Seq     int64  `json:"seq"`
+	From    User   `json:"from"`
+	Message string `json:"message"`
+	// Redacts, when not 0, makes this message a redaction (SPEC §11): the
+	// seq of the room's message whose text it removes. Redacts and
+	// Redacted sit before TS: a stored message's JSON ends with its ts.
+	Redacts int64 `json:"redacts,omitzero"`
+	// Redacted marks a message whose text a redaction removed (Message is
+	// then ""): who redacted it and the redaction's seq.
+	Redacted *Redaction `json:"redacted,omitzero"`
+	TS       time.Time  `json:"ts,format:'2006-01-02T15:04:05.000Z07:00'"`
+}
+
+// Redaction says who removed a message's text and with which seq.
+type Redaction struct {
+	By  User  `json:"by"`
+	Seq int64 `json:"seq"`
 }
 
 // Welcome is the first frame on every connection.

@@ -34,6 +34,9 @@ type Memory struct {
 	dedupPeak int // the size dedup grew to since it was last rebuilt
 	closed    bool
 	sweep     time.Time // next time dedup is swept
+
+	restrictions map[restrictionKey]Restriction // bans and mutes (SPEC §11)
+	postRules    map[string]string              // room → run-time post rule
 }
 
 type memRoom struct {
@@ -74,7 +77,13 @@ func (s *Memory) Append(m protocol.Message, key string, done DoneFunc) {
 	now := s.now()
 	if key != "" {
 		if e, ok := s.dedup[key]; ok && now.Sub(e.at) < DedupWindow {
-			done(e.msg, true, nil)
+			done(s.dupOf(e), true, nil)
+			return
+		}
+	}
+	if m.Redacts <= 0 {
+		if err := s.muted(m.RoomID, m.From.UserID, now); err != nil {
+			done(m, false, err)
 			return
 		}
 	}
@@ -83,26 +92,74 @@ func (s *Memory) Append(m protocol.Message, key string, done DoneFunc) {
 		r = &memRoom{}
 		s.rooms[m.RoomID] = r
 	}
+	limit, age := s.ret.For(m.RoomID)
 	r.lastSeq++
 	m.Seq = r.lastSeq
-	r.msgs = append(r.msgs, m)
-	s.trim(r, now)
+	if limit > 0 {
+		r.msgs = append(r.msgs, m)
+		if m.Redacts > 0 {
+			r.redact(m)
+		}
+	}
+	s.trim(r, limit, age, now)
 	if key != "" {
-		s.dedup[key] = dedupEntry{msg: m, at: now}
+		// The key keeps the message's seq and ID, never its text: a
+		// retry reads the text from the room while it is kept (dupOf).
+		kept := m
+		kept.Message = ""
+		s.dedup[key] = dedupEntry{msg: kept, at: now}
 		s.dedupPeak = max(s.dedupPeak, len(s.dedup))
 		s.sweepDedup(now)
 	}
 	done(m, false, nil)
 }
 
-// trim applies retention to r: it drops what is past the limit or too
-// old. The slice is compacted only once a quarter of it is dropped
-// messages, so that appending at the limit costs O(1) amortized, not a
-// copy of the room's whole history. Guarded by s.mu.
-func (s *Memory) trim(r *memRoom, now time.Time) {
-	r.first = max(r.first, len(r.msgs)-s.ret.Limit())
-	if s.ret.MaxAge > 0 {
-		cut := now.Add(-s.ret.MaxAge)
+// dupOf returns the message a de-duplication entry names: the room's
+// copy while retention keeps it, else what the entry holds (no text).
+// Guarded by s.mu.
+func (s *Memory) dupOf(e dedupEntry) protocol.Message {
+	if r := s.rooms[e.msg.RoomID]; r != nil {
+		if m := r.at(e.msg.Seq); m != nil && m.ID == e.msg.ID {
+			return *m
+		}
+	}
+	return e.msg
+}
+
+// redact removes the text of the message that redaction red names, if
+// the room keeps it and it is not redacted yet. Guarded by s.mu.
+func (r *memRoom) redact(red protocol.Message) {
+	if t := r.at(red.Redacts); t != nil && t.Seq < red.Seq && t.Redacted == nil {
+		t.Message = ""
+		t.Redacted = &protocol.Redaction{By: red.From, Seq: red.Seq}
+	}
+}
+
+// at returns the kept message with seq seq, or nil. Guarded by s.mu.
+func (r *memRoom) at(seq int64) *protocol.Message {
+	msgs := r.kept()
+	if len(msgs) == 0 || seq < msgs[0].Seq {
+		return nil
+	}
+	if i := seq - msgs[0].Seq; i < int64(len(msgs)) {
+		return &msgs[i]
+	}
+	return nil
+}
+
+// trim applies retention (at most limit messages, none older than age
+// when age > 0) to r: it drops what is past the limit or too old. The
+// slice is compacted only once a quarter of it is dropped messages, so
+// that appending at the limit costs O(1) amortized, not a copy of the
+// room's whole history. Guarded by s.mu.
+func (s *Memory) trim(r *memRoom, limit int, age time.Duration, now time.Time) {
+	if limit <= 0 {
+		r.msgs, r.first = nil, 0
+		return
+	}
+	r.first = max(r.first, len(r.msgs)-limit)
+	if age > 0 {
+		cut := now.Add(-age)
 		for r.first < len(r.msgs) && r.msgs[r.first].TS.Before(cut) {
 			r.first++
 		}
@@ -152,6 +209,19 @@ func (s *Memory) Page(_ context.Context, roomID string, q Query) (RoomInfo, []pr
 	return s.room(roomID), s.messages(roomID, q), nil
 }
 
+// Clear implements Store.
+func (s *Memory) Clear(_ context.Context, roomID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("%w: %w", ErrUnavailable, ErrClosed)
+	}
+	if r := s.rooms[roomID]; r != nil {
+		r.msgs, r.first = nil, 0
+	}
+	return nil
+}
+
 // TokenKey implements Store.
 func (s *Memory) TokenKey() []byte { return s.key }
 
@@ -165,9 +235,8 @@ func (s *Memory) messages(roomID string, q Query) []protocol.Message {
 	if r == nil {
 		return nil
 	}
-	if s.ret.MaxAge > 0 {
-		s.trim(r, s.now())
-	}
+	limit, age := s.ret.For(roomID)
+	s.trim(r, limit, age, s.now())
 	msgs := r.kept()
 	lo := sort.Search(len(msgs), func(i int) bool { return msgs[i].Seq > q.After })
 	hi := len(msgs)
@@ -221,10 +290,12 @@ func (s *Memory) room(roomID string) RoomInfo {
 	if r == nil {
 		return RoomInfo{Epoch: s.epoch}
 	}
-	if s.ret.MaxAge > 0 {
-		s.trim(r, s.now())
-	}
+	limit, age := s.ret.For(roomID)
+	s.trim(r, limit, age, s.now())
 	ri := RoomInfo{LastSeq: r.lastSeq, Epoch: s.epoch}
+	if limit == 0 {
+		return ri // keeps nothing: nothing is truncated either
+	}
 	if msgs := r.kept(); len(msgs) > 0 {
 		ri.FirstSeq = msgs[0].Seq
 	} else {

@@ -36,6 +36,14 @@ type Store interface {
 	// than DedupWindow ago exists, nothing is stored and done gets that
 	// message with dup = true. Keys are kept atomically with their message.
 	//
+	// A message with Redacts > 0 is a redaction (SPEC §11): it is stored
+	// like any other and, atomically with it, the room's message with seq
+	// Redacts, if retention still keeps it and it is not redacted yet,
+	// loses its text: every later read returns it with Message "" and
+	// Redacted {By: m.From, Seq: m.Seq}. The text is gone from the store's
+	// data, not hidden. A redaction of a message that is gone or already
+	// redacted is stored and changes nothing else.
+	//
 	// Append does not wait for I/O. done is called exactly once, either
 	// before Append returns or later from the store's own goroutine, once m
 	// is durable or has failed. For one room, successful done calls happen
@@ -55,6 +63,12 @@ type Store interface {
 	// from one snapshot of the store, so that the messages and LastSeq
 	// agree even while Appends and retention go on.
 	Page(ctx context.Context, roomID string, q Query) (RoomInfo, []protocol.Message, error)
+
+	// Clear drops every stored message of room roomID (SPEC §11 clear
+	// history). LastSeq and Epoch stay, FirstSeq becomes LastSeq+1, and
+	// the next Append continues the seqs. Appends made before Clear are
+	// dropped with the rest once they are stored.
+	Clear(ctx context.Context, roomID string) error
 
 	// TokenKey returns the secret that resume tokens are signed with: at
 	// least 32 random bytes, created with the store's data and kept with
@@ -106,7 +120,9 @@ type RoomInfo struct {
 	LastSeq int64
 	// FirstSeq is the seq of the oldest message retention still keeps, 0
 	// if none. A client whose last seen seq is below FirstSeq-1 missed
-	// messages that are gone.
+	// messages that are gone. When retention or Clear has dropped every
+	// message of a room, it is LastSeq+1, so that Truncated is true for
+	// every older since; a room that keeps nothing (Retention.Room) has 0.
 	FirstSeq int64
 	// Epoch names this incarnation of the room's history: it changes only
 	// when the stored history is lost or reset, so that a seq from another
@@ -121,6 +137,30 @@ type Retention struct {
 	MaxMessages int
 	// MaxAge drops messages older than this; 0 keeps them regardless of age.
 	MaxAge time.Duration
+	// Room, when set, gives each room its own retention (SPEC §9 history,
+	// per namespace) in place of MaxMessages and MaxAge: the caller has
+	// resolved every default, so maxMessages == 0 means the room keeps no
+	// message at all, and maxAge == 0 keeps messages regardless of age. It
+	// must be fast and must not block (a map lookup); its answer may change
+	// between calls (a reload), and a store applies the answer it gets when
+	// it reads or trims.
+	//
+	// A room that keeps nothing still numbers its messages: Append assigns
+	// the next seq (no gap, no reuse, also across restarts), de-duplicates
+	// by key (keeping the seq and message ID, never the text) and gives
+	// done the message with its seq; Messages and Page return none,
+	// RoomInfo.LastSeq counts, and FirstSeq is 0 (nothing is truncated).
+	Room func(roomID string) (maxMessages int, maxAge time.Duration)
+}
+
+// For returns room roomID's retention: Room's answer when Room is set,
+// else Limit() and MaxAge.
+func (r Retention) For(roomID string) (maxMessages int, maxAge time.Duration) {
+	if r.Room != nil {
+		maxMessages, maxAge = r.Room(roomID)
+		return max(maxMessages, 0), max(maxAge, 0)
+	}
+	return r.Limit(), r.MaxAge
 }
 
 // DefaultMaxMessages is Retention.MaxMessages's default.

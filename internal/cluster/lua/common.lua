@@ -76,15 +76,44 @@ local function firstYoung(key, from, last, cutoff)
   return e and seqOf(e) or last + 1
 end
 
--- touch gives a room's keys (its meta hash and stream) their idle
--- lifetime of idle ms again once half of the meta's has run out, so that
--- a busy room costs a write for it only now and then; a meta without one
--- gets it. (The stream, created by a room's first message, gets its own
--- then: publish.lua.)
-local function touch(meta, stream, idle)
+-- touch gives a room's keys (its meta hash, stream and the others named
+-- after idle: tombstones, bans, mutes, post rule) their idle lifetime of
+-- idle ms again once half of the meta's has run out, so that a busy room
+-- costs a write for it only now and then; a meta without one gets it.
+-- (The stream, created by a room's first message, gets its own then:
+-- publish.lua; the others get theirs when they are written.)
+local function touch(meta, stream, idle, ...)
   local left = redis.call("pttl", meta)
   if left ~= -2 and left < idle / 2 then
     redis.call("pexpire", meta, idle)
     redis.call("pexpire", stream, idle)
+    for _, k in ipairs({...}) do
+      redis.call("pexpire", k, idle)
+    end
   end
+end
+
+-- tombAt returns the tombstone of seq in sorted set key, as an entry
+-- ({id, {"m", JSON}}), or nil.
+local function tombAt(key, seq)
+  local r = redis.call("zrangebyscore", key, seq, seq)
+  if r[1] then
+    return {string.format("%d-0", seq), {"m", r[1]}}
+  end
+  return nil
+end
+
+-- headOf returns the first seq a room stores, in its stream or among its
+-- tombstones, or nil when it stores none.
+local function headOf(stream, tombs)
+  local e = entryFrom(stream, 0)
+  local head = e and seqOf(e)
+  local t = redis.call("zrange", tombs, 0, 0, "WITHSCORES")
+  if t[2] then
+    local ts = tonumber(t[2])
+    if not head or ts < head then
+      head = ts
+    end
+  end
+  return head
 end

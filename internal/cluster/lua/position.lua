@@ -1,5 +1,7 @@
 -- position: where a room stands, for a node that delivers its messages.
--- KEYS[1] the room's stream, KEYS[2] its meta hash.
+-- KEYS[1] the room's stream, KEYS[2] its meta hash, KEYS[3] its
+-- tombstones (a redacted message keeps its ID there), KEYS[4] and on the
+-- room's other keys, whose lifetime a join starts again with the others.
 -- ARGV[1] "1" when a member joins: a room without a meta hash gets one,
 -- with epoch ARGV[2] (the join fixes the room's epoch); "0" for a check,
 -- which creates nothing. ARGV[3] the seq whose message ID to return ("0":
@@ -16,17 +18,16 @@ if not epoch then
   epoch = ARGV[2]
   redis.call("hset", KEYS[2], "e", epoch)
 end
-touch(KEYS[2], KEYS[1], tonumber(ARGV[4]))
+touch(KEYS[2], KEYS[1], tonumber(ARGV[4]), unpack(KEYS, 3))
 local at = tonumber(ARGV[3])
 if at == 0 then
   at = last
 end
 local id = ""
 if at > 0 then
-  local e = entryAt(KEYS[1], at)
+  local e = entryAt(KEYS[1], at) or tombAt(KEYS[3], at)
   if e then
     id = idOf(e)
   end
 end
-local head = entryFrom(KEYS[1], 0)
-return {epoch, last, id, head and seqOf(head) or 0}
+return {epoch, last, id, headOf(KEYS[1], KEYS[3]) or 0}

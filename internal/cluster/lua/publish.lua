@@ -1,8 +1,10 @@
 -- publish: one message of one room, in one atomic step (SPEC §8).
 -- KEYS[1] the room's stream, KEYS[2] its meta hash, KEYS[3] the
--- de-duplication key (ignored when ARGV[6] is "0").
+-- de-duplication key (ignored when ARGV[6] is "0"), KEYS[4] the room's
+-- tombstones (a sorted set of redacted messages, scored by seq).
 -- ARGV[1] the message JSON (its seq is set by the reader from the entry),
--- ARGV[2] the stream's approximate MAXLEN, ARGV[3] the room's pub/sub
+-- ARGV[2] the stream's approximate MAXLEN ("0": the room keeps no message,
+-- and the stream is deleted), ARGV[3] the room's pub/sub
 -- channel, ARGV[4] the epoch of a room that has none (the store's),
 -- ARGV[5] the de-duplication key's lifetime in seconds, ARGV[6] "1" when
 -- there is a key, ARGV[7] the message's ID, ARGV[8] the time, in Unix ms
@@ -10,7 +12,8 @@
 -- sender has given up on it by then), ARGV[9] the room's idle lifetime in
 -- ms, ARGV[10] and ARGV[11] the age cutoff (YYYYMMDD, HHMMSSmmm; "" for
 -- no age retention) and ARGV[12] and ARGV[13] the age at which trimming
--- starts (a little past the cutoff, so that it runs in batches).
+-- starts (a little past the cutoff, so that it runs in batches), ARGV[14]
+-- the seq the message redacts ("0": it is not a redaction).
 -- Returns {1, seq, epoch} for a new message, {0, seq, ID, JSON or false}
 -- for a retry (the JSON while the stream still holds the original), {-1}
 -- for a request past its time.
@@ -25,7 +28,7 @@ if ARGV[6] == "1" then
     local seq, id = string.match(prior, "^(%d+)\n(.*)$")
     if seq then
       local body = false
-      local e = entryAt(KEYS[1], tonumber(seq))
+      local e = entryAt(KEYS[1], tonumber(seq)) or tombAt(KEYS[4], tonumber(seq))
       if e and idOf(e) == id then
         body = e[2][2]
       end
@@ -43,18 +46,67 @@ if seq == 1 then
   -- A new epoch starts: a stream left without its meta is of a lost one.
   redis.call("del", KEYS[1])
 end
-redis.call("xadd", KEYS[1], "MAXLEN", "~", ARGV[2], string.format("%d-0", seq), "m", ARGV[1])
-if seq == 1 then
-  redis.call("pexpire", KEYS[1], ARGV[9])
+local keep = ARGV[2] ~= "0"
+if keep then
+  redis.call("xadd", KEYS[1], "MAXLEN", "~", ARGV[2], string.format("%d-0", seq), "m", ARGV[1])
+  if seq == 1 then
+    redis.call("pexpire", KEYS[1], ARGV[9])
+  end
+else
+  redis.call("del", KEYS[1])
 end
-if ARGV[10] ~= "" then
+if keep and ARGV[14] ~= "0" then
+  -- A redaction (SPEC §11): the target's entry cannot be edited in place,
+  -- so it is removed, and its tombstone (the message without its text,
+  -- and who redacted it with which seq) goes to KEYS[4], where reads
+  -- merge it back in seq order. A target that is gone or already a
+  -- tombstone is left as it is.
+  local target = tonumber(ARGV[14])
+  local e = target < seq and entryAt(KEYS[1], target)
+  if e then
+    local o = cjson.decode(e[2][2])
+    local by = cjson.decode(ARGV[1]).from
+    local tomb = '{"id":' .. cjson.encode(o.id) .. ',"roomID":' .. cjson.encode(o.roomID) ..
+      ',"seq":0,"from":' .. cjson.encode(o.from) .. ',"message":""'
+    if o.redacts then
+      tomb = tomb .. ',"redacts":' .. string.format("%d", o.redacts)
+    end
+    tomb = tomb .. ',"redacted":{"by":' .. cjson.encode(by) .. ',"seq":' .. string.format("%d", seq) ..
+      '},"ts":' .. cjson.encode(o.ts) .. '}'
+    redis.call("zadd", KEYS[4], target, tomb)
+    -- XDEL only flags an entry: its bytes stay in the stream's node
+    -- (and in DUMP, RDB and replicas) until the whole node goes. So the
+    -- stream is rebuilt without it: O(entries kept), once per redaction.
+    local all = redis.call("xrange", KEYS[1], "-", "+")
+    local ttl = redis.call("pttl", KEYS[1])
+    redis.call("del", KEYS[1])
+    for _, x in ipairs(all) do
+      if x[1] ~= e[1] then
+        redis.call("xadd", KEYS[1], x[1], unpack(x[2]))
+      end
+    end
+    if ttl > 0 then
+      redis.call("pexpire", KEYS[1], ttl)
+    end
+    if redis.call("pttl", KEYS[4]) < 0 then
+      redis.call("pexpire", KEYS[4], ARGV[9])
+    end
+    -- Tombstones past the count retention go with the stream's entries.
+    redis.call("zremrangebyscore", KEYS[4], "-inf", string.format("(%d", seq - tonumber(ARGV[2]) + 1))
+  end
+end
+if not keep then
+  redis.call("del", KEYS[4])
+end
+if keep and ARGV[10] ~= "" then
   local head = entryFrom(KEYS[1], 0)
   if head and old(head, {tonumber(ARGV[12]), tonumber(ARGV[13])}) then
     local keep = firstYoung(KEYS[1], seqOf(head), seq, {tonumber(ARGV[10]), tonumber(ARGV[11])})
     redis.call("xtrim", KEYS[1], "MINID", string.format("%d-0", keep))
+    redis.call("zremrangebyscore", KEYS[4], "-inf", string.format("(%d", keep))
   end
 end
-touch(KEYS[2], KEYS[1], tonumber(ARGV[9]))
+touch(KEYS[2], KEYS[1], tonumber(ARGV[9]), KEYS[4])
 redis.call("publish", ARGV[3], seq .. "\n" .. epoch .. "\n" .. ARGV[1])
 if ARGV[6] == "1" then
   redis.call("set", KEYS[3], seq .. "\n" .. ARGV[7], "EX", ARGV[5])

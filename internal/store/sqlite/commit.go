@@ -25,10 +25,15 @@ type request struct {
 	probe bool
 	flush chan<- struct{}
 	do    func(*sql.Conn)
+	// clear, with cleared, is a Clear of that room: its outcome goes to
+	// cleared once the batch commits or fails.
+	clear   string
+	cleared chan<- error
 }
 
 // roomState is the committer's view of one room. Owned by the committer.
 type roomState struct {
+	roomID    string // rooms.room_id
 	id        int64  // rooms.id
 	last      int64  // last seq assigned, including the batch being built
 	committed int64  // last seq committed; last rolls back to it on failure
@@ -67,12 +72,13 @@ type committer struct {
 	// IMMEDIATE … COMMIT of tx: database/sql's Tx, and the Stmt that
 	// tx.Stmt makes for each statement in it, were most of the 84
 	// allocations (3.7 KB) a message cost at one message per transaction.
-	getKey, delKey, getRoom, insRoom, updRoom, probe *sql.Stmt
-	insMsgs, insKeys, hasKeys                        *multiStmt
-	tx                                               txStmts
+	getKey, delKey, getRoom, insRoom, updRoom, probe, redact, clear *sql.Stmt
+	insMsgs, insKeys, hasKeys                                       *multiStmt
+	tx                                                              txStmts
 
 	// Reused between batches.
 	msgArgs, keyArgs, keyList []any
+	redactions                []redactReq         // the batch's redactions, in order
 	existing                  map[string]bool     // keys of the batch the dedup table has
 	batchKeys                 map[string]int      // key → index of the request that stores it
 	batchRooms                map[*roomState]bool // rooms the batch writes to
@@ -85,7 +91,11 @@ type committer struct {
 }
 
 const (
-	insMsgsSQL = `INSERT INTO messages (room, seq, id, user_id, name, body, ts) VALUES `
+	insMsgsSQL = `INSERT INTO messages (room, seq, id, user_id, name, body, ts, redacts) VALUES `
+	clearSQL   = `DELETE FROM messages WHERE room = (SELECT id FROM rooms WHERE room_id = ?)`
+	// redactSQL empties a message's text for a redaction (SPEC §11), once.
+	redactSQL = `UPDATE messages SET body = '', redacted_seq = ?, redacted_by = ?, redacted_name = ?
+WHERE room = ? AND seq = ? AND redacted_seq IS NULL`
 	insKeysSQL = `INSERT INTO dedup (key, room, seq, msg_id, at) VALUES `
 	hasKeysSQL = `SELECT key FROM dedup WHERE key IN (`
 	delKeySQL  = `DELETE FROM dedup WHERE key = ?`
@@ -95,7 +105,7 @@ const (
 	probeSQL   = `INSERT INTO meta (key, value) VALUES ('probe_ms', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
 	// getKeySQL finds a key's original message; the message itself may
 	// already be gone to retention (LEFT JOIN).
-	getKeySQL = `SELECT d.at, d.seq, d.msg_id, r.room_id, m.user_id, m.name, m.body, m.ts
+	getKeySQL = `SELECT d.at, d.seq, d.msg_id, r.room_id, m.user_id, m.name, m.body, m.ts, m.redacts, m.redacted_seq, m.redacted_by, m.redacted_name
 FROM dedup d JOIN rooms r ON r.id = d.room
 LEFT JOIN messages m ON m.room = d.room AND m.seq = d.seq
 WHERE d.key = ?`
@@ -112,7 +122,8 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 	}{
 		{&c.getKey, getKeySQL},
 		{&c.delKey, delKeySQL}, {&c.getRoom, getRoomSQL}, {&c.insRoom, insRoomSQL},
-		{&c.updRoom, updRoomSQL}, {&c.probe, probeSQL},
+		{&c.updRoom, updRoomSQL}, {&c.probe, probeSQL}, {&c.redact, redactSQL},
+		{&c.clear, clearSQL},
 	} {
 		var err error
 		if *p.stmt, err = s.wconn.PrepareContext(ctx, p.sql); err != nil {
@@ -120,7 +131,7 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 		}
 	}
 	var err error
-	if c.insMsgs, err = prepareMulti(ctx, s.wconn, insMsgsSQL, 7, "", false); err != nil {
+	if c.insMsgs, err = prepareMulti(ctx, s.wconn, insMsgsSQL, 8, "", false); err != nil {
 		return err
 	}
 	if c.insKeys, err = prepareMulti(ctx, s.wconn, insKeysSQL, 5, "", false); err != nil {
@@ -140,7 +151,7 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 
 func (c *committer) closeStmts() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{c.getKey, c.delKey, c.getRoom, c.insRoom, c.updRoom, c.probe} {
+	for _, st := range []*sql.Stmt{c.getKey, c.delKey, c.getRoom, c.insRoom, c.updRoom, c.probe, c.redact, c.clear} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -263,7 +274,7 @@ func (c *committer) commit() {
 	} else {
 		for _, rs := range touched {
 			rs.committed = rs.last
-			c.trim.mark(rs.id, rs.committed)
+			c.trim.mark(rs.id, rs.roomID, rs.committed)
 		}
 	}
 	c.evict()
@@ -287,6 +298,10 @@ func (c *committer) commit() {
 		}
 		if r.do != nil {
 			r.do(c.s.wconn)
+			continue
+		}
+		if r.cleared != nil {
+			r.cleared <- err
 			continue
 		}
 		if err != nil {
@@ -325,7 +340,7 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 	if err := c.findKeys(ctx); err != nil {
 		return nil, nil, err
 	}
-	c.msgArgs, c.keyArgs = c.msgArgs[:0], c.keyArgs[:0]
+	c.msgArgs, c.keyArgs, c.redactions = c.msgArgs[:0], c.keyArgs[:0], c.redactions[:0]
 	keys, seen := c.batchKeys, c.batchRooms
 	clear(keys)
 	clear(seen)
@@ -337,6 +352,17 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 			continue
 		}
 		if r.flush != nil || r.do != nil {
+			continue
+		}
+		if r.cleared != nil {
+			// What the batch wrote before goes first, then the room's
+			// messages, with what is gone from them by then.
+			if err := c.writeRows(ctx); err != nil {
+				return touched, created, err
+			}
+			if _, err := c.clear.ExecContext(ctx, r.clear); err != nil {
+				return touched, created, err
+			}
 			continue
 		}
 		if r.key != "" {
@@ -371,20 +397,21 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 			c.writes++
 			rs.used, rs.usedAt = c.writes, now
 		}
-		c.msgArgs = append(c.msgArgs, rs.id, m.Seq, m.ID, m.From.UserID, m.From.Name, m.Message, m.TS.UnixMilli())
+		if keep, _ := c.s.opts.Retention.For(m.RoomID); keep > 0 {
+			c.msgArgs = append(c.msgArgs, rs.id, m.Seq, m.ID, m.From.UserID, m.From.Name, m.Message, m.TS.UnixMilli(), m.Redacts)
+			if m.Redacts > 0 && m.Redacts < m.Seq {
+				c.redactions = append(c.redactions, redactReq{room: rs.id, target: m.Redacts, seq: m.Seq, by: m.From})
+			}
+		}
 		if r.key != "" {
 			keys[r.key] = i
 			c.keyArgs = append(c.keyArgs, r.key, rs.id, m.Seq, m.ID, nowMs)
 		}
 		c.results[i].msg = m
 	}
-	if err := c.insMsgs.exec(ctx, c.msgArgs); err != nil {
+	if err := c.writeRows(ctx); err != nil {
 		return touched, created, err
 	}
-	if err := c.insKeys.exec(ctx, c.keyArgs); err != nil {
-		return touched, created, err
-	}
-	clear(c.msgArgs) // drop references to message text
 	for _, rs := range touched {
 		if _, err := c.updRoom.ExecContext(ctx, rs.last, rs.id); err != nil {
 			return touched, created, err
@@ -396,6 +423,32 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 		}
 	}
 	return touched, created, nil
+}
+
+// writeRows inserts the messages and keys the batch has collected and
+// applies its redactions, then empties those lists.
+func (c *committer) writeRows(ctx context.Context) error {
+	if err := c.insMsgs.exec(ctx, c.msgArgs); err != nil {
+		return err
+	}
+	if err := c.insKeys.exec(ctx, c.keyArgs); err != nil {
+		return err
+	}
+	clear(c.msgArgs) // drop references to message text
+	// After the inserts: a redaction may name a message of its own batch.
+	for _, r := range c.redactions {
+		if _, err := c.redact.ExecContext(ctx, r.seq, r.by.UserID, r.by.Name, r.room, r.target); err != nil {
+			return err
+		}
+	}
+	c.msgArgs, c.keyArgs, c.redactions = c.msgArgs[:0], c.keyArgs[:0], c.redactions[:0]
+	return nil
+}
+
+// redactReq is a redaction to apply once the batch's messages are in.
+type redactReq struct {
+	room, target, seq int64
+	by                protocol.User
 }
 
 // findKeys sets c.existing to the batch's keys that the dedup table holds.
@@ -431,7 +484,7 @@ func (c *committer) room(ctx context.Context, roomID string, nowMs int64) (rs *r
 	if rs := c.rooms[roomID]; rs != nil {
 		return rs, false, nil
 	}
-	rs = &roomState{}
+	rs = &roomState{roomID: roomID}
 	err = c.getRoom.QueryRowContext(ctx, roomID).Scan(&rs.id, &rs.last, &rs.epoch)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -461,9 +514,10 @@ func (c *committer) room(ctx context.Context, roomID string, nowMs int64) (rs *r
 // inserts it again with a new rowid (rowid order stays time order for the
 // sweep).
 func (c *committer) oldKey(ctx context.Context, r request, nowMs int64) (live bool, orig protocol.Message, err error) {
-	var at, ts sql.NullInt64
+	var at, ts, redacts sql.NullInt64
 	var userID, name, body sql.NullString
-	err = c.getKey.QueryRowContext(ctx, r.key).Scan(&at, &orig.Seq, &orig.ID, &orig.RoomID, &userID, &name, &body, &ts)
+	var red redaction
+	err = c.getKey.QueryRowContext(ctx, r.key).Scan(&at, &orig.Seq, &orig.ID, &orig.RoomID, &userID, &name, &body, &ts, &redacts, &red.seq, &red.by, &red.name)
 	if err != nil {
 		return false, orig, fmt.Errorf("read dedup key: %w", err)
 	}
@@ -472,6 +526,7 @@ func (c *committer) oldKey(ctx context.Context, r request, nowMs int64) (live bo
 			orig.From = protocol.User{UserID: userID.String, Name: name.String}
 			orig.Message = body.String
 			orig.TS = time.UnixMilli(ts.Int64).UTC()
+			orig.Redacts, orig.Redacted = redacts.Int64, red.get()
 		} else {
 			// Retention already dropped the original: what is left is
 			// its ID and seq, which is what an ack needs.

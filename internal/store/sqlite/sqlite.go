@@ -250,9 +250,12 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	// Automatic checkpoints are off on this connection, so that copying the
 	// WAL into the database (and its fsync) is never on the commit path:
 	// the checkpointer goroutine does it. temp_store=MEMORY keeps the
-	// statement journal of multi-row INSERTs off the disk.
+	// statement journal of multi-row INSERTs off the disk. secure_delete
+	// overwrites what a redaction (SPEC §11: the text is gone from the
+	// store, not hidden), a clear or retention removes, so that it cannot
+	// be read back from the file's free space.
 	s.wdb, err = sql.Open("sqlite", dsn(abs, opts.BusyTimeout,
-		"_txlock=immediate&_pragma=synchronous("+opts.Synchronous+")&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)"))
+		"_txlock=immediate&_pragma=synchronous("+opts.Synchronous+")&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)&_pragma=secure_delete(ON)"))
 	if err != nil {
 		return nil, err
 	}
@@ -457,7 +460,7 @@ func dsn(path string, busy time.Duration, extra string) string {
 // has deleted it yet. The room's row and its messages are read in one
 // statement, so from one snapshot.
 func readSQL(order string) string {
-	return `SELECT m.seq, m.id, m.user_id, m.name, m.body, m.ts
+	return `SELECT m.seq, m.id, m.user_id, m.name, m.body, m.ts, m.redacts, m.redacted_seq, m.redacted_by, m.redacted_name
 FROM rooms r CROSS JOIN messages m
 WHERE r.room_id = ?1 AND m.room = r.id
   AND m.seq > max(?2, r.last_seq - ?3) AND m.seq < ?4 AND m.ts >= ?5
@@ -470,12 +473,28 @@ const roomInfoSQL = `SELECT r.last_seq, r.epoch,
    WHERE m.room = r.id AND m.seq > r.last_seq - ?2 AND m.ts >= ?3)
 FROM rooms r WHERE r.room_id = ?1`
 
-// ageCutoff is the oldest ts (Unix ms) that retention keeps.
-func (s *Store) ageCutoff() int64 {
-	if s.opts.Retention.MaxAge <= 0 {
-		return math.MinInt64
+// redaction is what the redacted_* columns of a message hold.
+type redaction struct {
+	seq      sql.NullInt64
+	by, name sql.NullString
+}
+
+// get returns the message's Redacted: nil while it is not redacted.
+func (r redaction) get() *protocol.Redaction {
+	if !r.seq.Valid {
+		return nil
 	}
-	return s.opts.now().Add(-s.opts.Retention.MaxAge).UnixMilli()
+	return &protocol.Redaction{By: protocol.User{UserID: r.by.String, Name: r.name.String}, Seq: r.seq.Int64}
+}
+
+// retention returns room roomID's retention: the most messages kept and
+// the oldest ts (Unix ms) kept.
+func (s *Store) retention(roomID string) (limit int, cutoff int64) {
+	limit, age := s.opts.Retention.For(roomID)
+	if age <= 0 {
+		return limit, math.MinInt64
+	}
+	return limit, s.opts.now().Add(-age).UnixMilli()
 }
 
 func unavailable(err error) error {
@@ -546,6 +565,31 @@ func (s *Store) Page(ctx context.Context, roomID string, q store.Query) (store.R
 	return info, msgs, nil
 }
 
+// Clear implements store.Store: the committer deletes the room's messages
+// in the transaction of the batch it is collected into, after the batch's
+// earlier messages and before its later ones.
+func (s *Store) Clear(ctx context.Context, roomID string) error {
+	done := make(chan error, 1)
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return unavailable(store.ErrClosed)
+	}
+	select {
+	case s.queue <- request{clear: roomID, cleared: done}:
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	s.mu.RUnlock()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // TokenKey implements store.Store.
 func (s *Store) TokenKey() []byte { return s.key }
 
@@ -590,12 +634,16 @@ func (s *Store) messages(ctx context.Context, tx *sql.Tx, roomID string, q store
 	if limit <= 0 {
 		limit = -1
 	}
+	keep, cutoff := s.retention(roomID)
+	if keep == 0 {
+		return nil, nil // the room keeps no message
+	}
 	desc := q.Newest && limit > 0
 	st := s.readAsc
 	if desc {
 		st = s.readDesc
 	}
-	rows, err := stmt(ctx, tx, st).QueryContext(ctx, roomID, q.After, s.opts.Retention.Limit(), before, s.ageCutoff(), limit)
+	rows, err := stmt(ctx, tx, st).QueryContext(ctx, roomID, q.After, keep, before, cutoff, limit)
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
 	}
@@ -605,10 +653,12 @@ func (s *Store) messages(ctx context.Context, tx *sql.Tx, roomID string, q store
 	for rows.Next() {
 		m := protocol.Message{RoomID: roomID}
 		var ts int64
-		if err := rows.Scan(&m.Seq, &m.ID, &m.From.UserID, &m.From.Name, &m.Message, &ts); err != nil {
+		var red redaction
+		if err := rows.Scan(&m.Seq, &m.ID, &m.From.UserID, &m.From.Name, &m.Message, &ts, &m.Redacts, &red.seq, &red.by, &red.name); err != nil {
 			return nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
 		}
 		m.TS = time.UnixMilli(ts).UTC()
+		m.Redacted = red.get()
 		out = append(out, m)
 		if size += len(m.Message); q.Full(size) {
 			break // closing rows stops SQLite stepping further
@@ -626,7 +676,8 @@ func (s *Store) messages(ctx context.Context, tx *sql.Tx, roomID string, q store
 func (s *Store) room(ctx context.Context, tx *sql.Tx, roomID string) (store.RoomInfo, error) {
 	var ri store.RoomInfo
 	var first sql.NullInt64
-	err := stmt(ctx, tx, s.roomInfo).QueryRowContext(ctx, roomID, s.opts.Retention.Limit(), s.ageCutoff()).Scan(&ri.LastSeq, &ri.Epoch, &first)
+	keep, cutoff := s.retention(roomID)
+	err := stmt(ctx, tx, s.roomInfo).QueryRowContext(ctx, roomID, keep, cutoff).Scan(&ri.LastSeq, &ri.Epoch, &first)
 	if errors.Is(err, sql.ErrNoRows) {
 		// No message yet: the first one will start in the store's epoch.
 		return store.RoomInfo{Epoch: s.epoch}, nil
@@ -639,9 +690,12 @@ func (s *Store) room(ctx context.Context, tx *sql.Tx, roomID string) (store.Room
 		// message for it was a duplicate) has no history yet.
 		return store.RoomInfo{Epoch: ri.Epoch}, nil
 	}
-	if first.Valid {
+	switch {
+	case keep == 0:
+		// The room keeps nothing, so nothing is truncated.
+	case first.Valid:
 		ri.FirstSeq = first.Int64
-	} else {
+	default:
 		ri.FirstSeq = ri.LastSeq + 1
 	}
 	return ri, nil

@@ -34,7 +34,7 @@ type trimmer struct {
 	// with no MaxAge, only rooms whose seqs went past MaxMessages. It holds
 	// at most Options.cacheRooms rooms; a room that does not fit makes a
 	// full pass run instead (mark), which visits every room.
-	dirty     map[int64]int64
+	dirty     map[int64]dirtyRoom
 	dirtyPeak int // for compact
 	// cursor is the rooms.id after which a full pass over every room goes
 	// on; -1 when no full pass is under way. A full pass runs at Open (for
@@ -59,13 +59,27 @@ const (
 	// sweepSQL deletes expired keys among the oldest trimChunk in rowid
 	// order, which is insertion (time) order.
 	sweepSQL    = `DELETE FROM dedup WHERE rowid IN (SELECT rowid FROM dedup ORDER BY rowid LIMIT ?) AND at <= ?`
-	roomPageSQL = `SELECT id, last_seq FROM rooms WHERE id > ? ORDER BY id LIMIT ?`
+	roomPageSQL = `SELECT id, room_id, last_seq FROM rooms WHERE id > ? ORDER BY id LIMIT ?`
 )
+
+// dirtyRoom is a room to trim: its ID and last committed seq.
+type dirtyRoom struct {
+	roomID string
+	last   int64
+}
+
+// periodic reports whether retention can drop messages of rooms that
+// get none (an age, or a per-room rule that a reload may lower), so that
+// a full pass runs every fullPassEvery.
+func (t *trimmer) periodic() bool {
+	ret := t.s.opts.Retention
+	return ret.MaxAge > 0 || ret.Room != nil
+}
 
 func (t *trimmer) init(ctx context.Context, s *Store, tx *txStmts) error {
 	t.s, t.tx = s, tx
 	t.log = faultLog{log: s.opts.Logger, what: "trim", path: s.path}
-	t.dirty = make(map[int64]int64)
+	t.dirty = make(map[int64]dirtyRoom)
 	t.cursor = 0 // full pass at start
 	for _, p := range []struct {
 		stmt **sql.Stmt
@@ -92,14 +106,14 @@ func (t *trimmer) closeStmts() error {
 	return errors.Join(errs...)
 }
 
-// mark records that room id committed messages up to seq last.
-func (t *trimmer) mark(id, last int64) {
-	ret := t.s.opts.Retention
-	if ret.MaxAge <= 0 && last <= int64(ret.Limit()) {
+// mark records that room id (roomID) committed messages up to seq last.
+func (t *trimmer) mark(id int64, roomID string, last int64) {
+	limit, age := t.s.opts.Retention.For(roomID)
+	if age <= 0 && last <= int64(limit) {
 		return // seqs start at 1: at most last rows, none past the limit
 	}
 	if _, ok := t.dirty[id]; ok || len(t.dirty) < t.s.opts.cacheRooms {
-		t.dirty[id] = last
+		t.dirty[id] = dirtyRoom{roomID, last}
 		t.dirtyPeak = max(t.dirtyPeak, len(t.dirty))
 		return
 	}
@@ -118,7 +132,7 @@ func (t *trimmer) mark(id, last int64) {
 // take new messages; where even the WAL cannot grow, trimming resumes by
 // itself once there is space.
 func (t *trimmer) step(now time.Time) (more bool) {
-	if t.cursor < 0 && t.s.opts.Retention.MaxAge > 0 && !now.Before(t.nextFull) {
+	if t.cursor < 0 && t.periodic() && !now.Before(t.nextFull) {
 		t.cursor = 0
 	}
 	var cursor int64
@@ -157,12 +171,12 @@ func (t *trimmer) work(ctx context.Context, now time.Time) (more bool, cursor in
 		more = true
 	}
 	visited := 0
-	for id, last := range t.dirty {
+	for id, d := range t.dirty {
 		if visited == trimRooms {
 			break
 		}
 		visited++
-		roomMore, err := t.room(ctx, id, last, now)
+		roomMore, err := t.room(ctx, id, d.roomID, d.last, now)
 		if err != nil {
 			return false, 0, nil, err
 		}
@@ -176,11 +190,15 @@ func (t *trimmer) work(ctx context.Context, now time.Time) (more bool, cursor in
 		if err != nil {
 			return false, 0, nil, err
 		}
-		type room struct{ id, last int64 }
+		type room struct {
+			id     int64
+			roomID string
+			last   int64
+		}
 		var page []room
 		for rows.Next() {
 			var r room
-			if err := rows.Scan(&r.id, &r.last); err != nil {
+			if err := rows.Scan(&r.id, &r.roomID, &r.last); err != nil {
 				rows.Close()
 				return false, 0, nil, err
 			}
@@ -191,7 +209,7 @@ func (t *trimmer) work(ctx context.Context, now time.Time) (more bool, cursor in
 			return false, 0, nil, err
 		}
 		for _, r := range page {
-			roomMore, err := t.room(ctx, r.id, r.last, now)
+			roomMore, err := t.room(ctx, r.id, r.roomID, r.last, now)
 			if err != nil {
 				return false, 0, nil, err
 			}
@@ -209,14 +227,14 @@ func (t *trimmer) work(ctx context.Context, now time.Time) (more bool, cursor in
 }
 
 // room deletes, oldest first and at most trimChunk of them, the messages of
-// room id (whose last seq is last) that retention no longer keeps. It
-// reports whether more remain.
-func (t *trimmer) room(ctx context.Context, id, last int64, now time.Time) (more bool, err error) {
-	ret := t.s.opts.Retention
-	keepFrom := last - int64(ret.Limit()) + 1 // first seq kept by count
-	if ret.MaxAge > 0 {
+// room id (roomID, whose last seq is last) that retention no longer keeps.
+// It reports whether more remain.
+func (t *trimmer) room(ctx context.Context, id int64, roomID string, last int64, now time.Time) (more bool, err error) {
+	limit, age := t.s.opts.Retention.For(roomID)
+	keepFrom := last - int64(limit) + 1 // first seq kept by count
+	if age > 0 {
 		var s sql.NullInt64
-		if err := t.ageSeq.QueryRowContext(ctx, id, now.Add(-ret.MaxAge).UnixMilli()).Scan(&s); err != nil {
+		if err := t.ageSeq.QueryRowContext(ctx, id, now.Add(-age).UnixMilli()).Scan(&s); err != nil {
 			return false, err
 		}
 		byAge := int64(math.MaxInt64)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,6 +37,12 @@ func Run(t *testing.T, newStore Factory) {
 	t.Run("EpochStable", func(t *testing.T) { testEpochStable(t, newStore) })
 	t.Run("Flush", func(t *testing.T) { testFlush(t, newStore) })
 	t.Run("TokenKey", func(t *testing.T) { testTokenKey(t, newStore) })
+	t.Run("RoomRetention", func(t *testing.T) { testRoomRetention(t, newStore) })
+	t.Run("RoomKeepsNothing", func(t *testing.T) { testRoomKeepsNothing(t, newStore) })
+	t.Run("RoomRetentionAge", func(t *testing.T) { testRoomRetentionAge(t, newStore) })
+	t.Run("Redaction", func(t *testing.T) { testRedaction(t, newStore) })
+	t.Run("RedactionInPages", func(t *testing.T) { testRedactionInPages(t, newStore) })
+	t.Run("Clear", func(t *testing.T) { testClear(t, newStore) })
 }
 
 // Msg returns a message ready to Append.
@@ -461,5 +468,348 @@ func testTokenKey(t *testing.T, f Factory) {
 	other := open(t, f, store.Retention{})
 	if bytes.Equal(k, other.TokenKey()) {
 		t.Fatal("two stores have the same TokenKey")
+	}
+}
+
+// Rules is a store.Retention.Room whose answers a test changes while the
+// store runs, as a reload does. Rooms it does not name keep def.
+type Rules struct {
+	mu    sync.Mutex
+	rooms map[string]Rule
+	def   Rule
+}
+
+// Rule is one room's retention.
+type Rule struct {
+	Max int
+	Age time.Duration
+}
+
+// NewRules returns rules with default def.
+func NewRules(def Rule) *Rules { return &Rules{rooms: map[string]Rule{}, def: def} }
+
+// Set changes room's rule.
+func (r *Rules) Set(room string, rule Rule) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rooms[room] = rule
+}
+
+// Room is the store.Retention.Room func.
+func (r *Rules) Room(room string) (int, time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rule, ok := r.rooms[room]
+	if !ok {
+		rule = r.def
+	}
+	return rule.Max, rule.Age
+}
+
+// eventually polls f (retention may run in the background) for up to 10 s
+// until it returns "", then fails with its last answer.
+func eventually(t *testing.T, f func() string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msg := f()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testRoomRetention(t *testing.T, f Factory) {
+	rules := NewRules(Rule{Max: 10000})
+	rules.Set("three", Rule{Max: 3})
+	// MaxMessages is ignored once Room is set.
+	s := open(t, f, store.Retention{MaxMessages: 1, Room: rules.Room})
+	ctx := context.Background()
+	for i := 1; i <= 6; i++ {
+		MustAppend(t, s, Msg("three", fmt.Sprint(i)), "")
+		MustAppend(t, s, Msg("default", fmt.Sprint(i)), "")
+	}
+	check := func(room string, wantSeqs []int64, wantFirst int64) {
+		t.Helper()
+		eventually(t, func() string {
+			info, page, err := s.Page(ctx, room, store.Query{})
+			if err != nil {
+				return err.Error()
+			}
+			if !cmp.Equal(wantSeqs, seqs(page)) || info.FirstSeq != wantFirst || info.LastSeq != 6 {
+				return fmt.Sprintf("room %s: page %v, info %+v; want %v, FirstSeq %d, LastSeq 6", room, seqs(page), info, wantSeqs, wantFirst)
+			}
+			return ""
+		})
+	}
+	check("three", []int64{4, 5, 6}, 4)
+	check("default", []int64{1, 2, 3, 4, 5, 6}, 1)
+	// A reload lowers the room's size: reads apply it at once.
+	rules.Set("three", Rule{Max: 2})
+	check("three", []int64{5, 6}, 5)
+	rules.Set("default", Rule{Max: 4})
+	check("default", []int64{3, 4, 5, 6}, 3)
+	if r := MustAppend(t, s, Msg("three", "7"), ""); r.Msg.Seq != 7 {
+		t.Fatalf("seq after a lowered size = %d, want 7", r.Msg.Seq)
+	}
+}
+
+func testRoomKeepsNothing(t *testing.T, f Factory) {
+	rules := NewRules(Rule{Max: 10000})
+	rules.Set("none", Rule{Max: 0})
+	s := open(t, f, store.Retention{Room: rules.Room})
+	ctx := context.Background()
+	for i := 1; i <= 3; i++ {
+		m := Msg("none", fmt.Sprint(i))
+		r := MustAppend(t, s, m, store.DedupKey("u1", "none", fmt.Sprint(i)))
+		if r.Dup || r.Msg.Seq != int64(i) || r.Msg.Message != m.Message || r.Msg.ID != m.ID {
+			t.Fatalf("Append %d in a room that keeps nothing: got %+v dup=%v, want the message with seq %d", i, r.Msg, r.Dup, i)
+		}
+	}
+	// A retry still finds its key: the seq and ID of the original.
+	again := MustAppend(t, s, Msg("none", "2 again"), store.DedupKey("u1", "none", "2"))
+	if !again.Dup || again.Msg.Seq != 2 || again.Msg.ID != Msg("none", "2").ID {
+		t.Fatalf("retry in a room that keeps nothing: got %+v dup=%v, want seq 2, the original ID, dup", again.Msg, again.Dup)
+	}
+	eventually(t, func() string {
+		info, page, err := s.Page(ctx, "none", store.Query{Limit: 10, Newest: true})
+		if err != nil {
+			return err.Error()
+		}
+		msgs, err := s.Messages(ctx, "none", store.Query{})
+		if err != nil {
+			return err.Error()
+		}
+		if len(page) != 0 || len(msgs) != 0 || info.LastSeq != 3 || info.FirstSeq != 0 || info.Truncated(0) || info.Epoch == "" {
+			return fmt.Sprintf("room that keeps nothing: page %v, messages %v, info %+v; want none, LastSeq 3, FirstSeq 0, an epoch", seqs(page), seqs(msgs), info)
+		}
+		return ""
+	})
+	// A room that kept messages and is set to keep none (a reload) shows
+	// none; set back, it keeps what comes next with no gap in seqs.
+	MustAppend(t, s, Msg("some", "1"), "")
+	MustAppend(t, s, Msg("some", "2"), "")
+	rules.Set("some", Rule{Max: 0})
+	eventually(t, func() string {
+		info, page, err := s.Page(ctx, "some", store.Query{})
+		if err != nil {
+			return err.Error()
+		}
+		if len(page) != 0 || info.LastSeq != 2 || info.FirstSeq != 0 {
+			return fmt.Sprintf("room set to keep nothing: page %v, info %+v; want none, LastSeq 2, FirstSeq 0", seqs(page), info)
+		}
+		return ""
+	})
+	MustAppend(t, s, Msg("some", "3"), "")
+	rules.Set("some", Rule{Max: 10})
+	if r := MustAppend(t, s, Msg("some", "4"), ""); r.Msg.Seq != 4 {
+		t.Fatalf("seq after keeping nothing = %d, want 4", r.Msg.Seq)
+	}
+	page, err := s.Messages(ctx, "some", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := seqs(page); len(got) == 0 || got[len(got)-1] != 4 || slices.Contains(got, 3) {
+		t.Fatalf("after keeping nothing then 10: %v; want 4 kept and 3 (sent while nothing was kept) not", got)
+	}
+}
+
+func testRoomRetentionAge(t *testing.T, f Factory) {
+	rules := NewRules(Rule{Max: 10000})
+	rules.Set("young", Rule{Max: 10000, Age: time.Hour})
+	s := open(t, f, store.Retention{Room: rules.Room})
+	ctx := context.Background()
+	for _, room := range []string{"young", "other"} {
+		old := Msg(room, "old")
+		old.TS = old.TS.Add(-2 * time.Hour)
+		MustAppend(t, s, old, "")
+		MustAppend(t, s, Msg(room, "new"), "")
+	}
+	eventually(t, func() string {
+		info, page, err := s.Page(ctx, "young", store.Query{})
+		if err != nil {
+			return err.Error()
+		}
+		if !cmp.Equal([]int64{2}, seqs(page)) || info.FirstSeq != 2 || info.LastSeq != 2 || !info.Truncated(0) {
+			return fmt.Sprintf("room with a 1h age: page %v, info %+v; want [2], FirstSeq 2", seqs(page), info)
+		}
+		return ""
+	})
+	page, err := s.Messages(ctx, "other", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal([]int64{1, 2}, seqs(page)) {
+		t.Fatalf("room without an age: %v, want [1 2]", seqs(page))
+	}
+}
+
+// Redaction returns a redaction of seq in room, sent by by.
+func Redaction(room string, seq int64, by protocol.User) protocol.Message {
+	m := Msg(room, "removed a message")
+	m.ID = fmt.Sprintf("redact-%s-%d-%s", room, seq, by.UserID)
+	m.From = by
+	m.Redacts = seq
+	return m
+}
+
+func testRedaction(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	ctx := context.Background()
+	var want []protocol.Message
+	for i := 1; i <= 4; i++ {
+		m := Msg("room", fmt.Sprintf("text-%d", i))
+		want = append(want, MustAppend(t, s, m, store.DedupKey("u1", "room", fmt.Sprint(i))).Msg)
+	}
+	mod := protocol.User{UserID: "mod", Name: "moderator"}
+	red := MustAppend(t, s, Redaction("room", 2, mod), "")
+	if red.Dup || red.Msg.Seq != 5 || red.Msg.Redacts != 2 || red.Msg.From != mod {
+		t.Fatalf("redaction: got %+v dup=%v, want seq 5, redacts 2, from the moderator", red.Msg, red.Dup)
+	}
+	want[1].Message = ""
+	want[1].Redacted = &protocol.Redaction{By: mod, Seq: 5}
+	want = append(want, red.Msg)
+	got, err := s.Messages(ctx, "room", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("after redacting seq 2 (-want +got):\n%s", diff)
+	}
+	// A retry of the redacted message finds its key and not its text.
+	retry := MustAppend(t, s, Msg("room", "text-2"), store.DedupKey("u1", "room", "2"))
+	if !retry.Dup || retry.Msg.Seq != 2 || retry.Msg.ID != want[1].ID {
+		t.Fatalf("retry of a redacted message: got %+v dup=%v, want seq 2 dup", retry.Msg, retry.Dup)
+	}
+	// Redacting again, or a seq not stored, stores the redaction and
+	// changes nothing else.
+	other := protocol.User{UserID: "owner", Name: "owner"}
+	again := MustAppend(t, s, Redaction("room", 2, other), "")
+	gone := MustAppend(t, s, Redaction("room", 99, other), "")
+	self := MustAppend(t, s, Redaction("room", 8, other), "") // its own seq
+	if again.Msg.Seq != 6 || gone.Msg.Seq != 7 || self.Msg.Seq != 8 {
+		t.Fatalf("redactions got seqs %d, %d, %d; want 6, 7, 8", again.Msg.Seq, gone.Msg.Seq, self.Msg.Seq)
+	}
+	want = append(want, again.Msg, gone.Msg, self.Msg)
+	got, err = s.Messages(ctx, "room", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("after redacting seq 2 again, 99 and itself (-want +got):\n%s", diff)
+	}
+	// A redaction can be redacted: it keeps its redacts.
+	MustAppend(t, s, Redaction("room", 5, other), "")
+	got, err = s.Messages(ctx, "room", store.Query{After: 4, Before: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Redacts != 2 || got[0].Message != "" || got[0].Redacted == nil || got[0].Redacted.Seq != 9 {
+		t.Fatalf("redacted redaction: %+v; want redacts 2, no text, redacted by seq 9", got)
+	}
+	// Another room's seq 2 is untouched.
+	MustAppend(t, s, Msg("other", "a"), "")
+	MustAppend(t, s, Msg("other", "b"), "")
+	got, err = s.Messages(ctx, "other", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[1].Message != "b" || got[1].Redacted != nil {
+		t.Fatalf("another room after a redaction: %+v", got)
+	}
+}
+
+// testRedactionInPages: pages over redacted messages stay contiguous in
+// seq, whatever their bounds, limit and order.
+func testRedactionInPages(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	ctx := context.Background()
+	for i := 1; i <= 10; i++ {
+		MustAppend(t, s, Msg("room", fmt.Sprint(i)), "")
+	}
+	mod := protocol.User{UserID: "mod", Name: "m"}
+	for _, seq := range []int64{1, 4, 5, 9, 10} {
+		MustAppend(t, s, Redaction("room", seq, mod), "")
+	}
+	cases := []struct {
+		q    store.Query
+		want []int64
+	}{
+		{store.Query{}, []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}},
+		{store.Query{Limit: 3}, []int64{1, 2, 3}},
+		{store.Query{After: 3, Limit: 3}, []int64{4, 5, 6}},
+		{store.Query{After: 3, Before: 6}, []int64{4, 5}},
+		{store.Query{Before: 11, Limit: 3, Newest: true}, []int64{8, 9, 10}},
+		{store.Query{Before: 6, Limit: 2, Newest: true}, []int64{4, 5}},
+		{store.Query{Limit: 7, Newest: true}, []int64{9, 10, 11, 12, 13, 14, 15}},
+		{store.Query{After: 8, Limit: 4}, []int64{9, 10, 11, 12}},
+	}
+	for _, tc := range cases {
+		info, page, err := s.Page(ctx, "room", tc.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tc.want, seqs(page)); diff != "" {
+			t.Errorf("Page(%+v) seqs (-want +got):\n%s", tc.q, diff)
+		}
+		if info.FirstSeq != 1 || info.LastSeq != 15 {
+			t.Errorf("Page(%+v) info %+v, want FirstSeq 1, LastSeq 15", tc.q, info)
+		}
+		for _, m := range page {
+			if redacted := slices.Contains([]int64{1, 4, 5, 9, 10}, m.Seq); redacted != (m.Redacted != nil) || redacted != (m.Message == "") {
+				t.Errorf("Page(%+v): seq %d is %+v", tc.q, m.Seq, m)
+			}
+		}
+	}
+}
+
+func testClear(t *testing.T, f Factory) {
+	s := open(t, f, store.Retention{})
+	ctx := context.Background()
+	for i := 1; i <= 5; i++ {
+		MustAppend(t, s, Msg("room", fmt.Sprint(i)), "")
+		MustAppend(t, s, Msg("other", fmt.Sprint(i)), "")
+	}
+	MustAppend(t, s, Redaction("room", 2, protocol.User{UserID: "mod"}), "")
+	before, err := s.Room(ctx, "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Clear(ctx, "room"); err != nil {
+		t.Fatalf("Clear: %v", err)
+	}
+	info, page, err := s.Page(ctx, "room", store.Query{Limit: 10, Newest: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 0 || info.LastSeq != 6 || info.FirstSeq != 7 || info.Epoch != before.Epoch {
+		t.Fatalf("after Clear: page %v, info %+v; want none, LastSeq 6, FirstSeq 7, epoch %q", seqs(page), info, before.Epoch)
+	}
+	if !info.Truncated(0) || !info.Truncated(5) || info.Truncated(6) {
+		t.Fatalf("after Clear: Truncated(0) %v, (5) %v, (6) %v; want true, true, false", info.Truncated(0), info.Truncated(5), info.Truncated(6))
+	}
+	if r := MustAppend(t, s, Msg("room", "after"), ""); r.Msg.Seq != 7 {
+		t.Fatalf("seq after Clear = %d, want 7", r.Msg.Seq)
+	}
+	got, err := s.Messages(ctx, "room", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal([]int64{7}, seqs(got)) {
+		t.Fatalf("after Clear and one message: %v, want [7]", seqs(got))
+	}
+	if other, err := s.Messages(ctx, "other", store.Query{}); err != nil || len(other) != 5 {
+		t.Fatalf("another room after Clear: %d messages, %v; want 5", len(other), err)
+	}
+	// A room never used clears to nothing.
+	if err := s.Clear(ctx, "never"); err != nil {
+		t.Fatalf("Clear(unused room): %v", err)
+	}
+	if ri, err := s.Room(ctx, "never"); err != nil || ri.LastSeq != 0 || ri.Truncated(0) {
+		t.Fatalf("unused room after Clear: %+v, %v", ri, err)
 	}
 }

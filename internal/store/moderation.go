@@ -1,0 +1,74 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/roomchat/roomchat/internal/protocol"
+)
+
+// Kind is a kind of restriction of a user in a room (SPEC §11).
+type Kind string
+
+// The kinds of restriction.
+const (
+	Ban  Kind = "ban"
+	Mute Kind = "mute"
+)
+
+// Restriction is a ban or a mute of one user in one room.
+type Restriction struct {
+	UserID string
+	Until  time.Time // zero: until lifted
+	By     protocol.User
+	Reason string
+	At     time.Time
+}
+
+// InForce reports whether r holds at now: it has no end or ends after now.
+func (r Restriction) InForce(now time.Time) bool {
+	return r.Until.IsZero() || now.Before(r.Until)
+}
+
+// ErrMuted is matched (errors.Is) by the error an Append of a muted
+// user's message gets: a *MutedError. It does not wrap ErrUnavailable.
+var ErrMuted = errors.New("muted")
+
+// MutedError refuses a muted user's message; Until is when the mute ends
+// (zero: until lifted).
+type MutedError struct {
+	Until time.Time
+}
+
+func (e *MutedError) Error() string {
+	if e.Until.IsZero() {
+		return "muted until lifted"
+	}
+	return fmt.Sprintf("muted until %s", e.Until.UTC().Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrMuted) true.
+func (e *MutedError) Is(target error) bool { return target == ErrMuted }
+
+// Moderation is the durable moderation state of rooms (SPEC §11): bans,
+// mutes and the run-time post rule. Expiries are enforced on read. Every
+// Store is to implement it; an Append of a message (not a redaction)
+// whose From.UserID is muted in the room at the store's clock fails with
+// a *MutedError, storing nothing and using no seq.
+type Moderation interface {
+	// PutRestriction sets r for its user in roomID, replacing an earlier one.
+	PutRestriction(ctx context.Context, roomID string, kind Kind, r Restriction) error
+	// DeleteRestriction lifts userID's restriction; existed reports
+	// whether there was one (in force or not).
+	DeleteRestriction(ctx context.Context, roomID string, kind Kind, userID string) (existed bool, err error)
+	// Restrictions returns those in force at now, sorted by UserID.
+	Restrictions(ctx context.Context, roomID string, kind Kind, now time.Time) ([]Restriction, error)
+	// Restricted returns userID's restriction if it is in force at now.
+	Restricted(ctx context.Context, roomID string, kind Kind, userID string, now time.Time) (Restriction, bool, error)
+	// SetPostRule sets the room's run-time post rule; "" removes it.
+	SetPostRule(ctx context.Context, roomID, rule string) error
+	// PostRule returns the room's run-time post rule, "" if none.
+	PostRule(ctx context.Context, roomID string) (string, error)
+}
