@@ -39,7 +39,7 @@ type backend struct {
 // broker and the roster, which start. log must be server.Throttled: the
 // registry's failed store appends come once per message.
 func openBackend(ctx context.Context, cfg config, policies *policy.Source, log *slog.Logger) (*backend, error) {
-	st, where, err := openStore(ctx, cfg, log)
+	st, where, err := openStore(ctx, cfg, policies, log)
 	if err != nil {
 		return nil, err
 	}
@@ -121,8 +121,13 @@ func (b *backend) collectors() []prometheus.Collector {
 // else the SQLite file -db names, creating its directory (0700: it holds
 // history and the token key) if needed. where describes it for the log,
 // without credentials.
-func openStore(ctx context.Context, cfg config, log *slog.Logger) (st store.Store, where string, err error) {
+func openStore(ctx context.Context, cfg config, policies *policy.Source, log *slog.Logger) (st store.Store, where string, err error) {
 	ret := store.Retention{MaxMessages: cfg.retention, MaxAge: cfg.retentionAge}
+	if cfg.configFile != "" {
+		// Without a file every room has the flags' retention: the stores
+		// keep their one rule (and SQLite its cheaper trimming).
+		ret.Room = roomRetention(policies)
+	}
 	switch {
 	case cfg.redis != "":
 		cst, err := cluster.Open(ctx, cluster.Options{URL: cfg.redis, Wait: cfg.redisWait, Retention: ret, Logger: log})
@@ -143,4 +148,19 @@ func openStore(ctx context.Context, cfg config, log *slog.Logger) (st store.Stor
 		return nil, "", err
 	}
 	return sst, "sqlite " + cfg.db, nil
+}
+
+// roomRetention gives each room its namespace's history size and age
+// (SPEC §9), from the policy in force when the store trims: after a
+// reload, the next trim follows the new file. A room whose namespace a
+// reload removed keeps the defaults'.
+func roomRetention(policies *policy.Source) func(roomID string) (int, time.Duration) {
+	return func(roomID string) (int, time.Duration) {
+		cfg := policies.Config()
+		p, perr := cfg.Lookup(roomID)
+		if perr != nil {
+			p = &cfg.Defaults
+		}
+		return p.HistorySize, p.HistoryAge
+	}
 }
