@@ -766,8 +766,20 @@ func (b *Broker) fill(room string, st *roomState, through int64) {
 		}
 		b.fills.Add(uint64(len(msgs)))
 		if len(msgs) == 0 {
-			if info.LastSeq < st.last {
+			target := through
+			if target == 0 {
+				target = info.LastSeq
+			}
+			switch {
+			case info.LastSeq < st.last:
 				b.rotate(room, st)
+			case target > st.last && info.LastSeq >= target:
+				// The messages missed are not kept (a room whose policy
+				// stores nothing, SPEC §9, or retention dropped them):
+				// there is nothing to deliver for them, and later ones
+				// must not wait for them.
+				b.log.Warn("redis: messages missed on pub/sub are not stored; going on without them", "room", room, "from", st.last+1, "to", target)
+				st.last, st.lastID = target, ""
 			}
 			return
 		}

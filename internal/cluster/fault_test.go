@@ -13,6 +13,7 @@ import (
 	"github.com/roomchat/roomchat/internal/broker"
 	"github.com/roomchat/roomchat/internal/broker/brokertest"
 	"github.com/roomchat/roomchat/internal/chattest"
+	"github.com/roomchat/roomchat/internal/cluster"
 	"github.com/roomchat/roomchat/internal/redistest"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/storetest"
@@ -180,5 +181,68 @@ func TestRedisDownAndBack(t *testing.T) {
 	msgs, err := sts[0].Messages(context.Background(), "r", store.Query{})
 	if err != nil || len(msgs) != 15 {
 		t.Fatalf("history after restart: %d messages, %v", len(msgs), err)
+	}
+}
+
+// A room whose policy stores nothing (SPEC §9 history size 0) cannot fill
+// what pub/sub lost: each node goes on delivering the room's later
+// messages, in order, instead of waiting for the missed ones forever.
+func TestPubSubLossInRoomThatKeepsNothing(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Args: []string{"--client-output-buffer-limit", "pubsub 2kb 1kb 1"}})
+	admin := srv.Client()
+	prefix := redistest.Prefix(t)
+	keepNothing := store.Retention{Room: func(string) (int, time.Duration) { return 0, 0 }}
+	recs := []*brokertest.Recorder{brokertest.NewRecorder(), brokertest.NewRecorder()}
+	var bs []*cluster.Broker
+	for _, h := range recs {
+		st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second, Retention: keepNothing})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := cluster.NewBroker(st, cluster.BrokerOptions{Check: 200 * time.Millisecond})
+		b.Start(h)
+		t.Cleanup(func() { b.Close(); st.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = b.WaitReady(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("broker not ready: %v", err)
+		}
+		if err := b.Subscribe(context.Background(), "r"); err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	const n = 600
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range n {
+			res := brokertest.Publish(t, bs[i%2], storetest.Msg("r", fmt.Sprint(i, strings.Repeat("x", 200))), "")
+			if res.Err != nil {
+				t.Errorf("publish %d: %v", i, res.Err)
+				return
+			}
+		}
+	})
+	for range 5 {
+		time.Sleep(20 * time.Millisecond)
+		srv.Do(admin, "CLIENT", "KILL", "TYPE", "pubsub")
+	}
+	wg.Wait()
+	// One more message, after the faults: every node must deliver it.
+	last := brokertest.Publish(t, bs[0], storetest.Msg("r", "after"), "")
+	if last.Err != nil {
+		t.Fatal(last.Err)
+	}
+	for i, rec := range recs {
+		chattest.Eventually(t, 10*time.Second, func() bool {
+			got := rec.Seqs("r")
+			return len(got) > 0 && got[len(got)-1] == last.Msg.Seq
+		}, "node %d delivers seq %d, the message after the faults", i, last.Msg.Seq)
+		got := rec.Seqs("r")
+		if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) {
+			t.Errorf("node %d delivered seqs out of order or twice", i)
+		}
+		t.Logf("node %d delivered %d of %d seqs", i, len(got), last.Msg.Seq)
 	}
 }
