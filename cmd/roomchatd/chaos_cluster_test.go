@@ -29,6 +29,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -215,20 +216,8 @@ func (rd *chaosReader) deliver(m protocol.Message, how string) {
 
 func (rd *chaosReader) follow(ctx context.Context, c *client.Conn, j protocol.Joined) {
 	rd.joined(j, "reply")
-	for more := j.More && j.Epoch == rd.epoch; more && rd.last.Load() < j.LastSeq; {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		h, err := c.History(pctx, chaosRoom, rd.last.Load(), 0)
-		cancel()
-		if err != nil {
-			rd.r.found("reader: a history page after seq %d: %v", rd.last.Load(), err)
-			return
-		}
-		for _, m := range h.Messages {
-			if m.Seq <= j.LastSeq {
-				rd.deliver(m, "history page")
-			}
-		}
-		more = h.More && len(h.Messages) > 0
+	if !rd.catchUp(ctx, c, j) {
+		return
 	}
 	for {
 		env, _, err := c.Next(ctx)
@@ -239,7 +228,13 @@ func (rd *chaosReader) follow(ctx context.Context, c *client.Conn, j protocol.Jo
 		case protocol.TypeJoined:
 			var pj protocol.Joined
 			if protocol.DecodePayload(env, &pj) == nil && pj.RoomID == chaosRoom {
+				// A pushed joined (the room started over at a new epoch)
+				// carries the epoch's oldest page: the rest comes with
+				// history, as after a reply (SPEC §4 catch-up).
 				rd.joined(pj, "pushed")
+				if !rd.catchUp(ctx, c, pj) {
+					return
+				}
 			}
 		case protocol.TypeMsg:
 			var m protocol.Message
@@ -250,6 +245,34 @@ func (rd *chaosReader) follow(ctx context.Context, c *client.Conn, j protocol.Jo
 			rd.deliver(m, "live")
 		}
 	}
+}
+
+// catchUp pages with history after joined j while it says more, up to its
+// lastSeq; live messages wait in the connection's queue meanwhile. It
+// reports false when the connection failed (the reader dials again).
+func (rd *chaosReader) catchUp(ctx context.Context, c *client.Conn, j protocol.Joined) bool {
+	for more := j.More && j.Epoch == rd.epoch; more && rd.last.Load() < j.LastSeq; {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		h, err := c.History(pctx, chaosRoom, rd.last.Load(), 0)
+		cancel()
+		if err != nil {
+			// Redis away or the connection gone: the reader dials again
+			// and joins with since, which must lose nothing either.
+			var pe *protocol.Error
+			var ce *client.ConnError
+			if ctx.Err() == nil && !errors.As(err, &ce) && !(errors.As(err, &pe) && pe.Code == protocol.CodeStoreUnavailable) {
+				rd.r.found("reader: a history page after seq %d: %v", rd.last.Load(), err)
+			}
+			return false
+		}
+		for _, m := range h.Messages {
+			if m.Seq <= j.LastSeq {
+				rd.deliver(m, "history page")
+			}
+		}
+		more = h.More && len(h.Messages) > 0
+	}
+	return true
 }
 
 // chaosFault is one kind of fault the driver stages.

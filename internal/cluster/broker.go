@@ -96,6 +96,7 @@ const (
 	evCatchUp                    // after a (re)connect: fill every room from its stream
 	evCheck                      // periodic: compare every room's position with Redis
 	evRelay                      // an event another node relayed
+	evServed                     // a read told a reader of a room's seq and its ID
 )
 
 // roomState is run's view of one subscribed room. Owned by run.
@@ -116,6 +117,16 @@ type roomState struct {
 	// applying evSubscribe replays them.
 	early   []event
 	started bool // the position is known
+	// served is the highest seq past last that a read of this node's
+	// told a reader of (joined's lastSeq, a history page), in epoch, and
+	// servedID the message ID there ("" when not known). A client skips
+	// seqs it has been told of, so until the node has delivered served
+	// itself, Redis must still have that message there: a seq that went
+	// back below it, or another message at it, means Redis lost writes
+	// that a reader saw (a failover before the replicas had them), and
+	// the room gets a new epoch as when delivered messages are lost.
+	served   int64
+	servedID string
 }
 
 // BrokerOptions configure a Broker.
@@ -151,8 +162,20 @@ func NewBroker(st *Store, opts BrokerOptions) *Broker {
 	}
 	st.mu.Lock()
 	st.subscriber = b.Ready
+	st.served = b.served
 	st.mu.Unlock()
 	return b
+}
+
+// served records that a read told a reader of room's seq in epoch, with
+// message ID id there: run compares what it delivers at seq with it.
+func (b *Broker) served(room, epoch string, seq int64, id string) {
+	b.mu.Lock()
+	_, subscribed := b.rooms[room]
+	b.mu.Unlock()
+	if subscribed {
+		b.push(event{kind: evServed, room: room, seq: seq, epoch: epoch, id: id})
+	}
 }
 
 // Start makes h the handler the broker delivers to and starts it: it
@@ -654,8 +677,15 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 			b.log.Error("redis pub/sub: bad message", "room", e.room, "err", err)
 			return
 		}
+		if b.overtaken(e.room, st, m) {
+			return
+		}
 		b.h.Deliver(m)
 		st.last, st.lastID = e.seq, m.ID
+	case evServed:
+		if st := states[e.room]; st != nil && st.started && e.epoch == st.epoch && e.seq > st.last && e.seq > st.served {
+			st.served, st.servedID = e.seq, e.id
+		}
 	case evRelay:
 		if st := states[e.room]; st != nil && st.started {
 			b.h.Relayed(e.room, e.about, e.presence, []byte(e.body))
@@ -688,6 +718,7 @@ func (b *Broker) reset(room string, st *roomState, epoch string) {
 		}
 	}
 	st.epoch, st.last, st.lastID = epoch, 0, ""
+	st.served, st.servedID = 0, ""
 	// The room's presence may have gone with its history (a FLUSHALL):
 	// the new joined lists this node's members, and counts them, only
 	// once they are back.
@@ -761,6 +792,9 @@ func (b *Broker) fill(room string, st *roomState, through int64) {
 			b.log.Warn("redis: messages missed on pub/sub are gone from the stream", "room", room, "from", st.last+1, "to", msgs[0].Seq-1)
 		}
 		for _, m := range msgs {
+			if b.overtaken(room, st, m) {
+				return
+			}
 			b.h.Deliver(m)
 			st.last, st.lastID = m.Seq, m.ID
 		}
@@ -784,6 +818,19 @@ func (b *Broker) fill(room string, st *roomState, through int64) {
 			return
 		}
 	}
+}
+
+// overtaken reports whether m, about to be delivered, stands at the seq
+// a reader was told of (served) but is another message than the one it
+// was told of: Redis lost that one and m took its seq. It rotates the
+// room's epoch then (SPEC §8), which delivers the new epoch's history.
+func (b *Broker) overtaken(room string, st *roomState, m protocol.Message) bool {
+	if m.Seq != st.served || st.servedID == "" || m.ID == st.servedID {
+		return false
+	}
+	b.log.Warn("room's message at a seq a reader was told of changed in Redis: writes it saw were lost", "room", room, "seq", m.Seq)
+	b.rotate(room, st)
+	return true
 }
 
 // rotate gives a room that lost acknowledged writes (its seq went
@@ -873,6 +920,9 @@ func (b *Broker) checkRooms(states map[string]*roomState, rooms []string) bool {
 				b.log.Warn("room's message at the last seq delivered is gone from Redis: acknowledged writes were lost", "room", room, "seq", st.last)
 				b.rotate(room, st)
 			case p.last < st.last:
+				b.rotate(room, st)
+			case st.served > st.last && p.last < st.served:
+				b.log.Warn("room's seq went back below one a reader was told of: writes it saw were lost", "room", room, "seq", st.served)
 				b.rotate(room, st)
 			case p.last > st.last:
 				b.fill(room, st, p.last)

@@ -78,7 +78,7 @@ func TestIdleRoomsExpire(t *testing.T) {
 	roster := cluster.NewRoster(sts[0])
 	roster.Start(func(string, protocol.User, int) {})
 	t.Cleanup(func() { roster.Close() })
-	if _, _, _, err := roster.Add(context.Background(), "joined", protocol.User{UserID: "u1", Name: "ann"}, 10); err != nil {
+	if _, _, _, _, err := roster.Add(context.Background(), "joined", protocol.User{UserID: "u1", Name: "ann"}, 0, 10); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range []string{prefix + ":{written}:s", prefix + ":{written}:m", prefix + ":{joined}:m", prefix + ":{joined}:p", prefix + ":{joined}:pe"} {

@@ -54,9 +54,14 @@ type Roster struct {
 	owner string
 	left  func(roomID string, u protocol.User, count int)
 
-	mu      sync.Mutex                   // guards local, started and closed
-	local   map[string]map[string]string // room → userID → name: the entries this node owns
-	started bool                         // Start ran: run must be waited for
+	mu    sync.Mutex                   // guards local, adding, started and closed
+	local map[string]map[string]string // room → userID → name: the entries this node owns
+	// adding counts the entries of local whose Add is on its way: an
+	// assertion leaves them out, for the Add may yet be refused (the room
+	// is full) and an assertion does not check capacity. Keyed by
+	// room "\n" userID.
+	adding  map[string]int
+	started bool // Start ran: run must be waited for
 	closed  bool
 
 	// healthy is when Redis last began answering every beat, found with
@@ -71,11 +76,12 @@ type Roster struct {
 // hands it left and starts it.
 func NewRoster(st *Store) *Roster {
 	return &Roster{
-		st:    st,
-		owner: gonanoid.Must(12),
-		local: make(map[string]map[string]string),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		st:     st,
+		owner:  gonanoid.Must(12),
+		local:  make(map[string]map[string]string),
+		adding: make(map[string]int),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 }
 
@@ -109,33 +115,52 @@ func (r *Roster) nodesKey() string            { return r.st.prefix + ":nodes" }
 func (r *Roster) beatKey(node string) string  { return r.st.prefix + ":node:" + node }
 func (r *Roster) roomsKey(node string) string { return r.st.prefix + ":node:" + node + ":rooms" }
 
-// Add implements room.Roster: u joins room's list; it returns the count
-// and at most max members after, and whether u was listed already.
-func (r *Roster) Add(ctx context.Context, room string, u protocol.User, max int) (int, []protocol.User, bool, error) {
+// Add implements room.Roster: u joins room's list unless the room has
+// capacity members already (0: no bound) and u is not among them; it
+// returns the count and at most max members after, whether u was listed
+// already, and full when it was refused. The check and the entry are one
+// script: two nodes cannot both take the last place.
+func (r *Roster) Add(ctx context.Context, room string, u protocol.User, capacity, max int) (count int, members []protocol.User, listed, full bool, err error) {
 	r.mu.Lock()
 	if r.local[room] == nil {
 		r.local[room] = make(map[string]string)
 	}
 	r.local[room][u.UserID] = u.Name
+	pending := room + "\n" + u.UserID
+	r.adding[pending]++
 	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.adding[pending]--; r.adding[pending] <= 0 {
+			delete(r.adding, pending)
+		}
+		r.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(ctx, r.st.timeout)
 	defer cancel()
 	// The room goes into this node's set first, so that the entry is
 	// never where an eviction of this node would not look.
 	c := r.st.client
-	err := c.Do(ctx, c.B().Sadd().Key(r.roomsKey(r.owner)).Member(room).Build()).Error()
+	err = c.Do(ctx, c.B().Sadd().Key(r.roomsKey(r.owner)).Member(room).Build()).Error()
 	var arr []rueidis.RedisMessage
 	if err == nil {
 		arr, err = presenceScript.Exec(ctx, c, r.keys(room),
-			[]string{"add", nowMS(), u.UserID, r.owner + "\n" + u.Name, strconv.Itoa(max)}).ToArray()
+			[]string{"add", nowMS(), u.UserID, r.owner + "\n" + u.Name, strconv.Itoa(max), strconv.Itoa(capacity)}).ToArray()
 	}
-	if err != nil || len(arr) != 4 {
+	if err != nil || len(arr) != 5 {
 		r.forget(room, u.UserID)
-		return 0, nil, false, unavailable(errOr(err, "presence add"))
+		return 0, nil, false, false, unavailable(errOr(err, "presence add"))
 	}
-	count, members := parseList(arr[0], arr[1])
-	listed, _ := arr[3].AsInt64()
-	return count, members, listed == 1, nil
+	count, members = parseList(arr[0], arr[1])
+	was, _ := arr[3].AsInt64()
+	refused, _ := arr[4].AsInt64()
+	if refused == 1 {
+		// Nothing was written; the room stays in this node's set until
+		// the node's last entry there goes (an eviction finds nothing).
+		r.forget(room, u.UserID)
+		return count, nil, false, true, nil
+	}
+	return count, members, was == 1, false, nil
 }
 
 // Remove implements room.Roster: userID leaves room's list, if this node
@@ -225,7 +250,7 @@ func (r *Roster) run() {
 		case <-beat.C:
 			r.beat()
 		case <-refresh.C:
-			r.refresh(r.snapshot())
+			r.refresh(r.snapshot(false))
 		case <-sweep.C:
 			if !r.healthy.IsZero() && time.Since(r.healthy) >= nodeTTL {
 				r.sweep()
@@ -259,7 +284,7 @@ func (r *Roster) beat() {
 		return
 	}
 	if lost || r.healthy.IsZero() {
-		if !r.refresh(r.snapshot()) {
+		if !r.refresh(r.snapshot(false)) {
 			r.healthy = time.Time{}
 			return
 		}
@@ -267,15 +292,32 @@ func (r *Roster) beat() {
 	}
 }
 
-// snapshot copies the rooms and entries this node owns.
-func (r *Roster) snapshot() map[string]map[string]string {
+// snapshot copies the rooms and entries this node owns, with the ones
+// whose Add is on its way if all.
+func (r *Roster) snapshot(all bool) map[string]map[string]string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make(map[string]map[string]string, len(r.local))
-	for room, users := range r.local {
-		out[room] = maps.Clone(users)
+	for room := range r.local {
+		if users := r.entries(room, all); len(users) > 0 {
+			out[room] = users
+		}
 	}
 	return out
+}
+
+// entries copies this node's entries in room, with the ones whose Add is
+// on its way if all. Guarded by r.mu.
+func (r *Roster) entries(room string, all bool) map[string]string {
+	users := maps.Clone(r.local[room])
+	if !all {
+		for id := range users {
+			if r.adding[room+"\n"+id] > 0 {
+				delete(users, id)
+			}
+		}
+	}
+	return users
 }
 
 // refresh asserts the entries of rooms, which this node owns: the rooms
@@ -312,7 +354,7 @@ func (r *Roster) refresh(rooms map[string]map[string]string) bool {
 			break
 		}
 	}
-	now := r.snapshot()
+	now := r.snapshot(true)
 	var undo []rueidis.LuaExec
 	for room, users := range rooms {
 		for id := range users {
@@ -332,7 +374,7 @@ func (r *Roster) refresh(rooms map[string]map[string]string) bool {
 // and the new joined must list its members.
 func (r *Roster) reassert(room string) {
 	r.mu.Lock()
-	users := maps.Clone(r.local[room])
+	users := r.entries(room, false)
 	r.mu.Unlock()
 	if len(users) > 0 {
 		r.refresh(map[string]map[string]string{room: users})
@@ -411,7 +453,7 @@ func (r *Roster) Close() error {
 	type entry struct{ room, id, name string }
 	var entries []entry
 	var execs []rueidis.LuaExec
-	for room, users := range r.snapshot() {
+	for room, users := range r.snapshot(true) {
 		for id, name := range users {
 			entries = append(entries, entry{room, id, name})
 			execs = append(execs, rueidis.LuaExec{Keys: r.keys(room), Args: []string{"remove", nowMS(), id, r.owner}})

@@ -151,6 +151,10 @@ type Store struct {
 	// reassert, when set, asserts this node's presence entries in a room
 	// whose keys Redis lost (Roster), before its members get a new joined.
 	reassert func(room string)
+	// served, when set, is told of every read's last seq and its message
+	// ID: a reader may have been told of messages that this node's
+	// pub/sub has not brought yet (Broker.served).
+	served func(room, epoch string, seq int64, id string)
 }
 
 type request struct {
@@ -749,7 +753,7 @@ func (s *Store) page(ctx context.Context, roomID string, q store.Query, withMsgs
 	if err != nil {
 		return store.RoomInfo{}, nil, unavailable(err)
 	}
-	if len(arr) != 4 {
+	if len(arr) != 5 {
 		return store.RoomInfo{}, nil, unavailable(fmt.Errorf("page: %d values", len(arr)))
 	}
 	var info store.RoomInfo
@@ -767,6 +771,15 @@ func (s *Store) page(ctx context.Context, roomID string, q store.Query, withMsgs
 	msgs, err := s.decodeEntries(entries, q)
 	if err != nil {
 		return store.RoomInfo{}, nil, unavailable(err)
+	}
+	if info.LastSeq > 0 {
+		lastID, _ := arr[4].ToString()
+		s.mu.Lock()
+		served := s.served
+		s.mu.Unlock()
+		if served != nil {
+			served(roomID, info.Epoch, info.LastSeq, lastID)
+		}
 	}
 	return info, msgs, nil
 }

@@ -12,8 +12,11 @@ type Roster interface {
 	// Add lists who in roomID and returns the count and at most max
 	// members after; listed reports that who was listed already (by
 	// another node, which it left without a leave: a resume there), so
-	// that its join is not announced again.
-	Add(ctx context.Context, roomID string, who protocol.User, max int) (count int, members []protocol.User, listed bool, err error)
+	// that its join is not announced again. If who is not listed and
+	// the room has capacity members across the cluster already (0: no
+	// bound), Add lists nothing and reports full, with the count; the
+	// check and the listing are one atomic step.
+	Add(ctx context.Context, roomID string, who protocol.User, capacity, max int) (count int, members []protocol.User, listed, full bool, err error)
 	// Remove takes userID out of roomID's list, if this node listed it,
 	// and returns the count after; removed is false when another node
 	// lists the user now (it resumed there), whose leave is not this
@@ -68,9 +71,19 @@ func (reg *Registry) list(ctx context.Context, r *Room, m *member, fresh bool) (
 		}
 		return &listing{members, count}, nil
 	}
-	count, members, already, err := reg.roster.Add(ctx, r.id, who, reg.limits.MaxMembers)
+	// A new member needs a place within the room's capacity across the
+	// cluster (enter checked this node's members only); one back from its
+	// grace period keeps the place it had.
+	capacity := reg.limits.RoomCapacity
+	if !fresh {
+		capacity = 0
+	}
+	count, members, already, full, err := reg.roster.Add(ctx, r.id, who, capacity, reg.limits.MaxMembers)
 	if err != nil {
 		return nil, reg.storeError("add member", err)
+	}
+	if full {
+		return nil, protocol.Errorf(protocol.CodeRoomFull, "room %s is full (%d members)", r.id, count)
 	}
 	// A member listed already (it resumed here from another node within
 	// the grace period, or came back from its own) joins silently.

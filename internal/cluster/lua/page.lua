@@ -11,11 +11,13 @@
 -- reads cut it exactly), ARGV[8] and ARGV[9] the age cutoff (YYYYMMDD,
 -- HHMMSSmmm; "" for no age retention): writes trim what is older in
 -- batches, reads skip it exactly.
--- Returns {epoch, lastSeq, firstSeq, entries}.
+-- Returns {epoch, lastSeq, firstSeq, entries, the message ID at lastSeq or
+-- ""}: a reader is told of lastSeq, and the node that serves it compares
+-- that ID with what it delivers at lastSeq later (broker.go, served).
 local meta = redis.call("hmget", KEYS[2], "e", "s")
 local epoch, last = meta[1], tonumber(meta[2] or "0")
 if not epoch then
-  return {ARGV[1], 0, 0, {}}
+  return {ARGV[1], 0, 0, {}, ""}
 end
 local first = 0
 if last > 0 then
@@ -76,4 +78,11 @@ if ARGV[6] ~= "0" and last > 0 and first <= last then
     entries = merged
   end
 end
-return {epoch, last, first, entries}
+local lastID = ""
+if last > 0 then
+  local e = entryAt(KEYS[1], last)
+  if e then
+    lastID = idOf(e)
+  end
+end
+return {epoch, last, first, entries, lastID}

@@ -45,15 +45,22 @@ local function owned(id, owner)
 end
 
 if op == "add" then
-  -- ARGV[3] userID, ARGV[4] owner "\n" name, ARGV[5] max. Returns {count,
-  -- members, {}, listed}: listed is 1 when the user was listed already
-  -- (another node listed it, and it resumed here).
+  -- ARGV[3] userID, ARGV[4] owner "\n" name, ARGV[5] max, ARGV[6] the
+  -- room's capacity (0: none). Returns {count, members, {}, listed, full}:
+  -- listed is 1 when the user was listed already (another node listed it,
+  -- and it resumed here); full is 1 when the user was not listed and the
+  -- room has capacity members already, cluster-wide: then nothing is
+  -- written (SPEC §4 room_full, checked across the nodes in one step).
   local listed = redis.call("hexists", KEYS[1], ARGV[3])
+  local capacity = tonumber(ARGV[6]) or 0
+  if listed == 0 and capacity > 0 and redis.call("zcard", KEYS[2]) >= capacity then
+    return {redis.call("zcard", KEYS[2]), {}, {}, 0, 1}
+  end
   redis.call("hset", KEYS[1], ARGV[3], ARGV[4])
   redis.call("zadd", KEYS[2], "NX", now, ARGV[3])
   keep()
   local l = list(tonumber(ARGV[5]))
-  return {l[1], l[2], {}, listed}
+  return {l[1], l[2], {}, listed, 0}
 elseif op == "remove" then
   -- ARGV[3] userID, ARGV[4] owner: only the node that added an entry
   -- removes it (the user may have moved to another node since).
