@@ -74,9 +74,13 @@ func (reg *Registry) list(ctx context.Context, r *Room, m *member, fresh bool) (
 	// A new member needs a place within the room's capacity across the
 	// cluster (enter checked this node's members only); one back from its
 	// grace period keeps the place it had.
-	capacity := reg.limits.RoomCapacity
-	if !fresh {
-		capacity = 0
+	capacity := 0
+	if fresh {
+		p, perr := reg.policyOf(r)
+		if perr != nil {
+			return nil, perr
+		}
+		capacity = p.Capacity
 	}
 	count, members, already, full, err := reg.roster.Add(ctx, r.id, who, capacity, reg.limits.MaxMembers)
 	if err != nil {
