@@ -61,7 +61,7 @@ var ErrorCodes = []string{
 	CodeStoreUnavailable, CodeShuttingDown, CodeInternal, CodeNotFound, CodeTooLarge,
 	CodeForbiddenOrigin, CodeUnsupportedType, CodeServerFull, CodeBadHost,
 	CodeServerBusy, CodeForbidden, CodeUnknownNamespace, CodeHistoryDisabled,
-	CodeTokenExpired, CodeUnauthorized,
+	CodeTokenExpired, CodeUnauthorized, CodeBanned, CodeMuted,
 }
 
 // ErrStoreUnavailable is the error every failure of the message store is
@@ -123,7 +123,10 @@ var (
 	// and was not renewed with an auth frame within 30 s (SPEC §10):
 	// clients fetch a new token before they reconnect.
 	CloseTokenExpired = Close{4001, "token expired; reconnect with a new token"}
+	// CloseDisconnected ends every connection of a user that the HTTP API
+	// disconnected (SPEC §11); clients do not reconnect at once.
+	CloseDisconnected = Close{4003, "disconnected by a moderator"}
 )
 
 // Closes lists every close the server sends.
-var Closes = []Close{CloseReplaced, CloseShutdown, CloseBinary, CloseNotUTF8, CloseRateAbuse, CloseFrameTimeout, CloseTooBig, CloseSlow, CloseTokenExpired}
+var Closes = []Close{CloseReplaced, CloseShutdown, CloseBinary, CloseNotUTF8, CloseRateAbuse, CloseFrameTimeout, CloseTooBig, CloseSlow, CloseTokenExpired, CloseDisconnected}

@@ -54,10 +54,11 @@ const Subprotocol = "roomchat"
 const ResumeSubprotocol = Subprotocol + ".resume."
 
 // ClientTypes lists every frame type a client may send.
-var ClientTypes = []string{TypeJoin, TypeMsg, TypeLeave, TypeCreate, TypeTyping, TypePing, TypeHistory, TypeEvent, TypeAuth}
+var ClientTypes = []string{TypeJoin, TypeMsg, TypeLeave, TypeCreate, TypeTyping, TypePing, TypeHistory, TypeEvent, TypeAuth,
+	TypeRedact, TypeKick, TypeBan, TypeUnban, TypeMute, TypeUnmute, TypeConfigure}
 
 // ServerTypes lists every frame type the server sends.
-var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError, TypeHistory, TypeEvent, TypeResume, TypeAuthed}
+var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError, TypeHistory, TypeEvent, TypeResume, TypeAuthed, TypeDone, TypeKicked, TypeMuted}
 
 // Envelope is one frame: {"type", "id"?, "payload"?}. Payload stays raw until
 // the handler for Type decodes it into the matching struct.

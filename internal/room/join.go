@@ -45,6 +45,11 @@ func (reg *Registry) JoinWithKey(ctx context.Context, u *User, c Conn, roomID, n
 	if perr := p.MayJoin(max(granted, keyed)); perr != nil {
 		return perr
 	}
+	if keyed < policy.RoleOwner {
+		if err := reg.bannedError(ctx, roomID, u.id); err != nil {
+			return err
+		}
+	}
 	u.mu.Lock()
 	if name != "" && !u.fixedName {
 		u.name = name // a token's name claim is fixed (SPEC §10)

@@ -84,8 +84,18 @@ func (u *User) SetGrants(g Grants) {
 // under p (SPEC §9 post, rate, burst). Guarded by r.mu.
 // granted is the role u's token grants in r (grantedRole, read before
 // r.mu: a user's lock is never taken under a room's).
-func (reg *Registry) mayPost(r *Room, p *policy.Policy, m *member, granted policy.Role, now int64) *protocol.Error {
-	if err := p.MayPost(max(m.role, granted), false); err != nil {
+//
+// rm is the room's moderation state: a mute refuses, and a post rule set
+// at run time (SPEC §11 configure) replaces the namespace's.
+func (reg *Registry) mayPost(r *Room, p *policy.Policy, rm *roomMod, m *member, granted policy.Role, now int64) *protocol.Error {
+	if err := rm.mutedError(r.id, m.user.id); err != nil {
+		return err
+	}
+	rule := p.Post
+	if rm.post != "" {
+		rule = rm.post
+	}
+	if err := p.MayPostWith(rule, max(m.role, granted), false); err != nil {
 		return err
 	}
 	// The connection's own limit is the built-in layer's (SPEC §4); a
@@ -126,4 +136,9 @@ func (reg *Registry) keyRole(roomID, key string) (policy.Role, *protocol.Error) 
 		return policy.RoleOwner, nil
 	}
 	return policy.RoleNone, protocol.FieldErrorf(protocol.CodeForbidden, "key", "this key is not room %s's owner key", roomID)
+}
+
+// IsOwnerKey reports whether key is roomID's owner key.
+func (reg *Registry) IsOwnerKey(roomID, key string) bool {
+	return reg.signer.checkOwnerKey(roomID, key)
 }

@@ -100,6 +100,7 @@ type Registry struct {
 	deliveries atomic.Uint64 // msg events queued to members
 	roomsLive  atomic.Int64
 	refused    refusals // frames refused by a budget, by kind
+	actions    actionCounts
 }
 
 // New returns a registry whose rooms keep history in st. It starts nothing.

@@ -28,6 +28,9 @@ func (reg *Registry) Typing(u *User, roomID string) error {
 	if perr := p.MayType(); perr != nil {
 		return perr
 	}
+	if perr := reg.roomMod(r).mutedError(r.id, u.id); perr != nil {
+		return perr
+	}
 	now := time.Now()
 	r.mu.Lock()
 	m := r.member(u)
@@ -65,6 +68,7 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 		return perr
 	}
 	granted := u.grantedRole(r.id)
+	rm := reg.roomMod(r)
 	now := time.Now().UnixNano()
 	r.mu.Lock()
 	m := r.member(u)
@@ -72,7 +76,7 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	over := budgetKinds
 	var denied *protocol.Error
 	if m != nil {
-		if denied = reg.mayPost(r, p, m, granted, now); denied == nil {
+		if denied = reg.mayPost(r, p, rm, m, granted, now); denied == nil {
 			from = protocol.User{UserID: u.id, Name: m.name}
 			cost := eventFrameOverhead + len(r.id) + len(name) + len(data) + len(u.id) + len(m.name)
 			over = r.spend(&reg.budgets, m, true, cost, now)

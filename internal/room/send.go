@@ -26,6 +26,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 		return perr
 	}
 	granted := u.grantedRole(r.id)
+	rm := reg.roomMod(r)
 	now := time.Now()
 	msg := protocol.Message{
 		ID:      gonanoid.Must(),
@@ -43,7 +44,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	over := budgetKinds
 	var denied *protocol.Error
 	if m != nil {
-		if denied = reg.mayPost(r, p, m, granted, now.UnixNano()); denied == nil {
+		if denied = reg.mayPost(r, p, rm, m, granted, now.UnixNano()); denied == nil {
 			msg.From.Name = m.name
 			over = r.spend(&reg.budgets, m, false, cost+len(m.name), now.UnixNano())
 		}
@@ -60,8 +61,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	}
 	reg.broker.Publish(msg, store.DedupKey(u.id, r.id, reqID), func(stored protocol.Message, dup bool, err error) {
 		if err != nil {
-			reg.log.Error("store append", "room", r.id, "user", u.id, "err", err)
-			u.queue(protocol.EncodeError(reqID, protocol.ErrStoreUnavailable))
+			u.queue(protocol.EncodeError(reqID, reg.storeRefusal(r.id, err)))
 			return
 		}
 		if !dup {

@@ -40,6 +40,7 @@ func (s *Server) routes() {
 	mux.HandleFunc("GET /api/rooms/{id}/messages", s.handleListMessages)
 	mux.HandleFunc("POST /api/rooms/{id}/messages", s.post(s.handlePostMessage))
 	mux.HandleFunc("POST /api/rooms/{id}/events", s.post(s.handlePostEvent))
+	s.moderationRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/roomchat/roomchat/internal/identity"
@@ -135,8 +136,9 @@ type callerKey struct{}
 // caller is who makes an HTTP API request (SPEC §10): an API key (owner
 // everywhere) or a token's identity; neither when auth is off.
 type caller struct {
-	apiKey bool
-	id     *identity.Identity
+	apiKey   bool
+	id       *identity.Identity
+	ownerKey string // a room's owner key (SPEC §11), checked per room
 }
 
 // role is the caller's role in roomID; anonymous callers (auth off) and
@@ -145,6 +147,8 @@ func (cl caller) role(roomID string) policy.Role {
 	switch {
 	case cl.apiKey:
 		return policy.RoleOwner
+	case cl.ownerKey != "":
+		return policy.RoleMember // mayPost checks the key against the room
 	case cl.id != nil:
 		return max(cl.id.Role(roomID), policy.RoleMember)
 	}
@@ -164,6 +168,8 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*http.Reques
 	var cl caller
 	var perr *protocol.Error
 	switch {
+	case found && strings.HasPrefix(tok, ownerKeyPrefix):
+		cl.ownerKey = tok // any mode: checked against the room it acts in
 	case !found && s.authMode() != policy.AuthOff:
 		perr = protocol.Errorf(protocol.CodeUnauthorized, "this endpoint needs Authorization: Bearer with an API key or a token")
 	case !found:

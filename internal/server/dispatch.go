@@ -80,6 +80,9 @@ func (c *conn) dispatch(env protocol.Envelope) error {
 		return c.ping(env)
 	case protocol.TypeAuth:
 		return c.auth(env)
+	case protocol.TypeRedact, protocol.TypeKick, protocol.TypeBan, protocol.TypeUnban,
+		protocol.TypeMute, protocol.TypeUnmute, protocol.TypeConfigure:
+		return c.moderate(env)
 	}
 	return protocol.FieldErrorf(protocol.CodeUnknownType, "type", "unknown frame type %q; known types: %s", truncate(env.Type, 32), knownTypes)
 }
