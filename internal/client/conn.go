@@ -680,16 +680,17 @@ func (c *Conn) Create(ctx context.Context) (protocol.Created, error) {
 // CreateIn asks the server for a new room in namespace ns (SPEC §9: its
 // ID is "ns:<nanoid>"); ns "" is Create.
 func (c *Conn) CreateIn(ctx context.Context, ns string) (protocol.Created, error) {
-	cr, _, err := c.createRaw(ctx, ns)
+	cr, _, err := c.CreateInRaw(ctx, ns)
 	return cr, err
 }
 
 // CreateRaw is Create that also returns the created event's exact bytes.
 func (c *Conn) CreateRaw(ctx context.Context) (protocol.Created, []byte, error) {
-	return c.createRaw(ctx, "")
+	return c.CreateInRaw(ctx, "")
 }
 
-func (c *Conn) createRaw(ctx context.Context, ns string) (protocol.Created, []byte, error) {
+// CreateInRaw is CreateIn that also returns the created event's exact bytes.
+func (c *Conn) CreateInRaw(ctx context.Context, ns string) (protocol.Created, []byte, error) {
 	var cr protocol.Created
 	env, raw, err := c.Request(ctx, protocol.TypeCreate, protocol.Create{Namespace: ns})
 	if err != nil {
