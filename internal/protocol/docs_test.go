@@ -775,6 +775,7 @@ func TestOpenAPIProtocolSchemas(t *testing.T) {
 	requests := map[string]reflect.Type{
 		"PostMessage": reflect.TypeFor[server.PostMessage](),
 		"PostEvent":   reflect.TypeFor[server.PostEvent](),
+		"CreateRoom":  reflect.TypeFor[protocol.Create](),
 	}
 	for name, typ := range requests {
 		where := "components/schemas/" + name
