@@ -507,7 +507,7 @@ func TestPolicyRate(t *testing.T) {
 		}
 	}
 	c.Send(t, `{"type":"msg","payload":{"roomID":"slow:r","message":"one too many"}}`)
-	denied(t, "burst+1", c.ExpectError(t, protocol.CodeRateLimited), protocol.CodeRateLimited, "namespace slow", "rate", "burst")
+	denied(t, "burst+1", c.ExpectError(t, protocol.CodeRateLimited), protocol.CodeRateLimited, `namespace "slow"`, "rate", "burst")
 	for i := range 5 {
 		id := "f" + string(rune('0'+i))
 		c.Send(t, string(protocol.Encode(protocol.TypeMsg, id, protocol.Send{RoomID: "fast", Message: "x"})))
