@@ -21,6 +21,8 @@ targets=(
   "./internal/protocol FuzzCheckMessage"
   "./internal/protocol FuzzCheckEvent"
   "./internal/room FuzzVerifyToken"
+  "./internal/policy FuzzParse"
+  "./internal/identity FuzzVerify"
   "./internal/server FuzzPostMessage"
   "./internal/server FuzzPostEvent"
   "./internal/server FuzzListMessages"

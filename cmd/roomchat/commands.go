@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,34 +14,45 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/roomchat/roomchat/internal/client"
+	"github.com/roomchat/roomchat/internal/protocol"
 )
 
 var createCmd = &command{
 	name:     "create",
-	synopsis: "create [--json]",
+	synopsis: "create [--namespace NS] [--json]",
 	help: `Creates a new room with a fresh ID and prints its share link, which anyone
-can open in a browser or pass to 'roomchat join'. With --json it prints the
-server's created event instead.
+can open in a browser or pass to 'roomchat join'. With --namespace NS the
+room is NS:ID, governed by the server's policy for NS (the server must know
+the namespace). With --json it prints the server's created event instead.
 
 Examples:
   roomchat create
+  roomchat create --namespace staff --token "$JWT"
   roomchat create --json | jq -r .payload.roomID
 `,
-	setup: func(fs *flag.FlagSet) runFunc { return runCreate },
+	setup: func(fs *flag.FlagSet) runFunc {
+		ns := fs.String("namespace", "", "create the room in namespace `NS` (its ID is NS:ID)")
+		return func(ctx context.Context, e *env, args []string) error { return runCreate(ctx, e, args, *ns) }
+	},
 }
 
-func runCreate(ctx context.Context, e *env, args []string) error {
+func runCreate(ctx context.Context, e *env, args []string, ns string) error {
 	if len(args) > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", args[0])}
 	}
+	if ns != "" {
+		if perr := protocol.DefaultLimits().CheckRoomID("namespace", ns+":x"); perr != nil {
+			return usageError{fmt.Sprintf("--namespace %q: %s", ns, perr.Message)}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
-	c, err := client.Dial(ctx, e.server, client.Options{})
+	c, err := client.Dial(ctx, e.server, e.options())
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	cr, raw, err := c.CreateRaw(ctx)
+	cr, raw, err := c.CreateInRaw(ctx, ns)
 	if err != nil {
 		return err
 	}
@@ -110,7 +122,7 @@ func runSend(ctx context.Context, e *env, args []string, name string) error {
 func inRoom(ctx context.Context, e *env, room, name string, f func(context.Context, *client.Conn) error) error {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
-	c, err := client.Dial(ctx, e.server, client.Options{})
+	c, err := client.Dial(ctx, e.server, e.options())
 	if err != nil {
 		return err
 	}
@@ -252,8 +264,10 @@ func follow(ctx context.Context, e *env, args []string, name string, since *seqF
 	if err != nil {
 		return err
 	}
+	o := e.options()
+	o.Batch = true
 	opts := client.SessionOptions{
-		Options:     client.Options{Batch: true},
+		Options:     o,
 		Name:        name,
 		Since:       since.v,
 		DialTimeout: e.timeout,
@@ -279,7 +293,7 @@ func follow(ctx context.Context, e *env, args []string, name string, since *seqF
 	// history pages that complete it when it says more.
 	ev, err := sess.Next(ctx)
 	if err != nil {
-		return nil // interrupted
+		return ended(ctx, sess)
 	}
 	if err := p.print(ev); err != nil {
 		return err
@@ -287,7 +301,7 @@ func follow(ctx context.Context, e *env, args []string, name string, since *seqF
 	for j := ev.Joined; j != nil && j.More && p.lastSeq < j.LastSeq; {
 		ev, err := sess.Next(ctx)
 		if err != nil {
-			return nil // interrupted
+			return ended(ctx, sess)
 		}
 		if err := p.print(ev); err != nil {
 			return err
@@ -301,7 +315,7 @@ func follow(ctx context.Context, e *env, args []string, name string, since *seqF
 		for {
 			ev, err := sess.Next(ctx)
 			if err != nil {
-				return nil // interrupted: a normal end
+				return ended(ctx, sess)
 			}
 			if err := p.print(ev); err != nil {
 				return err
@@ -330,6 +344,9 @@ func follow(ctx context.Context, e *env, args []string, name string, since *seqF
 	if ctx.Err() != nil {
 		return nil // interrupted: closing the session says goodbye
 	}
+	if err := ended(ctx, sess); err != nil {
+		return err // the server ended it (stdin may never end: do not wait for it)
+	}
 	in := <-input
 	// Show the echo of what was just sent before leaving, so that
 	// "printf 'hi\n' | roomchat join R" prints hi.
@@ -346,6 +363,19 @@ func follow(ctx context.Context, e *env, args []string, name string, since *seqF
 	}
 	sess.Leave(dctx)
 	return in.err
+}
+
+// ended is why a session's Next stopped: nil when ctx was interrupted or
+// the session closed, else the reason the session gave up on the server
+// (SPEC §10: a 4001 close without a new token, a 401 on reconnect).
+func ended(ctx context.Context, sess *client.Session) error {
+	if ctx.Err() != nil {
+		return nil // interrupted: a normal end
+	}
+	if err := sess.Err(); err != nil && !errors.Is(err, client.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 type inputResult struct {

@@ -25,19 +25,26 @@ import (
 // built once per test binary.
 func TestMain(m *testing.M) { os.Exit(chattest.Main(m)) }
 
-// cliEnv keeps the developer's ROOMCHAT_SERVER out of the tests.
+// cliEnv keeps the developer's ROOMCHAT_SERVER and ROOMCHAT_TOKEN out of
+// the tests.
 func cliEnv() []string {
-	return append(os.Environ(), "ROOMCHAT_SERVER=", "NO_COLOR=1", "TZ=UTC")
+	return append(os.Environ(), "ROOMCHAT_SERVER=", "ROOMCHAT_TOKEN=", "NO_COLOR=1", "TZ=UTC")
 }
 
 // roomchat runs the CLI to completion (at most 20 s) and returns its
 // stdout, stderr and exit code.
 func roomchat(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
+	return roomchatEnv(t, nil, stdin, args...)
+}
+
+// roomchatEnv is roomchat with more environment variables ("K=V").
+func roomchatEnv(t *testing.T, env []string, stdin string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, chattest.Bin(t, chattest.CLIPackage), args...)
-	cmd.Env = cliEnv()
+	cmd.Env = append(cliEnv(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

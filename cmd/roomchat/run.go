@@ -40,7 +40,8 @@ func (e usageError) Error() string { return e.msg }
 // env is what every command gets: its parsed common flags and the streams.
 type env struct {
 	server     string
-	serverSet  bool // --server was given (a share link does not override it)
+	serverSet  bool   // --server was given (a share link does not override it)
+	token      string // --token or $ROOMCHAT_TOKEN: a signed identity (SPEC §10)
 	timeout    time.Duration
 	json       bool
 	stdin      io.Reader
@@ -70,7 +71,7 @@ func init() {
 const topUsage = `roomchat is the command-line client of a roomchat server.
 
 Usage:
-  roomchat create                               create a room, print its share link
+  roomchat create [--namespace NS]              create a room, print its share link
   roomchat join ROOM [--name N] [--since SEQ]   chat: stdin lines are sent, messages printed
   roomchat send ROOM [TEXT...]                  send one message (TEXT or stdin), print its seq
   roomchat event ROOM NAME [JSON]               send a custom event (not stored) to the others
@@ -79,13 +80,16 @@ Usage:
 join and tail print the room's last messages first; --since SEQ starts after
 message SEQ instead, and --from-start at the room's first message.
 
-ROOM is a room ID or a share link (http://host/r/ID); a link also names the
-server unless --server is given.
+ROOM is a room ID (ID, or NS:ID in a namespace) or a share link
+(http://host/r/ID); a link also names the server unless --server is given.
 
 Flags for every command:
   --server URL      server (default $ROOMCHAT_SERVER, else http://localhost:8080)
   --timeout D       how long to wait to connect and for a reply (default 10s)
   --json            print server events as JSON, one per line, exactly as sent
+  --token JWT       a signed identity, sent as Authorization: Bearer (default
+                    $ROOMCHAT_TOKEN); a server that refuses it (401) or closes
+                    the connection when it expires (4001) ends roomchat with exit 1
 
 Exit status: 0 ok, 1 server or network error, 2 usage error.
 
@@ -108,6 +112,7 @@ func runEnv(ctx context.Context, args []string, e *env) int {
 		e.server = s
 	}
 	e.timeout = defaultTimeout
+	e.token = os.Getenv("ROOMCHAT_TOKEN")
 
 	// Common flags may also come before the command.
 	top := newFlagSet("roomchat", e)
@@ -182,6 +187,12 @@ func commonFlags(fs *flag.FlagSet, e *env) {
 	fs.StringVar(&e.server, "server", e.server, "server `URL` (also $ROOMCHAT_SERVER)")
 	fs.DurationVar(&e.timeout, "timeout", e.timeout, "how long to wait to connect and for a reply")
 	fs.BoolVar(&e.json, "json", e.json, "print server events as JSON, one per line, exactly as sent")
+	fs.StringVar(&e.token, "token", e.token, "signed identity `JWT`, sent as Authorization: Bearer (also $ROOMCHAT_TOKEN)")
+}
+
+// options are the client options of every connection: the token.
+func (e *env) options() client.Options {
+	return client.Options{Token: e.token}
 }
 
 // parseInterleaved parses flags that may come before, between or after the
@@ -257,6 +268,16 @@ func describe(err error, e *env) string {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Sprintf("no answer from %s within %s", e.server, e.timeout)
+	}
+	if errors.Is(err, client.ErrTokenExpired) {
+		return "the token expired and the server closed the connection (4001); run again with a new --token"
+	}
+	if de, ok := errors.AsType[*client.DialError](err); ok && errors.Is(err, client.ErrUnauthorized) {
+		why := de.Reason
+		if why == "" {
+			why = "the token is missing or invalid"
+		}
+		return fmt.Sprintf("%s refused the connection (401): %s", e.server, why)
 	}
 	if de, ok := errors.AsType[*client.DialError](err); ok {
 		if de.Status != "" {

@@ -126,7 +126,7 @@ func openStore(ctx context.Context, cfg config, policies *policy.Source, log *sl
 	if cfg.configFile != "" {
 		// Without a file every room has the flags' retention: the stores
 		// keep their one rule (and SQLite its cheaper trimming).
-		ret.Room = roomRetention(policies)
+		ret.Room = policies.RoomRetention
 	}
 	switch {
 	case cfg.redis != "":
@@ -148,19 +148,4 @@ func openStore(ctx context.Context, cfg config, policies *policy.Source, log *sl
 		return nil, "", err
 	}
 	return sst, "sqlite " + cfg.db, nil
-}
-
-// roomRetention gives each room its namespace's history size and age
-// (SPEC §9), from the policy in force when the store trims: after a
-// reload, the next trim follows the new file. A room whose namespace a
-// reload removed keeps the defaults'.
-func roomRetention(policies *policy.Source) func(roomID string) (int, time.Duration) {
-	return func(roomID string) (int, time.Duration) {
-		cfg := policies.Config()
-		p, perr := cfg.Lookup(roomID)
-		if perr != nil {
-			p = &cfg.Defaults
-		}
-		return p.HistorySize, p.HistoryAge
-	}
 }

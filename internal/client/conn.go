@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sync"
@@ -48,7 +49,27 @@ type Options struct {
 	// DefaultReadLimit and a negative value means no limit. A larger frame
 	// closes the connection with 1009.
 	ReadLimit int64
+	// Token is a signed identity (SPEC §10), sent on the handshake as
+	// "Authorization: Bearer <token>". A server refuses a bad one with
+	// 401 (a *DialError that errors.Is ErrUnauthorized).
+	Token string
+	// TokenSource, if set, is asked for a fresh token before each
+	// connection (then Token is not used) and, by a Session, before the
+	// token in force expires: the Session sends it in an auth frame, so
+	// the connection outlives its first token.
+	TokenSource func(ctx context.Context) (string, error)
 }
+
+// ErrUnauthorized is what a *DialError is (errors.Is) when the server
+// refused the handshake with 401: the token was missing where one is
+// required, or presented but invalid (SPEC §10). Retrying with the same
+// token cannot succeed.
+var ErrUnauthorized = errors.New("client: the server refused the token (401)")
+
+// ErrTokenExpired is what a *ConnError is (errors.Is) when the server
+// closed the connection with 4001: its token expired and no auth frame
+// renewed it in time (SPEC §10). Reconnecting needs a new token.
+var ErrTokenExpired = errors.New("client: the token expired (4001)")
 
 // event is one server event: its decoded envelope and its exact bytes.
 type event struct {
@@ -111,14 +132,31 @@ func Dial(ctx context.Context, serverURL string, opts Options) (*Conn, error) {
 	shown := *u
 	shown.RawQuery = "" // the resume token is a credential; keep it out of errors
 
+	header := opts.Header
+	token := opts.Token
+	if opts.TokenSource != nil {
+		t, err := opts.TokenSource(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("get a token: %w", err)
+		}
+		token = t
+	}
+	if token != "" {
+		header = header.Clone()
+		if header == nil {
+			header = http.Header{}
+		}
+		header.Set("Authorization", "Bearer "+token)
+	}
+
 	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
 		HTTPClient:   opts.HTTPClient,
-		HTTPHeader:   opts.Header,
+		HTTPHeader:   header,
 		Subprotocols: protocols,
 	})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, &DialError{URL: shown.String(), Status: resp.Status, Err: err}
+			return nil, &DialError{URL: shown.String(), Status: resp.Status, StatusCode: resp.StatusCode, Reason: refusal(resp), Err: err}
 		}
 		return nil, &DialError{URL: shown.String(), Err: err}
 	}
@@ -159,21 +197,51 @@ func base64URL(s string) bool {
 
 // DialError is a failed connection attempt. Err is the underlying network
 // or handshake error; Status is the HTTP status line when the server
-// answered the handshake with something other than 101.
+// answered the handshake with something other than 101, StatusCode its
+// code and Reason the message of its JSON error body, if it had one. A
+// 401 is ErrUnauthorized (errors.Is).
 type DialError struct {
-	URL    string
-	Status string
-	Err    error
+	URL        string
+	Status     string
+	StatusCode int
+	Reason     string
+	Err        error
 }
 
 func (e *DialError) Error() string {
-	if e.Status != "" {
+	switch {
+	case e.Status != "" && e.Reason != "":
+		return fmt.Sprintf("connect to %s: server answered %s: %s", e.URL, e.Status, e.Reason)
+	case e.Status != "":
 		return fmt.Sprintf("connect to %s: server answered %s", e.URL, e.Status)
 	}
 	return fmt.Sprintf("connect to %s: %v", e.URL, e.Err)
 }
 
 func (e *DialError) Unwrap() error { return e.Err }
+
+// Is makes a 401 refusal match ErrUnauthorized.
+func (e *DialError) Is(target error) bool {
+	return target == ErrUnauthorized && e.StatusCode == http.StatusUnauthorized
+}
+
+// refusal is the message of a refused handshake's JSON error body
+// ({"code","message"}, SPEC §5), or "". coder/websocket keeps the first
+// 1024 bytes of the body.
+func refusal(resp *http.Response) string {
+	if resp.Body == nil {
+		return ""
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return ""
+	}
+	var pe protocol.Error
+	if json.Unmarshal(b, &pe) != nil {
+		return ""
+	}
+	return pe.Message
+}
 
 // readWelcome reads until the first event, which must be a welcome. Any
 // event batched after it is queued.
@@ -284,6 +352,11 @@ func (e *ConnError) Error() string {
 }
 
 func (e *ConnError) Unwrap() error { return e.Err }
+
+// Is makes a 4001 close match ErrTokenExpired.
+func (e *ConnError) Is(target error) bool {
+	return target == ErrTokenExpired && websocket.CloseStatus(e.Err) == websocket.StatusCode(protocol.CloseTokenExpired.Code)
+}
 
 // Welcome returns the welcome the server sent first.
 func (c *Conn) Welcome() protocol.Welcome { return c.welcome }
@@ -604,10 +677,22 @@ func (c *Conn) Create(ctx context.Context) (protocol.Created, error) {
 	return cr, err
 }
 
+// CreateIn asks the server for a new room in namespace ns (SPEC §9: its
+// ID is "ns:<nanoid>"); ns "" is Create.
+func (c *Conn) CreateIn(ctx context.Context, ns string) (protocol.Created, error) {
+	cr, _, err := c.CreateInRaw(ctx, ns)
+	return cr, err
+}
+
 // CreateRaw is Create that also returns the created event's exact bytes.
 func (c *Conn) CreateRaw(ctx context.Context) (protocol.Created, []byte, error) {
+	return c.CreateInRaw(ctx, "")
+}
+
+// CreateInRaw is CreateIn that also returns the created event's exact bytes.
+func (c *Conn) CreateInRaw(ctx context.Context, ns string) (protocol.Created, []byte, error) {
 	var cr protocol.Created
-	env, raw, err := c.Request(ctx, protocol.TypeCreate, struct{}{})
+	env, raw, err := c.Request(ctx, protocol.TypeCreate, protocol.Create{Namespace: ns})
 	if err != nil {
 		return cr, raw, err
 	}
@@ -627,6 +712,22 @@ func (c *Conn) Leave(ctx context.Context, roomID string) error {
 // this user is typing. The server sends no reply.
 func (c *Conn) Typing(ctx context.Context, roomID string) error {
 	return c.Send(ctx, protocol.TypeTyping, "", protocol.RoomRef{RoomID: roomID})
+}
+
+// Auth renews the connection's signed identity (SPEC §10): it sends token
+// in an auth frame and waits for authed, whose exp it returns (Unix
+// seconds). The token must be for the connection's user (forbidden
+// otherwise); an invalid one is unauthorized, a *protocol.Error. Send it
+// before the token in force expires, or within the grace period after
+// the server's token_expired error (Next returns that error event), or
+// the server closes the connection with 4001 (ErrTokenExpired).
+func (c *Conn) Auth(ctx context.Context, token string) (protocol.Authed, error) {
+	var a protocol.Authed
+	env, _, err := c.Request(ctx, protocol.TypeAuth, protocol.Auth{Token: token})
+	if err != nil {
+		return a, err
+	}
+	return a, expect(env, protocol.TypeAuthed, &a)
 }
 
 // Ping sends an application-level ping and waits for the pong.

@@ -45,6 +45,15 @@ type SessionOptions struct {
 	OnState func(State)
 }
 
+// refreshLead is how long before its token's exp a Session with a
+// TokenSource sends a fresh one (at most a third of the token's
+// remaining life, for short-lived tokens); refreshRetry is how long it
+// waits after a failed refresh before it asks again.
+const (
+	refreshLead  = 30 * time.Second
+	refreshRetry = time.Second
+)
+
 // State is a change of a Session's connection.
 type State struct {
 	// Connected is true when a reconnect succeeded (the joined event follows).
@@ -88,6 +97,12 @@ type Event struct {
 	// previous one: the room's stored history was lost or reset on the
 	// server, its seq numbers restarted, and messages may have been missed.
 	EpochChanged bool
+	// TokenExpired marks the server's token_expired error (SPEC §10):
+	// the connection's token expired and the server closes it with 4001
+	// after its grace period unless a fresh token comes in an auth frame
+	// (Session.Auth). A Session with a TokenSource renews the token
+	// itself and delivers this event only when that failed.
+	TokenExpired bool
 }
 
 // Messages returns the chat messages ev delivers, oldest first: a joined's
@@ -152,7 +167,9 @@ type Session struct {
 	lastSeq int64
 	epoch   string
 	since   *int64
-	joined  bool // a join has succeeded once
+	joined  bool      // a join has succeeded once
+	exp     time.Time // when the connection's token expires; zero without one
+	retryAt time.Time // after a failed refresh, when to try again
 
 	mu      sync.Mutex
 	conn    *Conn         // guarded by mu; nil while reconnecting
@@ -163,7 +180,11 @@ type Session struct {
 // OpenSession connects to serverURL and joins roomID; the first joined
 // event is the first one Next returns. A failure of this first attempt is
 // returned (no retry), so a wrong server or room is reported at once;
-// later drops are retried until ctx ends or Close is called.
+// later drops are retried until ctx ends or Close is called, except when
+// retrying cannot help (SPEC §10): a 4001 close without a TokenSource
+// ends the session with an error that is ErrTokenExpired, and a reconnect
+// refused with 401 (ErrUnauthorized), forbidden or unknown_namespace ends
+// it with that refusal (Err, and Next after the last event).
 func OpenSession(ctx context.Context, serverURL, roomID string, opts SessionOptions) (*Session, error) {
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = DefaultMinBackoff
@@ -212,6 +233,7 @@ func (s *Session) connect(ctx context.Context, serverURL string) (*Conn, []Event
 		return nil, nil, err
 	}
 	s.resume = c.Resume()
+	s.exp, s.retryAt = unixTime(c.Welcome().Exp), time.Time{}
 	evs, err := s.join(ctx, c)
 	if err != nil {
 		c.CloseNow()
@@ -420,6 +442,11 @@ func (s *Session) loop(ctx context.Context, serverURL string, conn *Conn, pendin
 			return ErrClosed
 		}
 		conn.CloseNow()
+		if errors.Is(err, ErrTokenExpired) && s.opts.TokenSource == nil {
+			// The same token would be refused: only the caller can
+			// get a new one (SPEC §10).
+			return err
+		}
 		pending = nil
 		for attempt := 1; ; attempt++ {
 			d := Backoff(attempt, s.opts.MinBackoff, s.opts.MaxBackoff)
@@ -442,6 +469,9 @@ func (s *Session) loop(ctx context.Context, serverURL string, conn *Conn, pendin
 			if ctx.Err() != nil {
 				return ErrClosed
 			}
+			if final(err) {
+				return err
+			}
 		}
 		for i := range pending {
 			pending[i].Reconnected = true
@@ -462,12 +492,24 @@ func (s *Session) pump(ctx context.Context, conn *Conn, pending []Event) error {
 	}
 	asked := false // learnEpoch was tried on this connection
 	for {
-		env, raw, err := conn.Next(ctx)
+		env, raw, err := s.next(ctx, conn)
+		if errors.Is(err, errRefresh) {
+			s.refresh(ctx, conn)
+			continue
+		}
 		if err != nil {
 			return err
 		}
 		ev := Event{Envelope: env, Raw: raw}
 		switch env.Type {
+		case protocol.TypeError:
+			var pe protocol.Error
+			if decode(env, &pe) == nil && pe.Code == protocol.CodeTokenExpired {
+				if s.opts.TokenSource != nil && s.refresh(ctx, conn) {
+					continue
+				}
+				ev.TokenExpired = true
+			}
 		case protocol.TypeMsg:
 			var m protocol.Message
 			if err := decode(env, &m); err != nil {
@@ -520,6 +562,71 @@ func (s *Session) pump(ctx context.Context, conn *Conn, pending []Event) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// errRefresh is next's signal that the token is due for renewal.
+var errRefresh = errors.New("client: token due for renewal")
+
+// next is conn.Next until the time to renew the token, when the session
+// has a TokenSource and the connection a token: then errRefresh.
+func (s *Session) next(ctx context.Context, conn *Conn) (protocol.Envelope, []byte, error) {
+	if s.opts.TokenSource == nil || s.exp.IsZero() {
+		return conn.Next(ctx)
+	}
+	at := s.retryAt
+	if at.IsZero() {
+		at = s.exp.Add(-min(refreshLead, time.Until(s.exp)/3))
+	}
+	nctx, cancel := context.WithDeadline(ctx, at)
+	defer cancel()
+	env, raw, err := conn.Next(nctx)
+	if err != nil && ctx.Err() == nil && nctx.Err() != nil {
+		return env, raw, errRefresh
+	}
+	return env, raw, err
+}
+
+// refresh asks the TokenSource for a token and sends it in an auth frame,
+// each bounded by DialTimeout. It reports whether the server took it; if
+// not, it asks again refreshRetry later (the server's token_expired and
+// its 4001 close stay the backstop, and a reconnect asks for a token too).
+func (s *Session) refresh(ctx context.Context, conn *Conn) bool {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
+	defer cancel()
+	tok, err := s.opts.TokenSource(ctx)
+	if err == nil {
+		var a protocol.Authed
+		if a, err = conn.Auth(ctx, tok); err == nil {
+			s.exp, s.retryAt = unixTime(a.Exp), time.Time{}
+			return true
+		}
+	}
+	s.retryAt = time.Now().Add(refreshRetry)
+	return false
+}
+
+// unixTime is a token's exp (Unix seconds) as a time; 0 is the zero time.
+func unixTime(sec int64) time.Time {
+	if sec == 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, 0)
+}
+
+// final reports whether a failed reconnect cannot succeed by retrying: the
+// server refused the token (401), or refused the join for a reason that
+// does not go away by itself (the room's policy, an unknown namespace).
+func final(err error) bool {
+	if errors.Is(err, ErrUnauthorized) {
+		return true
+	}
+	if pe, ok := errors.AsType[*protocol.Error](err); ok {
+		switch pe.Code {
+		case protocol.CodeForbidden, protocol.CodeUnknownNamespace, protocol.CodeUnauthorized:
+			return true
+		}
+	}
+	return false
 }
 
 // deliverJoined delivers a joined event and, when it says more, the pages
@@ -655,6 +762,18 @@ func (s *Session) Leave(ctx context.Context) error {
 		return err
 	}
 	return c.Leave(ctx, s.roomID)
+}
+
+// Auth renews the session's signed identity on the current connection
+// (waiting for a reconnect if needed): see Conn.Auth. A session without a
+// TokenSource calls it when Next delivers an Event with TokenExpired, or
+// before its token's exp. The next reconnect still uses Options.Token.
+func (s *Session) Auth(ctx context.Context, token string) (protocol.Authed, error) {
+	c, err := s.current(ctx, nil)
+	if err != nil {
+		return protocol.Authed{}, err
+	}
+	return c.Auth(ctx, token)
 }
 
 // Close stops the session: it closes the connection cleanly and returns

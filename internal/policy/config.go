@@ -547,3 +547,16 @@ func (s *Source) Config() *Config { return s.cur.Load() }
 
 // Swap puts c in force.
 func (s *Source) Swap(c *Config) { s.cur.Store(c) }
+
+// RoomRetention gives roomID its namespace's history size and age (SPEC
+// §9) from the Config in force, for store.Retention.Room: after a reload
+// the store's next trim follows the new file. A room whose namespace a
+// reload removed keeps the defaults'.
+func (s *Source) RoomRetention(roomID string) (int, time.Duration) {
+	c := s.Config()
+	p, perr := c.Lookup(roomID)
+	if perr != nil {
+		p = &c.Defaults
+	}
+	return p.HistorySize, p.HistoryAge
+}

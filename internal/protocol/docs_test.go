@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/roomchat/roomchat/internal/identity"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/server"
 )
@@ -44,11 +45,12 @@ var (
 		protocol.TypeJoin:    reflect.TypeFor[protocol.Join](),
 		protocol.TypeMsg:     reflect.TypeFor[protocol.Send](),
 		protocol.TypeLeave:   reflect.TypeFor[protocol.RoomRef](),
-		protocol.TypeCreate:  nil,
+		protocol.TypeCreate:  reflect.TypeFor[protocol.Create](),
 		protocol.TypeTyping:  reflect.TypeFor[protocol.RoomRef](),
 		protocol.TypePing:    nil,
 		protocol.TypeHistory: reflect.TypeFor[protocol.HistoryRequest](),
 		protocol.TypeEvent:   reflect.TypeFor[protocol.SendEvent](),
+		protocol.TypeAuth:    reflect.TypeFor[protocol.Auth](),
 	}
 	serverPayloads = map[string]reflect.Type{
 		protocol.TypeWelcome:  reflect.TypeFor[protocol.Welcome](),
@@ -64,6 +66,7 @@ var (
 		protocol.TypeHistory:  reflect.TypeFor[protocol.History](),
 		protocol.TypeEvent:    reflect.TypeFor[protocol.Event](),
 		protocol.TypeResume:   reflect.TypeFor[protocol.Resume](),
+		protocol.TypeAuthed:   reflect.TypeFor[protocol.Authed](),
 	}
 )
 
@@ -543,7 +546,7 @@ func checkFrame(env protocol.Envelope, client bool) error {
 		if !client && len(env.Payload) > 0 {
 			return fmt.Errorf("%s has no payload, the example has %s", env.Type, env.Payload)
 		}
-		// Client payloads of create and ping are not read: only {} fits.
+		// The client payload of ping is not read: only {} fits.
 		v = new(struct{})
 	} else {
 		v = reflect.New(typ).Interface()
@@ -608,6 +611,14 @@ func checkClient(typ string, v any) error {
 		if perr == nil {
 			perr = lim.CheckPageLimit("limit", p.Limit)
 		}
+	case *protocol.Create:
+		if p.Namespace != "" && !protocol.CheckNamespace(p.Namespace) {
+			perr = protocol.FieldErrorf(protocol.CodeBadPayload, "namespace", "not a namespace name")
+		}
+	case *protocol.Auth:
+		if p.Token == "" || len(p.Token) > identity.MaxToken {
+			perr = protocol.Errorf(protocol.CodeUnauthorized, "a token of %d bytes", len(p.Token))
+		}
 	case *protocol.SendEvent:
 		if p.RoomID != "" {
 			perr = lim.CheckRoomID("roomID", p.RoomID)
@@ -634,6 +645,13 @@ func checkServer(v any) error {
 		if p.Limits != protocol.DefaultLimits() {
 			return fmt.Errorf("welcome.limits %+v, the defaults are %+v", p.Limits, protocol.DefaultLimits())
 		}
+		if p.Name != "" && p.Exp == 0 {
+			return fmt.Errorf("welcome.name %q without exp: the server sends name only for a signed identity, with its exp", p.Name)
+		}
+	case *protocol.Authed:
+		if p.Exp <= 0 {
+			return fmt.Errorf("authed.exp %d: the server sends the new token's exp, which every token has", p.Exp)
+		}
 	case *protocol.Presence:
 		if p.Event != protocol.PresenceJoin && p.Event != protocol.PresenceLeave {
 			return fmt.Errorf("presence event %q", p.Event)
@@ -643,8 +661,11 @@ func checkServer(v any) error {
 			return fmt.Errorf("error code %q is not in protocol.ErrorCodes", p.Code)
 		}
 	case *protocol.Created:
-		if len(p.RoomID) != protocol.RoomIDLen || !strings.HasSuffix(p.URL, "/r/"+p.RoomID) {
-			return fmt.Errorf("created %+v: want a %d-character room ID and a URL ending in /r/<roomID>", p, protocol.RoomIDLen)
+		// A created room ID is a nanoid, after a namespace when create
+		// named one (SPEC §9).
+		ns, id := protocol.SplitRoomID(p.RoomID)
+		if len(id) != protocol.RoomIDLen || (len(id) < len(p.RoomID) && !protocol.CheckNamespace(ns)) || !strings.HasSuffix(p.URL, "/r/"+p.RoomID) {
+			return fmt.Errorf("created %+v: want a %d-character room ID, after a namespace if any, and a URL ending in /r/<roomID>", p, protocol.RoomIDLen)
 		}
 	case *protocol.Joined:
 		if p.Epoch == "" {
@@ -754,6 +775,7 @@ func TestOpenAPIProtocolSchemas(t *testing.T) {
 	requests := map[string]reflect.Type{
 		"PostMessage": reflect.TypeFor[server.PostMessage](),
 		"PostEvent":   reflect.TypeFor[server.PostEvent](),
+		"CreateRoom":  reflect.TypeFor[protocol.Create](),
 	}
 	for name, typ := range requests {
 		where := "components/schemas/" + name

@@ -201,6 +201,11 @@ func (reg *Registry) read(ctx context.Context, r *Room, since *int64) (store.Roo
 	r.mu.Lock()
 	r.info, r.infoOK = info, true
 	r.mu.Unlock()
+	if p, _ := reg.policyOf(r); p != nil && p.HistorySize == 0 {
+		// history.size = 0 (SPEC §9): joined.history is empty whatever
+		// the store still holds; lastSeq and the epoch stay.
+		return info, nil, nil
+	}
 	return info, reg.limits.FitPage(hist, since == nil), nil
 }
 

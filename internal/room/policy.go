@@ -105,17 +105,10 @@ func (reg *Registry) mayPost(r *Room, p *policy.Policy, rm *roomMod, m *member, 
 	}
 	m.nsRate.fill(now, p.Rate, float64(p.Burst))
 	if m.nsRate.tokens < 1 {
-		return protocol.Errorf(protocol.CodeRateLimited, "%s: at most %g messages a second (rate), %d at once (burst); send again in a moment", where(p), p.Rate, p.Burst)
+		return protocol.Errorf(protocol.CodeRateLimited, "%s: at most %g messages a second (rate), %d at once (burst); send again in a moment", p.Where(), p.Rate, p.Burst)
 	}
 	m.nsRate.tokens--
 	return nil
-}
-
-func where(p *policy.Policy) string {
-	if p.Namespace == "" {
-		return "rooms without a namespace"
-	}
-	return "namespace " + p.Namespace
 }
 
 // noMembers is joined's member list under presence = false.

@@ -77,10 +77,16 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 // Post stores a message from a bot (HTTP API) in roomID and delivers it to
 // the room's live members. It blocks until the message is stored or ctx ends.
 func (reg *Registry) Post(ctx context.Context, roomID, name, text string) (protocol.Message, error) {
+	return reg.PostAs(ctx, roomID, protocol.User{UserID: "bot-" + gonanoid.Must(12), Name: name}, text)
+}
+
+// PostAs is Post from a known user: the HTTP API's caller with a token
+// (SPEC §10) posts as its sub.
+func (reg *Registry) PostAs(ctx context.Context, roomID string, from protocol.User, text string) (protocol.Message, error) {
 	msg := protocol.Message{
 		ID:      gonanoid.Must(),
 		RoomID:  roomID,
-		From:    protocol.User{UserID: "bot-" + gonanoid.Must(12), Name: name},
+		From:    from,
 		Message: text,
 		TS:      time.Now().UTC().Truncate(time.Millisecond),
 	}

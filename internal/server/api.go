@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -329,7 +330,14 @@ func (s *Server) handlePostMessage(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, perr)
 		return
 	}
-	msg, err := s.reg.Post(r.Context(), id, name, p.Message)
+	var msg protocol.Message
+	var err error
+	if cl := callerOf(r); cl.id != nil {
+		// A token's caller posts as itself; its name claim wins.
+		msg, err = s.reg.PostAs(r.Context(), id, protocol.User{UserID: cl.id.UserID, Name: cmp.Or(cl.id.Name, name)}, p.Message)
+	} else {
+		msg, err = s.reg.Post(r.Context(), id, name, p.Message)
+	}
 	if err != nil {
 		s.storeFailed(w, err)
 		return

@@ -12,16 +12,27 @@ export const DEFAULT_LIMITS = Object.freeze({
 });
 
 const ROOM_ID_RE = /^[A-Za-z0-9_-]+$/;
+const NAMESPACE_RE = /^[A-Za-z0-9_-]{2,32}$/;
 
 /**
  * checkRoomID returns null when id is a valid room ID (1–64 characters of
- * A–Z a–z 0–9 _ -), otherwise a sentence saying what is wrong.
+ * A–Z a–z 0–9 _ -, optionally after a namespace and a colon, ns:id, SPEC
+ * §9), otherwise a sentence saying what is wrong.
  */
 export function checkRoomID(id, max = DEFAULT_LIMITS.maxRoomID) {
   if (id === '') return 'Enter a room ID.';
-  if (id.length > max) return `A room ID has at most ${max} characters.`;
-  if (!ROOM_ID_RE.test(id)) {
-    return 'A room ID may only contain letters A–Z and a–z, digits, “_” and “-”.';
+  const colon = id.indexOf(':');
+  let rest = id;
+  if (colon >= 0) {
+    if (!NAMESPACE_RE.test(id.slice(0, colon))) {
+      return 'A namespace (before “:”) has 2 to 32 letters, digits, “_” or “-”.';
+    }
+    rest = id.slice(colon + 1);
+    if (rest === '') return 'Enter a room ID after the namespace.';
+  }
+  if (rest.length > max) return `A room ID has at most ${max} characters.`;
+  if (!ROOM_ID_RE.test(rest)) {
+    return 'A room ID may only contain letters A–Z and a–z, digits, “_” and “-” (and one “:” after a namespace).';
   }
   return null;
 }

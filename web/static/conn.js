@@ -8,16 +8,50 @@
 // connections with an application ping, and redials with exponential
 // backoff and jitter. It knows nothing about rooms; room.js does.
 //
+// Signed identity (SPEC §10): a token stored in sessionStorage (see
+// takeToken) goes in the subprotocol roomchat.bearer.<token>. With a
+// refresh URL it fetches a new token before the welcome's exp and sends it
+// in an auth frame. A 4001 close (the token expired) or a refused upgrade
+// with a token (401) stops the reconnects: the same token cannot succeed.
+//
 // Events (all CustomEvent, details in brackets):
 //   state   {state: 'connecting'|'open'|'waiting'|'offline', retryAt?}
 //   message {event}            one server event (welcome, joined, msg, …)
 //   close   {code, reason, wasOpen}
+//   auth    {what: 'expired'|'refused'|'renewed'}   token_expired without a
+//           refresh URL; upgrade refused (401) or closed with 4001; renewed
 
 import { backoffDelay, splitFrame, storageGet, storageSet } from './common.js';
 
 const RESUME_KEY = 'roomchat.resume';
+const TOKEN_KEY = 'roomchat.token';
+const REFRESH_KEY = 'roomchat.refreshURL';
 const SUBPROTOCOL = 'roomchat';
 const RESUME_SUBPROTOCOL = 'roomchat.resume.';
+const BEARER_SUBPROTOCOL = 'roomchat.bearer.';
+// A token renews this long before its exp, or at a third of its remaining
+// life when that is shorter.
+const REFRESH_LEAD_MS = 30000;
+
+/**
+ * takeToken moves a token given on the page's first load out of the
+ * address bar into sessionStorage: ?token=JWT (and ?refresh=URL, a
+ * same-origin URL that answers GET with {"token": "…"} or the raw token).
+ * An embedding page may instead post {type: 'roomchat:token', token,
+ * refreshURL?} to the room page's window (an iframe's parent); see
+ * web/README.md.
+ */
+export function takeToken() {
+  const url = new URL(location.href);
+  const token = url.searchParams.get('token');
+  const refresh = url.searchParams.get('refresh');
+  if (token === null && refresh === null) return;
+  if (token !== null) storageSet('sessionStorage', TOKEN_KEY, token || null);
+  if (refresh !== null) storageSet('sessionStorage', REFRESH_KEY, refresh || null);
+  url.searchParams.delete('token');
+  url.searchParams.delete('refresh');
+  history.replaceState(history.state, '', url.pathname + url.search + url.hash);
+}
 
 // The server pings every 25 s at the WebSocket level, but browsers answer
 // those pings without telling the page, so the page cannot see a half-open
@@ -37,6 +71,7 @@ export const CLOSE = Object.freeze({
   TOO_BIG: 1009,
   INTERNAL: 1011,
   TRY_AGAIN: 1013, // too slow to keep up
+  TOKEN_EXPIRED: 4001, // signed identity expired, no auth frame in time (§10)
 });
 
 export class Connection extends EventTarget {
@@ -51,8 +86,11 @@ export class Connection extends EventTarget {
     this.lastFrame = 0;
     this.pingSent = 0;
     this.stopped = false;
+    this.refreshTimer = 0;
+    this.authEnded = false; // stopped for the token's sake (401 or 4001)
 
     globalThis.addEventListener('online', () => this.reconnectNow());
+    globalThis.addEventListener('message', (ev) => this._onPost(ev));
     globalThis.addEventListener('offline', () => {
       if (!this.isOpen()) this._setState('offline');
     });
@@ -101,8 +139,14 @@ export class Connection extends EventTarget {
     storageSet('sessionStorage', RESUME_KEY, null);
   }
 
+  /** token is the stored signed identity, or '' without one. */
+  token() {
+    return storageGet('sessionStorage', TOKEN_KEY) || '';
+  }
+
   /** reconnectNow skips the remaining wait (or replaces a dead socket). */
   reconnectNow() {
+    if (this.authEnded) return; // only a new token helps
     if (this.stopped || this.isOpen()) return;
     if (this.ws && this.ws.readyState === WebSocket.CONNECTING) return;
     clearTimeout(this.retryTimer);
@@ -119,9 +163,97 @@ export class Connection extends EventTarget {
   // name (tokens are base64url) is not sent: the server would refuse it
   // anyway, and the browser would refuse to dial.
   _protocols() {
+    const list = [SUBPROTOCOL];
+    const token = this.token();
+    if (token && /^[A-Za-z0-9_.-]+$/.test(token)) list.push(BEARER_SUBPROTOCOL + token);
     const resume = storageGet('sessionStorage', RESUME_KEY);
-    if (!resume || !/^[A-Za-z0-9_-]+$/.test(resume)) return [SUBPROTOCOL];
-    return [SUBPROTOCOL, RESUME_SUBPROTOCOL + resume];
+    if (resume && /^[A-Za-z0-9_-]+$/.test(resume)) list.push(RESUME_SUBPROTOCOL + resume);
+    return list;
+  }
+
+  // _onPost takes a token posted by the embedding page (the parent of an
+  // iframe): {type: 'roomchat:token', token, refreshURL?}. On an open
+  // connection it is sent in an auth frame; otherwise the next dial uses it.
+  _onPost(ev) {
+    if (ev.source !== globalThis.parent || ev.source === globalThis) return;
+    const d = ev.data;
+    if (!d || d.type !== 'roomchat:token' || typeof d.token !== 'string' || !d.token) return;
+    storageSet('sessionStorage', TOKEN_KEY, d.token);
+    if (typeof d.refreshURL === 'string') storageSet('sessionStorage', REFRESH_KEY, d.refreshURL || null);
+    if (this.isOpen()) {
+      this.send({ type: 'auth', payload: { token: d.token } });
+    } else if (this.authEnded) {
+      this.authEnded = false;
+      this.attempt = 0;
+      this.reconnectNow();
+    }
+  }
+
+  // _armRefresh schedules fetching a new token before exp (Unix seconds),
+  // when there is a refresh URL.
+  _armRefresh(exp) {
+    clearTimeout(this.refreshTimer);
+    if (!exp || !storageGet('sessionStorage', REFRESH_KEY)) return;
+    const left = exp * 1000 - Date.now();
+    const lead = Math.min(REFRESH_LEAD_MS, left / 3);
+    this.refreshTimer = setTimeout(() => this._refresh(), Math.max(0, left - lead));
+  }
+
+  // _refresh fetches a new token from the refresh URL and sends it in an
+  // auth frame. It reports whether it did.
+  async _refresh() {
+    const url = storageGet('sessionStorage', REFRESH_KEY);
+    if (!url) return false;
+    let token = '';
+    try {
+      const res = await fetch(url, { credentials: 'same-origin', cache: 'no-store' });
+      if (!res.ok) return false;
+      const text = (await res.text()).trim();
+      try {
+        const v = JSON.parse(text);
+        token = typeof v === 'string' ? v : (v && v.token) || '';
+      } catch {
+        token = text;
+      }
+    } catch {
+      return false;
+    }
+    if (!token) return false;
+    storageSet('sessionStorage', TOKEN_KEY, token);
+    return this.send({ type: 'auth', payload: { token } });
+  }
+
+  // _tokenEvent handles the identity's events: welcome and authed (exp),
+  // and the token_expired error.
+  async _tokenEvent(event) {
+    const p = event.payload || {};
+    if (event.type === 'welcome' || event.type === 'authed') {
+      this._armRefresh(p.exp);
+      if (event.type === 'authed') this.dispatchEvent(new CustomEvent('auth', { detail: { what: 'renewed' } }));
+    } else if (event.type === 'error' && p.code === 'token_expired') {
+      if (!(await this._refresh())) this.dispatchEvent(new CustomEvent('auth', { detail: { what: 'expired' } }));
+    }
+  }
+
+  // _endForToken stops reconnecting: the server will not take this token.
+  _endForToken() {
+    this.authEnded = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.refreshTimer);
+    this._setState('offline');
+    this.dispatchEvent(new CustomEvent('auth', { detail: { what: 'refused' } }));
+  }
+
+  // _checkToken asks the server, without an upgrade, whether it takes the
+  // token (a browser does not see an upgrade's 401): a GET /ws carrying
+  // it is refused with 401 for a bad token before anything else.
+  async _checkToken(token) {
+    try {
+      const res = await fetch('/ws', { headers: { Authorization: `Bearer ${token}` }, cache: 'no-store' });
+      return res.status !== 401;
+    } catch {
+      return true; // the network, not the token
+    }
   }
 
   _dial() {
@@ -151,6 +283,7 @@ export class Connection extends EventTarget {
       this.pingSent = 0;
       if (typeof ev.data !== 'string') return;
       for (const event of splitFrame(ev.data, (line) => console.warn('roomchat: bad frame line', line))) {
+        if (event && (event.type === 'welcome' || event.type === 'authed' || event.type === 'error')) this._tokenEvent(event);
         // welcome carries a token, and so does a resume event, which
         // renews it on a connection open for long (SPEC §4).
         if (event && (event.type === 'welcome' || event.type === 'resume') && event.payload && typeof event.payload.resume === 'string' && event.payload.resume) {
@@ -162,9 +295,14 @@ export class Connection extends EventTarget {
     ws.onerror = () => {
       // Always followed by close; nothing to add.
     };
-    ws.onclose = (ev) => {
+    const token = this.token();
+    ws.onclose = async (ev) => {
       if (this.ws !== ws) return;
       this._detach();
+      if (!wasOpen && token && !this.stopped && !(await this._checkToken(token))) {
+        this._endForToken();
+        return;
+      }
       this._closed(ev.code, ev.reason, wasOpen);
     };
   }
@@ -177,6 +315,12 @@ export class Connection extends EventTarget {
       this.forgetResume();
     }
     switch (code) {
+      case CLOSE.TOKEN_EXPIRED:
+        // The server waited for a fresh token and got none: the same
+        // token would be refused (SPEC §10).
+        this.dispatchEvent(new CustomEvent('close', { detail: { code, reason, wasOpen } }));
+        this._endForToken();
+        return;
       case CLOSE.POLICY:
         this.minDelay = 5000;
         break;

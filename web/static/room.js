@@ -32,7 +32,7 @@ import {
   storageGet,
   storageSet,
 } from './common.js';
-import { CLOSE, Connection } from './conn.js';
+import { CLOSE, Connection, takeToken } from './conn.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -181,6 +181,8 @@ function init() {
   conn.addEventListener('state', (ev) => onConnState(ev.detail));
   conn.addEventListener('message', (ev) => onEvent(ev.detail.event));
   conn.addEventListener('close', (ev) => onClose(ev.detail));
+  conn.addEventListener('auth', (ev) => onAuth(ev.detail));
+  takeToken();
   conn.start();
   setInterval(expireUnconfirmed, 5000);
   updateCharCount();
@@ -232,6 +234,19 @@ function onConnState({ state, retryAt }) {
       break;
     default:
       break;
+  }
+}
+
+// onAuth tells the user what became of their token (SPEC §10).
+function onAuth({ what }) {
+  if (what === 'expired') {
+    showError('Your sign-in expired. Reload the page with a new token to keep chatting; the server disconnects you shortly.');
+  } else if (what === 'refused') {
+    el.reconnectNow.hidden = true;
+    setStatus('offline', 'Not connected: your token was not accepted.');
+    showError('Could not connect with your token: it was refused or has expired. Reload the page with a new token.');
+  } else if (what === 'renewed') {
+    if (/sign-in expired/.test(el.error.textContent)) clearError();
   }
 }
 
@@ -785,6 +800,12 @@ function errorSentence(code, message, field) {
       return `The server did not accept that: ${message || 'invalid request'}.`;
     case 'not_in_room':
       return 'You are not in this room any more.';
+    case 'forbidden':
+      return `Not allowed: ${message || 'the room’s policy refused that'}.`;
+    case 'unknown_namespace':
+      return `This server has no such namespace: ${message || 'unknown namespace'}.`;
+    case 'unauthorized':
+      return `Your token was not accepted: ${message || 'unauthorized'}.`;
     case 'internal':
       return 'The server ran into a problem. Try again.';
     default:
