@@ -134,7 +134,7 @@ func (reg *Registry) Redact(ctx context.Context, a Actor, roomID string, seq int
 	if err != nil {
 		return protocol.Message{}, err
 	}
-	reg.logAction(a, "redact", roomID, target.From.UserID, reason, "seq", seq)
+	reg.LogAction(a, "redact", roomID, target.From.UserID, reason, "seq", seq)
 	return stored, nil
 }
 
@@ -172,7 +172,7 @@ func (reg *Registry) Kick(a Actor, roomID, userID, reason string) error {
 	if !reg.putOut(roomID, userID, protocol.Kicked{RoomID: roomID, By: a.User, Reason: reason}) {
 		return protocol.FieldErrorf(protocol.CodeNotFound, "userID", "user %s is not in room %s", userID, roomID)
 	}
-	reg.logAction(a, "kick", roomID, userID, reason)
+	reg.LogAction(a, "kick", roomID, userID, reason)
 	return nil
 }
 
@@ -235,7 +235,7 @@ func (reg *Registry) restrict(ctx context.Context, a Actor, kind store.Kind, roo
 		reg.forgetMod(roomID)
 		reg.tell(userID, protocol.Encode(protocol.TypeMuted, "", protocol.Muted{RoomID: roomID, Until: until}))
 	}
-	reg.logAction(a, string(kind), roomID, userID, reason, "until", until)
+	reg.LogAction(a, string(kind), roomID, userID, reason, "until", until)
 	return nil
 }
 
@@ -260,7 +260,7 @@ func (reg *Registry) Lift(ctx context.Context, a Actor, kind store.Kind, roomID,
 		reg.forgetMod(roomID)
 		reg.tell(userID, protocol.Encode(protocol.TypeMuted, "", protocol.Muted{RoomID: roomID, Lifted: true}))
 	}
-	reg.logAction(a, "un"+string(kind), roomID, userID, "")
+	reg.LogAction(a, "un"+string(kind), roomID, userID, "")
 	return nil
 }
 
@@ -300,7 +300,7 @@ func (reg *Registry) Configure(ctx context.Context, a Actor, roomID, post string
 		return reg.storeError("set post rule", err)
 	}
 	reg.forgetMod(roomID)
-	reg.logAction(a, "configure", roomID, "", "", "post", post)
+	reg.LogAction(a, "configure", roomID, "", "", "post", post)
 	return nil
 }
 
@@ -313,7 +313,7 @@ func (reg *Registry) Clear(ctx context.Context, a Actor, roomID string) error {
 	if err := reg.store.Clear(ctx, roomID); err != nil {
 		return reg.storeError("clear", err)
 	}
-	reg.logAction(a, "clear", roomID, "", "")
+	reg.LogAction(a, "clear", roomID, "", "")
 	return nil
 }
 
@@ -340,9 +340,9 @@ func (reg *Registry) tell(userID string, frame []byte) {
 	}
 }
 
-// logAction logs a moderation action (actor, target, room, reason) and
+// LogAction logs a moderation action (actor, target, room, reason) and
 // counts it.
-func (reg *Registry) logAction(a Actor, action, roomID, target, reason string, more ...any) {
+func (reg *Registry) LogAction(a Actor, action, roomID, target, reason string, more ...any) {
 	reg.actions.add(action)
 	args := append([]any{"action", action, "room", roomID, "actor", a.User.UserID, "role", a.Role.String(), "target", target, "reason", reason}, more...)
 	reg.log.Info("moderation", args...)

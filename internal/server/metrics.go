@@ -103,7 +103,7 @@ func newMetrics(s *Server) *metrics {
 			ConstLabels: prometheus.Labels{"budget": budget},
 		}, func() float64 { return float64(n(s.reg.Stats().Refused)) }))
 	}
-	m.reg.MustRegister(policyInfo{s.reg})
+	m.reg.MustRegister(policyInfo{s.reg}, moderationActions{s.reg})
 	m.reg.MustRegister(s.cfg.Collectors...)
 	return m
 }
@@ -127,4 +127,19 @@ func (p policyInfo) Describe(ch chan<- *prometheus.Desc) { ch <- policyDesc }
 
 func (p policyInfo) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(policyDesc, prometheus.GaugeValue, 1, p.reg.Policies().Config().Hash())
+}
+
+// actionsDesc is roomchat_moderation_actions_total{action}: SPEC §11's
+// actions taken on this node (redact, kick, ban, unban, mute, unmute,
+// configure, clear).
+var actionsDesc = prometheus.NewDesc("roomchat_moderation_actions_total", "Moderation actions taken on this node, by action.", []string{"action"}, nil)
+
+type moderationActions struct{ reg *room.Registry }
+
+func (m moderationActions) Describe(ch chan<- *prometheus.Desc) { ch <- actionsDesc }
+
+func (m moderationActions) Collect(ch chan<- prometheus.Metric) {
+	for action, n := range m.reg.Actions() {
+		ch <- prometheus.MustNewConstMetric(actionsDesc, prometheus.CounterValue, float64(n), action)
+	}
 }

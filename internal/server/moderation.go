@@ -351,6 +351,6 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.closeWith(protocol.CloseDisconnected, "disconnected: "+b.Reason)
-	s.log.Info("moderation", "action", "disconnect", "target", user, "actor", "api", "reason", b.Reason)
+	s.reg.LogAction(room.Actor{User: protocol.User{Name: "api"}, Role: policy.RoleOwner}, "disconnect", "", user, b.Reason)
 	writeJSON(w, http.StatusOK, protocol.Done{Action: "disconnect", UserID: user})
 }
