@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"sync"
@@ -13,6 +14,44 @@ import (
 
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 )
+
+// The churn scenario: connect/join/leave/close cycles, Par at a time,
+// against one server; its goroutines and heap before, at the peak and
+// after, and whether they return to their start.
+type churnScenario struct {
+	cfg    churnConfig
+	server string
+	relay  bool
+	t      *target // from the flags, by check
+}
+
+func (s *churnScenario) flags(fs *flag.FlagSet) {
+	cfg := &s.cfg
+	fs.StringVar(&s.server, "server", "", "server (ws://127.0.0.1:PORT) with /metrics")
+	fs.BoolVar(&s.relay, "relay", false, "the server is the baseline relay, not roomchat")
+	fs.IntVar(&cfg.Cycles, "cycles", 10000, "connect/join/leave/close cycles")
+	fs.IntVar(&cfg.Par, "par", 16, "cycles in flight")
+	fs.IntVar(&cfg.Rooms, "rooms", 16, "rooms the cycles join, round robin")
+	fs.DurationVar(&cfg.MaxTime, "max-time", 5*time.Minute, "stop cycling after this long")
+	fs.DurationVar(&cfg.Settle, "settle", 30*time.Second, "longest wait for the server to return to its start")
+	fs.IntVar(&cfg.Slack, "slack", 2, "goroutines allowed above the start")
+	fs.Float64Var(&cfg.HeapSlack, "heap-slack", 0.25, "fraction of heap in use allowed above the start (plus 1 MiB)")
+}
+
+func (s *churnScenario) check() error {
+	t, err := parseTarget(s.server, targetKind(s.relay))
+	s.t = t
+	return err
+}
+
+func (s *churnScenario) measure(ctx context.Context, e *env, emit func(any)) error {
+	res, err := runChurn(ctx, s.t, s.cfg)
+	emit(res) // also when it failed: it says how far it got
+	if err != nil {
+		return fmt.Errorf("churn: %w", err)
+	}
+	return nil
+}
 
 type churnConfig struct {
 	Cycles  int
@@ -45,27 +84,13 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, er
 	if len(t.nodes) > 1 {
 		return res, errors.New("churn measures one server: give -server one URL")
 	}
-	murl := t.httpURL(0, "/metrics")
-	var last map[string]float64
-	sample := func() (g, h float64, err error) {
-		m, err := scrapeMetrics(ctx, murl)
-		if err != nil {
-			return 0, 0, err
-		}
-		last = m
-		g, ok1 := m["go_goroutines"]
-		h, ok2 := m[heapMetric]
-		if !ok1 || !ok2 {
-			return 0, 0, fmt.Errorf("%s lacks go_goroutines or %s", murl, heapMetric)
-		}
-		return g, h, nil
-	}
+	m := &churnMetrics{url: t.httpURL(0, "/metrics")}
 
 	// Baseline: the goroutine count unchanged over three samples, at most 10 s.
 	var g0, h0 float64
 	prev, same := -1.0, 0
 	for i := 0; i < 20 && same < 2; i++ {
-		g, h, err := sample()
+		g, h, err := m.sample(ctx)
 		if err != nil {
 			return res, fmt.Errorf("before: %w", err)
 		}
@@ -81,7 +106,76 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, er
 	}
 	res.GoBefore, res.HeapBefore = g0, h0
 
-	// Cycles: Par workers take cycle numbers until Cycles or MaxTime.
+	churnCycles(ctx, t, cfg, m, &res)
+
+	// After: poll until both are back within slack, at most Settle.
+	s0 := time.Now()
+	gc0 := -1.0
+	okG := func(g float64) bool { return g <= g0+float64(cfg.Slack) }
+	okH := func(h float64) bool { return h <= h0*(1+cfg.HeapSlack)+(1<<20) }
+	for {
+		g, h, err := m.sample(ctx)
+		if err != nil {
+			return res, fmt.Errorf("after: %w", err)
+		}
+		res.GoAfter, res.HeapAfter = g, h
+		if gc0 < 0 {
+			gc0 = m.last[gcMetric]
+		}
+		res.GCs = m.last[gcMetric] - gc0
+		if okG(g) && okH(h) {
+			res.Returned = true
+			break
+		}
+		if time.Since(s0) >= cfg.Settle || ctx.Err() != nil {
+			break
+		}
+		sleepUntil(ctx, time.Now().Add(time.Second))
+	}
+	res.SettleS = round3(time.Since(s0).Seconds())
+	for _, k := range []string{"roomchat_connections", "roomchat_rooms"} {
+		if v, ok := m.last[k]; ok {
+			if res.Gauges == nil {
+				res.Gauges = map[string]float64{}
+			}
+			res.Gauges[k] = v
+		}
+	}
+	if !res.Returned {
+		res.Why = fmt.Sprintf("after %v: goroutines %.0f (start %.0f, slack %d), heap in use %.1f MiB (start %.1f MiB)",
+			cfg.Settle, res.GoAfter, g0, cfg.Slack, res.HeapAfter/(1<<20), h0/(1<<20))
+	}
+	if res.Cycles == 0 {
+		return res, fmt.Errorf("no cycle completed: %s", res.FirstError)
+	}
+	return res, ctx.Err()
+}
+
+// churnMetrics samples the churned server's /metrics.
+type churnMetrics struct {
+	url  string
+	last map[string]float64 // the last sample; one goroutine samples at a time
+}
+
+// sample scrapes the server and returns its goroutines and heap in use.
+func (m *churnMetrics) sample(ctx context.Context) (g, h float64, err error) {
+	s, err := scrapeMetrics(ctx, m.url)
+	if err != nil {
+		return 0, 0, err
+	}
+	m.last = s
+	g, ok1 := s["go_goroutines"]
+	h, ok2 := s[heapMetric]
+	if !ok1 || !ok2 {
+		return 0, 0, fmt.Errorf("%s lacks go_goroutines or %s", m.url, heapMetric)
+	}
+	return g, h, nil
+}
+
+// churnCycles runs the cycles: Par workers take cycle numbers until Cycles
+// or MaxTime, while the server's peak goroutines and heap are sampled once
+// a second. It records what was done, failed and at what rate in res.
+func churnCycles(ctx context.Context, t *target, cfg churnConfig, m *churnMetrics, res *report.Churn) {
 	// Round robin over 8 source addresses: each closed connection leaves a
 	// TIME_WAIT entry that a later connect() from the same address must
 	// search past.
@@ -90,7 +184,6 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, er
 		next, failed atomic.Int64
 		firstErr     atomic.Pointer[string]
 		wg           sync.WaitGroup
-		peakMu       sync.Mutex
 	)
 	cctx, cancel := context.WithTimeout(ctx, cfg.MaxTime)
 	defer cancel()
@@ -115,7 +208,8 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, er
 			}
 		})
 	}
-	// Watch the server's peak while cycling (bounded by the cycling itself).
+	// Watch the server's peak while cycling (bounded by the cycling
+	// itself); the only sampler meanwhile.
 	stop := make(chan struct{})
 	var watcher sync.WaitGroup
 	watcher.Go(func() {
@@ -126,10 +220,8 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, er
 			case <-stop:
 				return
 			case <-tk.C:
-				if g, h, err := sample(); err == nil {
-					peakMu.Lock()
+				if g, h, err := m.sample(ctx); err == nil {
 					res.GoPeak, res.HeapPeak = math.Max(res.GoPeak, g), math.Max(res.HeapPeak, h)
-					peakMu.Unlock()
 				}
 			}
 		}
@@ -146,48 +238,6 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, er
 	}
 	res.Seconds = round3(el.Seconds())
 	res.Rate = round1(float64(res.Cycles) / el.Seconds())
-
-	// After: poll until both are back within slack, at most Settle.
-	s0 := time.Now()
-	gc0 := -1.0
-	okG := func(g float64) bool { return g <= g0+float64(cfg.Slack) }
-	okH := func(h float64) bool { return h <= h0*(1+cfg.HeapSlack)+(1<<20) }
-	for {
-		g, h, err := sample()
-		if err != nil {
-			return res, fmt.Errorf("after: %w", err)
-		}
-		res.GoAfter, res.HeapAfter = g, h
-		if gc0 < 0 {
-			gc0 = last[gcMetric]
-		}
-		res.GCs = last[gcMetric] - gc0
-		if okG(g) && okH(h) {
-			res.Returned = true
-			break
-		}
-		if time.Since(s0) >= cfg.Settle || ctx.Err() != nil {
-			break
-		}
-		sleepUntil(ctx, time.Now().Add(time.Second))
-	}
-	res.SettleS = round3(time.Since(s0).Seconds())
-	for _, k := range []string{"roomchat_connections", "roomchat_rooms"} {
-		if v, ok := last[k]; ok {
-			if res.Gauges == nil {
-				res.Gauges = map[string]float64{}
-			}
-			res.Gauges[k] = v
-		}
-	}
-	if !res.Returned {
-		res.Why = fmt.Sprintf("after %v: goroutines %.0f (start %.0f, slack %d), heap in use %.1f MiB (start %.1f MiB)",
-			cfg.Settle, res.GoAfter, g0, cfg.Slack, res.HeapAfter/(1<<20), h0/(1<<20))
-	}
-	if res.Cycles == 0 {
-		return res, fmt.Errorf("no cycle completed: %s", res.FirstError)
-	}
-	return res, ctx.Err()
 }
 
 // churnCycle is one connect → join → leave → close (roomchat) or connect

@@ -1,22 +1,116 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"math"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 	"github.com/roomchat/roomchat/internal/proc"
-	"github.com/roomchat/roomchat/internal/protocol"
 )
+
+// The fanout scenario: R rooms x M members, S senders per room writing at a
+// fixed rate, every member receiving every message (fanout_round.go
+// measures one window); with -find-max a rising series of windows. The
+// same scenario runs against roomchat (-server), a second roomchat (-mem)
+// and the relay (-baseline), one after the other, and the figures of each
+// pair are compared.
+type fanoutScenario struct {
+	cfg                   fanoutConfig
+	server, baseline, mem string
+	memPID, baselinePID   int
+	batch                 bool
+	serverLabel           string
+}
+
+func (s *fanoutScenario) flags(fs *flag.FlagSet) {
+	cfg := &s.cfg
+	fs.StringVar(&s.server, "server", "", "roomchat server (ws://127.0.0.1:PORT), or a cluster's nodes separated by commas (each room's members and senders spread over them round robin); its /ws is used")
+	fs.StringVar(&s.baseline, "baseline", "", "baseline relay (ws://127.0.0.1:PORT) to run the same scenario against and compare")
+	fs.StringVar(&s.mem, "mem", "", "a second roomchat server (e.g. -db :memory:, or one node to compare a cluster with): -server's figure over this one's")
+	fs.IntVar(&s.memPID, "mem-pid", 0, "the -mem server's PID, to report its CPU use")
+	fs.BoolVar(&s.batch, "batch", false, "roomchat: connect with ?batch=1 (several events per frame)")
+	fs.StringVar(&s.serverLabel, "server-label", "", "target name of -server in reports (default roomchat; make bench-ab names each build)")
+	fs.IntVar(&cfg.Rooms, "rooms", 100, "rooms")
+	fs.IntVar(&cfg.Members, "members", 100, "members per room, senders included")
+	fs.IntVar(&cfg.Senders, "senders", 1, "senders per room")
+	fs.Float64Var(&cfg.Rate, "rate", 2, "msgs/s per sender (the start rate with -find-max)")
+	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured window (per step)")
+	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up before each window")
+	fs.DurationVar(&cfg.Drain, "drain", 3*time.Second, "longest wait for late deliveries after a window")
+	fs.BoolVar(&cfg.FindMax, "find-max", false, "step the rate up until p99 > -max-p99, loss or disconnects")
+	fs.Float64Var(&cfg.Step, "step", 1.25, "find-max: rate factor between steps")
+	fs.IntVar(&cfg.MaxSteps, "max-steps", 30, "find-max: most steps, retries included")
+	fs.IntVar(&cfg.Refine, "refine", 2, "find-max: bisection steps after the first failure")
+	fs.DurationVar(&cfg.MaxP99, "max-p99", 250*time.Millisecond, "find-max: the p99 limit")
+	fs.IntVar(&cfg.Par, "par", 64, "handshakes in flight while connecting")
+	fs.Var((*pidList)(&cfg.PIDs), "pid", "roomchat server PID, to report its CPU use; several separated by commas (a cluster's nodes and its redis-server) are summed")
+	fs.IntVar(&cfg.Confirm, "confirm", 1, "find-max: run a failed step again this often before counting it; a rate passes if any of its windows does")
+	fs.IntVar(&cfg.RetryNoisy, "retry-noisy", 2, "find-max: repeat a failed step this much more often when other processes were busy during it")
+	fs.DurationVar(&cfg.QuietWait, "quiet-wait", 20*time.Second, "before each step, wait up to this long for other processes to go quiet (0: don't)")
+	fs.IntVar(&s.baselinePID, "baseline-pid", 0, "baseline server PID, to report its CPU use")
+	fs.StringVar(&cfg.Label, "label", "", "scenario name in reports (default RxM)")
+}
+
+func (s *fanoutScenario) check() error {
+	if s.server == "" && s.baseline == "" && s.mem == "" {
+		return errors.New("fanout needs -server, -mem, -baseline or several")
+	}
+	if s.cfg.Label == "" {
+		s.cfg.Label = fmt.Sprintf("%dx%d", s.cfg.Rooms, s.cfg.Members)
+	}
+	return s.cfg.validate()
+}
+
+// measure runs the scenario against each server given, one after the
+// other (roomchat, roomchat with the in-memory store, the relay), then
+// compares each pair.
+func (s *fanoutScenario) measure(ctx context.Context, e *env, emit func(any)) error {
+	type leg struct {
+		url   string
+		kind  kind
+		label string
+		pids  []int
+		res   *report.Fanout
+	}
+	legs := []*leg{
+		{url: s.server, kind: kindRoomchat, label: s.serverLabel, pids: s.cfg.PIDs},
+		{url: s.mem, kind: kindRoomchat, label: "roomchat-mem", pids: onePID(s.memPID)},
+		{url: s.baseline, kind: kindRelay, pids: onePID(s.baselinePID)},
+	}
+	for _, l := range legs {
+		if l.url == "" {
+			continue
+		}
+		t, err := parseTarget(l.url, l.kind)
+		if err != nil {
+			return err
+		}
+		t.batch = s.batch && l.kind == kindRoomchat
+		t.label = l.label
+		c := s.cfg
+		c.PIDs = l.pids
+		r, err := runFanout(ctx, t, c, emit)
+		if err != nil {
+			return fmt.Errorf("fanout %s: %w", t.name(), err)
+		}
+		l.res = &r
+	}
+	findMax := s.cfg.FindMax
+	if rc, bl := legs[0].res, legs[2].res; rc != nil && bl != nil {
+		emit(compare(*rc, *bl, findMax, "baseline"))
+	}
+	if rm, bl := legs[1].res, legs[2].res; rm != nil && bl != nil {
+		emit(compare(*rm, *bl, findMax, "baseline"))
+	}
+	if rc, rm := legs[0].res, legs[1].res; rc != nil && rm != nil {
+		emit(compare(*rc, *rm, findMax, rm.Target))
+	}
+	return nil
+}
 
 // fanoutConfig is one fan-out scenario. Every member of a room, senders
 // included, receives every message sent to the room (SPEC §4, and the
@@ -77,362 +171,6 @@ func (c fanoutConfig) validate() error {
 		return errors.New("-confirm and -retry-noisy must be in [0, 10]")
 	}
 	return nil
-}
-
-// round holds the counters of one step. Readers find the current round
-// through fanoutRun.cur; old rounds' late messages carry another phase byte
-// and are ignored by the new round's measured counters.
-type round struct {
-	measure  byte        // phase byte of this round's measured messages
-	inWindow atomic.Bool // a delivery now counts toward deliveredPerSec
-	window   atomic.Int64
-	measured atomic.Int64 // measured deliveries received (any time)
-	lat      hist
-	sent     atomic.Int64 // measured messages written
-}
-
-type fanoutRun struct {
-	cfg   fanoutConfig
-	t     *target
-	conns []*conn
-	runID string
-
-	cur         atomic.Pointer[round]
-	disconnects atomic.Int64
-	errs        atomic.Int64
-	firstErr    atomic.Pointer[string]
-	closing     atomic.Bool
-	readers     sync.WaitGroup
-	rounds      int
-}
-
-// errEvent is how an error event starts in a frame, as protocol.Encode
-// writes it; read counts them without decoding.
-var errEvent = []byte(`"type":"` + protocol.TypeError + `"`)
-
-// setup connects every member, each with its reader.
-func (r *fanoutRun) setup(ctx context.Context, d *dialer, gen int) error {
-	cfg := r.cfg
-	n := cfg.Rooms * cfg.Members
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute+time.Duration(n)*5*time.Millisecond)
-	defer cancel()
-	r.closing.Store(false)
-	conns, err := connectAll(cctx, d, r.t, n, cfg.Par, func(i int) (string, int) {
-		room, member := i/cfg.Members, i%cfg.Members
-		return fmt.Sprintf("bench-%s-%d-r%d", r.runID, gen, room), r.t.place(room, member)
-	}, func(c *conn) { r.readers.Go(func() { r.read(c) }) })
-	if err != nil {
-		r.closing.Store(true)
-		r.readers.Wait() // connectAll closed what it opened
-		return fmt.Errorf("connect %d members to %s: %w", n, r.t.name(), err)
-	}
-	r.conns = conns
-	return nil
-}
-
-// read is a connection's only reader: it counts bench messages without
-// decoding JSON and ends when the connection does.
-func (r *fanoutRun) read(c *conn) {
-	ctx := context.Background() // no per-read timer; teardown closes the conn
-	for {
-		f, err := c.readFrame(ctx)
-		if err != nil {
-			if !r.closing.Load() {
-				r.disconnects.Add(1)
-				s := fmt.Sprintf("disconnected: %v", err)
-				r.firstErr.CompareAndSwap(nil, &s)
-			}
-			return
-		}
-		rd := r.cur.Load()
-		if rd == nil {
-			continue
-		}
-		now := time.Now().UnixNano()
-		n := scanMsgs(f, func(ns int64, phase byte) {
-			if phase == rd.measure {
-				rd.measured.Add(1)
-				rd.lat.record(time.Duration(now - ns))
-			}
-		})
-		if n > 0 && rd.inWindow.Load() {
-			rd.window.Add(int64(n))
-		}
-		if r.t.kind == kindRoomchat && bytes.Contains(f, errEvent) {
-			r.errs.Add(int64(bytes.Count(f, errEvent)))
-			s := fmt.Sprintf("server error event: %.300s", f)
-			r.firstErr.CompareAndSwap(nil, &s)
-		}
-	}
-}
-
-// teardown closes every connection with a close frame (so a roomchat
-// server announces the leave at once instead of after its grace period),
-// bounded in time, and waits for the readers.
-func (r *fanoutRun) teardown() {
-	r.closing.Store(true)
-	closeAllClean(r.conns, 64, 20*time.Second)
-	r.readers.Wait()
-	r.conns = nil
-}
-
-// closeAllClean closes conns with status 1000, up to par at a time, and
-// drops whatever is still open after limit.
-func closeAllClean(conns []*conn, par int, limit time.Duration) {
-	deadline := time.Now().Add(limit)
-	sem := make(chan struct{}, par)
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		if c == nil {
-			continue
-		}
-		if time.Now().After(deadline) {
-			c.ws.CloseNow()
-			continue
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			_ = c.ws.Close(websocket.StatusNormalClosure, "bench done")
-		})
-	}
-	wg.Wait()
-}
-
-// runRound sends at rate msgs/s per sender for warm-up plus the window, then
-// waits (bounded by Drain) for the measured deliveries to arrive.
-func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report.Fanout {
-	cfg := r.cfg
-	r.rounds++
-	quiet := waitQuiet(ctx, cfg.PIDs, cfg.QuietWait)
-	rd := &round{measure: byte('A' + r.rounds%26)}
-	r.cur.Store(rd)
-	errs0, disc0 := r.errs.Load(), r.disconnects.Load()
-
-	start := time.Now()
-	measureAt := start.Add(cfg.Warmup)
-	end := measureAt.Add(cfg.Duration)
-	sctx, cancel := context.WithDeadline(ctx, end.Add(10*time.Second))
-	defer cancel()
-
-	totalSenders := cfg.Rooms * cfg.Senders
-	var senders sync.WaitGroup
-	j := 0
-	for room := range cfg.Rooms {
-		for s := range cfg.Senders {
-			c := r.conns[room*cfg.Members+s]
-			// Stagger the senders evenly over one message interval so that
-			// the rooms do not all burst at the same instant.
-			offset := time.Duration(float64(j) / float64(totalSenders) / rate * float64(time.Second))
-			sender := j
-			j++
-			senders.Go(func() { r.send(sctx, c, sender, rate, start.Add(offset), measureAt, end, rd) })
-		}
-	}
-
-	// The window: count deliveries from measureAt, read the CPU clocks,
-	// stop at end.
-	sleepUntil(ctx, measureAt)
-	rd.inWindow.Store(true)
-	cpu0 := proc.SelfCPU()
-	srv0 := proc.CPUOf(cfg.PIDs)
-	all0 := proc.MachineBusy()
-	t0 := time.Now()
-	sleepUntil(ctx, end)
-	rd.inWindow.Store(false)
-	window := time.Since(t0)
-	cpu1 := proc.SelfCPU()
-	srv1 := proc.CPUOf(cfg.PIDs)
-	all1 := proc.MachineBusy()
-	senders.Wait()
-
-	expected := rd.sent.Load() * int64(cfg.Members)
-	drainEnd := time.Now().Add(cfg.Drain)
-	for rd.measured.Load() < expected && time.Now().Before(drainEnd) && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
-	}
-	received := rd.measured.Load()
-
-	secs := window.Seconds()
-	offered := rate * float64(totalSenders)
-	res := report.Fanout{
-		Kind: "fanout", Target: r.t.name(), Scenario: cfg.Label, Step: step,
-		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders, Rate: round3(rate),
-		Seconds:           round3(secs),
-		OfferedMsgs:       round1(offered),
-		OfferedDeliveries: round1(offered * float64(cfg.Members)),
-		SentMsgs:          round1(float64(rd.sent.Load()) / secs),
-		Delivered:         round1(float64(rd.window.Load()) / secs),
-		Sent:              rd.sent.Load(),
-		Expected:          expected,
-		Received:          received,
-		Loss:              expected - received,
-		Disconnects:       r.disconnects.Load() - disc0,
-		ServerErrors:      r.errs.Load() - errs0,
-		GenCPU:            round3((cpu1 - cpu0).Seconds() / secs),
-	}
-	if n := len(r.t.nodes); n > 1 {
-		res.Nodes = n
-	}
-	other := all1 - all0 - (cpu1 - cpu0)
-	if srv0 >= 0 && srv1 >= 0 {
-		res.ServerCPU = round3((srv1 - srv0).Seconds() / secs)
-		other -= srv1 - srv0
-	}
-	if all0 >= 0 && all1 >= 0 {
-		res.OtherCPU = round3(max(0, other.Seconds()/secs))
-	}
-	if expected > 0 {
-		res.LossPct = round3(100 * float64(res.Loss) / float64(expected))
-	}
-	snap := rd.lat.snapshot()
-	res.P50 = ms(snap.quantile(0.50))
-	res.P90 = ms(snap.quantile(0.90))
-	res.P99 = ms(snap.quantile(0.99))
-	res.P999 = ms(snap.quantile(0.999))
-	res.Max = ms(time.Duration(snap.max))
-
-	var why []string
-	if res.Loss != 0 {
-		why = append(why, fmt.Sprintf("loss %d", res.Loss))
-	}
-	if snap.quantile(0.99) > cfg.MaxP99 {
-		why = append(why, fmt.Sprintf("p99 %.1fms > %v", res.P99, cfg.MaxP99))
-	}
-	if res.SentMsgs < 0.97*offered {
-		why = append(why, fmt.Sprintf("sent %.0f msgs/s < 97%% of offered %.0f", res.SentMsgs, offered))
-	}
-	if res.Disconnects > 0 {
-		why = append(why, fmt.Sprintf("%d disconnects", res.Disconnects))
-	}
-	if res.ServerErrors > 0 {
-		why = append(why, fmt.Sprintf("%d server error events", res.ServerErrors))
-	}
-	if e := r.firstErr.Swap(nil); e != nil {
-		why = append(why, *e)
-	}
-	res.Pass = len(why) == 0
-	res.Why = strings.Join(why, "; ")
-	var notes []string
-	if res.GenCPU > 0.85 {
-		notes = append(notes, "generator near one core: it may be the limit")
-	}
-	if !quiet {
-		notes = append(notes, fmt.Sprintf("machine not quiet after %v", cfg.QuietWait))
-	}
-	if res.OtherCPU > noisyCores && len(cfg.PIDs) > 0 {
-		notes = append(notes, fmt.Sprintf("other processes used %.2f cores: noisy", res.OtherCPU))
-	}
-	res.Note = strings.Join(notes, "; ")
-	r.cur.Store(nil)
-	return res
-}
-
-// send is one sender. Its message i is due at its slot, start + i/rate; a
-// ticker wakes it, and each wake writes every message due by then, so the
-// offered rate holds even when a tick comes late. Each message carries its
-// slot, not the moment it is written: a sender held up (by the scheduler,
-// or by a server that stops reading, which blocks Write) shows the delay as
-// latency of the messages it owed instead of quietly sending fewer
-// (coordinated omission). Messages whose slot is in [measureAt, end) are
-// measured. send returns at its first wake at or after end (each wake
-// before it writes all that is due, however long that takes), or when ctx
-// ends; what it still owed then is missing from sentMsgsPerSec, which fails
-// the step below 97 % of the offered rate.
-func (r *fanoutRun) send(ctx context.Context, c *conn, sender int, rate float64, start, measureAt, end time.Time, rd *round) {
-	frame, msg := msgFrame(r.t.kind)
-	interval := time.Duration(float64(time.Second) / rate)
-	interval = max(interval, time.Millisecond)
-	if !sleepUntil(ctx, start) {
-		return
-	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	t0, from, to := start.UnixNano(), measureAt.UnixNano(), end.UnixNano()
-	var i int64 // the next message to write
-	for {
-		now := time.Now().UnixNano()
-		if now >= to {
-			return
-		}
-		for ; ; i++ {
-			slot := t0 + int64(float64(i)*float64(time.Second)/rate)
-			if slot > now {
-				break // not due yet; slot ≤ now < end below
-			}
-			measured := slot >= from
-			ph := byte(phaseWarmup)
-			if measured {
-				ph = rd.measure
-			}
-			if r.cfg.beforeWrite != nil {
-				r.cfg.beforeWrite(sender, measured)
-			}
-			fillMsg(msg, slot, ph)
-			if err := c.ws.Write(ctx, websocket.MessageText, frame); err != nil {
-				return // the reader counts the disconnect
-			}
-			if measured {
-				rd.sent.Add(1)
-			}
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// noisyCores is how much CPU other processes may take during a window
-// before its figures are called noisy.
-const noisyCores = 0.25
-
-// quietCores is how much CPU other processes may use for a step to start.
-const quietCores = 0.3
-
-// waitQuiet waits, at most maxWait, until processes other than this one and
-// pids used under quietCores over half a second. It reports whether they did.
-func waitQuiet(ctx context.Context, pids []int, maxWait time.Duration) bool {
-	if maxWait <= 0 {
-		return true
-	}
-	deadline := time.Now().Add(maxWait)
-	for ctx.Err() == nil {
-		a0, s0, p0, t0 := proc.MachineBusy(), proc.SelfCPU(), proc.CPUOf(pids), time.Now()
-		sleepUntil(ctx, t0.Add(500*time.Millisecond))
-		a1, s1, p1 := proc.MachineBusy(), proc.SelfCPU(), proc.CPUOf(pids)
-		if a0 < 0 || a1 < 0 {
-			return true // no /proc/stat: cannot tell
-		}
-		other := (a1 - a0) - (s1 - s0)
-		if p0 >= 0 && p1 >= 0 {
-			other -= p1 - p0
-		}
-		if other.Seconds()/time.Since(t0).Seconds() < quietCores {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
-	return false
-}
-
-// sleepUntil sleeps until t or ctx ends; it reports whether t was reached.
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // runFanout runs cfg against t: one window at cfg.Rate, or with FindMax a
@@ -533,10 +271,6 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 	emit(sum)
 	return sum, ctx.Err()
 }
-
-func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }
-func round1(f float64) float64   { return math.Round(f*10) / 10 }
-func round3(f float64) float64   { return math.Round(f*1000) / 1000 }
 
 // compare is rc's figure over bl's, measured in the same run: max
 // sustained deliveries/s with findMax, else delivered/s at the fixed rate.

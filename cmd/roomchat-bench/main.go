@@ -18,7 +18,8 @@
 // every room's members over them round robin, senders too, so that
 // messages cross the cluster (target.place).
 //
-// roomchat-bench -h lists the commands (from the table in commands.go), and
+// roomchat-bench -h lists the commands (from the table in commands.go; the
+// measuring ones are scenarios run by runner.go, one file each), and
 // roomchat-bench COMMAND -h a command's flags. Exit status: 0 on success, 1
 // when a run fails, 2 for a usage error.
 //

@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/roomchat/roomchat/cmd/roomchat-bench/internal/report"
 	"github.com/roomchat/roomchat/internal/client"
 	"github.com/roomchat/roomchat/internal/proc"
 )
@@ -45,8 +44,13 @@ type stormConfig struct {
 	Par     int           // sessions opened at once
 }
 
-func stormCmd(fs *flag.FlagSet) runFunc {
-	var cfg stormConfig
+// stormScenario is the storm command.
+type stormScenario struct {
+	cfg stormConfig
+}
+
+func (s *stormScenario) flags(fs *flag.FlagSet) {
+	cfg := &s.cfg
 	fs.StringVar(&cfg.Bin, "roomchatd", "roomchatd", "the roomchatd binary to run (and restart)")
 	fs.StringVar(&cfg.DB, "db", "", "its -db file (default: a new file in a temporary directory)")
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:9180", "its -addr, on loopback")
@@ -58,41 +62,44 @@ func stormCmd(fs *flag.FlagSet) runFunc {
 	fs.DurationVar(&cfg.Down, "down", time.Second, "how long the server stays down")
 	fs.DurationVar(&cfg.Timeout, "timeout", 3*time.Minute, "longest wait for every member to come back")
 	fs.IntVar(&cfg.Par, "par", 64, "sessions opened at once")
-	out := resultFlags(fs)
-	return func(ctx context.Context, e *env) error {
-		if cfg.Signal != "term" && cfg.Signal != "kill" {
-			return errors.New("-signal must be term or kill")
-		}
-		if err := checkLoopback(cfg.Addr); err != nil {
-			return err
-		}
-		if cfg.Rooms < 1 || cfg.Members < 1 || cfg.Rate <= 0 {
-			return errors.New("-rooms, -members and -rate must be positive")
-		}
-		if cfg.DB == "" {
-			dir, err := os.MkdirTemp("", "roomchat-storm")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(dir)
-			cfg.DB = dir + "/storm.db"
-		}
-		proc.RaiseFDLimit()
-		res, err := runStorm(ctx, cfg, e)
+}
+
+func (s *stormScenario) check() error {
+	cfg := s.cfg
+	if cfg.Signal != "term" && cfg.Signal != "kill" {
+		return errors.New("-signal must be term or kill")
+	}
+	if err := checkLoopback(cfg.Addr); err != nil {
+		return err
+	}
+	if cfg.Rooms < 1 || cfg.Members < 1 || cfg.Rate <= 0 {
+		return errors.New("-rooms, -members and -rate must be positive")
+	}
+	return nil
+}
+
+func (s *stormScenario) measure(ctx context.Context, e *env, emit func(any)) error {
+	cfg := s.cfg
+	if cfg.DB == "" {
+		dir, err := os.MkdirTemp("", "roomchat-storm")
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stderr, "storm (%s): %d clients back and caught up %.0f ms after the stop (server down %.0f ms); lost %d, duplicated %d of %d acked messages; restarted server's peak RSS %.1f MiB; messages sent in the storm: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d deliveries\n",
-			res.Signal, res.Clients, res.BackMS, res.DownMS, res.Lost, res.Duplicated, res.Acked, float64(res.PeakRSSKiB)/1024, res.StormP50MS, res.StormP99MS, res.StormMaxMS, res.StormSamples)
-		err = out.run(e, func(w *report.Writer) error {
-			w.Emit(res)
-			return nil
-		})
-		if err == nil && (res.Lost > 0 || res.Duplicated > 0) {
-			err = fmt.Errorf("storm lost %d and duplicated %d messages", res.Lost, res.Duplicated)
-		}
+		defer os.RemoveAll(dir)
+		cfg.DB = dir + "/storm.db"
+	}
+	proc.RaiseFDLimit()
+	res, err := runStorm(ctx, cfg, e)
+	if err != nil {
 		return err
 	}
+	fmt.Fprintf(e.stderr, "storm (%s): %d clients back and caught up %.0f ms after the stop (server down %.0f ms); lost %d, duplicated %d of %d acked messages; restarted server's peak RSS %.1f MiB; messages sent in the storm: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d deliveries\n",
+		res.Signal, res.Clients, res.BackMS, res.DownMS, res.Lost, res.Duplicated, res.Acked, float64(res.PeakRSSKiB)/1024, res.StormP50MS, res.StormP99MS, res.StormMaxMS, res.StormSamples)
+	emit(res)
+	if res.Lost > 0 || res.Duplicated > 0 {
+		return fmt.Errorf("storm lost %d and duplicated %d messages", res.Lost, res.Duplicated)
+	}
+	return nil
 }
 
 // stormResult is what a storm run reports.
@@ -171,9 +178,119 @@ func runStorm(ctx context.Context, cfg stormConfig, e *env) (stormResult, error)
 		return res, err
 	}
 	defer func() { srv.stop(syscall.SIGKILL) }()
-	url := "http://" + cfg.Addr
 
-	// Open every session: rooms × members, cfg.Par at a time.
+	members, err := openStormMembers(ctx, "http://"+cfg.Addr, cfg)
+	defer func() {
+		for _, m := range members {
+			m.sess.Close()
+		}
+	}()
+	if err != nil {
+		return res, fmt.Errorf("open sessions: %w", err)
+	}
+	fmt.Fprintf(e.stderr, "storm: %d sessions in %d rooms\n", len(members), cfg.Rooms)
+
+	var stopAt, upAt atomic.Int64 // Unix ns: the server was stopped, came back
+	rctx, cancelReaders := context.WithCancel(ctx)
+	defer cancelReaders()
+	var readers sync.WaitGroup
+	for _, m := range members {
+		readers.Go(func() { m.read(rctx, &stopAt, &upAt) })
+	}
+
+	// One sender per room: the room's first member sends at cfg.Rate,
+	// paced (pace) from one start, the rooms staggered over one period;
+	// each message carries its intended send time, and a send blocks
+	// through the outage (the session resends with the same id after a
+	// reconnect).
+	senders := make([]*stormMember, cfg.Rooms)
+	for _, m := range members {
+		if senders[m.room] == nil {
+			senders[m.room] = m
+		}
+	}
+	sctx, stopSending := context.WithCancel(ctx)
+	defer stopSending()
+	var acked atomic.Int64
+	lastAcked := make([]atomic.Int64, cfg.Rooms)
+	var sendWG sync.WaitGroup
+	start := time.Now()
+	for r, s := range senders {
+		period := time.Duration(float64(time.Second) / cfg.Rate)
+		offset := time.Duration(r) * period / time.Duration(cfg.Rooms)
+		sendWG.Go(func() {
+			pace(sctx, start.Add(offset), cfg.Rate, time.Time{}, func(slot int64) error {
+				a, err := s.sess.SendMessage(sctx, "t="+strconv.FormatInt(slot, 10))
+				if err != nil {
+					return err
+				}
+				acked.Add(1)
+				lastAcked[r].Store(a.Seq)
+				return nil
+			})
+		})
+	}
+
+	time.Sleep(cfg.Settle)
+	sig := syscall.SIGTERM
+	if cfg.Signal == "kill" {
+		sig = syscall.SIGKILL
+	}
+	fmt.Fprintf(e.stderr, "storm: stopping the server (%s)\n", cfg.Signal)
+	stopAt.Store(time.Now().UnixNano())
+	srv.stop(sig)
+	time.Sleep(cfg.Down)
+	if err := srv.start(ctx); err != nil {
+		stopSending()
+		return res, err
+	}
+	upAt.Store(time.Now().UnixNano())
+	pid := srv.cmd.Process.Pid
+	res.DownMS = float64(upAt.Load()-stopAt.Load()) / 1e6
+	fmt.Fprintf(e.stderr, "storm: server back after %.0f ms (pid %d)\n", res.DownMS, pid)
+
+	back, err := waitBack(members, time.Now().Add(cfg.Timeout))
+	if err != nil {
+		stopSending()
+		return res, fmt.Errorf("after %v, %w", cfg.Timeout, err)
+	}
+	res.BackMS = float64(back.UnixNano()-stopAt.Load()) / 1e6
+	if hwm, err := proc.Status(pid, "VmHWM"); err == nil {
+		res.PeakRSSKiB = hwm >> 10
+	}
+
+	// Stop sending, then wait until every member has its room's last
+	// acked seq, and count what is missing or repeated.
+	stopSending()
+	sendWG.Wait()
+	res.Acked = acked.Load()
+	drain := time.Now().Add(30 * time.Second)
+	for _, m := range members {
+		m.waitSeq(lastAcked[m.room].Load(), drain)
+	}
+	cancelReaders()
+	readers.Wait()
+	var storm []float64
+	for _, m := range members {
+		lost, dup := gaps(m.seqs, lastAcked[m.room].Load())
+		res.Lost += lost
+		res.Duplicated += dup
+		storm = append(storm, m.storm...)
+	}
+	slices.Sort(storm)
+	res.StormSamples = len(storm)
+	if len(storm) > 0 {
+		res.StormP50MS = storm[len(storm)/2]
+		res.StormP99MS = storm[min(len(storm)-1, len(storm)*99/100)]
+		res.StormMaxMS = storm[len(storm)-1]
+	}
+	return res, nil
+}
+
+// openStormMembers opens every session, rooms × members, cfg.Par at a
+// time, in rooms storm-0, storm-1, … It returns those it opened, with the
+// last error if any failed.
+func openStormMembers(ctx context.Context, url string, cfg stormConfig) ([]*stormMember, error) {
 	members := make([]*stormMember, 0, cfg.Rooms*cfg.Members)
 	var mu sync.Mutex
 	var openErr error
@@ -197,81 +314,12 @@ func runStorm(ctx context.Context, cfg stormConfig, e *env) (stormResult, error)
 		}
 	}
 	wg.Wait()
-	defer func() {
-		for _, m := range members {
-			m.sess.Close()
-		}
-	}()
-	if openErr != nil {
-		return res, fmt.Errorf("open sessions: %w", openErr)
-	}
-	fmt.Fprintf(e.stderr, "storm: %d sessions in %d rooms\n", len(members), cfg.Rooms)
+	return members, openErr
+}
 
-	var stopAt, upAt atomic.Int64 // Unix ns: the server was stopped, came back
-	rctx, cancelReaders := context.WithCancel(ctx)
-	defer cancelReaders()
-	var readers sync.WaitGroup
-	for _, m := range members {
-		readers.Go(func() { m.read(rctx, &stopAt, &upAt) })
-	}
-
-	// One sender per room: the room's first member sends at cfg.Rate, each
-	// message carrying its intended send time; a send blocks through the
-	// outage (the session resends with the same id after a reconnect).
-	senders := make([]*stormMember, cfg.Rooms)
-	for _, m := range members {
-		if senders[m.room] == nil {
-			senders[m.room] = m
-		}
-	}
-	sctx, stopSending := context.WithCancel(ctx)
-	defer stopSending()
-	var acked atomic.Int64
-	lastAcked := make([]atomic.Int64, cfg.Rooms)
-	var sendWG sync.WaitGroup
-	start := time.Now()
-	for r, s := range senders {
-		sendWG.Go(func() {
-			period := time.Duration(float64(time.Second) / cfg.Rate)
-			offset := time.Duration(r) * period / time.Duration(cfg.Rooms)
-			for i := 0; ; i++ {
-				due := start.Add(offset + time.Duration(i)*period)
-				select {
-				case <-sctx.Done():
-					return
-				case <-time.After(time.Until(due)):
-				}
-				a, err := s.sess.SendMessage(sctx, "t="+strconv.FormatInt(due.UnixNano(), 10))
-				if err != nil {
-					return
-				}
-				acked.Add(1)
-				lastAcked[r].Store(a.Seq)
-			}
-		})
-	}
-
-	time.Sleep(cfg.Settle)
-	sig := syscall.SIGTERM
-	if cfg.Signal == "kill" {
-		sig = syscall.SIGKILL
-	}
-	fmt.Fprintf(e.stderr, "storm: stopping the server (%s)\n", cfg.Signal)
-	stopAt.Store(time.Now().UnixNano())
-	srv.stop(sig)
-	time.Sleep(cfg.Down)
-	if err := srv.start(ctx); err != nil {
-		stopSending()
-		return res, err
-	}
-	upAt.Store(time.Now().UnixNano())
-	pid := srv.cmd.Process.Pid
-	res.DownMS = float64(upAt.Load()-stopAt.Load()) / 1e6
-	fmt.Fprintf(e.stderr, "storm: server back after %.0f ms (pid %d)\n", res.DownMS, pid)
-
-	// Wait until every member has a message sent after the restart.
-	deadline := time.Now().Add(cfg.Timeout)
-	var back time.Time
+// waitBack waits until every member has a message sent after the restart,
+// at most until deadline, and returns when the last one got it.
+func waitBack(members []*stormMember, deadline time.Time) (time.Time, error) {
 	for {
 		n, latest := 0, time.Time{}
 		for _, m := range members {
@@ -285,55 +333,26 @@ func runStorm(ctx context.Context, cfg stormConfig, e *env) (stormResult, error)
 			m.mu.Unlock()
 		}
 		if n == len(members) {
-			back = latest
-			break
+			return latest, nil
 		}
 		if time.Now().After(deadline) {
-			stopSending()
-			return res, fmt.Errorf("after %v, %d of %d members were back", cfg.Timeout, n, len(members))
+			return time.Time{}, fmt.Errorf("%d of %d members were back", n, len(members))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	res.BackMS = float64(back.UnixNano()-stopAt.Load()) / 1e6
-	if hwm, err := proc.Status(pid, "VmHWM"); err == nil {
-		res.PeakRSSKiB = hwm >> 10
-	}
+}
 
-	// Stop sending, then wait until every member has its room's last
-	// acked seq, and count what is missing or repeated.
-	stopSending()
-	sendWG.Wait()
-	res.Acked = acked.Load()
-	drain := time.Now().Add(30 * time.Second)
-	for _, m := range members {
-		want := lastAcked[m.room].Load()
-		for {
-			m.mu.Lock()
-			have := len(m.seqs) > 0 && m.seqs[len(m.seqs)-1] >= want
-			m.mu.Unlock()
-			if have || time.Now().After(drain) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
+// waitSeq waits, at most until deadline, until m has received seq want.
+func (m *stormMember) waitSeq(want int64, deadline time.Time) {
+	for {
+		m.mu.Lock()
+		have := len(m.seqs) > 0 && m.seqs[len(m.seqs)-1] >= want
+		m.mu.Unlock()
+		if have || time.Now().After(deadline) {
+			return
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	cancelReaders()
-	readers.Wait()
-	var storm []float64
-	for _, m := range members {
-		lost, dup := gaps(m.seqs, lastAcked[m.room].Load())
-		res.Lost += lost
-		res.Duplicated += dup
-		storm = append(storm, m.storm...)
-	}
-	slices.Sort(storm)
-	res.StormSamples = len(storm)
-	if len(storm) > 0 {
-		res.StormP50MS = storm[len(storm)/2]
-		res.StormP99MS = storm[min(len(storm)-1, len(storm)*99/100)]
-		res.StormMaxMS = storm[len(storm)-1]
-	}
-	return res, nil
 }
 
 // read delivers the member's events until ctx ends, recording seqs, when
