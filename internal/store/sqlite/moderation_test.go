@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,5 +132,59 @@ func TestMuteOrderedWithAppends(t *testing.T) {
 	got := messages(t, s, "r")
 	if len(got) != 2 || got[0].Message != "before" || got[1].Message != "after" || got[1].Seq != 2 {
 		t.Fatalf("stored %+v; want before (1) and after (2)", got)
+	}
+}
+
+// TestFailedModerationChangesNothing: a mute and an unmute whose batch
+// fails after they were written in it (a message of the batch does not
+// fit in a full file) fail with ErrUnavailable and change neither the
+// file nor the committer's copy of the mutes: the mute check goes on as
+// before them.
+func TestFailedModerationChangesNothing(t *testing.T) {
+	s := openT(t, filepath.Join(t.TempDir(), "roomchat.db"), Options{})
+	ctx := context.Background()
+	if err := s.PutRestriction(ctx, "r", store.Mute, store.Restriction{UserID: "muted"}); err != nil {
+		t.Fatal(err)
+	}
+	maxPages(t, s, 1) // the file is full as it is
+	release, held := make(chan struct{}), make(chan struct{})
+	s.mu.RLock()
+	s.queue <- request{do: func(*sql.Conn) { close(held); <-release }}
+	s.mu.RUnlock()
+	<-held
+	queue := func(m *modReq) chan error {
+		m.reply = make(chan error, 1)
+		s.mu.RLock()
+		s.queue <- request{mod: m}
+		s.mu.RUnlock()
+		return m.reply
+	}
+	put := queue(&modReq{room: "r", kind: store.Mute, put: &store.Restriction{UserID: "free"}})
+	del := queue(&modReq{room: "r", kind: store.Mute, del: "muted"})
+	rule := "moderators"
+	setRule := queue(&modReq{room: "r", rule: &rule})
+	big := make(chan error, 1)
+	s.Append(storetest.Msg("r", strings.Repeat("x", 8000)), "", func(_ protocol.Message, _ bool, err error) { big <- err })
+	close(release)
+	for what, c := range map[string]chan error{"mute": put, "unmute": del, "post rule": setRule, "message": big} {
+		if err := <-c; !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("%s in a failing batch: %v, want ErrUnavailable", what, err)
+		}
+	}
+	maxPages(t, s, 1<<30)
+	m := storetest.Msg("r", "hello")
+	m.From.UserID = "free"
+	if r := storetest.MustAppend(t, s, m, ""); r.Msg.Seq != 1 {
+		t.Fatalf("the user whose mute failed: seq %d, want 1", r.Msg.Seq)
+	}
+	m.From.UserID = "muted"
+	if r := storetest.Append(t, s, m, ""); !errors.Is(r.Err, store.ErrMuted) {
+		t.Fatalf("the user whose unmute failed: %v, want still muted", r.Err)
+	}
+	if got, err := s.Restrictions(ctx, "r", store.Mute, time.Now()); err != nil || len(got) != 1 || got[0].UserID != "muted" {
+		t.Fatalf("mutes in the file = %+v, %v; want muted only", got, err)
+	}
+	if rule, err := s.PostRule(ctx, "r"); err != nil || rule != "" {
+		t.Fatalf("post rule = %q, %v; want none", rule, err)
 	}
 }
