@@ -122,6 +122,18 @@ func TestModerationKeys(t *testing.T) {
 			t.Fatalf("%s after a message: time to live %v, want about %v", k, d, idle)
 		}
 	}
+	// So does a node's position check of a room with members.
+	for _, k := range append(keys, prefix+":{r}:m") {
+		srv.Do(srv.Client(), "PEXPIRE", k, "60000")
+	}
+	if _, err := cluster.PositionForTest(ctx, st, "r", 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range append(keys, prefix+":{r}:m") {
+		if d := ttl(t, srv, k); d <= idle-time.Minute {
+			t.Fatalf("%s after a position check: time to live %v, want about %v", k, d, idle)
+		}
+	}
 }
 
 func openIdle(t *testing.T, srv *redistest.Server, prefix string, idle time.Duration) *cluster.Store {
