@@ -3,8 +3,9 @@
 // so that any number of nodes behind any load balancer share rooms,
 // sequence numbers, de-duplication, resume tokens, presence and history.
 //
-//   - Store is store.Store on Redis: a room's stream, meta and
-//     de-duplication keys under one hash tag; the seq, the XADD and the
+//   - Store is store.Store on Redis: a room's stream, meta,
+//     de-duplication keys and moderation state (bans, mutes, post rule)
+//     under one hash tag; the mute check, the seq, the XADD and the
 //     PUBLISH of a message are one Lua script (lua/publish.lua), and an
 //     append that timed out is never stored later.
 //   - Broker is broker.Broker on Redis: it publishes through the Store and

@@ -54,9 +54,9 @@ func (e *MutedError) Is(target error) bool { return target == ErrMuted }
 
 // Moderation is the durable moderation state of rooms (SPEC §11): bans,
 // mutes and the run-time post rule. Expiries are enforced on read. Every
-// Store is to implement it; an Append of a message (not a redaction)
-// whose From.UserID is muted in the room at the store's clock fails with
-// a *MutedError, storing nothing and using no seq.
+// Store implements it (Store includes it); an Append of a message (not a
+// redaction) whose From.UserID is muted in the room at the store's clock
+// fails with a *MutedError, storing nothing and using no seq.
 type Moderation interface {
 	// PutRestriction sets r for its user in roomID, replacing an earlier one.
 	PutRestriction(ctx context.Context, roomID string, kind Kind, r Restriction) error

@@ -27,6 +27,10 @@ type DoneFunc func(stored protocol.Message, dup bool, err error)
 
 // Store is the history contract. Methods are safe for concurrent use.
 type Store interface {
+	// Moderation keeps bans, mutes and the post rule (SPEC §11); Append
+	// refuses a muted user's message (see Moderation).
+	Moderation
+
 	// Append stores m in room m.RoomID, setting m.Seq to the room's next
 	// sequence number: 1 for a room's first message, then one more per
 	// message, with no gap and no reuse, also across restarts. The caller

@@ -1,7 +1,8 @@
 -- position: where a room stands, for a node that delivers its messages.
 -- KEYS[1] the room's stream, KEYS[2] its meta hash, KEYS[3] its
 -- tombstones (a redacted message keeps its ID there), KEYS[4] and on the
--- room's other keys, whose lifetime a join starts again with the others.
+-- room's other keys (mutes, bans, post rule), whose lifetime a join
+-- starts again with the others.
 -- ARGV[1] "1" when a member joins: a room without a meta hash gets one,
 -- with epoch ARGV[2] (the join fixes the room's epoch); "0" for a check,
 -- which creates nothing. ARGV[3] the seq whose message ID to return ("0":

@@ -1,7 +1,10 @@
 -- publish: one message of one room, in one atomic step (SPEC §8).
 -- KEYS[1] the room's stream, KEYS[2] its meta hash, KEYS[3] the
 -- de-duplication key (ignored when ARGV[6] is "0"), KEYS[4] the room's
--- tombstones (a sorted set of redacted messages, scored by seq).
+-- tombstones (a sorted set of redacted messages, scored by seq), KEYS[5]
+-- its mutes (a hash: user ID to "untilMs\nJSON", untilMs 0 for no end),
+-- KEYS[6] its bans and KEYS[7] its post rule, whose lifetimes a write
+-- starts again with the others' (touch).
 -- ARGV[1] the message JSON (its seq is set by the reader from the entry),
 -- ARGV[2] the stream's approximate MAXLEN ("0": the room keeps no message,
 -- and the stream is deleted), ARGV[3] the room's pub/sub
@@ -13,12 +16,16 @@
 -- ms, ARGV[10] and ARGV[11] the age cutoff (YYYYMMDD, HHMMSSmmm; "" for
 -- no age retention) and ARGV[12] and ARGV[13] the age at which trimming
 -- starts (a little past the cutoff, so that it runs in batches), ARGV[14]
--- the seq the message redacts ("0": it is not a redaction).
+-- the seq the message redacts ("0": it is not a redaction), ARGV[15] the
+-- sender's user ID ("": none, never muted).
 -- Returns {1, seq, epoch} for a new message, {0, seq, ID, JSON or false}
 -- for a retry (the JSON while the stream still holds the original), {-1}
--- for a request past its time.
+-- for a request past its time, {-2, untilMs} for a message of a user
+-- muted in the room at Redis's clock (SPEC §11): nothing is stored and no
+-- seq is taken.
 local now = redis.call("time")
-if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[8]) then
+local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if nowMs > tonumber(ARGV[8]) then
   return {-1}
 end
 if ARGV[6] == "1" then
@@ -33,6 +40,16 @@ if ARGV[6] == "1" then
         body = e[2][2]
       end
       return {0, tonumber(seq), id, body}
+    end
+  end
+end
+if ARGV[15] ~= "" and ARGV[14] == "0" then
+  -- One field lookup: a room without mutes has no hash to look in.
+  local mute = redis.call("hget", KEYS[5], ARGV[15])
+  if mute then
+    local untilMs = tonumber(string.match(mute, "^(%d+)\n"))
+    if untilMs and (untilMs == 0 or nowMs < untilMs) then
+      return {-2, untilMs}
     end
   end
 end
@@ -106,7 +123,7 @@ if keep and ARGV[10] ~= "" then
     redis.call("zremrangebyscore", KEYS[4], "-inf", string.format("(%d", keep))
   end
 end
-touch(KEYS[2], KEYS[1], tonumber(ARGV[9]), KEYS[4])
+touch(KEYS[2], KEYS[1], tonumber(ARGV[9]), KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 redis.call("publish", ARGV[3], seq .. "\n" .. epoch .. "\n" .. ARGV[1])
 if ARGV[6] == "1" then
   redis.call("set", KEYS[3], seq .. "\n" .. ARGV[7], "EX", ARGV[5])

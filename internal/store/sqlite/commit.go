@@ -17,7 +17,7 @@ import (
 // goes to Store.health), a Flush (flush != nil), which is answered once
 // everything queued before it is done, or a call on the writer's
 // connection (onWriter: do != nil), made once the batch it is collected
-// into has committed.
+// into has committed, or a write of moderation state (mod != nil).
 type request struct {
 	msg   protocol.Message
 	key   string
@@ -29,6 +29,7 @@ type request struct {
 	// cleared once the batch commits or fails.
 	clear   string
 	cleared chan<- error
+	mod     *modReq
 }
 
 // roomState is the committer's view of one room. Owned by the committer.
@@ -47,7 +48,8 @@ type roomState struct {
 type result struct {
 	msg   protocol.Message
 	dup   bool
-	dupOf int // index in the batch of the original when dup within the batch, else -1
+	dupOf int   // index in the batch of the original when dup within the batch, else -1
+	err   error // a refusal of this message alone (a *store.MutedError)
 }
 
 // committer is the state of the goroutine that writes: everything in it is
@@ -73,8 +75,17 @@ type committer struct {
 	// tx.Stmt makes for each statement in it, were most of the 84
 	// allocations (3.7 KB) a message cost at one message per transaction.
 	getKey, delKey, getRoom, insRoom, updRoom, probe, redact, clear *sql.Stmt
+	putRestriction, delRestriction, putRule, delRule                *sql.Stmt
 	insMsgs, insKeys, hasKeys                                       *multiStmt
 	tx                                                              txStmts
+
+	// mutes holds the mutes of the file (SPEC §11), loaded by init and
+	// changed only once a batch that changes them has committed; the
+	// batch being written notes its changes in muteBatch first. The mute
+	// check of an Append reads both, in the transaction that would store
+	// the message, so it sees every mute queued before it.
+	mutes     map[muteKey]time.Time // end of each mute; zero: until lifted
+	muteBatch map[muteKey]mutePending
 
 	// Reused between batches.
 	msgArgs, keyArgs, keyList []any
@@ -124,6 +135,8 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 		{&c.delKey, delKeySQL}, {&c.getRoom, getRoomSQL}, {&c.insRoom, insRoomSQL},
 		{&c.updRoom, updRoomSQL}, {&c.probe, probeSQL}, {&c.redact, redactSQL},
 		{&c.clear, clearSQL},
+		{&c.putRestriction, putRestrictionSQL}, {&c.delRestriction, delRestrictionSQL},
+		{&c.putRule, putRuleSQL}, {&c.delRule, delRuleSQL},
 	} {
 		var err error
 		if *p.stmt, err = s.wconn.PrepareContext(ctx, p.sql); err != nil {
@@ -146,12 +159,16 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 	c.existing = make(map[string]bool)
 	c.batchKeys = make(map[string]int)
 	c.batchRooms = make(map[*roomState]bool)
+	if err := c.loadMutes(ctx, s.opts.now()); err != nil {
+		return err
+	}
 	return c.trim.init(ctx, s, &c.tx)
 }
 
 func (c *committer) closeStmts() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{c.getKey, c.delKey, c.getRoom, c.insRoom, c.updRoom, c.probe, c.redact, c.clear} {
+	for _, st := range []*sql.Stmt{c.getKey, c.delKey, c.getRoom, c.insRoom, c.updRoom, c.probe, c.redact, c.clear,
+		c.putRestriction, c.delRestriction, c.putRule, c.delRule} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -261,6 +278,7 @@ func (c *committer) commit() {
 	now := c.s.opts.now()
 	c.results = c.results[:0]
 	touched, created, err := c.write(now)
+	c.settleMutes(err == nil)
 	if err != nil {
 		// Nothing of the batch is stored: forget the seqs it took and the
 		// rooms it created, so the next batch reuses them (no gap).
@@ -280,7 +298,8 @@ func (c *committer) commit() {
 	c.evict()
 	c.publish()
 	probe := slices.ContainsFunc(c.batch, func(r request) bool { return r.probe })
-	if err != nil || len(touched) > 0 || probe {
+	mods := slices.ContainsFunc(c.batch, func(r request) bool { return r.mod != nil })
+	if err != nil || len(touched) > 0 || probe || mods {
 		herr := err
 		if probe && herr == nil {
 			herr = c.s.readCheck()
@@ -304,11 +323,19 @@ func (c *committer) commit() {
 			r.cleared <- err
 			continue
 		}
+		if r.mod != nil {
+			r.mod.reply <- err
+			continue
+		}
 		if err != nil {
 			r.done(r.msg, false, err)
 			continue
 		}
 		res := c.results[i]
+		if res.err != nil {
+			r.done(r.msg, false, res.err)
+			continue
+		}
 		if res.dupOf >= 0 {
 			res.msg = c.results[res.dupOf].msg
 		}
@@ -365,6 +392,12 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 			}
 			continue
 		}
+		if r.mod != nil {
+			if err := c.writeMod(ctx, r.mod); err != nil {
+				return touched, created, err
+			}
+			continue
+		}
 		if r.key != "" {
 			if j, ok := keys[r.key]; ok {
 				c.results[i] = result{dup: true, dupOf: j}
@@ -379,6 +412,15 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 					c.results[i] = result{msg: orig, dup: true, dupOf: -1}
 					continue
 				}
+			}
+		}
+		if r.msg.Redacts <= 0 {
+			// A muted user's message is refused here, in the
+			// transaction that would store it: nothing is written
+			// and no seq is taken (SPEC §11 mute).
+			if err := c.muted(r.msg.RoomID, r.msg.From.UserID, now); err != nil {
+				c.results[i].err = err
+				continue
 			}
 		}
 		rs, isNew, err := c.room(ctx, r.msg.RoomID, nowMs)

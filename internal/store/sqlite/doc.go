@@ -15,7 +15,11 @@
 // Writes go through one committer goroutine (group commit): Append only
 // queues; the committer takes everything queued, assigns each room's seqs,
 // writes the messages and their de-duplication keys in one transaction,
-// commits and then calls each done in seq order. Retention and the sweep
+// commits and then calls each done in seq order. Moderation writes (bans,
+// mutes, the post rule: SPEC §11) go through it too, ordered with the
+// messages, and it refuses a muted user's message in the transaction that
+// would store it, from a copy of the mutes it changes only once a commit
+// has succeeded. Retention and the sweep
 // of expired de-duplication keys run in small bounded steps between
 // commits, off the commit path. Reads use their own pool of connections and
 // never wait for the committer. docs/storage.md explains the choices and

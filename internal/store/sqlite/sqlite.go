@@ -151,6 +151,7 @@ type Store struct {
 	rdb   *sql.DB   // read-only pool for Messages, Room and Ready
 
 	readAsc, readDesc, roomInfo, readyRead *sql.Stmt // on rdb
+	restrictions, restricted, postRule     *sql.Stmt // on rdb (moderation.go)
 
 	mu     sync.RWMutex // guards closed and sends on queue (so Close can close it)
 	closed bool
@@ -314,6 +315,9 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 		{&s.readDesc, readSQL("DESC")},
 		{&s.roomInfo, roomInfoSQL},
 		{&s.readyRead, "SELECT value FROM meta WHERE key = 'application'"},
+		{&s.restrictions, restrictionsSQL},
+		{&s.restricted, restrictedSQL},
+		{&s.postRule, postRuleSQL},
 	} {
 		if *p.stmt, err = s.rdb.PrepareContext(ctx, p.sql); err != nil {
 			return nil, fmt.Errorf("prepare %q: %w", p.sql, err)
@@ -736,7 +740,7 @@ func (s *Store) Close() error {
 // whichever are open.
 func (s *Store) closeDBs() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.readAsc, s.readDesc, s.roomInfo, s.readyRead} {
+	for _, st := range []*sql.Stmt{s.readAsc, s.readDesc, s.roomInfo, s.readyRead, s.restrictions, s.restricted, s.postRule} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
