@@ -78,15 +78,6 @@ func (reg *Registry) mayModerate(a Actor, roomID, target, action string) *protoc
 	return nil
 }
 
-// moderation is the store's moderation state, or an internal error for a
-// store without one.
-func (reg *Registry) moderation() (store.Moderation, *protocol.Error) {
-	if m, ok := reg.store.(store.Moderation); ok {
-		return m, nil
-	}
-	return nil, protocol.Errorf(protocol.CodeInternal, "this server's store keeps no moderation state")
-}
-
 // Redact removes the text of roomID's message seq: a redaction is stored
 // with the next seq and delivered as a msg with redacts (SPEC §11). An
 // author may redact its own messages per the namespace's redact_own;
@@ -220,10 +211,7 @@ func (reg *Registry) restrict(ctx context.Context, a Actor, kind store.Kind, roo
 	if perr := reg.mayModerate(a, roomID, userID, string(kind)); perr != nil {
 		return perr
 	}
-	mod, perr := reg.moderation()
-	if perr != nil {
-		return perr
-	}
+	mod := reg.store
 	now := time.Now()
 	rs := store.Restriction{UserID: userID, Until: until, By: a.User, Reason: reason, At: now.UTC().Truncate(time.Millisecond)}
 	if err := mod.PutRestriction(ctx, roomID, kind, rs); err != nil {
@@ -245,10 +233,7 @@ func (reg *Registry) Lift(ctx context.Context, a Actor, kind store.Kind, roomID,
 	if perr := reg.mayModerate(a, roomID, "", "un"+string(kind)); perr != nil {
 		return perr
 	}
-	mod, perr := reg.moderation()
-	if perr != nil {
-		return perr
-	}
+	mod := reg.store
 	existed, err := mod.DeleteRestriction(ctx, roomID, kind, userID)
 	if err != nil {
 		return reg.storeError("delete "+string(kind), err)
@@ -270,10 +255,7 @@ func (reg *Registry) Restrictions(ctx context.Context, a Actor, kind store.Kind,
 	if perr := reg.mayModerate(a, roomID, "", "list "+string(kind)+"s"); perr != nil {
 		return nil, perr
 	}
-	mod, perr := reg.moderation()
-	if perr != nil {
-		return nil, perr
-	}
+	mod := reg.store
 	rs, err := mod.Restrictions(ctx, roomID, kind, time.Now())
 	if err != nil {
 		return nil, reg.storeError("list "+string(kind)+"s", err)
@@ -292,10 +274,7 @@ func (reg *Registry) Configure(ctx context.Context, a Actor, roomID, post string
 	default:
 		return protocol.FieldErrorf(protocol.CodeBadPayload, "post", `post must be "members" or "moderators"`)
 	}
-	mod, perr := reg.moderation()
-	if perr != nil {
-		return perr
-	}
+	mod := reg.store
 	if err := mod.SetPostRule(ctx, roomID, post); err != nil {
 		return reg.storeError("set post rule", err)
 	}
@@ -404,19 +383,17 @@ func (reg *Registry) roomMod(r *Room) *roomMod {
 		return rm
 	}
 	rm := &roomMod{at: now}
-	if mod, perr := reg.moderation(); perr == nil {
-		ctx, cancel := context.WithTimeout(reg.ctx, 2*time.Second)
-		if rs, err := mod.Restrictions(ctx, r.id, store.Mute, now); err == nil && len(rs) > 0 {
-			rm.mutes = make(map[string]time.Time, len(rs))
-			for _, x := range rs {
-				rm.mutes[x.UserID] = x.Until
-			}
+	ctx, cancel := context.WithTimeout(reg.ctx, 2*time.Second)
+	if rs, err := reg.store.Restrictions(ctx, r.id, store.Mute, now); err == nil && len(rs) > 0 {
+		rm.mutes = make(map[string]time.Time, len(rs))
+		for _, x := range rs {
+			rm.mutes[x.UserID] = x.Until
 		}
-		if post, err := mod.PostRule(ctx, r.id); err == nil {
-			rm.post = policy.PostRule(post)
-		}
-		cancel()
 	}
+	if post, err := reg.store.PostRule(ctx, r.id); err == nil {
+		rm.post = policy.PostRule(post)
+	}
+	cancel()
 	r.mod.Store(rm)
 	return rm
 }
@@ -450,11 +427,7 @@ func (reg *Registry) storeRefusal(roomID string, err error) *protocol.Error {
 
 // bannedError is the banned refusal of u joining roomID, or nil.
 func (reg *Registry) bannedError(ctx context.Context, roomID, userID string) error {
-	mod, perr := reg.moderation()
-	if perr != nil {
-		return nil
-	}
-	rs, banned, err := mod.Restricted(ctx, roomID, store.Ban, userID, time.Now())
+	rs, banned, err := reg.store.Restricted(ctx, roomID, store.Ban, userID, time.Now())
 	if err != nil {
 		return reg.storeError("read bans", err)
 	}
