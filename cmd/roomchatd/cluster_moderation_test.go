@@ -1,0 +1,112 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/roomchat/roomchat/internal/chattest"
+	"github.com/roomchat/roomchat/internal/protocol"
+	"github.com/roomchat/roomchat/internal/redistest"
+)
+
+// SPEC §11 in a cluster: the owner key made on node 1 works on node 2; a
+// mute set on node 1 refuses the guest's very next msg on node 2; a ban
+// set on node 2 refuses a join on node 1; a redaction is a room event
+// with the next seq that both nodes deliver in order.
+func TestClusterModeration(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	nodes := startNodes(t, srv, 2, "-rate", "0")
+
+	owner := chattest.Dial(t, nodes[0].URL, "")
+	owner.Send(t, `{"type":"create","id":"c"}`)
+	var cr protocol.Created
+	chattest.Decode(t, owner.Expect(t, protocol.TypeCreated), &cr)
+	roomID := cr.RoomID
+	owner.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner","key":%q}}`, roomID, cr.OwnerKey)
+	owner.Expect(t, protocol.TypeJoined)
+	// The key is the store's: the owner is the owner on node 2 too.
+	owner2 := chattest.Dial(t, nodes[1].URL, "")
+	owner2.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner2","key":%q}}`, roomID, cr.OwnerKey)
+	owner2.Expect(t, protocol.TypeJoined)
+
+	guest, j := member(t, nodes[1], roomID)
+	uid := j.You.UserID
+	spam := guest.SendAck(t, "s1", "spam spam")
+
+	owner.Sendf(t, `{"type":"mute","id":"m","payload":{"roomID":%q,"userID":%q}}`, roomID, uid)
+	awaitType(t, owner, protocol.TypeDone)
+	guest.Sendf(t, `{"type":"msg","id":"s2","payload":{"roomID":%q,"message":"more spam"}}`, roomID)
+	if e := awaitErr(t, guest); e.Code != protocol.CodeMuted {
+		t.Fatalf("msg on node 2 right after a mute on node 1: %+v, want muted", e)
+	}
+	owner.Sendf(t, `{"type":"unmute","id":"u","payload":{"roomID":%q,"userID":%q}}`, roomID, uid)
+	awaitType(t, owner, protocol.TypeDone)
+	after := guest.SendAck(t, "s3", "sorry")
+	if after.Seq != spam.Seq+1 {
+		t.Fatalf("the refused msg used a seq: %d after %d", after.Seq, spam.Seq)
+	}
+
+	owner.Sendf(t, `{"type":"redact","id":"r","payload":{"roomID":%q,"seq":%d}}`, roomID, spam.Seq)
+	var d protocol.Done
+	chattest.Decode(t, awaitType(t, owner, protocol.TypeDone), &d)
+	if d.Seq != after.Seq+1 {
+		t.Fatalf("redaction seq %d, want %d", d.Seq, after.Seq+1)
+	}
+	for i, c := range []*chattest.Client{owner2, guest} {
+		for {
+			m := chattest.MsgOf(t, c.Await(t, protocol.TypeMsg))
+			if m.Seq == d.Seq {
+				if m.Redacts != spam.Seq {
+					t.Fatalf("client %d got seq %d as %+v, want the redaction", i, d.Seq, m)
+				}
+				break
+			}
+		}
+	}
+
+	owner2.Sendf(t, `{"type":"ban","id":"b","payload":{"roomID":%q,"userID":%q,"for":"1h"}}`, roomID, uid)
+	awaitType(t, owner2, protocol.TypeDone)
+	awaitType(t, guest, protocol.TypeKicked) // the guest is on node 2
+	guest.Sendf(t, `{"type":"join","payload":{"roomID":%q}}`, roomID)
+	if e := awaitErr(t, guest); e.Code != protocol.CodeBanned {
+		t.Fatalf("join on node 2 after a ban: %+v", e)
+	}
+	// The banned user, resumed on node 1 (the same userID), cannot join
+	// there either.
+	token := guest.Welcome.Resume
+	guest.Close()
+	back := chattest.Dial(t, nodes[0].URL, "?resume="+token)
+	if back.Welcome.UserID != uid {
+		t.Fatalf("resume on node 1 gave user %s, want %s", back.Welcome.UserID, uid)
+	}
+	back.Sendf(t, `{"type":"join","payload":{"roomID":%q}}`, roomID)
+	if e := awaitErr(t, back); e.Code != protocol.CodeBanned {
+		t.Fatalf("join on node 1 after a ban on node 2: %+v", e)
+	}
+	_, lj := member(t, nodes[0], roomID)
+	for _, m := range lj.History {
+		if m.Seq == spam.Seq && (m.Message != "" || m.Redacted == nil) {
+			t.Fatalf("a joiner on node 1 sees seq %d as %+v, want a tombstone", spam.Seq, m)
+		}
+	}
+}
+
+func awaitType(t *testing.T, c *chattest.Client, typ string) chattest.Frame {
+	t.Helper()
+	for {
+		f := c.Next(t)
+		if f.Type == typ {
+			return f
+		}
+		if f.Type == protocol.TypeError {
+			t.Fatalf("waiting for %s: %s", typ, f)
+		}
+	}
+}
+
+func awaitErr(t *testing.T, c *chattest.Client) protocol.Error {
+	t.Helper()
+	var e protocol.Error
+	chattest.Decode(t, c.Await(t, protocol.TypeError), &e)
+	return e
+}
