@@ -55,12 +55,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	be.waitReady(ctx, log)
-	ln, err := net.Listen("tcp", cfg.addr)
+	ln, err := listen(cfg.addr, srv, be.where, log)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+		return err
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "store", be.where)
-	ln = srv.Listener(ln) // every connection counted, against maxTCP
 	stopAsides, err := serveAsides(cfg, srv, log)
 	if err != nil {
 		ln.Close()
@@ -81,6 +79,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	shutdown(hs, srv, cfg.shutdownTimeout, log)
 	<-serveErr // http.ErrServerClosed
 	return nil
+}
+
+// listen opens -addr for srv, every connection counted against its
+// limit of TCP connections (server.Listener).
+func listen(addr string, srv *server.Server, where string, log *slog.Logger) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "store", where)
+	return srv.Listener(ln), nil
 }
 
 // serverConfig is the server's Config: the flags, and the backend's
