@@ -35,9 +35,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		return err
 	}
 	defer acc.Close()
-	// Throttled once for the registry and the server together: the lines
-	// that can come once per message are theirs.
-	log = server.Throttled(log)
+	log = server.Throttled(log) // once, for the registry and the server: their lines can come per message
 	be, err := openBackend(ctx, cfg, acc.policies, log)
 	if err != nil {
 		return err
@@ -66,7 +64,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 	}
 	defer stopAsides()
 	defer acc.reloadOnHangup(ctx, cfg, log)()
-
 	hs := srv.HTTPServer()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
