@@ -51,51 +51,68 @@ func until(forText string) (time.Time, *protocol.Error) {
 // moderate handles the moderation frames (SPEC §11): the actor is this
 // connection's user with its role in the room; the reply is done.
 func (c *conn) moderate(env protocol.Envelope) error {
+	switch env.Type {
+	case protocol.TypeRedact:
+		return c.redact(env)
+	case protocol.TypeConfigure:
+		return c.configure(env)
+	}
+	return c.moderateUser(env)
+}
+
+// redact is the redact frame: done carries the redaction's seq.
+func (c *conn) redact(env protocol.Envelope) error {
 	reg := c.srv.reg
-	if env.Type == protocol.TypeRedact {
-		var p protocol.Redact
-		if err := protocol.DecodePayload(env, &p); err != nil {
-			return err
-		}
-		if err := c.srv.checkModeration(p.RoomID, "", p.Reason, false); err != nil {
-			return err
-		}
-		if p.Seq < 1 {
-			return protocol.FieldErrorf(protocol.CodeBadPayload, "seq", `"seq" must be the seq of a message, ≥ 1`)
-		}
-		a, err := reg.ActorIn(c.user, p.RoomID)
-		if err != nil {
-			return err
-		}
-		ctx, done := c.readContext()
-		defer done()
-		m, err := reg.Redact(ctx, a, p.RoomID, p.Seq, p.Reason)
-		if err != nil {
-			return err
-		}
-		c.Queue(protocol.Encode(protocol.TypeDone, env.ID, protocol.Done{Action: env.Type, RoomID: p.RoomID, Seq: m.Seq}))
-		return nil
+	var p protocol.Redact
+	if err := protocol.DecodePayload(env, &p); err != nil {
+		return err
 	}
-	if env.Type == protocol.TypeConfigure {
-		var p protocol.Configure
-		if err := protocol.DecodePayload(env, &p); err != nil {
-			return err
-		}
-		if err := c.srv.checkModeration(p.RoomID, "", "", false); err != nil {
-			return err
-		}
-		a, err := reg.ActorIn(c.user, p.RoomID)
-		if err != nil {
-			return err
-		}
-		ctx, done := c.readContext()
-		defer done()
-		if err := reg.Configure(ctx, a, p.RoomID, p.Post); err != nil {
-			return err
-		}
-		c.Queue(protocol.Encode(protocol.TypeDone, env.ID, protocol.Done{Action: env.Type, RoomID: p.RoomID, Post: p.Post}))
-		return nil
+	if err := c.srv.checkModeration(p.RoomID, "", p.Reason, false); err != nil {
+		return err
 	}
+	if p.Seq < 1 {
+		return protocol.FieldErrorf(protocol.CodeBadPayload, "seq", `"seq" must be the seq of a message, ≥ 1`)
+	}
+	a, err := reg.ActorIn(c.user, p.RoomID)
+	if err != nil {
+		return err
+	}
+	ctx, done := c.readContext()
+	defer done()
+	m, err := reg.Redact(ctx, a, p.RoomID, p.Seq, p.Reason)
+	if err != nil {
+		return err
+	}
+	c.Queue(protocol.Encode(protocol.TypeDone, env.ID, protocol.Done{Action: env.Type, RoomID: p.RoomID, Seq: m.Seq}))
+	return nil
+}
+
+// configure is the configure frame: the room's post rule at run time.
+func (c *conn) configure(env protocol.Envelope) error {
+	reg := c.srv.reg
+	var p protocol.Configure
+	if err := protocol.DecodePayload(env, &p); err != nil {
+		return err
+	}
+	if err := c.srv.checkModeration(p.RoomID, "", "", false); err != nil {
+		return err
+	}
+	a, err := reg.ActorIn(c.user, p.RoomID)
+	if err != nil {
+		return err
+	}
+	ctx, done := c.readContext()
+	defer done()
+	if err := reg.Configure(ctx, a, p.RoomID, p.Post); err != nil {
+		return err
+	}
+	c.Queue(protocol.Encode(protocol.TypeDone, env.ID, protocol.Done{Action: env.Type, RoomID: p.RoomID, Post: p.Post}))
+	return nil
+}
+
+// moderateUser is kick, ban, unban, mute and unmute: actions on a user.
+func (c *conn) moderateUser(env protocol.Envelope) error {
+	reg := c.srv.reg
 	var p protocol.Moderate
 	if err := protocol.DecodePayload(env, &p); err != nil {
 		return err
