@@ -31,16 +31,31 @@ func TestClusterModeration(t *testing.T) {
 
 	guest, j := member(t, nodes[1], roomID)
 	uid := j.You.UserID
+	// A kick on node 1 takes the guest out on node 2.
+	owner.Sendf(t, `{"type":"kick","id":"k","payload":{"roomID":%q,"userID":%q}}`, roomID, uid)
+	awaitType(t, owner, protocol.TypeDone)
+	awaitType(t, guest, protocol.TypeKicked)
+	guest.Sendf(t, `{"type":"msg","payload":{"roomID":%q,"message":"in?"}}`, roomID)
+	if e := awaitErr(t, guest); e.Code != protocol.CodeNotInRoom {
+		t.Fatalf("msg after a kick from the other node: %+v", e)
+	}
+	guest.Join(t, roomID)
 	spam := guest.SendAck(t, "s1", "spam spam")
 
 	owner.Sendf(t, `{"type":"mute","id":"m","payload":{"roomID":%q,"userID":%q}}`, roomID, uid)
 	awaitType(t, owner, protocol.TypeDone)
+	awaitType(t, guest, protocol.TypeMuted) // told on its own node
+	guest.Sendf(t, `{"type":"typing","payload":{"roomID":%q}}`, roomID)
+	if e := awaitErr(t, guest); e.Code != protocol.CodeMuted {
+		t.Fatalf("typing on node 2 after a mute on node 1: %+v, want muted (the cache forgot)", e)
+	}
 	guest.Sendf(t, `{"type":"msg","id":"s2","payload":{"roomID":%q,"message":"more spam"}}`, roomID)
 	if e := awaitErr(t, guest); e.Code != protocol.CodeMuted {
 		t.Fatalf("msg on node 2 right after a mute on node 1: %+v, want muted", e)
 	}
 	owner.Sendf(t, `{"type":"unmute","id":"u","payload":{"roomID":%q,"userID":%q}}`, roomID, uid)
 	awaitType(t, owner, protocol.TypeDone)
+	awaitType(t, guest, protocol.TypeMuted) // lifted, told on its own node
 	after := guest.SendAck(t, "s3", "sorry")
 	if after.Seq != spam.Seq+1 {
 		t.Fatalf("the refused msg used a seq: %d after %d", after.Seq, spam.Seq)

@@ -1,6 +1,7 @@
 package room
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -160,16 +161,26 @@ func (reg *Registry) Kick(a Actor, roomID, userID, reason string) error {
 	if perr := reg.mayModerate(a, roomID, userID, "kick"); perr != nil {
 		return perr
 	}
-	if !reg.putOut(roomID, userID, protocol.Kicked{RoomID: roomID, By: a.User, Reason: reason}) {
+	// In a cluster the user may be on another node: every node takes it
+	// out (relayed), and no node can say it was nowhere.
+	if !reg.putOut(roomID, userID, protocol.Kicked{RoomID: roomID, By: a.User, Reason: reason}) && reg.roster == nil {
 		return protocol.FieldErrorf(protocol.CodeNotFound, "userID", "user %s is not in room %s", userID, roomID)
 	}
 	reg.LogAction(a, "kick", roomID, userID, reason)
 	return nil
 }
 
-// putOut takes userID out of roomID, if it is there on this node, and
-// tells its connection with k.
+// putOut takes userID out of roomID on every node: here, if it is here
+// (reported), and on the others through the broker's relay (relayedToUser).
 func (reg *Registry) putOut(roomID, userID string, k protocol.Kicked) bool {
+	frame := protocol.Encode(protocol.TypeKicked, "", k)
+	reg.broker.Relay(roomID, userID, false, frame)
+	return reg.putOutHere(roomID, userID, frame)
+}
+
+// putOutHere takes userID out of roomID, if it is there on this node, and
+// queues frame (kicked) to its connection.
+func (reg *Registry) putOutHere(roomID, userID string, frame []byte) bool {
 	reg.mu.RLock()
 	u := reg.users[userID]
 	reg.mu.RUnlock()
@@ -189,7 +200,31 @@ func (reg *Registry) putOut(roomID, userID string, k protocol.Kicked) bool {
 	left := reg.removeMember(r, u)
 	r.mu.Unlock()
 	reg.logLeave(r, u, left)
-	u.queue(protocol.Encode(protocol.TypeKicked, "", k))
+	u.queue(frame)
+	return true
+}
+
+// Frames relayed to one user, not to a room (SPEC §11 in a cluster): a
+// kick or ban takes the user out wherever it is; a mute's news reaches it
+// wherever it is, and every node forgets the room's cached mutes.
+var (
+	kickedPrefix = []byte(`{"type":"` + protocol.TypeKicked + `"`)
+	mutedPrefix  = []byte(`{"type":"` + protocol.TypeMuted + `"`)
+)
+
+// relayedToUser handles a frame relayed to userID, reporting whether it
+// was one (else it is a room's frame).
+func (reg *Registry) relayedToUser(roomID, userID string, frame []byte) bool {
+	switch {
+	case bytes.HasPrefix(frame, kickedPrefix):
+		reg.forgetMod(roomID)
+		reg.putOutHere(roomID, userID, frame)
+	case bytes.HasPrefix(frame, mutedPrefix):
+		reg.forgetMod(roomID)
+		reg.tell(userID, frame)
+	default:
+		return false
+	}
 	return true
 }
 
@@ -221,7 +256,7 @@ func (reg *Registry) restrict(ctx context.Context, a Actor, kind store.Kind, roo
 		reg.putOut(roomID, userID, protocol.Kicked{RoomID: roomID, By: a.User, Reason: reason, Banned: true, Until: until})
 	} else {
 		reg.forgetMod(roomID)
-		reg.tell(userID, protocol.Encode(protocol.TypeMuted, "", protocol.Muted{RoomID: roomID, Until: until}))
+		reg.tellEverywhere(roomID, userID, protocol.Encode(protocol.TypeMuted, "", protocol.Muted{RoomID: roomID, Until: until}))
 	}
 	reg.LogAction(a, string(kind), roomID, userID, reason, "until", until)
 	return nil
@@ -243,7 +278,7 @@ func (reg *Registry) Lift(ctx context.Context, a Actor, kind store.Kind, roomID,
 	}
 	if kind == store.Mute {
 		reg.forgetMod(roomID)
-		reg.tell(userID, protocol.Encode(protocol.TypeMuted, "", protocol.Muted{RoomID: roomID, Lifted: true}))
+		reg.tellEverywhere(roomID, userID, protocol.Encode(protocol.TypeMuted, "", protocol.Muted{RoomID: roomID, Lifted: true}))
 	}
 	reg.LogAction(a, "un"+string(kind), roomID, userID, "")
 	return nil
@@ -307,6 +342,12 @@ func (reg *Registry) UserConn(userID string) Conn {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.conn
+}
+
+// tellEverywhere queues frame to userID's connection on every node.
+func (reg *Registry) tellEverywhere(roomID, userID string, frame []byte) {
+	reg.broker.Relay(roomID, userID, false, frame)
+	reg.tell(userID, frame)
 }
 
 // tell queues frame to userID's connection on this node, if any.

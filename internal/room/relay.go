@@ -127,6 +127,9 @@ func (reg *Registry) relayed(roomID, about string, presence bool, frame []byte) 
 		r.mu.Unlock()
 		return
 	}
+	if about != "" && reg.relayedToUser(roomID, about, frame) {
+		return
+	}
 	var u *User
 	if about != "" {
 		reg.mu.RLock()

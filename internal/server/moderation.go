@@ -300,6 +300,19 @@ func (s *Server) handleLift(kind store.Kind) http.HandlerFunc {
 	}
 }
 
+// BanList and MuteList are the bodies of GET /api/rooms/{id}/bans and
+// /mutes: the restrictions in force, by userID.
+type (
+	BanList struct {
+		RoomID string            `json:"roomID"`
+		Bans   []RestrictionInfo `json:"bans"`
+	}
+	MuteList struct {
+		RoomID string            `json:"roomID"`
+		Mutes  []RestrictionInfo `json:"mutes"`
+	}
+)
+
 // RestrictionInfo is one entry of GET /api/rooms/{id}/bans or /mutes.
 type RestrictionInfo struct {
 	UserID string        `json:"userID"`
@@ -320,7 +333,11 @@ func (s *Server) handleRestrictions(kind store.Kind) http.HandlerFunc {
 		for _, x := range rs {
 			out = append(out, RestrictionInfo{UserID: x.UserID, Until: x.Until, By: x.By, Reason: x.Reason, At: x.At})
 		}
-		s.answer(w, http.StatusOK, map[string]any{"roomID": id, string(kind) + "s": out}, err)
+		if kind == store.Ban {
+			s.answer(w, http.StatusOK, BanList{RoomID: id, Bans: out}, err)
+		} else {
+			s.answer(w, http.StatusOK, MuteList{RoomID: id, Mutes: out}, err)
+		}
 	}
 }
 
