@@ -834,6 +834,10 @@ func TestOpenAPIProtocolSchemas(t *testing.T) {
 		"RoomInfo":    reflect.TypeFor[server.RoomInfo](),
 		"MessagePage": reflect.TypeFor[server.MessagePage](),
 		"EventPosted": reflect.TypeFor[server.EventPosted](),
+		// Moderation (SPEC §11).
+		"Redaction":   reflect.TypeFor[protocol.Redaction](),
+		"Done":        reflect.TypeFor[protocol.Done](),
+		"Restriction": reflect.TypeFor[server.RestrictionInfo](),
 	}
 	for name, typ := range types {
 		compareSchema(t, doc, mapAt(t, doc, "components", "schemas", name), typ, "components/schemas/"+name)
@@ -844,6 +848,8 @@ func TestOpenAPIProtocolSchemas(t *testing.T) {
 		"PostMessage": reflect.TypeFor[server.PostMessage](),
 		"PostEvent":   reflect.TypeFor[server.PostEvent](),
 		"CreateRoom":  reflect.TypeFor[protocol.Create](),
+		// The one body of every moderation endpoint.
+		"ModerationRequest": reflect.TypeFor[server.Reason](),
 	}
 	for name, typ := range requests {
 		where := "components/schemas/" + name
