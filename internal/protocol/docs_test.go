@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -51,6 +52,15 @@ var (
 		protocol.TypeHistory: reflect.TypeFor[protocol.HistoryRequest](),
 		protocol.TypeEvent:   reflect.TypeFor[protocol.SendEvent](),
 		protocol.TypeAuth:    reflect.TypeFor[protocol.Auth](),
+		// Moderation (SPEC §11): kick, ban, unban, mute and unmute share
+		// one payload.
+		protocol.TypeRedact:    reflect.TypeFor[protocol.Redact](),
+		protocol.TypeKick:      reflect.TypeFor[protocol.Moderate](),
+		protocol.TypeBan:       reflect.TypeFor[protocol.Moderate](),
+		protocol.TypeUnban:     reflect.TypeFor[protocol.Moderate](),
+		protocol.TypeMute:      reflect.TypeFor[protocol.Moderate](),
+		protocol.TypeUnmute:    reflect.TypeFor[protocol.Moderate](),
+		protocol.TypeConfigure: reflect.TypeFor[protocol.Configure](),
 	}
 	serverPayloads = map[string]reflect.Type{
 		protocol.TypeWelcome:  reflect.TypeFor[protocol.Welcome](),
@@ -67,6 +77,9 @@ var (
 		protocol.TypeEvent:    reflect.TypeFor[protocol.Event](),
 		protocol.TypeResume:   reflect.TypeFor[protocol.Resume](),
 		protocol.TypeAuthed:   reflect.TypeFor[protocol.Authed](),
+		protocol.TypeDone:     reflect.TypeFor[protocol.Done](),
+		protocol.TypeKicked:   reflect.TypeFor[protocol.Kicked](),
+		protocol.TypeMuted:    reflect.TypeFor[protocol.Muted](),
 	}
 )
 
@@ -81,7 +94,7 @@ func init() {
 			}
 		}
 	}
-	for _, t := range []reflect.Type{reflect.TypeFor[protocol.User](), reflect.TypeFor[protocol.Limits]()} {
+	for _, t := range []reflect.Type{reflect.TypeFor[protocol.User](), reflect.TypeFor[protocol.Limits](), reflect.TypeFor[protocol.Redaction]()} {
 		goTypes[t.Name()] = t
 	}
 }
@@ -629,6 +642,34 @@ func checkClient(typ string, v any) error {
 		if perr == nil {
 			perr = lim.CheckEventData("data", p.Data)
 		}
+	// The moderation frames (SPEC §11), as internal/server's
+	// checkModeration and until check them.
+	case *protocol.Redact:
+		perr = lim.CheckRoomID("roomID", p.RoomID)
+		if perr == nil && p.Seq < 1 {
+			perr = protocol.FieldErrorf(protocol.CodeBadPayload, "seq", "below 1")
+		}
+		if perr == nil && utf8.RuneCountInString(p.Reason) > 200 {
+			perr = protocol.FieldErrorf(protocol.CodeTooLong, "reason", "over 200 characters")
+		}
+	case *protocol.Moderate:
+		perr = lim.CheckRoomID("roomID", p.RoomID)
+		if n := utf8.RuneCountInString(p.UserID); perr == nil && (n == 0 || n > 64) {
+			perr = protocol.FieldErrorf(protocol.CodeBadPayload, "userID", "not 1 to 64 characters")
+		}
+		if perr == nil && utf8.RuneCountInString(p.Reason) > 200 {
+			perr = protocol.FieldErrorf(protocol.CodeTooLong, "reason", "over 200 characters")
+		}
+		if perr == nil && p.For != "" {
+			if d, err := time.ParseDuration(p.For); err != nil || d <= 0 || d > 10*365*24*time.Hour {
+				perr = protocol.FieldErrorf(protocol.CodeBadPayload, "for", "not a duration above 0 and at most ten years")
+			}
+		}
+	case *protocol.Configure:
+		perr = lim.CheckRoomID("roomID", p.RoomID)
+		if perr == nil && p.Post != "members" && p.Post != "moderators" {
+			perr = protocol.FieldErrorf(protocol.CodeBadPayload, "post", "neither members nor moderators")
+		}
 	}
 	if perr != nil {
 		return fmt.Errorf("the server would refuse this %s: %v", typ, perr)
@@ -647,6 +688,33 @@ func checkServer(v any) error {
 		}
 		if p.Name != "" && p.Exp == 0 {
 			return fmt.Errorf("welcome.name %q without exp: the server sends name only for a signed identity, with its exp", p.Name)
+		}
+	case *protocol.Done:
+		// A done answers one of the WebSocket's moderation frames (the
+		// HTTP API's clear and disconnect are not frames).
+		if !slices.Contains([]string{protocol.TypeRedact, protocol.TypeKick, protocol.TypeBan, protocol.TypeUnban, protocol.TypeMute, protocol.TypeUnmute, protocol.TypeConfigure}, p.Action) {
+			return fmt.Errorf("done.action %q is not a moderation frame type", p.Action)
+		}
+		if (p.Action == protocol.TypeRedact) != (p.Seq > 0) || (p.Action == protocol.TypeConfigure) != (p.Post != "") {
+			return fmt.Errorf("done %+v: seq is set for redact only, post for configure only", p)
+		}
+		if !p.Until.IsZero() && p.Action != protocol.TypeBan && p.Action != protocol.TypeMute {
+			return fmt.Errorf("done %+v: until is set for ban and mute only", p)
+		}
+	case *protocol.Kicked:
+		if !p.Until.IsZero() && !p.Banned {
+			return fmt.Errorf("kicked %+v: until without banned; a kick has no end", p)
+		}
+	case *protocol.Muted:
+		if p.Lifted && !p.Until.IsZero() {
+			return fmt.Errorf("muted %+v: a lifted mute has no until", p)
+		}
+	case *protocol.Message:
+		if p.Redacted != nil && p.Message != "" {
+			return fmt.Errorf("msg %+v: a redacted message is served with message \"\"", p)
+		}
+		if p.Redacts != 0 && (p.Redacts >= p.Seq || p.Redacted != nil) {
+			return fmt.Errorf("msg %+v: a redaction removes an earlier message and is never redacted", p)
 		}
 	case *protocol.Authed:
 		if p.Exp <= 0 {
@@ -766,6 +834,10 @@ func TestOpenAPIProtocolSchemas(t *testing.T) {
 		"RoomInfo":    reflect.TypeFor[server.RoomInfo](),
 		"MessagePage": reflect.TypeFor[server.MessagePage](),
 		"EventPosted": reflect.TypeFor[server.EventPosted](),
+		// Moderation (SPEC §11).
+		"Redaction":   reflect.TypeFor[protocol.Redaction](),
+		"Done":        reflect.TypeFor[protocol.Done](),
+		"Restriction": reflect.TypeFor[server.RestrictionInfo](),
 	}
 	for name, typ := range types {
 		compareSchema(t, doc, mapAt(t, doc, "components", "schemas", name), typ, "components/schemas/"+name)
@@ -776,6 +848,8 @@ func TestOpenAPIProtocolSchemas(t *testing.T) {
 		"PostMessage": reflect.TypeFor[server.PostMessage](),
 		"PostEvent":   reflect.TypeFor[server.PostEvent](),
 		"CreateRoom":  reflect.TypeFor[protocol.Create](),
+		// The one body of every moderation endpoint.
+		"ModerationRequest": reflect.TypeFor[server.Reason](),
 	}
 	for name, typ := range requests {
 		where := "components/schemas/" + name
