@@ -92,7 +92,7 @@ func TestBrowserModeration(t *testing.T) {
 		document.querySelector(`+jsString(toggle)+`).nextElementSibling.hidden`)
 	owner.do(chromedp.KeyEvent(kb.Enter))
 	owner.waitJS("the menu open again", `document.activeElement.closest('.mod-menu') !== null`)
-	owner.do(chromedp.Click(chromedp.CSS(`#members .member[data-user-id="`+guestID+`"] button[data-action="ban-1h"]`)))
+	owner.do(chromedp.Click(chromedp.CSS(`#members .member[data-user-id="` + guestID + `"] button[data-action="ban-1h"]`)))
 	owner.waitJS("the ban confirmed", `/^Banned spammer until /.test(document.getElementById('mod-status').textContent)`)
 	owner.waitJS("the guest gone from the list", `!document.querySelector('#members .member[data-user-id="`+guestID+`"]')`)
 
