@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -21,14 +22,20 @@ var createCmd = &command{
 	name:     "create",
 	synopsis: "create [--namespace NS] [--json]",
 	help: `Creates a new room with a fresh ID and prints its share link, which anyone
-can open in a browser or pass to 'roomchat join'. With --namespace NS the
+can open in a browser or pass to 'roomchat join'. The room's owner key,
+which moderates it ('roomchat kick ROOM USER --key KEY' and the like), and
+the moderator link that opens the room in a browser with the key go to
+stderr, so that stdout stays the one line of the link; keep the key
+secret. With --namespace NS the
 room is NS:ID, governed by the server's policy for NS (the server must know
-the namespace). With --json it prints the server's created event instead.
+the namespace). With --json it prints the server's created event instead
+(its payload.ownerKey is the key).
 
 Examples:
   roomchat create
   roomchat create --namespace staff --token "$JWT"
   roomchat create --json | jq -r .payload.roomID
+  roomchat create 2>key.txt
 `,
 	setup: func(fs *flag.FlagSet) runFunc {
 		ns := fs.String("namespace", "", "create the room in namespace `NS` (its ID is NS:ID)")
@@ -59,8 +66,15 @@ func runCreate(ctx context.Context, e *env, args []string, ns string) error {
 	if e.json {
 		return writeLine(e.stdout, raw)
 	}
-	_, err = fmt.Fprintln(e.stdout, cr.URL)
-	return err
+	if _, err := fmt.Fprintln(e.stdout, cr.URL); err != nil {
+		return err
+	}
+	if cr.OwnerKey != "" {
+		// The key is in the fragment of the moderator link, which a
+		// browser never sends to the server (SPEC §11).
+		fmt.Fprintf(e.stderr, "owner key: %s\nmoderator link: %s#key=%s\n", cr.OwnerKey, cr.URL, cr.OwnerKey)
+	}
+	return nil
 }
 
 var sendCmd = &command{
@@ -202,8 +216,11 @@ or all of it with --from-start), then every new message as
 "HH:MM name: text". Each line typed (or piped) on stdin is sent as a message;
 end of input (Ctrl-D) leaves the room and exits 0. Arrivals, departures and
 typing are shown as dim notices on a terminal (typing only there), custom
-events as "* SENDER NAME DATA". If the connection drops, roomchat reconnects
-and catches up without repeating a message.
+events as "* SENDER NAME DATA", removed messages as "(removed by a
+moderator)". If the connection drops, roomchat reconnects and catches up
+without repeating a message. A kick or a ban ends it with exit 1 and the
+moderator's reason; a mute is shown, and lines typed meanwhile are refused.
+With --key (the room's owner key) it joins as the room's owner.
 
 Examples:
   roomchat join abc123 --name alice
@@ -218,7 +235,9 @@ var tailCmd = &command{
 	synopsis: "tail ROOM [--since SEQ | --from-start] [--json] [--name N]",
 	help: `Follows ROOM read-only: prints its recent history (or everything after
 --since, or all of it with --from-start), then every new message and custom
-event ("* SENDER NAME DATA"), until interrupted. A long backlog is fetched page
+event ("* SENDER NAME DATA") and redaction ("-- NAME removed message SEQ";
+the message itself then shows as "(removed by a moderator)"), until
+interrupted, kicked or banned (exit 1). A long backlog is fetched page
 by page as it is printed, so a slow reader never makes the server drop it.
 It reconnects by itself and never prints a message twice.
 
@@ -239,6 +258,7 @@ Examples:
 
 func followFlags(fs *flag.FlagSet, interactive bool) runFunc {
 	name := fs.String("name", "", "display `NAME` (default: a guest name chosen by the server)")
+	key := fs.String("key", os.Getenv("ROOMCHAT_KEY"), "join as the room's owner with its owner `KEY` (also $ROOMCHAT_KEY)")
 	since := sinceFlag(fs)
 	fromStart := fs.Bool("from-start", false, "start from the room's first stored message (the same as --since 0)")
 	return func(ctx context.Context, e *env, args []string) error {
@@ -248,12 +268,12 @@ func followFlags(fs *flag.FlagSet, interactive bool) runFunc {
 			}
 			since.v = new(int64(0))
 		}
-		return follow(ctx, e, args, *name, since, interactive)
+		return follow(ctx, e, args, *name, *key, since, interactive)
 	}
 }
 
 // follow is join (interactive) and tail (read-only).
-func follow(ctx context.Context, e *env, args []string, name string, since *seqFlag, interactive bool) error {
+func follow(ctx context.Context, e *env, args []string, name, key string, since *seqFlag, interactive bool) error {
 	if len(args) == 0 {
 		return usageError{"missing ROOM"}
 	}
@@ -269,6 +289,7 @@ func follow(ctx context.Context, e *env, args []string, name string, since *seqF
 	opts := client.SessionOptions{
 		Options:     o,
 		Name:        name,
+		Key:         key,
 		Since:       since.v,
 		DialTimeout: e.timeout,
 		OnState: func(st client.State) {

@@ -9,6 +9,9 @@
 //	roomchat send ROOM TEXT...
 //	roomchat event ROOM NAME [JSON]
 //	roomchat tail ROOM [--since SEQ | --from-start] [--json]
+//	roomchat redact ROOM SEQ [--reason R] [--key KEY | --token T]
+//	roomchat kick|ban|unban|mute|unmute ROOM USER [--for D] [--reason R] [--key KEY | --token T]
+//	roomchat configure ROOM --post members|moderators [--key KEY | --token T]
 //
 // Exit status: 0 on success, 1 for a server or network error, 2 for a
 // usage error. Run roomchat -h for details.

@@ -75,6 +75,27 @@ func (p *printer) print(ev client.Event) error {
 		return p.message(*ev.Msg)
 	case ev.Event != nil:
 		return p.event(*ev.Event)
+	case ev.Kicked != nil:
+		// The session ends after it, and roomchat exits saying why.
+		k := ev.Kicked
+		what := "you were kicked out of " + k.RoomID
+		if k.Banned {
+			what = "you were banned from " + k.RoomID + " " + untilText(k.Until)
+		}
+		if k.By.Name != "" {
+			what += " by " + clean(k.By.Name)
+		}
+		if k.Reason != "" {
+			what += ": " + clean(k.Reason)
+		}
+		p.notice(what)
+	case ev.Muted != nil:
+		m := ev.Muted
+		if m.Lifted {
+			p.notice("you may post in " + m.RoomID + " again")
+		} else {
+			p.notice("you are muted in " + m.RoomID + " " + untilText(m.Until) + ": your messages are refused")
+		}
 	case ev.Type == protocol.TypePresence:
 		var pr protocol.Presence
 		if protocol.DecodePayload(ev.Envelope, &pr) != nil {
@@ -108,8 +129,23 @@ func (p *printer) print(ev client.Event) error {
 	return nil
 }
 
+// message prints a chat message as "HH:MM name: text"; a redaction
+// (SPEC §11) as a notice "name removed message SEQ"; a message whose text
+// a redaction removed as "HH:MM name: (removed by a moderator)" or, when
+// its author removed it, "(removed)".
 func (p *printer) message(m protocol.Message) error {
-	_, err := fmt.Fprintf(p.w, "%s %s: %s\n", m.TS.Local().Format("15:04"), clean(m.From.Name), clean(m.Message))
+	if m.Redacts != 0 {
+		p.notice(fmt.Sprintf("%s removed message %d", clean(m.From.Name), m.Redacts))
+		return nil
+	}
+	text := clean(m.Message)
+	if r := m.Redacted; r != nil {
+		text = "(removed by a moderator)"
+		if r.By.UserID != "" && r.By.UserID == m.From.UserID {
+			text = "(removed)"
+		}
+	}
+	_, err := fmt.Fprintf(p.w, "%s %s: %s\n", m.TS.Local().Format("15:04"), clean(m.From.Name), text)
 	return err
 }
 

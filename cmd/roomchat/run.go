@@ -65,7 +65,8 @@ type command struct {
 var commands []*command
 
 func init() {
-	commands = []*command{createCmd, joinCmd, sendCmd, eventCmd, tailCmd}
+	commands = []*command{createCmd, joinCmd, sendCmd, eventCmd, tailCmd,
+		redactCmd, kickCmd, banCmd, unbanCmd, muteCmd, unmuteCmd, configureCmd}
 }
 
 const topUsage = `roomchat is the command-line client of a roomchat server.
@@ -76,6 +77,13 @@ Usage:
   roomchat send ROOM [TEXT...]                  send one message (TEXT or stdin), print its seq
   roomchat event ROOM NAME [JSON]               send a custom event (not stored) to the others
   roomchat tail ROOM [--since SEQ] [--json]     follow a room, read-only
+
+Moderation (SPEC §11; with --key, the room's owner key, or --token):
+  roomchat redact ROOM SEQ [--reason R]         remove a message's text
+  roomchat kick ROOM USER [--reason R]          put a user out of the room
+  roomchat ban|mute ROOM USER [--for D]         keep a user out / silent (default: until lifted)
+  roomchat unban|unmute ROOM USER               lift a ban or a mute
+  roomchat configure ROOM --post members|moderators   who may post
 
 join and tail print the room's last messages first; --since SEQ starts after
 message SEQ instead, and --from-start at the room's first message.
@@ -95,6 +103,9 @@ Exit status: 0 ok, 1 server or network error, 2 usage error.
 
 Example:
   link=$(roomchat create) && roomchat join "$link" --name alice
+
+create prints the share link on stdout and the room's owner key, which
+the moderation commands take as --key, on stderr.
 
 Run 'roomchat COMMAND -h' for more about a command.
 `

@@ -594,6 +594,28 @@ func TestWebSocketURL(t *testing.T) {
 	}
 }
 
+func TestAPIURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"http://localhost:8080", "http://localhost:8080"},
+		{"https://chat.example.com/", "https://chat.example.com"},
+		{"https://chat.example.com/prefix/", "https://chat.example.com/prefix"},
+		{"localhost:8080", "http://localhost:8080"},
+		{"ws://h:1/ws", "http://h:1"},
+		{"wss://h/prefix/ws?x=1", "https://h/prefix"},
+	}
+	for _, tc := range tests {
+		u, err := APIURL(tc.in)
+		if err != nil || u.String() != tc.want {
+			t.Errorf("APIURL(%q) = %v, %v; want %s", tc.in, u, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "ftp://x", "http://"} {
+		if _, err := APIURL(bad); err == nil {
+			t.Errorf("APIURL(%q): want an error", bad)
+		}
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	lo, hi := 100*time.Millisecond, 2*time.Second
 	for n := 1; n <= 12; n++ {

@@ -31,6 +31,9 @@ type SessionOptions struct {
 	// Name is the display name; "" lets the server choose a guest name,
 	// which the session then keeps across reconnects.
 	Name string
+	// Key is the room's owner key (SPEC §11): every join of the session
+	// presents it, so the connection is the room's owner.
+	Key string
 	// Since, when not nil, is the seq after which the first join replays
 	// history; after that the session tracks it itself.
 	Since *int64
@@ -91,6 +94,15 @@ type Event struct {
 	// relayed from another member or posted through the HTTP API (then
 	// From.UserID is "").
 	Event *protocol.Event
+	// Kicked is the decoded payload of a kicked event (SPEC §11): a
+	// moderator put this user out of the room, for a while if Banned.
+	// After a kicked for its room the Session ends; Err is a
+	// *KickedError.
+	Kicked *protocol.Kicked
+	// Muted is the decoded payload of a muted event: the user's msg,
+	// event and typing are refused until Muted.Until (zero: until
+	// lifted), or, with Lifted, they are allowed again.
+	Muted *protocol.Muted
 	// Reconnected marks the joined event that follows a reconnect.
 	Reconnected bool
 	// EpochChanged marks a joined event whose epoch differs from the
@@ -253,7 +265,7 @@ func (s *Session) connect(ctx context.Context, serverURL string) (*Conn, []Event
 // for when its first message arrives (see pump).
 func (s *Session) join(ctx context.Context, c *Conn) ([]Event, error) {
 	since := s.since
-	env, raw, err := c.Request(ctx, protocol.TypeJoin, protocol.Join{RoomID: s.roomID, Name: s.name, Since: since})
+	env, raw, err := c.Request(ctx, protocol.TypeJoin, protocol.Join{RoomID: s.roomID, Name: s.name, Since: since, Key: s.opts.Key})
 	if err != nil {
 		return nil, err
 	}
@@ -264,7 +276,7 @@ func (s *Session) join(ctx context.Context, c *Conn) ([]Event, error) {
 	ev := Event{Envelope: env, Raw: raw, Joined: &j}
 	if s.joined && (s.epoch != "" && j.Epoch != s.epoch || s.epoch == "" && j.Epoch == "" && s.lastSeq > 0) {
 		since = nil
-		env, raw, err = c.Request(ctx, protocol.TypeJoin, protocol.Join{RoomID: s.roomID, Name: s.name})
+		env, raw, err = c.Request(ctx, protocol.TypeJoin, protocol.Join{RoomID: s.roomID, Name: s.name, Key: s.opts.Key})
 		if err != nil {
 			return nil, err
 		}
@@ -442,6 +454,9 @@ func (s *Session) loop(ctx context.Context, serverURL string, conn *Conn, pendin
 			return ErrClosed
 		}
 		conn.CloseNow()
+		if _, ok := errors.AsType[*KickedError](err); ok {
+			return err
+		}
 		if errors.Is(err, ErrTokenExpired) && s.opts.TokenSource == nil {
 			// The same token would be refused: only the caller can
 			// get a new one (SPEC §10).
@@ -537,6 +552,27 @@ func (s *Session) pump(ctx context.Context, conn *Conn, pending []Event) error {
 				return err
 			}
 			ev.Event = &e
+		case protocol.TypeKicked:
+			var k protocol.Kicked
+			if err := decode(env, &k); err != nil {
+				return err
+			}
+			ev.Kicked = &k
+			if k.RoomID == s.roomID {
+				// Out of the room: rejoining would undo a kick and
+				// cannot pass a ban. The reader gets the event, then
+				// the session ends.
+				if !s.deliver(ctx, ev) {
+					return ctx.Err()
+				}
+				return &KickedError{Kicked: k}
+			}
+		case protocol.TypeMuted:
+			var m protocol.Muted
+			if err := decode(env, &m); err != nil {
+				return err
+			}
+			ev.Muted = &m
 		case protocol.TypeHistory:
 			// Only a late reply to a page request that timed out (the
 			// connection is dropped then); its messages are asked for again.
@@ -562,6 +598,33 @@ func (s *Session) pump(ctx context.Context, conn *Conn, pending []Event) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// KickedError is why a Session ended when a moderator put its user out of
+// the room (SPEC §11): a kick, or a ban (Kicked.Banned, until
+// Kicked.Until or, when zero, until lifted).
+type KickedError struct {
+	Kicked protocol.Kicked
+}
+
+func (e *KickedError) Error() string {
+	k := e.Kicked
+	s := "kicked out of " + k.RoomID
+	if k.Banned {
+		s = "banned from " + k.RoomID
+		if k.Until.IsZero() {
+			s += " until lifted"
+		} else {
+			s += " until " + k.Until.UTC().Format(time.RFC3339)
+		}
+	}
+	if k.By.Name != "" {
+		s += " by " + k.By.Name
+	}
+	if k.Reason != "" {
+		s += ": " + k.Reason
+	}
+	return s
 }
 
 // errRefresh is next's signal that the token is due for renewal.
@@ -615,14 +678,15 @@ func unixTime(sec int64) time.Time {
 
 // final reports whether a failed reconnect cannot succeed by retrying: the
 // server refused the token (401), or refused the join for a reason that
-// does not go away by itself (the room's policy, an unknown namespace).
+// does not go away by itself (the room's policy, an unknown namespace, a
+// ban: retrying would only knock on the door until it ends).
 func final(err error) bool {
 	if errors.Is(err, ErrUnauthorized) {
 		return true
 	}
 	if pe, ok := errors.AsType[*protocol.Error](err); ok {
 		switch pe.Code {
-		case protocol.CodeForbidden, protocol.CodeUnknownNamespace, protocol.CodeUnauthorized:
+		case protocol.CodeForbidden, protocol.CodeUnknownNamespace, protocol.CodeUnauthorized, protocol.CodeBanned:
 			return true
 		}
 	}

@@ -81,3 +81,24 @@ func ParseRoom(room string) (roomID, server string, err error) {
 	}
 	return roomID, server, nil
 }
+
+// APIURL turns a server URL (as WebSocketURL takes it) into the base of its
+// HTTP API, http(s)://host[:port][/prefix], without a final slash: a ws://
+// or wss:// URL becomes http:// or https://, and a final /ws is dropped.
+func APIURL(serverURL string) (*url.URL, error) {
+	u, err := parseServer(serverURL)
+	if err != nil {
+		return nil, err
+	}
+	switch u.Scheme {
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	}
+	u.Path = strings.TrimSuffix(strings.TrimSuffix(u.Path, "/"), "/ws")
+	u.RawPath = ""
+	u.RawQuery = ""
+	u.Fragment = ""
+	return u, nil
+}

@@ -190,3 +190,12 @@ export function splitFrame(data, onBad = () => {}) {
   }
   return out;
 }
+
+/**
+ * ownerKeyStorageKey is the localStorage key under which this browser keeps
+ * a room's owner key (SPEC §11): the key of every room it created, or
+ * opened with a moderator link.
+ */
+export function ownerKeyStorageKey(roomID) {
+  return `roomchat.key.${roomID}`;
+}

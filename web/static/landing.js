@@ -1,7 +1,7 @@
 // Landing page (GET /): create a room through POST /api/rooms, show its
 // share link and copy it to the clipboard, or join a room by ID or link.
 
-import { checkRoomID, copyText, roomIDFromInput, roomURL } from './common.js';
+import { checkRoomID, copyText, ownerKeyStorageKey, roomIDFromInput, roomURL, storageSet } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -36,6 +36,11 @@ async function createRoom() {
     if (!res.ok || !body || typeof body.roomID !== 'string') {
       const why = body && body.message ? body.message : `the server answered ${res.status}`;
       throw new Error(why);
+    }
+    // The owner key (SPEC §11) makes this browser the room's owner: the
+    // room page joins with it and shows the moderation tools.
+    if (typeof body.ownerKey === 'string' && body.ownerKey) {
+      storageSet('localStorage', ownerKeyStorageKey(body.roomID), body.ownerKey);
     }
     // The link is built from the address this page was loaded from, exactly
     // as the room page builds it, so both pages show the same link.

@@ -28,6 +28,7 @@ import {
   formatTime,
   messageLength,
   newID,
+  ownerKeyStorageKey,
   roomURL,
   storageGet,
   storageSet,
@@ -83,6 +84,12 @@ const el = {
   nameInput: $('name-input'),
   nameError: $('name-error'),
   nameSkip: $('name-skip'),
+  modPanel: $('mod-panel'),
+  postPolicy: $('post-policy'),
+  modLink: $('mod-link'),
+  copyModLink: $('copy-mod-link'),
+  modStatus: $('mod-status'),
+  mutedNote: $('muted-note'),
 };
 
 // The outbox holds our pending and failed messages, always at the bottom of
@@ -116,6 +123,16 @@ const typers = new Map(); // userID → {name, timer}
 let lastTypingSent = 0;
 let unread = 0;
 let statusTimer = 0;
+// Moderation (SPEC §11). ownerKey is this room's owner key, kept in
+// localStorage from create or a moderator link; with it we join as the
+// room's owner and show the moderation tools. removed is set when a
+// moderator put us out of the room ({banned, until}): we do not join
+// again by ourselves. mutedUntil is a Date, or true for until lifted.
+let ownerKey = '';
+let removed = null;
+let mutedUntil = null;
+let muteTimer = 0;
+const MOD_TEXT = 'removed by a moderator';
 
 const conn = new Connection();
 
@@ -144,6 +161,7 @@ function init() {
     return;
   }
   updateTitle();
+  takeOwnerKey();
   el.shareLink.value = roomURL(roomID);
   el.copyLink.addEventListener('click', () => copyText(el.shareLink, el.copyStatus));
   el.reconnectNow.addEventListener('click', () => conn.reconnectNow());
@@ -167,6 +185,12 @@ function init() {
   });
   el.input.addEventListener('input', onInput);
   el.membersToggle.addEventListener('click', toggleMembers);
+  el.postPolicy.addEventListener('change', () => moderate('configure', { post: el.postPolicy.value }));
+  el.copyModLink.addEventListener('click', () => copyText(el.modLink, el.modStatus));
+  el.members.addEventListener('keydown', onMenuKey);
+  document.addEventListener('click', (ev) => {
+    if (!ev.target.closest?.('.mod-menu, .mod-toggle')) closeMenus(false);
+  });
   document.addEventListener('visibilitychange', onVisibility);
 
   const stored = storageGet('localStorage', NAME_KEY);
@@ -204,6 +228,9 @@ function init() {
     },
     get catchingUp() {
       return catchup !== null;
+    },
+    get moderator() {
+      return ownerKey !== '';
     },
   });
 }
@@ -308,6 +335,15 @@ function onEvent(ev) {
     case 'error':
       onError(ev.id, p);
       break;
+    case 'kicked':
+      if (p.roomID === roomID) onKicked(p);
+      break;
+    case 'muted':
+      if (p.roomID === roomID) onMuted(p);
+      break;
+    case 'done':
+      if (p.roomID === roomID) onDone(p);
+      break;
     default:
       break; // pong, left, created, custom events: nothing to show
   }
@@ -321,7 +357,7 @@ function onWelcome(p) {
   }
   updateCharCount();
   if (p.userID) me.userID = p.userID;
-  if (nameDecided) sendJoin();
+  if (nameDecided && !removed) sendJoin();
 }
 
 // sendJoin joins (or re-joins) the room. fresh asks for recent history
@@ -331,6 +367,7 @@ function sendJoin(fresh = false) {
   const id = `join-${newID(10)}`;
   const payload = { roomID };
   if (me.name) payload.name = me.name;
+  if (ownerKey) payload.key = ownerKey;
   // since: everything after the last message we rendered. Only meaningful
   // while we hold the same history (epoch); a first join gets recent history.
   const since = epoch !== null && !fresh ? lastSeq : null;
@@ -534,6 +571,10 @@ function onMsg(m, live, scroll = true) {
   fillMessage(node, m);
   if (from.userID && from.userID === me.userID) node.classList.add('mine');
   insertBySeq(node, m.seq, scroll);
+  if (Number.isInteger(m.redacts)) {
+    const target = rendered.get(m.redacts);
+    if (target) markRemoved(target);
+  }
   if (live && from.userID !== me.userID) {
     dropTyper(from.userID);
     if (document.visibilityState === 'hidden') {
@@ -566,6 +607,41 @@ function fillMessage(node, m) {
   text.className = 'text';
   text.textContent = typeof m.message === 'string' ? m.message : '';
   node.append(meta, text);
+  if (Number.isInteger(m.redacts) && m.redacts > 0) {
+    // A redaction (SPEC §11): a room event of its own, shown as a line.
+    node.classList.add('redaction');
+    node.dataset.redacts = String(m.redacts);
+    text.textContent = `${from.name || 'A moderator'} removed a message.`;
+    return;
+  }
+  if (m.redacted && typeof m.redacted === 'object') {
+    markRemoved(node);
+    return;
+  }
+  addRemoveButton(node);
+}
+
+// markRemoved shows a message whose text a redaction removed.
+function markRemoved(node) {
+  node.classList.add('removed');
+  node.querySelector('.text').textContent = MOD_TEXT;
+  node.querySelector('.mod-remove')?.remove();
+}
+
+// addRemoveButton gives a message its moderator action, for moderators.
+function addRemoveButton(node) {
+  if (!ownerKey || node.querySelector('.mod-remove') || node.classList.contains('removed')) return;
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = 'mod-remove small';
+  b.textContent = 'Remove';
+  const who = node.querySelector('.from')?.textContent || 'someone';
+  b.setAttribute('aria-label', `Remove this message from ${who}`);
+  b.addEventListener('click', () => {
+    const seq = Number(node.dataset.seq);
+    if (Number.isInteger(seq) && seq > 0) moderate('redact', { seq });
+  });
+  node.querySelector('.meta').append(b);
 }
 
 function insertBySeq(node, seq, scroll = true) {
@@ -713,6 +789,8 @@ function renderMembers() {
         you.className = 'you';
         you.textContent = ' (you)';
         li.append(you);
+      } else if (ownerKey && id) {
+        li.append(memberMenu(id, name || 'unknown'));
       }
       return li;
     }),
@@ -753,6 +831,23 @@ function onError(id, p) {
   }
   if (id && joinRequests.has(id)) {
     joinRequests.delete(id);
+    if (p.code === 'banned') {
+      // The server's sentence says until when (SPEC §11). Knocking again
+      // would only be refused: stay out until the user reloads.
+      removed = { banned: true };
+      setStatus('offline', 'Banned from this room');
+      setComposerEnabled();
+      showError(`You are banned from this room: ${p.message || 'a moderator banned you'}.`);
+      return;
+    }
+    if (p.code === 'forbidden' && ownerKey && /key/i.test(p.message || '')) {
+      // The stored owner key is not (or no longer) this room's: forget it
+      // and join as a member.
+      setOwnerKey('');
+      showError('The moderator key for this room was not accepted; you joined as a member.');
+      sendJoin();
+      return;
+    }
     if (p.code === 'bad_payload' && (p.field === 'name' || /name/i.test(p.message || ''))) {
       // The remembered name is not acceptable to this server: forget it and
       // join with the server's default.
@@ -806,6 +901,12 @@ function errorSentence(code, message, field) {
       return `This server has no such namespace: ${message || 'unknown namespace'}.`;
     case 'unauthorized':
       return `Your token was not accepted: ${message || 'unauthorized'}.`;
+    case 'muted':
+      return `You are muted in this room: ${message || 'a moderator muted you'}.`;
+    case 'banned':
+      return `You are banned from this room: ${message || 'a moderator banned you'}.`;
+    case 'not_found':
+      return `Not found: ${message || 'nothing to act on'}.`;
     case 'internal':
       return 'The server ran into a problem. Try again.';
     default:
@@ -1096,3 +1197,184 @@ function scrollToBottom() {
 }
 
 init();
+
+// ---- moderation (SPEC §11) ----------------------------------------------------
+
+// takeOwnerKey reads this room's owner key: from a moderator link's
+// fragment (#key=…, which never reaches the server), which it stores and
+// then removes from the address bar, or from localStorage.
+function takeOwnerKey() {
+  const m = /^#key=([^&]+)$/.exec(location.hash);
+  if (m) {
+    let k = '';
+    try {
+      k = decodeURIComponent(m[1]);
+    } catch {
+      k = '';
+    }
+    if (k) storageSet('localStorage', ownerKeyStorageKey(roomID), k);
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  setOwnerKey(storageGet('localStorage', ownerKeyStorageKey(roomID)) || '');
+}
+
+function setOwnerKey(k) {
+  ownerKey = k;
+  if (!k) storageSet('localStorage', ownerKeyStorageKey(roomID), null);
+  el.modPanel.hidden = !k;
+  el.modLink.value = k ? `${roomURL(roomID)}#key=${encodeURIComponent(k)}` : '';
+  for (const n of el.messages.querySelectorAll('.message[data-seq]')) {
+    if (k && !n.classList.contains('redaction')) addRemoveButton(n);
+    else if (!k) n.querySelector('.mod-remove')?.remove();
+  }
+  renderMembers();
+}
+
+// moderate sends a moderation frame; the reply is done or an error.
+function moderate(type, payload) {
+  if (!conn.send({ type, id: `mod-${newID(10)}`, payload: { roomID, ...payload } })) {
+    showError('Not connected: try again when the connection is back.');
+  }
+}
+
+const VERBS = { kick: 'Removed', ban: 'Banned', unban: 'Unbanned', mute: 'Muted', unmute: 'Unmuted' };
+
+function onDone(p) {
+  let text = '';
+  if (p.action === 'redact') text = 'Message removed.';
+  else if (p.action === 'configure') {
+    el.postPolicy.value = p.post;
+    text = p.post === 'moderators' ? 'Only moderators may post now.' : 'Every member may post now.';
+  } else if (VERBS[p.action]) {
+    const who = members.get(p.userID) || p.userID || 'the user';
+    text = `${VERBS[p.action]} ${who}${p.until ? ` until ${formatTime(p.until).long}` : ''}.`;
+  }
+  if (text) el.modStatus.textContent = text;
+}
+
+// memberMenu is a member's moderation menu: a toggle button and the
+// actions, closed by Escape (focus back on the toggle) or a click outside.
+function memberMenu(userID, name) {
+  const wrap = document.createElement('span');
+  wrap.className = 'mod-wrap';
+  const toggle = document.createElement('button');
+  toggle.type = 'button';
+  toggle.className = 'mod-toggle small';
+  toggle.textContent = 'Moderate';
+  toggle.setAttribute('aria-label', `Moderate ${name}`);
+  toggle.setAttribute('aria-expanded', 'false');
+  const menu = document.createElement('div');
+  menu.className = 'mod-menu';
+  menu.setAttribute('role', 'group');
+  menu.setAttribute('aria-label', `Actions for ${name}`);
+  menu.hidden = true;
+  const actions = [
+    ['Kick', 'kick', ''],
+    ['Ban for 10 min', 'ban', '10m'],
+    ['Ban for 1 hour', 'ban', '1h'],
+    ['Ban forever', 'ban', ''],
+    ['Mute for 10 min', 'mute', '10m'],
+    ['Unmute', 'unmute', ''],
+  ];
+  for (const [label, type, dur] of actions) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'small';
+    b.dataset.action = type + (dur ? `-${dur}` : '');
+    b.textContent = label;
+    b.addEventListener('click', () => {
+      const payload = { userID };
+      if (dur) payload.for = dur;
+      moderate(type, payload);
+      closeMenus(true);
+    });
+    menu.append(b);
+  }
+  toggle.addEventListener('click', () => {
+    const open = menu.hidden;
+    closeMenus(false);
+    if (open) {
+      menu.hidden = false;
+      toggle.setAttribute('aria-expanded', 'true');
+      menu.querySelector('button').focus();
+    }
+  });
+  wrap.append(toggle, menu);
+  return wrap;
+}
+
+// closeMenus closes every member menu; focusToggle puts the focus back on
+// the toggle of the menu that was open.
+function closeMenus(focusToggle) {
+  for (const menu of el.members.querySelectorAll('.mod-menu')) {
+    if (menu.hidden) continue;
+    menu.hidden = true;
+    const toggle = menu.previousElementSibling;
+    toggle.setAttribute('aria-expanded', 'false');
+    if (focusToggle) toggle.focus();
+  }
+}
+
+function onMenuKey(ev) {
+  if (ev.key === 'Escape' && ev.target.closest('.mod-wrap')) {
+    ev.preventDefault();
+    closeMenus(true);
+  }
+}
+
+// onKicked: a moderator put us out of the room. We say why and do not
+// join again by ourselves (a ban would refuse it anyway).
+function onKicked(p) {
+  joined = false;
+  removed = { banned: !!p.banned, until: p.until || '' };
+  stopCatchup();
+  const by = p.by && p.by.name ? ` by ${p.by.name}` : '';
+  const why = p.reason ? ` Reason: ${p.reason}.` : '';
+  let sentence;
+  if (p.banned) {
+    const until = p.until ? `until ${formatTime(p.until).long}` : 'until a moderator lifts the ban';
+    sentence = `You were banned from this room${by}, ${until}.${why}`;
+    setStatus('offline', 'Banned from this room');
+  } else {
+    sentence = `You were removed from this room${by}.${why} Reload the page to join again.`;
+    setStatus('offline', 'Removed from this room');
+  }
+  members.clear();
+  memberCount = 0;
+  renderMembers();
+  setComposerEnabled();
+  showError(sentence);
+}
+
+// onMuted disables the composer until the mute ends (or is lifted).
+function onMuted(p) {
+  clearTimeout(muteTimer);
+  if (p.lifted) {
+    mutedUntil = null;
+  } else if (p.until) {
+    mutedUntil = new Date(p.until);
+    const ms = mutedUntil.getTime() - Date.now();
+    // The server enforces the end on read; re-enable the input then.
+    if (ms > 0 && ms < 2 ** 31) {
+      muteTimer = setTimeout(() => {
+        mutedUntil = null;
+        setComposerEnabled();
+      }, ms);
+    } else if (ms <= 0) mutedUntil = null;
+  } else {
+    mutedUntil = true;
+  }
+  setComposerEnabled();
+}
+
+function setComposerEnabled() {
+  const off = !!removed || mutedUntil !== null;
+  el.input.disabled = off;
+  el.send.disabled = off;
+  let note = '';
+  if (removed) note = removed.banned ? 'You are banned from this room.' : 'You were removed from this room.';
+  else if (mutedUntil === true) note = 'A moderator muted you until further notice.';
+  else if (mutedUntil) note = `A moderator muted you until ${formatTime(mutedUntil.toISOString()).long}.`;
+  el.mutedNote.textContent = note;
+  el.mutedNote.hidden = note === '';
+}
