@@ -9,18 +9,13 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/server"
-	"github.com/roomchat/roomchat/internal/store"
 )
 
-// moderationServer serves from a store that keeps moderation state (bans,
-// mutes, tombstones). The memory store does; the test server's SQLite
-// file is kept open beside it, unused.
+// moderationServer serves the room page from the test server's SQLite
+// file, which keeps moderation state (bans, mutes, tombstones).
 func moderationServer(t *testing.T) *testServer {
 	t.Helper()
-	mem := store.NewMemory(store.Retention{})
-	t.Cleanup(func() { mem.Close() })
-	s := newServer(t, filepath.Join(t.TempDir(), "roomchat.db"), "127.0.0.1:0", protocol.Limits{}, func(c *server.Config) { c.Store = mem })
+	s := newServer(t, filepath.Join(t.TempDir(), "roomchat.db"), "127.0.0.1:0", protocol.Limits{})
 	s.listen()
 	return s
 }
