@@ -279,3 +279,30 @@ func awaitErrorCode(t *testing.T, c *chattest.Client, code string) {
 		t.Fatalf("error %+v, want %s", e, code)
 	}
 }
+
+// A mute binds the userID, which a resume keeps (SPEC §11): the resumed
+// connection's msg is refused too; a new connection without resume is a
+// new user, whom the mute does not bind (the docs say so).
+func TestMuteSurvivesResume(t *testing.T) {
+	s := chattest.StartInProcess(t, chattest.NoRate)
+	roomID, _, owner := modRoom(t, s.URL)
+	guest := chattest.Dial(t, s.URL, "")
+	uid := guest.Join(t, roomID).You.UserID
+	owner.Sendf(t, `{"type":"mute","payload":{"roomID":%q,"userID":%q,"for":"1h"}}`, roomID, uid)
+	done(t, owner, protocol.TypeMute)
+	guest.Await(t, protocol.TypeMuted)
+	token := guest.Welcome.Resume
+	guest.Close()
+
+	back := chattest.Dial(t, s.URL, "?resume="+token)
+	if back.Welcome.UserID != uid {
+		t.Fatalf("resumed as %s, want %s", back.Welcome.UserID, uid)
+	}
+	back.Join(t, roomID)
+	back.Sendf(t, `{"type":"msg","id":"m","payload":{"roomID":%q,"message":"back"}}`, roomID)
+	awaitErrorCode(t, back, protocol.CodeMuted)
+
+	fresh := chattest.Dial(t, s.URL, "")
+	fresh.Join(t, roomID)
+	fresh.SendAck(t, "f", "a new user is not muted")
+}
