@@ -130,30 +130,6 @@ func (reg *Registry) Redact(ctx context.Context, a Actor, roomID string, seq int
 	return stored, nil
 }
 
-// publishWait publishes msg (not de-duplicated) and waits for the store.
-func (reg *Registry) publishWait(ctx context.Context, msg protocol.Message) (protocol.Message, error) {
-	type result struct {
-		m   protocol.Message
-		err error
-	}
-	ch := make(chan result, 1)
-	reg.broker.Publish(msg, "", func(stored protocol.Message, _ bool, err error) {
-		if err == nil {
-			reg.stored.Add(1)
-		}
-		ch <- result{stored, err}
-	})
-	select {
-	case res := <-ch:
-		if res.err != nil {
-			return protocol.Message{}, reg.storeError("append", res.err)
-		}
-		return res.m, nil
-	case <-ctx.Done():
-		return protocol.Message{}, ctx.Err()
-	}
-}
-
 // Kick puts userID out of roomID: each of its connections here leaves the
 // room with kicked, and the others see the leave (SPEC §11). A user this
 // node does not hold in the room is not_found.

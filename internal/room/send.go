@@ -83,13 +83,18 @@ func (reg *Registry) Post(ctx context.Context, roomID, name, text string) (proto
 // PostAs is Post from a known user: the HTTP API's caller with a token
 // (SPEC §10) posts as its sub.
 func (reg *Registry) PostAs(ctx context.Context, roomID string, from protocol.User, text string) (protocol.Message, error) {
-	msg := protocol.Message{
+	return reg.publishWait(ctx, protocol.Message{
 		ID:      gonanoid.Must(),
 		RoomID:  roomID,
 		From:    from,
 		Message: text,
 		TS:      time.Now().UTC().Truncate(time.Millisecond),
-	}
+	})
+}
+
+// publishWait publishes msg (not de-duplicated) and waits until it is
+// stored or ctx ends: the HTTP API and the moderation actions block so.
+func (reg *Registry) publishWait(ctx context.Context, msg protocol.Message) (protocol.Message, error) {
 	type result struct {
 		m   protocol.Message
 		err error
