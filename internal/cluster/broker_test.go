@@ -21,12 +21,17 @@ func nodes(t *testing.T, srv *redistest.Server, hs []broker.Handler) ([]*cluster
 
 // nodesWith is nodes on the key prefix prefix, for a test that reads or
 // changes the nodes' keys itself.
-func nodesWith(t *testing.T, srv *redistest.Server, prefix string, hs []broker.Handler) ([]*cluster.Broker, []*cluster.Store) {
+// opts change each store's options (a retention, say).
+func nodesWith(t *testing.T, srv *redistest.Server, prefix string, hs []broker.Handler, opts ...func(*cluster.Options)) ([]*cluster.Broker, []*cluster.Store) {
 	t.Helper()
 	var bs []*cluster.Broker
 	var sts []*cluster.Store
 	for _, h := range hs {
-		st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second})
+		o := cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second}
+		for _, f := range opts {
+			f(&o)
+		}
+		st, err := cluster.Open(context.Background(), o)
 		if err != nil {
 			t.Fatal(err)
 		}

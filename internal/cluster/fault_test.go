@@ -48,7 +48,6 @@ func publishAll(t *testing.T, b broker.Broker, room string, n int) int64 {
 // the stream.
 func TestPubSubLossIsFilled(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{Args: []string{"--client-output-buffer-limit", "pubsub 2kb 1kb 1"}})
-	admin := srv.Client()
 	recs := []*brokertest.Recorder{brokertest.NewRecorder(), brokertest.NewRecorder()}
 	bs, _ := nodes(t, srv, []broker.Handler{recs[0], recs[1]})
 	for _, b := range bs {
@@ -57,23 +56,7 @@ func TestPubSubLossIsFilled(t *testing.T) {
 		}
 	}
 	const n = 600
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := range n {
-			b := bs[i%2]
-			body := strings.Repeat("x", 200) // fills the 2 KB buffer fast
-			res := brokertest.Publish(t, b, storetest.Msg("r", fmt.Sprint(i, body)), "")
-			if res.Err != nil {
-				t.Errorf("publish %d: %v", i, res.Err)
-				return
-			}
-		}
-	})
-	for range 5 {
-		time.Sleep(20 * time.Millisecond)
-		srv.Do(admin, "CLIENT", "KILL", "TYPE", "pubsub")
-	}
-	wg.Wait()
+	publishWhileKillingPubSub(t, srv, bs, n)
 	for i, rec := range recs {
 		if got := rec.WaitFor(t, "r", n); !slices.Equal(got, span(1, n)) {
 			t.Errorf("node %d delivered %d seqs, not 1..%d in order", i, len(got), n)
@@ -189,46 +172,15 @@ func TestRedisDownAndBack(t *testing.T) {
 // messages, in order, instead of waiting for the missed ones forever.
 func TestPubSubLossInRoomThatKeepsNothing(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{Args: []string{"--client-output-buffer-limit", "pubsub 2kb 1kb 1"}})
-	admin := srv.Client()
-	prefix := redistest.Prefix(t)
 	keepNothing := store.Retention{Room: func(string) (int, time.Duration) { return 0, 0 }}
 	recs := []*brokertest.Recorder{brokertest.NewRecorder(), brokertest.NewRecorder()}
-	var bs []*cluster.Broker
-	for _, h := range recs {
-		st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second, Retention: keepNothing})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := cluster.NewBroker(st, cluster.BrokerOptions{Check: 200 * time.Millisecond})
-		b.Start(h)
-		t.Cleanup(func() { b.Close(); st.Close() })
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = b.WaitReady(ctx)
-		cancel()
-		if err != nil {
-			t.Fatalf("broker not ready: %v", err)
-		}
+	bs, _ := nodesWith(t, srv, redistest.Prefix(t), []broker.Handler{recs[0], recs[1]}, func(o *cluster.Options) { o.Retention = keepNothing })
+	for _, b := range bs {
 		if err := b.Subscribe(context.Background(), "r"); err != nil {
 			t.Fatal(err)
 		}
-		bs = append(bs, b)
 	}
-	const n = 600
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := range n {
-			res := brokertest.Publish(t, bs[i%2], storetest.Msg("r", fmt.Sprint(i, strings.Repeat("x", 200))), "")
-			if res.Err != nil {
-				t.Errorf("publish %d: %v", i, res.Err)
-				return
-			}
-		}
-	})
-	for range 5 {
-		time.Sleep(20 * time.Millisecond)
-		srv.Do(admin, "CLIENT", "KILL", "TYPE", "pubsub")
-	}
-	wg.Wait()
+	publishWhileKillingPubSub(t, srv, bs, 600)
 	// One more message, after the faults: every node must deliver it.
 	last := brokertest.Publish(t, bs[0], storetest.Msg("r", "after"), "")
 	if last.Err != nil {
@@ -245,4 +197,27 @@ func TestPubSubLossInRoomThatKeepsNothing(t *testing.T) {
 		}
 		t.Logf("node %d delivered %d of %d seqs", i, len(got), last.Msg.Seq)
 	}
+}
+
+// publishWhileKillingPubSub publishes n messages of 200+ bytes to room r
+// through bs in turn while killing every pub/sub connection five times:
+// with a 2 KB pub/sub buffer, the nodes miss messages.
+func publishWhileKillingPubSub(t *testing.T, srv *redistest.Server, bs []*cluster.Broker, n int) {
+	t.Helper()
+	admin := srv.Client()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range n {
+			res := brokertest.Publish(t, bs[i%len(bs)], storetest.Msg("r", fmt.Sprint(i, strings.Repeat("x", 200))), "")
+			if res.Err != nil {
+				t.Errorf("publish %d: %v", i, res.Err)
+				return
+			}
+		}
+	})
+	for range 5 {
+		time.Sleep(20 * time.Millisecond)
+		srv.Do(admin, "CLIENT", "KILL", "TYPE", "pubsub")
+	}
+	wg.Wait()
 }
