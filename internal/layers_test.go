@@ -37,7 +37,7 @@ var layers = map[string][]string{
 	"internal/server":          {"internal/protocol", "internal/store", "internal/broker", "internal/room", "internal/wsconn", "internal/policy", "internal/identity"},
 	"internal/client":          {"internal/protocol"},
 	"internal/client/...":      {"internal/protocol", "internal/client"},
-	"internal/chattest":        {"internal/protocol", "internal/client", "internal/store", "internal/server"}, // tests only: TestOnlyTestsImport
+	"internal/chattest":        {"internal/protocol", "internal/client", "internal/store", "internal/server", "internal/room", "internal/policy", "internal/identity"}, // tests only: TestOnlyTestsImport
 	"web":                      {},
 	"cmd/roomchat":             {"internal/protocol", "internal/client"},
 	"cmd/roomchat-bench/...":   {"internal/protocol", "internal/client", "internal/proc", "internal/chart", "cmd/roomchat-bench/..."},

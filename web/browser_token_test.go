@@ -8,12 +8,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/roomchat/roomchat/internal/identity"
+	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/identity/identitytest"
-	"github.com/roomchat/roomchat/internal/policy"
 	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/room"
-	"github.com/roomchat/roomchat/internal/server"
 )
 
 // tokenConfig turns signed identity on (SPEC §10) with a private
@@ -33,30 +30,14 @@ join = "token"
 // tokens are closed with 4001 after grace.
 func tokenServer(t *testing.T, grace time.Duration) *testServer {
 	t.Helper()
-	pc, err := policy.Parse("token.toml", []byte(tokenConfig), policy.Builtin(protocol.DefaultLimits(), 10000, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"ROOMCHAT_JWT_SECRET": identitytest.Secret}
-	v, err := identity.New(t.Context(), pc.Auth, func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close() })
-	srv := newServer(t, filepath.Join(t.TempDir(), "roomchat.db"), "127.0.0.1:0", protocol.Limits{}, func(c *server.Config) {
-		c.Verifier = func() *identity.Verifier { return v }
-		c.AuthGrace = grace
-		c.Registry = room.New(c.Store, room.Options{Policy: policy.NewSource(pc)})
-	})
+	srv := newServer(t, filepath.Join(t.TempDir(), "roomchat.db"), "127.0.0.1:0", protocol.Limits{},
+		chattest.WithConfig(t, tokenConfig, map[string]string{"ROOMCHAT_JWT_SECRET": identitytest.Secret}, grace))
 	srv.listen()
 	return srv
 }
 
 func staffToken(t *testing.T, sub string, exp time.Time) string {
-	c := identitytest.Claims(sub)
-	c["exp"] = exp.Unix()
-	c["rooms"] = map[string]any{"staff:*": "member"}
-	return identitytest.SignHS256(t, identitytest.Secret, c)
+	return identitytest.Token(t, sub, exp, map[string]any{"staff:*": "member"})
 }
 
 // TestBrowserToken: a page without a token cannot join a private room and

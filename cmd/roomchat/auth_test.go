@@ -11,12 +11,7 @@ import (
 	"time"
 
 	"github.com/roomchat/roomchat/internal/chattest"
-	"github.com/roomchat/roomchat/internal/identity"
 	"github.com/roomchat/roomchat/internal/identity/identitytest"
-	"github.com/roomchat/roomchat/internal/policy"
-	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/room"
-	"github.com/roomchat/roomchat/internal/server"
 )
 
 // authConfig turns signed identity on (SPEC §10) and makes staff a
@@ -34,10 +29,7 @@ join = "token"
 
 // staffToken is a token for sub granting every staff room, expiring at exp.
 func staffToken(t *testing.T, sub string, exp time.Time) string {
-	c := identitytest.Claims(sub)
-	c["exp"] = exp.Unix()
-	c["rooms"] = map[string]any{"staff:*": "member"}
-	return identitytest.SignHS256(t, identitytest.Secret, c)
+	return identitytest.Token(t, sub, exp, map[string]any{"staff:*": "member"})
 }
 
 // TestTokenCommands: --token and $ROOMCHAT_TOKEN reach the server on every
@@ -105,21 +97,7 @@ func TestTokenCommands(t *testing.T) {
 // 4001, tail does not reconnect with the dead token: it says why in one
 // line and exits 1. (In process, for a short grace period.)
 func TestTailStopsOnTokenExpiry(t *testing.T) {
-	pc, err := policy.Parse("auth.toml", []byte(authConfig), policy.Builtin(protocol.DefaultLimits(), 10000, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"ROOMCHAT_JWT_SECRET": identitytest.Secret}
-	v, err := identity.New(t.Context(), pc.Auth, func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close() })
-	srv := chattest.StartInProcess(t, func(c *server.Config) {
-		c.Verifier = func() *identity.Verifier { return v }
-		c.AuthGrace = 300 * time.Millisecond
-		c.Registry = room.New(c.Store, room.Options{Policy: policy.NewSource(pc)})
-	})
+	srv := chattest.StartInProcess(t, chattest.WithConfig(t, authConfig, map[string]string{"ROOMCHAT_JWT_SECRET": identitytest.Secret}, 300*time.Millisecond))
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()

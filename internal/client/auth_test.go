@@ -11,12 +11,8 @@ import (
 	"time"
 
 	"github.com/roomchat/roomchat/internal/chattest"
-	"github.com/roomchat/roomchat/internal/identity"
 	"github.com/roomchat/roomchat/internal/identity/identitytest"
-	"github.com/roomchat/roomchat/internal/policy"
 	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/room"
-	"github.com/roomchat/roomchat/internal/server"
 )
 
 // authConfig is a configuration file with signed identity on (SPEC §10)
@@ -37,21 +33,7 @@ join = "token"
 // counts its WebSocket handshakes.
 func authServer(t *testing.T, grace time.Duration) (srv *chattest.InProcess, upgrades *atomic.Int64) {
 	t.Helper()
-	pc, err := policy.Parse("auth.toml", []byte(authConfig), policy.Builtin(protocol.DefaultLimits(), 10000, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"ROOMCHAT_JWT_SECRET": identitytest.Secret}
-	v, err := identity.New(t.Context(), pc.Auth, func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close() })
-	srv = chattest.NewInProcess(t, func(c *server.Config) {
-		c.Verifier = func() *identity.Verifier { return v }
-		c.AuthGrace = grace
-		c.Registry = room.New(c.Store, room.Options{Policy: policy.NewSource(pc)})
-	})
+	srv = chattest.NewInProcess(t, chattest.WithConfig(t, authConfig, map[string]string{"ROOMCHAT_JWT_SECRET": identitytest.Secret}, grace))
 	upgrades = new(atomic.Int64)
 	srv.Serve(func(hs *httptest.Server) {
 		h := hs.Config.Handler

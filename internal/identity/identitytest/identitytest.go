@@ -92,3 +92,15 @@ func WritePublicKey(t testing.TB, dir, name string, pub any) string {
 	}
 	return path
 }
+
+// Token is an HS256 token (Secret) for sub expiring at exp, whose rooms
+// claim is rooms (pattern → role; nil: none).
+func Token(t testing.TB, sub string, exp time.Time, rooms map[string]any) string {
+	t.Helper()
+	c := Claims(sub)
+	c["exp"] = exp.Unix()
+	if rooms != nil {
+		c["rooms"] = rooms
+	}
+	return SignHS256(t, Secret, c)
+}
