@@ -104,71 +104,22 @@ func (s *Session) pump(ctx context.Context, conn *Conn, pending []Event) error {
 			return err
 		}
 		ev := Event{Envelope: env, Raw: raw}
-		switch env.Type {
-		case protocol.TypeError:
-			var pe protocol.Error
-			if decode(env, &pe) == nil && pe.Code == protocol.CodeTokenExpired {
-				if s.opts.TokenSource != nil && s.refresh(ctx, conn) {
-					continue
-				}
-				ev.TokenExpired = true
-			}
-		case protocol.TypeMsg:
-			var m protocol.Message
-			if err := decode(env, &m); err != nil {
-				return err
-			}
-			if m.RoomID == s.roomID {
-				if m.Seq <= s.lastSeq {
-					continue // already delivered
-				}
-				s.lastSeq = m.Seq
-			}
-			ev.Msg = &m
-		case protocol.TypeJoined:
-			var j protocol.Joined
-			if err := decode(env, &j); err != nil {
-				return err
-			}
-			if j.RoomID == s.roomID {
-				ev.EpochChanged = s.rejoined(&j)
-			}
-			ev.Joined = &j
-		case protocol.TypeEvent:
-			var e protocol.Event
-			if err := decode(env, &e); err != nil {
-				return err
-			}
-			ev.Event = &e
-		case protocol.TypeKicked:
-			var k protocol.Kicked
-			if err := decode(env, &k); err != nil {
-				return err
-			}
-			ev.Kicked = &k
-			if k.RoomID == s.roomID {
-				// Out of the room: rejoining would undo a kick and
-				// cannot pass a ban. The reader gets the event, then
-				// the session ends.
-				if !s.deliver(ctx, ev) {
-					return ctx.Err()
-				}
-				return &KickedError{Kicked: k}
-			}
-		case protocol.TypeMuted:
-			var m protocol.Muted
-			if err := decode(env, &m); err != nil {
-				return err
-			}
-			ev.Muted = &m
-		case protocol.TypeHistory:
-			// Only a late reply to a page request that timed out (the
-			// connection is dropped then); its messages are asked for again.
+		if skip, err := s.decodeEvent(&ev); err != nil {
+			return err
+		} else if skip {
 			continue
-		case protocol.TypeResume:
-			// A renewed token, which conn keeps (Conn.Resume) for the
-			// next reconnect; a credential, not for the caller to print.
+		}
+		if ev.TokenExpired && s.opts.TokenSource != nil && s.refresh(ctx, conn) {
 			continue
+		}
+		if k := ev.Kicked; k != nil && k.RoomID == s.roomID {
+			// Out of the room: rejoining would undo a kick and
+			// cannot pass a ban. The reader gets the event, then
+			// the session ends.
+			if !s.deliver(ctx, ev) {
+				return ctx.Err()
+			}
+			return &KickedError{Kicked: *k}
 		}
 		if ev.Msg != nil && s.epoch == "" && !asked {
 			// Before delivering, so that a caller who has seen the
@@ -186,6 +137,70 @@ func (s *Session) pump(ctx context.Context, conn *Conn, pending []Event) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// decodeEvent decodes ev's payload into its field and keeps what the
+// session tracks from it (the room's last seq, a new epoch). It reports
+// skip for an event the reader does not get (a message already
+// delivered, a late history page, a renewed token) and an error for an
+// event it cannot decode, which ends the connection.
+func (s *Session) decodeEvent(ev *Event) (skip bool, err error) {
+	env := ev.Envelope
+	switch env.Type {
+	case protocol.TypeError:
+		var pe protocol.Error
+		if decode(env, &pe) == nil && pe.Code == protocol.CodeTokenExpired {
+			ev.TokenExpired = true // pump renews the token, if it can
+		}
+	case protocol.TypeMsg:
+		var m protocol.Message
+		if err := decode(env, &m); err != nil {
+			return false, err
+		}
+		if m.RoomID == s.roomID {
+			if m.Seq <= s.lastSeq {
+				return true, nil // already delivered
+			}
+			s.lastSeq = m.Seq
+		}
+		ev.Msg = &m
+	case protocol.TypeJoined:
+		var j protocol.Joined
+		if err := decode(env, &j); err != nil {
+			return false, err
+		}
+		if j.RoomID == s.roomID {
+			ev.EpochChanged = s.rejoined(&j)
+		}
+		ev.Joined = &j
+	case protocol.TypeEvent:
+		var e protocol.Event
+		if err := decode(env, &e); err != nil {
+			return false, err
+		}
+		ev.Event = &e
+	case protocol.TypeKicked:
+		var k protocol.Kicked
+		if err := decode(env, &k); err != nil {
+			return false, err
+		}
+		ev.Kicked = &k // pump ends the session if it is from its room
+	case protocol.TypeMuted:
+		var m protocol.Muted
+		if err := decode(env, &m); err != nil {
+			return false, err
+		}
+		ev.Muted = &m
+	case protocol.TypeHistory:
+		// Only a late reply to a page request that timed out (the
+		// connection is dropped then); its messages are asked for again.
+		return true, nil
+	case protocol.TypeResume:
+		// A renewed token, which conn keeps (Conn.Resume) for the
+		// next reconnect; a credential, not for the caller to print.
+		return true, nil
+	}
+	return false, nil
 }
 
 // KickedError is why a Session ended when a moderator put its user out of

@@ -105,9 +105,22 @@ func (s *Store) write() {
 // the flushes among them.
 func (s *Store) send(batch []request, sent *[]int, execs *[]rueidis.LuaExec, down error) {
 	now := time.Now()
-	aborted := s.base.Err() != nil
 	*sent, *execs = (*sent)[:0], (*execs)[:0]
-	var first time.Time // the earliest deadline sent
+	first := s.triage(batch, sent, now, down)
+	var res []rueidis.RedisResult
+	var short error // the replicas did not all acknowledge (Options.Wait)
+	if len(*sent) > 0 {
+		res, short = s.pipeline(batch, *sent, execs, first, now)
+	}
+	s.settle(batch, *sent, res, short)
+}
+
+// triage is send's first step: it fails each Append of batch that is past
+// its deadline, or queued while Redis is taken for down or after Close's
+// context ended, and puts the index of every other Append (not a flush)
+// in sent. It returns the earliest deadline among those.
+func (s *Store) triage(batch []request, sent *[]int, now time.Time, down error) (first time.Time) {
+	aborted := s.base.Err() != nil
 	for i, r := range batch {
 		var err error
 		switch {
@@ -128,45 +141,55 @@ func (s *Store) send(batch []request, sent *[]int, execs *[]rueidis.LuaExec, dow
 		}
 		r.done(r.msg, false, unavailable(err))
 	}
-	var res []rueidis.RedisResult
-	var short error // the replicas did not all acknowledge (Options.Wait)
-	if len(*sent) > 0 {
-		// The scripts give up at cutoff, in Redis's clock; so does the
-		// wait for their answers, in ours. A healthy Redis answers in
-		// well under Timeout: past it (or past the first deadline), the
-		// batch is lost, and what it held is refused unstored.
-		cutoff := now.Add(s.timeout)
-		if first.Before(cutoff) {
-			cutoff = first
-		}
-		for _, i := range *sent {
-			*execs = append(*execs, s.publishExec(batch[i].msg, batch[i].key, cutoff, now))
-		}
-		ctx, cancel := s.callContext(time.Until(cutoff))
-		res, short = s.publishMulti(ctx, *execs, cutoff)
-		cancel()
-		if lost := lostErr(res); lost != nil && s.base.Err() == nil {
-			s.setDown(lost)
-			// Redis may still run what it was sent (a stopped process
-			// that resumes reads its socket): until cutoff has passed,
-			// its scripts would store it, so the refusals wait for that,
-			// unless nothing can have reached Redis.
-			if !unsent(lost) {
-				wait := time.NewTimer(time.Until(cutoff))
-				select {
-				case <-wait.C:
-				case <-s.base.Done():
-				}
-				wait.Stop()
+	return first
+}
+
+// pipeline is send's second step: it sends the Appends of batch at sent as
+// one pipeline of publish scripts (built in execs) and returns their
+// replies, and the replicas' shortfall (Options.Wait).
+func (s *Store) pipeline(batch []request, sent []int, execs *[]rueidis.LuaExec, first, now time.Time) ([]rueidis.RedisResult, error) {
+	// The scripts give up at cutoff, in Redis's clock; so does the
+	// wait for their answers, in ours. A healthy Redis answers in
+	// well under Timeout: past it (or past the first deadline), the
+	// batch is lost, and what it held is refused unstored.
+	cutoff := now.Add(s.timeout)
+	if first.Before(cutoff) {
+		cutoff = first
+	}
+	for _, i := range sent {
+		*execs = append(*execs, s.publishExec(batch[i].msg, batch[i].key, cutoff, now))
+	}
+	ctx, cancel := s.callContext(time.Until(cutoff))
+	res, short := s.publishMulti(ctx, *execs, cutoff)
+	cancel()
+	if lost := lostErr(res); lost != nil && s.base.Err() == nil {
+		s.setDown(lost)
+		// Redis may still run what it was sent (a stopped process
+		// that resumes reads its socket): until cutoff has passed,
+		// its scripts would store it, so the refusals wait for that,
+		// unless nothing can have reached Redis.
+		if !unsent(lost) {
+			wait := time.NewTimer(time.Until(cutoff))
+			select {
+			case <-wait.C:
+			case <-s.base.Done():
 			}
+			wait.Stop()
 		}
 	}
+	return res, short
+}
+
+// settle is send's last step: it passes the outcomes on in batch's order,
+// closing each flush and calling each sent Append's DoneFunc with its
+// reply.
+func (s *Store) settle(batch []request, sent []int, res []rueidis.RedisResult, short error) {
 	k := 0
 	for i, r := range batch {
 		switch {
 		case r.flush != nil:
 			close(r.flush)
-		case k < len(*sent) && (*sent)[k] == i:
+		case k < len(sent) && sent[k] == i:
 			stored, dup, err := parsePublish(r.msg, res[k])
 			k++
 			if err == nil && short != nil {

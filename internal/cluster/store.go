@@ -139,26 +139,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.Prefix == "" {
-		opts.Prefix = "roomchat"
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 2 * time.Second
-	}
-	if opts.AppendTimeout <= 0 {
-		opts.AppendTimeout = 5 * time.Second
-	}
-	opts.AppendTimeout = max(opts.AppendTimeout, 2*opts.Timeout)
-	if opts.QueueLimit <= 0 {
-		opts.QueueLimit = 10000
-	}
-	if opts.IdleTTL <= 0 {
-		opts.IdleTTL = 30 * 24 * time.Hour
-	}
-	opts.IdleTTL = max(opts.IdleTTL, opts.Retention.MaxAge)
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
+	opts.setDefaults()
 	copt.DisableCache = true
 	// A connection that stops answering is found within the timeout, not
 	// after TCP keepalive's minutes.
@@ -194,6 +175,31 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	go s.write()
 	go s.watchRedis()
 	return s, nil
+}
+
+// setDefaults fills the zero fields of o with their documented defaults
+// and raises AppendTimeout and IdleTTL to the floors Options describes.
+func (o *Options) setDefaults() {
+	if o.Prefix == "" {
+		o.Prefix = "roomchat"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Second
+	}
+	if o.AppendTimeout <= 0 {
+		o.AppendTimeout = 5 * time.Second
+	}
+	o.AppendTimeout = max(o.AppendTimeout, 2*o.Timeout)
+	if o.QueueLimit <= 0 {
+		o.QueueLimit = 10000
+	}
+	if o.IdleTTL <= 0 {
+		o.IdleTTL = 30 * 24 * time.Hour
+	}
+	o.IdleTTL = max(o.IdleTTL, o.Retention.MaxAge)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 }
 
 // init reads or creates the shared keys and warns about settings that
