@@ -125,23 +125,10 @@ func Dial(ctx context.Context, serverURL string, opts Options) (*Conn, error) {
 	shown := *u
 	shown.RawQuery = "" // the resume token is a credential; keep it out of errors
 
-	header := opts.Header
-	token := opts.Token
-	if opts.TokenSource != nil {
-		t, err := opts.TokenSource(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("get a token: %w", err)
-		}
-		token = t
+	header, err := authHeader(ctx, opts)
+	if err != nil {
+		return nil, err
 	}
-	if token != "" {
-		header = header.Clone()
-		if header == nil {
-			header = http.Header{}
-		}
-		header.Set("Authorization", "Bearer "+token)
-	}
-
 	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
 		HTTPClient:   opts.HTTPClient,
 		HTTPHeader:   header,
@@ -173,6 +160,29 @@ func Dial(ctx context.Context, serverURL string, opts Options) (*Conn, error) {
 	c.cancel = cancel
 	go c.readLoop(readCtx)
 	return c, nil
+}
+
+// authHeader returns opts.Header with the bearer token (Options.Token,
+// or a fresh one from Options.TokenSource) set in Authorization; the
+// caller's Header is not changed.
+func authHeader(ctx context.Context, opts Options) (http.Header, error) {
+	header := opts.Header
+	token := opts.Token
+	if opts.TokenSource != nil {
+		t, err := opts.TokenSource(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("get a token: %w", err)
+		}
+		token = t
+	}
+	if token != "" {
+		header = header.Clone()
+		if header == nil {
+			header = http.Header{}
+		}
+		header.Set("Authorization", "Bearer "+token)
+	}
+	return header, nil
 }
 
 // base64URL reports whether s is made of base64url's characters only, all
