@@ -67,7 +67,9 @@ type Panel struct {
 	BandFrom float64
 }
 
-// SVG draws the chart.
+// SVG draws the chart. It writes one document top to bottom, each panel's
+// shading, band, axes and lines in paint order over the panel's shared
+// scales, and reads best as that one sequence.
 func (c *TimeSeries) SVG() []byte {
 	const (
 		w, ph  = 720, 220

@@ -97,23 +97,8 @@ func New(ctx context.Context, a policy.Auth, getenv func(string) string) (*Verif
 			v.algs = append(v.algs, alg)
 		}
 	}
-	if slices.Contains(v.algs, "HS256") {
-		if a.JWKSURL != "" {
-			return nil, errors.New("auth: HS256 cannot be allowed with jwks_url: a JWKS publishes public keys")
-		}
-		if a.HMACSecretEnv == "" {
-			return nil, errors.New("auth: HS256 is allowed but hmac_secret_env names no environment variable")
-		}
-		for _, name := range []string{a.HMACSecretEnv, a.PreviousHMACSecretEnv} {
-			if name == "" {
-				continue
-			}
-			s := getenv(name)
-			if len(s) < minSecret {
-				return nil, fmt.Errorf("auth: environment variable %s holds %d bytes; an HMAC secret needs at least %d", name, len(s), minSecret)
-			}
-			v.hmac = append(v.hmac, []byte(s))
-		}
+	if err := v.loadHMAC(a, getenv); err != nil {
+		return nil, err
 	}
 	if err := v.loadPublicKey(a); err != nil {
 		return nil, err
@@ -154,6 +139,31 @@ func New(ctx context.Context, a policy.Auth, getenv func(string) string) (*Verif
 		v.jwks, v.cancel = kf, cancel
 	}
 	return v, nil
+}
+
+// loadHMAC reads the HMAC secrets (hmac_secret_env, then
+// previous_hmac_secret_env) when HS256 is allowed, each at least
+// minSecret bytes; HS256 and jwks_url exclude each other.
+func (v *Verifier) loadHMAC(a policy.Auth, getenv func(string) string) error {
+	if slices.Contains(v.algs, "HS256") {
+		if a.JWKSURL != "" {
+			return errors.New("auth: HS256 cannot be allowed with jwks_url: a JWKS publishes public keys")
+		}
+		if a.HMACSecretEnv == "" {
+			return errors.New("auth: HS256 is allowed but hmac_secret_env names no environment variable")
+		}
+		for _, name := range []string{a.HMACSecretEnv, a.PreviousHMACSecretEnv} {
+			if name == "" {
+				continue
+			}
+			s := getenv(name)
+			if len(s) < minSecret {
+				return fmt.Errorf("auth: environment variable %s holds %d bytes; an HMAC secret needs at least %d", name, len(s), minSecret)
+			}
+			v.hmac = append(v.hmac, []byte(s))
+		}
+	}
+	return nil
 }
 
 // loadPublicKey reads public_key_file when an asymmetric algorithm is

@@ -236,7 +236,9 @@ const (
 	maxRate        = 1_000_000
 )
 
-// apply returns base with every field rp sets replaced, checked.
+// apply returns base with every field rp sets replaced, checked. It is a
+// table, one short check a field in the order of the policy table's keys
+// (SPEC's configuration file), and reads best as one.
 func (rp rawPolicy) apply(base Policy, table string, fail failFunc) (Policy, error) {
 	p := base
 	key := func(k string) string { return table + "." + k }

@@ -33,22 +33,9 @@ func (reg *Registry) Join(ctx context.Context, u *User, c Conn, roomID, name str
 // the room's owner on this connection; a key of another room, or a
 // forged one, is forbidden). An empty key is Join.
 func (reg *Registry) JoinWithKey(ctx context.Context, u *User, c Conn, roomID, name, key string, since *int64, reqID string) error {
-	p, perr := reg.PolicyFor(roomID)
-	if perr != nil {
-		return perr
-	}
-	keyed, perr := reg.keyRole(roomID, key)
-	if perr != nil {
-		return perr
-	}
-	granted := u.grantedRole(roomID)
-	if perr := p.MayJoin(max(granted, keyed)); perr != nil {
-		return perr
-	}
-	if keyed < policy.RoleOwner {
-		if err := reg.bannedError(ctx, roomID, u.id); err != nil {
-			return err
-		}
+	p, keyed, err := reg.admit(ctx, u, roomID, key)
+	if err != nil {
+		return err
 	}
 	u.mu.Lock()
 	if name != "" && !u.fixedName {
@@ -92,6 +79,31 @@ func (reg *Registry) JoinWithKey(ctx context.Context, u *User, c Conn, roomID, n
 		reg.log.Info("join", "room", roomID, "user", u.id)
 	}
 	return nil
+}
+
+// admit is JoinWithKey's admission: the room's policy, the role key
+// grants, the join rule checked for the better of that role and the one
+// u's token grants, and, below owner, the room's bans. It returns the
+// policy and the key's role.
+func (reg *Registry) admit(ctx context.Context, u *User, roomID, key string) (*policy.Policy, policy.Role, error) {
+	p, perr := reg.PolicyFor(roomID)
+	if perr != nil {
+		return nil, 0, perr
+	}
+	keyed, perr := reg.keyRole(roomID, key)
+	if perr != nil {
+		return nil, 0, perr
+	}
+	granted := u.grantedRole(roomID)
+	if perr := p.MayJoin(max(granted, keyed)); perr != nil {
+		return nil, 0, perr
+	}
+	if keyed < policy.RoleOwner {
+		if err := reg.bannedError(ctx, roomID, u.id); err != nil {
+			return nil, 0, err
+		}
+	}
+	return p, keyed, nil
 }
 
 // enter makes u a member of roomID on connection c, or finds its

@@ -193,53 +193,60 @@ type Server struct {
 	conns    sync.WaitGroup // one per connection's serve goroutine
 }
 
+// setDefaults fills the zero fields of c with their defaults (the ones
+// Config's fields document) and wraps the Logger so that repeated lines
+// are throttled.
+func (c *Config) setDefaults() {
+	if c.Limits == (protocol.Limits{}) {
+		c.Limits = protocol.DefaultLimits()
+	}
+	c.Limits = c.Limits.WithDefaults()
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Logger = Throttled(c.Logger)
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = 1 << 20
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = 10 * time.Second
+	}
+	if c.FrameTimeout <= 0 {
+		c.FrameTimeout = 10 * time.Second
+	}
+	if c.IPConnBurst <= 0 {
+		c.IPConnBurst = 20
+	}
+	if c.IPHTTPBurst <= 0 {
+		c.IPHTTPBurst = 100
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 30 * time.Second
+	}
+	if c.HeaderTimeout <= 0 {
+		c.HeaderTimeout = min(10*time.Second, c.RequestTimeout)
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.MaxPageResponses <= 0 {
+		c.MaxPageResponses = 64
+	}
+}
+
 // New returns a Server. It does no I/O and starts nothing: mount it with
 // an http.Server and call Shutdown to stop it.
 func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("server: Config.Store is required")
 	}
-	if cfg.Limits == (protocol.Limits{}) {
-		cfg.Limits = protocol.DefaultLimits()
-	}
-	cfg.Limits = cfg.Limits.WithDefaults()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	cfg.Logger = Throttled(cfg.Logger)
-	if cfg.MaxQueue <= 0 {
-		cfg.MaxQueue = 1 << 20
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 10 * time.Second
-	}
-	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = 25 * time.Second
-	}
-	if cfg.PingTimeout <= 0 {
-		cfg.PingTimeout = 10 * time.Second
-	}
-	if cfg.FrameTimeout <= 0 {
-		cfg.FrameTimeout = 10 * time.Second
-	}
-	if cfg.IPConnBurst <= 0 {
-		cfg.IPConnBurst = 20
-	}
-	if cfg.IPHTTPBurst <= 0 {
-		cfg.IPHTTPBurst = 100
-	}
-	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = 30 * time.Second
-	}
-	if cfg.HeaderTimeout <= 0 {
-		cfg.HeaderTimeout = min(10*time.Second, cfg.RequestTimeout)
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = 60 * time.Second
-	}
-	if cfg.MaxPageResponses <= 0 {
-		cfg.MaxPageResponses = 64
-	}
+	cfg.setDefaults()
 	hosts, err := allowedHosts(cfg)
 	if err != nil {
 		return nil, err

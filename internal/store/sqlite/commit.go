@@ -306,7 +306,13 @@ func (c *committer) commit() {
 		}
 		c.s.health.record(herr, c.s.opts.now(), probe)
 	}
+	c.reply(err)
+	clear(c.batch) // drop references to messages and callbacks
+}
 
+// reply is commit's last step: it answers every request of the batch in
+// batch order, with err if the transaction failed, else with its result.
+func (c *committer) reply(err error) {
 	for i, r := range c.batch {
 		if r.probe {
 			continue
@@ -341,7 +347,6 @@ func (c *committer) commit() {
 		}
 		r.done(res.msg, res.dup, nil)
 	}
-	clear(c.batch) // drop references to messages and callbacks
 }
 
 // write runs the batch's transaction. It fills c.results (one per request)
@@ -360,7 +365,11 @@ func (c *committer) write(now time.Time) (touched []*roomState, created []string
 	return touched, created, err
 }
 
-// writeTx is write's work inside the transaction.
+// writeTx is write's work inside the transaction. Its loop stays in one
+// piece because it is one ordered pass over the batch that shares its
+// state (the batch's keys, the rooms seen, touched and created) from one
+// request to the next: split, that state would travel through every call
+// on the commit path.
 func (c *committer) writeTx(now time.Time) (touched []*roomState, created []string, err error) {
 	ctx := context.Background() // bounded by busy_timeout, not by a caller
 	nowMs := now.UnixMilli()

@@ -82,7 +82,34 @@ func migrate(ctx context.Context, db *sql.DB, nowMs int64, random io.Reader) (fr
 	}
 	defer tx.Rollback()
 
-	var appID, version, objects int
+	version, err := identify(ctx, tx, len(ms))
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range ms[version:] {
+		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			return 0, fmt.Errorf("migration %s: %w", m.name, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(ms))); err != nil {
+		return 0, err
+	}
+	if err := ensureTokenKey(ctx, tx, random); err != nil {
+		return 0, err
+	}
+	// Always write, so that a read-only file fails here, at Open, rather
+	// than at the first Append.
+	if _, err := tx.ExecContext(ctx, "INSERT INTO meta (key, value) VALUES ('opened_ms', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", strconv.FormatInt(nowMs, 10)); err != nil {
+		return 0, err
+	}
+	return version, tx.Commit()
+}
+
+// identify is migrate's check of the file: empty (it is then marked as
+// roomchat's), or roomchat's with a schema no newer than newest. It
+// returns the file's schema version.
+func identify(ctx context.Context, tx *sql.Tx, newest int) (version int, err error) {
+	var appID, objects int
 	if err := tx.QueryRowContext(ctx, "PRAGMA application_id").Scan(&appID); err != nil {
 		return 0, err
 	}
@@ -100,8 +127,8 @@ func migrate(ctx context.Context, db *sql.DB, nowMs int64, random io.Reader) (fr
 		}
 	case appID != applicationID:
 		return 0, fmt.Errorf("%w: SQLite file of another application (application_id %#x, %d schema objects)", ErrNotRoomchat, appID, objects)
-	case version > len(ms):
-		return 0, fmt.Errorf("%w: schema version %d is newer than this roomchat's %d", ErrNotRoomchat, version, len(ms))
+	case version > newest:
+		return 0, fmt.Errorf("%w: schema version %d is newer than this roomchat's %d", ErrNotRoomchat, version, newest)
 	case version > 0:
 		var app string
 		err := tx.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'application'").Scan(&app)
@@ -109,31 +136,24 @@ func migrate(ctx context.Context, db *sql.DB, nowMs int64, random io.Reader) (fr
 			return 0, fmt.Errorf("%w: roomchat marker missing from table meta (%v)", ErrNotRoomchat, err)
 		}
 	}
-	for _, m := range ms[version:] {
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-			return 0, fmt.Errorf("migration %s: %w", m.name, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(ms))); err != nil {
-		return 0, err
-	}
+	return version, nil
+}
+
+// ensureTokenKey gives the file a token key of tokenKeySize bytes read
+// from random, unless it has one.
+func ensureTokenKey(ctx context.Context, tx *sql.Tx, random io.Reader) error {
 	var haveKey bool
 	if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM meta WHERE key = 'token_key')").Scan(&haveKey); err != nil {
-		return 0, err
+		return err
 	}
 	if !haveKey {
 		key := make([]byte, tokenKeySize)
 		if _, err := io.ReadFull(random, key); err != nil {
-			return 0, fmt.Errorf("token key: %w", err)
+			return fmt.Errorf("token key: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, "INSERT INTO meta (key, value) VALUES ('token_key', ?)", hex.EncodeToString(key)); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	// Always write, so that a read-only file fails here, at Open, rather
-	// than at the first Append.
-	if _, err := tx.ExecContext(ctx, "INSERT INTO meta (key, value) VALUES ('opened_ms', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", strconv.FormatInt(nowMs, 10)); err != nil {
-		return 0, err
-	}
-	return version, tx.Commit()
+	return nil
 }

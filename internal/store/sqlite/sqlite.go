@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -13,7 +12,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -200,6 +198,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// open is Open without the path in its errors: it checks the options and
+// the file, takes the lock, and opens the writer, the readers and the
+// checkpointer in that order, closing what it opened if a step fails.
+// The sequence stays in one function because its order is the point:
+// the lock before the file check, the file made private before SQLite
+// opens it, the writer (which migrates) before the readers.
 func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	switch opts.Synchronous = strings.ToUpper(opts.Synchronous); opts.Synchronous {
@@ -245,6 +249,34 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := createPrivate(real); err != nil {
 		return nil, err
 	}
+	if err := s.openWriter(ctx, real); err != nil {
+		return nil, err
+	}
+	if err := s.openReaders(ctx); err != nil {
+		return nil, err
+	}
+	s.ckdb, err = sql.Open("sqlite", dsn(abs, opts.BusyTimeout, "_pragma=synchronous("+opts.Synchronous+")"))
+	if err != nil {
+		return nil, err
+	}
+	s.ckdb.SetMaxOpenConns(1)
+	if err := s.c.init(ctx, s); err != nil {
+		return nil, err
+	}
+	ok = true
+	s.health.at = opts.now() // migrate committed a write
+	s.stopCheckpoints = make(chan struct{})
+	s.wg.Go(s.c.run)
+	s.wg.Go(s.checkpointLoop)
+	return s, nil
+}
+
+// openWriter is open's writer step: it opens the one write connection,
+// migrates the schema, makes the files private, records the start and
+// reads the store's identity (epoch, token key). real is the database's
+// path with links resolved.
+func (s *Store) openWriter(ctx context.Context, real string) error {
+	opts := s.opts
 	// The writer: one connection, every transaction BEGIN IMMEDIATE so
 	// that it takes the write lock up front (no deadlock-prone upgrade).
 	// synchronous=FULL fsyncs the WAL at every commit: see docs/storage.md.
@@ -255,16 +287,17 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	// overwrites what a redaction (SPEC §11: the text is gone from the
 	// store, not hidden), a clear or retention removes, so that it cannot
 	// be read back from the file's free space.
-	s.wdb, err = sql.Open("sqlite", dsn(abs, opts.BusyTimeout,
+	var err error
+	s.wdb, err = sql.Open("sqlite", dsn(s.path, opts.BusyTimeout,
 		"_txlock=immediate&_pragma=synchronous("+opts.Synchronous+")&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(0)&_pragma=secure_delete(ON)"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.wdb.SetMaxOpenConns(1)
 	s.wdb.SetMaxIdleConns(1)
 	s.wdb.SetConnMaxLifetime(0)
 	if _, err := migrate(ctx, s.wdb, opts.now().UnixMilli(), opts.rand); err != nil {
-		return nil, err
+		return err
 	}
 	// The file is roomchat's: make it, and the -wal and -shm that SQLite
 	// has made beside it, private if they were not (a file from before
@@ -277,33 +310,50 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 	boot := opts.bootID()
 	last, rotated, err := markOpen(ctx, s.wdb, boot, opts.Synchronous, opts.rand)
 	if err != nil {
-		return nil, fmt.Errorf("record the start: %w", err)
+		return fmt.Errorf("record the start: %w", err)
 	}
 	if last.machineStopped(boot) {
 		opts.Logger.Warn("store: the machine stopped while the database was open with synchronous=NORMAL, so the last acked messages may be lost; every room starts a new epoch and clients start its history over",
-			"path", abs, "rooms", rotated, "last_boot_id", last.bootID)
+			"path", s.path, "rooms", rotated, "last_boot_id", last.bootID)
 	}
+	if err := s.readIdentity(ctx); err != nil {
+		return err
+	}
+	if s.wconn, err = s.wdb.Conn(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// readIdentity reads the store's epoch and token key from meta on the
+// writer, and checks that the database is in WAL mode.
+func (s *Store) readIdentity(ctx context.Context) error {
 	var keyHex string
 	if err := s.wdb.QueryRowContext(ctx, "SELECT (SELECT value FROM meta WHERE key = 'epoch'), (SELECT value FROM meta WHERE key = 'token_key')").Scan(&s.epoch, &keyHex); err != nil {
-		return nil, fmt.Errorf("read identity: %w", err)
+		return fmt.Errorf("read identity: %w", err)
 	}
+	var err error
 	if s.key, err = hex.DecodeString(keyHex); err != nil || len(s.key) < tokenKeySize || s.epoch == "" {
-		return nil, fmt.Errorf("%w: meta holds no valid epoch or token key", ErrNotRoomchat)
+		return fmt.Errorf("%w: meta holds no valid epoch or token key", ErrNotRoomchat)
 	}
 	var mode string
 	if err := s.wdb.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return nil, err
+		return err
 	}
 	if !strings.EqualFold(mode, "wal") {
-		return nil, fmt.Errorf("journal mode is %q, want wal", mode)
+		return fmt.Errorf("journal mode is %q, want wal", mode)
 	}
-	if s.wconn, err = s.wdb.Conn(ctx); err != nil {
-		return nil, err
-	}
+	return nil
+}
 
-	s.rdb, err = sql.Open("sqlite", dsn(abs, opts.BusyTimeout, "_pragma=query_only(1)"))
+// openReaders is open's reader step: the read-only connections and the
+// statements prepared on them.
+func (s *Store) openReaders(ctx context.Context) error {
+	opts := s.opts
+	var err error
+	s.rdb, err = sql.Open("sqlite", dsn(s.path, opts.BusyTimeout, "_pragma=query_only(1)"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.rdb.SetMaxOpenConns(opts.ReadConns)
 	s.rdb.SetMaxIdleConns(opts.ReadConns)
@@ -320,23 +370,10 @@ func open(ctx context.Context, path string, opts Options) (*Store, error) {
 		{&s.postRule, postRuleSQL},
 	} {
 		if *p.stmt, err = s.rdb.PrepareContext(ctx, p.sql); err != nil {
-			return nil, fmt.Errorf("prepare %q: %w", p.sql, err)
+			return fmt.Errorf("prepare %q: %w", p.sql, err)
 		}
 	}
-	s.ckdb, err = sql.Open("sqlite", dsn(abs, opts.BusyTimeout, "_pragma=synchronous("+opts.Synchronous+")"))
-	if err != nil {
-		return nil, err
-	}
-	s.ckdb.SetMaxOpenConns(1)
-	if err := s.c.init(ctx, s); err != nil {
-		return nil, err
-	}
-	ok = true
-	s.health.at = opts.now() // migrate committed a write
-	s.stopCheckpoints = make(chan struct{})
-	s.wg.Go(s.c.run)
-	s.wg.Go(s.checkpointLoop)
-	return s, nil
+	return nil
 }
 
 // checkpointInterval is how often checkpointLoop copies the WAL into the
@@ -364,131 +401,6 @@ func (s *Store) checkpointLoop() {
 		_, err := s.ckdb.Exec("PRAGMA wal_checkpoint(PASSIVE)")
 		fl.observe(err)
 	}
-}
-
-// privateMode is the mode of the database's files: history and the token
-// key are for the user that runs roomchat only.
-const privateMode = 0o600
-
-// createPrivate creates the database file at path, empty and privateMode,
-// if nothing is there, so that SQLite opens a file with that mode instead
-// of creating one with its default (0644 less the umask). SQLite gives the
-// -wal and -shm files it creates the database file's mode, also
-// regardless of the umask.
-func createPrivate(path string) error {
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, privateMode)
-	if errors.Is(err, os.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Chmod(privateMode) // the umask may have taken bits of privateMode
-}
-
-// narrowModes takes the group's and others' permissions off those of paths
-// that exist and have any. It does not follow a -wal or -shm that is a
-// symbolic link (SQLite refuses those anyway).
-func narrowModes(paths ...string) error {
-	var errs []error
-	for _, p := range paths {
-		fi, err := os.Stat(p)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err == nil && fi.Mode().Perm()&0o077 != 0 {
-			err = os.Chmod(p, fi.Mode().Perm()&^0o077)
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// resolve returns the path of the file that path (absolute) names, its
-// symbolic links followed; for a file that does not exist yet, its
-// directory's links. SQLite resolves a database's path the same way and
-// keeps its -wal and -shm beside the file the path resolves to.
-func resolve(path string) (string, error) {
-	real, err := filepath.EvalSymlinks(path)
-	if errors.Is(err, os.ErrNotExist) {
-		var dir string
-		if dir, err = filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
-			real = filepath.Join(dir, filepath.Base(path))
-		}
-	}
-	return real, err
-}
-
-// checkFile refuses an existing path that is not a regular file or whose
-// header is not SQLite's, with a clearer message than SQLite's own.
-func checkFile(path string) error {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: not a regular file (%s)", ErrNotRoomchat, fi.Mode())
-	}
-	if fi.Size() == 0 {
-		return nil // SQLite treats an empty file as an empty database
-	}
-	head := make([]byte, len(sqliteMagic))
-	if _, err := io.ReadFull(f, head); err != nil || !bytes.Equal(head, sqliteMagic) {
-		return fmt.Errorf("%w: not an SQLite database file", ErrNotRoomchat)
-	}
-	return nil
-}
-
-// dsn returns the modernc.org/sqlite data source name for path, with WAL
-// mode and the busy timeout set on every new connection.
-func dsn(path string, busy time.Duration, extra string) string {
-	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-	return fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&%s",
-		esc, busy.Milliseconds(), extra)
-}
-
-// readSQL selects a room's messages with After < seq < Before, honouring
-// retention at read time: nothing at or below last_seq - MaxMessages,
-// nothing older than the MaxAge cut-off, whether or not the background trim
-// has deleted it yet. The room's row and its messages are read in one
-// statement, so from one snapshot.
-func readSQL(order string) string {
-	return `SELECT m.seq, m.id, m.user_id, m.name, m.body, m.ts, m.redacts, m.redacted_seq, m.redacted_by, m.redacted_name
-FROM rooms r CROSS JOIN messages m
-WHERE r.room_id = ?1 AND m.room = r.id
-  AND m.seq > max(?2, r.last_seq - ?3) AND m.seq < ?4 AND m.ts >= ?5
-ORDER BY m.seq ` + order + ` LIMIT ?6`
-}
-
-// roomInfoSQL reads a room's last seq, epoch and oldest retained seq.
-const roomInfoSQL = `SELECT r.last_seq, r.epoch,
-  (SELECT min(m.seq) FROM messages m
-   WHERE m.room = r.id AND m.seq > r.last_seq - ?2 AND m.ts >= ?3)
-FROM rooms r WHERE r.room_id = ?1`
-
-// redaction is what the redacted_* columns of a message hold.
-type redaction struct {
-	seq      sql.NullInt64
-	by, name sql.NullString
-}
-
-// get returns the message's Redacted: nil while it is not redacted.
-func (r redaction) get() *protocol.Redaction {
-	if !r.seq.Valid {
-		return nil
-	}
-	return &protocol.Redaction{By: protocol.User{UserID: r.by.String, Name: r.name.String}, Seq: r.seq.Int64}
 }
 
 // retention returns room roomID's retention: the most messages kept and
@@ -528,45 +440,6 @@ func (s *Store) Append(m protocol.Message, key string, done store.DoneFunc) {
 	default:
 		done(m, false, unavailable(errors.New("append queue full")))
 	}
-}
-
-// Messages implements store.Store. It reads from its own connection pool
-// and does not wait for the committer; it sees committed messages only.
-func (s *Store) Messages(ctx context.Context, roomID string, q store.Query) ([]protocol.Message, error) {
-	if s.isClosed() {
-		return nil, unavailable(store.ErrClosed)
-	}
-	return s.messages(ctx, nil, roomID, q)
-}
-
-// Room implements store.Store, from committed data.
-func (s *Store) Room(ctx context.Context, roomID string) (store.RoomInfo, error) {
-	if s.isClosed() {
-		return store.RoomInfo{}, unavailable(store.ErrClosed)
-	}
-	return s.room(ctx, nil, roomID)
-}
-
-// Page implements store.Store: both reads run in one read transaction,
-// which in WAL mode sees one snapshot of the file.
-func (s *Store) Page(ctx context.Context, roomID string, q store.Query) (store.RoomInfo, []protocol.Message, error) {
-	if s.isClosed() {
-		return store.RoomInfo{}, nil, unavailable(store.ErrClosed)
-	}
-	tx, err := s.rdb.BeginTx(ctx, nil)
-	if err != nil {
-		return store.RoomInfo{}, nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
-	}
-	defer tx.Rollback() // read-only: nothing to commit
-	info, err := s.room(ctx, tx, roomID)
-	if err != nil {
-		return store.RoomInfo{}, nil, err
-	}
-	msgs, err := s.messages(ctx, tx, roomID, q)
-	if err != nil {
-		return store.RoomInfo{}, nil, err
-	}
-	return info, msgs, nil
 }
 
 // Clear implements store.Store: the committer deletes the room's messages
@@ -619,90 +492,6 @@ func (s *Store) Flush(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// stmt returns st, bound to tx when tx is not nil.
-func stmt(ctx context.Context, tx *sql.Tx, st *sql.Stmt) *sql.Stmt {
-	if tx == nil {
-		return st
-	}
-	return tx.StmtContext(ctx, st)
-}
-
-func (s *Store) messages(ctx context.Context, tx *sql.Tx, roomID string, q store.Query) ([]protocol.Message, error) {
-	before := q.Before
-	if before <= 0 {
-		before = math.MaxInt64
-	}
-	limit := int64(q.Limit)
-	if limit <= 0 {
-		limit = -1
-	}
-	keep, cutoff := s.retention(roomID)
-	if keep == 0 {
-		return nil, nil // the room keeps no message
-	}
-	desc := q.Newest && limit > 0
-	st := s.readAsc
-	if desc {
-		st = s.readDesc
-	}
-	rows, err := stmt(ctx, tx, st).QueryContext(ctx, roomID, q.After, keep, before, cutoff, limit)
-	if err != nil {
-		return nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
-	}
-	defer rows.Close()
-	var out []protocol.Message
-	size := 0
-	for rows.Next() {
-		m := protocol.Message{RoomID: roomID}
-		var ts int64
-		var red redaction
-		if err := rows.Scan(&m.Seq, &m.ID, &m.From.UserID, &m.From.Name, &m.Message, &ts, &m.Redacts, &red.seq, &red.by, &red.name); err != nil {
-			return nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
-		}
-		m.TS = time.UnixMilli(ts).UTC()
-		m.Redacted = red.get()
-		out = append(out, m)
-		if size += len(m.Message); q.Full(size) {
-			break // closing rows stops SQLite stepping further
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
-	}
-	if desc {
-		slices.Reverse(out)
-	}
-	return out, nil
-}
-
-func (s *Store) room(ctx context.Context, tx *sql.Tx, roomID string) (store.RoomInfo, error) {
-	var ri store.RoomInfo
-	var first sql.NullInt64
-	keep, cutoff := s.retention(roomID)
-	err := stmt(ctx, tx, s.roomInfo).QueryRowContext(ctx, roomID, keep, cutoff).Scan(&ri.LastSeq, &ri.Epoch, &first)
-	if errors.Is(err, sql.ErrNoRows) {
-		// No message yet: the first one will start in the store's epoch.
-		return store.RoomInfo{Epoch: s.epoch}, nil
-	}
-	if err != nil {
-		return store.RoomInfo{}, unavailable(fmt.Errorf("read room %q: %w", roomID, err))
-	}
-	if ri.LastSeq == 0 {
-		// A room row without messages (created by a batch whose only
-		// message for it was a duplicate) has no history yet.
-		return store.RoomInfo{Epoch: ri.Epoch}, nil
-	}
-	switch {
-	case keep == 0:
-		// The room keeps nothing, so nothing is truncated.
-	case first.Valid:
-		ri.FirstSeq = first.Int64
-	default:
-		ri.FirstSeq = ri.LastSeq + 1
-	}
-	return ri, nil
 }
 
 // Close stops accepting Appends (later ones fail with store.ErrClosed),

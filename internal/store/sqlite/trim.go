@@ -186,26 +186,8 @@ func (t *trimmer) work(ctx context.Context, now time.Time) (more bool, cursor in
 	}
 	cursor = t.cursor
 	if cursor >= 0 {
-		rows, err := t.roomPage.QueryContext(ctx, cursor, trimRooms)
+		page, err := t.readPage(ctx, cursor)
 		if err != nil {
-			return false, 0, nil, err
-		}
-		type room struct {
-			id     int64
-			roomID string
-			last   int64
-		}
-		var page []room
-		for rows.Next() {
-			var r room
-			if err := rows.Scan(&r.id, &r.roomID, &r.last); err != nil {
-				rows.Close()
-				return false, 0, nil, err
-			}
-			page = append(page, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return false, 0, nil, err
 		}
 		for _, r := range page {
@@ -224,6 +206,36 @@ func (t *trimmer) work(ctx context.Context, now time.Time) (more bool, cursor in
 		}
 	}
 	return more, cursor, cleaned, nil
+}
+
+// pageRoom is a room of the full pass's page (readPage).
+type pageRoom struct {
+	id     int64
+	roomID string
+	last   int64
+}
+
+// readPage reads the full pass's next page: up to trimRooms rooms after
+// cursor, in id order.
+func (t *trimmer) readPage(ctx context.Context, cursor int64) ([]pageRoom, error) {
+	rows, err := t.roomPage.QueryContext(ctx, cursor, trimRooms)
+	if err != nil {
+		return nil, err
+	}
+	var page []pageRoom
+	for rows.Next() {
+		var r pageRoom
+		if err := rows.Scan(&r.id, &r.roomID, &r.last); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		page = append(page, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return page, nil
 }
 
 // room deletes, oldest first and at most trimChunk of them, the messages of
