@@ -73,6 +73,9 @@ const heapMetric = "go_memstats_heap_inuse_bytes"
 // gcMetric counts completed GC cycles (client_golang's summary count).
 const gcMetric = "go_gc_duration_seconds_count"
 
+// runChurn checks cfg, samples the server's start (baseline), runs the
+// cycles (churnCycles), then waits for the server to return to its start
+// (settle).
 func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, error) {
 	res := report.Churn{Kind: "churn", Target: t.name()}
 	if cfg.Cycles < 1 || cfg.Cycles > 10_000_000 || cfg.Par < 1 || cfg.Par > 1000 {
@@ -85,54 +88,17 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, er
 		return res, errors.New("churn measures one server: give -server one URL")
 	}
 	m := &churnMetrics{url: t.httpURL(0, "/metrics")}
-
-	// Baseline: the goroutine count unchanged over three samples, at most 10 s.
-	var g0, h0 float64
-	prev, same := -1.0, 0
-	for i := 0; i < 20 && same < 2; i++ {
-		g, h, err := m.sample(ctx)
-		if err != nil {
-			return res, fmt.Errorf("before: %w", err)
-		}
-		if g == prev {
-			same++
-		} else {
-			same = 0
-		}
-		prev, g0, h0 = g, g, h
-		if same < 2 {
-			sleepUntil(ctx, time.Now().Add(500*time.Millisecond))
-		}
+	g0, h0, err := m.baseline(ctx)
+	if err != nil {
+		return res, fmt.Errorf("before: %w", err)
 	}
 	res.GoBefore, res.HeapBefore = g0, h0
 
 	churnCycles(ctx, t, cfg, m, &res)
 
-	// After: poll until both are back within slack, at most Settle.
-	s0 := time.Now()
-	gc0 := -1.0
-	okG := func(g float64) bool { return g <= g0+float64(cfg.Slack) }
-	okH := func(h float64) bool { return h <= h0*(1+cfg.HeapSlack)+(1<<20) }
-	for {
-		g, h, err := m.sample(ctx)
-		if err != nil {
-			return res, fmt.Errorf("after: %w", err)
-		}
-		res.GoAfter, res.HeapAfter = g, h
-		if gc0 < 0 {
-			gc0 = m.last[gcMetric]
-		}
-		res.GCs = m.last[gcMetric] - gc0
-		if okG(g) && okH(h) {
-			res.Returned = true
-			break
-		}
-		if time.Since(s0) >= cfg.Settle || ctx.Err() != nil {
-			break
-		}
-		sleepUntil(ctx, time.Now().Add(time.Second))
+	if err := m.settle(ctx, cfg, &res); err != nil {
+		return res, fmt.Errorf("after: %w", err)
 	}
-	res.SettleS = round3(time.Since(s0).Seconds())
 	for _, k := range []string{"roomchat_connections", "roomchat_rooms"} {
 		if v, ok := m.last[k]; ok {
 			if res.Gauges == nil {
@@ -149,6 +115,62 @@ func runChurn(ctx context.Context, t *target, cfg churnConfig) (report.Churn, er
 		return res, fmt.Errorf("no cycle completed: %s", res.FirstError)
 	}
 	return res, ctx.Err()
+}
+
+// baseline samples the server until its goroutine count is unchanged over
+// three samples half a second apart (at most 20 samples, 10 s), and
+// returns the last goroutines and heap in use.
+func (m *churnMetrics) baseline(ctx context.Context) (g0, h0 float64, err error) {
+	prev, same := -1.0, 0
+	for i := 0; i < 20 && same < 2; i++ {
+		g, h, err := m.sample(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		if g == prev {
+			same++
+		} else {
+			same = 0
+		}
+		prev, g0, h0 = g, g, h
+		if same < 2 {
+			sleepUntil(ctx, time.Now().Add(500*time.Millisecond))
+		}
+	}
+	return g0, h0, nil
+}
+
+// settle polls the server once a second, at most cfg.Settle, until its
+// goroutines and heap are back within slack of res's start, recording in
+// res the last sample, the GCs meanwhile, whether it returned and how long
+// it took.
+func (m *churnMetrics) settle(ctx context.Context, cfg churnConfig, res *report.Churn) error {
+	g0, h0 := res.GoBefore, res.HeapBefore
+	s0 := time.Now()
+	gc0 := -1.0
+	okG := func(g float64) bool { return g <= g0+float64(cfg.Slack) }
+	okH := func(h float64) bool { return h <= h0*(1+cfg.HeapSlack)+(1<<20) }
+	for {
+		g, h, err := m.sample(ctx)
+		if err != nil {
+			return err
+		}
+		res.GoAfter, res.HeapAfter = g, h
+		if gc0 < 0 {
+			gc0 = m.last[gcMetric]
+		}
+		res.GCs = m.last[gcMetric] - gc0
+		if okG(g) && okH(h) {
+			res.Returned = true
+			break
+		}
+		if time.Since(s0) >= cfg.Settle || ctx.Err() != nil {
+			break
+		}
+		sleepUntil(ctx, time.Now().Add(time.Second))
+	}
+	res.SettleS = round3(time.Since(s0).Seconds())
+	return nil
 }
 
 // churnMetrics samples the churned server's /metrics.
@@ -208,27 +230,9 @@ func churnCycles(ctx context.Context, t *target, cfg churnConfig, m *churnMetric
 			}
 		})
 	}
-	// Watch the server's peak while cycling (bounded by the cycling
-	// itself); the only sampler meanwhile.
-	stop := make(chan struct{})
-	var watcher sync.WaitGroup
-	watcher.Go(func() {
-		tk := time.NewTicker(time.Second)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				if g, h, err := m.sample(ctx); err == nil {
-					res.GoPeak, res.HeapPeak = math.Max(res.GoPeak, g), math.Max(res.HeapPeak, h)
-				}
-			}
-		}
-	})
+	stopWatching := m.watchPeak(ctx, res)
 	wg.Wait()
-	close(stop)
-	watcher.Wait()
+	stopWatching()
 	el := time.Since(t0)
 	done := min(next.Load(), int64(cfg.Cycles))
 	res.Cycles = done - failed.Load()
@@ -238,6 +242,32 @@ func churnCycles(ctx context.Context, t *target, cfg churnConfig, m *churnMetric
 	}
 	res.Seconds = round3(el.Seconds())
 	res.Rate = round1(float64(res.Cycles) / el.Seconds())
+}
+
+// watchPeak samples the server once a second, keeping the peak goroutines
+// and heap in use in res, until the returned stop is called; stop waits for
+// the sampler. It is the only sampler meanwhile: call it while cycling.
+func (m *churnMetrics) watchPeak(ctx context.Context, res *report.Churn) (stop func()) {
+	done := make(chan struct{})
+	var watcher sync.WaitGroup
+	watcher.Go(func() {
+		tk := time.NewTicker(time.Second)
+		defer tk.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tk.C:
+				if g, h, err := m.sample(ctx); err == nil {
+					res.GoPeak, res.HeapPeak = math.Max(res.GoPeak, g), math.Max(res.HeapPeak, h)
+				}
+			}
+		}
+	})
+	return func() {
+		close(done)
+		watcher.Wait()
+	}
 }
 
 // churnCycle is one connect → join → leave → close (roomchat) or connect

@@ -186,8 +186,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 	}
 	r := &fanoutRun{cfg: cfg, t: t, runID: randID()}
 	d := newDialer(n)
-	gen := 0
-	if err := r.setup(ctx, d, gen); err != nil {
+	if err := r.setup(ctx, d, 0); err != nil {
 		return report.Fanout{}, err
 	}
 	defer r.teardown()
@@ -197,9 +196,36 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 		emit(res)
 		return res, ctx.Err()
 	}
+	best, err := r.findMax(ctx, d, emit)
+	if err != nil {
+		return report.Fanout{}, err
+	}
+	sum := report.Fanout{Kind: "fanout-max", Target: t.name(), Scenario: cfg.Label,
+		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders}
+	if len(t.nodes) > 1 {
+		sum.Nodes = len(t.nodes)
+	}
+	if best != nil {
+		sum = *best
+		sum.Kind, sum.Step = "fanout-max", 0
+		sum.MaxDelivered = best.Delivered
+	} else {
+		sum.Why = "no step passed"
+	}
+	emit(sum)
+	return sum, ctx.Err()
+}
 
-	// find-max: multiply the rate by Step while windows pass, then bisect
-	// between the last pass and the first failure Refine times.
+// findMax runs the rising series of windows of -find-max: it multiplies
+// the rate by Step while windows pass, then bisects between the last pass
+// and the first failure Refine times. A failed window is run again (the
+// Confirm and RetryNoisy tries) before it counts; after disconnects every
+// member is reconnected to fresh rooms with d. emit gets every window; the
+// result is the passing window with the most deliveries/s, nil if none
+// passed. An error is a failed reconnect.
+func (r *fanoutRun) findMax(ctx context.Context, d *dialer, emit func(any)) (*report.Fanout, error) {
+	cfg := r.cfg
+	gen := 0
 	var best *report.Fanout
 	lo, hi := 0.0, 0.0 // last passing and first failing per-sender rates
 	rate := cfg.Rate
@@ -207,11 +233,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 	for step := 1; step <= cfg.MaxSteps && ctx.Err() == nil; step++ {
 		res := r.runRound(ctx, rate, step)
 		emit(res)
-		tries := cfg.Confirm
-		if res.OtherCPU > noisyCores {
-			tries += cfg.RetryNoisy // someone else's burst, probably
-		}
-		if !res.Pass && retried < tries && res.Disconnects == 0 {
+		if !res.Pass && retried < r.tries(res) && res.Disconnects == 0 {
 			// Let the stall or the burst pass, and try again.
 			retried++
 			sleepUntil(ctx, time.Now().Add(min(cfg.Drain, 3*time.Second)))
@@ -232,7 +254,7 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 			r.teardown()
 			gen++
 			if err := r.setup(ctx, d, gen); err != nil {
-				return report.Fanout{}, err
+				return nil, err
 			}
 		} else if !res.Pass {
 			// Let a backlog behind a failing step clear before the next.
@@ -256,20 +278,18 @@ func runFanout(ctx context.Context, t *target, cfg fanoutConfig, emit func(any))
 		refined++
 		rate = (lo + hi) / 2
 	}
-	sum := report.Fanout{Kind: "fanout-max", Target: t.name(), Scenario: cfg.Label,
-		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders}
-	if len(t.nodes) > 1 {
-		sum.Nodes = len(t.nodes)
+	return best, nil
+}
+
+// tries is how often find-max runs a window that failed like res again
+// before it counts: Confirm times, and RetryNoisy more when other
+// processes were busy during it.
+func (r *fanoutRun) tries(res report.Fanout) int {
+	tries := r.cfg.Confirm
+	if res.OtherCPU > noisyCores {
+		tries += r.cfg.RetryNoisy // someone else's burst, probably
 	}
-	if best != nil {
-		sum = *best
-		sum.Kind, sum.Step = "fanout-max", 0
-		sum.MaxDelivered = best.Delivered
-	} else {
-		sum.Why = "no step passed"
-	}
-	emit(sum)
-	return sum, ctx.Err()
+	return tries
 }
 
 // compare is rc's figure over bl's, measured in the same run: max

@@ -29,6 +29,8 @@ type round struct {
 	measured atomic.Int64 // measured deliveries received (any time)
 	lat      hist
 	sent     atomic.Int64 // measured messages written
+
+	errs0, disc0 int64 // the run's error events and disconnects when the round began
 }
 
 type fanoutRun struct {
@@ -111,28 +113,14 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report
 	quiet := waitQuiet(ctx, cfg.PIDs, cfg.QuietWait)
 	rd := &round{measure: byte('A' + r.rounds%26)}
 	r.cur.Store(rd)
-	errs0, disc0 := r.errs.Load(), r.disconnects.Load()
+	rd.errs0, rd.disc0 = r.errs.Load(), r.disconnects.Load()
 
 	start := time.Now()
 	measureAt := start.Add(cfg.Warmup)
 	end := measureAt.Add(cfg.Duration)
 	sctx, cancel := context.WithDeadline(ctx, end.Add(10*time.Second))
 	defer cancel()
-
-	totalSenders := cfg.Rooms * cfg.Senders
-	var senders sync.WaitGroup
-	j := 0
-	for room := range cfg.Rooms {
-		for s := range cfg.Senders {
-			c := r.fl.conns[room*cfg.Members+s]
-			// Stagger the senders evenly over one message interval so that
-			// the rooms do not all burst at the same instant.
-			offset := time.Duration(float64(j) / float64(totalSenders) / rate * float64(time.Second))
-			sender := j
-			j++
-			senders.Go(func() { r.send(sctx, c, sender, rate, start.Add(offset), measureAt, end, rd) })
-		}
-	}
+	senders := r.startSenders(sctx, rd, rate, start, measureAt, end)
 
 	// The window: count deliveries from measureAt, read the CPU clocks,
 	// stop at end.
@@ -149,10 +137,42 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report
 	for rd.measured.Load() < expected && time.Now().Before(drainEnd) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
-	received := rd.measured.Load()
+	res, p99 := r.result(rd, rate, step, use, expected)
+	r.judge(&res, p99, rate*float64(cfg.Rooms*cfg.Senders), quiet)
+	r.cur.Store(nil)
+	return res
+}
 
+// startSenders starts every room's senders for round rd, each paced (send)
+// from start plus its offset: the senders are staggered evenly over one
+// message interval so that the rooms do not all burst at the same
+// instant. The returned group waits for them.
+func (r *fanoutRun) startSenders(ctx context.Context, rd *round, rate float64, start, measureAt, end time.Time) *sync.WaitGroup {
+	cfg := r.cfg
+	totalSenders := cfg.Rooms * cfg.Senders
+	senders := new(sync.WaitGroup)
+	j := 0
+	for room := range cfg.Rooms {
+		for s := range cfg.Senders {
+			c := r.fl.conns[room*cfg.Members+s]
+			offset := time.Duration(float64(j) / float64(totalSenders) / rate * float64(time.Second))
+			sender := j
+			j++
+			senders.Go(func() { r.send(ctx, c, sender, rate, start.Add(offset), measureAt, end, rd) })
+		}
+	}
+	return senders
+}
+
+// result is the figures of round rd, run at rate as find-max step step
+// (0: a fixed rate), over the window use measured, once the drain is over:
+// of the expected deliveries, those received by now count, the rest are
+// lost. It returns the unrounded p99 beside them, for judge.
+func (r *fanoutRun) result(rd *round, rate float64, step int, use cpuUse, expected int64) (report.Fanout, time.Duration) {
+	cfg := r.cfg
+	received := rd.measured.Load()
 	secs := use.wall.Seconds()
-	offered := rate * float64(totalSenders)
+	offered := rate * float64(cfg.Rooms*cfg.Senders)
 	res := report.Fanout{
 		Kind: "fanout", Target: r.t.name(), Scenario: cfg.Label, Step: step,
 		Rooms: cfg.Rooms, Members: cfg.Members, Senders: cfg.Senders, Rate: round3(rate),
@@ -165,8 +185,8 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report
 		Expected:          expected,
 		Received:          received,
 		Loss:              expected - received,
-		Disconnects:       r.disconnects.Load() - disc0,
-		ServerErrors:      r.errs.Load() - errs0,
+		Disconnects:       r.disconnects.Load() - rd.disc0,
+		ServerErrors:      r.errs.Load() - rd.errs0,
 		GenCPU:            round3(use.self.Seconds() / secs),
 	}
 	if n := len(r.t.nodes); n > 1 {
@@ -187,9 +207,7 @@ func (r *fanoutRun) runRound(ctx context.Context, rate float64, step int) report
 	res.P99 = ms(snap.quantile(0.99))
 	res.P999 = ms(snap.quantile(0.999))
 	res.Max = ms(time.Duration(snap.max))
-	r.judge(&res, snap.quantile(0.99), offered, quiet)
-	r.cur.Store(nil)
-	return res
+	return res, snap.quantile(0.99)
 }
 
 // judge sets res's verdict: it passes without loss, disconnects or server

@@ -89,6 +89,9 @@ type idleConfig struct {
 // connections (stdio, metrics scrapes, the runtime).
 const fdReserve = 500
 
+// runIdle measures the servers' memory, connects and joins every
+// connection (connectIdle), holds them for cfg.Hold, measures again and
+// closes them.
 func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error) {
 	res, err := idleSize(t, cfg)
 	if err != nil {
@@ -103,34 +106,71 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error
 		room, member := i%res.Rooms, i/res.Rooms
 		return fmt.Sprintf("idle-%s-r%d", runID, room), t.place(room, member)
 	}
-	nodes := len(t.nodes)
-	perNode := make([]int, nodes)
-	for i := range res.Conns {
-		_, node := spot(i)
-		perNode[node]++
-	}
 
 	srv := idleServers{t: t, pids: cfg.PIDs}
 	res.Source = "/metrics"
 	if len(cfg.PIDs) > 0 {
 		res.Source = "VmRSS"
 	}
-	res.Nodes = make([]report.IdleNode, nodes)
-	for k := range res.Nodes {
-		res.Nodes[k] = report.IdleNode{Server: t.nodes[k].Host, Conns: perNode[k]}
-		if len(cfg.PIDs) > 0 {
-			res.Nodes[k].PID = cfg.PIDs[k]
-		}
-	}
+	res.Nodes = idleNodes(t, cfg.PIDs, res.Conns, spot)
 	if err := srv.memAll(ctx, func(k int, b int64) { res.Nodes[k].Before = b; res.Before += b }); err != nil {
 		return res, fmt.Errorf("server memory before: %w", err)
 	}
 	res.GoBefore = srv.gauges(ctx)["go_goroutines"]
 
-	// One reader per connection, started as soon as it has joined,
-	// discards presence events and answers the server's pings, as a real
-	// idle client does (Centrifugo's pings are messages, answered by
-	// cfIdle; the others' are WebSocket pings).
+	fl, err := connectIdle(ctx, t, cfg, &res, spot)
+	if err != nil {
+		return res, err
+	}
+	sleepUntil(ctx, time.Now().Add(cfg.Hold))
+	err = srv.memAll(ctx, func(k int, b int64) { res.Nodes[k].After = b; res.After += b })
+	g := srv.gauges(ctx)
+	fl.close(60 * time.Second)
+	if err != nil {
+		return res, fmt.Errorf("server memory after: %w", err)
+	}
+	res.GoAfter = g["go_goroutines"]
+	res.HeapAfter = g["go_memstats_heap_inuse_bytes"]
+	res.PerConn = round1(float64(res.After-res.Before) / float64(res.Conns))
+	for k := range res.Nodes {
+		n := &res.Nodes[k]
+		if n.Conns > 0 {
+			n.PerConn = round1(float64(n.After-n.Before) / float64(n.Conns))
+		}
+	}
+	if len(t.nodes) == 1 {
+		res.Nodes = nil // the totals say it all
+	}
+	return res, ctx.Err()
+}
+
+// idleNodes is each node's share of conns connections placed by spot:
+// its address, its PID (when pids are given, one per node) and how many
+// connections it gets.
+func idleNodes(t *target, pids []int, conns int, spot func(i int) (string, int)) []report.IdleNode {
+	nodes := make([]report.IdleNode, len(t.nodes))
+	for k := range nodes {
+		nodes[k] = report.IdleNode{Server: t.nodes[k].Host}
+		if len(pids) > 0 {
+			nodes[k].PID = pids[k]
+		}
+	}
+	for i := range conns {
+		_, node := spot(i)
+		nodes[node].Conns++
+	}
+	return nodes
+}
+
+// connectIdle opens res.Conns connections, cfg.Par handshakes in flight,
+// each joined to the room spot gives it, and records in res the source
+// addresses, the connect+join rate and the CPU it took. One reader per
+// connection, started as soon as it has joined, discards presence events
+// and answers the server's pings, as a real idle client does (Centrifugo's
+// pings are messages, answered by cfIdle; the others' are WebSocket
+// pings); a connection the server closes is counted in res.Dropped until
+// the returned fleet is closed.
+func connectIdle(ctx context.Context, t *target, cfg idleConfig, res *report.Idle, spot func(i int) (string, int)) (*fleet, error) {
 	var onFrame func(c *conn, f []byte) error
 	if t.kind == kindCentrifugo {
 		onFrame = func(c *conn, f []byte) error { return c.cfIdle(context.Background(), f) }
@@ -151,7 +191,7 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error
 	fl, err := openFleet(cctx, d, t, res.Conns, cfg.Par, spot, onFrame, dropped)
 	cancel()
 	if err != nil {
-		return res, fmt.Errorf("connect %d: %w", res.Conns, err)
+		return nil, fmt.Errorf("connect %d: %w", res.Conns, err)
 	}
 	use := m0.to(markEnd(cfg.PIDs))
 	res.ConnectS = round3(use.wall.Seconds())
@@ -160,26 +200,7 @@ func runIdle(ctx context.Context, t *target, cfg idleConfig) (report.Idle, error
 	if use.srv >= 0 {
 		res.SrvCPU = round3(use.srv.Seconds())
 	}
-	sleepUntil(ctx, time.Now().Add(cfg.Hold))
-	err = srv.memAll(ctx, func(k int, b int64) { res.Nodes[k].After = b; res.After += b })
-	g := srv.gauges(ctx)
-	fl.close(60 * time.Second)
-	if err != nil {
-		return res, fmt.Errorf("server memory after: %w", err)
-	}
-	res.GoAfter = g["go_goroutines"]
-	res.HeapAfter = g["go_memstats_heap_inuse_bytes"]
-	res.PerConn = round1(float64(res.After-res.Before) / float64(res.Conns))
-	for k := range res.Nodes {
-		n := &res.Nodes[k]
-		if n.Conns > 0 {
-			n.PerConn = round1(float64(n.After-n.Before) / float64(n.Conns))
-		}
-	}
-	if nodes == 1 {
-		res.Nodes = nil // the totals say it all
-	}
-	return res, ctx.Err()
+	return fl, nil
 }
 
 // idleSize checks cfg against t and sizes the run: the connections it

@@ -171,6 +171,10 @@ type stormMember struct {
 	lastSent time.Time // intended send time of the last message delivered
 }
 
+// runStorm runs one storm: it starts the server, opens the members and
+// their readers, starts the senders, stops and restarts the server (outage),
+// waits for every member to be back, then stops sending and counts what
+// each member lost or got twice (tally).
 func runStorm(ctx context.Context, cfg stormConfig, e *env) (stormResult, error) {
 	res := stormResult{Kind: "storm", Signal: cfg.Signal, Rooms: cfg.Rooms, Members: cfg.Members, Clients: cfg.Rooms * cfg.Members}
 	srv := &stormServer{cfg: cfg}
@@ -198,60 +202,21 @@ func runStorm(ctx context.Context, cfg stormConfig, e *env) (stormResult, error)
 		readers.Go(func() { m.read(rctx, &stopAt, &upAt) })
 	}
 
-	// One sender per room: the room's first member sends at cfg.Rate,
-	// paced (pace) from one start, the rooms staggered over one period;
-	// each message carries its intended send time, and a send blocks
-	// through the outage (the session resends with the same id after a
-	// reconnect).
-	senders := make([]*stormMember, cfg.Rooms)
-	for _, m := range members {
-		if senders[m.room] == nil {
-			senders[m.room] = m
-		}
-	}
-	sctx, stopSending := context.WithCancel(ctx)
-	defer stopSending()
-	var acked atomic.Int64
-	lastAcked := make([]atomic.Int64, cfg.Rooms)
-	var sendWG sync.WaitGroup
-	start := time.Now()
-	for r, s := range senders {
-		period := time.Duration(float64(time.Second) / cfg.Rate)
-		offset := time.Duration(r) * period / time.Duration(cfg.Rooms)
-		sendWG.Go(func() {
-			pace(sctx, start.Add(offset), cfg.Rate, time.Time{}, func(slot int64) error {
-				a, err := s.sess.SendMessage(sctx, "t="+strconv.FormatInt(slot, 10))
-				if err != nil {
-					return err
-				}
-				acked.Add(1)
-				lastAcked[r].Store(a.Seq)
-				return nil
-			})
-		})
-	}
+	snd := startStormSenders(ctx, cfg, members)
+	defer snd.stop()
 
 	time.Sleep(cfg.Settle)
-	sig := syscall.SIGTERM
-	if cfg.Signal == "kill" {
-		sig = syscall.SIGKILL
-	}
-	fmt.Fprintf(e.stderr, "storm: stopping the server (%s)\n", cfg.Signal)
-	stopAt.Store(time.Now().UnixNano())
-	srv.stop(sig)
-	time.Sleep(cfg.Down)
-	if err := srv.start(ctx); err != nil {
-		stopSending()
+	if err := srv.outage(ctx, e, &stopAt, &upAt); err != nil {
+		snd.stop()
 		return res, err
 	}
-	upAt.Store(time.Now().UnixNano())
 	pid := srv.cmd.Process.Pid
 	res.DownMS = float64(upAt.Load()-stopAt.Load()) / 1e6
 	fmt.Fprintf(e.stderr, "storm: server back after %.0f ms (pid %d)\n", res.DownMS, pid)
 
 	back, err := waitBack(members, time.Now().Add(cfg.Timeout))
 	if err != nil {
-		stopSending()
+		snd.stop()
 		return res, fmt.Errorf("after %v, %w", cfg.Timeout, err)
 	}
 	res.BackMS = float64(back.UnixNano()-stopAt.Load()) / 1e6
@@ -261,15 +226,81 @@ func runStorm(ctx context.Context, cfg stormConfig, e *env) (stormResult, error)
 
 	// Stop sending, then wait until every member has its room's last
 	// acked seq, and count what is missing or repeated.
-	stopSending()
-	sendWG.Wait()
-	res.Acked = acked.Load()
-	drain := time.Now().Add(30 * time.Second)
-	for _, m := range members {
-		m.waitSeq(lastAcked[m.room].Load(), drain)
-	}
+	snd.stop()
+	snd.wg.Wait()
+	res.Acked = snd.acked.Load()
+	waitCaughtUp(members, snd.lastAcked, time.Now().Add(30*time.Second))
 	cancelReaders()
 	readers.Wait()
+	tally(&res, members, snd.lastAcked)
+	return res, nil
+}
+
+// stormSenders is the storm's one sender per room and what the server
+// acked them.
+type stormSenders struct {
+	stop      context.CancelFunc // stops sending; the senders then return
+	wg        sync.WaitGroup     // the senders
+	acked     atomic.Int64       // messages acked, over every room
+	lastAcked []atomic.Int64     // per room, the seq of its last acked message
+}
+
+// startStormSenders starts one sender per room: the room's first member
+// sends at cfg.Rate, paced (pace) from one start, the rooms staggered over
+// one period; each message carries its intended send time, and a send
+// blocks through the outage (the session resends with the same id after
+// a reconnect). The senders run until stop or ctx ends.
+func startStormSenders(ctx context.Context, cfg stormConfig, members []*stormMember) *stormSenders {
+	senders := make([]*stormMember, cfg.Rooms)
+	for _, m := range members {
+		if senders[m.room] == nil {
+			senders[m.room] = m
+		}
+	}
+	sctx, stopSending := context.WithCancel(ctx)
+	snd := &stormSenders{stop: stopSending, lastAcked: make([]atomic.Int64, cfg.Rooms)}
+	start := time.Now()
+	for r, s := range senders {
+		period := time.Duration(float64(time.Second) / cfg.Rate)
+		offset := time.Duration(r) * period / time.Duration(cfg.Rooms)
+		snd.wg.Go(func() {
+			pace(sctx, start.Add(offset), cfg.Rate, time.Time{}, func(slot int64) error {
+				a, err := s.sess.SendMessage(sctx, "t="+strconv.FormatInt(slot, 10))
+				if err != nil {
+					return err
+				}
+				snd.acked.Add(1)
+				snd.lastAcked[r].Store(a.Seq)
+				return nil
+			})
+		})
+	}
+	return snd
+}
+
+// outage stops the server with the configured signal, keeps it down for
+// cfg.Down and starts it again, storing in stopAt and upAt (Unix ns) when
+// it was stopped and when it was back (ready).
+func (s *stormServer) outage(ctx context.Context, e *env, stopAt, upAt *atomic.Int64) error {
+	sig := syscall.SIGTERM
+	if s.cfg.Signal == "kill" {
+		sig = syscall.SIGKILL
+	}
+	fmt.Fprintf(e.stderr, "storm: stopping the server (%s)\n", s.cfg.Signal)
+	stopAt.Store(time.Now().UnixNano())
+	s.stop(sig)
+	time.Sleep(s.cfg.Down)
+	if err := s.start(ctx); err != nil {
+		return err
+	}
+	upAt.Store(time.Now().UnixNano())
+	return nil
+}
+
+// tally adds up, into res, the seqs each member lost or got twice up to
+// its room's last acked seq, and the latency quantiles of the messages
+// sent in the storm. The members' readers must have stopped.
+func tally(res *stormResult, members []*stormMember, lastAcked []atomic.Int64) {
 	var storm []float64
 	for _, m := range members {
 		lost, dup := gaps(m.seqs, lastAcked[m.room].Load())
@@ -284,7 +315,6 @@ func runStorm(ctx context.Context, cfg stormConfig, e *env) (stormResult, error)
 		res.StormP99MS = storm[min(len(storm)-1, len(storm)*99/100)]
 		res.StormMaxMS = storm[len(storm)-1]
 	}
-	return res, nil
 }
 
 // openStormMembers opens every session, rooms × members, cfg.Par at a
@@ -339,6 +369,14 @@ func waitBack(members []*stormMember, deadline time.Time) (time.Time, error) {
 			return time.Time{}, fmt.Errorf("%d of %d members were back", n, len(members))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitCaughtUp waits, at most until deadline, until every member has its
+// room's last acked seq.
+func waitCaughtUp(members []*stormMember, lastAcked []atomic.Int64, deadline time.Time) {
+	for _, m := range members {
+		m.waitSeq(lastAcked[m.room].Load(), deadline)
 	}
 }
 

@@ -272,7 +272,9 @@ func followFlags(fs *flag.FlagSet, interactive bool) runFunc {
 	}
 }
 
-// follow is join (interactive) and tail (read-only).
+// follow is join (interactive) and tail (read-only): it opens the
+// session, prints the joined event and its history (printJoined), then
+// every event until the session ends (tail) or stdin does (chat).
 func follow(ctx context.Context, e *env, args []string, name, key string, since *seqFlag, interactive bool) error {
 	if len(args) == 0 {
 		return usageError{"missing ROOM"}
@@ -284,6 +286,32 @@ func follow(ctx context.Context, e *env, args []string, name, key string, since 
 	if err != nil {
 		return err
 	}
+	sess, err := openFollow(ctx, e, room, name, key, since)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	p := newPrinter(e)
+	if ok, err := printJoined(ctx, sess, p); !ok {
+		return err
+	}
+	if !interactive {
+		for {
+			ev, err := sess.Next(ctx)
+			if err != nil {
+				return ended(ctx, sess)
+			}
+			if err := p.print(ev); err != nil {
+				return err
+			}
+		}
+	}
+	return chat(ctx, e, sess, p)
+}
+
+// openFollow opens the session of join and tail in room: batched frames,
+// since as given, and a line on stderr for each reconnect and each drop.
+func openFollow(ctx context.Context, e *env, room, name, key string, since *seqFlag) (*client.Session, error) {
 	o := e.options()
 	o.Batch = true
 	opts := client.SessionOptions{
@@ -303,47 +331,42 @@ func follow(ctx context.Context, e *env, args []string, name, key string, since 
 	if e.sessionOpt != nil {
 		e.sessionOpt(&opts)
 	}
-	sess, err := client.OpenSession(ctx, e.server, room, opts)
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	p := newPrinter(e)
-	// The joined event (with the history) is printed before stdin is read,
-	// so that even "roomchat join R </dev/null" shows it; so are the
-	// history pages that complete it when it says more.
+	return client.OpenSession(ctx, e.server, room, opts)
+}
+
+// printJoined prints the joined event (with the history) before stdin is
+// read, so that even "roomchat join R </dev/null" shows it; so are the
+// history pages that complete it when it says more. It reports false when
+// the command ends here, with the error to end it with (nil when the
+// session ended normally).
+func printJoined(ctx context.Context, sess *client.Session, p *printer) (bool, error) {
 	ev, err := sess.Next(ctx)
 	if err != nil {
-		return ended(ctx, sess)
+		return false, ended(ctx, sess)
 	}
 	if err := p.print(ev); err != nil {
-		return err
+		return false, err
 	}
 	for j := ev.Joined; j != nil && j.More && p.lastSeq < j.LastSeq; {
 		ev, err := sess.Next(ctx)
 		if err != nil {
-			return ended(ctx, sess)
+			return false, ended(ctx, sess)
 		}
 		if err := p.print(ev); err != nil {
-			return err
+			return false, err
 		}
 		if ev.History == nil {
 			break // the catch-up ended early (a drop, or a server that cannot page)
 		}
 	}
+	return true, nil
+}
 
-	if !interactive {
-		for {
-			ev, err := sess.Next(ctx)
-			if err != nil {
-				return ended(ctx, sess)
-			}
-			if err := p.print(ev); err != nil {
-				return err
-			}
-		}
-	}
-
+// chat is join once the history is shown: stdin lines are sent
+// (sendLines) while events are printed, until stdin ends, the session
+// ends or ctx is interrupted. At the end of stdin it prints the echo of
+// what was sent, then leaves the room.
+func chat(ctx context.Context, e *env, sess *client.Session, p *printer) error {
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
 	input := make(chan inputResult, 1)

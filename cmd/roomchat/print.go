@@ -40,6 +40,9 @@ func newPrinter(e *env) *printer {
 	return p
 }
 
+// print writes one event of the session: with --json its frame as sent,
+// otherwise the lines of each kind of event (messages, custom events,
+// notices); an event it does not show is skipped.
 func (p *printer) print(ev client.Event) error {
 	for _, m := range ev.Messages() {
 		p.lastSeq = max(p.lastSeq, m.Seq)
@@ -49,21 +52,7 @@ func (p *printer) print(ev client.Event) error {
 	}
 	switch {
 	case ev.Joined != nil:
-		j := ev.Joined
-		if ev.EpochChanged {
-			p.notice("the server lost this room's stored history; message numbers restarted")
-		}
-		if !ev.Reconnected {
-			p.notice(fmt.Sprintf("joined %s as %s · %d here", j.RoomID, clean(j.You.Name), j.Count))
-		}
-		if j.Truncated {
-			p.notice("some earlier messages are no longer stored and were missed")
-		}
-		for _, m := range j.History {
-			if err := p.message(m); err != nil {
-				return err
-			}
-		}
+		return p.joined(ev)
 	case ev.History != nil:
 		for _, m := range ev.History.Messages {
 			if err := p.message(m); err != nil {
@@ -76,19 +65,7 @@ func (p *printer) print(ev client.Event) error {
 	case ev.Event != nil:
 		return p.event(*ev.Event)
 	case ev.Kicked != nil:
-		// The session ends after it, and roomchat exits saying why.
-		k := ev.Kicked
-		what := "you were kicked out of " + k.RoomID
-		if k.Banned {
-			what = "you were banned from " + k.RoomID + " " + untilText(k.Until)
-		}
-		if k.By.Name != "" {
-			what += " by " + clean(k.By.Name)
-		}
-		if k.Reason != "" {
-			what += ": " + clean(k.Reason)
-		}
-		p.notice(what)
+		p.kicked(ev.Kicked)
 	case ev.Muted != nil:
 		m := ev.Muted
 		if m.Lifted {
@@ -97,29 +74,9 @@ func (p *printer) print(ev client.Event) error {
 			p.notice("you are muted in " + m.RoomID + " " + untilText(m.Until) + ": your messages are refused")
 		}
 	case ev.Type == protocol.TypePresence:
-		var pr protocol.Presence
-		if protocol.DecodePayload(ev.Envelope, &pr) != nil {
-			return nil
-		}
-		verb := "joined"
-		if pr.Event == protocol.PresenceLeave {
-			verb = "left"
-			delete(p.typing, pr.User.UserID)
-		}
-		p.notice(fmt.Sprintf("%s %s · %d here", clean(pr.User.Name), verb, pr.Count))
+		p.presence(ev)
 	case ev.Type == protocol.TypeTyping:
-		if !p.tty {
-			return nil // a stream of typing lines is noise in a file or pipe
-		}
-		var t protocol.Typing
-		if protocol.DecodePayload(ev.Envelope, &t) != nil {
-			return nil
-		}
-		if at, ok := p.typing[t.User.UserID]; ok && time.Since(at) < typingQuiet {
-			return nil
-		}
-		p.typing[t.User.UserID] = time.Now()
-		p.notice(clean(t.User.Name) + " is typing…")
+		p.typingNotice(ev)
 	case ev.Type == protocol.TypeError:
 		var pe protocol.Error
 		if protocol.DecodePayload(ev.Envelope, &pe) == nil {
@@ -127,6 +84,75 @@ func (p *printer) print(ev client.Event) error {
 		}
 	}
 	return nil
+}
+
+// joined prints a joined event: notices for a lost history, the join
+// itself (not on a reconnect) and missed messages, then the history.
+func (p *printer) joined(ev client.Event) error {
+	j := ev.Joined
+	if ev.EpochChanged {
+		p.notice("the server lost this room's stored history; message numbers restarted")
+	}
+	if !ev.Reconnected {
+		p.notice(fmt.Sprintf("joined %s as %s · %d here", j.RoomID, clean(j.You.Name), j.Count))
+	}
+	if j.Truncated {
+		p.notice("some earlier messages are no longer stored and were missed")
+	}
+	for _, m := range j.History {
+		if err := p.message(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// kicked prints the notice of a kick or a ban (SPEC §11): the session
+// ends after it, and roomchat exits saying why.
+func (p *printer) kicked(k *protocol.Kicked) {
+	what := "you were kicked out of " + k.RoomID
+	if k.Banned {
+		what = "you were banned from " + k.RoomID + " " + untilText(k.Until)
+	}
+	if k.By.Name != "" {
+		what += " by " + clean(k.By.Name)
+	}
+	if k.Reason != "" {
+		what += ": " + clean(k.Reason)
+	}
+	p.notice(what)
+}
+
+// presence prints "name joined · N here" or "name left · N here"; a user
+// who left is no longer typing. A payload that does not decode is skipped.
+func (p *printer) presence(ev client.Event) {
+	var pr protocol.Presence
+	if protocol.DecodePayload(ev.Envelope, &pr) != nil {
+		return
+	}
+	verb := "joined"
+	if pr.Event == protocol.PresenceLeave {
+		verb = "left"
+		delete(p.typing, pr.User.UserID)
+	}
+	p.notice(fmt.Sprintf("%s %s · %d here", clean(pr.User.Name), verb, pr.Count))
+}
+
+// typingNotice prints "name is typing…" on a terminal, at most once per
+// typingQuiet for each user.
+func (p *printer) typingNotice(ev client.Event) {
+	if !p.tty {
+		return // a stream of typing lines is noise in a file or pipe
+	}
+	var t protocol.Typing
+	if protocol.DecodePayload(ev.Envelope, &t) != nil {
+		return
+	}
+	if at, ok := p.typing[t.User.UserID]; ok && time.Since(at) < typingQuiet {
+		return
+	}
+	p.typing[t.User.UserID] = time.Now()
+	p.notice(clean(t.User.Name) + " is typing…")
 }
 
 // message prints a chat message as "HH:MM name: text"; a redaction

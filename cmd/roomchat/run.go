@@ -116,15 +116,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return runEnv(ctx, args, &env{stdin: stdin, stdout: stdout, stderr: stderr})
 }
 
+// runEnv is run with the streams in e: it sets e's defaults, parses the
+// common flags, finds the command, parses its flags and runs it, and maps
+// the result to an exit code.
 func runEnv(ctx context.Context, args []string, e *env) int {
-	e.stderr = &lockedWriter{w: e.stderr}
-	e.server = defaultServer
-	if s := os.Getenv("ROOMCHAT_SERVER"); s != "" {
-		e.server = s
-	}
-	e.timeout = defaultTimeout
-	e.token = os.Getenv("ROOMCHAT_TOKEN")
-
+	e.setDefaults()
 	// Common flags may also come before the command.
 	top := newFlagSet("roomchat", e)
 	if err := top.Parse(args); err != nil {
@@ -144,12 +140,7 @@ func runEnv(ctx context.Context, args []string, e *env) int {
 		fmt.Fprint(e.stdout, topUsage)
 		return exitOK
 	}
-	var cmd *command
-	for _, c := range commands {
-		if c.name == args[0] {
-			cmd = c
-		}
-	}
+	cmd := lookupCommand(args[0])
 	if cmd == nil {
 		return usage(e, fmt.Sprintf("unknown command %q (see roomchat -h)", args[0]))
 	}
@@ -178,6 +169,30 @@ func runEnv(ctx context.Context, args []string, e *env) int {
 		fmt.Fprintf(e.stderr, "roomchat: %s\n", describe(err, e))
 		return exitFailure
 	}
+}
+
+// setDefaults sets the values of the common flags before they are parsed:
+// the server and token from the environment, the default timeout. It
+// also makes stderr safe to write from the session's goroutines.
+func (e *env) setDefaults() {
+	e.stderr = &lockedWriter{w: e.stderr}
+	e.server = defaultServer
+	if s := os.Getenv("ROOMCHAT_SERVER"); s != "" {
+		e.server = s
+	}
+	e.timeout = defaultTimeout
+	e.token = os.Getenv("ROOMCHAT_TOKEN")
+}
+
+// lookupCommand is the command named name, nil if there is none.
+func lookupCommand(name string) *command {
+	var cmd *command
+	for _, c := range commands {
+		if c.name == name {
+			cmd = c
+		}
+	}
+	return cmd
 }
 
 func usage(e *env, msg string) int {

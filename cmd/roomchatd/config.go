@@ -48,7 +48,9 @@ type config struct {
 }
 
 // flagTable registers every flag with its environment variable and
-// default, in one place, so that -h cannot drift from what is read.
+// default, in one place, so that -h cannot drift from what is read. It is
+// long on purpose: its one line per flag is the table itself, and
+// splitting it would scatter the one list a reader checks.
 func (c *config) flagTable(fs *flag.FlagSet) map[string]string {
 	envs := map[string]string{}
 	add := func(name, env string, def any, usage string) {

@@ -66,6 +66,14 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	rl.serveWS(w, r)
+}
+
+// serveWS upgrades a /?room=R request, joins the connection to room R,
+// starts its writer and relays every text frame it reads to the room
+// until the connection ends; then it leaves the room, waits for the
+// writer and drops the connection.
+func (rl *Relay) serveWS(w http.ResponseWriter, r *http.Request) {
 	room := r.URL.Query().Get("room")
 	if room == "" {
 		http.Error(w, "room query parameter required", http.StatusBadRequest)
@@ -79,29 +87,10 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer rl.conns.Done()
 	ws.SetReadLimit(64 << 10)
 	c := &conn{ws: ws, q: make(chan []byte, queueLen)}
-
-	rl.mu.Lock()
-	m := rl.rooms[room]
-	if m == nil {
-		m = map[*conn]struct{}{}
-		rl.rooms[room] = m
-	}
-	m[c] = struct{}{}
-	rl.mu.Unlock()
+	m := rl.join(room, c)
 
 	var writer sync.WaitGroup
-	writer.Go(func() {
-		// Background: no timer per write; the handler's CloseNow ends a
-		// blocked Write.
-		for b := range c.q {
-			if err := ws.Write(context.Background(), websocket.MessageText, b); err != nil {
-				ws.CloseNow()
-				for range c.q { // keep draining so broadcasters never see a full queue
-				}
-				return
-			}
-		}
-	})
+	writer.Go(c.writeLoop)
 
 	for {
 		typ, b, err := ws.Read(context.Background())
@@ -111,18 +100,7 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if typ != websocket.MessageText {
 			continue
 		}
-		rl.mu.Lock()
-		for o := range rl.rooms[room] {
-			select {
-			case o.q <- b:
-			default:
-				if o.slow.CompareAndSwap(false, true) {
-					// Close can block for seconds: never inline, never under mu.
-					go o.ws.Close(websocket.StatusTryAgainLater, "slow reader")
-				}
-			}
-		}
-		rl.mu.Unlock()
+		rl.broadcast(room, b)
 	}
 
 	rl.mu.Lock()
@@ -134,6 +112,53 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	close(c.q) // no broadcaster can reach c any more
 	writer.Wait()
 	ws.CloseNow()
+}
+
+// join adds c to room, creating the room if need be, and returns the
+// room's members.
+func (rl *Relay) join(room string, c *conn) map[*conn]struct{} {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	m := rl.rooms[room]
+	if m == nil {
+		m = map[*conn]struct{}{}
+		rl.rooms[room] = m
+	}
+	m[c] = struct{}{}
+	return m
+}
+
+// writeLoop writes c's queue to its socket until the queue is closed. On a
+// write error it drops the connection and keeps draining the queue, so
+// that broadcasters never see it full.
+func (c *conn) writeLoop() {
+	// Background: no timer per write; the handler's CloseNow ends a
+	// blocked Write.
+	for b := range c.q {
+		if err := c.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
+			c.ws.CloseNow()
+			for range c.q { // keep draining so broadcasters never see a full queue
+			}
+			return
+		}
+	}
+}
+
+// broadcast queues b to every connection in room, the sender included. A
+// connection whose queue is full is handed to a 1013 close, once.
+func (rl *Relay) broadcast(room string, b []byte) {
+	rl.mu.Lock()
+	for o := range rl.rooms[room] {
+		select {
+		case o.q <- b:
+		default:
+			if o.slow.CompareAndSwap(false, true) {
+				// Close can block for seconds: never inline, never under mu.
+				go o.ws.Close(websocket.StatusTryAgainLater, "slow reader")
+			}
+		}
+	}
+	rl.mu.Unlock()
 }
 
 // metrics writes the few gauges the bench reads, in Prometheus text format.

@@ -203,40 +203,13 @@ func (o *Writer) Emit(v any) {
 	o.table(v)
 }
 
+// table prints v as the table shows it: a Fanout window as a row under
+// its header (printed again when another header came in between), every
+// other result as its own lines.
 func (o *Writer) table(v any) {
-	hdr := func(h string) {
-		if o.header != h {
-			fmt.Fprintln(o.W, h)
-			o.header = h
-		}
-	}
 	switch r := v.(type) {
 	case Fanout:
-		if r.Kind == "fanout-max" {
-			o.header = ""
-			if r.MaxDelivered == 0 {
-				fmt.Fprintf(o.W, "=> %s %s: no step passed\n", r.Target, r.Scenario)
-				return
-			}
-			fmt.Fprintf(o.W, "=> %s %s: max sustained %.0f deliveries/s (p99 %.1f ms, p99.9 %.1f ms, max %.1f ms, %.0f msgs/s in)\n",
-				r.Target, r.Scenario, r.MaxDelivered, r.P99, r.P999, r.Max, r.SentMsgs)
-			return
-		}
-		hdr(fmt.Sprintf("%-15s %-9s %4s %9s %11s %11s %8s %8s %8s %8s %8s %7s %5s %5s %5s %s",
-			"target", "scenario", "step", "rate/snd", "offered/s", "delivered/s", "p50ms", "p90ms", "p99ms", "p99.9ms", "maxms", "loss", "gen", "srv", "oth", "result"))
-		res := "ok"
-		if !r.Pass {
-			res = "FAIL " + r.Why
-		}
-		if r.Note != "" {
-			res += " (" + r.Note + ")"
-		}
-		srv := "-"
-		if r.ServerCPU > 0 {
-			srv = fmt.Sprintf("%.2f", r.ServerCPU)
-		}
-		fmt.Fprintf(o.W, "%-15s %-9s %4d %9.2f %11.0f %11.0f %8.2f %8.2f %8.2f %8.2f %8.1f %7d %5.2f %5s %5.2f %s\n",
-			r.Target, r.Scenario, r.Step, r.Rate, r.OfferedDeliveries, r.Delivered, r.P50, r.P90, r.P99, r.P999, r.Max, r.Loss, r.GenCPU, srv, r.OtherCPU, res)
+		o.tableFanout(r)
 	case Ratio:
 		o.header = ""
 		noisy := ""
@@ -247,44 +220,90 @@ func (o *Writer) table(v any) {
 			r.Target, r.Scenario, r.Metric, r.Roomchat, r.Versus, r.Baseline, r.Ratio, r.P99, r.BaseP99, r.P999, r.BaseP999, r.Max, r.BaseMax, noisy)
 	case Idle:
 		o.header = ""
-		fmt.Fprintf(o.W, "idle %s: %d conns in %d rooms (requested %d, %d source addr)\n", r.Target, r.Conns, r.Rooms, r.Requested, r.SrcAddrs)
-		if r.Capped != "" {
-			fmt.Fprintf(o.W, "  NOTE: %s\n", r.Capped)
-		}
-		fmt.Fprintf(o.W, "  server memory (%s): %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
-			r.Source, float64(r.Before)/(1<<20), float64(r.After)/(1<<20), r.PerConn, r.PerConn/1024)
-		for _, n := range r.Nodes {
-			fmt.Fprintf(o.W, "  node %s: %d conns, %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
-				n.Server, n.Conns, float64(n.Before)/(1<<20), float64(n.After)/(1<<20), n.PerConn, n.PerConn/1024)
-		}
-		fmt.Fprintf(o.W, "  connect+join: %.0f/s (%.2f s; CPU: generator %.2f s, server %.2f s); dropped after joining: %d\n", r.Rate, r.ConnectS, r.GenCPU, r.SrvCPU, r.Dropped)
-		if r.FirstDrop != "" {
-			fmt.Fprintf(o.W, "  first drop %s\n", r.FirstDrop)
-		}
-		if r.GoAfter > 0 {
-			fmt.Fprintf(o.W, "  server goroutines %.0f -> %.0f (%.2f per conn), heap in use %.1f MiB\n",
-				r.GoBefore, r.GoAfter, (r.GoAfter-r.GoBefore)/float64(r.Conns), r.HeapAfter/(1<<20))
-		}
+		o.tableIdle(r)
 	case Churn:
 		o.header = ""
-		fmt.Fprintf(o.W, "churn %s: %d cycles (%d failed) in %.1f s = %.0f cycles/s\n", r.Target, r.Cycles, r.Failed, r.Seconds, r.Rate)
-		if r.FirstError != "" {
-			fmt.Fprintf(o.W, "  first error: %s\n", r.FirstError)
-		}
-		verdict := "returned to baseline"
-		if !r.Returned {
-			verdict = "NOT back to baseline: " + r.Why
-		}
-		fmt.Fprintf(o.W, "  goroutines %.0f -> peak %.0f -> %.0f; heap in use %.1f -> peak %.1f -> %.1f MiB\n",
-			r.GoBefore, r.GoPeak, r.GoAfter, r.HeapBefore/(1<<20), r.HeapPeak/(1<<20), r.HeapAfter/(1<<20))
-		fmt.Fprintf(o.W, "  %s (waited %.1f s, %.0f server GCs meanwhile)", verdict, r.SettleS, r.GCs)
-		for _, k := range slices.Sorted(maps.Keys(r.Gauges)) {
-			fmt.Fprintf(o.W, "; %s %.0f", k, r.Gauges[k])
-		}
-		fmt.Fprintln(o.W)
+		o.tableChurn(r)
 	default:
 		fmt.Fprintf(o.W, "%+v\n", v)
 	}
+}
+
+// tableFanout prints a fanout window as a table row, or a find-max
+// summary as one line.
+func (o *Writer) tableFanout(r Fanout) {
+	if r.Kind == "fanout-max" {
+		o.header = ""
+		if r.MaxDelivered == 0 {
+			fmt.Fprintf(o.W, "=> %s %s: no step passed\n", r.Target, r.Scenario)
+			return
+		}
+		fmt.Fprintf(o.W, "=> %s %s: max sustained %.0f deliveries/s (p99 %.1f ms, p99.9 %.1f ms, max %.1f ms, %.0f msgs/s in)\n",
+			r.Target, r.Scenario, r.MaxDelivered, r.P99, r.P999, r.Max, r.SentMsgs)
+		return
+	}
+	hdr := fmt.Sprintf("%-15s %-9s %4s %9s %11s %11s %8s %8s %8s %8s %8s %7s %5s %5s %5s %s",
+		"target", "scenario", "step", "rate/snd", "offered/s", "delivered/s", "p50ms", "p90ms", "p99ms", "p99.9ms", "maxms", "loss", "gen", "srv", "oth", "result")
+	if o.header != hdr {
+		fmt.Fprintln(o.W, hdr)
+		o.header = hdr
+	}
+	res := "ok"
+	if !r.Pass {
+		res = "FAIL " + r.Why
+	}
+	if r.Note != "" {
+		res += " (" + r.Note + ")"
+	}
+	srv := "-"
+	if r.ServerCPU > 0 {
+		srv = fmt.Sprintf("%.2f", r.ServerCPU)
+	}
+	fmt.Fprintf(o.W, "%-15s %-9s %4d %9.2f %11.0f %11.0f %8.2f %8.2f %8.2f %8.2f %8.1f %7d %5.2f %5s %5.2f %s\n",
+		r.Target, r.Scenario, r.Step, r.Rate, r.OfferedDeliveries, r.Delivered, r.P50, r.P90, r.P99, r.P999, r.Max, r.Loss, r.GenCPU, srv, r.OtherCPU, res)
+}
+
+// tableIdle prints an idle result: connections, memory (per node when
+// several), the connect+join rate, drops and goroutines.
+func (o *Writer) tableIdle(r Idle) {
+	fmt.Fprintf(o.W, "idle %s: %d conns in %d rooms (requested %d, %d source addr)\n", r.Target, r.Conns, r.Rooms, r.Requested, r.SrcAddrs)
+	if r.Capped != "" {
+		fmt.Fprintf(o.W, "  NOTE: %s\n", r.Capped)
+	}
+	fmt.Fprintf(o.W, "  server memory (%s): %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
+		r.Source, float64(r.Before)/(1<<20), float64(r.After)/(1<<20), r.PerConn, r.PerConn/1024)
+	for _, n := range r.Nodes {
+		fmt.Fprintf(o.W, "  node %s: %d conns, %.1f MiB -> %.1f MiB = %.0f bytes (%.1f KiB) per connection\n",
+			n.Server, n.Conns, float64(n.Before)/(1<<20), float64(n.After)/(1<<20), n.PerConn, n.PerConn/1024)
+	}
+	fmt.Fprintf(o.W, "  connect+join: %.0f/s (%.2f s; CPU: generator %.2f s, server %.2f s); dropped after joining: %d\n", r.Rate, r.ConnectS, r.GenCPU, r.SrvCPU, r.Dropped)
+	if r.FirstDrop != "" {
+		fmt.Fprintf(o.W, "  first drop %s\n", r.FirstDrop)
+	}
+	if r.GoAfter > 0 {
+		fmt.Fprintf(o.W, "  server goroutines %.0f -> %.0f (%.2f per conn), heap in use %.1f MiB\n",
+			r.GoBefore, r.GoAfter, (r.GoAfter-r.GoBefore)/float64(r.Conns), r.HeapAfter/(1<<20))
+	}
+}
+
+// tableChurn prints a churn result: cycles, the first error, goroutines
+// and heap before, at the peak and after, and the verdict.
+func (o *Writer) tableChurn(r Churn) {
+	fmt.Fprintf(o.W, "churn %s: %d cycles (%d failed) in %.1f s = %.0f cycles/s\n", r.Target, r.Cycles, r.Failed, r.Seconds, r.Rate)
+	if r.FirstError != "" {
+		fmt.Fprintf(o.W, "  first error: %s\n", r.FirstError)
+	}
+	verdict := "returned to baseline"
+	if !r.Returned {
+		verdict = "NOT back to baseline: " + r.Why
+	}
+	fmt.Fprintf(o.W, "  goroutines %.0f -> peak %.0f -> %.0f; heap in use %.1f -> peak %.1f -> %.1f MiB\n",
+		r.GoBefore, r.GoPeak, r.GoAfter, r.HeapBefore/(1<<20), r.HeapPeak/(1<<20), r.HeapAfter/(1<<20))
+	fmt.Fprintf(o.W, "  %s (waited %.1f s, %.0f server GCs meanwhile)", verdict, r.SettleS, r.GCs)
+	for _, k := range slices.Sorted(maps.Keys(r.Gauges)) {
+		fmt.Fprintf(o.W, "; %s %.0f", k, r.Gauges[k])
+	}
+	fmt.Fprintln(o.W)
 }
 
 // readJSONLines decodes every line of the file at path that is a JSON

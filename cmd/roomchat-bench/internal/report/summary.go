@@ -37,86 +37,44 @@ func WriteSummary(in string, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("summary: %w", err)
 	}
-	last := func(match func(r summaryRecord) bool) *summaryRecord {
-		for i := len(recs) - 1; i >= 0; i-- {
-			if match(recs[i]) {
-				return &recs[i]
-			}
-		}
-		return nil
-	}
-	ratio := func(scn, target, versus string) *summaryRecord {
-		return last(func(r summaryRecord) bool {
-			return r.Kind == "ratio" && r.Scenario == scn && r.Target == target && r.Versus == versus
-		})
-	}
-	noisy := func(r *summaryRecord) string {
-		if r.Noisy {
-			return " (noisy)"
-		}
-		return ""
-	}
-	line := func(item, got, budget string, ok bool, found bool) {
-		v := "ok"
-		switch {
-		case !found:
-			v, got = "no result", "-"
-		case !ok:
-			v = "MISSED"
-		}
-		fmt.Fprintf(w, "%-52s %-36s %-14s %s\n", item, got, budget, v)
-	}
+	s := summary{recs: recs, w: w}
 	// The header is kept as docs/benchmarks.md and earlier results show it.
 	fmt.Fprintf(w, "%-52s %-36s %-14s %s\n", "budget item (issue 6)", "measured", "budget", "verdict")
 
-	rcIdle := last(func(r summaryRecord) bool { return r.Kind == "idle" && r.Target == "roomchat" })
-	blIdle := last(func(r summaryRecord) bool { return r.Kind == "idle" && r.Target == "baseline" })
-	if rcIdle != nil {
-		note := fmt.Sprintf("%.0f B at %d conns", rcIdle.PerConn, rcIdle.Conns)
-		line("1. idle memory per joined connection", note, "<= 12,000 B", rcIdle.PerConn <= 12000, true)
-	} else {
-		line("1. idle memory per joined connection", "", "<= 12,000 B", false, false)
-	}
-	if r := ratio("100x100", "roomchat", "baseline"); r != nil {
-		line("2. fan-out 100x100 max, vs baseline", fmt.Sprintf("%.3fx (%.0f/s)%s", r.Ratio, r.Value, noisy(r)), ">= 0.95x", r.Ratio >= 0.95, true)
-	} else {
-		line("2. fan-out 100x100 max, vs baseline", "", ">= 0.95x", false, false)
-	}
-	if r := ratio("100x100@20k", "roomchat", "baseline"); r != nil {
-		line("2. p99 at 20,000 deliveries/s, 100x100", fmt.Sprintf("%.2f ms (p99.9 %.2f, max %.1f)%s", r.P99, r.P999, r.Max, noisy(r)), "<= 15 ms", r.P99 <= 15, true)
-	} else {
-		line("2. p99 at 20,000 deliveries/s, 100x100", "", "<= 15 ms", false, false)
-	}
-	if r := ratio("1x1000", "roomchat", "baseline"); r != nil {
-		line("3. fan-out 1x1000 max, vs baseline", fmt.Sprintf("%.3fx (%.0f/s)%s", r.Ratio, r.Value, noisy(r)), ">= 0.9x", r.Ratio >= 0.9, true)
-	} else {
-		line("3. fan-out 1x1000 max, vs baseline", "", ">= 0.9x", false, false)
-	}
-	batch := last(func(r summaryRecord) bool {
+	rcIdle := s.last(func(r summaryRecord) bool { return r.Kind == "idle" && r.Target == "roomchat" })
+	blIdle := s.last(func(r summaryRecord) bool { return r.Kind == "idle" && r.Target == "baseline" })
+	s.item("1. idle memory per joined connection", "<= 12,000 B", rcIdle, func(r *summaryRecord) (string, bool) {
+		return fmt.Sprintf("%.0f B at %d conns", r.PerConn, r.Conns), r.PerConn <= 12000
+	})
+	s.item("2. fan-out 100x100 max, vs baseline", ">= 0.95x", s.ratio("100x100", "roomchat", "baseline"), func(r *summaryRecord) (string, bool) {
+		return fmt.Sprintf("%.3fx (%.0f/s)%s", r.Ratio, r.Value, noisyMark(r)), r.Ratio >= 0.95
+	})
+	s.item("2. p99 at 20,000 deliveries/s, 100x100", "<= 15 ms", s.ratio("100x100@20k", "roomchat", "baseline"), func(r *summaryRecord) (string, bool) {
+		return fmt.Sprintf("%.2f ms (p99.9 %.2f, max %.1f)%s", r.P99, r.P999, r.Max, noisyMark(r)), r.P99 <= 15
+	})
+	s.item("3. fan-out 1x1000 max, vs baseline", ">= 0.9x", s.ratio("1x1000", "roomchat", "baseline"), func(r *summaryRecord) (string, bool) {
+		return fmt.Sprintf("%.3fx (%.0f/s)%s", r.Ratio, r.Value, noisyMark(r)), r.Ratio >= 0.9
+	})
+	batch := s.last(func(r summaryRecord) bool {
 		return r.Kind == "ratio" && r.Target == "roomchat+batch" && r.Versus == "baseline" && strings.HasPrefix(r.Scenario, "1x1000")
 	})
-	if r := batch; r != nil {
-		line("3. fan-out 1x1000 with ?batch=1, vs baseline", fmt.Sprintf("%.3fx (%.0f/s)%s", r.Ratio, r.Value, noisy(r)), ">= 6x", r.Ratio >= 6, true)
-	} else {
-		line("3. fan-out 1x1000 with ?batch=1, vs baseline", "", ">= 6x", false, false)
-	}
+	s.item("3. fan-out 1x1000 with ?batch=1, vs baseline", ">= 6x", batch, func(r *summaryRecord) (string, bool) {
+		return fmt.Sprintf("%.3fx (%.0f/s)%s", r.Ratio, r.Value, noisyMark(r)), r.Ratio >= 6
+	})
 	if rcIdle != nil && blIdle != nil {
-		line("4. connect+join rate, vs baseline", fmt.Sprintf("%.0f/s vs %.0f/s", rcIdle.Rate, blIdle.Rate), ">= baseline", rcIdle.Rate >= blIdle.Rate, true)
+		s.line("4. connect+join rate, vs baseline", fmt.Sprintf("%.0f/s vs %.0f/s", rcIdle.Rate, blIdle.Rate), ">= baseline", rcIdle.Rate >= blIdle.Rate, true)
 	} else {
-		line("4. connect+join rate, vs baseline", "", ">= baseline", false, false)
+		s.line("4. connect+join rate, vs baseline", "", ">= baseline", false, false)
 	}
-	if r := ratio("100x100", "roomchat", "roomchat-mem"); r != nil {
-		line("5. SQLite fan-out max, vs in-memory store", fmt.Sprintf("%.3fx%s", r.Ratio, noisy(r)), ">= 0.8x", r.Ratio >= 0.8, true)
-	} else {
-		line("5. SQLite fan-out max, vs in-memory store", "", ">= 0.8x", false, false)
-	}
-	if r := last(func(r summaryRecord) bool { return r.Kind == "churn" && r.Target == "roomchat" }); r != nil {
-		line("6. churn: goroutines and heap back to start", fmt.Sprintf("%d cycles", r.Cycles), "returned", r.Returned, true)
-		if !r.Returned && r.Why != "" {
-			fmt.Fprintf(w, "   %s\n", r.Why)
-		}
-	} else {
-		line("6. churn: goroutines and heap back to start", "", "returned", false, false)
+	s.item("5. SQLite fan-out max, vs in-memory store", ">= 0.8x", s.ratio("100x100", "roomchat", "roomchat-mem"), func(r *summaryRecord) (string, bool) {
+		return fmt.Sprintf("%.3fx%s", r.Ratio, noisyMark(r)), r.Ratio >= 0.8
+	})
+	churn := s.last(func(r summaryRecord) bool { return r.Kind == "churn" && r.Target == "roomchat" })
+	s.item("6. churn: goroutines and heap back to start", "returned", churn, func(r *summaryRecord) (string, bool) {
+		return fmt.Sprintf("%d cycles", r.Cycles), r.Returned
+	})
+	if r := churn; r != nil && !r.Returned && r.Why != "" {
+		fmt.Fprintf(w, "   %s\n", r.Why)
 	}
 	for _, r := range []*summaryRecord{rcIdle, blIdle} {
 		if r != nil && r.Capped != "" {
@@ -124,4 +82,60 @@ func WriteSummary(in string, w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// summary prints the budget items of WriteSummary from its results.
+type summary struct {
+	recs []summaryRecord
+	w    io.Writer
+}
+
+// last is the last result that match accepts, nil if none does.
+func (s summary) last(match func(r summaryRecord) bool) *summaryRecord {
+	for i := len(s.recs) - 1; i >= 0; i-- {
+		if match(s.recs[i]) {
+			return &s.recs[i]
+		}
+	}
+	return nil
+}
+
+// ratio is the last ratio of target over versus in scenario scn.
+func (s summary) ratio(scn, target, versus string) *summaryRecord {
+	return s.last(func(r summaryRecord) bool {
+		return r.Kind == "ratio" && r.Scenario == scn && r.Target == target && r.Versus == versus
+	})
+}
+
+// item prints the line of one budget item measured by result r: judge
+// says what r measured and whether that is within budget; a nil r is an
+// item with no result.
+func (s summary) item(item, budget string, r *summaryRecord, judge func(r *summaryRecord) (got string, ok bool)) {
+	if r == nil {
+		s.line(item, "", budget, false, false)
+		return
+	}
+	got, ok := judge(r)
+	s.line(item, got, budget, ok, true)
+}
+
+// line prints one budget item: what was measured, the budget and the
+// verdict (ok, MISSED, or no result when none was found).
+func (s summary) line(item, got, budget string, ok bool, found bool) {
+	v := "ok"
+	switch {
+	case !found:
+		v, got = "no result", "-"
+	case !ok:
+		v = "MISSED"
+	}
+	fmt.Fprintf(s.w, "%-52s %-36s %-14s %s\n", item, got, budget, v)
+}
+
+// noisyMark is the mark of a result whose window was noisy.
+func noisyMark(r *summaryRecord) string {
+	if r.Noisy {
+		return " (noisy)"
+	}
+	return ""
 }
