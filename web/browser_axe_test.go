@@ -119,12 +119,14 @@ func checkAxeNow(t *testing.T, p *pageT, state string) {
 	t.Errorf("%s: %s: %d axe violations:%s", p.name, state, len(got), b.String())
 }
 
-// TestBrowserAxe runs axe-core's WCAG 2 A and AA rules on every state of the
-// web client a user can meet: the landing page before and after creating a
-// room and with a join error; the name dialog; a room with members and
-// messages; the moderator's tools (remove buttons, an open member menu, the
-// post policy and the moderator link); a removed message; a muted user's
-// disabled input; the notice of a kick and of a ban.
+// TestBrowserAxe runs axe-core's WCAG 2 A and AA rules, light and dark, on
+// every state of the web client a user can meet: the landing page, with a
+// join error and with a created room; the name dialog; a room with members
+// and messages; the moderator's tools (remove buttons, someone typing, an
+// open member menu, the post policy, the moderator link, the status line);
+// a removed message; a muted user's disabled input; a refused message, the
+// members list and an over-long message on a phone; the notice of a kick
+// and of a ban; a lost connection with a message waiting.
 func TestBrowserAxe(t *testing.T) {
 	browser := newBrowser(t)
 	srv := moderationServer(t)
@@ -223,7 +225,10 @@ func TestBrowserAxe(t *testing.T) {
 	late.chooseName("late")
 	late.waitConnected()
 	lateID := evalJS[string](late, `roomchat.userID`)
-	late.do(chromedp.SendKeys(chromedp.ID("message-input"), "may I?"+kb.Enter))
+	late.do(chromedp.SendKeys(chromedp.ID("message-input"), "may I?"))
+	owner.waitJS("the typing line", `document.getElementById('typing').textContent === 'late is typing…'`)
+	checkAxe(t, owner, "the moderator's page, someone typing")
+	late.do(chromedp.SendKeys(chromedp.ID("message-input"), kb.Enter))
 	late.waitJS("the refusal, the message failed", `/Not allowed/.test(document.getElementById('error').textContent) &&
 		document.querySelector('#messages .message.failed .retry') !== null`)
 	checkAxe(t, late, "a phone's page with a refused message")
