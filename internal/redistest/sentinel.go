@@ -57,11 +57,18 @@ func StartHA(t testing.TB, opts HAOptions) *HA {
 		opts.DownAfter = time.Second
 	}
 	h := &HA{Master: "roomchat", t: t}
-	primary := Start(t, Options{})
+	// A replica that must sync in full (after a failover to a primary
+	// whose history forked from its own) starts at once: by default a
+	// primary waits 5 s for more replicas to share a diskless sync, and
+	// failovers a few seconds apart (the cluster chaos campaign) then
+	// keep every replica syncing, and every ack that waits for them
+	// (-redis-wait) refused, for the whole run.
+	args := []string{"--repl-diskless-sync-delay", "0"}
+	primary := Start(t, Options{Args: args})
 	h.Servers = append(h.Servers, primary)
 	host, port, _ := net.SplitHostPort(primary.Addr)
 	for range opts.Replicas {
-		h.Servers = append(h.Servers, Start(t, Options{Config: "replicaof " + host + " " + port}))
+		h.Servers = append(h.Servers, Start(t, Options{Config: "replicaof " + host + " " + port, Args: args}))
 	}
 	quorum := opts.Sentinels/2 + 1
 	for range opts.Sentinels {
