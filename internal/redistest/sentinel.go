@@ -184,6 +184,27 @@ func (h *HA) PrimaryOtherThan(old *Server, within time.Duration) *Server {
 	return primary
 }
 
+// Synced waits up to within for every other data server to be an online
+// replica of the primary (after a failover, Sentinel turns the old
+// primary into a replica only some seconds after it answers again), and
+// returns an error if that does not happen.
+func (h *HA) Synced(within time.Duration) error {
+	h.t.Helper()
+	p := h.Primary()
+	deadline := time.Now().Add(within)
+	for {
+		info := p.info("replication")
+		online := strings.Count(info, "state=online")
+		if online == len(h.Servers)-1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redistest: %d of %d replicas online on the primary %s after %v", online, len(h.Servers)-1, p.Addr, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // Failover asks a Sentinel to fail the primary over to a replica (SENTINEL
 // FAILOVER, as an operator would), retrying while one is in progress or
 // no replica is ready, and returns the new primary once every Sentinel
