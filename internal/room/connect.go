@@ -20,7 +20,8 @@ type Directory interface {
 	Offline(userID string)
 	// Resume decides whether a token of userID issued at issued resumes
 	// it: only if it is the user's newest token, or the one the newest
-	// replaced, within overlap of its replacement. If so, next (the new
+	// replaced, within overlap of its replacement (or one newer than any
+	// the Directory knows of: a write Redis lost). If so, next (the new
 	// token's issue time) becomes the newest, and the node that holds an
 	// older connection of the user is told (Watch). known is false when
 	// no node knows the user: the caller falls back to its own rules.
