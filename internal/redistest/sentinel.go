@@ -187,12 +187,15 @@ func (h *HA) PrimaryOtherThan(old *Server, within time.Duration) *Server {
 // Synced waits up to within for every other data server to be an online
 // replica of the primary (after a failover, Sentinel turns the old
 // primary into a replica only some seconds after it answers again), and
-// returns an error if that does not happen.
+// returns an error if that does not happen. It fails the test if the
+// Sentinels name no primary for 30 s.
 func (h *HA) Synced(within time.Duration) error {
 	h.t.Helper()
-	p := h.Primary()
 	deadline := time.Now().Add(within)
 	for {
+		// Asked each time: the Sentinels may fail over meanwhile (a
+		// primary that was stopped).
+		p := h.Primary()
 		info := p.info("replication")
 		online := strings.Count(info, "state=online")
 		if online == len(h.Servers)-1 {
