@@ -107,14 +107,21 @@ func (d *Directory) record(userID string, issued int64) {
 	signal(d.wake)
 }
 
-// Resume implements room.Directory.
+// Resume implements room.Directory. Besides the user's newest token and
+// the one it replaced (within overlap), it takes a token newer than any
+// the record knows, and, when there is no record, one issued less than
+// the window ago, writing the record back: Redis lost the write that
+// made it the newest, or the whole record (a failover to a replica that
+// had not got it), and such a token is the client's newest, not a
+// replay. Only a user without a record and a token older than the window
+// is unknown.
 func (d *Directory) Resume(ctx context.Context, userID string, issued, next time.Time, overlap time.Duration) (known, ok bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, d.st.timeout)
 	defer cancel()
 	n, err := directoryScript.Exec(ctx, d.st.client, []string{d.key(userID)}, []string{
 		"resume", d.node, strconv.FormatInt(next.UnixMilli(), 10),
 		strconv.FormatInt(issued.UnixMilli(), 10), strconv.FormatInt(next.UnixMilli(), 10),
-		d.connectedTTL(), ms(overlap), d.channel(), userID,
+		d.connectedTTL(), ms(overlap), d.channel(), userID, ms(d.window),
 	}).AsInt64()
 	if err != nil {
 		return false, false, err

@@ -57,11 +57,18 @@ func StartHA(t testing.TB, opts HAOptions) *HA {
 		opts.DownAfter = time.Second
 	}
 	h := &HA{Master: "roomchat", t: t}
-	primary := Start(t, Options{})
+	// A replica that must sync in full (after a failover to a primary
+	// whose history forked from its own) starts at once: by default a
+	// primary waits 5 s for more replicas to share a diskless sync, and
+	// failovers a few seconds apart (the cluster chaos campaign) then
+	// keep every replica syncing, and every ack that waits for them
+	// (-redis-wait) refused, for the whole run.
+	args := []string{"--repl-diskless-sync-delay", "0"}
+	primary := Start(t, Options{Args: args})
 	h.Servers = append(h.Servers, primary)
 	host, port, _ := net.SplitHostPort(primary.Addr)
 	for range opts.Replicas {
-		h.Servers = append(h.Servers, Start(t, Options{Config: "replicaof " + host + " " + port}))
+		h.Servers = append(h.Servers, Start(t, Options{Config: "replicaof " + host + " " + port, Args: args}))
 	}
 	quorum := opts.Sentinels/2 + 1
 	for range opts.Sentinels {
@@ -175,6 +182,30 @@ func (h *HA) PrimaryOtherThan(old *Server, within time.Duration) *Server {
 		return nil
 	})
 	return primary
+}
+
+// Synced waits up to within for every other data server to be an online
+// replica of the primary (after a failover, Sentinel turns the old
+// primary into a replica only some seconds after it answers again), and
+// returns an error if that does not happen. It fails the test if the
+// Sentinels name no primary for 30 s.
+func (h *HA) Synced(within time.Duration) error {
+	h.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		// Asked each time: the Sentinels may fail over meanwhile (a
+		// primary that was stopped).
+		p := h.Primary()
+		info := p.info("replication")
+		online := strings.Count(info, "state=online")
+		if online == len(h.Servers)-1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redistest: %d of %d replicas online on the primary %s after %v", online, len(h.Servers)-1, p.Addr, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Failover asks a Sentinel to fail the primary over to a replica (SENTINEL

@@ -20,7 +20,8 @@ type Directory interface {
 	Offline(userID string)
 	// Resume decides whether a token of userID issued at issued resumes
 	// it: only if it is the user's newest token, or the one the newest
-	// replaced, within overlap of its replacement. If so, next (the new
+	// replaced, within overlap of its replacement (or one newer than any
+	// the Directory knows of: a write Redis lost). If so, next (the new
 	// token's issue time) becomes the newest, and the node that holds an
 	// older connection of the user is told (Watch). known is false when
 	// no node knows the user: the caller falls back to its own rules.
@@ -100,12 +101,19 @@ func (reg *Registry) ConnectAs(c Conn, userID, name string, grants Grants) (u *U
 // nil, and gives the user a fresh token. In a cluster the Directory
 // decides: only the user's newest token (or the one it replaced, within
 // the overlap) resumes it, on any node, this one included. Without a
-// Directory, or when it does not know the user (Redis lost it) or cannot
-// be asked, this node's rules apply: a user it knows, if token is its
-// current one or the previous one within its overlap; else a user it does
-// not know, if the token comes from before the node started (a restart).
+// Directory, or when it does not know the user or cannot be asked, this
+// node's rules apply: a user it knows, if token is its current one, the
+// previous one within its overlap, or one issued after its current one
+// (by another node the user went to); else a user it does not know, if
+// the token comes from before the node started (a restart) or, when the
+// Directory could not be asked (Redis away, a failover under way), was
+// issued less than the resume window ago: the user came from another
+// node, and a new userID would break de-duplication of its retried
+// messages (SPEC §8). Once Redis answers again, the new token's record
+// makes it the user's newest everywhere.
 func (reg *Registry) resumable(id string, issued time.Time, token string, now time.Time) *User {
 	now = time.UnixMilli(now.UnixMilli()) // a token holds milliseconds
+	unasked := false
 	if reg.dir != nil {
 		// Asked without a lock: it is a network call.
 		ctx, cancel := context.WithTimeout(reg.ctx, 2*time.Second)
@@ -114,6 +122,7 @@ func (reg *Registry) resumable(id string, issued time.Time, token string, now ti
 		switch {
 		case err != nil:
 			reg.log.Warn("directory", "op", "resume", "err", err)
+			unasked = true
 		case known && !ok:
 			return nil
 		case known:
@@ -130,6 +139,10 @@ func (reg *Registry) resumable(id string, issued time.Time, token string, now ti
 		case token == u.prevToken && now.Before(u.prevUntil):
 			// Using the previous token again does not extend its
 			// overlap: two clients cannot share an identity past it.
+		case issued.UnixMilli() > u.issued.UnixMilli():
+			// Newer than any token this node gave the user: another
+			// node's, given after the user left here.
+			u.prevToken, u.prevUntil = token, now.Add(reg.overlap())
 		default:
 			u.mu.Unlock()
 			reg.mu.Unlock()
@@ -142,7 +155,7 @@ func (reg *Registry) resumable(id string, issued time.Time, token string, now ti
 	}
 	fresh := issued.Before(reg.started) && now.Before(reg.started.Add(reg.resumeWindow))
 	reg.mu.Unlock()
-	if !fresh {
+	if !fresh && !(unasked && now.Sub(issued) <= reg.resumeWindow) {
 		return nil
 	}
 	return reg.resumed(id, token, now)
