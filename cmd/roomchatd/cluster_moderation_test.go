@@ -1,6 +1,9 @@
 package main
 
 import (
+	"net/http"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/roomchat/roomchat/internal/chattest"
@@ -124,4 +127,21 @@ func awaitErr(t *testing.T, c *chattest.Client) protocol.Error {
 	var e protocol.Error
 	chattest.Decode(t, c.Await(t, protocol.TypeError), &e)
 	return e
+}
+
+// SPEC §11 disconnect in a cluster: the API key's call on node 1 closes
+// the user's connection on node 2 with 4003.
+func TestClusterDisconnect(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	file := filepath.Join(t.TempDir(), "roomchat.toml")
+	writeConfig(t, file, "[auth]\nmode = \"optional\"\nalgorithms = [\"HS256\"]\nhmac_secret_env = \"TEST_JWT_SECRET\"\napi_keys_env = \"TEST_API_KEYS\"\n")
+	env := append(chattest.Environ(), "TEST_JWT_SECRET="+strings.Repeat("s", 32), "TEST_API_KEYS=cluster-api-key-0123456789")
+	var nodes []*chattest.Server
+	for range 2 {
+		nodes = append(nodes, chattest.StartEnv(t, env, "-addr", "127.0.0.1:0", "-rate", "0", "-redis", srv.URL(), "-config", file))
+	}
+	victim, j := member(t, nodes[1], "r")
+	httpJSON(t, "POST", nodes[0].URL+"/api/users/"+j.You.UserID+"/disconnect", "cluster-api-key-0123456789", `{"reason":"abuse"}`, http.StatusOK, nil)
+	victim.ExpectClose(t, 4003)
 }

@@ -39,14 +39,15 @@ type Directory struct {
 	refresh time.Duration
 	overlap time.Duration // the registry's, for a token renewed here
 
-	mu       sync.Mutex       // guards the fields below
-	online   map[string]int64 // users connected here → their newest token's issue time (Unix ms)
-	peak     int              // online's size at its largest, to shrink it (see compact in internal/room)
-	changes  map[string]int64 // user → issue time (online), or -1 (offline), not yet written
-	replaced func(string, time.Time)
-	closed   bool
-	wake     chan struct{}
-	done     chan struct{}
+	mu           sync.Mutex       // guards the fields below
+	online       map[string]int64 // users connected here → their newest token's issue time (Unix ms)
+	peak         int              // online's size at its largest, to shrink it (see compact in internal/room)
+	changes      map[string]int64 // user → issue time (online), or -1 (offline), not yet written
+	replaced     func(string, time.Time)
+	disconnected func(string)
+	closed       bool
+	wake         chan struct{}
+	done         chan struct{}
 
 	stopListen context.CancelFunc
 	listening  chan struct{} // closed when listen has ended
@@ -129,6 +130,26 @@ func (d *Directory) Resume(ctx context.Context, userID string, issued, next time
 	return n > 0, n == 2, nil
 }
 
+// disconnectNotice is a notice's second line for a disconnect (SPEC §11),
+// where a resume notice has its token's issue time.
+const disconnectNotice = "disconnect"
+
+// Disconnect implements room.Directory: a notice on the users channel,
+// which every other node's listen takes to its watcher.
+func (d *Directory) Disconnect(ctx context.Context, userID string) error {
+	ctx, cancel := context.WithTimeout(ctx, d.st.timeout)
+	defer cancel()
+	c := d.st.client
+	return c.Do(ctx, c.B().Publish().Channel(d.channel()).Message(userID+"\n"+disconnectNotice+"\n"+d.node).Build()).Error()
+}
+
+// WatchDisconnect implements room.Directory.
+func (d *Directory) WatchDisconnect(disconnected func(userID string)) {
+	d.mu.Lock()
+	d.disconnected = disconnected
+	d.mu.Unlock()
+}
+
 // Watch implements room.Directory.
 func (d *Directory) Watch(replaced func(userID string, issued time.Time)) {
 	d.mu.Lock()
@@ -146,15 +167,21 @@ func (d *Directory) listen(ctx context.Context) {
 		err := c.Receive(ctx, c.B().Subscribe().Channel(d.channel()).Build(), func(m rueidis.PubSubMessage) {
 			user, rest, _ := strings.Cut(m.Message, "\n")
 			at, node, _ := strings.Cut(rest, "\n")
-			issued, err := strconv.ParseInt(at, 10, 64)
-			if err != nil || node == d.node {
+			if node == d.node {
 				return
 			}
 			d.mu.Lock()
-			fn := d.replaced
+			replaced, disconnected := d.replaced, d.disconnected
 			d.mu.Unlock()
-			if fn != nil {
-				fn(user, time.UnixMilli(issued))
+			if at == disconnectNotice {
+				if disconnected != nil {
+					disconnected(user)
+				}
+				return
+			}
+			issued, err := strconv.ParseInt(at, 10, 64)
+			if err == nil && replaced != nil {
+				replaced(user, time.UnixMilli(issued))
 			}
 		})
 		if ctx.Err() != nil {

@@ -30,6 +30,17 @@ type Directory interface {
 	// a token issued at issued: a connection of the user's here, with an
 	// older token, is closed.
 	Watch(replaced func(userID string, issued time.Time))
+	// Disconnect tells every other node to close userID's connections
+	// (SPEC §11 disconnect); WatchDisconnect sets what is called here when
+	// another node does.
+	Disconnect(ctx context.Context, userID string) error
+	WatchDisconnect(disconnected func(userID string))
+}
+
+// Disconnectable is a Conn that the registry can close for a moderator
+// (SPEC §11 disconnect: 4003). Disconnected must not block.
+type Disconnectable interface {
+	Disconnected()
 }
 
 // Replaceable is a Conn that the registry can close when its user resumed

@@ -14,8 +14,10 @@ import (
 // asked (away, or a failover under way): every Resume fails.
 type downDirectory struct{}
 
-func (downDirectory) Online(string, time.Time) {}
-func (downDirectory) Offline(string)           {}
+func (downDirectory) Online(string, time.Time)                 {}
+func (downDirectory) Offline(string)                           {}
+func (downDirectory) Disconnect(context.Context, string) error { return errors.New("redis down") }
+func (downDirectory) WatchDisconnect(func(string))             {}
 func (downDirectory) Watch(func(string, time.Time)) {
 }
 

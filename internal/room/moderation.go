@@ -307,6 +307,33 @@ func (reg *Registry) Clear(ctx context.Context, a Actor, roomID string) error {
 	return nil
 }
 
+// DisconnectUser closes every connection of userID with 4003 (SPEC §11),
+// on this node and, in a cluster, on the others (a notice through the
+// directory). here reports whether this node held one; in a cluster the
+// notice may reach a node that does.
+func (reg *Registry) DisconnectUser(ctx context.Context, userID string) (here bool, err error) {
+	here = reg.disconnectHere(userID)
+	if reg.dir == nil {
+		return here, nil
+	}
+	if err := reg.dir.Disconnect(ctx, userID); err != nil {
+		return here, reg.storeError("disconnect notice", err)
+	}
+	return here, nil
+}
+
+// disconnectHere closes userID's connection on this node, if any.
+func (reg *Registry) disconnectHere(userID string) bool {
+	c, ok := reg.UserConn(userID).(Disconnectable)
+	if ok {
+		c.Disconnected()
+	}
+	return ok
+}
+
+// Clustered reports whether the registry is one node of a cluster.
+func (reg *Registry) Clustered() bool { return reg.dir != nil }
+
 // UserConn returns userID's connection on this node, or nil.
 func (reg *Registry) UserConn(userID string) Conn {
 	reg.mu.RLock()

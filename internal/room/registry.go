@@ -149,6 +149,7 @@ func New(st store.Store, opts Options) *Registry {
 	}
 	if reg.dir != nil {
 		reg.dir.Watch(reg.replacedElsewhere)
+		reg.dir.WatchDisconnect(func(userID string) { reg.disconnectHere(userID) })
 	}
 	return reg
 }

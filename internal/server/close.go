@@ -24,6 +24,10 @@ func (c *conn) closeWith(cl protocol.Close, why string) {
 // of the cluster, and this connection ends with 1000 (SPEC §8).
 func (c *conn) Replaced() { c.closeWith(protocol.CloseReplaced, "resumed on another node") }
 
+// Disconnected implements room.Disconnectable: a moderator disconnected
+// the user (SPEC §11), on this node or another.
+func (c *conn) Disconnected() { c.closeWith(protocol.CloseDisconnected, "disconnected by a moderator") }
+
 // closeSync is closeWith for a caller that bounds its own concurrency
 // (Shutdown): it returns when the close handshake is over.
 func (c *conn) closeSync(cl protocol.Close, why string) {

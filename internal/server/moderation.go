@@ -379,12 +379,15 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusForbidden, protocol.Errorf(protocol.CodeForbidden, "disconnecting a user needs an API key"))
 		return
 	}
-	c, _ := s.reg.UserConn(user).(*conn)
-	if c == nil {
+	here, err := s.reg.DisconnectUser(r.Context(), user)
+	if err != nil {
+		s.storeFailed(w, err)
+		return
+	}
+	if !here && !s.reg.Clustered() {
 		s.fail(w, http.StatusNotFound, protocol.FieldErrorf(protocol.CodeNotFound, "userID", "user %s has no connection here", user))
 		return
 	}
-	c.closeWith(protocol.CloseDisconnected, "disconnected: "+b.Reason)
 	s.reg.LogAction(room.Actor{User: protocol.User{Name: "api"}, Role: policy.RoleOwner}, "disconnect", "", user, b.Reason)
 	writeJSON(w, http.StatusOK, protocol.Done{Action: "disconnect", UserID: user})
 }
