@@ -53,9 +53,8 @@ type access struct {
 	verifier atomic.Pointer[identity.Verifier]
 }
 
-// openAccess loads -config and builds its verifier; it logs the hash of
-// the effective policy, which every node of a cluster should share (SPEC
-// §9). ctx bounds the verifier's JWKS refresh; Close ends it too.
+// openAccess loads -config and builds its verifier. ctx bounds the
+// verifier's JWKS refresh; Close ends it too.
 func (c config) openAccess(ctx context.Context, log *slog.Logger) (*access, error) {
 	pc, err := c.loadPolicy()
 	if err != nil {
@@ -67,8 +66,15 @@ func (c config) openAccess(ctx context.Context, log *slog.Logger) (*access, erro
 	}
 	a := &access{file: c.configFile, policies: policy.NewSource(pc)}
 	a.verifier.Store(v)
-	log.Info("policy", "file", c.configFile, "hash", pc.Hash(), "namespaces", len(pc.Namespaces), "auth", pc.Auth.Mode)
 	return a, nil
+}
+
+// logPolicy logs the hash of the effective policy, which every node of a
+// cluster should share (SPEC §9). run logs it once the store is open: a
+// start-up that fails prints one line only.
+func (a *access) logPolicy(log *slog.Logger) {
+	pc := a.policies.Config()
+	log.Info("policy", "file", a.file, "hash", pc.Hash(), "namespaces", len(pc.Namespaces), "auth", pc.Auth.Mode)
 }
 
 // Verifier is the verifier in force (server.Config.Verifier).

@@ -92,6 +92,7 @@ func listen(addr string, srv *server.Server, where string, log *slog.Logger) (ne
 // serverConfig is the server's Config: the flags, and the backend's
 // registry, store and metrics.
 func (c config) serverConfig(be *backend, acc *access, log *slog.Logger) server.Config {
+	acc.logPolicy(log)
 	maxConns, maxTCP := connLimit(c, log)
 	return server.Config{
 		Verifier:   acc.Verifier,
