@@ -421,8 +421,9 @@ func (reg *Registry) forgetMod(roomID string) {
 // is older than modCacheTTL. A store without moderation, or one that
 // fails, gives the empty state (the store's own check of a msg still
 // holds).
-func (reg *Registry) roomMod(r *Room) *roomMod {
-	now := time.Now()
+//
+// now is the caller's clock reading: a message's path reads it once.
+func (reg *Registry) roomMod(r *Room, now time.Time) *roomMod {
 	if rm := r.mod.Load(); rm != nil && now.Sub(rm.at) < modCacheTTL {
 		return rm
 	}

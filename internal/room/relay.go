@@ -28,10 +28,10 @@ func (reg *Registry) Typing(u *User, roomID string) error {
 	if perr := p.MayType(); perr != nil {
 		return perr
 	}
-	if perr := reg.roomMod(r).mutedError(r.id, u.id); perr != nil {
+	now := time.Now()
+	if perr := reg.roomMod(r, now).mutedError(r.id, u.id); perr != nil {
 		return perr
 	}
-	now := time.Now()
 	r.mu.Lock()
 	m := r.member(u)
 	if m == nil {
@@ -68,8 +68,9 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 		return perr
 	}
 	granted := u.grantedRole(r.id)
-	rm := reg.roomMod(r)
-	now := time.Now().UnixNano()
+	clock := time.Now()
+	rm := reg.roomMod(r, clock)
+	now := clock.UnixNano()
 	r.mu.Lock()
 	m := r.member(u)
 	var from protocol.User

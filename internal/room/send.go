@@ -26,8 +26,8 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 		return perr
 	}
 	granted := u.grantedRole(r.id)
-	rm := reg.roomMod(r)
 	now := time.Now()
+	rm := reg.roomMod(r, now)
 	msg := protocol.Message{
 		ID:      gonanoid.Must(),
 		RoomID:  r.id,
