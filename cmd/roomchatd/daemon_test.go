@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/go-json-experiment/json"
@@ -19,18 +20,39 @@ func TestMain(m *testing.M) { os.Exit(chattest.Main(m)) }
 // getJSON GETs u, checks the status and decodes the body into v.
 func getJSON(t *testing.T, u string, status int, v any) {
 	t.Helper()
-	res, err := http.Get(u)
+	httpJSON(t, "GET", u, "", "", status, v)
+}
+
+// httpJSON makes a request (bearer and body optional), fails t unless it
+// answers status, and decodes the body into v (if not nil).
+func httpJSON(t *testing.T, method, u, bearer, body string, status int, v any) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	if res.StatusCode != status {
-		t.Fatalf("GET %s: status %d (%s), want %d", u, res.StatusCode, b, status)
+		t.Fatalf("%s %s: %d %s, want %d", method, u, res.StatusCode, b, status)
 	}
 	if v != nil {
 		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("GET %s: %s: %v", u, b, err)
+			t.Fatalf("%s %s: %v in %s", method, u, err, b)
 		}
 	}
 }

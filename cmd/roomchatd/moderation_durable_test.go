@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -54,14 +52,19 @@ func TestModerationSurvivesRestart(t *testing.T) {
 		t.Fatalf("after restart: %+v", page.Messages)
 	}
 	var bans struct {
-		Bans []struct{ UserID, Reason string } `json:"bans"`
+		Bans []struct {
+			UserID string `json:"userID"`
+			Reason string `json:"reason"`
+		} `json:"bans"`
 	}
 	httpJSON(t, "GET", base+"/bans", cr.OwnerKey, "", http.StatusOK, &bans)
 	if len(bans.Bans) != 1 || bans.Bans[0].UserID != "banned-user" || bans.Bans[0].Reason != "spam" {
 		t.Fatalf("bans after restart: %+v", bans)
 	}
 	var mutes struct {
-		Mutes []struct{ UserID string } `json:"mutes"`
+		Mutes []struct {
+			UserID string `json:"userID"`
+		} `json:"mutes"`
 	}
 	httpJSON(t, "GET", base+"/mutes", cr.OwnerKey, "", http.StatusOK, &mutes)
 	if len(mutes.Mutes) != 1 || mutes.Mutes[0].UserID != "muted-user" {
@@ -73,39 +76,5 @@ func TestModerationSurvivesRestart(t *testing.T) {
 	c.Sendf(t, `{"type":"msg","payload":{"roomID":%q,"message":"hi"}}`, cr.RoomID)
 	if e := c.ExpectError(t, protocol.CodeForbidden); !strings.Contains(e.Message, "moderators") {
 		t.Fatalf("msg under the restored post rule: %+v", e)
-	}
-}
-
-// httpJSON makes a request (bearer and body optional), fails t unless it
-// answers status, and decodes the body into v (if not nil).
-func httpJSON(t *testing.T, method, u, bearer, body string, status int, v any) {
-	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode != status {
-		t.Fatalf("%s %s: %d %s, want %d", method, u, res.StatusCode, b, status)
-	}
-	if v != nil {
-		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("%s %s: %v in %s", method, u, err, b)
-		}
 	}
 }
