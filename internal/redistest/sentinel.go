@@ -301,3 +301,64 @@ func (s *Server) Role() string {
 	r, _ := a[0].ToString()
 	return r
 }
+
+// LogPath is the file the server (or Sentinel) logs to, in its
+// directory, which the test removes when it ends.
+func (s *Server) LogPath() string { return filepath.Join(s.dir, "redis.log") }
+
+// SaveLogs copies every data server's and Sentinel's log into dir, as
+// redis<i>-<port>.log (Servers[i]) and sentinel<i>-<port>.log, so that a
+// failure can be explained after the test's directories are gone. It
+// returns the first error and copies the rest anyway.
+func (h *HA) SaveLogs(dir string) error {
+	var first error
+	save := func(kind string, i int, s *Server) {
+		_, port, _ := net.SplitHostPort(s.Addr)
+		b, err := os.ReadFile(s.LogPath())
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s%d-%s.log", kind, i, port)), b, 0o644)
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	for i, s := range h.Servers {
+		save("redis", i, s)
+	}
+	for i, s := range h.Sentinels {
+		save("sentinel", i, s)
+	}
+	return first
+}
+
+// RoleLine describes the server's ROLE in one line: "master offset=N
+// replicas=PORT@OFFSET,…", "slave of PORT STATE offset=N" or "sentinel";
+// "" when it does not answer (stopped, killed).
+func (s *Server) RoleLine() string {
+	a := s.array("ROLE")
+	if len(a) == 0 {
+		return ""
+	}
+	role, _ := a[0].ToString()
+	switch {
+	case role == "master" && len(a) == 3:
+		off, _ := a[1].AsInt64()
+		reps, _ := a[2].ToArray()
+		var rs []string
+		for _, r := range reps {
+			f, _ := r.ToArray()
+			if len(f) == 3 {
+				port, _ := f[1].ToString()
+				roff, _ := f[2].ToString()
+				rs = append(rs, port+"@"+roff)
+			}
+		}
+		return fmt.Sprintf("master offset=%d replicas=%s", off, strings.Join(rs, ","))
+	case role == "slave" && len(a) == 5:
+		port, _ := a[2].AsInt64()
+		state, _ := a[3].ToString()
+		off, _ := a[4].AsInt64()
+		return fmt.Sprintf("slave of %d %s offset=%d", port, state, off)
+	}
+	return role
+}
