@@ -26,7 +26,11 @@ package main
 //
 // ROOMCHAT_CHAOS_CLUSTER=<minutes> runs the campaign for that long (make
 // chaos-cluster: CHAOS_MINUTES, 30); without it 3 cycles run, except
-// under -short.
+// under -short. A campaign that fails keeps, in a new directory under
+// the system's temporary one (or always, in ROOMCHAT_CHAOS_OUT), what is
+// needed to explain it afterwards: every Redis server's and Sentinel's
+// log, the nodes' and nginx's logs, the driver's faults, the data
+// servers' roles and the clients' acks and refusals, all by time.
 
 import (
 	"context"
@@ -34,6 +38,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,6 +58,10 @@ import (
 // chaosClusterEnv names the environment variable that sets the campaign's
 // length in minutes and turns the full campaign on.
 const chaosClusterEnv = "ROOMCHAT_CHAOS_CLUSTER"
+
+// chaosOutEnv names the environment variable of the directory where a
+// campaign keeps its logs and timelines, failed or not.
+const chaosOutEnv = "ROOMCHAT_CHAOS_OUT"
 
 // flickerWindow is how long after an observer's drop a leave of it is
 // explained by the drop: the 30 s within which a dead node's members
@@ -181,6 +191,7 @@ func (rd *chaosReader) joined(j protocol.Joined, how string) {
 	if len(j.History) > 0 {
 		rd.lastJoined += fmt.Sprintf(", history from seq %d", j.History[0].Seq)
 	}
+	rd.r.events.add("reader: %s", rd.lastJoined)
 	if j.Epoch != rd.epoch {
 		if rd.epoch != "" {
 			rd.epochs++
@@ -291,7 +302,25 @@ func runChaosCluster(t *testing.T, cycles int, length time.Duration) {
 	}
 	lb := startNginx(t, nodes)
 	t.Logf("chaos-cluster: redis (a primary, 2 replicas, 3 sentinels), 3 nodes and nginx up in %v", time.Since(start).Round(time.Millisecond))
-	r := &chaosRun{url: lb.URL}
+	out := &chaosOutput{faults: &chaosLog{}, roles: &chaosLog{}, clients: &chaosLog{}, summary: &chaosLog{}}
+	r := &chaosRun{url: lb.URL, events: out.clients}
+	// Registered after every process was started, so it runs before
+	// their directories are removed.
+	t.Cleanup(func() { out.keep(t, h, nodes, lb) })
+	logf := func(format string, args ...any) {
+		t.Helper()
+		t.Logf(format, args...)
+		out.summary.add(format, args...)
+	}
+	sctx, stopSampling := context.WithCancel(context.Background())
+	var swg sync.WaitGroup
+	defer func() {
+		stopSampling()
+		swg.Wait()
+	}()
+	for _, s := range h.Servers {
+		swg.Go(func() { sampleRoles(sctx, s, out.roles) })
+	}
 
 	budget := length + time.Duration(max(cycles, 1))*time.Minute + 5*time.Minute
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
@@ -322,23 +351,33 @@ func runChaosCluster(t *testing.T, cycles int, length time.Duration) {
 
 	faults := []chaosFault{
 		{"kill -9 a node", func() error {
-			nodes[rand.N(len(nodes))].Restart(t, true)
+			i := rand.N(len(nodes))
+			out.faults.add("kill -9 node %d (%s, pid %d)", i, nodes[i].Addr, nodes[i].PID())
+			nodes[i].Restart(t, true)
+			out.faults.add("node %d restarted (pid %d)", i, nodes[i].PID())
 			return nil
 		}},
 		{"SIGSTOP the primary", func() error {
 			p := h.Primary()
 			pid := p.PID()
+			d := time.Duration(500+rand.N(2000)) * time.Millisecond
+			out.faults.add("SIGSTOP the primary %s (pid %d) for %v", p.Addr, pid, d)
 			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 				return err
 			}
-			time.Sleep(time.Duration(500+rand.N(2000)) * time.Millisecond)
+			time.Sleep(d)
+			out.faults.add("SIGCONT %s (pid %d)", p.Addr, pid)
 			return syscall.Kill(pid, syscall.SIGCONT)
 		}},
 		{"CLIENT KILL TYPE pubsub", func() error {
-			return h.Primary().Try("CLIENT", "KILL", "TYPE", "pubsub")
+			p := h.Primary()
+			out.faults.add("CLIENT KILL TYPE pubsub on the primary %s", p.Addr)
+			return p.Try("CLIENT", "KILL", "TYPE", "pubsub")
 		}},
 		{"SENTINEL FAILOVER", func() error {
-			h.Failover(30 * time.Second)
+			out.faults.add("SENTINEL FAILOVER asked")
+			p := h.Failover(30 * time.Second)
+			out.faults.add("SENTINEL FAILOVER done: every Sentinel names %s", p.Addr)
 			return nil
 		}},
 	}
@@ -348,10 +387,12 @@ func runChaosCluster(t *testing.T, cycles int, length time.Duration) {
 		if cycles > 0 && cycle > cycles || cycles == 0 && time.Since(start) >= length {
 			break
 		}
+		out.faults.add("cycle %d", cycle)
 		for i, f := range faults {
 			time.Sleep(time.Duration(300+rand.N(900)) * time.Millisecond)
 			if err := f.do(); err != nil {
-				t.Logf("cycle %d: %s: %v", cycle, f.name, err)
+				out.faults.add("%s: %v", f.name, err)
+				logf("cycle %d: %s: %v", cycle, f.name, err)
 				continue
 			}
 			counts[i]++
@@ -361,12 +402,16 @@ func runChaosCluster(t *testing.T, cycles int, length time.Duration) {
 		// primary a replica some seconds after it answers again), for
 		// with -redis-wait 2 no ack is possible until then, and cycles
 		// back to back would test refusals only.
+		out.faults.add("cycle %d: faults done; waiting for the replicas", cycle)
 		if err := h.Synced(30 * time.Second); err != nil {
-			t.Logf("cycle %d: %v", cycle, err)
+			out.faults.add("cycle %d: %v", cycle, err)
+			logf("cycle %d: %v", cycle, err)
+		} else {
+			out.faults.add("cycle %d: both replicas online", cycle)
 		}
 		done = cycle
 		if cycle%10 == 0 || cycle == cycles {
-			t.Logf("cycle %d: %v; reader at seq %d", cycle, time.Since(start).Round(time.Second), rd.last.Load())
+			logf("cycle %d: %v; reader at seq %d", cycle, time.Since(start).Round(time.Second), rd.last.Load())
 		}
 	}
 	// The last fault's dust settles: every node serves again.
@@ -417,18 +462,19 @@ func runChaosCluster(t *testing.T, cycles int, length time.Duration) {
 		sent += w.next
 	}
 
-	t.Logf("chaos-cluster: %d cycles in %v (%s: %d, %d, %d, %d)", done, time.Since(start).Round(time.Second),
+	logf("chaos-cluster: %d cycles in %v (%s: %d, %d, %d, %d)", done, time.Since(start).Round(time.Second),
 		strings.Join(faultNames(faults), ", "), counts[0], counts[1], counts[2], counts[3])
-	t.Logf("chaos-cluster: %d messages stored, %d ids sent, %d acked, %d stored without an ack seen; %d writer reconnects, %d refused and retried, %d unacked ids re-sent",
+	logf("chaos-cluster: %d messages stored, %d ids sent, %d acked, %d stored without an ack seen; %d writer reconnects, %d refused and retried, %d unacked ids re-sent",
 		len(msgs), sent, v.acked, v.unacked, r.reconnects.Load(), r.retried.Load(), r.resent.Load())
-	t.Logf("chaos-cluster: lost %d, duplicated %d, presence flickers %d (leaves of %d observers that had not dropped); leaves within %v of the user's own drop: %d",
+	logf("chaos-cluster: lost %d, duplicated %d, presence flickers %d (leaves of %d observers that had not dropped); leaves within %v of the user's own drop: %d",
 		v.lost, v.duplicated, flickers, len(observers), flickerWindow, resumeFlickers)
-	t.Logf("chaos-cluster: reader at seq %d of %d, %d epoch changes, %d stored messages it never got, %d delivered twice in one epoch",
+	logf("chaos-cluster: reader at seq %d of %d, %d epoch changes, %d stored messages it never got, %d delivered twice in one epoch",
 		rd.last.Load(), lastSeq, rd.epochs, missed, rd.twice)
 	r.mu.Lock()
 	findings := append(r.findings, v.findings...)
 	r.mu.Unlock()
 	for _, f := range findings {
+		out.summary.add("%s", f)
 		t.Error(f)
 	}
 	if flickers > 0 {
@@ -436,6 +482,95 @@ func runChaosCluster(t *testing.T, cycles int, length time.Duration) {
 	}
 	if v.acked == 0 {
 		t.Errorf("no traffic: %d ids sent, none acked", sent)
+	}
+}
+
+// chaosOutput is what a campaign keeps to explain its outcome (keep).
+type chaosOutput struct {
+	faults  *chaosLog // the driver's faults and cycles
+	roles   *chaosLog // the data servers' roles as they changed
+	clients *chaosLog // chaosRun.events
+	summary *chaosLog // the outcome and the findings
+}
+
+// keep writes the campaign's logs and timelines into ROOMCHAT_CHAOS_OUT,
+// or, when that is not set and the test failed, into a new temporary
+// directory; it names the directory in the test's log.
+func (o *chaosOutput) keep(t *testing.T, h *redistest.HA, nodes []*chattest.Server, lb *nginxServer) {
+	dir := os.Getenv(chaosOutEnv)
+	var err error
+	switch {
+	case dir != "":
+		err = os.MkdirAll(dir, 0o755)
+	case t.Failed():
+		dir, err = os.MkdirTemp("", "roomchat-chaos-cluster-")
+	default:
+		return
+	}
+	if err == nil {
+		err = o.write(dir, h, nodes, lb)
+	}
+	if err != nil {
+		t.Errorf("chaos-cluster: keeping the logs in %q: %v", dir, err)
+		return
+	}
+	t.Logf("chaos-cluster: logs and timelines kept in %s", dir)
+}
+
+// write puts into dir the timelines (faults.log, roles.log, clients.log,
+// summary.log), each node's log (node<i>.log), nginx's error.log
+// (nginx-error.log) and every Redis server's and Sentinel's log
+// (redistest SaveLogs). It returns the first error and writes the rest
+// anyway.
+func (o *chaosOutput) write(dir string, h *redistest.HA, nodes []*chattest.Server, lb *nginxServer) error {
+	files := map[string]string{
+		"faults.log":  o.faults.String(),
+		"roles.log":   o.roles.String(),
+		"clients.log": o.clients.String(),
+		"summary.log": o.summary.String(),
+	}
+	for i, n := range nodes {
+		files[fmt.Sprintf("node%d.log", i)] = n.Logs()
+	}
+	var err error
+	nginxLog, rerr := os.ReadFile(filepath.Join(lb.dir, "logs", "error.log"))
+	if rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		err = rerr
+	}
+	files["nginx-error.log"] = string(nginxLog)
+	for name, text := range files {
+		if werr := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if herr := h.SaveLogs(dir); herr != nil && err == nil {
+		err = herr
+	}
+	return err
+}
+
+// roleOffsets matches the offsets in a RoleLine, which change with every
+// write: a role is recorded when the rest changes.
+var roleOffsets = regexp.MustCompile(`offset=\d+|@\d+`)
+
+// sampleRoles records s's role (redistest RoleLine) in roles whenever it
+// changes, asking every 250 ms until ctx ends: who was primary, and who
+// replicated whom, at any moment of the campaign.
+func sampleRoles(ctx context.Context, s *redistest.Server, roles *chaosLog) {
+	last := "?"
+	for ctx.Err() == nil {
+		line := s.RoleLine()
+		if line == "" {
+			line = "no answer"
+		}
+		if key := roleOffsets.ReplaceAllString(line, ""); key != last {
+			last = key
+			roles.add("%s: %s", s.Addr, line)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 }
 
@@ -478,4 +613,77 @@ func presenceFlickers(observers []*chaosObserver) (flickers, afterDrop int) {
 		}
 	}
 	return flickers, afterDrop
+}
+
+// What a failed campaign keeps is enough to explain it: the roles
+// sampled as they change (a failover shows), the clients' acks, the
+// driver's faults, and every process's log.
+func TestChaosClusterOutput(t *testing.T) {
+	t.Parallel() // its own Redis, node and nginx
+	h := redistest.StartHA(t, redistest.HAOptions{Replicas: 1})
+	nodes := []*chattest.Server{chattest.Start(t, "-redis", h.URL())}
+	lb := startNginx(t, nodes)
+	out := &chaosOutput{faults: &chaosLog{}, roles: &chaosLog{}, clients: &chaosLog{}, summary: &chaosLog{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, s := range h.Servers {
+		wg.Go(func() { sampleRoles(ctx, s, out.roles) })
+	}
+	old := h.Primary()
+	out.faults.add("SENTINEL FAILOVER asked")
+	p := h.Failover(30 * time.Second)
+	if err := h.Synced(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r := &chaosRun{url: lb.URL, events: out.clients}
+	w := &chaosWriter{r: r, cfg: chaosConfig{window: 1, pace: time.Millisecond}, acked: map[string]protocol.Ack{}, probing: map[string]bool{}, resent: map[string]bool{}}
+	stop := make(chan struct{})
+	close(stop)
+	w.run(ctx, stop) // connects and, stopping at once, closes
+	for !strings.Contains(out.roles.String(), old.Addr+": slave of ") {
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+		if ctx.Err() != nil || len(out.roles.String()) > 1<<20 {
+			t.Fatalf("no role change of %s sampled:\n%s", old.Addr, out.roles.String())
+		}
+	}
+	cancel()
+	wg.Wait()
+
+	dir := t.TempDir()
+	if err := out.write(dir, h, nodes, lb); err != nil {
+		t.Fatal(err)
+	}
+	_, pport, _ := strings.Cut(p.Addr, ":")
+	_, oport, _ := strings.Cut(old.Addr, ":")
+	want := map[string][]string{
+		"faults.log":  {"Z SENTINEL FAILOVER asked\n"},
+		"roles.log":   {old.Addr + ": master offset=", p.Addr + ": slave of " + oport + " ", p.Addr + ": master offset=", old.Addr + ": slave of " + pport + " "},
+		"clients.log": {"Z writer 0: connected as user "},
+		"node0.log":   {"msg=listening"},
+		"summary.log": nil,
+		// A promoted replica logs it; so does a Sentinel its switch.
+		"redis1-" + strings.TrimPrefix(h.Servers[1].Addr, "127.0.0.1:") + ".log":      {"MASTER MODE enabled"},
+		"sentinel0-" + strings.TrimPrefix(h.Sentinels[0].Addr, "127.0.0.1:") + ".log": {"+switch-master roomchat"},
+	}
+	if p != h.Servers[1] {
+		t.Fatalf("the failover promoted %s, not the only replica %s", p.Addr, h.Servers[1].Addr)
+	}
+	for name, lines := range want {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		for _, line := range lines {
+			if !strings.Contains(string(b), line) {
+				t.Errorf("%s does not say %q:\n%s", name, line, b)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nginx-error.log")); err != nil {
+		t.Error(err)
+	}
 }

@@ -108,6 +108,37 @@ type chaosRun struct {
 	// the reconnect already covered: stored before the kill, their ack
 	// lost with it, and answered now by de-duplication.
 	storedBefore atomic.Int64
+
+	// events, when set, records the clients' acks, refusals and
+	// connections by time (the cluster campaign keeps it).
+	events *chaosLog
+}
+
+// chaosLog is a timeline: lines stamped with the time they were added,
+// as roomchatd stamps its log lines. A nil chaosLog records nothing.
+type chaosLog struct {
+	mu    sync.Mutex
+	lines []string // guarded by mu
+}
+
+func (l *chaosLog) add(format string, args ...any) {
+	if l == nil {
+		return
+	}
+	line := time.Now().UTC().Format("2006-01-02T15:04:05.000Z") + " " + fmt.Sprintf(format, args...) + "\n"
+	l.mu.Lock()
+	l.lines = append(l.lines, line)
+	l.mu.Unlock()
+}
+
+// String is the timeline so far, a line each.
+func (l *chaosLog) String() string {
+	if l == nil {
+		return ""
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "")
 }
 
 // found records a violation of a guarantee; the test fails at the end
@@ -192,8 +223,12 @@ func (w *chaosWriter) run(ctx context.Context, stop <-chan struct{}) {
 		}
 		w.token = c.Welcome().Resume
 		w.joinedLast = j.LastSeq
+		w.r.events.add("writer %d: connected as user %s; joined epoch %s, lastSeq %d; %d ids pending", w.n, w.userID, j.Epoch, j.LastSeq, len(w.pending))
 		done, err := w.session(ctx, c, stop, &stopping)
 		c.CloseNow()
+		if !done {
+			w.r.events.add("writer %d: connection ended: %v", w.n, err)
+		}
 		if done || ctx.Err() != nil {
 			break
 		}
@@ -275,6 +310,7 @@ func (w *chaosWriter) session(ctx context.Context, c *client.Conn, stop <-chan s
 			case e.Code == protocol.CodeRateLimited, e.Code == protocol.CodeStoreUnavailable, e.Code == protocol.CodeShuttingDown:
 				// Refused, not stored: the same id again, a little later.
 				w.r.retried.Add(1)
+				w.r.events.add("writer %d: %s refused: %s", w.n, env.ID, e.Code)
 				time.Sleep(100 * time.Millisecond)
 				if err := send(env.ID); err != nil {
 					return false, err
@@ -288,6 +324,7 @@ func (w *chaosWriter) session(ctx context.Context, c *client.Conn, stop <-chan s
 }
 
 func (w *chaosWriter) onAck(id string, a protocol.Ack) {
+	w.r.events.add("writer %d: %s acked: seq %d msg %s", w.n, id, a.Seq, a.MsgID)
 	if a.Seq < 1 || a.MsgID == "" {
 		w.r.found("writer %d: ack of %s is %+v", w.n, id, a)
 	}
