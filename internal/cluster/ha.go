@@ -93,8 +93,8 @@ func (s *Store) waitChannel() string { return s.prefix + ":wait" }
 // that a retry answered from de-duplication waits for its original too.
 // short is errNotReplicated when fewer replicas than Wait acknowledged
 // within half the time left until cutoff: no message of the batch is acked
-// then. A pipeline that is lost as a whole reports it in res, as without
-// Wait.
+// then. A pipeline that is lost as a whole, or whose PUBLISH or WAIT got
+// no answer, reports it in res, as without Wait.
 func (s *Store) publishMulti(ctx context.Context, execs []rueidis.LuaExec, cutoff time.Time) (res []rueidis.RedisResult, short error) {
 	if s.wait <= 0 {
 		return publishScript.ExecMulti(ctx, s.client, execs...), nil
@@ -124,7 +124,16 @@ func (s *Store) publishMulti(ctx context.Context, execs []rueidis.LuaExec, cutof
 	// a connection of its own: the scripts and WAIT share it.
 	all := c.DoMulti(ctx, cmds...)
 	res = all[:len(execs)]
-	if lostErr(all) != nil {
+	if err := lostErr(all); err != nil {
+		// The connection ended before the last answer, and rueidis hands
+		// back the answers it read before that: the scripts may have
+		// stored the batch, but no WAIT says a replica has it. Sentinel
+		// ends a demoted primary's connections so (REPLICAOF and CLIENT
+		// KILL TYPE normal) while WAIT waits, and the demoted primary's
+		// resync then drops the batch: it is lost as a whole.
+		for i := range res {
+			res[i] = rueidis.NewErrorResult(err)
+		}
 		return res, nil
 	}
 	n, err := all[len(all)-1].AsInt64()

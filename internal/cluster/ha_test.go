@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roomchat/roomchat/internal/cluster"
+	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/redistest"
 	"github.com/roomchat/roomchat/internal/store"
 	"github.com/roomchat/roomchat/internal/store/storetest"
@@ -62,5 +63,86 @@ func TestAppendWaitsForReplica(t *testing.T) {
 	}
 	if got := streamOf(t, h.Servers[1], prefix, "r"); len(got) != 2 {
 		t.Fatalf("the replica holds %d messages, want 2: %v", len(got), got)
+	}
+}
+
+// Sentinel turns a primary into a replica with one transaction: REPLICAOF
+// the new primary and CLIENT KILL TYPE normal. A node whose batch waits in
+// WAIT on the old primary then reads its scripts' answers and, for WAIT,
+// the end of the connection (rueidis hands back the answers read before
+// it): nothing of that batch may be acked, for no replica acknowledged it,
+// and the old primary's full resync from the new one drops it.
+func TestAppendWaitCutOffByDemotion(t *testing.T) {
+	old := redistest.Start(t, redistest.Options{})
+	promoted := redistest.Start(t, redistest.Options{}) // knows nothing of the room
+	prefix := redistest.Prefix(t)
+	opts := cluster.Options{URL: old.URL(), Prefix: prefix, Wait: 1}
+	st, err := cluster.Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+
+	m := storetest.Msg("r", "waiting")
+	done := make(chan storetest.Result, 1)
+	st.Append(m, "k1", func(stored protocol.Message, dup bool, err error) {
+		done <- storetest.Result{Msg: stored, Dup: dup, Err: err}
+	})
+	// The primary has no replica: WAIT 1 blocks until its timeout.
+	c := old.Client()
+	waiting := func() bool {
+		list := old.Do(c, "CLIENT", "LIST")
+		s, _ := list.ToString()
+		return strings.Contains(s, "cmd=wait")
+	}
+	for deadline := time.Now().Add(5 * time.Second); !waiting(); {
+		if time.Now().After(deadline) {
+			t.Fatal("no connection blocked in WAIT")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := streamOf(t, old, prefix, "r"); got[m.ID] != 1 {
+		t.Fatalf("the script has not stored the message as seq 1 before WAIT: %v", got)
+	}
+	host, port, _ := strings.Cut(promoted.Addr, ":")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i, r := range c.DoMulti(ctx,
+		c.B().Multi().Build(),
+		c.B().Arbitrary("REPLICAOF", host, port).Build(),
+		c.B().Arbitrary("CLIENT", "KILL", "TYPE", "normal").Build(),
+		c.B().Exec().Build()) {
+		if err := r.Error(); err != nil {
+			t.Fatalf("the demotion's command %d: %v", i, err)
+		}
+	}
+
+	var r storetest.Result
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Append did not complete within 10 s")
+	}
+	if r.Err == nil {
+		t.Fatalf("acked as seq %d though no replica acknowledged it and WAIT never answered", r.Msg.Seq)
+	}
+	if !errors.Is(r.Err, store.ErrUnavailable) {
+		t.Errorf("error %v, want ErrUnavailable", r.Err)
+	}
+	// What an ack would have promised is gone: the old primary took the
+	// new one's data.
+	synced := func() bool {
+		info := old.Do(c, "INFO", "replication")
+		s, _ := info.ToString()
+		return strings.Contains(s, "master_link_status:up")
+	}
+	for deadline := time.Now().Add(10 * time.Second); !synced(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the old primary did not sync with the new one")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := streamOf(t, old, prefix, "r"); len(got) != 0 {
+		t.Errorf("after its resync the old primary still holds %v", got)
 	}
 }
