@@ -131,6 +131,9 @@ func (s *Store) publishMulti(ctx context.Context, execs []rueidis.LuaExec, cutof
 		// ends a demoted primary's connections so (REPLICAOF and CLIENT
 		// KILL TYPE normal) while WAIT waits, and the demoted primary's
 		// resync then drops the batch: it is lost as a whole.
+		if lostErr(res) == nil {
+			s.log.Warn("redis: the connection ended while WAIT waited for replicas (a primary turned into a replica?); refusing the batch its scripts stored", "messages", len(res), "err", err)
+		}
 		for i := range res {
 			res[i] = rueidis.NewErrorResult(err)
 		}

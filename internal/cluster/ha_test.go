@@ -1,9 +1,12 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,7 +79,8 @@ func TestAppendWaitCutOffByDemotion(t *testing.T) {
 	old := redistest.Start(t, redistest.Options{})
 	promoted := redistest.Start(t, redistest.Options{}) // knows nothing of the room
 	prefix := redistest.Prefix(t)
-	opts := cluster.Options{URL: old.URL(), Prefix: prefix, Wait: 1}
+	var logs lockedBuffer
+	opts := cluster.Options{URL: old.URL(), Prefix: prefix, Wait: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	st, err := cluster.Open(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +133,9 @@ func TestAppendWaitCutOffByDemotion(t *testing.T) {
 	if !errors.Is(r.Err, store.ErrUnavailable) {
 		t.Errorf("error %v, want ErrUnavailable", r.Err)
 	}
+	if !strings.Contains(logs.String(), "the connection ended while WAIT waited") {
+		t.Errorf("the store did not log why it refused the batch:\n%s", logs.String())
+	}
 	// What an ack would have promised is gone: the old primary took the
 	// new one's data.
 	synced := func() bool {
@@ -145,4 +152,23 @@ func TestAppendWaitCutOffByDemotion(t *testing.T) {
 	if got := streamOf(t, old, prefix, "r"); len(got) != 0 {
 		t.Errorf("after its resync the old primary still holds %v", got)
 	}
+}
+
+// lockedBuffer is an io.Writer for a logger that the test reads while the
+// store may still write.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
