@@ -100,7 +100,26 @@ type announcement struct {
 }
 
 // member is one user's place in a room. Guarded by its Room's mu.
+//
+// deliver reads conn, seqSeen and joining of every member for every
+// message: they come first, within the struct's first 32 bytes, which
+// never straddle a cache line (members are 160 bytes, a multiple of 32),
+// so a message to a room of a thousand costs one line per member.
 type member struct {
+	// conn is where the room's events go: nil while the user's connection
+	// is gone and the grace period runs.
+	conn Conn
+	// seqSeen is the joined reply's lastSeq: the member has, or has been
+	// told about, every seq up to it. A store commits a batch before it
+	// calls back for each message, so a history read can see messages
+	// whose delivery is still on its way; delivery skips them for this
+	// member.
+	seqSeen int64
+	joining bool
+	// pending, while the member joins, holds messages delivered between
+	// registering and reading history; nil once the member is live.
+	pending []delivery
+
 	user *User
 	name string
 	// role is the member's standing in the room that no token gives
@@ -110,13 +129,6 @@ type member struct {
 	role policy.Role
 	// nsRate is the member's bucket for a namespace's own rate (mayPost).
 	nsRate bucket
-	// conn is where the room's events go: nil while the user's connection
-	// is gone and the grace period runs.
-	conn Conn
-	// pending, while the member joins, holds messages delivered between
-	// registering and reading history; nil once the member is live.
-	pending []delivery
-	joining bool
 	// subscribed is set once the member's broker subscription is in
 	// place; removing the member gives it back.
 	subscribed bool
@@ -137,12 +149,6 @@ type member struct {
 	// presenceSeen is the number of the last presence event the member's
 	// joined reply already reflects: flushPresence sends it later ones.
 	presenceSeen uint64
-	// seqSeen is the joined reply's lastSeq: the member has, or has been
-	// told about, every seq up to it. A store commits a batch before it
-	// calls back for each message, so a history read can see messages
-	// whose delivery is still on its way; delivery skips them for this
-	// member.
-	seqSeen int64
 }
 
 // delivery is one encoded msg event and its seq.
