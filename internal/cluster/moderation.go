@@ -31,10 +31,12 @@ var _ store.Moderation = (*Store)(nil)
 // "untilMs\nJSON" (untilMs 0: until lifted), and its post rule, a string.
 // The mutes hash is a key of publish.lua, which refuses a muted user's
 // message at Redis's clock in the step that would store it, so a mute set
-// through one node holds for the next message through any node.
+// through one node holds for the next message through any node; so is
+// the post rule, for a member's message. (":p" is the roster's presence
+// hash, Roster.keys: the rule has a suffix of its own.)
 func (s *Store) muteKey(room string) string { return s.prefix + ":{" + room + "}:x" }
 func (s *Store) banKey(room string) string  { return s.prefix + ":{" + room + "}:b" }
-func (s *Store) ruleKey(room string) string { return s.prefix + ":{" + room + "}:p" }
+func (s *Store) ruleKey(room string) string { return s.prefix + ":{" + room + "}:r" }
 
 func (s *Store) restrictionKey(room string, kind store.Kind) (string, error) {
 	switch kind {

@@ -104,7 +104,7 @@ func TestModerationKeys(t *testing.T) {
 	if err := st.SetPostRule(ctx, "r", "moderators"); err != nil {
 		t.Fatal(err)
 	}
-	keys := []string{prefix + ":{r}:b", prefix + ":{r}:x", prefix + ":{r}:p"}
+	keys := []string{prefix + ":{r}:b", prefix + ":{r}:x", prefix + ":{r}:r"}
 	for _, k := range keys {
 		if d := ttl(t, srv, k); d <= idle-time.Minute || d > idle {
 			t.Fatalf("%s: time to live %v, want about %v", k, d, idle)
