@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/roomchat/roomchat/internal/protocol"
 )
 
 var _ Moderation = (*Memory)(nil)
@@ -24,6 +26,20 @@ func (s *Memory) muted(roomID, userID string, now time.Time) error {
 	}
 	if r, ok := s.restrictions[restrictionKey{roomID, userID, Mute}]; ok && r.InForce(now) {
 		return &MutedError{Until: r.Until}
+	}
+	return nil
+}
+
+// refused returns the error for m, a message (not a redaction) appended
+// at now, nil if the room takes it: a mute of its sender, or the room's
+// post rule when the sender is below moderator (below: m's
+// BelowModerator, which Append has cleared). Guarded by s.mu.
+func (s *Memory) refused(m protocol.Message, below bool, now time.Time) error {
+	if err := s.muted(m.RoomID, m.From.UserID, now); err != nil {
+		return err
+	}
+	if below && s.postRules[m.RoomID] == ModeratorsOnly {
+		return &PostRuleError{Rule: ModeratorsOnly}
 	}
 	return nil
 }

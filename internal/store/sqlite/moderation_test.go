@@ -80,6 +80,57 @@ func TestModerationAcrossRestart(t *testing.T) {
 	if r := storetest.MustAppend(t, s, m, ""); r.Msg.Seq != 1 {
 		t.Fatalf("after an expired mute: seq %d, want 1", r.Msg.Seq)
 	}
+	// The post rule read at Open refuses a member's message.
+	m.BelowModerator = true
+	if r := storetest.Append(t, s, m, ""); !errors.Is(r.Err, store.ErrPostRule) {
+		t.Fatalf("a member's message after restart under moderators: %v; want ErrPostRule", r.Err)
+	}
+}
+
+// TestPostRuleOrderedWithAppends: a post rule change is ordered with the
+// Appends queued around it within one batch of the committer, like a
+// mute: a member's message queued after moderators is refused, one
+// queued after members again is stored.
+func TestPostRuleOrderedWithAppends(t *testing.T) {
+	s := openT(t, filepath.Join(t.TempDir(), "roomchat.db"), Options{})
+	release, held := make(chan struct{}), make(chan struct{})
+	s.mu.RLock()
+	s.queue <- request{do: func(*sql.Conn) { close(held); <-release }}
+	s.mu.RUnlock()
+	<-held
+	results := make(chan error, 3)
+	send := func(text string) {
+		m := storetest.Msg("r", text)
+		m.BelowModerator = true
+		s.Append(m, "", func(_ protocol.Message, _ bool, err error) { results <- err })
+	}
+	queue := func(rule string) chan error {
+		m := &modReq{room: "r", rule: &rule, reply: make(chan error, 1)}
+		s.mu.RLock()
+		s.queue <- request{mod: m}
+		s.mu.RUnlock()
+		return m.reply
+	}
+	send("before")
+	mods := queue(store.ModeratorsOnly)
+	send("refused")
+	members := queue("members")
+	send("after")
+	close(release)
+	for _, c := range []chan error{mods, members} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range []error{nil, store.ErrPostRule, nil} {
+		if err := <-results; !errors.Is(err, want) || (want == nil && err != nil) {
+			t.Fatalf("message %d: %v, want %v", i, err, want)
+		}
+	}
+	got := messages(t, s, "r")
+	if len(got) != 2 || got[0].Message != "before" || got[1].Message != "after" || got[1].Seq != 2 {
+		t.Fatalf("stored %+v; want before (1) and after (2)", got)
+	}
 }
 
 // TestMuteOrderedWithAppends: a mute and an unmute are ordered with the
