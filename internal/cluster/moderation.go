@@ -21,6 +21,9 @@ var (
 	//go:embed lua/restrict.lua
 	restrictLua    string
 	restrictScript = rueidis.NewLuaScript(restrictLua)
+	//go:embed lua/prune.lua
+	pruneLua    string
+	pruneScript = rueidis.NewLuaScript(pruneLua)
 )
 
 var _ store.Moderation = (*Store)(nil)
@@ -148,6 +151,7 @@ func (s *Store) Restrictions(ctx context.Context, roomID string, kind store.Kind
 		return nil, err
 	}
 	var out []store.Restriction
+	var ended []string
 	for _, v := range all {
 		r, err := decodeRestriction(v)
 		if err != nil {
@@ -155,8 +159,11 @@ func (s *Store) Restrictions(ctx context.Context, roomID string, kind store.Kind
 		}
 		if r.InForce(now) {
 			out = append(out, r)
+		} else {
+			ended = append(ended, r.UserID)
 		}
 	}
+	s.prune(ctx, key, now, ended)
 	slices.SortFunc(out, func(a, b store.Restriction) int { return strings.Compare(a.UserID, b.UserID) })
 	return out, nil
 }
@@ -185,9 +192,27 @@ func (s *Store) Restricted(ctx context.Context, roomID string, kind store.Kind, 
 		return store.Restriction{}, false, unavailable(err)
 	}
 	if !r.InForce(now) {
+		s.prune(ctx, key, now, []string{userID})
 		return store.Restriction{}, false, nil
 	}
 	return r, true, nil
+}
+
+// prune deletes the restrictions of users, which a read found ended at
+// now, from key (HDEL, each checked again in the script, so a restriction
+// put since the read stays). Ended entries are pruned as reads meet them,
+// never by a timer per entry; a failure leaves them for the next read,
+// which skips them meanwhile.
+func (s *Store) prune(ctx context.Context, key string, now time.Time, users []string) {
+	if len(users) == 0 {
+		return
+	}
+	args := append([]string{strconv.FormatInt(now.UnixMilli(), 10)}, users...)
+	if err := s.modCall(ctx, func(ctx context.Context) error {
+		return pruneScript.Exec(ctx, s.client, []string{key}, args).Error()
+	}); err != nil {
+		s.log.Warn("prune ended restrictions", "key", key, "err", err)
+	}
 }
 
 // SetPostRule implements store.Moderation: the rule is kept with the

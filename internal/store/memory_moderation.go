@@ -88,8 +88,13 @@ func (s *Memory) Restrictions(_ context.Context, roomID string, kind Kind, now t
 	}
 	var out []Restriction
 	for k, r := range s.restrictions {
-		if k.room == roomID && k.kind == kind && r.InForce(now) {
+		if k.room != roomID || k.kind != kind {
+			continue
+		}
+		if r.InForce(now) {
 			out = append(out, r)
+		} else {
+			delete(s.restrictions, k) // ended: pruned as read
 		}
 	}
 	slices.SortFunc(out, func(a, b Restriction) int { return strings.Compare(a.UserID, b.UserID) })
@@ -103,8 +108,10 @@ func (s *Memory) Restricted(_ context.Context, roomID string, kind Kind, userID 
 	if err := s.checkOpen(); err != nil {
 		return Restriction{}, false, err
 	}
-	r, ok := s.restrictions[restrictionKey{roomID, userID, kind}]
+	k := restrictionKey{roomID, userID, kind}
+	r, ok := s.restrictions[k]
 	if !ok || !r.InForce(now) {
+		delete(s.restrictions, k) // ended: pruned as read
 		return Restriction{}, false, nil
 	}
 	return r, true, nil

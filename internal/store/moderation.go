@@ -87,7 +87,9 @@ type Moderation interface {
 	// PutRestriction sets r for its user in roomID, replacing an earlier one.
 	PutRestriction(ctx context.Context, roomID string, kind Kind, r Restriction) error
 	// DeleteRestriction lifts userID's restriction; existed reports
-	// whether there was one (in force or not).
+	// whether there was one (in force, or ended and not yet pruned: a
+	// store deletes ended ones as it reads or trims, never by a timer
+	// per entry).
 	DeleteRestriction(ctx context.Context, roomID string, kind Kind, userID string) (existed bool, err error)
 	// Restrictions returns those in force at now, sorted by UserID.
 	Restrictions(ctx context.Context, roomID string, kind Kind, now time.Time) ([]Restriction, error)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,5 +238,58 @@ func TestFailedModerationChangesNothing(t *testing.T) {
 	}
 	if rule, err := s.PostRule(ctx, "r"); err != nil || rule != "" {
 		t.Fatalf("post rule = %q, %v; want none", rule, err)
+	}
+}
+
+// TestPruneEndedRestrictions: the trimmer deletes the rows of bans and
+// mutes that have ended (reads skipped them already) and keeps those in
+// force, with or without an end.
+func TestPruneEndedRestrictions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "roomchat.db")
+	// The store's clock jumps ahead once the rows are in, past the wait
+	// between two prunes (pruneEvery) that the step at Open started.
+	var ahead atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	s := openT(t, path, Options{TrimInterval: 20 * time.Millisecond, now: clock})
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	for _, p := range []struct {
+		kind  store.Kind
+		user  string
+		until time.Time
+	}{
+		{store.Ban, "ended", now.Add(-time.Second)},
+		{store.Mute, "ended", now.Add(-time.Minute)},
+		{store.Ban, "forever", time.Time{}},
+		{store.Mute, "later", now.Add(time.Hour)},
+	} {
+		if err := s.PutRestriction(ctx, "r", p.kind, store.Restriction{UserID: p.user, Until: p.until, At: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ahead.Store(int64(2 * pruneEvery))
+	db := rawDB(t, path)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var users []string
+		rows, err := db.Query("SELECT kind || ':' || user_id FROM restrictions ORDER BY kind, user_id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				t.Fatal(err)
+			}
+			users = append(users, u)
+		}
+		rows.Close()
+		if strings.Join(users, " ") == "ban:forever mute:later" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restriction rows %v after 10s; want the ended ones pruned: ban:forever mute:later", users)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
