@@ -99,7 +99,7 @@ func (s *Store) tombKey(room string) string   { return s.prefix + ":{" + room + 
 // post rule keys, cut from one string: one allocation on the publish
 // path instead of six.
 func (s *Store) roomKeys(room string) [6]string {
-	const suffixes = "smtxbp"
+	const suffixes = "smtxbr"
 	n := len(s.prefix) + len(room) + 5 // prefix:{room}:X
 	b := make([]byte, 0, n*len(suffixes))
 	for i := range len(suffixes) {

@@ -184,8 +184,9 @@ func (reg *Registry) putOutHere(roomID, userID string, frame []byte) bool {
 // kick or ban takes the user out wherever it is; a mute's news reaches it
 // wherever it is, and every node forgets the room's cached mutes.
 var (
-	kickedPrefix = []byte(`{"type":"` + protocol.TypeKicked + `"`)
-	mutedPrefix  = []byte(`{"type":"` + protocol.TypeMuted + `"`)
+	kickedPrefix     = []byte(`{"type":"` + protocol.TypeKicked + `"`)
+	mutedPrefix      = []byte(`{"type":"` + protocol.TypeMuted + `"`)
+	configuredPrefix = []byte(`{"type":"` + protocol.TypeConfigured + `"`)
 )
 
 // relayedToUser handles a frame relayed to userID, reporting whether it
@@ -289,7 +290,15 @@ func (reg *Registry) Configure(ctx context.Context, a Actor, roomID, post string
 	if err := mod.SetPostRule(ctx, roomID, post); err != nil {
 		return reg.storeError("set post rule", err)
 	}
+	// Every member, on every node, is told (configured); the other nodes
+	// drop their cached post rule as the notice reaches them, so that
+	// event and typing, which the store does not see, follow at once.
 	reg.forgetMod(roomID)
+	frame := protocol.Encode(protocol.TypeConfigured, "", protocol.Configured{RoomID: roomID, Post: post, By: a.User})
+	reg.broker.Relay(roomID, "", false, frame)
+	if r := reg.lookup(roomID); r != nil {
+		r.relay(frame, nil)
+	}
 	reg.LogAction(a, "configure", roomID, "", "", "post", post)
 	return nil
 }
@@ -460,12 +469,22 @@ func mutedErr(roomID string, until time.Time) *protocol.Error {
 }
 
 // storeRefusal turns an append's error into what the sender is told: muted
-// for a mute the store found, else store_unavailable.
-func (reg *Registry) storeRefusal(roomID string, err error) *protocol.Error {
+// for a mute the store found, forbidden (naming the rule, as p words it)
+// for the room's moderators post rule, else store_unavailable. Either
+// refusal drops the room's cached moderation state, which missed it.
+func (reg *Registry) storeRefusal(roomID string, p *policy.Policy, err error) *protocol.Error {
 	var me *store.MutedError
 	if errors.As(err, &me) {
 		reg.forgetMod(roomID)
 		return mutedErr(roomID, me.Until)
+	}
+	var pe *store.PostRuleError
+	if errors.As(err, &pe) {
+		reg.forgetMod(roomID)
+		if perr := p.MayPostWith(policy.PostRule(pe.Rule), policy.RoleMember, false); perr != nil {
+			return perr
+		}
+		return protocol.Errorf(protocol.CodeForbidden, "room %s: only moderators and owners may post (post = %q)", roomID, pe.Rule)
 	}
 	return reg.storeError("append", err)
 }

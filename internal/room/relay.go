@@ -1,6 +1,7 @@
 package room
 
 import (
+	"bytes"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -77,7 +78,7 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	over := budgetKinds
 	var denied *protocol.Error
 	if m != nil {
-		if denied = reg.mayPost(r, p, rm, m, granted, now); denied == nil {
+		if denied = reg.mayPost(r, p, rm, m, granted, now, false); denied == nil {
 			from = protocol.User{UserID: u.id, Name: m.name}
 			cost := eventFrameOverhead + len(r.id) + len(name) + len(data) + len(u.id) + len(m.name)
 			over = r.spend(&reg.budgets, m, true, cost, now)
@@ -130,6 +131,11 @@ func (reg *Registry) relayed(roomID, about string, presence bool, frame []byte) 
 	}
 	if about != "" && reg.relayedToUser(roomID, about, frame) {
 		return
+	}
+	if about == "" && bytes.HasPrefix(frame, configuredPrefix) {
+		// Another node changed the room's post rule (SPEC §11): this
+		// node's cached one is stale; its members get the notice.
+		reg.forgetMod(roomID)
 	}
 	var u *User
 	if about != "" {

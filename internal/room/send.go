@@ -6,6 +6,7 @@ import (
 
 	gonanoid "github.com/matoous/go-nanoid/v2"
 
+	"github.com/roomchat/roomchat/internal/policy"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 )
@@ -44,8 +45,9 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	over := budgetKinds
 	var denied *protocol.Error
 	if m != nil {
-		if denied = reg.mayPost(r, p, rm, m, granted, now.UnixNano()); denied == nil {
+		if denied = reg.mayPost(r, p, rm, m, granted, now.UnixNano(), true); denied == nil {
 			msg.From.Name = m.name
+			msg.BelowModerator = max(m.role, granted) < policy.RoleModerator
 			over = r.spend(&reg.budgets, m, false, cost+len(m.name), now.UnixNano())
 		}
 	}
@@ -61,7 +63,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	}
 	reg.broker.Publish(msg, store.DedupKey(u.id, r.id, reqID), func(stored protocol.Message, dup bool, err error) {
 		if err != nil {
-			u.queue(protocol.EncodeError(reqID, reg.storeRefusal(r.id, err)))
+			u.queue(protocol.EncodeError(reqID, reg.storeRefusal(r.id, p, err)))
 			return
 		}
 		if !dup {

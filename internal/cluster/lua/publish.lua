@@ -17,12 +17,15 @@
 -- no age retention) and ARGV[12] and ARGV[13] the age at which trimming
 -- starts (a little past the cutoff, so that it runs in batches), ARGV[14]
 -- the seq the message redacts ("0": it is not a redaction), ARGV[15] the
--- sender's user ID ("": none, never muted).
+-- sender's user ID ("": none, never muted), ARGV[16] "1" when the sender's
+-- role is below moderator (its message is refused while KEYS[7] is
+-- "moderators").
 -- Returns {1, seq, epoch} for a new message, {0, seq, ID, JSON or false}
 -- for a retry (the JSON while the stream still holds the original), {-1}
 -- for a request past its time, {-2, untilMs} for a message of a user
--- muted in the room at Redis's clock (SPEC §11): nothing is stored and no
--- seq is taken.
+-- muted in the room at Redis's clock (SPEC §11), {-3} for a message of a
+-- member while the room's post rule is "moderators": nothing is stored
+-- and no seq is taken.
 local now = redis.call("time")
 local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if nowMs > tonumber(ARGV[8]) then
@@ -52,6 +55,9 @@ if ARGV[15] ~= "" and ARGV[14] == "0" then
       return {-2, untilMs}
     end
   end
+end
+if ARGV[16] == "1" and ARGV[14] == "0" and redis.call("get", KEYS[7]) == "moderators" then
+  return {-3}
 end
 local epoch = redis.call("hget", KEYS[2], "e")
 if not epoch then
