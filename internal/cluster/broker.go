@@ -583,105 +583,11 @@ func (b *Broker) roomOf(channel string) (string, bool) {
 func (b *Broker) apply(states map[string]*roomState, e event) {
 	switch e.kind {
 	case evSubscribe:
-		st := states[e.room]
-		if st == nil {
-			st = &roomState{}
-			states[e.room] = st
-		}
-		if !st.started {
-			st.started, st.last, st.lastID, st.epoch = true, e.seq, e.id, e.epoch
-			early := st.early
-			st.early = nil
-			for _, m := range early {
-				b.apply(states, m)
-			}
-		}
-		close(e.applied)
+		b.applySubscribe(states, e)
 	case evForget:
-		b.mu.Lock()
-		_, again := b.rooms[e.room]
-		conn := b.conn
-		b.mu.Unlock()
-		if !again {
-			delete(states, e.room)
-			if conn != nil {
-				ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
-				conn.Do(ctx, conn.B().Unsubscribe().Channel(b.st.channel(e.room)).Build())
-				// A new first Subscribe may have sent its SUBSCRIBE just
-				// before this UNSUBSCRIBE: subscribe again (it is
-				// idempotent); what came in between is filled from the
-				// stream like any gap.
-				b.mu.Lock()
-				_, again = b.rooms[e.room]
-				b.mu.Unlock()
-				if again {
-					conn.Do(ctx, conn.B().Subscribe().Channel(b.st.channel(e.room)).Build())
-				}
-				cancel()
-			}
-		}
+		b.applyForget(states, e.room)
 	case evMessage:
-		st := states[e.room]
-		if st == nil {
-			b.mu.Lock()
-			_, subscribing := b.rooms[e.room]
-			b.mu.Unlock()
-			if !subscribing {
-				return // not subscribed (any more)
-			}
-			st = &roomState{}
-			states[e.room] = st
-		}
-		if !st.started {
-			st.early = append(st.early, e)
-			return
-		}
-		if e.epoch != st.epoch {
-			if slices.Contains(st.past, e.epoch) {
-				return // published before the room moved on; the stream has it
-			}
-			// The room's history was lost or replaced: its members start
-			// over from the new epoch.
-			b.reset(e.room, st, e.epoch)
-		}
-		if st.verify {
-			// The first message since pub/sub came back: Redis may have
-			// lost writes meanwhile, and this one may stand in the place
-			// of one delivered already (checkRooms).
-			if !b.checkRooms(states, []string{e.room}) {
-				return // the check failed: the next one fills
-			}
-			if e.epoch != st.epoch {
-				return // the room moved on: the stream has the message
-			}
-		}
-		switch {
-		case e.seq < st.last:
-			return // a repeat
-		case e.seq == st.last:
-			// A repeat, unless Redis lost the message at st.last and
-			// this one took its seq (SPEC §8: loss is found by identity).
-			if id := messageID(e.body); st.lastID != "" && id != "" && id != st.lastID {
-				b.log.Warn("room's message at its last seq changed in Redis: acknowledged writes were lost", "room", e.room, "seq", st.last)
-				b.rotate(e.room, st)
-			}
-			return
-		case e.seq > st.last+1:
-			b.fill(e.room, st, e.seq-1)
-			if e.seq != st.last+1 {
-				return // the fill failed or moved on; the next check retries
-			}
-		}
-		m, err := decodeMessage(strconv.FormatInt(e.seq, 10), e.body)
-		if err != nil {
-			b.log.Error("redis pub/sub: bad message", "room", e.room, "err", err)
-			return
-		}
-		if b.overtaken(e.room, st, m) {
-			return
-		}
-		b.h.Deliver(m)
-		st.last, st.lastID = e.seq, m.ID
+		b.applyMessage(states, e)
 	case evServed:
 		if st := states[e.room]; st != nil && st.started && e.epoch == st.epoch && e.seq > st.last && e.seq > st.served {
 			st.served, st.servedID = e.seq, e.id
@@ -703,6 +609,149 @@ func (b *Broker) apply(states map[string]*roomState, e event) {
 			b.mu.Unlock()
 		}
 	}
+}
+
+// applySubscribe starts tracking a room at the position its first
+// Subscribe read, replays the messages that came before it, and lets
+// that Subscribe return.
+func (b *Broker) applySubscribe(states map[string]*roomState, e event) {
+	st := states[e.room]
+	if st == nil {
+		st = &roomState{}
+		states[e.room] = st
+	}
+	if !st.started {
+		st.started, st.last, st.lastID, st.epoch = true, e.seq, e.id, e.epoch
+		early := st.early
+		st.early = nil
+		for _, m := range early {
+			b.apply(states, m)
+		}
+	}
+	close(e.applied)
+}
+
+// applyForget stops tracking room and UNSUBSCRIBEs its channel, unless a
+// new Subscribe took it up again meanwhile.
+func (b *Broker) applyForget(states map[string]*roomState, room string) {
+	b.mu.Lock()
+	_, again := b.rooms[room]
+	conn := b.conn
+	b.mu.Unlock()
+	if again {
+		return
+	}
+	delete(states, room)
+	if conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+	conn.Do(ctx, conn.B().Unsubscribe().Channel(b.st.channel(room)).Build())
+	// A new first Subscribe may have sent its SUBSCRIBE just
+	// before this UNSUBSCRIBE: subscribe again (it is
+	// idempotent); what came in between is filled from the
+	// stream like any gap.
+	b.mu.Lock()
+	_, again = b.rooms[room]
+	b.mu.Unlock()
+	if again {
+		conn.Do(ctx, conn.B().Subscribe().Channel(b.st.channel(room)).Build())
+	}
+	cancel()
+}
+
+// applyMessage delivers a pub/sub message in seq order: it is held until
+// the room's position is known, checked against the room's epoch and
+// position, and preceded by what pub/sub missed.
+func (b *Broker) applyMessage(states map[string]*roomState, e event) {
+	st := b.messageState(states, e)
+	if st == nil || !b.currentEpoch(states, st, e) || !b.next(st, e) {
+		return
+	}
+	m, err := decodeMessage(strconv.FormatInt(e.seq, 10), e.body)
+	if err != nil {
+		b.log.Error("redis pub/sub: bad message", "room", e.room, "err", err)
+		return
+	}
+	if b.overtaken(e.room, st, m) {
+		return
+	}
+	b.h.Deliver(m)
+	st.last, st.lastID = e.seq, m.ID
+}
+
+// messageState returns the state of e's room, or nil when e is not to be
+// applied now: the room is not subscribed (any more), or its position is
+// not known yet, and e waits in early for it.
+func (b *Broker) messageState(states map[string]*roomState, e event) *roomState {
+	st := states[e.room]
+	if st == nil {
+		b.mu.Lock()
+		_, subscribing := b.rooms[e.room]
+		b.mu.Unlock()
+		if !subscribing {
+			return nil // not subscribed (any more)
+		}
+		st = &roomState{}
+		states[e.room] = st
+	}
+	if !st.started {
+		st.early = append(st.early, e)
+		return nil
+	}
+	return st
+}
+
+// currentEpoch reports whether e belongs to st's epoch, moving the room
+// to e's epoch when its history was lost or replaced, and checking the
+// room's position first when pub/sub has come back since the last
+// message.
+func (b *Broker) currentEpoch(states map[string]*roomState, st *roomState, e event) bool {
+	if e.epoch != st.epoch {
+		if slices.Contains(st.past, e.epoch) {
+			return false // published before the room moved on; the stream has it
+		}
+		// The room's history was lost or replaced: its members start
+		// over from the new epoch.
+		b.reset(e.room, st, e.epoch)
+	}
+	if st.verify {
+		// The first message since pub/sub came back: Redis may have
+		// lost writes meanwhile, and this one may stand in the place
+		// of one delivered already (checkRooms).
+		if !b.checkRooms(states, []string{e.room}) {
+			return false // the check failed: the next one fills
+		}
+		if e.epoch != st.epoch {
+			return false // the room moved on: the stream has the message
+		}
+	}
+	return true
+}
+
+// next reports whether e is the room's next seq, filling the gap from
+// the stream first when pub/sub missed messages before it. A repeat is
+// dropped, unless it shows that Redis lost the message delivered at its
+// seq.
+func (b *Broker) next(st *roomState, e event) bool {
+	switch {
+	case e.seq < st.last:
+		return false // a repeat
+	case e.seq == st.last:
+		// A repeat, unless Redis lost the message at st.last and
+		// this one took its seq (SPEC §8: loss is found by identity).
+		if id := messageID(e.body); st.lastID != "" && id != "" && id != st.lastID {
+			b.log.Warn("room's message at its last seq changed in Redis: acknowledged writes were lost", "room", e.room, "seq", st.last)
+			b.rotate(e.room, st)
+		}
+		return false
+	case e.seq > st.last+1:
+		b.fill(e.room, st, e.seq-1)
+		if e.seq != st.last+1 {
+			return false // the fill failed or moved on; the next check retries
+		}
+	}
+	return true
 }
 
 // maxPast bounds roomState.past.
