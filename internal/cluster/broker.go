@@ -800,16 +800,7 @@ func messageID(body string) string {
 func (b *Broker) fill(room string, st *roomState, through int64) {
 	verified := st.last == 0 || st.lastID == ""
 	for through == 0 || st.last < through {
-		q := store.Query{After: st.last, Limit: 500}
-		if !verified {
-			q.After = st.last - 1
-		}
-		if through > 0 {
-			q.Before = through + 1
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
-		info, msgs, err := b.st.Page(ctx, room, q)
-		cancel()
+		info, msgs, err := b.fillPage(room, st, through, verified)
 		if err != nil {
 			b.log.Warn("redis: filling a gap failed; retrying at the next check", "room", room, "err", err)
 			return
@@ -821,51 +812,96 @@ func (b *Broker) fill(room string, st *roomState, through int64) {
 		}
 		if !verified {
 			verified = true
-			switch {
-			case len(msgs) > 0 && msgs[0].Seq == st.last:
-				if msgs[0].ID != st.lastID {
-					b.log.Warn("room's message at the last seq delivered changed in Redis: acknowledged writes were lost", "room", room, "seq", st.last)
-					b.rotate(room, st)
-					return
-				}
-				msgs = msgs[1:]
-			case info.FirstSeq > 0 && info.FirstSeq <= st.last:
-				// Retention keeps st.last, and it is gone.
-				b.log.Warn("room's message at the last seq delivered is gone from Redis: acknowledged writes were lost", "room", room, "seq", st.last)
-				b.rotate(room, st)
+			var ok bool
+			if msgs, ok = b.verifyLast(room, st, info, msgs); !ok {
 				return
 			}
 		}
-		if len(msgs) > 0 && msgs[0].Seq != st.last+1 {
-			// Retention dropped what was missed: deliver from what is kept.
-			b.log.Warn("redis: messages missed on pub/sub are gone from the stream", "room", room, "from", st.last+1, "to", msgs[0].Seq-1)
-		}
-		for _, m := range msgs {
-			if b.overtaken(room, st, m) {
-				return
-			}
-			b.h.Deliver(m)
-			st.last, st.lastID = m.Seq, m.ID
-		}
-		b.fills.Add(uint64(len(msgs)))
-		if len(msgs) == 0 {
-			target := through
-			if target == 0 {
-				target = info.LastSeq
-			}
-			switch {
-			case info.LastSeq < st.last:
-				b.rotate(room, st)
-			case target > st.last && info.LastSeq >= target:
-				// The messages missed are not kept (a room whose policy
-				// stores nothing, SPEC §9, or retention dropped them):
-				// there is nothing to deliver for them, and later ones
-				// must not wait for them.
-				b.log.Warn("redis: messages missed on pub/sub are not stored; going on without them", "room", room, "from", st.last+1, "to", target)
-				st.last, st.lastID = target, ""
-			}
+		if !b.deliverFilled(room, st, msgs) {
 			return
 		}
+		if len(msgs) == 0 {
+			b.fillEnd(room, st, info, through)
+			return
+		}
+	}
+}
+
+// fillPage reads the next page of room's stream for fill: after st.last
+// (from st.last itself while the message there is not verified), up to
+// through.
+func (b *Broker) fillPage(room string, st *roomState, through int64, verified bool) (store.RoomInfo, []protocol.Message, error) {
+	q := store.Query{After: st.last, Limit: 500}
+	if !verified {
+		q.After = st.last - 1
+	}
+	if through > 0 {
+		q.Before = through + 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.st.timeout)
+	defer cancel()
+	return b.st.Page(ctx, room, q)
+}
+
+// verifyLast compares the message at st.last in a page read from st.last
+// itself with the one delivered, and returns the page without it. It
+// reports false, having rotated the room's epoch, when the message there
+// is another one or is gone while retention keeps st.last.
+func (b *Broker) verifyLast(room string, st *roomState, info store.RoomInfo, msgs []protocol.Message) ([]protocol.Message, bool) {
+	switch {
+	case len(msgs) > 0 && msgs[0].Seq == st.last:
+		if msgs[0].ID != st.lastID {
+			b.log.Warn("room's message at the last seq delivered changed in Redis: acknowledged writes were lost", "room", room, "seq", st.last)
+			b.rotate(room, st)
+			return msgs, false
+		}
+		msgs = msgs[1:]
+	case info.FirstSeq > 0 && info.FirstSeq <= st.last:
+		// Retention keeps st.last, and it is gone.
+		b.log.Warn("room's message at the last seq delivered is gone from Redis: acknowledged writes were lost", "room", room, "seq", st.last)
+		b.rotate(room, st)
+		return msgs, false
+	}
+	return msgs, true
+}
+
+// deliverFilled delivers msgs, read from room's stream, in order. It
+// reports false when one of them overtook a seq a reader was told of
+// (the room's epoch is rotated then).
+func (b *Broker) deliverFilled(room string, st *roomState, msgs []protocol.Message) bool {
+	if len(msgs) > 0 && msgs[0].Seq != st.last+1 {
+		// Retention dropped what was missed: deliver from what is kept.
+		b.log.Warn("redis: messages missed on pub/sub are gone from the stream", "room", room, "from", st.last+1, "to", msgs[0].Seq-1)
+	}
+	for _, m := range msgs {
+		if b.overtaken(room, st, m) {
+			return false
+		}
+		b.h.Deliver(m)
+		st.last, st.lastID = m.Seq, m.ID
+	}
+	b.fills.Add(uint64(len(msgs)))
+	return true
+}
+
+// fillEnd is fill's last step, once the stream has nothing more after
+// st.last: a seq that went back rotates the room's epoch, and seqs up to
+// through (or the room's last) that are not stored are skipped.
+func (b *Broker) fillEnd(room string, st *roomState, info store.RoomInfo, through int64) {
+	target := through
+	if target == 0 {
+		target = info.LastSeq
+	}
+	switch {
+	case info.LastSeq < st.last:
+		b.rotate(room, st)
+	case target > st.last && info.LastSeq >= target:
+		// The messages missed are not kept (a room whose policy
+		// stores nothing, SPEC §9, or retention dropped them):
+		// there is nothing to deliver for them, and later ones
+		// must not wait for them.
+		b.log.Warn("redis: messages missed on pub/sub are not stored; going on without them", "room", room, "from", st.last+1, "to", target)
+		st.last, st.lastID = target, ""
 	}
 }
 
