@@ -47,20 +47,12 @@ func TestServedSeqOvertaken(t *testing.T) {
 	t.Run("another message at the seq", func(t *testing.T) {
 		srv := redistest.Start(t, redistest.Options{})
 		prefix := redistest.Prefix(t)
-		st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		// No periodic check: only what pub/sub brings moves the node.
-		b := cluster.NewBroker(st, cluster.BrokerOptions{Check: time.Hour})
+		st := mustOpen(t, cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second})
 		rec := &epochRecorder{Recorder: brokertest.NewRecorder()}
-		b.Start(rec)
-		t.Cleanup(func() { b.Close(); st.Close() })
+		// No periodic check: only what pub/sub brings moves the node.
+		b := startBroker(t, st, rec, time.Hour)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := b.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
 		if err := b.Subscribe(ctx, "r"); err != nil {
 			t.Fatal(err)
 		}
@@ -82,19 +74,11 @@ func TestServedSeqOvertaken(t *testing.T) {
 	t.Run("the seq goes back", func(t *testing.T) {
 		srv := redistest.Start(t, redistest.Options{})
 		prefix := redistest.Prefix(t)
-		st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := cluster.NewBroker(st, cluster.BrokerOptions{Check: 200 * time.Millisecond})
+		st := mustOpen(t, cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second})
 		rec := &epochRecorder{Recorder: brokertest.NewRecorder()}
-		b.Start(rec)
-		t.Cleanup(func() { b.Close(); st.Close() })
+		b := startBroker(t, st, rec, 200*time.Millisecond)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := b.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
 		if err := b.Subscribe(ctx, "r"); err != nil {
 			t.Fatal(err)
 		}
