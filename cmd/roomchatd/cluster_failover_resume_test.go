@@ -37,7 +37,7 @@ func TestClusterResumeAfterLossyFailover(t *testing.T) {
 	if m := old.Do(old.Client(), "WAIT", "1", "5000"); !isInt(m, 1) {
 		t.Fatalf("WAIT 1: %v", m)
 	}
-	resume := hang(t, replica)
+	resume := pauseRedis(t, replica)
 	if err := old.Try("CLIENT", "KILL", "TYPE", "replica"); err != nil {
 		t.Fatal(err)
 	}

@@ -200,9 +200,9 @@ func redisInt(srv *redistest.Server, words ...string) int64 {
 	return n
 }
 
-// hang stops srv (SIGSTOP), as a Redis that hangs; the function it
+// pauseRedis stops srv (SIGSTOP), as a Redis that hangs; the function it
 // returns, also run when the test ends, lets it go on (SIGCONT) once.
-func hang(t *testing.T, srv *redistest.Server) (resume func()) {
+func pauseRedis(t *testing.T, srv *redistest.Server) (resume func()) {
 	t.Helper()
 	pid := srv.PID()
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
