@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -21,11 +20,7 @@ import (
 func TestAppendWaitsForReplica(t *testing.T) {
 	h := redistest.StartHA(t, redistest.HAOptions{})
 	prefix := redistest.Prefix(t)
-	st, err := cluster.Open(context.Background(), cluster.Options{URL: h.URL(), Prefix: prefix, Wait: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := mustOpen(t, cluster.Options{URL: h.URL(), Prefix: prefix, Wait: 1})
 	storetest.MustAppend(t, st, storetest.Msg("r", "replicated"), "k1")
 
 	replica := h.Servers[1]

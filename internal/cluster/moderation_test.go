@@ -139,12 +139,7 @@ func TestModerationKeys(t *testing.T) {
 
 func openIdle(t *testing.T, srv *redistest.Server, prefix string, idle time.Duration) *cluster.Store {
 	t.Helper()
-	st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, IdleTTL: idle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return mustOpen(t, cluster.Options{URL: srv.URL(), Prefix: prefix, IdleTTL: idle})
 }
 
 // TestPruneEndedRestrictions: a read that meets bans or mutes that have
