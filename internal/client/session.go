@@ -165,6 +165,7 @@ type Session struct {
 	// Owned by run.
 	name    string
 	resume  string
+	userID  string // the newest connection's, from its welcome
 	lastSeq int64
 	epoch   string
 	since   *int64
@@ -183,9 +184,11 @@ type Session struct {
 // returned (no retry), so a wrong server or room is reported at once;
 // later drops are retried until ctx ends or Close is called, except when
 // retrying cannot help (SPEC §10): a 4001 close without a TokenSource
-// ends the session with an error that is ErrTokenExpired, and a reconnect
-// refused with 401 (ErrUnauthorized), forbidden or unknown_namespace ends
-// it with that refusal (Err, and Next after the last event).
+// ends the session with an error that is ErrTokenExpired; with a token,
+// a close because another connection of the same identity took over ends
+// it with a *ReplacedError (ErrReplaced); and a reconnect refused with
+// 401 (ErrUnauthorized), forbidden or unknown_namespace ends it with that
+// refusal (Err, and Next after the last event).
 func OpenSession(ctx context.Context, serverURL, roomID string, opts SessionOptions) (*Session, error) {
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = DefaultMinBackoff

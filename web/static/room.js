@@ -90,6 +90,8 @@ const el = {
   copyModLink: $('copy-mod-link'),
   modStatus: $('mod-status'),
   mutedNote: $('muted-note'),
+  replacedBar: $('replaced-bar'),
+  useHere: $('use-here'),
 };
 
 // The outbox holds our pending and failed messages, always at the bottom of
@@ -188,6 +190,7 @@ function init() {
   el.postPolicy.addEventListener('change', () => moderate('configure', { post: el.postPolicy.value }));
   el.copyModLink.addEventListener('click', () => copyText(el.modLink, el.modStatus));
   el.members.addEventListener('keydown', onMenuKey);
+  el.useHere.addEventListener('click', () => conn.takeOver());
   document.addEventListener('click', (ev) => {
     if (!ev.target.closest?.('.mod-menu, .mod-toggle')) closeMenus(false);
   });
@@ -240,6 +243,7 @@ function init() {
 function onConnState({ state, retryAt }) {
   clearInterval(statusTimer);
   el.reconnectNow.hidden = !(state === 'waiting' || state === 'offline');
+  showReplaced(state === 'replaced');
   switch (state) {
     case 'connecting':
       setStatus('connecting', everJoined ? 'Reconnecting…' : 'Connecting…');
@@ -259,9 +263,25 @@ function onConnState({ state, retryAt }) {
     case 'offline':
       setStatus('offline', 'Offline. Waiting for the network…');
       break;
+    case 'replaced':
+      setStatus('offline', 'Not connected: this room is open in another tab or window.');
+      break;
     default:
       break;
   }
+}
+
+// showReplaced puts the "open in another tab or window" notice, with its
+// "Use here" button, in place of the composer (on), or the composer back
+// (off). Another tab, window or roomchat CLI of the same signed identity
+// holds the connection (SPEC §10: one per identity); Use here takes it
+// back. The focus follows when it was in what is hidden.
+function showReplaced(on) {
+  if (el.replacedBar.hidden === !on) return;
+  const focusIn = (on ? el.composer : el.replacedBar).contains(document.activeElement);
+  el.replacedBar.hidden = !on;
+  el.composer.hidden = on;
+  if (focusIn) (on ? el.useHere : el.input).focus();
 }
 
 // onAuth tells the user what became of their token (SPEC §10).
