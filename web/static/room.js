@@ -40,6 +40,7 @@ const $ = (id) => document.getElementById(id);
 const NAME_KEY = 'roomchat.name';
 const NAME_SKIPPED_KEY = 'roomchat.nameSkipped';
 const TYPING_SEND_MS = 2000; // send typing at most this often
+const TYPING_ID = 'typing-'; // prefix of the ids of typing notices
 const TYPING_SHOW_MS = 3000; // show someone's typing this long
 // The server de-duplicates a re-sent id for 5 minutes. A message unconfirmed
 // for longer than this could be stored twice if re-sent, so it is marked
@@ -121,6 +122,9 @@ let memberCount = 0;
 const outbox = []; // {cid, text, el, state: 'queued'|'sent'|'failed', firstSentAt, userID}
 const typers = new Map(); // userID → {name, timer}
 let lastTypingSent = 0;
+// typingRefused: the room's policy refused our typing notice (SPEC §9
+// typing = false); none is sent again until the next join.
+let typingRefused = false;
 let unread = 0;
 let statusTimer = 0;
 // Moderation (SPEC §11). ownerKey is this room's owner key, kept in
@@ -382,6 +386,7 @@ function onJoined(id, p) {
   if (p.roomID !== roomID) return;
   const since = joinRequests.has(id) ? joinRequests.get(id) : null;
   joinRequests.delete(id);
+  typingRefused = false; // a reload of the policy may have turned typing on
 
   if (p.you) {
     me.userID = p.you.userID || me.userID;
@@ -814,6 +819,12 @@ function onError(id, p) {
     onHistoryError(p);
     return;
   }
+  if (id && id.startsWith(TYPING_ID)) {
+    // A typing notice is a courtesy that the user did not ask for: never an
+    // error sentence. Where the room turns them off, stop sending them.
+    if (p.code === 'forbidden') typingRefused = true;
+    return;
+  }
   const sentence = errorSentence(p.code, p.message, p.field);
   const item = id && outbox.find((i) => i.cid === id);
   if (item) {
@@ -937,8 +948,9 @@ function onInputKey(ev) {
 function onInput() {
   updateCharCount();
   const now = Date.now();
-  if (joined && el.input.value.trim() !== '' && now - lastTypingSent >= TYPING_SEND_MS) {
-    if (conn.send({ type: 'typing', payload: { roomID } })) lastTypingSent = now;
+  if (joined && !typingRefused && el.input.value.trim() !== '' && now - lastTypingSent >= TYPING_SEND_MS) {
+    // The id lets onError tell a refused typing notice from other errors.
+    if (conn.send({ type: 'typing', id: `${TYPING_ID}${newID(10)}`, payload: { roomID } })) lastTypingSent = now;
   }
 }
 
