@@ -361,7 +361,37 @@ function onWelcome(p) {
   }
   updateCharCount();
   if (p.userID) me.userID = p.userID;
+  // welcome.name is the token's name claim or else a default name; only a
+  // claim fixes it, so the page looks at its own token to know which.
+  if (typeof p.name === 'string' && p.name && tokenHasName(conn.token())) takeFixedName(p.name);
   if (nameDecided && !removed) sendJoin();
+}
+
+// tokenHasName reports whether the JWT token carries a name claim. The
+// page only reads its own token here; the server verifies it.
+function tokenHasName(token) {
+  const part = token.split('.')[1];
+  if (!part) return false;
+  try {
+    const bytes = Uint8Array.from(atob(part.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return typeof claims?.name === 'string' && claims.name !== '';
+  } catch {
+    return false;
+  }
+}
+
+// takeFixedName uses the name of a signed identity (SPEC §10: a token's
+// name claim fixes it, and the server ignores any other): the page does not
+// ask for a name, nor offer to change it.
+function takeFixedName(name) {
+  const asking = el.nameDialog.open;
+  if (asking) el.nameDialog.close();
+  el.changeName.hidden = true;
+  me.name = name;
+  renderMyName();
+  nameDecided = true;
+  if (asking) el.input.focus();
 }
 
 // sendJoin joins (or re-joins) the room. fresh asks for recent history
