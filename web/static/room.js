@@ -41,6 +41,7 @@ const NAME_KEY = 'roomchat.name';
 const NAME_SKIPPED_KEY = 'roomchat.nameSkipped';
 const TYPING_SEND_MS = 2000; // send typing at most this often
 const TYPING_ID = 'typing-'; // prefix of the ids of typing notices
+const MAX_REASON = 200; // characters of a moderation reason (the server's limit)
 const TYPING_SHOW_MS = 3000; // show someone's typing this long
 // The server de-duplicates a re-sent id for 5 minutes. A message unconfirmed
 // for longer than this could be stored twice if re-sent, so it is marked
@@ -1310,6 +1311,15 @@ function memberMenu(userID, name) {
   menu.setAttribute('role', 'group');
   menu.setAttribute('aria-label', `Actions for ${name}`);
   menu.hidden = true;
+  // The reason goes with the action and is shown to the member (SPEC §11
+  // kick, ban, mute: reason?), so a banned guest learns why.
+  const reason = document.createElement('input');
+  reason.type = 'text';
+  reason.className = 'mod-reason';
+  reason.maxLength = MAX_REASON;
+  reason.placeholder = 'Reason (optional)';
+  reason.setAttribute('aria-label', `Reason, shown to ${name} (optional)`);
+  menu.append(reason);
   const actions = [
     ['Kick', 'kick', ''],
     ['Ban for 10 min', 'ban', '10m'],
@@ -1327,7 +1337,10 @@ function memberMenu(userID, name) {
     b.addEventListener('click', () => {
       const payload = { userID };
       if (dur) payload.for = dur;
+      const why = reason.value.trim();
+      if (why && type !== 'unmute') payload.reason = why;
       moderate(type, payload);
+      reason.value = '';
       closeMenus(true);
     });
     menu.append(b);
@@ -1338,7 +1351,7 @@ function memberMenu(userID, name) {
     if (open) {
       menu.hidden = false;
       toggle.setAttribute('aria-expanded', 'true');
-      menu.querySelector('button').focus();
+      reason.focus();
     }
   });
   wrap.append(toggle, menu);
