@@ -40,6 +40,8 @@ const $ = (id) => document.getElementById(id);
 const NAME_KEY = 'roomchat.name';
 const NAME_SKIPPED_KEY = 'roomchat.nameSkipped';
 const TYPING_SEND_MS = 2000; // send typing at most this often
+const TYPING_ID = 'typing-'; // prefix of the ids of typing notices
+const MAX_REASON = 200; // characters of a moderation reason (the server's limit)
 const TYPING_SHOW_MS = 3000; // show someone's typing this long
 // The server de-duplicates a re-sent id for 5 minutes. A message unconfirmed
 // for longer than this could be stored twice if re-sent, so it is marked
@@ -123,6 +125,9 @@ let memberCount = 0;
 const outbox = []; // {cid, text, el, state: 'queued'|'sent'|'failed', firstSentAt, userID}
 const typers = new Map(); // userID → {name, timer}
 let lastTypingSent = 0;
+// typingRefused: the room's policy refused our typing notice (SPEC §9
+// typing = false); none is sent again until the next join.
+let typingRefused = false;
 let unread = 0;
 let statusTimer = 0;
 // Moderation (SPEC §11). ownerKey is this room's owner key, kept in
@@ -377,7 +382,37 @@ function onWelcome(p) {
   }
   updateCharCount();
   if (p.userID) me.userID = p.userID;
+  // welcome.name is the token's name claim or else a default name; only a
+  // claim fixes it, so the page looks at its own token to know which.
+  if (typeof p.name === 'string' && p.name && tokenHasName(conn.token())) takeFixedName(p.name);
   if (nameDecided && !removed) sendJoin();
+}
+
+// tokenHasName reports whether the JWT token carries a name claim. The
+// page only reads its own token here; the server verifies it.
+function tokenHasName(token) {
+  const part = token.split('.')[1];
+  if (!part) return false;
+  try {
+    const bytes = Uint8Array.from(atob(part.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return typeof claims?.name === 'string' && claims.name !== '';
+  } catch {
+    return false;
+  }
+}
+
+// takeFixedName uses the name of a signed identity (SPEC §10: a token's
+// name claim fixes it, and the server ignores any other): the page does not
+// ask for a name, nor offer to change it.
+function takeFixedName(name) {
+  const asking = el.nameDialog.open;
+  if (asking) el.nameDialog.close();
+  el.changeName.hidden = true;
+  me.name = name;
+  renderMyName();
+  nameDecided = true;
+  if (asking) el.input.focus();
 }
 
 // sendJoin joins (or re-joins) the room. fresh asks for recent history
@@ -402,6 +437,7 @@ function onJoined(id, p) {
   if (p.roomID !== roomID) return;
   const since = joinRequests.has(id) ? joinRequests.get(id) : null;
   joinRequests.delete(id);
+  typingRefused = false; // a reload of the policy may have turned typing on
 
   if (p.you) {
     me.userID = p.you.userID || me.userID;
@@ -834,6 +870,12 @@ function onError(id, p) {
     onHistoryError(p);
     return;
   }
+  if (id && id.startsWith(TYPING_ID)) {
+    // A typing notice is a courtesy that the user did not ask for: never an
+    // error sentence. Where the room turns them off, stop sending them.
+    if (p.code === 'forbidden') typingRefused = true;
+    return;
+  }
   const sentence = errorSentence(p.code, p.message, p.field);
   const item = id && outbox.find((i) => i.cid === id);
   if (item) {
@@ -957,8 +999,9 @@ function onInputKey(ev) {
 function onInput() {
   updateCharCount();
   const now = Date.now();
-  if (joined && el.input.value.trim() !== '' && now - lastTypingSent >= TYPING_SEND_MS) {
-    if (conn.send({ type: 'typing', payload: { roomID } })) lastTypingSent = now;
+  if (joined && !typingRefused && el.input.value.trim() !== '' && now - lastTypingSent >= TYPING_SEND_MS) {
+    // The id lets onError tell a refused typing notice from other errors.
+    if (conn.send({ type: 'typing', id: `${TYPING_ID}${newID(10)}`, payload: { roomID } })) lastTypingSent = now;
   }
 }
 
@@ -1288,6 +1331,15 @@ function memberMenu(userID, name) {
   menu.setAttribute('role', 'group');
   menu.setAttribute('aria-label', `Actions for ${name}`);
   menu.hidden = true;
+  // The reason goes with the action and is shown to the member (SPEC §11
+  // kick, ban, mute: reason?), so a banned guest learns why.
+  const reason = document.createElement('input');
+  reason.type = 'text';
+  reason.className = 'mod-reason';
+  reason.maxLength = MAX_REASON;
+  reason.placeholder = 'Reason (optional)';
+  reason.setAttribute('aria-label', `Reason, shown to ${name} (optional)`);
+  menu.append(reason);
   const actions = [
     ['Kick', 'kick', ''],
     ['Ban for 10 min', 'ban', '10m'],
@@ -1305,7 +1357,10 @@ function memberMenu(userID, name) {
     b.addEventListener('click', () => {
       const payload = { userID };
       if (dur) payload.for = dur;
+      const why = reason.value.trim();
+      if (why && type !== 'unmute') payload.reason = why;
       moderate(type, payload);
+      reason.value = '';
       closeMenus(true);
     });
     menu.append(b);
@@ -1316,7 +1371,7 @@ function memberMenu(userID, name) {
     if (open) {
       menu.hidden = false;
       toggle.setAttribute('aria-expanded', 'true');
-      menu.querySelector('button').focus();
+      reason.focus();
     }
   });
   wrap.append(toggle, menu);
