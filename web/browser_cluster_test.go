@@ -30,9 +30,6 @@ import (
 	"github.com/roomchat/roomchat/internal/redistest"
 )
 
-// TestMain removes the roomchatd that chattest.Bin builds for the
-// walkthrough.
-func TestMain(m *testing.M) { os.Exit(chattest.Main(m)) }
 
 // walkStopEnv names the variable that sets how long the walkthrough holds
 // Redis stopped: a Go duration ("30s") or whole seconds ("30").

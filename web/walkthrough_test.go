@@ -25,6 +25,8 @@ import (
 	"github.com/roomchat/roomchat/internal/chattest"
 )
 
+// TestMain removes the roomchatd that chattest.Bin builds for the
+// walkthroughs (these and the cluster's, browser_cluster_test.go).
 func TestMain(m *testing.M) { os.Exit(chattest.Main(m)) }
 
 // operationsDoc is docs/operations.md, which the walkthroughs follow.
