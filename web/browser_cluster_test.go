@@ -30,7 +30,6 @@ import (
 	"github.com/roomchat/roomchat/internal/redistest"
 )
 
-
 // walkStopEnv names the variable that sets how long the walkthrough holds
 // Redis stopped: a Go duration ("30s") or whole seconds ("30").
 const walkStopEnv = "ROOMCHAT_WALK_STOP"
