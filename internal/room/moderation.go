@@ -297,7 +297,7 @@ func (reg *Registry) Configure(ctx context.Context, a Actor, roomID, post string
 	frame := protocol.Encode(protocol.TypeConfigured, "", protocol.Configured{RoomID: roomID, Post: post, By: a.User})
 	reg.broker.Relay(roomID, "", false, frame)
 	if r := reg.lookup(roomID); r != nil {
-		r.relay(frame, nil)
+		r.notify(frame)
 	}
 	reg.LogAction(a, "configure", roomID, "", "", "post", post)
 	return nil
