@@ -186,6 +186,10 @@ func TestClusterPostRule(t *testing.T) {
 	if c.RoomID != roomID || c.Post != "moderators" || c.By.Name != "owner" {
 		t.Fatalf("configured on node 2: %+v", c)
 	}
+	// A join on node 2 says the rule set through node 1.
+	if j := chattest.Dial(t, nodes[1].URL, "").Join(t, roomID); j.Post != "moderators" {
+		t.Fatalf("joined.post on node 2 under moderators: %q", j.Post)
+	}
 	// The notice has dropped node 2's cache: event is refused too.
 	guest.Sendf(t, `{"type":"event","payload":{"roomID":%q,"name":"wave"}}`, roomID)
 	if e := awaitErr(t, guest); e.Code != protocol.CodeForbidden {

@@ -92,6 +92,10 @@ type Event struct {
 	// event and typing are refused until Muted.Until (zero: until
 	// lifted), or, with Lifted, they are allowed again.
 	Muted *protocol.Muted
+	// Configured is the decoded payload of a configured event: the room's
+	// post rule is now Configured.Post, set at run time by Configured.By
+	// (SPEC §11). Under "moderators" a member's messages are refused.
+	Configured *protocol.Configured
 	// Reconnected marks the joined event that follows a reconnect.
 	Reconnected bool
 	// EpochChanged marks a joined event whose epoch differs from the

@@ -197,6 +197,12 @@ func (s *Session) decodeEvent(ev *Event) (skip bool, err error) {
 			return false, err
 		}
 		ev.Muted = &m
+	case protocol.TypeConfigured:
+		var c protocol.Configured
+		if err := decode(env, &c); err != nil {
+			return false, err
+		}
+		ev.Configured = &c
 	case protocol.TypeHistory:
 		// Only a late reply to a page request that timed out (the
 		// connection is dropped then); its messages are asked for again.

@@ -213,6 +213,11 @@ type Joined struct {
 	// LastSeq were left out of this reply: the client asks for them with
 	// history requests.
 	More bool `json:"more"`
+	// Post is the room's post rule set at run time (SPEC §11 configure),
+	// "members" or "moderators", as the server knew it when it answered;
+	// empty (left out) when the namespace's post rule applies. A later
+	// change comes as configured.
+	Post string `json:"post,omitempty"`
 }
 
 // Presence events.

@@ -297,7 +297,7 @@ func (reg *Registry) Configure(ctx context.Context, a Actor, roomID, post string
 	frame := protocol.Encode(protocol.TypeConfigured, "", protocol.Configured{RoomID: roomID, Post: post, By: a.User})
 	reg.broker.Relay(roomID, "", false, frame)
 	if r := reg.lookup(roomID); r != nil {
-		r.relay(frame, nil)
+		r.notify(frame)
 	}
 	reg.LogAction(a, "configure", roomID, "", "", "post", post)
 	return nil
@@ -470,8 +470,9 @@ func mutedErr(roomID string, until time.Time) *protocol.Error {
 
 // storeRefusal turns an append's error into what the sender is told: muted
 // for a mute the store found, forbidden (naming the rule, as p words it)
-// for the room's moderators post rule, else store_unavailable. Either
-// refusal drops the room's cached moderation state, which missed it.
+// for the room's moderators post rule (p nil: naming the room),
+// else store_unavailable. Either refusal drops the room's cached
+// moderation state, which missed it.
 func (reg *Registry) storeRefusal(roomID string, p *policy.Policy, err error) *protocol.Error {
 	var me *store.MutedError
 	if errors.As(err, &me) {
@@ -481,8 +482,10 @@ func (reg *Registry) storeRefusal(roomID string, p *policy.Policy, err error) *p
 	var pe *store.PostRuleError
 	if errors.As(err, &pe) {
 		reg.forgetMod(roomID)
-		if perr := p.MayPostWith(policy.PostRule(pe.Rule), policy.RoleMember, false); perr != nil {
-			return perr
+		if p != nil {
+			if perr := p.MayPostWith(policy.PostRule(pe.Rule), policy.RoleMember, false); perr != nil {
+				return perr
+			}
 		}
 		return protocol.Errorf(protocol.CodeForbidden, "room %s: only moderators and owners may post (post = %q)", roomID, pe.Rule)
 	}

@@ -136,6 +136,8 @@ func (reg *Registry) relayed(roomID, about string, presence bool, frame []byte) 
 		// Another node changed the room's post rule (SPEC §11): this
 		// node's cached one is stale; its members get the notice.
 		reg.forgetMod(roomID)
+		r.notify(frame)
+		return
 	}
 	var u *User
 	if about != "" {

@@ -1,6 +1,7 @@
 package room
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,7 +152,8 @@ type member struct {
 	presenceSeen uint64
 }
 
-// delivery is one encoded msg event and its seq.
+// delivery is one encoded msg event and its seq, or a notice about the
+// room (Room.notify) with seq math.MaxInt64, which goLive always queues.
 type delivery struct {
 	seq   int64
 	frame []byte
@@ -463,6 +465,24 @@ func (r *Room) relay(frame []byte, skip *User) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.broadcast(frame, skip)
+}
+
+// notify queues frame, a notice about the room's state (configured), to
+// every live member, and keeps it for each member still joining, to go
+// out after its joined (goLive): a joined answered from state read before
+// the change is followed by the change.
+func (r *Room) notify(frame []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flushPresence()
+	for _, m := range r.members {
+		switch {
+		case m.joining:
+			m.pending = append(m.pending, delivery{seq: math.MaxInt64, frame: frame})
+		case m.conn != nil:
+			m.conn.Queue(frame)
+		}
+	}
 }
 
 // broadcast queues frame to every live member except skip, after any

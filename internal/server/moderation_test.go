@@ -306,3 +306,84 @@ func TestMuteSurvivesResume(t *testing.T) {
 	fresh.Join(t, roomID)
 	fresh.SendAck(t, "f", "a new user is not muted")
 }
+
+// SPEC §11 configure: joined says the room's run-time post rule to whoever
+// joins while it is set (a first join, a join again, a join after a
+// resume), and POST /api/rooms/{id}/messages is held to it: a caller below
+// moderator (anonymous, a member's token) gets 403 forbidden naming the
+// rule and nothing is stored; an API key, the room's owner key and a
+// moderator's token post.
+func TestPostRuleJoinedAndHTTP(t *testing.T) {
+	s := startAccess(t, matrixConfig)
+	roomID, key, owner := modRoom(t, s.URL)
+	guest := chattest.Dial(t, s.URL, "")
+	if j := guest.Join(t, roomID); j.Post != "" {
+		t.Fatalf("joined.post %q before any configure, want none", j.Post)
+	}
+	msgs := s.URL + "/api/rooms/" + roomID + "/messages"
+	memberTok := token(t, "tok-member", map[string]string{roomID: "member"})
+	modTok := token(t, "tok-mod", map[string]string{roomID: "moderator"})
+	wantStatus(t, http.StatusCreated, "", "POST", msgs, memberTok, `{"message":"before"}`)
+	guest.Await(t, protocol.TypeMsg)
+
+	owner.Sendf(t, `{"type":"configure","payload":{"roomID":%q,"post":"moderators"}}`, roomID)
+	done(t, owner, protocol.TypeConfigure)
+	guest.Await(t, protocol.TypeConfigured)
+
+	late := chattest.Dial(t, s.URL, "")
+	if j := late.Join(t, roomID); j.Post != "moderators" {
+		t.Fatalf("joined.post %q of a join under moderators", j.Post)
+	}
+	if j := guest.Join(t, roomID); j.Post != "moderators" {
+		t.Fatalf("joined.post %q of a join again under moderators", j.Post)
+	}
+	resume := guest.Welcome.Resume
+	guest.Close()
+	back := chattest.Dial(t, s.URL, "?resume="+resume)
+	if j := back.Join(t, roomID); j.Post != "moderators" {
+		t.Fatalf("joined.post %q of a join after a resume under moderators", j.Post)
+	}
+
+	wantStatus(t, http.StatusForbidden, protocol.CodeForbidden, "POST", msgs, memberTok, `{"message":"refused"}`, `post = "moderators"`)
+	for _, bearer := range []string{testAPIKey, key, modTok} {
+		wantStatus(t, http.StatusCreated, "", "POST", msgs, bearer, `{"message":"announcement"}`)
+	}
+	var page server.MessagePage
+	json.Unmarshal(wantStatus(t, http.StatusOK, "", "GET", msgs+"?after=0", "", ""), &page)
+	if len(page.Messages) != 4 || page.LastSeq != 4 {
+		t.Fatalf("page after the posts: %+v, want before and three announcements", page)
+	}
+	for _, m := range page.Messages {
+		if m.Message == "refused" {
+			t.Fatalf("a refused post was stored: %+v", m)
+		}
+	}
+
+	owner.Sendf(t, `{"type":"configure","payload":{"roomID":%q,"post":"members"}}`, roomID)
+	done(t, owner, protocol.TypeConfigure)
+	if j := chattest.Dial(t, s.URL, "").Join(t, roomID); j.Post != "members" {
+		t.Fatalf("joined.post %q after the switch back, want members", j.Post)
+	}
+	wantStatus(t, http.StatusCreated, "", "POST", msgs, memberTok, `{"message":"after"}`)
+}
+
+// With auth off an HTTP post without credentials is a member's: refused
+// under the run-time post rule of moderators (SPEC §11), in the words of
+// the namespace's rule; the room's owner key posts.
+func TestPostRuleHTTPAnonymous(t *testing.T) {
+	s := chattest.StartInProcess(t)
+	roomID, key, owner := modRoom(t, s.URL)
+	msgs := s.URL + "/api/rooms/" + roomID + "/messages"
+	owner.Sendf(t, `{"type":"configure","payload":{"roomID":%q,"post":"moderators"}}`, roomID)
+	done(t, owner, protocol.TypeConfigure)
+	wantStatus(t, http.StatusForbidden, protocol.CodeForbidden, "POST", msgs, "", `{"name":"bot","message":"refused"}`, "rooms without a namespace", `post = "moderators"`)
+	wantStatus(t, http.StatusCreated, "", "POST", msgs, key, `{"message":"announcement"}`)
+	owner.Sendf(t, `{"type":"configure","payload":{"roomID":%q,"post":"members"}}`, roomID)
+	done(t, owner, protocol.TypeConfigure)
+	wantStatus(t, http.StatusCreated, "", "POST", msgs, "", `{"message":"after"}`)
+	var page server.MessagePage
+	json.Unmarshal(wantStatus(t, http.StatusOK, "", "GET", msgs+"?after=0", "", ""), &page)
+	if len(page.Messages) != 2 || page.Messages[0].Message != "announcement" || page.Messages[1].Message != "after" {
+		t.Fatalf("page: %+v, want the announcement and the post after", page)
+	}
+}

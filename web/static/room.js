@@ -139,6 +139,10 @@ let ownerKey = '';
 let removed = null;
 let mutedUntil = null;
 let muteTimer = 0;
+// postRule is the room's post rule set at run time (joined.post, then
+// configured): 'moderators' disables the composer of a member below
+// moderator; '' while the namespace's rule applies.
+let postRule = '';
 const MOD_TEXT = 'removed by a moderator';
 
 const conn = new Connection();
@@ -239,6 +243,9 @@ function init() {
     },
     get moderator() {
       return ownerKey !== '';
+    },
+    get postRule() {
+      return postRule;
     },
   });
 }
@@ -366,6 +373,9 @@ function onEvent(ev) {
     case 'muted':
       if (p.roomID === roomID) onMuted(p);
       break;
+    case 'configured':
+      if (p.roomID === roomID) onConfigured(p);
+      break;
     case 'done':
       if (p.roomID === roomID) onDone(p);
       break;
@@ -476,6 +486,7 @@ function onJoined(id, p) {
   if (me.userID) members.set(me.userID, me.name);
   memberCount = Number.isInteger(p.count) ? p.count : members.size;
   renderMembers();
+  setPostRule(typeof p.post === 'string' ? p.post : '');
 
   joined = true;
   everJoined = true;
@@ -1291,6 +1302,7 @@ function setOwnerKey(k) {
     else if (!k) n.querySelector('.mod-remove')?.remove();
   }
   renderMembers();
+  setComposerEnabled();
 }
 
 // moderate sends a moderation frame; the reply is done or an error.
@@ -1442,14 +1454,67 @@ function onMuted(p) {
   setComposerEnabled();
 }
 
+// onConfigured: a moderator changed the room's post rule (SPEC §11).
+function onConfigured(p) {
+  setPostRule(p.post);
+  if (ownerKey) {
+    const by = p.by && p.by.name ? p.by.name : 'A moderator';
+    el.modStatus.textContent = p.post === 'moderators' ? `${by} made posting moderators-only.` : `${by} let every member post.`;
+  }
+}
+
+function setPostRule(post) {
+  postRule = post === 'moderators' || post === 'members' ? post : '';
+  if (postRule) el.postPolicy.value = postRule;
+  setComposerEnabled();
+}
+
+// mayModerate: this page acts as a moderator or owner of the room, by its
+// owner key or its token's rooms claim.
+function mayModerate() {
+  const role = tokenRole();
+  return ownerKey !== '' || role === 'moderator' || role === 'owner';
+}
+
+// tokenRole is the role the stored token's rooms claim grants in this
+// room (SPEC §10: the exact room, else the longest matching prefix
+// ending in *), or '' without one. The server decides; this only says
+// whether our input would be refused.
+function tokenRole() {
+  const tok = conn.token();
+  if (!tok) return '';
+  let rooms;
+  try {
+    const part = tok.split('.')[1] || '';
+    rooms = JSON.parse(atob(part.replace(/-/g, '+').replace(/_/g, '/'))).rooms;
+  } catch {
+    return '';
+  }
+  if (!rooms || typeof rooms !== 'object') return '';
+  if (typeof rooms[roomID] === 'string') return rooms[roomID];
+  let best = '';
+  let bestLen = -1;
+  for (const [pattern, role] of Object.entries(rooms)) {
+    if (!pattern.endsWith('*') || typeof role !== 'string') continue;
+    const prefix = pattern.slice(0, -1);
+    if (prefix.length > bestLen && roomID.startsWith(prefix)) {
+      best = role;
+      bestLen = prefix.length;
+    }
+  }
+  return best;
+}
+
 function setComposerEnabled() {
-  const off = !!removed || mutedUntil !== null;
+  const locked = postRule === 'moderators' && !mayModerate();
+  const off = !!removed || mutedUntil !== null || locked;
   el.input.disabled = off;
   el.send.disabled = off;
   let note = '';
   if (removed) note = removed.banned ? 'You are banned from this room.' : 'You were removed from this room.';
   else if (mutedUntil === true) note = 'A moderator muted you until further notice.';
   else if (mutedUntil) note = `A moderator muted you until ${formatTime(mutedUntil.toISOString()).long}.`;
+  else if (locked) note = 'Only moderators can post in this room right now.';
   el.mutedNote.textContent = note;
   el.mutedNote.hidden = note === '';
 }
