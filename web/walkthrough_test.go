@@ -256,31 +256,12 @@ func TestWalkthroughPolicy(t *testing.T) {
 	reader.do(chromedp.Navigate(srv.URL + "/r/news:launch"))
 	reader.chooseName("Reader")
 	reader.waitConnected()
-	// ...and cannot post; the page says why. Typing is off in news: the
-	// refused typing notice is no error for the user, and not sent again.
-	n := reader.frameCount()
-	reader.do(chromedp.SendKeys(chromedp.ID("message-input"), "can I post here?"))
-	reader.waitFrame(n, "the refused typing notice", func(f wsEvent) bool {
-		return !f.Sent && f.Type == "error" && strings.Contains(string(f.Payload), "(typing = false)")
-	})
-	if got := evalJS[string](reader, `document.getElementById('error').textContent`); got != "" {
-		t.Errorf("typing in a news room shows the error %q", got)
-	}
-	reader.do(chromedp.SendKeys(chromedp.ID("message-input"), kb.Enter))
-	const why = `Not allowed: namespace "news": only the HTTP API may post (post = "api").`
-	reader.waitJS("the refusal, naming the rule", `document.getElementById('error').textContent === `+jsString(why)+` &&
-		[...document.querySelectorAll('#messages .message.failed')].some(m =>
-			m.querySelector('.text').textContent === 'can I post here?' && m.querySelector('.state').textContent.includes(`+jsString(why)+`))`)
-	reader.do(chromedp.SendKeys(chromedp.ID("message-input"), "still typing"))
-	typing := 0
-	for _, f := range reader.framesSince(n) {
-		if f.Sent && f.Type == "typing" {
-			typing++
-		}
-	}
-	if typing != 1 {
-		t.Errorf("the page sent %d typing notices in a typing = false room, want the one refused", typing)
-	}
+	// ...and cannot post: joined says post = "api", so the page disables
+	// its input from the join on and says why.
+	const why = `This room is read-only: its messages come from an application.`
+	reader.waitJS("the input disabled, with the reason", `document.getElementById('message-input').disabled &&
+		document.getElementById('send').disabled && roomchat.postRule === 'api' &&
+		!document.getElementById('muted-note').hidden && document.getElementById('muted-note').textContent === `+jsString(why))
 
 	// The doc's curl, with the API key, posts; the browser sees it.
 	curl := docCommand(t, w.doc, "curl -s -X POST localhost:8080/api/rooms/news:launch/messages")

@@ -213,10 +213,11 @@ type Joined struct {
 	// LastSeq were left out of this reply: the client asks for them with
 	// history requests.
 	More bool `json:"more"`
-	// Post is the room's post rule set at run time (SPEC §11 configure),
-	// "members" or "moderators", as the server knew it when it answered;
-	// empty (left out) when the namespace's post rule applies. A later
-	// change comes as configured.
+	// Post is the room's post rule in force, as the server knew it when
+	// it answered: the one set at run time (SPEC §11 configure),
+	// "members" or "moderators", else the namespace's (SPEC §9) when it
+	// is "moderators" or "api"; empty (left out) when every member may
+	// post. A later change comes as configured.
 	Post string `json:"post,omitempty"`
 }
 

@@ -61,7 +61,7 @@ func (reg *Registry) JoinWithKey(ctx context.Context, u *User, c Conn, roomID, n
 	// joined says the room's run-time post rule (SPEC §11): read after
 	// the member is in, so that a configure after this read reaches it
 	// as configured (Room.notify), even while it is still joining.
-	post := reg.roomMod(r, time.Now()).post
+	post := reg.roomMod(r, time.Now()).postInForce(p)
 	a := reply{u: u, c: c, r: r, m: m, since: since, reqID: reqID, gen: gen, roll: roll, post: post}
 	for {
 		var err error
@@ -250,8 +250,8 @@ func (reg *Registry) abandon(u *User, r *Room, m *member, fresh bool) {
 // hist, read for since), the reply's id (reqID), and the room's reset
 // count when the history was read (gen). reset marks an answer to Reset.
 // roll, in a cluster, is the roster's members and count for joined; nil
-// takes the room's own. post is the room's run-time post rule for
-// joined.post ("" : the namespace's).
+// takes the room's own. post is the room's post rule in force for
+// joined.post (roomMod.postInForce).
 type reply struct {
 	u     *User
 	c     Conn
@@ -384,7 +384,8 @@ func (reg *Registry) rejoin(r *Room) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(reg.ctx, 10*time.Second)
-		post := reg.roomMod(r, time.Now()).post
+		p, _ := reg.policyOf(r)
+		post := reg.roomMod(r, time.Now()).postInForce(p)
 		info, hist, err := reg.read(ctx, r, &zero)
 		var roll *listing
 		if err == nil && reg.roster != nil {

@@ -420,9 +420,14 @@ type roomMod struct {
 const modCacheTTL = 5 * time.Second
 
 // forgetMod drops roomID's cached moderation state, if the room is live.
+//
+// It stores a new expired state rather than nil, so that a refresh that
+// read the store before this change cannot put its stale copy back:
+// roomMod stores what it read only if the state it replaced is still the
+// one it found.
 func (reg *Registry) forgetMod(roomID string) {
 	if r := reg.lookup(roomID); r != nil {
-		r.mod.Store(nil)
+		r.mod.Store(&roomMod{})
 	}
 }
 
@@ -433,8 +438,9 @@ func (reg *Registry) forgetMod(roomID string) {
 //
 // now is the caller's clock reading: a message's path reads it once.
 func (reg *Registry) roomMod(r *Room, now time.Time) *roomMod {
-	if rm := r.mod.Load(); rm != nil && now.Sub(rm.at) < modCacheTTL {
-		return rm
+	old := r.mod.Load()
+	if old != nil && now.Sub(old.at) < modCacheTTL {
+		return old
 	}
 	rm := &roomMod{at: now}
 	ctx, cancel := context.WithTimeout(reg.ctx, 2*time.Second)
@@ -448,8 +454,42 @@ func (reg *Registry) roomMod(r *Room, now time.Time) *roomMod {
 		rm.post = policy.PostRule(post)
 	}
 	cancel()
-	r.mod.Store(rm)
+	// A change made meanwhile (forgetMod) wins: the next caller reads
+	// again.
+	r.mod.CompareAndSwap(old, rm)
 	return rm
+}
+
+// MayPostEvent holds an event posted over HTTP (POST
+// /api/rooms/{id}/events) to roomID's post rule set at run time (SPEC §11)
+// for a caller of role; the namespace's own rule is the caller's to check
+// (policy.MayPost). Events are not stored, so no store checks them as it
+// appends a message: the rule is read from the store, once per request.
+func (reg *Registry) MayPostEvent(ctx context.Context, roomID string, p *policy.Policy, role policy.Role) error {
+	rule, err := reg.store.PostRule(ctx, roomID)
+	if err != nil {
+		return reg.storeError("read post rule", err)
+	}
+	if rule == "" {
+		return nil
+	}
+	if perr := p.MayPostWith(policy.PostRule(rule), role, true); perr != nil {
+		return perr
+	}
+	return nil
+}
+
+// postInForce is what joined says of r's post rule (SPEC §11): the rule
+// set at run time, else the namespace's when it is not members ("": every
+// member may post).
+func (rm *roomMod) postInForce(p *policy.Policy) policy.PostRule {
+	switch {
+	case rm.post != "":
+		return rm.post
+	case p != nil && p.Post != policy.PostMembers:
+		return p.Post
+	}
+	return ""
 }
 
 // mutedError is the muted refusal of userID in rm's room, or nil.

@@ -380,6 +380,16 @@ func (s *Server) handlePostEvent(w http.ResponseWriter, r *http.Request) {
 	if !s.mayPost(w, r, id, pol) {
 		return
 	}
+	// The room's run-time post rule (SPEC §11 configure) holds for
+	// events as for messages, by the caller's role (see handlePostMessage).
+	if err := s.reg.MayPostEvent(r.Context(), id, pol, s.actor(r, id).Role); err != nil {
+		if pe, ok := errors.AsType[*protocol.Error](err); ok && pe.Code != protocol.CodeStoreUnavailable {
+			s.fail(w, statusOf(pe), pe)
+		} else {
+			s.storeFailed(w, err)
+		}
+		return
+	}
 	var p PostEvent
 	if !s.readBody(w, r, &p) {
 		return

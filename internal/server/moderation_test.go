@@ -348,6 +348,12 @@ func TestPostRuleJoinedAndHTTP(t *testing.T) {
 	for _, bearer := range []string{testAPIKey, key, modTok} {
 		wantStatus(t, http.StatusCreated, "", "POST", msgs, bearer, `{"message":"announcement"}`)
 	}
+	// Events over HTTP are held to the rule too, by the caller's role.
+	events := s.URL + "/api/rooms/" + roomID + "/events"
+	wantStatus(t, http.StatusForbidden, protocol.CodeForbidden, "POST", events, memberTok, `{"name":"wave"}`, `post = "moderators"`)
+	for _, bearer := range []string{testAPIKey, key, modTok} {
+		wantStatus(t, http.StatusAccepted, "", "POST", events, bearer, `{"name":"wave"}`)
+	}
 	var page server.MessagePage
 	json.Unmarshal(wantStatus(t, http.StatusOK, "", "GET", msgs+"?after=0", "", ""), &page)
 	if len(page.Messages) != 4 || page.LastSeq != 4 {
@@ -365,6 +371,7 @@ func TestPostRuleJoinedAndHTTP(t *testing.T) {
 		t.Fatalf("joined.post %q after the switch back, want members", j.Post)
 	}
 	wantStatus(t, http.StatusCreated, "", "POST", msgs, memberTok, `{"message":"after"}`)
+	wantStatus(t, http.StatusAccepted, "", "POST", events, memberTok, `{"name":"wave"}`)
 }
 
 // With auth off an HTTP post without credentials is a member's: refused

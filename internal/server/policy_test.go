@@ -556,3 +556,17 @@ func checkCreated(t *testing.T, base, ns string, cr protocol.Created) {
 		t.Fatalf("created url %q, want %s/r/%s", cr.URL, base, cr.RoomID)
 	}
 }
+
+// TestJoinedSaysPostRule: joined carries the post rule in force when not
+// every member may post (SPEC §9 post, §11), so that a client can disable
+// its input from the join on: the namespace's moderators or api, none in a
+// members namespace.
+func TestJoinedSaysPostRule(t *testing.T) {
+	s := startAccess(t, matrixConfig)
+	c := chattest.Dial(t, s.URL, "")
+	for roomID, want := range map[string]string{"news:r": "moderators", "bots:r": "api", "open:r": ""} {
+		if j := c.Join(t, roomID); j.Post != want {
+			t.Errorf("joined %s: post %q, want %q", roomID, j.Post, want)
+		}
+	}
+}

@@ -139,9 +139,10 @@ let ownerKey = '';
 let removed = null;
 let mutedUntil = null;
 let muteTimer = 0;
-// postRule is the room's post rule set at run time (joined.post, then
+// postRule is the room's post rule in force (joined.post, then
 // configured): 'moderators' disables the composer of a member below
-// moderator; '' while the namespace's rule applies.
+// moderator, 'api' everyone's (only the HTTP API posts); '' while every
+// member may post.
 let postRule = '';
 const MOD_TEXT = 'removed by a moderator';
 
@@ -1464,8 +1465,8 @@ function onConfigured(p) {
 }
 
 function setPostRule(post) {
-  postRule = post === 'moderators' || post === 'members' ? post : '';
-  if (postRule) el.postPolicy.value = postRule;
+  postRule = post === 'moderators' || post === 'members' || post === 'api' ? post : '';
+  if (postRule === 'moderators' || postRule === 'members') el.postPolicy.value = postRule;
   setComposerEnabled();
 }
 
@@ -1506,7 +1507,8 @@ function tokenRole() {
 }
 
 function setComposerEnabled() {
-  const locked = postRule === 'moderators' && !mayModerate();
+  const apiOnly = postRule === 'api';
+  const locked = apiOnly || (postRule === 'moderators' && !mayModerate());
   const off = !!removed || mutedUntil !== null || locked;
   el.input.disabled = off;
   el.send.disabled = off;
@@ -1514,6 +1516,7 @@ function setComposerEnabled() {
   if (removed) note = removed.banned ? 'You are banned from this room.' : 'You were removed from this room.';
   else if (mutedUntil === true) note = 'A moderator muted you until further notice.';
   else if (mutedUntil) note = `A moderator muted you until ${formatTime(mutedUntil.toISOString()).long}.`;
+  else if (apiOnly) note = 'This room is read-only: its messages come from an application.';
   else if (locked) note = 'Only moderators can post in this room right now.';
   el.mutedNote.textContent = note;
   el.mutedNote.hidden = note === '';
