@@ -20,16 +20,10 @@ func TestClusterModeration(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 2, "-rate", "0")
 
-	owner := chattest.Dial(t, nodes[0].URL, "")
-	owner.Send(t, `{"type":"create","id":"c"}`)
-	var cr protocol.Created
-	chattest.Decode(t, owner.Expect(t, protocol.TypeCreated), &cr)
-	roomID := cr.RoomID
-	owner.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner","key":%q}}`, roomID, cr.OwnerKey)
-	owner.Expect(t, protocol.TypeJoined)
+	roomID, key, owner := chattest.OwnedRoom(t, nodes[0].URL)
 	// The key is the store's: the owner is the owner on node 2 too.
 	owner2 := chattest.Dial(t, nodes[1].URL, "")
-	owner2.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner2","key":%q}}`, roomID, cr.OwnerKey)
+	owner2.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner2","key":%q}}`, roomID, key)
 	owner2.Expect(t, protocol.TypeJoined)
 
 	guest, j := member(t, nodes[1], roomID)
@@ -156,13 +150,7 @@ func TestClusterPostRule(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 2, "-rate", "0")
 
-	owner := chattest.Dial(t, nodes[0].URL, "")
-	owner.Send(t, `{"type":"create","id":"c"}`)
-	var cr protocol.Created
-	chattest.Decode(t, owner.Expect(t, protocol.TypeCreated), &cr)
-	roomID := cr.RoomID
-	owner.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner","key":%q}}`, roomID, cr.OwnerKey)
-	owner.Expect(t, protocol.TypeJoined)
+	roomID, _, owner := chattest.OwnedRoom(t, nodes[0].URL)
 	guest, _ := member(t, nodes[1], roomID)
 	// Node 2 has read (and cached) the room's moderation state.
 	guest.SendAck(t, "g0", "hello")
