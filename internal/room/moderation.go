@@ -412,9 +412,12 @@ func (reg *Registry) Actions() map[string]uint64 {
 // a muted msg is refused by the store itself, on every node at once) and
 // dropped at once by this node's own changes (forgetMod).
 type roomMod struct {
-	at    time.Time
-	mutes map[string]time.Time // userID → until (zero: until lifted)
-	post  policy.PostRule      // "" : the namespace's
+	at time.Time
+	// forgotten marks the state forgetMod leaves: nothing cached, read
+	// again before use, even on a message's path (currentMod).
+	forgotten bool
+	mutes     map[string]time.Time // userID → until (zero: until lifted)
+	post      policy.PostRule      // "" : the namespace's
 }
 
 const modCacheTTL = 5 * time.Second
@@ -427,8 +430,31 @@ const modCacheTTL = 5 * time.Second
 // one it found.
 func (reg *Registry) forgetMod(roomID string) {
 	if r := reg.lookup(roomID); r != nil {
-		r.mod.Store(&roomMod{})
+		r.mod.Store(&roomMod{forgotten: true})
 	}
+}
+
+// currentMod is roomMod for a message's path (msg, event, typing): a state
+// past modCacheTTL is used once more while a goroutine of the registry
+// reads the store again, so that no sender waits for that read. Only a
+// room with nothing cached (none yet, or forgotten by this node's own
+// change) is read first. A stale state risks little: the store checks a
+// msg's mute and post rule itself as it appends it, and another node's
+// change also reaches this one as a relayed notice (muted, configured).
+func (reg *Registry) currentMod(r *Room, now time.Time) *roomMod {
+	rm := r.mod.Load()
+	switch {
+	case rm == nil || rm.forgotten:
+		return reg.roomMod(r, now)
+	case now.Sub(rm.at) >= modCacheTTL && r.modReading.CompareAndSwap(false, true):
+		if !reg.spawn(func() {
+			defer r.modReading.Store(false)
+			reg.roomMod(r, time.Now())
+		}) {
+			r.modReading.Store(false)
+		}
+	}
+	return rm
 }
 
 // roomMod returns r's cached moderation state, reading the store when it

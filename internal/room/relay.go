@@ -30,7 +30,7 @@ func (reg *Registry) Typing(u *User, roomID string) error {
 		return perr
 	}
 	now := time.Now()
-	if perr := reg.roomMod(r, now).mutedError(r.id, u.id); perr != nil {
+	if perr := reg.currentMod(r, now).mutedError(r.id, u.id); perr != nil {
 		return perr
 	}
 	r.mu.Lock()
@@ -70,7 +70,7 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	}
 	granted := u.grantedRole(r.id)
 	clock := time.Now()
-	rm := reg.roomMod(r, clock)
+	rm := reg.currentMod(r, clock)
 	now := clock.UnixNano()
 	r.mu.Lock()
 	m := r.member(u)

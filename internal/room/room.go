@@ -24,10 +24,12 @@ type Conn interface {
 // catching up with a join. It lives in Registry.rooms while it has members
 // and is dropped (dead) when the last one goes.
 type Room struct {
-	id     string                  // read-only
-	pol    roomPolicyRef           // the room's policy, looked up once per Config (policyOf)
-	mod    atomic.Pointer[roomMod] // its mutes and post rule, cached (Registry.roomMod)
-	closed *atomic.Bool            // the registry's Registry.closed: no flush timer is armed once set
+	id  string                  // read-only
+	pol roomPolicyRef           // the room's policy, looked up once per Config (policyOf)
+	mod atomic.Pointer[roomMod] // its mutes and post rule, cached (Registry.roomMod)
+	// modReading is set while a goroutine reads mod again (currentMod).
+	modReading atomic.Bool
+	closed     *atomic.Bool // the registry's Registry.closed: no flush timer is armed once set
 
 	// mu guards the fields below and every member of the room. Lock order:
 	// mu, then Registry.mu (dropIfEmpty), then a Conn's own lock (Queue).

@@ -29,7 +29,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	}
 	granted := u.grantedRole(r.id)
 	now := time.Now()
-	rm := reg.roomMod(r, now)
+	rm := reg.currentMod(r, now)
 	msg := protocol.Message{
 		ID:      gonanoid.Must(),
 		RoomID:  r.id,
