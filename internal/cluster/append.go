@@ -252,7 +252,7 @@ func (s *Store) publishExec(m protocol.Message, key string, cutoff, now time.Tim
 			strconv.FormatInt(cutoff.UnixMilli()+s.skew.Load(), 10),
 			strconv.FormatInt(s.idleTTL.Milliseconds(), 10),
 			ageDay, ageTime, trimDay, trimTime, strconv.FormatInt(max(m.Redacts, 0), 10),
-			m.From.UserID, below,
+			m.From.UserID, below, strconv.FormatInt(s.nodeSpan.Load(), 10),
 		},
 	}
 }

@@ -19,7 +19,8 @@
 -- the seq the message redacts ("0": it is not a redaction), ARGV[15] the
 -- sender's user ID ("": none, never muted), ARGV[16] "1" when the sender's
 -- role is below moderator (its message is refused while KEYS[7] is
--- "moderators").
+-- "moderators"), ARGV[17] Redis's stream-node-max-entries ("0": not
+-- known), which bounds what a redaction writes again.
 -- Returns {1, seq, epoch} for a new message, {0, seq, ID, JSON or false}
 -- for a retry (the JSON while the stream still holds the original), {-1}
 -- for a request past its time, {-2, untilMs} for a message of a user
@@ -98,12 +99,36 @@ if keep and ARGV[14] ~= "0" then
       '},"ts":' .. cjson.encode(o.ts) .. '}'
     redis.call("zadd", KEYS[4], target, tomb)
     -- XDEL only flags an entry: its bytes stay in the stream's node
-    -- (and in DUMP, RDB and replicas) until the whole node goes. So the
-    -- stream is rebuilt without it: O(entries kept), once per redaction.
-    local all = redis.call("xrange", KEYS[1], "-", "+")
+    -- (and in DUMP, RDB and replicas) until the whole node goes. A node
+    -- holds at most ARGV[17] entries (stream-node-max-entries), so the
+    -- entries from the ARGV[17] - 1 before the target on are deleted,
+    -- which empties and frees the target's node, and the others among
+    -- them are added again: O(ARGV[17] + entries after the target), a
+    -- handful for a recent message. With ARGV[17] "0" (not known) the
+    -- whole stream is written again.
+    local span = tonumber(ARGV[17])
+    local start = "-"
+    if span > 0 then
+      local before = redis.call("xrevrange", KEYS[1], "(" .. e[1], "-", "count", span - 1)
+      start = before[#before] and before[#before][1] or e[1]
+    end
+    local tail = redis.call("xrange", KEYS[1], start, "+")
     local ttl = redis.call("pttl", KEYS[1])
-    redis.call("del", KEYS[1])
-    for _, x in ipairs(all) do
+    if start == "-" then
+      redis.call("del", KEYS[1])
+    else
+      for i = 1, #tail, 1000 do
+        local ids = {}
+        for j = i, math.min(i + 999, #tail) do
+          ids[#ids + 1] = tail[j][1]
+        end
+        redis.call("xdel", KEYS[1], unpack(ids))
+      end
+      -- New entries may take IDs from the deleted ones' again.
+      local top = redis.call("xrevrange", KEYS[1], "+", "-", "count", 1)
+      redis.call("xsetid", KEYS[1], top[1] and top[1][1] or "0-0")
+    end
+    for _, x in ipairs(tail) do
       if x[1] ~= e[1] then
         redis.call("xadd", KEYS[1], x[1], unpack(x[2]))
       end
