@@ -134,9 +134,9 @@ func (s *Store) storeEpoch() string { return *s.epoch.Load() }
 // is the one this node put back, or the one another node put back first.
 func (s *Store) TokenKey() []byte { return *s.key.Load() }
 
-// readNodeSpan reads Redis's stream-node-max-entries into s.nodeSpan, at
-// start and after every return of Redis (a failover may bring another
-// server's setting). A Redis that refuses CONFIG (a managed service may
+// readNodeSpan reads Redis's stream-node-max-entries into s.nodeSpan,
+// with the shared keys (at start, then every keepEvery: a failover may
+// bring another server's setting). A Redis that refuses CONFIG (a managed service may
 // rename it) or sets no entry bound (0) leaves it 0: a redaction then
 // writes the room's whole stream again, which removes the text all the
 // same.
