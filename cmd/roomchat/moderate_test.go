@@ -161,3 +161,13 @@ func TestModeration(t *testing.T) {
 		t.Errorf("unban again: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// A room of a namespace where only the HTTP API posts (SPEC §9 post =
+// "api"): tail says so as it joins, before any line is refused.
+func TestTailSaysReadOnly(t *testing.T) {
+	const config = "[namespace.news]\npost = \"api\"\n"
+	srv := chattest.StartInProcess(t, chattest.WithConfig(t, config, nil, 0))
+	p := startCLI(t, "tail", "news:launch", "--server", srv.URL)
+	p.expectLine(`^-- joined news:launch`)
+	p.expectLine(`^-- news:launch is read-only here: only the server's HTTP API posts to it$`)
+}

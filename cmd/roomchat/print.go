@@ -108,11 +108,16 @@ func (p *printer) joined(ev client.Event) error {
 	if j.Truncated {
 		p.notice("some earlier messages are no longer stored and were missed")
 	}
-	if j.Post == "moderators" && p.post != j.Post {
-		// The room's post rule set at run time (SPEC §11): lines typed
-		// now are refused, so say it before they are (once, not again
-		// on each reconnect).
-		p.notice("posting in " + j.RoomID + " is set to " + postText(j.Post) + ": members' messages are refused")
+	if p.post != j.Post {
+		// The room's post rule in force (SPEC §9, §11): lines typed now
+		// are refused, so say it before they are (once, not again on
+		// each reconnect).
+		switch j.Post {
+		case "moderators":
+			p.notice("posting in " + j.RoomID + " is set to " + postText(j.Post) + ": members' messages are refused")
+		case "api":
+			p.notice(j.RoomID + " is read-only here: only the server's HTTP API posts to it")
+		}
 	}
 	p.post = j.Post
 	for _, m := range j.History {
