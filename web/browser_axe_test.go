@@ -225,10 +225,26 @@ func TestBrowserAxe(t *testing.T) {
 	late.chooseName("late")
 	late.waitConnected()
 	lateID := evalJS[string](late, `roomchat.userID`)
+	// Joined under moderators only: the input is disabled, and says why.
+	late.waitJS("the input disabled, and why", `document.getElementById('message-input').disabled &&
+		document.getElementById('muted-note').textContent === 'Only moderators can post in this room right now.'`)
+	checkAxe(t, late, "a member's page, moderators only")
+	setPost := func(post string) {
+		t.Helper()
+		evalJS[bool](owner, `(() => { const s = document.getElementById('post-policy'); s.value = `+jsString(post)+`; return s.dispatchEvent(new Event('change')); })()`)
+	}
+	setPost("members")
+	late.waitJS("the input enabled", `!document.getElementById('message-input').disabled`)
 	late.do(chromedp.SendKeys(chromedp.ID("message-input"), "may I?"))
 	owner.waitJS("the typing line", `document.getElementById('typing').textContent === 'late is typing…'`)
 	checkAxe(t, owner, "the moderator's page, someone typing")
+	// Sent while offline, out after the switch to moderators only: refused.
+	evalJS[bool](late, `(roomchat.conn.stop(), true)`)
 	late.do(chromedp.SendKeys(chromedp.ID("message-input"), kb.Enter))
+	late.waitJS("the message kept for later", `document.querySelector('#messages .message.pending') !== null`)
+	setPost("moderators")
+	owner.waitJS("the policy switched again", `document.getElementById('mod-status').textContent === 'Only moderators may post now.'`)
+	evalJS[bool](late, `(roomchat.conn.start(), true)`)
 	late.waitJS("the refusal, the message failed", `/Not allowed/.test(document.getElementById('error').textContent) &&
 		document.querySelector('#messages .message.failed .retry') !== null`)
 	checkAxe(t, late, "a phone's page with a refused message")

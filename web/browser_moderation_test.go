@@ -126,11 +126,40 @@ func TestBrowserModeration(t *testing.T) {
 	lateID := evalJS[string](late, `roomchat.userID`)
 	mod.waitJS("a member menu", `document.querySelector('#members .member[data-user-id="`+lateID+`"] .mod-toggle') !== null`)
 
-	// The post policy switch: only moderators may post, then everyone.
-	evalJS[bool](mod, `(() => { const s = document.getElementById('post-policy'); s.value = 'moderators'; return s.dispatchEvent(new Event('change')); })()`)
+	// The post policy switch: only moderators may post, then everyone. A
+	// member's input is disabled with the reason (configured); the other
+	// moderators keep theirs and see the switch.
+	switchPost := func(post string) {
+		t.Helper()
+		evalJS[bool](mod, `(() => { const s = document.getElementById('post-policy'); s.value = `+jsString(post)+`; return s.dispatchEvent(new Event('change')); })()`)
+	}
+	lockedJS := `document.getElementById('message-input').disabled && document.getElementById('send').disabled &&
+		!document.getElementById('muted-note').hidden &&
+		document.getElementById('muted-note').textContent === 'Only moderators can post in this room right now.'`
+	unlockedJS := `!document.getElementById('message-input').disabled && !document.getElementById('send').disabled &&
+		document.getElementById('muted-note').hidden`
+	switchPost("moderators")
 	mod.waitJS("the policy switched", `document.getElementById('mod-status').textContent === 'Only moderators may post now.'`)
+	late.waitJS("a member's input disabled, and why", lockedJS)
+	owner.waitJS("the owner's input enabled, the switch shown", unlockedJS+` && document.getElementById('post-policy').value === 'moderators'`)
+	mod.waitJS("the moderator's input enabled", unlockedJS)
+	switchPost("members")
+	late.waitJS("a member's input enabled again", unlockedJS)
+	owner.waitJS("the switch back shown", `document.getElementById('post-policy').value === 'members'`)
+
+	// A line the member wrote offline before the switch goes out after it
+	// and is refused; the join after the reconnect says the rule
+	// (joined.post), and the input is disabled again.
+	evalJS[bool](late, `(roomchat.conn.stop(), true)`)
 	late.do(chromedp.SendKeys(chromedp.ID("message-input"), "may I?"+kb.Enter))
+	late.waitJS("the line kept for later", `document.querySelector('#messages .message.pending') !== null`)
+	switchPost("moderators")
+	mod.waitJS("the policy switched again", `document.getElementById('mod-status').textContent === 'Only moderators may post now.'`)
+	evalJS[bool](late, `(roomchat.conn.start(), true)`)
 	late.waitJS("the refusal", `/Not allowed/.test(document.getElementById('error').textContent)`)
+	late.waitJS("the input disabled after the join", lockedJS+` && roomchat.joined && roomchat.postRule === 'moderators'`)
+	switchPost("members")
+	late.waitJS("the input enabled once every member may post", unlockedJS)
 
 	// A mute disables the input until it is lifted.
 	mod.do(chromedp.Click(chromedp.CSS(`#members .member[data-user-id="`+lateID+`"] .mod-toggle`)),

@@ -1,7 +1,11 @@
 package web_test
 
 import (
+	"context"
+	"io"
+	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,4 +104,106 @@ func TestBrowserStopsOn4001(t *testing.T) {
 	if err := p.problems(); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestBrowserTokenTwoTabs: two tabs of one signed identity do not take
+// the connection from each other for ever (SPEC §10: one connection per
+// identity). When the second opens, the first says the room is open in
+// another tab or window, with a "Use here" button, and stays
+// disconnected: it dials nothing, the server sees no new connection and
+// the second keeps its own. Use here takes the connection back, and the
+// second tab shows the notice in turn.
+func TestBrowserTokenTwoTabs(t *testing.T) {
+	browser := newBrowser(t)
+	srv := tokenServer(t, 30*time.Second)
+	url := srv.url() + "/r/staff:ops?token=" + staffToken(t, "ada", time.Now().Add(time.Hour))
+	const notice = `!document.getElementById('replaced-bar').hidden && document.getElementById('composer').hidden &&
+		document.getElementById('replaced-note').textContent === 'This room is open in another tab or window.' &&
+		document.getElementById('status').dataset.state === 'offline' &&
+		document.getElementById('status-text').textContent.includes('another tab or window') && !roomchat.joined`
+
+	first := newPage(t, browser, "first tab")
+	first.do(chromedp.Navigate(url))
+	first.chooseName("Ada")
+	first.waitConnected()
+	// Count every dial of the first tab from now on.
+	evalJS[bool](first, `(window.dials = 0, window.WebSocket = class extends WebSocket { constructor(...a) { super(...a); window.dials++; } }, true)`)
+
+	second := newPage(t, browser, "second tab")
+	second.do(chromedp.Navigate(url))
+	second.chooseName("Ada")
+	second.waitConnected()
+	evalJS[bool](second, `(window.held = roomchat.conn.ws, true)`)
+	first.waitJS("the notice that the room is open elsewhere", notice)
+	if !evalJS[bool](first, `!document.getElementById('use-here').hidden && document.getElementById('use-here').textContent === 'Use here'`) {
+		t.Errorf("first tab: no visible Use here button\n%s", first.state())
+	}
+
+	// Stays disconnected: longer than several backoff steps.
+	total := srv.metric("roomchat_connections_total")
+	time.Sleep(5 * time.Second)
+	if n := evalJS[int](first, `window.dials`); n != 0 {
+		t.Fatalf("first tab dialled %d times after it was taken over, want 0\n%s", n, first.state())
+	}
+	if got := srv.metric("roomchat_connections_total"); got != total {
+		t.Fatalf("the server accepted %v connections in 5 s after the takeover, want none", got-total)
+	}
+	if got := srv.metric("roomchat_connections"); got != 1 {
+		t.Fatalf("%v open connections, want 1 (the second tab's)", got)
+	}
+	if !evalJS[bool](second, `roomchat.conn.ws === window.held && roomchat.joined`) {
+		t.Fatalf("the second tab lost its connection\n%s", second.state())
+	}
+	first.waitJS("the notice still shown", notice)
+	checkAxe(t, first, "a room open in another tab")
+
+	// Use here: the first tab takes the connection back, once.
+	first.do(chromedp.Click(chromedp.ID("use-here")))
+	first.waitConnected()
+	if id := evalJS[string](first, `roomchat.userID`); id != "ada" {
+		t.Errorf("first tab's userID %q after Use here, want ada", id)
+	}
+	if n := evalJS[int](first, `window.dials`); n != 1 {
+		t.Errorf("first tab dialled %d times for Use here, want 1", n)
+	}
+	if evalJS[bool](first, `document.getElementById('composer').hidden || !document.getElementById('replaced-bar').hidden`) {
+		t.Errorf("first tab: the composer is not back after Use here\n%s", first.state())
+	}
+	second.waitJS("the notice in the second tab", notice)
+	for _, p := range []*pageT{first, second} {
+		if err := p.problems(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// metric reads the server's Prometheus series name (one without labels).
+func (s *testServer) metric(name string) float64 {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url()+"/metrics", nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("GET /metrics: %v", err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != http.StatusOK {
+		s.t.Fatalf("GET /metrics: %s, %v", res.Status, err)
+	}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				s.t.Fatalf("/metrics: %q: %v", line, err)
+			}
+			return f
+		}
+	}
+	s.t.Fatalf("/metrics has no series %s", name)
+	return 0
 }

@@ -55,12 +55,15 @@ func TestTokenCommands(t *testing.T) {
 	tail := startCLI(t, "tail", link, "--token", tok)
 	tail.expectLine(`^-- joined ` + room)
 
-	out, errOut, code = roomchat(t, "", "send", room, "from the flag", "--token", tok, "--server", srv.URL)
+	// The sends are another identity's: a connection of ada's would take
+	// the tail's over, which would end it (TestReplacedEndsFollow).
+	other := staffToken(t, "bob", time.Now().Add(time.Hour))
+	out, errOut, code = roomchat(t, "", "send", room, "from the flag", "--token", other, "--server", srv.URL)
 	if code != 0 || strings.TrimSpace(out) != "1" {
 		t.Fatalf("send --token: exit %d, stdout %q, stderr %q; want seq 1", code, out, errOut)
 	}
 	tail.expectLine(`: from the flag$`)
-	out, errOut, code = roomchatEnv(t, []string{"ROOMCHAT_TOKEN=" + tok}, "", "send", link, "from the environment")
+	out, errOut, code = roomchatEnv(t, []string{"ROOMCHAT_TOKEN=" + other}, "", "send", link, "from the environment")
 	if code != 0 || strings.TrimSpace(out) != "2" {
 		t.Fatalf("send with $ROOMCHAT_TOKEN: exit %d, stdout %q, stderr %q; want seq 2", code, out, errOut)
 	}
@@ -111,5 +114,40 @@ func TestTailStopsOnTokenExpiry(t *testing.T) {
 	last := lines[len(lines)-1]
 	if code != exitFailure || !strings.Contains(last, "4001") || strings.Contains(errOut.String(), "reconnecting") {
 		t.Fatalf("tail after the token expired: exit %d, stderr %q; want 1, a last line about 4001 and no reconnect", code, errOut.String())
+	}
+}
+
+// TestReplacedEndsFollow: tail and join with a token end when another
+// connection of the same identity takes over (SPEC §10: one connection
+// per identity), with one line naming the user and exit 1, instead of
+// reconnecting and taking it back, for ever. The one that took over keeps
+// its connection.
+func TestReplacedEndsFollow(t *testing.T) {
+	srv := chattest.StartInProcess(t, chattest.WithConfig(t, authConfig, map[string]string{"ROOMCHAT_JWT_SECRET": identitytest.Secret}, time.Second))
+	tok := staffToken(t, "ada", time.Now().Add(time.Hour))
+	bob := staffToken(t, "bob", time.Now().Add(time.Hour))
+	for _, cmd := range []string{"tail", "join"} {
+		t.Run(cmd, func(t *testing.T) {
+			room := "staff:" + cmd
+			first := startCLI(t, cmd, room, "--server", srv.URL, "--token", tok)
+			first.expectLine(`^-- joined ` + room)
+			second := startCLI(t, "tail", room, "--server", srv.URL, "--token", tok)
+			second.expectLine(`^-- joined ` + room)
+
+			code, _ := first.wait()
+			errOut := first.Stderr()
+			lines := strings.Split(strings.TrimSpace(errOut), "\n")
+			if code != exitFailure || len(lines) != 1 || lines[0] != "roomchat: another connection of ada took over this session" {
+				t.Fatalf("%s after another connection of its identity: exit %d, stderr %q; want 1 and one line saying so", cmd, code, errOut)
+			}
+			out, errOut, code := roomchat(t, "", "send", room, "still there?", "--server", srv.URL, "--token", bob)
+			if code != 0 {
+				t.Fatalf("send as bob: exit %d, stdout %q, stderr %q", code, out, errOut)
+			}
+			second.expectLine(`: still there\?$`)
+			if s := second.Stderr(); s != "" {
+				t.Errorf("the tail that took over wrote %q on stderr; want nothing (no drop, no reconnect)", s)
+			}
+		})
 	}
 }

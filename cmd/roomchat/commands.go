@@ -220,6 +220,8 @@ events as "* SENDER NAME DATA", removed messages as "(removed by a
 moderator)". If the connection drops, roomchat reconnects and catches up
 without repeating a message. A kick or a ban ends it with exit 1 and the
 moderator's reason; a mute is shown, and lines typed meanwhile are refused.
+With --token, another connection of the same identity (a browser tab,
+another roomchat) takes this one over: roomchat then says so and exits 1.
 With --key (the room's owner key) it joins as the room's owner.
 
 Examples:
@@ -237,9 +239,10 @@ var tailCmd = &command{
 --since, or all of it with --from-start), then every new message and custom
 event ("* SENDER NAME DATA") and redaction ("-- NAME removed message SEQ";
 the message itself then shows as "(removed by a moderator)"), until
-interrupted, kicked or banned (exit 1). A long backlog is fetched page
-by page as it is printed, so a slow reader never makes the server drop it.
-It reconnects by itself and never prints a message twice.
+interrupted, kicked or banned (exit 1), or, with --token, taken over by
+another connection of the same identity (exit 1). A long backlog is fetched
+page by page as it is printed, so a slow reader never makes the server drop
+it. It reconnects by itself and never prints a message twice.
 
 With --json every server event is printed as one line of JSON, exactly as the
 server sent it. Messages arrive in joined events (payload.history, at start

@@ -99,6 +99,13 @@ func TestModeration(t *testing.T) {
 	if code != 0 || strings.TrimSpace(out) != room+": moderators and owners only may post" {
 		t.Fatalf("configure: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	// Every session in the room is told (configured); one that joins now
+	// is told by its joined.
+	watch.expectLine(`^-- owner set posting in ` + room + ` to moderators only$`)
+	mallory.expectLine(`^-- owner set posting in ` + room + ` to moderators only$`)
+	late := startCLI(t, "tail", link)
+	late.expectLine(`^-- joined ` + room)
+	late.expectLine(`^-- posting in ` + room + ` is set to moderators only: members' messages are refused$`)
 	if _, errOut, code := roomchat(t, "", "send", room, "hello?", "--server", srv.URL); code != 1 || !strings.Contains(errOut, "(forbidden)") {
 		t.Errorf("send while only moderators post: exit %d, stderr %q", code, errOut)
 	}
@@ -112,6 +119,7 @@ func TestModeration(t *testing.T) {
 	if out, _, code := roomchat(t, "", "configure", room, "--post", "members", "--key", key, "--json", "--server", srv.URL); code != 0 || mustJSON(t, out)["post"] != "members" {
 		t.Errorf("configure --json: exit %d, stdout %q", code, out)
 	}
+	late.expectLine(`^-- owner set posting in ` + room + ` to every member$`)
 
 	// A ban ends mallory's session with the reason.
 	out, errOut, code = roomchat(t, "", "ban", room, "mallory", "--for", "1h", "--reason", "spam", "--key", key, "--server", srv.URL)
@@ -152,4 +160,14 @@ func TestModeration(t *testing.T) {
 	if _, errOut, code := roomchat(t, "", "unban", room, mallorysID, "--key", key, "--server", srv.URL); code != 1 || !strings.Contains(errOut, "(not_found)") {
 		t.Errorf("unban again: exit %d, stderr %q", code, errOut)
 	}
+}
+
+// A room of a namespace where only the HTTP API posts (SPEC §9 post =
+// "api"): tail says so as it joins, before any line is refused.
+func TestTailSaysReadOnly(t *testing.T) {
+	const config = "[namespace.news]\npost = \"api\"\n"
+	srv := chattest.StartInProcess(t, chattest.WithConfig(t, config, nil, 0))
+	p := startCLI(t, "tail", "news:launch", "--server", srv.URL)
+	p.expectLine(`^-- joined news:launch`)
+	p.expectLine(`^-- news:launch is read-only here: only the server's HTTP API posts to it$`)
 }

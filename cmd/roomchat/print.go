@@ -29,6 +29,7 @@ type printer struct {
 	color   bool // ANSI dim is allowed (a terminal, and NO_COLOR unset)
 	lastSeq int64
 	typing  map[string]time.Time // userID → when its notice was printed
+	post    string               // the room's run-time post rule as last printed ("": none)
 }
 
 func newPrinter(e *env) *printer {
@@ -73,6 +74,14 @@ func (p *printer) print(ev client.Event) error {
 		} else {
 			p.notice("you are muted in " + m.RoomID + " " + untilText(m.Until) + ": your messages are refused")
 		}
+	case ev.Configured != nil:
+		c := ev.Configured
+		by := clean(c.By.Name)
+		if by == "" {
+			by = "a moderator"
+		}
+		p.notice(by + " set posting in " + c.RoomID + " to " + postText(c.Post))
+		p.post = c.Post
 	case ev.Type == protocol.TypePresence:
 		p.presence(ev)
 	case ev.Type == protocol.TypeTyping:
@@ -99,12 +108,35 @@ func (p *printer) joined(ev client.Event) error {
 	if j.Truncated {
 		p.notice("some earlier messages are no longer stored and were missed")
 	}
+	if p.post != j.Post {
+		// The room's post rule in force (SPEC §9, §11): lines typed now
+		// are refused, so say it before they are (once, not again on
+		// each reconnect).
+		switch j.Post {
+		case "moderators":
+			p.notice("posting in " + j.RoomID + " is set to " + postText(j.Post) + ": members' messages are refused")
+		case "api":
+			p.notice(j.RoomID + " is read-only here: only the server's HTTP API posts to it")
+		}
+	}
+	p.post = j.Post
 	for _, m := range j.History {
 		if err := p.message(m); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// postText words a room's post rule for a notice.
+func postText(post string) string {
+	switch post {
+	case "moderators":
+		return "moderators only"
+	case "members":
+		return "every member"
+	}
+	return clean(post)
 }
 
 // kicked prints the notice of a kick or a ban (SPEC §11): the session

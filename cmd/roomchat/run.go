@@ -97,7 +97,9 @@ Flags for every command:
   --json            print server events as JSON, one per line, exactly as sent
   --token JWT       a signed identity, sent as Authorization: Bearer (default
                     $ROOMCHAT_TOKEN); a server that refuses it (401) or closes
-                    the connection when it expires (4001) ends roomchat with exit 1
+                    the connection when it expires (4001) ends roomchat with exit 1,
+                    and so does another connection of the same identity (a
+                    browser tab, another roomchat), which takes this one over
 
 Exit status: 0 ok, 1 server or network error, 2 usage error.
 

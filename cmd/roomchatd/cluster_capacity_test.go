@@ -7,7 +7,6 @@ import (
 
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/redistest"
 )
 
 // joinOutcome sends a join of roomID and returns "joined" or the error
@@ -41,8 +40,7 @@ func joinOutcome(t *testing.T, c *chattest.Client, roomID string) string {
 // room is full, and once a member leaves one is admitted again.
 func TestClusterCapacity(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 2, "-room-capacity", "3")
+	_, nodes := startCluster(t, 2, "-room-capacity", "3")
 	var clients []*chattest.Client
 	for i := range 4 {
 		clients = append(clients, chattest.Dial(t, nodes[i%2].URL, ""))

@@ -2,14 +2,11 @@ package main
 
 import (
 	"net/http"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/rueidis"
 
-	"github.com/roomchat/roomchat/internal/chattest"
-	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/redistest"
 )
 
@@ -25,18 +22,14 @@ import (
 func TestClusterResumeAfterLossyFailover(t *testing.T) {
 	t.Parallel() // its own Redis and nodes
 	h := redistest.StartHA(t, redistest.HAOptions{Replicas: 1})
-	var nodes []*chattest.Server
-	for range 2 {
-		nodes = append(nodes, chattest.Start(t, "-redis", h.URL(), "-grace", "2s"))
-	}
+	nodes := startNodesOn(t, h.URL(), 2)
 	old := h.Primary()
 	replica := h.Servers[0]
 	if replica == old {
 		replica = h.Servers[1]
 	}
 
-	a := chattest.Dial(t, nodes[0].URL, "")
-	a.JoinSince(t, "r", nil)
+	a, _ := member(t, nodes[0], "r")
 	first := a.SendAck(t, "once", "hello")
 	a.Close()
 	// Everything so far, the user's record and the message, on the
@@ -44,27 +37,15 @@ func TestClusterResumeAfterLossyFailover(t *testing.T) {
 	if m := old.Do(old.Client(), "WAIT", "1", "5000"); !isInt(m, 1) {
 		t.Fatalf("WAIT 1: %v", m)
 	}
-	if err := syscall.Kill(replica.PID(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	continued := false
-	defer func() {
-		if !continued {
-			syscall.Kill(replica.PID(), syscall.SIGCONT)
-		}
-	}()
+	resume := pauseRedis(t, replica)
 	if err := old.Try("CLIENT", "KILL", "TYPE", "replica"); err != nil {
 		t.Fatal(err)
 	}
 
-	b := chattest.Dial(t, nodes[1].URL, "?resume="+a.Welcome.Resume)
-	if b.Welcome.UserID != a.Welcome.UserID {
-		t.Fatalf("resumed on node 1 as %q, want %q", b.Welcome.UserID, a.Welcome.UserID)
-	}
+	b := resumeAs(t, nodes[1].URL, a.Welcome.Resume, a.Welcome.UserID, "resumed on node 1")
 	b.Close()
 	old.Kill()
-	syscall.Kill(replica.PID(), syscall.SIGCONT)
-	continued = true
+	resume()
 	if p := h.PrimaryOtherThan(old, 30*time.Second); p != replica {
 		t.Fatalf("the sentinels promoted %s, want the replica %s", p.Addr, replica.Addr)
 	}
@@ -78,21 +59,10 @@ func TestClusterResumeAfterLossyFailover(t *testing.T) {
 		waitStatus(t, n.URL+"/readyz", http.StatusOK, 15*time.Second)
 	}
 
-	c := chattest.Dial(t, nodes[0].URL, "?resume="+b.Welcome.Resume)
-	if c.Welcome.UserID != a.Welcome.UserID {
-		t.Fatalf("back on node 0 with node 1's token after the failover as %q, want %q", c.Welcome.UserID, a.Welcome.UserID)
-	}
-	zero := int64(0)
-	c.JoinSince(t, "r", &zero)
-	if again := c.SendAck(t, "once", "hello"); again.Seq != first.Seq || again.MsgID != first.MsgID {
-		t.Fatalf("retried msg acked as %+v, first %+v", again, first)
-	}
-	var page struct {
-		Messages []protocol.Message `json:"messages"`
-	}
-	getJSON(t, nodes[1].URL+"/api/rooms/r/messages", http.StatusOK, &page)
-	if len(page.Messages) != 1 {
-		t.Fatalf("%d messages stored, want 1", len(page.Messages))
+	c := resumeAs(t, nodes[0].URL, b.Welcome.Resume, a.Welcome.UserID, "back on node 0 with node 1's token after the failover")
+	retryAcked(t, c, "r", "once", "hello", first)
+	if n := len(getMessages(t, nodes[1].URL, "r", "").Messages); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -156,8 +155,7 @@ func TestClusterRedisHangs(t *testing.T) {
 		hang     = 10 * time.Second
 		bound    = 5*time.Second + 1500*time.Millisecond
 	)
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 2, "-rate", "0")
+	srv, nodes := startCluster(t, 2, "-rate", "0")
 	var senders []*hangSender
 	for i := range nSenders {
 		senders = append(senders, newHangSender(t, nodes[i%2], fmt.Sprint("hang-", i)))
@@ -183,13 +181,8 @@ func TestClusterRedisHangs(t *testing.T) {
 
 	sendAll(0, before)
 	waitAnswered(t, senders, 20*time.Second)
-	pid := srv.PID()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	cont := pauseRedis(t, srv)
 	stopped := time.Now()
-	cont := sync.OnceFunc(func() { syscall.Kill(pid, syscall.SIGCONT) })
-	t.Cleanup(cont)
 	var wg sync.WaitGroup
 	wg.Go(func() { sendAll(before, each) })
 	time.Sleep(time.Until(stopped.Add(hang))) // the fault itself, not a wait for a condition
@@ -276,17 +269,15 @@ func TestClusterRedisHangs(t *testing.T) {
 // anonymous requests cannot fill a Redis that must not evict.
 func TestClusterReadsCreateNoKeys(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	node := startNodes(t, srv, 1, "-room-capacity", "1")[0]
+	srv, nodes := startCluster(t, 1, "-room-capacity", "1")
+	node := nodes[0]
 	owner, _ := member(t, node, "full")
 	owner.SendAck(t, "one", "one")
 	other := chattest.Dial(t, node.URL, "")
 	// The connections' directory entries are written in the background:
 	// count once they are there.
 	chattest.Eventually(t, 10*time.Second, func() bool {
-		msg := srv.Do(srv.Client(), "EXISTS", "roomchat:user:"+owner.Welcome.UserID, "roomchat:user:"+other.Welcome.UserID)
-		n, _ := msg.AsInt64()
-		return n == 2
+		return redisInt(srv, "EXISTS", "roomchat:user:"+owner.Welcome.UserID, "roomchat:user:"+other.Welcome.UserID) == 2
 	}, "the users' directory keys")
 	before := srv.DBSize()
 	for i := range 500 {
@@ -317,16 +308,12 @@ func TestClusterReadsCreateNoKeys(t *testing.T) {
 // bad input), as with SQLite: Redis's scripts once got it as a float.
 func TestClusterHugeSince(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	node := startNodes(t, srv, 1)[0]
+	_, nodes := startCluster(t, 1)
+	node := nodes[0]
 	c, _ := member(t, node, "r")
 	c.SendAck(t, "one", "one")
 	for _, n := range []string{"100000000000000000", "9223372036854775807"} {
-		var page struct {
-			Messages []protocol.Message `json:"messages"`
-			LastSeq  int64              `json:"lastSeq"`
-		}
-		getJSON(t, node.URL+"/api/rooms/r/messages?after="+n, 200, &page)
+		page := getMessages(t, node.URL, "r", "?after="+n)
 		if len(page.Messages) != 0 || page.LastSeq != 1 {
 			t.Errorf("after=%s: %+v, want no messages and lastSeq 1", n, page)
 		}
@@ -350,8 +337,8 @@ func TestClusterHugeSince(t *testing.T) {
 // of it.
 func TestClusterLostWrites(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	node := startNodes(t, srv, 1)[0]
+	srv, nodes := startCluster(t, 1)
+	node := nodes[0]
 	sender, _ := member(t, node, "r")
 	c, first := member(t, node, "r")
 	for k := range 10 {
@@ -371,22 +358,8 @@ return 1`
 		words = append(words, string(body))
 	}
 	srv.Do(srv.Client(), words...)
-	for {
-		e, err := c.Read(15 * time.Second)
-		if err != nil {
-			t.Fatalf("waiting for a new joined: %v", err)
-		}
-		if e.Type == protocol.TypeMsg {
-			t.Fatalf("a message came instead of a new joined: %s", e)
-		}
-		if e.Type == protocol.TypeJoined {
-			var j protocol.Joined
-			chattest.Decode(t, e, &j)
-			if j.Epoch == first.Epoch || !j.Truncated || j.LastSeq != 12 {
-				t.Fatalf("joined after the loss: epoch %q (was %q), truncated %v, lastSeq %d", j.Epoch, first.Epoch, j.Truncated, j.LastSeq)
-			}
-			break
-		}
+	if j := awaitNewJoined(t, c, 15*time.Second); j.Epoch == first.Epoch || !j.Truncated || j.LastSeq != 12 {
+		t.Fatalf("joined after the loss: epoch %q (was %q), truncated %v, lastSeq %d", j.Epoch, first.Epoch, j.Truncated, j.LastSeq)
 	}
 }
 
@@ -395,40 +368,31 @@ return 1`
 // first one gave (SPEC §8: resume across nodes holds for any path).
 func TestClusterTokenKeyAfterFlush(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	a := startNodes(t, srv, 1)[0]
+	srv, nodes := startCluster(t, 1)
+	a := nodes[0]
 	c, _ := member(t, a, "r")
 	srv.Do(srv.Client(), "FLUSHALL")
 	chattest.Eventually(t, 10*time.Second, func() bool {
-		msg := srv.Do(srv.Client(), "EXISTS", "roomchat:token_key")
-		n, _ := msg.AsInt64()
-		return n == 1
+		return redisInt(srv, "EXISTS", "roomchat:token_key") == 1
 	}, "the token key back after FLUSHALL")
 	b := startNodes(t, srv, 1)[0]
 	c.Close()
-	back := chattest.Dial(t, b.URL, "?resume="+c.Welcome.Resume)
-	if back.Welcome.UserID != c.Welcome.UserID {
-		t.Fatalf("resumed on a node started after FLUSHALL as %q, want %q", back.Welcome.UserID, c.Welcome.UserID)
-	}
+	resumeAs(t, b.URL, c.Welcome.Resume, c.Welcome.UserID, "resumed on a node started after FLUSHALL")
 }
 
 // -retention-age works with -redis: a message older than it is gone from
 // every page, and the room's seqs go on.
 func TestClusterRetentionAge(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	node := startNodes(t, srv, 1, "-retention-age", "1s")[0]
+	srv, nodes := startCluster(t, 1, "-retention-age", "1s")
+	node := nodes[0]
 	c, _ := member(t, node, "r")
 	c.SendAck(t, "one", "one")
 	c.SendAck(t, "two", "two")
 	sent := time.Now()
-	var page struct {
-		Messages []protocol.Message `json:"messages"`
-		LastSeq  int64              `json:"lastSeq"`
-	}
+	var page messagePage
 	if !chattest.Poll(10*time.Second, func() bool {
-		page.Messages = nil
-		getJSON(t, node.URL+"/api/rooms/r/messages", 200, &page)
+		page = getMessages(t, node.URL, "r", "")
 		if page.LastSeq != 2 {
 			t.Fatalf("lastSeq %d, want 2", page.LastSeq)
 		}
@@ -442,8 +406,7 @@ func TestClusterRetentionAge(t *testing.T) {
 	if ack := c.SendAck(t, "three", "three"); ack.Seq != 3 {
 		t.Fatalf("the next message got seq %d, want 3", ack.Seq)
 	}
-	msg := srv.Do(srv.Client(), "XLEN", "roomchat:{r}:s")
-	if n, _ := msg.AsInt64(); n != 1 {
+	if n := redisInt(srv, "XLEN", "roomchat:{r}:s"); n != 1 {
 		t.Fatalf("the stream holds %d entries after a write, want the one young message", n)
 	}
 }

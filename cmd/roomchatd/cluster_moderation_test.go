@@ -20,16 +20,10 @@ func TestClusterModeration(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	nodes := startNodes(t, srv, 2, "-rate", "0")
 
-	owner := chattest.Dial(t, nodes[0].URL, "")
-	owner.Send(t, `{"type":"create","id":"c"}`)
-	var cr protocol.Created
-	chattest.Decode(t, owner.Expect(t, protocol.TypeCreated), &cr)
-	roomID := cr.RoomID
-	owner.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner","key":%q}}`, roomID, cr.OwnerKey)
-	owner.Expect(t, protocol.TypeJoined)
+	roomID, key, owner := chattest.OwnedRoom(t, nodes[0].URL)
 	// The key is the store's: the owner is the owner on node 2 too.
 	owner2 := chattest.Dial(t, nodes[1].URL, "")
-	owner2.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner2","key":%q}}`, roomID, cr.OwnerKey)
+	owner2.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner2","key":%q}}`, roomID, key)
 	owner2.Expect(t, protocol.TypeJoined)
 
 	guest, j := member(t, nodes[1], roomID)
@@ -144,4 +138,93 @@ func TestClusterDisconnect(t *testing.T) {
 	victim, j := member(t, nodes[1], "r")
 	httpJSON(t, "POST", nodes[0].URL+"/api/users/"+j.You.UserID+"/disconnect", "cluster-api-key-0123456789", `{"reason":"abuse"}`, http.StatusOK, nil)
 	victim.ExpectClose(t, 4003)
+}
+
+// SPEC §11 configure in a cluster: the post rule set through node 1 refuses
+// a member's very next msg on node 2 (the store checks it as it stores the
+// msg), every member on both nodes is told with configured, event on node
+// 2 follows once the notice is there, and the switch back to members holds
+// for the next msg at once, whatever node 2 still has cached.
+func TestClusterPostRule(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	nodes := startNodes(t, srv, 2, "-rate", "0")
+
+	roomID, _, owner := chattest.OwnedRoom(t, nodes[0].URL)
+	guest, _ := member(t, nodes[1], roomID)
+	// Node 2 has read (and cached) the room's moderation state.
+	guest.SendAck(t, "g0", "hello")
+	guest.Sendf(t, `{"type":"event","payload":{"roomID":%q,"name":"wave"}}`, roomID)
+	awaitType(t, owner, protocol.TypeEvent)
+
+	owner.Sendf(t, `{"type":"configure","id":"cf1","payload":{"roomID":%q,"post":"moderators"}}`, roomID)
+	awaitType(t, owner, protocol.TypeDone)
+	var notices []protocol.Configured // configured frames the guest got
+	guest.Sendf(t, `{"type":"msg","id":"g1","payload":{"roomID":%q,"message":"right after"}}`, roomID)
+	if f := outcome(t, guest, "g1", &notices); f.Type != protocol.TypeError {
+		t.Fatalf("a member's msg on node 2 right after moderators on node 1: %s, want forbidden", f)
+	} else {
+		var e protocol.Error
+		chattest.Decode(t, f, &e)
+		if e.Code != protocol.CodeForbidden || !strings.Contains(e.Message, `post = "moderators"`) {
+			t.Fatalf("msg under moderators: %+v, want forbidden naming the rule", e)
+		}
+	}
+	c := awaitNotice(t, guest, &notices)
+	if c.RoomID != roomID || c.Post != "moderators" || c.By.Name != "owner" {
+		t.Fatalf("configured on node 2: %+v", c)
+	}
+	// A join on node 2 says the rule set through node 1.
+	if j := chattest.Dial(t, nodes[1].URL, "").Join(t, roomID); j.Post != "moderators" {
+		t.Fatalf("joined.post on node 2 under moderators: %q", j.Post)
+	}
+	// The notice has dropped node 2's cache: event is refused too.
+	guest.Sendf(t, `{"type":"event","payload":{"roomID":%q,"name":"wave"}}`, roomID)
+	if e := awaitErr(t, guest); e.Code != protocol.CodeForbidden {
+		t.Fatalf("event on node 2 after the notice: %+v, want forbidden", e)
+	}
+	owner.SendAck(t, "o1", "announcement") // the owner still posts
+
+	owner.Sendf(t, `{"type":"configure","id":"cf2","payload":{"roomID":%q,"post":"members"}}`, roomID)
+	awaitType(t, owner, protocol.TypeDone)
+	guest.Sendf(t, `{"type":"msg","id":"g2","payload":{"roomID":%q,"message":"back"}}`, roomID)
+	if f := outcome(t, guest, "g2", &notices); f.Type != protocol.TypeAck {
+		t.Fatalf("a member's msg on node 2 right after members on node 1: %s, want an ack", f)
+	}
+	if c := awaitNotice(t, guest, &notices); c.Post != "members" {
+		t.Fatalf("second configured on node 2: %+v", c)
+	}
+	guest.Sendf(t, `{"type":"event","payload":{"roomID":%q,"name":"wave"}}`, roomID)
+	awaitType(t, owner, protocol.TypeEvent)
+}
+
+// outcome reads c's frames until the ack or error of request id, keeping
+// the configured frames it passes in notices.
+func outcome(t *testing.T, c *chattest.Client, id string, notices *[]protocol.Configured) chattest.Frame {
+	t.Helper()
+	for {
+		f := c.Next(t)
+		switch {
+		case f.Type == protocol.TypeConfigured:
+			var n protocol.Configured
+			chattest.Decode(t, f, &n)
+			*notices = append(*notices, n)
+		case (f.Type == protocol.TypeAck || f.Type == protocol.TypeError) && f.ID == id:
+			return f
+		}
+	}
+}
+
+// awaitNotice returns the first configured frame of notices, or reads c
+// until one arrives.
+func awaitNotice(t *testing.T, c *chattest.Client, notices *[]protocol.Configured) protocol.Configured {
+	t.Helper()
+	if len(*notices) > 0 {
+		n := (*notices)[0]
+		*notices = (*notices)[1:]
+		return n
+	}
+	var n protocol.Configured
+	chattest.Decode(t, awaitType(t, c, protocol.TypeConfigured), &n)
+	return n
 }

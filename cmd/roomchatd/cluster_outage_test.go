@@ -4,13 +4,11 @@ import (
 	"errors"
 	"net/http"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/redistest"
 )
 
 // watchLeaves reads c's events in the background and records every
@@ -62,11 +60,7 @@ func watchLeaves(c *chattest.Client) (stop func() []string) {
 func roomCount(t *testing.T, node *chattest.Server, room string) int {
 	t.Helper()
 	waitStatus(t, node.URL+"/readyz", http.StatusOK, 15*time.Second)
-	var info struct {
-		Count int `json:"count"`
-	}
-	getJSON(t, node.URL+"/api/rooms/"+room, http.StatusOK, &info)
-	return info.Count
+	return getRoom(t, node.URL, room).Count
 }
 
 // A Redis outage longer than any presence lifetime, whether Redis hangs
@@ -76,8 +70,7 @@ func roomCount(t *testing.T, node *chattest.Server, room string) int {
 // sweep.
 func TestClusterOutageNoLeave(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 2)
+	srv, nodes := startCluster(t, 2)
 	a, _ := member(t, nodes[0], "r")
 	b, _ := member(t, nodes[1], "r")
 	c, _ := member(t, nodes[0], "r")
@@ -91,12 +84,7 @@ func TestClusterOutageNoLeave(t *testing.T) {
 	// takes a node to find a dead one (a lapsed beat, then a sweep).
 	const after = 25 * time.Second
 
-	pid := srv.PID()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	cont := sync.OnceFunc(func() { syscall.Kill(pid, syscall.SIGCONT) })
-	t.Cleanup(cont)
+	cont := pauseRedis(t, srv)
 	time.Sleep(outage)
 	cont()
 	time.Sleep(after)

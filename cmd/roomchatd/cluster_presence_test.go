@@ -1,14 +1,12 @@
 package main
 
 import (
-	"net/http"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/redistest"
 )
 
 // A killed node's entries leave the presence lists of rooms that no live
@@ -16,19 +14,16 @@ import (
 // list of rooms says where they are.
 func TestClusterDeadNodeLonelyRoom(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 2)
+	srv, nodes := startCluster(t, 2)
 	member(t, nodes[0], "lonely")
 	member(t, nodes[1], "elsewhere")
-	admin := srv.Client()
-	if msg := srv.Do(admin, "HLEN", "roomchat:{lonely}:p"); mustInt(msg.AsInt64()) != 1 {
-		t.Fatalf("lonely's presence holds %s entries, want 1", msg.String())
+	if n := redisInt(srv, "HLEN", "roomchat:{lonely}:p"); n != 1 {
+		t.Fatalf("lonely's presence holds %d entries, want 1", n)
 	}
 	nodes[0].Kill(t)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		msg := srv.Do(admin, "HLEN", "roomchat:{lonely}:p")
-		n := mustInt(msg.AsInt64())
+		n := redisInt(srv, "HLEN", "roomchat:{lonely}:p")
 		if n == 0 {
 			break
 		}
@@ -37,11 +32,7 @@ func TestClusterDeadNodeLonelyRoom(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	var info struct {
-		Count int `json:"count"`
-	}
-	getJSON(t, nodes[1].URL+"/api/rooms/lonely", http.StatusOK, &info)
-	if info.Count != 0 {
+	if info := getRoom(t, nodes[1].URL, "lonely"); info.Count != 0 {
 		t.Fatalf("GET /api/rooms/lonely: count %d, want 0", info.Count)
 	}
 }
@@ -51,8 +42,7 @@ func TestClusterDeadNodeLonelyRoom(t *testing.T) {
 // counts every node's members again.
 func TestClusterFlushAllJoinedCount(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 2)
+	srv, nodes := startCluster(t, 2)
 	a, _ := member(t, nodes[0], "r")
 	member(t, nodes[1], "r")
 	a.SendAck(t, "one", "one")
@@ -69,10 +59,7 @@ func TestClusterFlushAllJoinedCount(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var info struct {
-			Count int `json:"count"`
-		}
-		getJSON(t, nodes[0].URL+"/api/rooms/r", http.StatusOK, &info)
+		info := getRoom(t, nodes[0].URL, "r")
 		if info.Count == 2 {
 			break
 		}
@@ -81,12 +68,4 @@ func TestClusterFlushAllJoinedCount(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// mustInt is an integer reply's value; -1 for an error.
-func mustInt(n int64, err error) int64 {
-	if err != nil {
-		return -1
-	}
-	return n
 }

@@ -15,63 +15,15 @@ import (
 	"github.com/roomchat/roomchat/internal/redistest"
 )
 
-// Cluster mode (SPEC §8) with real processes: a redis-server and several
-// roomchatd nodes started from the built binary, each on its own port.
-
-// startNodes starts n nodes on srv's Redis. Each uses the same key
-// prefix, as nodes of one cluster do.
-func startNodes(t *testing.T, srv *redistest.Server, n int, args ...string) []*chattest.Server {
-	t.Helper()
-	var nodes []*chattest.Server
-	for range n {
-		nodes = append(nodes, chattest.Start(t, append([]string{"-redis", srv.URL(), "-grace", "2s"}, args...)...))
-	}
-	return nodes
-}
-
-// member connects a new user to node and joins roomID.
-func member(t *testing.T, node *chattest.Server, roomID string) (*chattest.Client, protocol.Joined) {
-	t.Helper()
-	c := chattest.Dial(t, node.URL, "")
-	return c, c.JoinSince(t, roomID, nil)
-}
-
-// collect reads msg events from c until it has seen seq last, and returns
-// their message IDs in seq order, failing on a gap or repeat.
-func collect(t *testing.T, c *chattest.Client, after, last int64) []string {
-	t.Helper()
-	var ids []string
-	next := after + 1
-	deadline := time.Now().Add(20 * time.Second)
-	for next <= last {
-		e, err := c.Read(time.Until(deadline))
-		if err != nil {
-			t.Fatalf("waiting for seq %d of %d: %v", next, last, err)
-		}
-		if e.Type != protocol.TypeMsg {
-			continue
-		}
-		m := chattest.MsgOf(t, e)
-		if m.Seq != next {
-			t.Fatalf("got seq %d, want %d: a gap or repeat", m.Seq, next)
-		}
-		ids = append(ids, m.ID)
-		next++
-	}
-	return ids
-}
-
 // Three members on three nodes, three senders at once: every member sees
 // seq 1..N in one order; history, since and the HTTP API are the same
 // from every node; a bot post on one node reaches the others.
 func TestClusterChat(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 3)
+	_, nodes := startCluster(t, 3)
 	var members []*chattest.Client
 	for _, n := range nodes {
-		c := chattest.Dial(t, n.URL, "")
-		c.JoinSince(t, "lobby", nil)
+		c, _ := member(t, n, "lobby")
 		members = append(members, c)
 	}
 	const each = 30
@@ -109,10 +61,7 @@ func TestClusterChat(t *testing.T) {
 		if j.LastSeq != n || !slices.Equal(ids, orders[0][n-10:]) {
 			t.Fatalf("node %d: join since %d: lastSeq %d, %d messages, not the last 10", i, since, j.LastSeq, len(ids))
 		}
-		var page struct {
-			Messages []protocol.Message `json:"messages"`
-		}
-		getJSON(t, node.URL+"/api/rooms/lobby/messages?limit=5", http.StatusOK, &page)
+		page := getMessages(t, node.URL, "lobby", "?limit=5")
 		if len(page.Messages) != 5 || page.Messages[4].Seq != n {
 			t.Fatalf("node %d: GET messages: %+v", i, page.Messages)
 		}
@@ -134,29 +83,15 @@ func TestClusterChat(t *testing.T) {
 // with its id is acked once with the first seq, stored once.
 func TestClusterResumeElsewhere(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 2)
-	a := chattest.Dial(t, nodes[0].URL, "")
-	a.JoinSince(t, "r", nil)
+	_, nodes := startCluster(t, 2)
+	a, _ := member(t, nodes[0], "r")
 	ack := a.SendAck(t, "once", "hello")
 	a.Close()
 
-	b := chattest.Dial(t, nodes[1].URL, "?resume="+a.Welcome.Resume)
-	if b.Welcome.UserID != a.Welcome.UserID {
-		t.Fatalf("resumed on another node as %q, want %q", b.Welcome.UserID, a.Welcome.UserID)
-	}
-	zero := int64(0)
-	b.JoinSince(t, "r", &zero)
-	again := b.SendAck(t, "once", "hello")
-	if again.Seq != ack.Seq || again.MsgID != ack.MsgID {
-		t.Fatalf("retried msg acked as %+v, first %+v", again, ack)
-	}
-	var page struct {
-		Messages []protocol.Message `json:"messages"`
-	}
-	getJSON(t, nodes[1].URL+"/api/rooms/r/messages", http.StatusOK, &page)
-	if len(page.Messages) != 1 {
-		t.Fatalf("%d messages stored, want 1", len(page.Messages))
+	b := resumeAs(t, nodes[1].URL, a.Welcome.Resume, a.Welcome.UserID, "resumed on another node")
+	retryAcked(t, b, "r", "once", "hello", ack)
+	if n := len(getMessages(t, nodes[1].URL, "r", "").Messages); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
 	}
 }
 
@@ -164,8 +99,7 @@ func TestClusterResumeElsewhere(t *testing.T) {
 // since and miss nothing sent meanwhile.
 func TestClusterNodeKilled(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 2)
+	_, nodes := startCluster(t, 2)
 	victim, _ := member(t, nodes[0], "r")
 	sender, _ := member(t, nodes[1], "r")
 	for k := range 5 {
@@ -176,10 +110,7 @@ func TestClusterNodeKilled(t *testing.T) {
 	for k := range 5 {
 		sender.SendAck(t, fmt.Sprint("after-", k), "after")
 	}
-	back := chattest.Dial(t, nodes[1].URL, "?resume="+victim.Welcome.Resume)
-	if back.Welcome.UserID != victim.Welcome.UserID {
-		t.Fatal("resume after a node died gave a new user")
-	}
+	back := resumeAs(t, nodes[1].URL, victim.Welcome.Resume, victim.Welcome.UserID, "resume after a node died gave a new user")
 	since := int64(5)
 	j := back.JoinSince(t, "r", &since)
 	var seqs []int64
@@ -196,8 +127,7 @@ func TestClusterNodeKilled(t *testing.T) {
 // node serves again within 10 s by itself, and nothing acked is lost.
 func TestClusterRedisDown(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 2)
+	srv, nodes := startCluster(t, 2)
 	a, _ := member(t, nodes[0], "r")
 	b, _ := member(t, nodes[1], "r")
 	for k := range 3 {
@@ -244,30 +174,15 @@ func TestClusterRedisDown(t *testing.T) {
 // truncated) before any message of the new epoch.
 func TestClusterFlushAll(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 2)
+	srv, nodes := startCluster(t, 2)
 	a, first := member(t, nodes[0], "r")
 	b, _ := member(t, nodes[1], "r")
 	a.SendAck(t, "one", "one")
 	collect(t, b, 0, 1)
 	srv.Do(srv.Client(), "FLUSHALL")
 	a.SendAck(t, "two", "first of the new epoch")
-	for {
-		e, err := b.Read(10 * time.Second)
-		if err != nil {
-			t.Fatalf("waiting for the new joined: %v", err)
-		}
-		if e.Type == protocol.TypeMsg {
-			t.Fatalf("a message of the new epoch came before its joined: %s", e)
-		}
-		if e.Type == protocol.TypeJoined {
-			var j protocol.Joined
-			chattest.Decode(t, e, &j)
-			if j.Epoch == first.Epoch || !j.Truncated {
-				t.Fatalf("joined after FLUSHALL: epoch %q (was %q), truncated %v", j.Epoch, first.Epoch, j.Truncated)
-			}
-			break
-		}
+	if j := awaitNewJoined(t, b, 10*time.Second); j.Epoch == first.Epoch || !j.Truncated {
+		t.Fatalf("joined after FLUSHALL: epoch %q (was %q), truncated %v", j.Epoch, first.Epoch, j.Truncated)
 	}
 }
 
@@ -277,8 +192,7 @@ func TestClusterPasswordNeverShown(t *testing.T) {
 	const password = "s3cret-pa55word-xyzzy"
 	srv := redistest.Start(t, redistest.Options{Password: password})
 	node := startNodes(t, srv, 1)[0]
-	c := chattest.Dial(t, node.URL, "")
-	c.JoinSince(t, "r", nil)
+	c, _ := member(t, node, "r")
 	c.SendAck(t, "m", "hello")
 	res, err := http.Get(node.URL + "/metrics")
 	if err != nil {
@@ -313,53 +227,13 @@ func TestClusterPasswordNeverShown(t *testing.T) {
 	}
 }
 
-// waitStatus polls u until it answers status, failing after within.
-func waitStatus(t *testing.T, u string, status int, within time.Duration) {
-	t.Helper()
-	last := 0
-	if !chattest.Poll(within, func() bool {
-		res, err := http.Get(u)
-		if err != nil {
-			return false
-		}
-		io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		last = res.StatusCode
-		return last == status
-	}) {
-		t.Fatalf("GET %s: %d, want %d within %v", u, last, status, within)
-	}
-}
-
-// awaitPresence reads c's events until a presence event of event for
-// userID comes, and returns it; other events are skipped.
-func awaitPresence(t *testing.T, c *chattest.Client, event, userID string, within time.Duration) protocol.Presence {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		e, err := c.Read(time.Until(deadline))
-		if err != nil {
-			t.Fatalf("waiting %v for presence %s of %s: %v", within, event, userID, err)
-		}
-		if e.Type != protocol.TypePresence {
-			continue
-		}
-		var p protocol.Presence
-		chattest.Decode(t, e, &p)
-		if p.Event == event && p.User.UserID == userID {
-			return p
-		}
-	}
-}
-
 // Presence is cluster-wide: joined's count and members, presence events
 // and GET /api/rooms/{id} count every node's members; typing and custom
 // events cross nodes; a node that stops cleanly takes its members out at
 // once, and a killed node's members leave within 30 s.
 func TestClusterPresence(t *testing.T) {
 	t.Parallel() // each has its own Redis and nodes
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 3)
+	_, nodes := startCluster(t, 3)
 	a, _ := member(t, nodes[0], "r")
 	b, jb := member(t, nodes[1], "r")
 	if jb.Count != 2 || len(jb.Members) != 2 {
@@ -368,12 +242,7 @@ func TestClusterPresence(t *testing.T) {
 	if p := awaitPresence(t, a, protocol.PresenceJoin, b.Welcome.UserID, 5*time.Second); p.Count != 2 {
 		t.Fatalf("a saw b's join with count %d, want 2", p.Count)
 	}
-	var info struct {
-		Count   int             `json:"count"`
-		Members []protocol.User `json:"members"`
-	}
-	getJSON(t, nodes[2].URL+"/api/rooms/r", http.StatusOK, &info)
-	if info.Count != 2 || len(info.Members) != 2 {
+	if info := getRoom(t, nodes[2].URL, "r"); info.Count != 2 || len(info.Members) != 2 {
 		t.Fatalf("GET /api/rooms/r on a third node: %+v, want both members", info)
 	}
 
@@ -399,8 +268,7 @@ func TestClusterPresence(t *testing.T) {
 	}
 
 	// A killed node: its member's leave comes within 30 s.
-	c := chattest.Dial(t, nodes[2].URL, "")
-	c.JoinSince(t, "r", nil)
+	c, _ := member(t, nodes[2], "r")
 	awaitPresence(t, a, protocol.PresenceJoin, c.Welcome.UserID, 5*time.Second)
 	nodes[2].Kill(t)
 	start := time.Now()

@@ -21,7 +21,6 @@ import (
 	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/client"
 	"github.com/roomchat/roomchat/internal/protocol"
-	"github.com/roomchat/roomchat/internal/redistest"
 )
 
 // The nginx configuration that docs/operations.md gives operators, and the
@@ -42,18 +41,13 @@ const (
 // seq once, across both of their connections.
 func TestLoadBalancer(t *testing.T) {
 	start := time.Now()
-	srv := redistest.Start(t, redistest.Options{})
-	nodes := startNodes(t, srv, 3)
+	_, nodes := startCluster(t, 3)
 	lb := startNginx(t, nodes)
 	t.Logf("redis, 3 nodes and nginx up in %v", time.Since(start).Round(time.Millisecond))
 
 	getJSON(t, lb.URL+"/healthz", http.StatusOK, nil)
 	getJSON(t, lb.URL+"/readyz", http.StatusOK, nil)
-	var info struct {
-		RoomID string `json:"roomID"`
-	}
-	getJSON(t, lb.URL+"/api/rooms/lb", http.StatusOK, &info)
-	if info.RoomID != "lb" {
+	if info := getRoom(t, lb.URL, "lb"); info.RoomID != "lb" {
 		t.Fatalf("GET /api/rooms/lb through nginx: %+v", info)
 	}
 
@@ -128,10 +122,7 @@ func TestLoadBalancer(t *testing.T) {
 	if bobT.max != bobT.last {
 		t.Fatalf("bob got seqs up to %d with a gap after %d", bobT.max, bobT.last)
 	}
-	bob2 := chattest.Dial(t, lb.URL, "?resume="+url.QueryEscape(bob.Welcome.Resume))
-	if bob2.Welcome.UserID != bob.Welcome.UserID {
-		t.Fatalf("bob resumed through nginx as %q, want %q", bob2.Welcome.UserID, bob.Welcome.UserID)
-	}
+	bob2 := resumeAs(t, lb.URL, bob.Welcome.Resume, bob.Welcome.UserID, "bob resumed through nginx")
 	bob2.Sendf(t, `{"type":"join","payload":{"roomID":"lb","name":"member","since":%d}}`, bobT.last)
 	t.Logf("bob back through nginx %v after the kill", time.Since(killed).Round(time.Millisecond))
 

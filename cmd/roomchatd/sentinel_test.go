@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roomchat/roomchat/internal/chattest"
 	"github.com/roomchat/roomchat/internal/client"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/redistest"
@@ -25,10 +24,7 @@ import (
 func TestClusterSentinelFailover(t *testing.T) {
 	t.Parallel() // its own Redis and nodes
 	h := redistest.StartHA(t, redistest.HAOptions{Replicas: 2})
-	var nodes []*chattest.Server
-	for range 2 {
-		nodes = append(nodes, chattest.Start(t, "-redis", h.URL(), "-redis-wait", "1", "-grace", "2s"))
-	}
+	nodes := startNodesOn(t, h.URL(), 2, "-redis-wait", "1")
 
 	cfg := chaosConfig{window: 4, pace: 60 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -1,6 +1,7 @@
 package chattest
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -46,4 +47,21 @@ func WithConfig(t testing.TB, toml string, env map[string]string, grace time.Dur
 		}
 		c.Registry = room.New(c.Store, opts)
 	}
+}
+
+// OwnedRoom creates a room on the server at base over a new connection
+// and joins it there with the owner key that create returned (SPEC §11),
+// named "owner": it returns the room, the key and the owner's client.
+func OwnedRoom(t testing.TB, base string) (roomID, key string, owner *Client) {
+	t.Helper()
+	owner = Dial(t, base, "")
+	owner.Send(t, `{"type":"create","id":"c"}`)
+	var cr protocol.Created
+	Decode(t, owner.Expect(t, protocol.TypeCreated), &cr)
+	if !strings.HasPrefix(cr.OwnerKey, "k1.") {
+		t.Fatalf("created carries ownerKey %q", cr.OwnerKey)
+	}
+	owner.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner","key":%q}}`, cr.RoomID, cr.OwnerKey)
+	owner.Expect(t, protocol.TypeJoined)
+	return cr.RoomID, cr.OwnerKey, owner
 }

@@ -244,3 +244,71 @@ func TestSessionStopsOn401(t *testing.T) {
 		t.Errorf("%d handshakes, want 2 (the first, and the refused reconnect)", got)
 	}
 }
+
+// TestSessionReplacedStops: two Sessions of one signed identity do not
+// take each other over for ever. The server keeps one connection per
+// identity (SPEC §10); the Session whose connection another one of the
+// same sub replaced ends with a *ReplacedError naming the user, without
+// reconnecting, and the other keeps its connection.
+func TestSessionReplacedStops(t *testing.T) {
+	srv, upgrades := authServer(t, time.Second)
+	ctx := testCtx(t)
+	tok := staffToken(t, "ada", time.Now().Add(time.Hour))
+	first := openSession(t, ctx, srv.URL, "staff:ops", SessionOptions{Options: Options{Token: tok}})
+	nextWhere(t, ctx, first, "the first joined", func(ev Event) bool { return ev.Joined != nil })
+	second := openSession(t, ctx, srv.URL, "staff:ops", SessionOptions{Options: Options{Token: tok}})
+	nextWhere(t, ctx, second, "the second joined", func(ev Event) bool { return ev.Joined != nil })
+
+	ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var err error
+	for err == nil {
+		var ev Event
+		if ev, err = first.Next(ectx); err == nil && ev.Reconnected {
+			t.Fatalf("the replaced session reconnected: %s", ev.Raw)
+		}
+	}
+	re, ok := errors.AsType[*ReplacedError](err)
+	if !ok || !errors.Is(err, ErrReplaced) || re.UserID != "ada" {
+		t.Fatalf("replaced session ended with %#v, want a *ReplacedError for ada that is ErrReplaced", err)
+	}
+	if want := "another connection of ada took over this session"; err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
+	}
+	if !errors.Is(first.Err(), ErrReplaced) {
+		t.Errorf("Err() = %v, want ErrReplaced", first.Err())
+	}
+	// The first session's goroutine has ended (Next returned its
+	// reason), so no reconnect can follow: two handshakes, for good.
+	if _, err := second.SendMessage(ctx, "still here"); err != nil {
+		t.Fatalf("the session that took over: SendMessage: %v", err)
+	}
+	if n := upgrades.Load(); n != 2 {
+		t.Fatalf("%d handshakes, want 2: the replaced session must not reconnect", n)
+	}
+}
+
+// TestSessionReplacedAnonymous: a Session without a token whose user
+// another connection took over with its resume token reconnects, as after
+// any drop (it comes back as the same user within the token's overlap,
+// or as a new one).
+func TestSessionReplacedAnonymous(t *testing.T) {
+	srv, upgrades := authServer(t, time.Second)
+	ctx := testCtx(t)
+	s := openSession(t, ctx, srv.URL, "lobby", SessionOptions{})
+	nextWhere(t, ctx, s, "joined", func(ev Event) bool { return ev.Joined != nil })
+	s.mu.Lock()
+	resume := s.conn.Resume()
+	s.mu.Unlock()
+	c := mustDial(t, ctx, srv.URL, Options{Resume: resume})
+	if c.Welcome().UserID == "" {
+		t.Fatalf("welcome %+v", c.Welcome())
+	}
+	nextWhere(t, ctx, s, "the joined after a reconnect", func(ev Event) bool { return ev.Joined != nil && ev.Reconnected })
+	if err := s.Err(); err != nil {
+		t.Fatalf("session ended with %v, want it running", err)
+	}
+	if n := upgrades.Load(); n < 3 {
+		t.Fatalf("%d handshakes, want at least 3 (session, resume, reconnect)", n)
+	}
+}

@@ -70,6 +70,14 @@ var ErrUnauthorized = errors.New("client: the server refused the token (401)")
 // renewed it in time (SPEC §10). Reconnecting needs a new token.
 var ErrTokenExpired = errors.New("client: the token expired (4001)")
 
+// ErrReplaced is what a *ConnError is (errors.Is) when the server closed
+// the connection because another one took its user over (1000 "resumed
+// on another connection", protocol.CloseReplaced): a resume with its
+// token or, for a signed identity, any other connection of the same sub
+// (SPEC §10: one connection per identity). Reconnecting would take that
+// connection over in turn.
+var ErrReplaced = errors.New("client: another connection took this user over")
+
 // Conn is one WebSocket connection to a roomchat server.
 //
 // A Conn runs one goroutine that reads frames, splits batches and routes

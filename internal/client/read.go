@@ -124,7 +124,16 @@ func (e *ConnError) Error() string {
 
 func (e *ConnError) Unwrap() error { return e.Err }
 
-// Is makes a 4001 close match ErrTokenExpired.
+// Is makes a 4001 close match ErrTokenExpired, and the close of a
+// replaced connection (protocol.CloseReplaced, code and reason: 1000
+// alone is any normal close) match ErrReplaced.
 func (e *ConnError) Is(target error) bool {
-	return target == ErrTokenExpired && websocket.CloseStatus(e.Err) == websocket.StatusCode(protocol.CloseTokenExpired.Code)
+	switch target {
+	case ErrTokenExpired:
+		return websocket.CloseStatus(e.Err) == websocket.StatusCode(protocol.CloseTokenExpired.Code)
+	case ErrReplaced:
+		ce, ok := errors.AsType[websocket.CloseError](e.Err)
+		return ok && int(ce.Code) == protocol.CloseReplaced.Code && ce.Reason == protocol.CloseReplaced.Reason
+	}
+	return false
 }

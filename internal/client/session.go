@@ -92,6 +92,10 @@ type Event struct {
 	// event and typing are refused until Muted.Until (zero: until
 	// lifted), or, with Lifted, they are allowed again.
 	Muted *protocol.Muted
+	// Configured is the decoded payload of a configured event: the room's
+	// post rule is now Configured.Post, set at run time by Configured.By
+	// (SPEC §11). Under "moderators" a member's messages are refused.
+	Configured *protocol.Configured
 	// Reconnected marks the joined event that follows a reconnect.
 	Reconnected bool
 	// EpochChanged marks a joined event whose epoch differs from the
@@ -165,6 +169,7 @@ type Session struct {
 	// Owned by run.
 	name    string
 	resume  string
+	userID  string // the newest connection's, from its welcome
 	lastSeq int64
 	epoch   string
 	since   *int64
@@ -183,9 +188,11 @@ type Session struct {
 // returned (no retry), so a wrong server or room is reported at once;
 // later drops are retried until ctx ends or Close is called, except when
 // retrying cannot help (SPEC §10): a 4001 close without a TokenSource
-// ends the session with an error that is ErrTokenExpired, and a reconnect
-// refused with 401 (ErrUnauthorized), forbidden or unknown_namespace ends
-// it with that refusal (Err, and Next after the last event).
+// ends the session with an error that is ErrTokenExpired; with a token,
+// a close because another connection of the same identity took over ends
+// it with a *ReplacedError (ErrReplaced); and a reconnect refused with
+// 401 (ErrUnauthorized), forbidden or unknown_namespace ends it with that
+// refusal (Err, and Next after the last event).
 func OpenSession(ctx context.Context, serverURL, roomID string, opts SessionOptions) (*Session, error) {
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = DefaultMinBackoff

@@ -24,7 +24,7 @@ func (s *Session) connect(ctx context.Context, serverURL string) (*Conn, []Event
 	if err != nil {
 		return nil, nil, err
 	}
-	s.resume = c.Resume()
+	s.resume, s.userID = c.Resume(), c.Welcome().UserID
 	s.exp, s.retryAt = unixTime(c.Welcome().Exp), time.Time{}
 	evs, err := s.join(ctx, c)
 	if err != nil {

@@ -50,6 +50,9 @@ func (s *Session) loop(ctx context.Context, serverURL string, conn *Conn, pendin
 			// get a new one (SPEC §10).
 			return err
 		}
+		if err := s.replaced(err); err != nil {
+			return err
+		}
 		pending = nil
 		for attempt := 1; ; attempt++ {
 			d := Backoff(attempt, s.opts.MinBackoff, s.opts.MaxBackoff)
@@ -73,6 +76,9 @@ func (s *Session) loop(ctx context.Context, serverURL string, conn *Conn, pendin
 				return ErrClosed
 			}
 			if final(err) {
+				return err
+			}
+			if err := s.replaced(err); err != nil {
 				return err
 			}
 		}
@@ -191,6 +197,12 @@ func (s *Session) decodeEvent(ev *Event) (skip bool, err error) {
 			return false, err
 		}
 		ev.Muted = &m
+	case protocol.TypeConfigured:
+		var c protocol.Configured
+		if err := decode(env, &c); err != nil {
+			return false, err
+		}
+		ev.Configured = &c
 	case protocol.TypeHistory:
 		// Only a late reply to a page request that timed out (the
 		// connection is dropped then); its messages are asked for again.
@@ -228,6 +240,35 @@ func (e *KickedError) Error() string {
 		s += ": " + k.Reason
 	}
 	return s
+}
+
+// ReplacedError is why a Session with a signed identity ended when another
+// connection of the same identity took it over (SPEC §10: the server keeps
+// one connection per identity and closes the older one with 1000
+// "resumed on another connection"). It is ErrReplaced (errors.Is). A
+// Session without a token reconnects instead: its user was taken over
+// with its resume token, and it carries on as a new user.
+type ReplacedError struct {
+	UserID string // the identity's userID, its token's sub
+	Err    error  // the close, a *ConnError
+}
+
+func (e *ReplacedError) Error() string {
+	return "another connection of " + e.UserID + " took over this session"
+}
+
+func (e *ReplacedError) Unwrap() error { return e.Err }
+
+// replaced returns a *ReplacedError when err ended a connection of a
+// signed identity because another connection of the same identity (a
+// browser tab, another roomchat) took over, and nil otherwise. The server
+// keeps one connection per identity (SPEC §10): reconnecting would take
+// that one over, and it would take this one over again, for ever.
+func (s *Session) replaced(err error) error {
+	if !errors.Is(err, ErrReplaced) || (s.opts.Token == "" && s.opts.TokenSource == nil) {
+		return nil
+	}
+	return &ReplacedError{UserID: s.userID, Err: err}
 }
 
 // errRefresh is next's signal that the token is due for renewal.

@@ -195,7 +195,7 @@ func (s *Store) settle(batch []request, sent []int, res []rueidis.RedisResult, s
 			if err == nil && short != nil {
 				err = short
 			}
-			if err != nil && !errors.Is(err, store.ErrMuted) {
+			if err != nil && !errors.Is(err, store.ErrMuted) && !errors.Is(err, store.ErrPostRule) {
 				err = unavailable(err)
 			}
 			r.done(stored, dup, err)
@@ -226,6 +226,10 @@ func unsent(err error) bool {
 // publishExec is one publish.lua call: m, refused by Redis past cutoff.
 func (s *Store) publishExec(m protocol.Message, key string, cutoff, now time.Time) rueidis.LuaExec {
 	m.Seq = 0
+	below := "0"
+	if m.BelowModerator {
+		below = "1"
+	}
 	body, _ := json.Marshal(m)
 	rk := s.roomKeys(m.RoomID)
 	hasKey, dk := "0", rk[1] // a key of the room's slot when unused
@@ -248,7 +252,7 @@ func (s *Store) publishExec(m protocol.Message, key string, cutoff, now time.Tim
 			strconv.FormatInt(cutoff.UnixMilli()+s.skew.Load(), 10),
 			strconv.FormatInt(s.idleTTL.Milliseconds(), 10),
 			ageDay, ageTime, trimDay, trimTime, strconv.FormatInt(max(m.Redacts, 0), 10),
-			m.From.UserID,
+			m.From.UserID, below, strconv.FormatInt(s.nodeSpan.Load(), 10),
 		},
 	}
 }
@@ -262,6 +266,7 @@ func cutoffArgs(t time.Time) (day, clock string) {
 
 // parsePublish reads publish.lua's answer for m.
 func parsePublish(m protocol.Message, r rueidis.RedisResult) (protocol.Message, bool, error) {
+	m.BelowModerator = false
 	arr, err := r.ToArray()
 	if err != nil {
 		return m, false, err
@@ -280,6 +285,9 @@ func parsePublish(m protocol.Message, r rueidis.RedisResult) (protocol.Message, 
 			return m, false, err
 		}
 		return m, false, &store.MutedError{Until: fromMs(until)}
+	case status == -3:
+		// A member under the moderators post rule (SPEC §11).
+		return m, false, &store.PostRuleError{Rule: store.ModeratorsOnly}
 	case status == 0 && len(arr) == 4:
 		// A retry: the original's seq and ID, and the original itself
 		// while the stream holds it.

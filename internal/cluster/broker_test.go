@@ -31,23 +31,27 @@ func nodesWith(t *testing.T, srv *redistest.Server, prefix string, hs []broker.H
 		for _, f := range opts {
 			f(&o)
 		}
-		st, err := cluster.Open(context.Background(), o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := cluster.NewBroker(st, cluster.BrokerOptions{Check: 200 * time.Millisecond})
-		b.Start(h)
-		t.Cleanup(func() { b.Close(); st.Close() })
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = b.WaitReady(ctx)
-		cancel()
-		if err != nil {
-			t.Fatalf("broker not ready: %v", err)
-		}
-		bs = append(bs, b)
+		st := mustOpen(t, o)
+		bs = append(bs, startBroker(t, st, h, 200*time.Millisecond))
 		sts = append(sts, st)
 	}
 	return bs, sts
+}
+
+// startBroker starts a broker on st that delivers to h and checks every
+// room's position every check, and waits until it is ready. It is closed
+// when the test ends, before st.
+func startBroker(t *testing.T, st *cluster.Store, h broker.Handler, check time.Duration) *cluster.Broker {
+	t.Helper()
+	b := cluster.NewBroker(st, cluster.BrokerOptions{Check: check})
+	b.Start(h)
+	t.Cleanup(func() { b.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.WaitReady(ctx); err != nil {
+		t.Fatalf("broker not ready: %v", err)
+	}
+	return b
 }
 
 func TestBrokerConformance(t *testing.T) {

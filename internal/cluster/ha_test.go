@@ -25,11 +25,7 @@ import (
 func TestAppendWaitsForReplica(t *testing.T) {
 	h := redistest.StartHA(t, redistest.HAOptions{})
 	prefix := redistest.Prefix(t)
-	st, err := cluster.Open(context.Background(), cluster.Options{URL: h.URL(), Prefix: prefix, Wait: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := mustOpen(t, cluster.Options{URL: h.URL(), Prefix: prefix, Wait: 1})
 	storetest.MustAppend(t, st, storetest.Msg("r", "replicated"), "k1")
 
 	replica := h.Servers[1]
@@ -80,12 +76,7 @@ func TestAppendWaitCutOffByDemotion(t *testing.T) {
 	promoted := redistest.Start(t, redistest.Options{}) // knows nothing of the room
 	prefix := redistest.Prefix(t)
 	var logs lockedBuffer
-	opts := cluster.Options{URL: old.URL(), Prefix: prefix, Wait: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-	st, err := cluster.Open(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := mustOpen(t, cluster.Options{URL: old.URL(), Prefix: prefix, Wait: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 
 	m := storetest.Msg("r", "waiting")
 	done := make(chan storetest.Result, 1)

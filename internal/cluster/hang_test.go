@@ -59,11 +59,7 @@ func streamOf(t *testing.T, srv *redistest.Server, prefix, room string) map[stri
 func TestAppendWhileRedisHangs(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	prefix := redistest.Prefix(t)
-	st, err := openWith(srv, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openOn(t, srv, prefix)
 	storetest.MustAppend(t, st, storetest.Msg("hang", "before"), "")
 
 	const n = 50000

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	gonanoid "github.com/matoous/go-nanoid/v2"
@@ -29,6 +30,7 @@ func (s *Store) epochTTL() time.Duration { return min(24*time.Hour, s.idleTTL/4)
 // a lapsed epoch is replaced by a new one. A key another node wrote first
 // is the one taken.
 func (s *Store) readKeys(ctx context.Context) error {
+	s.readNodeSpan(ctx)
 	tokenKey, epochKey := s.prefix+":token_key", s.prefix+":epoch"
 	c := s.client
 	t0 := time.Now()
@@ -99,7 +101,7 @@ func (s *Store) tombKey(room string) string   { return s.prefix + ":{" + room + 
 // post rule keys, cut from one string: one allocation on the publish
 // path instead of six.
 func (s *Store) roomKeys(room string) [6]string {
-	const suffixes = "smtxbp"
+	const suffixes = "smtxbr"
 	n := len(s.prefix) + len(room) + 5 // prefix:{room}:X
 	b := make([]byte, 0, n*len(suffixes))
 	for i := range len(suffixes) {
@@ -131,3 +133,20 @@ func (s *Store) storeEpoch() string { return *s.epoch.Load() }
 // token issued by any node is good on every node. After Redis lost it, it
 // is the one this node put back, or the one another node put back first.
 func (s *Store) TokenKey() []byte { return *s.key.Load() }
+
+// readNodeSpan reads Redis's stream-node-max-entries into s.nodeSpan,
+// with the shared keys (at start, then every keepEvery: a failover may
+// bring another server's setting). A Redis that refuses CONFIG (a managed service may
+// rename it) or sets no entry bound (0) leaves it 0: a redaction then
+// writes the room's whole stream again, which removes the text all the
+// same.
+func (s *Store) readNodeSpan(ctx context.Context) {
+	c := s.client
+	var span int64
+	if m, err := c.Do(ctx, c.B().ConfigGet().Parameter("stream-node-max-entries").Build()).AsStrMap(); err == nil {
+		if n, err := strconv.ParseInt(m["stream-node-max-entries"], 10, 64); err == nil && n > 0 {
+			span = n
+		}
+	}
+	s.nodeSpan.Store(span)
+}

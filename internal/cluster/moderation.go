@@ -21,6 +21,9 @@ var (
 	//go:embed lua/restrict.lua
 	restrictLua    string
 	restrictScript = rueidis.NewLuaScript(restrictLua)
+	//go:embed lua/prune.lua
+	pruneLua    string
+	pruneScript = rueidis.NewLuaScript(pruneLua)
 )
 
 var _ store.Moderation = (*Store)(nil)
@@ -31,10 +34,12 @@ var _ store.Moderation = (*Store)(nil)
 // "untilMs\nJSON" (untilMs 0: until lifted), and its post rule, a string.
 // The mutes hash is a key of publish.lua, which refuses a muted user's
 // message at Redis's clock in the step that would store it, so a mute set
-// through one node holds for the next message through any node.
+// through one node holds for the next message through any node; so is
+// the post rule, for a member's message. (":p" is the roster's presence
+// hash, Roster.keys: the rule has a suffix of its own.)
 func (s *Store) muteKey(room string) string { return s.prefix + ":{" + room + "}:x" }
 func (s *Store) banKey(room string) string  { return s.prefix + ":{" + room + "}:b" }
-func (s *Store) ruleKey(room string) string { return s.prefix + ":{" + room + "}:p" }
+func (s *Store) ruleKey(room string) string { return s.prefix + ":{" + room + "}:r" }
 
 func (s *Store) restrictionKey(room string, kind store.Kind) (string, error) {
 	switch kind {
@@ -146,6 +151,7 @@ func (s *Store) Restrictions(ctx context.Context, roomID string, kind store.Kind
 		return nil, err
 	}
 	var out []store.Restriction
+	var ended []string
 	for _, v := range all {
 		r, err := decodeRestriction(v)
 		if err != nil {
@@ -153,8 +159,11 @@ func (s *Store) Restrictions(ctx context.Context, roomID string, kind store.Kind
 		}
 		if r.InForce(now) {
 			out = append(out, r)
+		} else {
+			ended = append(ended, r.UserID)
 		}
 	}
+	s.prune(ctx, key, now, ended)
 	slices.SortFunc(out, func(a, b store.Restriction) int { return strings.Compare(a.UserID, b.UserID) })
 	return out, nil
 }
@@ -183,9 +192,27 @@ func (s *Store) Restricted(ctx context.Context, roomID string, kind store.Kind, 
 		return store.Restriction{}, false, unavailable(err)
 	}
 	if !r.InForce(now) {
+		s.prune(ctx, key, now, []string{userID})
 		return store.Restriction{}, false, nil
 	}
 	return r, true, nil
+}
+
+// prune deletes the restrictions of users, which a read found ended at
+// now, from key (HDEL, each checked again in the script, so a restriction
+// put since the read stays). Ended entries are pruned as reads meet them,
+// never by a timer per entry; a failure leaves them for the next read,
+// which skips them meanwhile.
+func (s *Store) prune(ctx context.Context, key string, now time.Time, users []string) {
+	if len(users) == 0 {
+		return
+	}
+	args := append([]string{strconv.FormatInt(now.UnixMilli(), 10)}, users...)
+	if err := s.modCall(ctx, func(ctx context.Context) error {
+		return pruneScript.Exec(ctx, s.client, []string{key}, args).Error()
+	}); err != nil {
+		s.log.Warn("prune ended restrictions", "key", key, "err", err)
+	}
 }
 
 // SetPostRule implements store.Moderation: the rule is kept with the

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -104,7 +105,7 @@ func TestModerationKeys(t *testing.T) {
 	if err := st.SetPostRule(ctx, "r", "moderators"); err != nil {
 		t.Fatal(err)
 	}
-	keys := []string{prefix + ":{r}:b", prefix + ":{r}:x", prefix + ":{r}:p"}
+	keys := []string{prefix + ":{r}:b", prefix + ":{r}:x", prefix + ":{r}:r"}
 	for _, k := range keys {
 		if d := ttl(t, srv, k); d <= idle-time.Minute || d > idle {
 			t.Fatalf("%s: time to live %v, want about %v", k, d, idle)
@@ -138,10 +139,60 @@ func TestModerationKeys(t *testing.T) {
 
 func openIdle(t *testing.T, srv *redistest.Server, prefix string, idle time.Duration) *cluster.Store {
 	t.Helper()
-	st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, IdleTTL: idle})
-	if err != nil {
-		t.Fatal(err)
+	return mustOpen(t, cluster.Options{URL: srv.URL(), Prefix: prefix, IdleTTL: idle})
+}
+
+// TestPruneEndedRestrictions: a read that meets bans or mutes that have
+// ended deletes them from the room's hash (HDEL), keeping those in force;
+// one replaced by a new restriction between the read and the delete is
+// kept (the script checks each again).
+func TestPruneEndedRestrictions(t *testing.T) {
+	srv := sharedRedis(t)
+	prefix := redistest.Prefix(t)
+	st := openIdle(t, srv, prefix, time.Hour)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	put := func(kind store.Kind, user string, until time.Time) {
+		t.Helper()
+		if err := st.PutRestriction(ctx, "r", kind, store.Restriction{UserID: user, Until: until, At: now}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	fields := func(key string) []string {
+		t.Helper()
+		msg := srv.Do(srv.Client(), "HKEYS", key)
+		all, err := msg.AsStrSlice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(all)
+		return all
+	}
+	put(store.Ban, "ended", now.Add(-time.Second))
+	put(store.Ban, "forever", time.Time{})
+	put(store.Ban, "later", now.Add(time.Hour))
+	put(store.Mute, "ended", now.Add(-time.Minute))
+	put(store.Mute, "later", now.Add(time.Hour))
+	if rs, err := st.Restrictions(ctx, "r", store.Ban, now); err != nil || len(rs) != 2 {
+		t.Fatalf("bans in force: %+v, %v", rs, err)
+	}
+	if got := fields(prefix + ":{r}:b"); !slices.Equal(got, []string{"forever", "later"}) {
+		t.Fatalf("ban fields after a list: %v, want forever and later", got)
+	}
+	if got := fields(prefix + ":{r}:x"); !slices.Equal(got, []string{"ended", "later"}) {
+		t.Fatalf("mute fields before a check: %v (a list of bans touched the mutes)", got)
+	}
+	if _, ok, err := st.Restricted(ctx, "r", store.Mute, "ended", now); err != nil || ok {
+		t.Fatalf("Restricted(ended mute) = %v, %v", ok, err)
+	}
+	if got := fields(prefix + ":{r}:x"); !slices.Equal(got, []string{"later"}) {
+		t.Fatalf("mute fields after a check: %v, want later", got)
+	}
+	// A read that found "again" ended, pruning after it was put again
+	// with a new end: the new one stays.
+	put(store.Mute, "again", now.Add(time.Hour))
+	cluster.PruneForTest(ctx, st, prefix+":{r}:x", now, "again")
+	if got := fields(prefix + ":{r}:x"); !slices.Equal(got, []string{"again", "later"}) {
+		t.Fatalf("mute fields after a stale prune: %v, want again and later", got)
+	}
 }

@@ -16,12 +16,7 @@ import (
 
 func openRules(t *testing.T, srv *redistest.Server, prefix string, rules *storetest.Rules) *cluster.Store {
 	t.Helper()
-	st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, Retention: store.Retention{Room: rules.Room}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return mustOpen(t, cluster.Options{URL: srv.URL(), Prefix: prefix, Retention: store.Retention{Room: rules.Room}})
 }
 
 // TestKeepNothingHasNoStream: a room that keeps no message (SPEC §9
@@ -65,7 +60,7 @@ func exists(srv *redistest.Server, key string) bool {
 func TestRedactionInRedis(t *testing.T) {
 	srv := sharedRedis(t)
 	prefix := redistest.Prefix(t)
-	st := openStore2(t, srv, prefix)
+	st := openOn(t, srv, prefix)
 	const secret = "secret-text-9Xk"
 	m := storetest.Msg("r", secret)
 	m.ID = "msg-1"
@@ -95,14 +90,4 @@ func TestRedactionInRedis(t *testing.T) {
 	if err != nil || p.ID != "msg-1" || p.Head != 1 || p.Last != 2 {
 		t.Fatalf("position at seq 1 = %+v, %v; want ID msg-1, head 1, last 2", p, err)
 	}
-}
-
-func openStore2(t *testing.T, srv *redistest.Server, prefix string) *cluster.Store {
-	t.Helper()
-	st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
 }

@@ -94,11 +94,7 @@ func TestIdleRoomsExpire(t *testing.T) {
 func TestDedupKeysHoldNoBody(t *testing.T) {
 	srv := sharedRedis(t)
 	prefix := redistest.Prefix(t)
-	st, err := openWith(srv, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openOn(t, srv, prefix)
 	body := strings.Repeat("lorem ipsum ", 300)
 	key := store.DedupKey("u1", "r", "c1")
 	m := storetest.Msg("r", body)
@@ -168,11 +164,7 @@ func TestEmptyRoomKeepsEpochWhileJoined(t *testing.T) {
 func TestIdleRoomComesBackAtAnotherEpoch(t *testing.T) {
 	srv := sharedRedis(t)
 	prefix := redistest.Prefix(t)
-	st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, IdleTTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := mustOpen(t, cluster.Options{URL: srv.URL(), Prefix: prefix, IdleTTL: time.Second})
 	ctx := context.Background()
 	storetest.MustAppend(t, st, storetest.Msg("r", "1"), "")
 	storetest.MustAppend(t, st, storetest.Msg("r", "2"), "")

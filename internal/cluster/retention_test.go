@@ -16,12 +16,7 @@ import (
 
 func openAged(t *testing.T, srv *redistest.Server, prefix string, age time.Duration) *cluster.Store {
 	t.Helper()
-	st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, Retention: store.Retention{MaxAge: age}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return mustOpen(t, cluster.Options{URL: srv.URL(), Prefix: prefix, Retention: store.Retention{MaxAge: age}})
 }
 
 func xlen(t *testing.T, srv *redistest.Server, key string) int64 {

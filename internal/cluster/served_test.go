@@ -36,6 +36,26 @@ func storeAfter(t *testing.T, srv *redistest.Server, prefix, room string, keep i
 	srv.Do(srv.Client(), words...)
 }
 
+// servedNode starts a Redis of its own and a node on it (a store and a
+// broker that checks every room's position every check), subscribes room
+// r, and publishes three messages there, delivered.
+func servedNode(t *testing.T, check time.Duration) (*redistest.Server, string, *cluster.Store, *epochRecorder) {
+	t.Helper()
+	srv := redistest.Start(t, redistest.Options{})
+	prefix := redistest.Prefix(t)
+	st := mustOpen(t, cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second})
+	rec := &epochRecorder{Recorder: brokertest.NewRecorder()}
+	b := startBroker(t, st, rec, check)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Subscribe(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, b, "r", "old", 3)
+	rec.WaitFor(t, "r", 3)
+	return srv, prefix, st, rec
+}
+
 // A reader is told of a seq that the node's pub/sub has not brought (its
 // joined's lastSeq, read from a primary that had not passed the message to
 // its replicas); then Redis loses it and a new message takes its seq. A
@@ -45,27 +65,10 @@ func storeAfter(t *testing.T, srv *redistest.Server, prefix, room string, keep i
 // over pub/sub or only the seq going back shows.
 func TestServedSeqOvertaken(t *testing.T) {
 	t.Run("another message at the seq", func(t *testing.T) {
-		srv := redistest.Start(t, redistest.Options{})
-		prefix := redistest.Prefix(t)
-		st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
 		// No periodic check: only what pub/sub brings moves the node.
-		b := cluster.NewBroker(st, cluster.BrokerOptions{Check: time.Hour})
-		rec := &epochRecorder{Recorder: brokertest.NewRecorder()}
-		b.Start(rec)
-		t.Cleanup(func() { b.Close(); st.Close() })
+		srv, prefix, st, rec := servedNode(t, time.Hour)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := b.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Subscribe(ctx, "r"); err != nil {
-			t.Fatal(err)
-		}
-		publishN(t, b, "r", "old", 3)
-		rec.WaitFor(t, "r", 3)
 
 		storeAfter(t, srv, prefix, "r", 3, false, "unseen")
 		info, _, err := st.Page(ctx, "r", store.Query{Limit: 10, Newest: true})
@@ -80,26 +83,9 @@ func TestServedSeqOvertaken(t *testing.T) {
 		}
 	})
 	t.Run("the seq goes back", func(t *testing.T) {
-		srv := redistest.Start(t, redistest.Options{})
-		prefix := redistest.Prefix(t)
-		st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: prefix, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := cluster.NewBroker(st, cluster.BrokerOptions{Check: 200 * time.Millisecond})
-		rec := &epochRecorder{Recorder: brokertest.NewRecorder()}
-		b.Start(rec)
-		t.Cleanup(func() { b.Close(); st.Close() })
+		srv, prefix, st, rec := servedNode(t, 200*time.Millisecond)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := b.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Subscribe(ctx, "r"); err != nil {
-			t.Fatal(err)
-		}
-		publishN(t, b, "r", "old", 3)
-		rec.WaitFor(t, "r", 3)
 		// The unseen message and its loss, with the read between them, in
 		// one step each; a check between the first two fills seq 4 and
 		// finds its loss by the seq delivered instead.

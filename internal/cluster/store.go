@@ -106,6 +106,10 @@ type Store struct {
 	// reached yet when ours reaches it. Written by watchRedis.
 	skew   atomic.Int64
 	skewAt time.Time // when skew was read; owned by readKeys (init, then watchRedis)
+	// nodeSpan is Redis's stream-node-max-entries, read with the keys
+	// (readNodeSpan): what a redaction writes again (publish.lua). 0 while
+	// it is not known: a redaction writes the whole stream again.
+	nodeSpan atomic.Int64
 
 	mu      sync.Mutex // guards the fields below
 	queue   []request

@@ -53,14 +53,27 @@ func TestMain(m *testing.M) {
 	}), "github.com/roomchat/roomchat/internal/cluster.", "github.com/redis/rueidis."))
 }
 
-func openStore(t *testing.T, srv *redistest.Server, ret store.Retention) *cluster.Store {
+// mustOpen opens a store with o, closed when the test ends.
+func mustOpen(t *testing.T, o cluster.Options) *cluster.Store {
 	t.Helper()
-	st, err := cluster.Open(context.Background(), cluster.Options{URL: srv.URL(), Prefix: redistest.Prefix(t), Retention: ret})
+	st, err := cluster.Open(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// openOn opens a store on srv under prefix with the default options,
+// closed when the test ends.
+func openOn(t *testing.T, srv *redistest.Server, prefix string) *cluster.Store {
+	t.Helper()
+	return mustOpen(t, cluster.Options{URL: srv.URL(), Prefix: prefix})
+}
+
+func openStore(t *testing.T, srv *redistest.Server, ret store.Retention) *cluster.Store {
+	t.Helper()
+	return mustOpen(t, cluster.Options{URL: srv.URL(), Prefix: redistest.Prefix(t), Retention: ret})
 }
 
 func TestStoreConformance(t *testing.T) {

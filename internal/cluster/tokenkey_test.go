@@ -16,11 +16,7 @@ import (
 func TestTokenKeyComesBackAfterFlush(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	prefix := redistest.Prefix(t)
-	a, err := openWith(srv, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := openOn(t, srv, prefix)
 	admin := srv.Client()
 	srv.Do(admin, "FLUSHALL")
 	chattest.Eventually(t, 10*time.Second, func() bool {
@@ -28,11 +24,7 @@ func TestTokenKeyComesBackAfterFlush(t *testing.T) {
 		k, err := msg.AsBytes()
 		return err == nil && bytes.Equal(k, a.TokenKey())
 	}, "the token key back in Redis after FLUSHALL")
-	b, err := openWith(srv, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := openOn(t, srv, prefix)
 	if !bytes.Equal(a.TokenKey(), b.TokenKey()) {
 		t.Fatal("a node started after FLUSHALL signs with another key than the node that was running")
 	}

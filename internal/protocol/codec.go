@@ -190,6 +190,7 @@ type joinedWire struct {
 	Epoch     string         `json:"epoch"`
 	Truncated bool           `json:"truncated"`
 	More      bool           `json:"more"`
+	Post      string         `json:"post,omitempty"`
 }
 
 // EncodeJoined is Encode of a joined frame whose member list is members,
@@ -197,6 +198,6 @@ type joinedWire struct {
 func EncodeJoined(id string, j Joined, members jsontext.Value) []byte {
 	return Encode(TypeJoined, id, joinedWire{
 		RoomID: j.RoomID, You: j.You, Members: members, Count: j.Count, History: j.History,
-		LastSeq: j.LastSeq, Epoch: j.Epoch, Truncated: j.Truncated, More: j.More,
+		LastSeq: j.LastSeq, Epoch: j.Epoch, Truncated: j.Truncated, More: j.More, Post: j.Post,
 	})
 }

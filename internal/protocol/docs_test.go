@@ -63,23 +63,24 @@ var (
 		protocol.TypeConfigure: reflect.TypeFor[protocol.Configure](),
 	}
 	serverPayloads = map[string]reflect.Type{
-		protocol.TypeWelcome:  reflect.TypeFor[protocol.Welcome](),
-		protocol.TypeJoined:   reflect.TypeFor[protocol.Joined](),
-		protocol.TypeMsg:      reflect.TypeFor[protocol.Message](),
-		protocol.TypePresence: reflect.TypeFor[protocol.Presence](),
-		protocol.TypeTyping:   reflect.TypeFor[protocol.Typing](),
-		protocol.TypeLeft:     reflect.TypeFor[protocol.Left](),
-		protocol.TypeCreated:  reflect.TypeFor[protocol.Created](),
-		protocol.TypePong:     nil,
-		protocol.TypeAck:      reflect.TypeFor[protocol.Ack](),
-		protocol.TypeError:    reflect.TypeFor[protocol.Error](),
-		protocol.TypeHistory:  reflect.TypeFor[protocol.History](),
-		protocol.TypeEvent:    reflect.TypeFor[protocol.Event](),
-		protocol.TypeResume:   reflect.TypeFor[protocol.Resume](),
-		protocol.TypeAuthed:   reflect.TypeFor[protocol.Authed](),
-		protocol.TypeDone:     reflect.TypeFor[protocol.Done](),
-		protocol.TypeKicked:   reflect.TypeFor[protocol.Kicked](),
-		protocol.TypeMuted:    reflect.TypeFor[protocol.Muted](),
+		protocol.TypeWelcome:    reflect.TypeFor[protocol.Welcome](),
+		protocol.TypeJoined:     reflect.TypeFor[protocol.Joined](),
+		protocol.TypeMsg:        reflect.TypeFor[protocol.Message](),
+		protocol.TypePresence:   reflect.TypeFor[protocol.Presence](),
+		protocol.TypeTyping:     reflect.TypeFor[protocol.Typing](),
+		protocol.TypeLeft:       reflect.TypeFor[protocol.Left](),
+		protocol.TypeCreated:    reflect.TypeFor[protocol.Created](),
+		protocol.TypePong:       nil,
+		protocol.TypeAck:        reflect.TypeFor[protocol.Ack](),
+		protocol.TypeError:      reflect.TypeFor[protocol.Error](),
+		protocol.TypeHistory:    reflect.TypeFor[protocol.History](),
+		protocol.TypeEvent:      reflect.TypeFor[protocol.Event](),
+		protocol.TypeResume:     reflect.TypeFor[protocol.Resume](),
+		protocol.TypeAuthed:     reflect.TypeFor[protocol.Authed](),
+		protocol.TypeDone:       reflect.TypeFor[protocol.Done](),
+		protocol.TypeKicked:     reflect.TypeFor[protocol.Kicked](),
+		protocol.TypeMuted:      reflect.TypeFor[protocol.Muted](),
+		protocol.TypeConfigured: reflect.TypeFor[protocol.Configured](),
 	}
 )
 
@@ -704,6 +705,10 @@ func checkServer(v any) error {
 	case *protocol.Kicked:
 		if !p.Until.IsZero() && !p.Banned {
 			return fmt.Errorf("kicked %+v: until without banned; a kick has no end", p)
+		}
+	case *protocol.Configured:
+		if p.Post != "members" && p.Post != "moderators" {
+			return fmt.Errorf("configured %+v: post is members or moderators", p)
 		}
 	case *protocol.Muted:
 		if p.Lifted && !p.Until.IsZero() {

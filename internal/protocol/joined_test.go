@@ -14,7 +14,7 @@ func TestEncodeJoined(t *testing.T) {
 	j := Joined{
 		RoomID: "r", You: User{UserID: "u1", Name: "al\"ice"},
 		Members: []User{{UserID: "u1", Name: "al\"ice"}, {UserID: "u2", Name: "bob <&>"}},
-		Count:   2, LastSeq: 7, Epoch: "e", Truncated: true, More: true,
+		Count:   2, LastSeq: 7, Epoch: "e", Truncated: true, More: true, Post: "moderators",
 		History: []Message{{ID: "m", RoomID: "r", Seq: 7, From: User{UserID: "u2", Name: "bob"}, Message: "hi\n", TS: time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)}},
 	}
 	for _, members := range [][]User{j.Members, {}, nil} {

@@ -22,6 +22,10 @@ const (
 	// TypeMuted tells a user that its msg, event and typing in a room are
 	// refused until a time (or until lifted).
 	TypeMuted = "muted"
+	// TypeConfigured tells every member of a room that its post rule
+	// changed at run time (configure), so that a client can disable its
+	// input when it may no longer post.
+	TypeConfigured = "configured"
 )
 
 // Moderation error codes (SPEC §11).
@@ -83,4 +87,12 @@ type Muted struct {
 	RoomID string    `json:"roomID"`
 	Until  time.Time `json:"until,omitzero,format:'2006-01-02T15:04:05.000Z07:00'"`
 	Lifted bool      `json:"lifted,omitzero"`
+}
+
+// Configured tells the members of a room that By set its post rule to Post
+// ("members" or "moderators") at run time.
+type Configured struct {
+	RoomID string `json:"roomID"`
+	Post   string `json:"post"`
+	By     User   `json:"by"`
 }

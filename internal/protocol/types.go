@@ -58,7 +58,7 @@ var ClientTypes = []string{TypeJoin, TypeMsg, TypeLeave, TypeCreate, TypeTyping,
 	TypeRedact, TypeKick, TypeBan, TypeUnban, TypeMute, TypeUnmute, TypeConfigure}
 
 // ServerTypes lists every frame type the server sends.
-var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError, TypeHistory, TypeEvent, TypeResume, TypeAuthed, TypeDone, TypeKicked, TypeMuted}
+var ServerTypes = []string{TypeWelcome, TypeJoined, TypeMsg, TypePresence, TypeTyping, TypeLeft, TypeCreated, TypePong, TypeAck, TypeError, TypeHistory, TypeEvent, TypeResume, TypeAuthed, TypeDone, TypeKicked, TypeMuted, TypeConfigured}
 
 // Envelope is one frame: {"type", "id"?, "payload"?}. Payload stays raw until
 // the handler for Type decodes it into the matching struct.
@@ -155,6 +155,12 @@ type Message struct {
 	// then ""): who redacted it and the redaction's seq.
 	Redacted *Redaction `json:"redacted,omitzero"`
 	TS       time.Time  `json:"ts,format:'2006-01-02T15:04:05.000Z07:00'"`
+	// BelowModerator is set on a member's msg by the room layer: its
+	// sender's role is below moderator, so the store refuses it while
+	// the room's run-time post rule is "moderators" (SPEC §11
+	// configure), in the step that would store it, on every node at
+	// once. It is never on the wire and never stored.
+	BelowModerator bool `json:"-"`
 }
 
 // Redaction says who removed a message's text and with which seq.
@@ -207,6 +213,12 @@ type Joined struct {
 	// LastSeq were left out of this reply: the client asks for them with
 	// history requests.
 	More bool `json:"more"`
+	// Post is the room's post rule in force, as the server knew it when
+	// it answered: the one set at run time (SPEC §11 configure),
+	// "members" or "moderators", else the namespace's (SPEC §9) when it
+	// is "moderators" or "api"; empty (left out) when every member may
+	// post. A later change comes as configured.
+	Post string `json:"post,omitempty"`
 }
 
 // Presence events.

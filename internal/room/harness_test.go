@@ -213,6 +213,25 @@ type heldStore struct {
 	failPage bool
 	epoch    string // when set, the epoch Page reports
 	pages    int    // Page calls so far
+	// holdRule, when set, holds PostRule until it is closed; ruleReads
+	// counts PostRule calls.
+	holdRule  chan struct{}
+	ruleReads int
+}
+
+func (s *heldStore) PostRule(ctx context.Context, roomID string) (string, error) {
+	s.mu.Lock()
+	s.ruleReads++
+	gate := s.holdRule
+	s.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	return s.Memory.PostRule(ctx, roomID)
 }
 
 func newHeldStore() *heldStore {

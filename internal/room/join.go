@@ -58,7 +58,11 @@ func (reg *Registry) JoinWithKey(ctx context.Context, u *User, c Conn, roomID, n
 		reg.abandon(u, r, m, fresh)
 		return err
 	}
-	a := reply{u: u, c: c, r: r, m: m, since: since, reqID: reqID, gen: gen, roll: roll}
+	// joined says the room's run-time post rule (SPEC §11): read after
+	// the member is in, so that a configure after this read reaches it
+	// as configured (Room.notify), even while it is still joining.
+	post := reg.roomMod(r, time.Now()).postInForce(p)
+	a := reply{u: u, c: c, r: r, m: m, since: since, reqID: reqID, gen: gen, roll: roll, post: post}
 	for {
 		var err error
 		a.info, a.hist, err = reg.read(ctx, r, since)
@@ -246,7 +250,8 @@ func (reg *Registry) abandon(u *User, r *Room, m *member, fresh bool) {
 // hist, read for since), the reply's id (reqID), and the room's reset
 // count when the history was read (gen). reset marks an answer to Reset.
 // roll, in a cluster, is the roster's members and count for joined; nil
-// takes the room's own.
+// takes the room's own. post is the room's post rule in force for
+// joined.post (roomMod.postInForce).
 type reply struct {
 	u     *User
 	c     Conn
@@ -259,6 +264,7 @@ type reply struct {
 	gen   uint64
 	reset bool
 	roll  *listing
+	post  policy.PostRule
 }
 
 // answer queues joined to a.c, then the messages delivered while the
@@ -287,6 +293,7 @@ func (reg *Registry) answer(a reply) (uint64, error) {
 		Epoch:     info.Epoch,
 		Truncated: a.reset || a.since != nil && info.Truncated(*a.since),
 		More:      store.More(info, hist),
+		Post:      string(a.post),
 	}
 	r.mu.Lock()
 	if r.member(u) != m {
@@ -377,6 +384,8 @@ func (reg *Registry) rejoin(r *Room) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(reg.ctx, 10*time.Second)
+		p, _ := reg.policyOf(r)
+		post := reg.roomMod(r, time.Now()).postInForce(p)
 		info, hist, err := reg.read(ctx, r, &zero)
 		var roll *listing
 		if err == nil && reg.roster != nil {
@@ -388,7 +397,7 @@ func (reg *Registry) rejoin(r *Room) {
 		if err == nil {
 			stale := false
 			for _, w := range todo {
-				a := reply{u: w.m.user, c: w.c, r: r, m: w.m, info: info, hist: hist, since: &zero, gen: gen, reset: true, roll: roll}
+				a := reply{u: w.m.user, c: w.c, r: r, m: w.m, info: info, hist: hist, since: &zero, gen: gen, reset: true, roll: roll, post: post}
 				if now, _ := reg.answer(a); now != gen {
 					stale = true
 					break

@@ -184,8 +184,9 @@ func (reg *Registry) putOutHere(roomID, userID string, frame []byte) bool {
 // kick or ban takes the user out wherever it is; a mute's news reaches it
 // wherever it is, and every node forgets the room's cached mutes.
 var (
-	kickedPrefix = []byte(`{"type":"` + protocol.TypeKicked + `"`)
-	mutedPrefix  = []byte(`{"type":"` + protocol.TypeMuted + `"`)
+	kickedPrefix     = []byte(`{"type":"` + protocol.TypeKicked + `"`)
+	mutedPrefix      = []byte(`{"type":"` + protocol.TypeMuted + `"`)
+	configuredPrefix = []byte(`{"type":"` + protocol.TypeConfigured + `"`)
 )
 
 // relayedToUser handles a frame relayed to userID, reporting whether it
@@ -289,7 +290,15 @@ func (reg *Registry) Configure(ctx context.Context, a Actor, roomID, post string
 	if err := mod.SetPostRule(ctx, roomID, post); err != nil {
 		return reg.storeError("set post rule", err)
 	}
+	// Every member, on every node, is told (configured); the other nodes
+	// drop their cached post rule as the notice reaches them, so that
+	// event and typing, which the store does not see, follow at once.
 	reg.forgetMod(roomID)
+	frame := protocol.Encode(protocol.TypeConfigured, "", protocol.Configured{RoomID: roomID, Post: post, By: a.User})
+	reg.broker.Relay(roomID, "", false, frame)
+	if r := reg.lookup(roomID); r != nil {
+		r.notify(frame)
+	}
 	reg.LogAction(a, "configure", roomID, "", "", "post", post)
 	return nil
 }
@@ -403,18 +412,49 @@ func (reg *Registry) Actions() map[string]uint64 {
 // a muted msg is refused by the store itself, on every node at once) and
 // dropped at once by this node's own changes (forgetMod).
 type roomMod struct {
-	at    time.Time
-	mutes map[string]time.Time // userID → until (zero: until lifted)
-	post  policy.PostRule      // "" : the namespace's
+	at time.Time
+	// forgotten marks the state forgetMod leaves: nothing cached, read
+	// again before use, even on a message's path (currentMod).
+	forgotten bool
+	mutes     map[string]time.Time // userID → until (zero: until lifted)
+	post      policy.PostRule      // "" : the namespace's
 }
 
 const modCacheTTL = 5 * time.Second
 
 // forgetMod drops roomID's cached moderation state, if the room is live.
+//
+// It stores a new expired state rather than nil, so that a refresh that
+// read the store before this change cannot put its stale copy back:
+// roomMod stores what it read only if the state it replaced is still the
+// one it found.
 func (reg *Registry) forgetMod(roomID string) {
 	if r := reg.lookup(roomID); r != nil {
-		r.mod.Store(nil)
+		r.mod.Store(&roomMod{forgotten: true})
 	}
+}
+
+// currentMod is roomMod for a message's path (msg, event, typing): a state
+// past modCacheTTL is used once more while a goroutine of the registry
+// reads the store again, so that no sender waits for that read. Only a
+// room with nothing cached (none yet, or forgotten by this node's own
+// change) is read first. A stale state risks little: the store checks a
+// msg's mute and post rule itself as it appends it, and another node's
+// change also reaches this one as a relayed notice (muted, configured).
+func (reg *Registry) currentMod(r *Room, now time.Time) *roomMod {
+	rm := r.mod.Load()
+	switch {
+	case rm == nil || rm.forgotten:
+		return reg.roomMod(r, now)
+	case now.Sub(rm.at) >= modCacheTTL && r.modReading.CompareAndSwap(false, true):
+		if !reg.spawn(func() {
+			defer r.modReading.Store(false)
+			reg.roomMod(r, time.Now())
+		}) {
+			r.modReading.Store(false)
+		}
+	}
+	return rm
 }
 
 // roomMod returns r's cached moderation state, reading the store when it
@@ -424,8 +464,9 @@ func (reg *Registry) forgetMod(roomID string) {
 //
 // now is the caller's clock reading: a message's path reads it once.
 func (reg *Registry) roomMod(r *Room, now time.Time) *roomMod {
-	if rm := r.mod.Load(); rm != nil && now.Sub(rm.at) < modCacheTTL {
-		return rm
+	old := r.mod.Load()
+	if old != nil && now.Sub(old.at) < modCacheTTL {
+		return old
 	}
 	rm := &roomMod{at: now}
 	ctx, cancel := context.WithTimeout(reg.ctx, 2*time.Second)
@@ -439,8 +480,42 @@ func (reg *Registry) roomMod(r *Room, now time.Time) *roomMod {
 		rm.post = policy.PostRule(post)
 	}
 	cancel()
-	r.mod.Store(rm)
+	// A change made meanwhile (forgetMod) wins: the next caller reads
+	// again.
+	r.mod.CompareAndSwap(old, rm)
 	return rm
+}
+
+// MayPostEvent holds an event posted over HTTP (POST
+// /api/rooms/{id}/events) to roomID's post rule set at run time (SPEC §11)
+// for a caller of role; the namespace's own rule is the caller's to check
+// (policy.MayPost). Events are not stored, so no store checks them as it
+// appends a message: the rule is read from the store, once per request.
+func (reg *Registry) MayPostEvent(ctx context.Context, roomID string, p *policy.Policy, role policy.Role) error {
+	rule, err := reg.store.PostRule(ctx, roomID)
+	if err != nil {
+		return reg.storeError("read post rule", err)
+	}
+	if rule == "" {
+		return nil
+	}
+	if perr := p.MayPostWith(policy.PostRule(rule), role, true); perr != nil {
+		return perr
+	}
+	return nil
+}
+
+// postInForce is what joined says of r's post rule (SPEC §11): the rule
+// set at run time, else the namespace's when it is not members ("": every
+// member may post).
+func (rm *roomMod) postInForce(p *policy.Policy) policy.PostRule {
+	switch {
+	case rm.post != "":
+		return rm.post
+	case p != nil && p.Post != policy.PostMembers:
+		return p.Post
+	}
+	return ""
 }
 
 // mutedError is the muted refusal of userID in rm's room, or nil.
@@ -460,12 +535,25 @@ func mutedErr(roomID string, until time.Time) *protocol.Error {
 }
 
 // storeRefusal turns an append's error into what the sender is told: muted
-// for a mute the store found, else store_unavailable.
-func (reg *Registry) storeRefusal(roomID string, err error) *protocol.Error {
+// for a mute the store found, forbidden (naming the rule, as p words it)
+// for the room's moderators post rule (p nil: naming the room),
+// else store_unavailable. Either refusal drops the room's cached
+// moderation state, which missed it.
+func (reg *Registry) storeRefusal(roomID string, p *policy.Policy, err error) *protocol.Error {
 	var me *store.MutedError
 	if errors.As(err, &me) {
 		reg.forgetMod(roomID)
 		return mutedErr(roomID, me.Until)
+	}
+	var pe *store.PostRuleError
+	if errors.As(err, &pe) {
+		reg.forgetMod(roomID)
+		if p != nil {
+			if perr := p.MayPostWith(policy.PostRule(pe.Rule), policy.RoleMember, false); perr != nil {
+				return perr
+			}
+		}
+		return protocol.Errorf(protocol.CodeForbidden, "room %s: only moderators and owners may post (post = %q)", roomID, pe.Rule)
 	}
 	return reg.storeError("append", err)
 }

@@ -86,8 +86,12 @@ func (u *User) SetGrants(g Grants) {
 // r.mu: a user's lock is never taken under a room's).
 //
 // rm is the room's moderation state: a mute refuses, and a post rule set
-// at run time (SPEC §11 configure) replaces the namespace's.
-func (reg *Registry) mayPost(r *Room, p *policy.Policy, rm *roomMod, m *member, granted policy.Role, now int64) *protocol.Error {
+// at run time (SPEC §11 configure) replaces the namespace's. stored is
+// true for a msg, which the store checks against the room's run-time post
+// rule as it stores it (protocol.Message.BelowModerator): a cached rule of
+// moderators is left to that check, so that a switch back to members on
+// another node holds for the next msg, not after the cache is dropped.
+func (reg *Registry) mayPost(r *Room, p *policy.Policy, rm *roomMod, m *member, granted policy.Role, now int64, stored bool) *protocol.Error {
 	if err := rm.mutedError(r.id, m.user.id); err != nil {
 		return err
 	}
@@ -95,8 +99,10 @@ func (reg *Registry) mayPost(r *Room, p *policy.Policy, rm *roomMod, m *member, 
 	if rm.post != "" {
 		rule = rm.post
 	}
-	if err := p.MayPostWith(rule, max(m.role, granted), false); err != nil {
-		return err
+	if !stored || rm.post != policy.PostModerators {
+		if err := p.MayPostWith(rule, max(m.role, granted), false); err != nil {
+			return err
+		}
 	}
 	// The connection's own limit is the built-in layer's (SPEC §4); a
 	// namespace that sets another rate or burst adds its own per member.

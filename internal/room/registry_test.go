@@ -12,6 +12,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/roomchat/roomchat/internal/broker"
+	"github.com/roomchat/roomchat/internal/policy"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/room"
 	"github.com/roomchat/roomchat/internal/store"
@@ -1046,4 +1047,59 @@ func TestNewRoomID(t *testing.T) {
 			t.Fatalf("NewRoomID() = %q", id)
 		}
 	}
+}
+
+// A post rule set while a member's join reads the history reaches that
+// member after its joined (SPEC §11 configured): a joined answered from
+// the rule read before the change is never the member's last word.
+func TestConfiguredDuringJoin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newHeldStore()
+		reg := newRegistry(t, st, room.Options{})
+		a := connect(t, reg)
+		a.join("r")
+		a.send("r", "one")
+
+		gate := make(chan struct{})
+		st.mu.Lock()
+		st.holdPage = gate
+		st.mu.Unlock()
+		b := connect(t, reg)
+		joinErr := make(chan error, 1)
+		go func() {
+			joinErr <- reg.Join(context.Background(), b.user, b.conn, "r", "", nil, "j")
+		}()
+		synctest.Wait() // b's join has read the post rule and waits on the gate
+		owner := room.Actor{User: protocol.User{UserID: "o", Name: "owner"}, Role: policy.RoleOwner}
+		if err := reg.Configure(context.Background(), owner, "r", "moderators"); err != nil {
+			t.Fatal(err)
+		}
+		if got := ofType(a.conn.take(), protocol.TypeConfigured); len(got) != 1 {
+			t.Fatalf("a, live, got %d configured, want 1", len(got))
+		}
+		if got := b.conn.take(); len(got) != 0 {
+			t.Fatalf("b got %d frames before joined", len(got))
+		}
+		close(gate)
+		if err := <-joinErr; err != nil {
+			t.Fatal(err)
+		}
+		frames := b.conn.take()
+		var types []string
+		for _, f := range frames {
+			types = append(types, f.env.Type)
+		}
+		if !slices.Equal(types, []string{protocol.TypeJoined, protocol.TypeConfigured}) {
+			t.Fatalf("b got %v, want joined then configured", types)
+		}
+		var c protocol.Configured
+		decode(t, frames[1].env, &c)
+		if c.Post != "moderators" || c.By.Name != "owner" {
+			t.Fatalf("configured %+v", c)
+		}
+		// A join now says the rule itself.
+		if j := connect(t, reg).join("r"); j.Post != "moderators" {
+			t.Fatalf("joined.post %q after configure, want moderators", j.Post)
+		}
+	})
 }

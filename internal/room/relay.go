@@ -1,6 +1,7 @@
 package room
 
 import (
+	"bytes"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -29,7 +30,7 @@ func (reg *Registry) Typing(u *User, roomID string) error {
 		return perr
 	}
 	now := time.Now()
-	if perr := reg.roomMod(r, now).mutedError(r.id, u.id); perr != nil {
+	if perr := reg.currentMod(r, now).mutedError(r.id, u.id); perr != nil {
 		return perr
 	}
 	r.mu.Lock()
@@ -69,7 +70,7 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	}
 	granted := u.grantedRole(r.id)
 	clock := time.Now()
-	rm := reg.roomMod(r, clock)
+	rm := reg.currentMod(r, clock)
 	now := clock.UnixNano()
 	r.mu.Lock()
 	m := r.member(u)
@@ -77,7 +78,7 @@ func (reg *Registry) Event(u *User, roomID, name string, data jsontext.Value) er
 	over := budgetKinds
 	var denied *protocol.Error
 	if m != nil {
-		if denied = reg.mayPost(r, p, rm, m, granted, now); denied == nil {
+		if denied = reg.mayPost(r, p, rm, m, granted, now, false); denied == nil {
 			from = protocol.User{UserID: u.id, Name: m.name}
 			cost := eventFrameOverhead + len(r.id) + len(name) + len(data) + len(u.id) + len(m.name)
 			over = r.spend(&reg.budgets, m, true, cost, now)
@@ -129,6 +130,13 @@ func (reg *Registry) relayed(roomID, about string, presence bool, frame []byte) 
 		return
 	}
 	if about != "" && reg.relayedToUser(roomID, about, frame) {
+		return
+	}
+	if about == "" && bytes.HasPrefix(frame, configuredPrefix) {
+		// Another node changed the room's post rule (SPEC §11): this
+		// node's cached one is stale; its members get the notice.
+		reg.forgetMod(roomID)
+		r.notify(frame)
 		return
 	}
 	var u *User

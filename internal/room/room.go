@@ -1,6 +1,7 @@
 package room
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,10 +24,12 @@ type Conn interface {
 // catching up with a join. It lives in Registry.rooms while it has members
 // and is dropped (dead) when the last one goes.
 type Room struct {
-	id     string                  // read-only
-	pol    roomPolicyRef           // the room's policy, looked up once per Config (policyOf)
-	mod    atomic.Pointer[roomMod] // its mutes and post rule, cached (Registry.roomMod)
-	closed *atomic.Bool            // the registry's Registry.closed: no flush timer is armed once set
+	id  string                  // read-only
+	pol roomPolicyRef           // the room's policy, looked up once per Config (policyOf)
+	mod atomic.Pointer[roomMod] // its mutes and post rule, cached (Registry.roomMod)
+	// modReading is set while a goroutine reads mod again (currentMod).
+	modReading atomic.Bool
+	closed     *atomic.Bool // the registry's Registry.closed: no flush timer is armed once set
 
 	// mu guards the fields below and every member of the room. Lock order:
 	// mu, then Registry.mu (dropIfEmpty), then a Conn's own lock (Queue).
@@ -100,7 +103,26 @@ type announcement struct {
 }
 
 // member is one user's place in a room. Guarded by its Room's mu.
+//
+// deliver reads conn, seqSeen and joining of every member for every
+// message: they come first, within the struct's first 32 bytes, which
+// never straddle a cache line (members are 160 bytes, a multiple of 32),
+// so a message to a room of a thousand costs one line per member.
 type member struct {
+	// conn is where the room's events go: nil while the user's connection
+	// is gone and the grace period runs.
+	conn Conn
+	// seqSeen is the joined reply's lastSeq: the member has, or has been
+	// told about, every seq up to it. A store commits a batch before it
+	// calls back for each message, so a history read can see messages
+	// whose delivery is still on its way; delivery skips them for this
+	// member.
+	seqSeen int64
+	joining bool
+	// pending, while the member joins, holds messages delivered between
+	// registering and reading history; nil once the member is live.
+	pending []delivery
+
 	user *User
 	name string
 	// role is the member's standing in the room that no token gives
@@ -110,13 +132,6 @@ type member struct {
 	role policy.Role
 	// nsRate is the member's bucket for a namespace's own rate (mayPost).
 	nsRate bucket
-	// conn is where the room's events go: nil while the user's connection
-	// is gone and the grace period runs.
-	conn Conn
-	// pending, while the member joins, holds messages delivered between
-	// registering and reading history; nil once the member is live.
-	pending []delivery
-	joining bool
 	// subscribed is set once the member's broker subscription is in
 	// place; removing the member gives it back.
 	subscribed bool
@@ -137,15 +152,10 @@ type member struct {
 	// presenceSeen is the number of the last presence event the member's
 	// joined reply already reflects: flushPresence sends it later ones.
 	presenceSeen uint64
-	// seqSeen is the joined reply's lastSeq: the member has, or has been
-	// told about, every seq up to it. A store commits a batch before it
-	// calls back for each message, so a history read can see messages
-	// whose delivery is still on its way; delivery skips them for this
-	// member.
-	seqSeen int64
 }
 
-// delivery is one encoded msg event and its seq.
+// delivery is one encoded msg event and its seq, or a notice about the
+// room (Room.notify) with seq math.MaxInt64, which goLive always queues.
 type delivery struct {
 	seq   int64
 	frame []byte
@@ -457,6 +467,24 @@ func (r *Room) relay(frame []byte, skip *User) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.broadcast(frame, skip)
+}
+
+// notify queues frame, a notice about the room's state (configured), to
+// every live member, and keeps it for each member still joining, to go
+// out after its joined (goLive): a joined answered from state read before
+// the change is followed by the change.
+func (r *Room) notify(frame []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flushPresence()
+	for _, m := range r.members {
+		switch {
+		case m.joining:
+			m.pending = append(m.pending, delivery{seq: math.MaxInt64, frame: frame})
+		case m.conn != nil:
+			m.conn.Queue(frame)
+		}
+	}
 }
 
 // broadcast queues frame to every live member except skip, after any

@@ -2,10 +2,12 @@ package room
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	gonanoid "github.com/matoous/go-nanoid/v2"
 
+	"github.com/roomchat/roomchat/internal/policy"
 	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 )
@@ -27,7 +29,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	}
 	granted := u.grantedRole(r.id)
 	now := time.Now()
-	rm := reg.roomMod(r, now)
+	rm := reg.currentMod(r, now)
 	msg := protocol.Message{
 		ID:      gonanoid.Must(),
 		RoomID:  r.id,
@@ -44,8 +46,9 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	over := budgetKinds
 	var denied *protocol.Error
 	if m != nil {
-		if denied = reg.mayPost(r, p, rm, m, granted, now.UnixNano()); denied == nil {
+		if denied = reg.mayPost(r, p, rm, m, granted, now.UnixNano(), true); denied == nil {
 			msg.From.Name = m.name
+			msg.BelowModerator = max(m.role, granted) < policy.RoleModerator
 			over = r.spend(&reg.budgets, m, false, cost+len(m.name), now.UnixNano())
 		}
 	}
@@ -61,7 +64,7 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 	}
 	reg.broker.Publish(msg, store.DedupKey(u.id, r.id, reqID), func(stored protocol.Message, dup bool, err error) {
 		if err != nil {
-			u.queue(protocol.EncodeError(reqID, reg.storeRefusal(r.id, err)))
+			u.queue(protocol.EncodeError(reqID, reg.storeRefusal(r.id, p, err)))
 			return
 		}
 		if !dup {
@@ -75,25 +78,31 @@ func (reg *Registry) Send(u *User, roomID, text, reqID string) error {
 }
 
 // Post stores a message from a bot (HTTP API) in roomID and delivers it to
-// the room's live members. It blocks until the message is stored or ctx ends.
-func (reg *Registry) Post(ctx context.Context, roomID, name, text string) (protocol.Message, error) {
-	return reg.PostAs(ctx, roomID, protocol.User{UserID: "bot-" + gonanoid.Must(12), Name: name}, text)
+// the room's live members. role is the caller's role in the room: below
+// moderator, the room's run-time post rule of moderators refuses it
+// (forbidden, naming the rule), as the store checks it. It blocks until
+// the message is stored or ctx ends.
+func (reg *Registry) Post(ctx context.Context, roomID, name, text string, role policy.Role) (protocol.Message, error) {
+	return reg.PostAs(ctx, roomID, protocol.User{UserID: "bot-" + gonanoid.Must(12), Name: name}, text, role)
 }
 
 // PostAs is Post from a known user: the HTTP API's caller with a token
 // (SPEC §10) posts as its sub.
-func (reg *Registry) PostAs(ctx context.Context, roomID string, from protocol.User, text string) (protocol.Message, error) {
+func (reg *Registry) PostAs(ctx context.Context, roomID string, from protocol.User, text string, role policy.Role) (protocol.Message, error) {
 	return reg.publishWait(ctx, protocol.Message{
-		ID:      gonanoid.Must(),
-		RoomID:  roomID,
-		From:    from,
-		Message: text,
-		TS:      time.Now().UTC().Truncate(time.Millisecond),
+		ID:             gonanoid.Must(),
+		RoomID:         roomID,
+		From:           from,
+		Message:        text,
+		TS:             time.Now().UTC().Truncate(time.Millisecond),
+		BelowModerator: role < policy.RoleModerator,
 	})
 }
 
 // publishWait publishes msg (not de-duplicated) and waits until it is
 // stored or ctx ends: the HTTP API and the moderation actions block so.
+// A refusal by the store (msg.BelowModerator under the room's moderators
+// post rule, a mute) is what a msg frame would get (storeRefusal).
 func (reg *Registry) publishWait(ctx context.Context, msg protocol.Message) (protocol.Message, error) {
 	type result struct {
 		m   protocol.Message
@@ -109,12 +118,22 @@ func (reg *Registry) publishWait(ctx context.Context, msg protocol.Message) (pro
 	select {
 	case res := <-ch:
 		if res.err != nil {
-			return protocol.Message{}, reg.storeError("append", res.err)
+			return protocol.Message{}, reg.publishRefusal(msg.RoomID, res.err)
 		}
 		return res.m, nil
 	case <-ctx.Done():
 		return protocol.Message{}, ctx.Err()
 	}
+}
+
+// publishRefusal is storeRefusal for publishWait, which has no policy at
+// hand: the room's is looked up only for a refusal that names it.
+func (reg *Registry) publishRefusal(roomID string, err error) *protocol.Error {
+	var p *policy.Policy
+	if errors.Is(err, store.ErrPostRule) {
+		p, _ = reg.PolicyFor(roomID)
+	}
+	return reg.storeRefusal(roomID, p, err)
 }
 
 // deliver encodes m once and queues it to every live member of its room;

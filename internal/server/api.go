@@ -332,11 +332,20 @@ func (s *Server) handlePostMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	var msg protocol.Message
 	var err error
+	// The caller's role holds it to the room's run-time post rule (SPEC
+	// §11), which the store checks as it stores the message: an API key
+	// or the room's owner key is the owner; a token, its role; anyone
+	// else, a member.
+	role := s.actor(r, id).Role
 	if cl := callerOf(r); cl.id != nil {
 		// A token's caller posts as itself; its name claim wins.
-		msg, err = s.reg.PostAs(r.Context(), id, protocol.User{UserID: cl.id.UserID, Name: cmp.Or(cl.id.Name, name)}, p.Message)
+		msg, err = s.reg.PostAs(r.Context(), id, protocol.User{UserID: cl.id.UserID, Name: cmp.Or(cl.id.Name, name)}, p.Message, role)
 	} else {
-		msg, err = s.reg.Post(r.Context(), id, name, p.Message)
+		msg, err = s.reg.Post(r.Context(), id, name, p.Message, role)
+	}
+	if pe, ok := errors.AsType[*protocol.Error](err); ok && pe.Code != protocol.CodeStoreUnavailable {
+		s.fail(w, statusOf(pe), pe)
+		return
 	}
 	if err != nil {
 		s.storeFailed(w, err)
@@ -369,6 +378,16 @@ func (s *Server) handlePostEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.mayPost(w, r, id, pol) {
+		return
+	}
+	// The room's run-time post rule (SPEC §11 configure) holds for
+	// events as for messages, by the caller's role (see handlePostMessage).
+	if err := s.reg.MayPostEvent(r.Context(), id, pol, s.actor(r, id).Role); err != nil {
+		if pe, ok := errors.AsType[*protocol.Error](err); ok && pe.Code != protocol.CodeStoreUnavailable {
+			s.fail(w, statusOf(pe), pe)
+		} else {
+			s.storeFailed(w, err)
+		}
 		return
 	}
 	var p PostEvent

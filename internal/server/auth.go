@@ -141,20 +141,6 @@ type caller struct {
 	ownerKey string // a room's owner key (SPEC §11), checked per room
 }
 
-// role is the caller's role in roomID; anonymous callers (auth off) and
-// identities the room's grants do not name are members.
-func (cl caller) role(roomID string) policy.Role {
-	switch {
-	case cl.apiKey:
-		return policy.RoleOwner
-	case cl.ownerKey != "":
-		return policy.RoleMember // mayPost checks the key against the room
-	case cl.id != nil:
-		return max(cl.id.Role(roomID), policy.RoleMember)
-	}
-	return policy.RoleMember
-}
-
 // authorize checks a state-changing request's credentials (SPEC §10):
 // with auth on, Authorization: Bearer with an API key or a valid token is
 // required (401 otherwise); with auth off, a presented one is refused as
@@ -195,10 +181,11 @@ func callerOf(r *http.Request) caller {
 }
 
 // mayPost answers whether the HTTP request r may post to roomID under p
-// (SPEC §9 post and join): it writes the refusal itself, 403.
+// (SPEC §9 post and join): it writes the refusal itself, 403. The room's
+// owner key (SPEC §11) is checked against the room: the owner's.
 func (s *Server) mayPost(w http.ResponseWriter, r *http.Request, roomID string, p *policy.Policy) bool {
 	cl := callerOf(r)
-	role := cl.role(roomID)
+	role := s.actor(r, roomID).Role
 	perr := p.MayPost(role, true)
 	if perr == nil && cl.id != nil && !cl.apiKey {
 		perr = p.MayJoin(cl.id.Role(roomID)) // a private room's token rule holds for posts too

@@ -37,9 +37,28 @@ import (
 // ways a connection is closed); the framing the library does not do for
 // us is internal/wsconn's.
 type conn struct {
+	// Queue's fields come first, in the struct's first cache line (a conn
+	// is 320 bytes, a multiple of 64): a message to a room of a thousand
+	// touches one line of each member's conn. TestConnLayout keeps it so.
+	srv *Server    // set by newConn, then read-only
+	mu  sync.Mutex // guards queue, queued, writing, closing, byServer and the fields under "Also guarded by mu"
+	// queue holds the frames waiting for the writer; queued is their bytes.
+	queue   [][]byte
+	queued  int
+	writing bool // a writer goroutine runs, or is about to (see start)
+	closing bool // no more frames are taken
+	// byServer records that the server started closing, so a close frame
+	// echoed by the client is not taken for a clean close by the client.
+	byServer bool
+
+	wg sync.WaitGroup // the writer, close and keepalive goroutines
+	// writer is c.writeLoop as a func value, made once: a go statement
+	// with a fresh method value allocates a closure, and the writer starts
+	// each time frames arrive for an idle connection.
+	writer func()
+
 	// Set by newConn before any goroutine of the connection starts, then
 	// read-only, except user (see below).
-	srv      *Server
 	ws       *websocket.Conn
 	wire     *wsconn.Conn // the socket under ws, for what ws does not do
 	addr     netip.Prefix // the client address's key (addrKey), for srv.gate
@@ -64,8 +83,8 @@ type conn struct {
 	// absence against it.
 	handling atomic.Bool
 
-	mu    sync.Mutex // guards the fields below
-	queue [][]byte   // frames waiting for the writer
+	// Also guarded by mu.
+	//
 	// idle, when set, is closed by the writer when it exits: Shutdown
 	// waits on it to close the connection after what is queued is written.
 	idle chan struct{}
@@ -74,14 +93,8 @@ type conn struct {
 	cancelRead context.CancelFunc
 	// ended is set when the read loop saw the connection end: a store
 	// read started after it is cancelled at once.
-	ended   bool
-	spare   [][]byte // the writer's last queue, emptied, for reuse
-	queued  int      // bytes in queue
-	writing bool     // a writer goroutine runs, or is about to (see start)
-	closing bool     // no more frames are taken
-	// byServer records that the server started closing, so a close frame
-	// echoed by the client is not taken for a clean close by the client.
-	byServer bool
+	ended bool
+	spare [][]byte // the writer's last queue, emptied, for reuse
 	// The signed identity's clock (armExpiry): nil timer for an anonymous
 	// connection.
 	authTimer   *time.Timer
@@ -99,13 +112,6 @@ type conn struct {
 	// (Unix ns, at most): set by start before the wheel has c, then
 	// by the wheel when it renews the token (renewToken).
 	kaIssued int64
-
-	wg sync.WaitGroup // the writer, close and keepalive goroutines
-
-	// writer is c.writeLoop as a func value, made once: a go statement
-	// with a fresh method value allocates a closure, and the writer starts
-	// each time frames arrive for an idle connection.
-	writer func()
 }
 
 // newConn accepts the upgrade (answering it on failure, and giving the

@@ -167,15 +167,15 @@ func (s *Server) actor(r *http.Request, roomID string) room.Actor {
 
 // moderationRoutes registers §11's HTTP endpoints.
 func (s *Server) moderationRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/rooms/{id}/messages/{seq}/redact", s.post(s.handleRedact))
-	mux.HandleFunc("POST /api/rooms/{id}/kick", s.post(s.handleKick))
+	mux.HandleFunc("POST /api/rooms/{id}/messages/{seq}/redact", s.post(s.modHandler(modPrelude{seq: true, body: true, check: true}, s.handleRedact)))
+	mux.HandleFunc("POST /api/rooms/{id}/kick", s.post(s.modHandler(modPrelude{body: true, user: "body", check: true}, s.handleKick)))
 	for _, kind := range []store.Kind{store.Ban, store.Mute} {
-		mux.HandleFunc("PUT /api/rooms/{id}/"+string(kind)+"s/{user}", s.post(s.handleRestrict(kind)))
-		mux.HandleFunc("DELETE /api/rooms/{id}/"+string(kind)+"s/{user}", s.post(s.handleLift(kind)))
-		mux.HandleFunc("GET /api/rooms/{id}/"+string(kind)+"s", s.post(s.handleRestrictions(kind)))
+		mux.HandleFunc("PUT /api/rooms/{id}/"+string(kind)+"s/{user}", s.post(s.modHandler(modPrelude{body: true, user: "path", check: true, until: true}, s.handleRestrict(kind))))
+		mux.HandleFunc("DELETE /api/rooms/{id}/"+string(kind)+"s/{user}", s.post(s.modHandler(modPrelude{user: "path", check: true}, s.handleLift(kind))))
+		mux.HandleFunc("GET /api/rooms/{id}/"+string(kind)+"s", s.post(s.modHandler(modPrelude{}, s.handleRestrictions(kind))))
 	}
-	mux.HandleFunc("PATCH /api/rooms/{id}", s.post(s.handleConfigure))
-	mux.HandleFunc("DELETE /api/rooms/{id}/messages", s.post(s.handleClear))
+	mux.HandleFunc("PATCH /api/rooms/{id}", s.post(s.modHandler(modPrelude{body: true}, s.handleConfigure)))
+	mux.HandleFunc("DELETE /api/rooms/{id}/messages", s.post(s.modHandler(modPrelude{}, s.handleClear)))
 	mux.HandleFunc("POST /api/users/{id}/disconnect", s.post(s.handleDisconnect))
 }
 
@@ -214,89 +214,106 @@ func (s *Server) answer(w http.ResponseWriter, ok int, v any, err error) {
 	s.storeFailed(w, err)
 }
 
-func (s *Server) handleRedact(w http.ResponseWriter, r *http.Request) {
-	id, _, ok := s.roomID(w, r)
-	if !ok {
-		return
-	}
-	seq, err := strconv.ParseInt(r.PathValue("seq"), 10, 64)
-	if err != nil || seq < 1 {
-		s.fail(w, http.StatusBadRequest, protocol.FieldErrorf(protocol.CodeBadPayload, "seq", "seq must be a whole number ≥ 1"))
-		return
-	}
-	b, ok := s.modBody(w, r)
-	if !ok {
-		return
-	}
-	if perr := s.checkModeration(id, "", b.Reason, false); perr != nil {
-		s.fail(w, http.StatusBadRequest, perr)
-		return
-	}
-	m, rerr := s.reg.Redact(r.Context(), s.actor(r, id), id, seq, b.Reason)
-	s.answer(w, http.StatusCreated, m, rerr)
+// modPrelude says which of the shared steps a moderation endpoint of a
+// room takes before it acts (modHandler), in this order: the room ID
+// from the path (always); seq, the path's {seq} (redact); body, the
+// optional JSON body (Reason); user, where the target userID is ("path":
+// the path's {user}; "body": the body's userID; "": none); check, the
+// shared field checks (checkModeration, with a user when there is
+// one); until, the body's for as an end. Each step writes its own
+// refusal: 400 for a bad field, as readBody says for the body.
+type modPrelude struct {
+	seq   bool
+	body  bool
+	user  string
+	check bool
+	until bool
 }
 
-func (s *Server) handleKick(w http.ResponseWriter, r *http.Request) {
-	id, _, ok := s.roomID(w, r)
-	if !ok {
-		return
-	}
-	b, ok := s.modBody(w, r)
-	if !ok {
-		return
-	}
-	if perr := s.checkModeration(id, b.UserID, b.Reason, true); perr != nil {
-		s.fail(w, http.StatusBadRequest, perr)
-		return
-	}
-	err := s.reg.Kick(s.actor(r, id), id, b.UserID, b.Reason)
-	s.answer(w, http.StatusOK, protocol.Done{Action: protocol.TypeKick, RoomID: id, UserID: b.UserID}, err)
+// modCall is a moderation request that passed its prelude: the room, the
+// message seq, the body, the target user and for's end, as the prelude
+// read them, and the HTTP actor (Server.actor).
+type modCall struct {
+	roomID string
+	seq    int64
+	body   Reason
+	user   string
+	end    time.Time
+	actor  room.Actor
 }
 
-func (s *Server) handleRestrict(kind store.Kind) http.HandlerFunc {
+// modHandler runs pre's steps, then act with what they read.
+func (s *Server) modHandler(pre modPrelude, act func(w http.ResponseWriter, r *http.Request, c modCall)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, _, ok := s.roomID(w, r)
-		if !ok {
+		var c modCall
+		var ok bool
+		if c.roomID, _, ok = s.roomID(w, r); !ok {
 			return
 		}
-		b, ok := s.modBody(w, r)
-		if !ok {
-			return
+		if pre.seq {
+			seq, err := strconv.ParseInt(r.PathValue("seq"), 10, 64)
+			if err != nil || seq < 1 {
+				s.fail(w, http.StatusBadRequest, protocol.FieldErrorf(protocol.CodeBadPayload, "seq", "seq must be a whole number ≥ 1"))
+				return
+			}
+			c.seq = seq
 		}
-		user := r.PathValue("user")
-		if perr := s.checkModeration(id, user, b.Reason, true); perr != nil {
-			s.fail(w, http.StatusBadRequest, perr)
-			return
+		if pre.body {
+			if c.body, ok = s.modBody(w, r); !ok {
+				return
+			}
 		}
-		end, perr := until(b.For)
-		if perr != nil {
-			s.fail(w, http.StatusBadRequest, perr)
-			return
+		switch pre.user {
+		case "path":
+			c.user = r.PathValue("user")
+		case "body":
+			c.user = c.body.UserID
 		}
-		a := s.actor(r, id)
+		if pre.check {
+			if perr := s.checkModeration(c.roomID, c.user, c.body.Reason, pre.user != ""); perr != nil {
+				s.fail(w, http.StatusBadRequest, perr)
+				return
+			}
+		}
+		if pre.until {
+			end, perr := until(c.body.For)
+			if perr != nil {
+				s.fail(w, http.StatusBadRequest, perr)
+				return
+			}
+			c.end = end
+		}
+		c.actor = s.actor(r, c.roomID)
+		act(w, r, c)
+	}
+}
+
+func (s *Server) handleRedact(w http.ResponseWriter, r *http.Request, c modCall) {
+	m, err := s.reg.Redact(r.Context(), c.actor, c.roomID, c.seq, c.body.Reason)
+	s.answer(w, http.StatusCreated, m, err)
+}
+
+func (s *Server) handleKick(w http.ResponseWriter, r *http.Request, c modCall) {
+	err := s.reg.Kick(c.actor, c.roomID, c.user, c.body.Reason)
+	s.answer(w, http.StatusOK, protocol.Done{Action: protocol.TypeKick, RoomID: c.roomID, UserID: c.user}, err)
+}
+
+func (s *Server) handleRestrict(kind store.Kind) func(http.ResponseWriter, *http.Request, modCall) {
+	return func(w http.ResponseWriter, r *http.Request, c modCall) {
 		var err error
 		if kind == store.Ban {
-			err = s.reg.Ban(r.Context(), a, id, user, end, b.Reason)
+			err = s.reg.Ban(r.Context(), c.actor, c.roomID, c.user, c.end, c.body.Reason)
 		} else {
-			err = s.reg.Mute(r.Context(), a, id, user, end, b.Reason)
+			err = s.reg.Mute(r.Context(), c.actor, c.roomID, c.user, c.end, c.body.Reason)
 		}
-		s.answer(w, http.StatusOK, protocol.Done{Action: string(kind), RoomID: id, UserID: user, Until: end}, err)
+		s.answer(w, http.StatusOK, protocol.Done{Action: string(kind), RoomID: c.roomID, UserID: c.user, Until: c.end}, err)
 	}
 }
 
-func (s *Server) handleLift(kind store.Kind) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		id, _, ok := s.roomID(w, r)
-		if !ok {
-			return
-		}
-		user := r.PathValue("user")
-		if perr := s.checkModeration(id, user, "", true); perr != nil {
-			s.fail(w, http.StatusBadRequest, perr)
-			return
-		}
-		err := s.reg.Lift(r.Context(), s.actor(r, id), kind, id, user)
-		s.answer(w, http.StatusOK, protocol.Done{Action: "un" + string(kind), RoomID: id, UserID: user}, err)
+func (s *Server) handleLift(kind store.Kind) func(http.ResponseWriter, *http.Request, modCall) {
+	return func(w http.ResponseWriter, r *http.Request, c modCall) {
+		err := s.reg.Lift(r.Context(), c.actor, kind, c.roomID, c.user)
+		s.answer(w, http.StatusOK, protocol.Done{Action: "un" + string(kind), RoomID: c.roomID, UserID: c.user}, err)
 	}
 }
 
@@ -322,45 +339,29 @@ type RestrictionInfo struct {
 	At     time.Time     `json:"at,format:'2006-01-02T15:04:05.000Z07:00'"`
 }
 
-func (s *Server) handleRestrictions(kind store.Kind) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		id, _, ok := s.roomID(w, r)
-		if !ok {
-			return
-		}
-		rs, err := s.reg.Restrictions(r.Context(), s.actor(r, id), kind, id)
+func (s *Server) handleRestrictions(kind store.Kind) func(http.ResponseWriter, *http.Request, modCall) {
+	return func(w http.ResponseWriter, r *http.Request, c modCall) {
+		rs, err := s.reg.Restrictions(r.Context(), c.actor, kind, c.roomID)
 		out := make([]RestrictionInfo, 0, len(rs))
 		for _, x := range rs {
 			out = append(out, RestrictionInfo{UserID: x.UserID, Until: x.Until, By: x.By, Reason: x.Reason, At: x.At})
 		}
 		if kind == store.Ban {
-			s.answer(w, http.StatusOK, BanList{RoomID: id, Bans: out}, err)
+			s.answer(w, http.StatusOK, BanList{RoomID: c.roomID, Bans: out}, err)
 		} else {
-			s.answer(w, http.StatusOK, MuteList{RoomID: id, Mutes: out}, err)
+			s.answer(w, http.StatusOK, MuteList{RoomID: c.roomID, Mutes: out}, err)
 		}
 	}
 }
 
-func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request) {
-	id, _, ok := s.roomID(w, r)
-	if !ok {
-		return
-	}
-	b, ok := s.modBody(w, r)
-	if !ok {
-		return
-	}
-	err := s.reg.Configure(r.Context(), s.actor(r, id), id, b.Post)
-	s.answer(w, http.StatusOK, protocol.Done{Action: protocol.TypeConfigure, RoomID: id, Post: b.Post}, err)
+func (s *Server) handleConfigure(w http.ResponseWriter, r *http.Request, c modCall) {
+	err := s.reg.Configure(r.Context(), c.actor, c.roomID, c.body.Post)
+	s.answer(w, http.StatusOK, protocol.Done{Action: protocol.TypeConfigure, RoomID: c.roomID, Post: c.body.Post}, err)
 }
 
-func (s *Server) handleClear(w http.ResponseWriter, r *http.Request) {
-	id, _, ok := s.roomID(w, r)
-	if !ok {
-		return
-	}
-	err := s.reg.Clear(r.Context(), s.actor(r, id), id)
-	s.answer(w, http.StatusOK, protocol.Done{Action: "clear", RoomID: id}, err)
+func (s *Server) handleClear(w http.ResponseWriter, r *http.Request, c modCall) {
+	err := s.reg.Clear(r.Context(), c.actor, c.roomID)
+	s.answer(w, http.StatusOK, protocol.Done{Action: "clear", RoomID: c.roomID}, err)
 }
 
 // handleDisconnect closes every connection of a user on this node with

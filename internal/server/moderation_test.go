@@ -12,22 +12,6 @@ import (
 	"github.com/roomchat/roomchat/internal/server"
 )
 
-// modRoom creates a room over the WebSocket and returns its ID and owner
-// key, with the owner joined with the key.
-func modRoom(t *testing.T, base string) (string, string, *chattest.Client) {
-	t.Helper()
-	owner := chattest.Dial(t, base, "")
-	owner.Send(t, `{"type":"create","id":"c"}`)
-	var cr protocol.Created
-	chattest.Decode(t, owner.Expect(t, protocol.TypeCreated), &cr)
-	if !strings.HasPrefix(cr.OwnerKey, "k1.") {
-		t.Fatalf("created carries ownerKey %q", cr.OwnerKey)
-	}
-	owner.Sendf(t, `{"type":"join","payload":{"roomID":%q,"name":"owner","key":%q}}`, cr.RoomID, cr.OwnerKey)
-	owner.Expect(t, protocol.TypeJoined)
-	return cr.RoomID, cr.OwnerKey, owner
-}
-
 // done reads c's events up to the next done (or error, which fails t).
 func done(t *testing.T, c *chattest.Client, action string) protocol.Done {
 	t.Helper()
@@ -50,8 +34,8 @@ func done(t *testing.T, c *chattest.Client, action string) protocol.Done {
 // SPEC §11: the room's key, and only it, makes a connection the owner.
 func TestOwnerKey(t *testing.T) {
 	s := chattest.StartInProcess(t)
-	roomID, key, _ := modRoom(t, s.URL)
-	other, otherKey, _ := modRoom(t, s.URL)
+	roomID, key, _ := chattest.OwnedRoom(t, s.URL)
+	other, otherKey, _ := chattest.OwnedRoom(t, s.URL)
 	c := chattest.Dial(t, s.URL, "")
 	for _, k := range []string{"k1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", otherKey, "nonsense", key + "x"} {
 		c.Sendf(t, `{"type":"join","payload":{"roomID":%q,"key":%q}}`, roomID, k)
@@ -75,7 +59,7 @@ func TestOwnerKey(t *testing.T) {
 // target as a tombstone from then on (SPEC §11).
 func TestRedact(t *testing.T) {
 	s := chattest.StartInProcess(t, chattest.NoRate)
-	roomID, key, owner := modRoom(t, s.URL)
+	roomID, key, owner := chattest.OwnedRoom(t, s.URL)
 	guest := chattest.Dial(t, s.URL, "")
 	guest.Join(t, roomID)
 	ack := guest.SendAck(t, "m1", "buy cheap pills")
@@ -149,7 +133,7 @@ func checkTombstone(t *testing.T, where string, msgs []protocol.Message, seq, by
 // over the WebSocket (SPEC §11).
 func TestKickBanMute(t *testing.T) {
 	s := chattest.StartInProcess(t, chattest.NoRate)
-	roomID, _, owner := modRoom(t, s.URL)
+	roomID, _, owner := chattest.OwnedRoom(t, s.URL)
 	guest := chattest.Dial(t, s.URL, "")
 	j := guest.Join(t, roomID)
 	uid := j.You.UserID
@@ -225,7 +209,7 @@ func TestKickBanMute(t *testing.T) {
 // disconnect with an API key (SPEC §11).
 func TestModerationHTTP(t *testing.T) {
 	s := startAccess(t, matrixConfig)
-	roomID, key, _ := modRoom(t, s.URL)
+	roomID, key, _ := chattest.OwnedRoom(t, s.URL)
 	guest := chattest.Dial(t, s.URL, "")
 	uid := guest.Join(t, roomID).You.UserID
 	guest.SendAck(t, "1", "one")
@@ -285,7 +269,7 @@ func awaitErrorCode(t *testing.T, c *chattest.Client, code string) {
 // new user, whom the mute does not bind (the docs say so).
 func TestMuteSurvivesResume(t *testing.T) {
 	s := chattest.StartInProcess(t, chattest.NoRate)
-	roomID, _, owner := modRoom(t, s.URL)
+	roomID, _, owner := chattest.OwnedRoom(t, s.URL)
 	guest := chattest.Dial(t, s.URL, "")
 	uid := guest.Join(t, roomID).You.UserID
 	owner.Sendf(t, `{"type":"mute","payload":{"roomID":%q,"userID":%q,"for":"1h"}}`, roomID, uid)
@@ -305,4 +289,92 @@ func TestMuteSurvivesResume(t *testing.T) {
 	fresh := chattest.Dial(t, s.URL, "")
 	fresh.Join(t, roomID)
 	fresh.SendAck(t, "f", "a new user is not muted")
+}
+
+// SPEC §11 configure: joined says the room's run-time post rule to whoever
+// joins while it is set (a first join, a join again, a join after a
+// resume), and POST /api/rooms/{id}/messages is held to it: a caller below
+// moderator (anonymous, a member's token) gets 403 forbidden naming the
+// rule and nothing is stored; an API key, the room's owner key and a
+// moderator's token post.
+func TestPostRuleJoinedAndHTTP(t *testing.T) {
+	s := startAccess(t, matrixConfig)
+	roomID, key, owner := chattest.OwnedRoom(t, s.URL)
+	guest := chattest.Dial(t, s.URL, "")
+	if j := guest.Join(t, roomID); j.Post != "" {
+		t.Fatalf("joined.post %q before any configure, want none", j.Post)
+	}
+	msgs := s.URL + "/api/rooms/" + roomID + "/messages"
+	memberTok := token(t, "tok-member", map[string]string{roomID: "member"})
+	modTok := token(t, "tok-mod", map[string]string{roomID: "moderator"})
+	wantStatus(t, http.StatusCreated, "", "POST", msgs, memberTok, `{"message":"before"}`)
+	guest.Await(t, protocol.TypeMsg)
+
+	owner.Sendf(t, `{"type":"configure","payload":{"roomID":%q,"post":"moderators"}}`, roomID)
+	done(t, owner, protocol.TypeConfigure)
+	guest.Await(t, protocol.TypeConfigured)
+
+	late := chattest.Dial(t, s.URL, "")
+	if j := late.Join(t, roomID); j.Post != "moderators" {
+		t.Fatalf("joined.post %q of a join under moderators", j.Post)
+	}
+	if j := guest.Join(t, roomID); j.Post != "moderators" {
+		t.Fatalf("joined.post %q of a join again under moderators", j.Post)
+	}
+	resume := guest.Welcome.Resume
+	guest.Close()
+	back := chattest.Dial(t, s.URL, "?resume="+resume)
+	if j := back.Join(t, roomID); j.Post != "moderators" {
+		t.Fatalf("joined.post %q of a join after a resume under moderators", j.Post)
+	}
+
+	wantStatus(t, http.StatusForbidden, protocol.CodeForbidden, "POST", msgs, memberTok, `{"message":"refused"}`, `post = "moderators"`)
+	for _, bearer := range []string{testAPIKey, key, modTok} {
+		wantStatus(t, http.StatusCreated, "", "POST", msgs, bearer, `{"message":"announcement"}`)
+	}
+	// Events over HTTP are held to the rule too, by the caller's role.
+	events := s.URL + "/api/rooms/" + roomID + "/events"
+	wantStatus(t, http.StatusForbidden, protocol.CodeForbidden, "POST", events, memberTok, `{"name":"wave"}`, `post = "moderators"`)
+	for _, bearer := range []string{testAPIKey, key, modTok} {
+		wantStatus(t, http.StatusAccepted, "", "POST", events, bearer, `{"name":"wave"}`)
+	}
+	var page server.MessagePage
+	json.Unmarshal(wantStatus(t, http.StatusOK, "", "GET", msgs+"?after=0", "", ""), &page)
+	if len(page.Messages) != 4 || page.LastSeq != 4 {
+		t.Fatalf("page after the posts: %+v, want before and three announcements", page)
+	}
+	for _, m := range page.Messages {
+		if m.Message == "refused" {
+			t.Fatalf("a refused post was stored: %+v", m)
+		}
+	}
+
+	owner.Sendf(t, `{"type":"configure","payload":{"roomID":%q,"post":"members"}}`, roomID)
+	done(t, owner, protocol.TypeConfigure)
+	if j := chattest.Dial(t, s.URL, "").Join(t, roomID); j.Post != "members" {
+		t.Fatalf("joined.post %q after the switch back, want members", j.Post)
+	}
+	wantStatus(t, http.StatusCreated, "", "POST", msgs, memberTok, `{"message":"after"}`)
+	wantStatus(t, http.StatusAccepted, "", "POST", events, memberTok, `{"name":"wave"}`)
+}
+
+// With auth off an HTTP post without credentials is a member's: refused
+// under the run-time post rule of moderators (SPEC §11), in the words of
+// the namespace's rule; the room's owner key posts.
+func TestPostRuleHTTPAnonymous(t *testing.T) {
+	s := chattest.StartInProcess(t)
+	roomID, key, owner := chattest.OwnedRoom(t, s.URL)
+	msgs := s.URL + "/api/rooms/" + roomID + "/messages"
+	owner.Sendf(t, `{"type":"configure","payload":{"roomID":%q,"post":"moderators"}}`, roomID)
+	done(t, owner, protocol.TypeConfigure)
+	wantStatus(t, http.StatusForbidden, protocol.CodeForbidden, "POST", msgs, "", `{"name":"bot","message":"refused"}`, "rooms without a namespace", `post = "moderators"`)
+	wantStatus(t, http.StatusCreated, "", "POST", msgs, key, `{"message":"announcement"}`)
+	owner.Sendf(t, `{"type":"configure","payload":{"roomID":%q,"post":"members"}}`, roomID)
+	done(t, owner, protocol.TypeConfigure)
+	wantStatus(t, http.StatusCreated, "", "POST", msgs, "", `{"message":"after"}`)
+	var page server.MessagePage
+	json.Unmarshal(wantStatus(t, http.StatusOK, "", "GET", msgs+"?after=0", "", ""), &page)
+	if len(page.Messages) != 2 || page.Messages[0].Message != "announcement" || page.Messages[1].Message != "after" {
+		t.Fatalf("page: %+v, want the announcement and the post after", page)
+	}
 }

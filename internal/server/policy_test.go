@@ -330,6 +330,11 @@ func TestPolicyPost(t *testing.T) {
 
 	// Over HTTP, a state-changing request needs credentials (auth is on).
 	memTok, modTok := token(t, "mem", member), token(t, "mod", moderator)
+	// A news room's owner key (SPEC §11) is its owner's: it posts where
+	// moderators post.
+	anon.Send(t, `{"type":"create","id":"c","payload":{"namespace":"news"}}`)
+	var owned protocol.Created
+	chattest.Decode(t, anon.Await(t, protocol.TypeCreated), &owned)
 	for _, ep := range []struct{ path, body string }{
 		{"/messages", `{"name":"bot","message":"hi"}`},
 		{"/events", `{"name":"wave","data":1}`},
@@ -348,6 +353,8 @@ func TestPolicyPost(t *testing.T) {
 		// A member token: forbidden where moderators post; the HTTP API is
 		// the one way into an api room; members post in open rooms.
 		wantStatus(t, http.StatusForbidden, protocol.CodeForbidden, "POST", s.URL+"/api/rooms/news:r"+ep.path, memTok, ep.body, moderators...)
+		wantStatus(t, ok, "", "POST", s.URL+"/api/rooms/"+owned.RoomID+ep.path, owned.OwnerKey, ep.body)
+		wantStatus(t, http.StatusForbidden, protocol.CodeForbidden, "POST", s.URL+"/api/rooms/news:r"+ep.path, owned.OwnerKey, ep.body, moderators...)
 		wantStatus(t, ok, "", "POST", s.URL+"/api/rooms/bots:r"+ep.path, memTok, ep.body)
 		wantStatus(t, ok, "", "POST", s.URL+"/api/rooms/open:r"+ep.path, memTok, ep.body)
 	}
@@ -547,5 +554,19 @@ func checkCreated(t *testing.T, base, ns string, cr protocol.Created) {
 	}
 	if cr.URL != base+"/r/"+cr.RoomID {
 		t.Fatalf("created url %q, want %s/r/%s", cr.URL, base, cr.RoomID)
+	}
+}
+
+// TestJoinedSaysPostRule: joined carries the post rule in force when not
+// every member may post (SPEC §9 post, §11), so that a client can disable
+// its input from the join on: the namespace's moderators or api, none in a
+// members namespace.
+func TestJoinedSaysPostRule(t *testing.T) {
+	s := startAccess(t, matrixConfig)
+	c := chattest.Dial(t, s.URL, "")
+	for roomID, want := range map[string]string{"news:r": "moderators", "bots:r": "api", "open:r": ""} {
+		if j := c.Join(t, roomID); j.Post != want {
+			t.Errorf("joined %s: post %q, want %q", roomID, j.Post, want)
+		}
 	}
 }

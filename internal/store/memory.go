@@ -75,6 +75,8 @@ func (s *Memory) Append(m protocol.Message, key string, done DoneFunc) {
 		return
 	}
 	now := s.now()
+	below := m.BelowModerator
+	m.BelowModerator = false
 	if key != "" {
 		if e, ok := s.dedup[key]; ok && now.Sub(e.at) < DedupWindow {
 			done(s.dupOf(e), true, nil)
@@ -82,7 +84,7 @@ func (s *Memory) Append(m protocol.Message, key string, done DoneFunc) {
 		}
 	}
 	if m.Redacts <= 0 {
-		if err := s.muted(m.RoomID, m.From.UserID, now); err != nil {
+		if err := s.refused(m, below, now); err != nil {
 			done(m, false, err)
 			return
 		}

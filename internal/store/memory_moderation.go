@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/roomchat/roomchat/internal/protocol"
 )
 
 var _ Moderation = (*Memory)(nil)
@@ -24,6 +26,20 @@ func (s *Memory) muted(roomID, userID string, now time.Time) error {
 	}
 	if r, ok := s.restrictions[restrictionKey{roomID, userID, Mute}]; ok && r.InForce(now) {
 		return &MutedError{Until: r.Until}
+	}
+	return nil
+}
+
+// refused returns the error for m, a message (not a redaction) appended
+// at now, nil if the room takes it: a mute of its sender, or the room's
+// post rule when the sender is below moderator (below: m's
+// BelowModerator, which Append has cleared). Guarded by s.mu.
+func (s *Memory) refused(m protocol.Message, below bool, now time.Time) error {
+	if err := s.muted(m.RoomID, m.From.UserID, now); err != nil {
+		return err
+	}
+	if below && s.postRules[m.RoomID] == ModeratorsOnly {
+		return &PostRuleError{Rule: ModeratorsOnly}
 	}
 	return nil
 }
@@ -72,8 +88,13 @@ func (s *Memory) Restrictions(_ context.Context, roomID string, kind Kind, now t
 	}
 	var out []Restriction
 	for k, r := range s.restrictions {
-		if k.room == roomID && k.kind == kind && r.InForce(now) {
+		if k.room != roomID || k.kind != kind {
+			continue
+		}
+		if r.InForce(now) {
 			out = append(out, r)
+		} else {
+			delete(s.restrictions, k) // ended: pruned as read
 		}
 	}
 	slices.SortFunc(out, func(a, b Restriction) int { return strings.Compare(a.UserID, b.UserID) })
@@ -87,8 +108,10 @@ func (s *Memory) Restricted(_ context.Context, roomID string, kind Kind, userID 
 	if err := s.checkOpen(); err != nil {
 		return Restriction{}, false, err
 	}
-	r, ok := s.restrictions[restrictionKey{roomID, userID, kind}]
+	k := restrictionKey{roomID, userID, kind}
+	r, ok := s.restrictions[k]
 	if !ok || !r.InForce(now) {
+		delete(s.restrictions, k) // ended: pruned as read
 		return Restriction{}, false, nil
 	}
 	return r, true, nil

@@ -13,9 +13,16 @@
 // refresh URL it fetches a new token before the welcome's exp and sends it
 // in an auth frame. A 4001 close (the token expired) or a refused upgrade
 // with a token (401) stops the reconnects: the same token cannot succeed.
+// The server keeps one connection per signed identity: another tab or
+// window of it (or a roomchat CLI with the same token) takes this one
+// over, and the server closes it with 1000 "resumed on another
+// connection". Reconnecting would take that one over in turn, which would
+// do the same: the tabs would fight for ever. So the connection stops in
+// the state 'replaced' until the page calls takeOver (a "Use here"
+// button).
 //
 // Events (all CustomEvent, details in brackets):
-//   state   {state: 'connecting'|'open'|'waiting'|'offline', retryAt?}
+//   state   {state: 'connecting'|'open'|'waiting'|'offline'|'replaced', retryAt?}
 //   message {event}            one server event (welcome, joined, msg, …)
 //   close   {code, reason, wasOpen}
 //   auth    {what: 'expired'|'refused'|'renewed'}   token_expired without a
@@ -29,6 +36,9 @@ const REFRESH_KEY = 'roomchat.refreshURL';
 const SUBPROTOCOL = 'roomchat';
 const RESUME_SUBPROTOCOL = 'roomchat.resume.';
 const BEARER_SUBPROTOCOL = 'roomchat.bearer.';
+// The reason of the server's close when another connection took our user
+// over (SPEC §4 resume, §10 one connection per identity).
+const REPLACED_REASON = 'resumed on another connection';
 // A token renews this long before its exp, or at a third of its remaining
 // life when that is shorter.
 const REFRESH_LEAD_MS = 30000;
@@ -88,11 +98,12 @@ export class Connection extends EventTarget {
     this.stopped = false;
     this.refreshTimer = 0;
     this.authEnded = false; // stopped for the token's sake (401 or 4001)
+    this.replaced = false; // stopped: another connection of our identity took over
 
     globalThis.addEventListener('online', () => this.reconnectNow());
     globalThis.addEventListener('message', (ev) => this._onPost(ev));
     globalThis.addEventListener('offline', () => {
-      if (!this.isOpen()) this._setState('offline');
+      if (!this.isOpen() && !this.replaced) this._setState('offline');
     });
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible' && this.state === 'waiting') this.reconnectNow();
@@ -144,9 +155,22 @@ export class Connection extends EventTarget {
     return storageGet('sessionStorage', TOKEN_KEY) || '';
   }
 
+  /**
+   * takeOver connects again after another connection of our signed
+   * identity took over (state 'replaced'): ours then takes over, and the
+   * other is closed as ours was.
+   */
+  takeOver() {
+    if (!this.replaced) return;
+    this.replaced = false;
+    this.attempt = 0;
+    this.reconnectNow();
+  }
+
   /** reconnectNow skips the remaining wait (or replaces a dead socket). */
   reconnectNow() {
     if (this.authEnded) return; // only a new token helps
+    if (this.replaced) return; // only takeOver, the user's choice
     if (this.stopped || this.isOpen()) return;
     if (this.ws && this.ws.readyState === WebSocket.CONNECTING) return;
     clearTimeout(this.retryTimer);
@@ -182,7 +206,7 @@ export class Connection extends EventTarget {
     if (typeof d.refreshURL === 'string') storageSet('sessionStorage', REFRESH_KEY, d.refreshURL || null);
     if (this.isOpen()) {
       this.send({ type: 'auth', payload: { token: d.token } });
-    } else if (this.authEnded) {
+    } else if (this.authEnded && !this.replaced) {
       this.authEnded = false;
       this.attempt = 0;
       this.reconnectNow();
@@ -242,6 +266,16 @@ export class Connection extends EventTarget {
     clearTimeout(this.refreshTimer);
     this._setState('offline');
     this.dispatchEvent(new CustomEvent('auth', { detail: { what: 'refused' } }));
+  }
+
+  // _endReplaced stops reconnecting after another connection of our
+  // signed identity took over, until takeOver.
+  _endReplaced(code, reason, wasOpen) {
+    this.replaced = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.refreshTimer);
+    this.dispatchEvent(new CustomEvent('close', { detail: { code, reason, wasOpen } }));
+    this._setState('replaced');
   }
 
   // _checkToken asks the server, without an upgrade, whether it takes the
@@ -309,9 +343,21 @@ export class Connection extends EventTarget {
 
   _closed(code, reason, wasOpen) {
     this._stopWatch();
-    if (reason === 'resumed on another connection') {
-      // Another tab (a duplicated tab copies sessionStorage) took over our
-      // resume token. Start over as a new user instead of fighting over it.
+    if (code === CLOSE.NORMAL && reason === REPLACED_REASON) {
+      if (this.token()) {
+        // Another connection of our signed identity took over (see the
+        // top of this file): stop, and let the user choose.
+        this._endReplaced(code, reason, wasOpen);
+        return;
+      }
+      // Anonymous: another connection resumed with our token, most likely
+      // a duplicated tab (which copies sessionStorage, resume token
+      // included). Start over as a new user instead of fighting over it.
+      // This cannot ping-pong: sessionStorage is copied when the tab is
+      // duplicated, not shared after, so the other tab's newer token is
+      // its own, and once we forget ours we hold no token of that user;
+      // we come back with a userID of our own, and the other tab is left
+      // alone.
       this.forgetResume();
     }
     switch (code) {

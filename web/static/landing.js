@@ -1,7 +1,10 @@
 // Landing page (GET /): create a room through POST /api/rooms, show its
 // share link and copy it to the clipboard, or join a room by ID or link.
+// With signed identity on (SPEC §10) the HTTP API wants credentials this
+// page does not have, while an anonymous WebSocket may still create a room
+// (mode "optional"): on 401 the page asks over a WebSocket instead.
 
-import { checkRoomID, copyText, ownerKeyStorageKey, roomIDFromInput, roomURL, storageSet } from './common.js';
+import { checkRoomID, copyText, newID, ownerKeyStorageKey, roomIDFromInput, roomURL, storageSet } from './common.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -33,7 +36,10 @@ async function createRoom() {
     } catch {
       // Not JSON; handled below.
     }
-    if (!res.ok || !body || typeof body.roomID !== 'string') {
+    if (res.status === 401) {
+      body = await createOverSocket(body && body.message ? body.message : 'the server wants a signed identity');
+    }
+    if ((!res.ok && res.status !== 401) || !body || typeof body.roomID !== 'string') {
       const why = body && body.message ? body.message : `the server answered ${res.status}`;
       throw new Error(why);
     }
@@ -63,6 +69,44 @@ async function createRoom() {
     createBtn.disabled = false;
     createBtn.removeAttribute('aria-busy');
   }
+}
+
+// SOCKET_CREATE_MS bounds the WebSocket create: a welcome and one reply.
+const SOCKET_CREATE_MS = 10000;
+
+// createOverSocket sends a create frame (SPEC §4) on a WebSocket of its own
+// and resolves with the created payload ({roomID, url, ownerKey}); it
+// rejects with refused (the HTTP API's reason) when the server will not
+// have an anonymous WebSocket either.
+function createOverSocket(refused) {
+  return new Promise((resolve, reject) => {
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    const ws = new WebSocket(`${proto}://${location.host}/ws`, ['roomchat']);
+    const id = `create-${newID(10)}`;
+    let settled = false;
+    const finish = (err, value) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      ws.close(1000);
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const timer = setTimeout(() => finish(new Error('the server did not answer')), SOCKET_CREATE_MS);
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'create', id, payload: {} }));
+    ws.onmessage = (ev) => {
+      let e = null;
+      try {
+        e = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      if (!e || e.id !== id) return;
+      if (e.type === 'created') finish(null, e.payload);
+      else finish(new Error((e.payload && e.payload.message) || refused));
+    };
+    ws.onclose = () => finish(new Error(refused));
+  });
 }
 
 createBtn.addEventListener('click', createRoom);

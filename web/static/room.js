@@ -40,6 +40,8 @@ const $ = (id) => document.getElementById(id);
 const NAME_KEY = 'roomchat.name';
 const NAME_SKIPPED_KEY = 'roomchat.nameSkipped';
 const TYPING_SEND_MS = 2000; // send typing at most this often
+const TYPING_ID = 'typing-'; // prefix of the ids of typing notices
+const MAX_REASON = 200; // characters of a moderation reason (the server's limit)
 const TYPING_SHOW_MS = 3000; // show someone's typing this long
 // The server de-duplicates a re-sent id for 5 minutes. A message unconfirmed
 // for longer than this could be stored twice if re-sent, so it is marked
@@ -90,6 +92,8 @@ const el = {
   copyModLink: $('copy-mod-link'),
   modStatus: $('mod-status'),
   mutedNote: $('muted-note'),
+  replacedBar: $('replaced-bar'),
+  useHere: $('use-here'),
 };
 
 // The outbox holds our pending and failed messages, always at the bottom of
@@ -121,6 +125,9 @@ let memberCount = 0;
 const outbox = []; // {cid, text, el, state: 'queued'|'sent'|'failed', firstSentAt, userID}
 const typers = new Map(); // userID → {name, timer}
 let lastTypingSent = 0;
+// typingRefused: the room's policy refused our typing notice (SPEC §9
+// typing = false); none is sent again until the next join.
+let typingRefused = false;
 let unread = 0;
 let statusTimer = 0;
 // Moderation (SPEC §11). ownerKey is this room's owner key, kept in
@@ -132,6 +139,11 @@ let ownerKey = '';
 let removed = null;
 let mutedUntil = null;
 let muteTimer = 0;
+// postRule is the room's post rule in force (joined.post, then
+// configured): 'moderators' disables the composer of a member below
+// moderator, 'api' everyone's (only the HTTP API posts); '' while every
+// member may post.
+let postRule = '';
 const MOD_TEXT = 'removed by a moderator';
 
 const conn = new Connection();
@@ -188,6 +200,7 @@ function init() {
   el.postPolicy.addEventListener('change', () => moderate('configure', { post: el.postPolicy.value }));
   el.copyModLink.addEventListener('click', () => copyText(el.modLink, el.modStatus));
   el.members.addEventListener('keydown', onMenuKey);
+  el.useHere.addEventListener('click', () => conn.takeOver());
   document.addEventListener('click', (ev) => {
     if (!ev.target.closest?.('.mod-menu, .mod-toggle')) closeMenus(false);
   });
@@ -232,6 +245,9 @@ function init() {
     get moderator() {
       return ownerKey !== '';
     },
+    get postRule() {
+      return postRule;
+    },
   });
 }
 
@@ -240,6 +256,7 @@ function init() {
 function onConnState({ state, retryAt }) {
   clearInterval(statusTimer);
   el.reconnectNow.hidden = !(state === 'waiting' || state === 'offline');
+  showReplaced(state === 'replaced');
   switch (state) {
     case 'connecting':
       setStatus('connecting', everJoined ? 'Reconnecting…' : 'Connecting…');
@@ -259,9 +276,25 @@ function onConnState({ state, retryAt }) {
     case 'offline':
       setStatus('offline', 'Offline. Waiting for the network…');
       break;
+    case 'replaced':
+      setStatus('offline', 'Not connected: this room is open in another tab or window.');
+      break;
     default:
       break;
   }
+}
+
+// showReplaced puts the "open in another tab or window" notice, with its
+// "Use here" button, in place of the composer (on), or the composer back
+// (off). Another tab, window or roomchat CLI of the same signed identity
+// holds the connection (SPEC §10: one per identity); Use here takes it
+// back. The focus follows when it was in what is hidden.
+function showReplaced(on) {
+  if (el.replacedBar.hidden === !on) return;
+  const focusIn = (on ? el.composer : el.replacedBar).contains(document.activeElement);
+  el.replacedBar.hidden = !on;
+  el.composer.hidden = on;
+  if (focusIn) (on ? el.useHere : el.input).focus();
 }
 
 // onAuth tells the user what became of their token (SPEC §10).
@@ -341,6 +374,9 @@ function onEvent(ev) {
     case 'muted':
       if (p.roomID === roomID) onMuted(p);
       break;
+    case 'configured':
+      if (p.roomID === roomID) onConfigured(p);
+      break;
     case 'done':
       if (p.roomID === roomID) onDone(p);
       break;
@@ -357,7 +393,37 @@ function onWelcome(p) {
   }
   updateCharCount();
   if (p.userID) me.userID = p.userID;
+  // welcome.name is the token's name claim or else a default name; only a
+  // claim fixes it, so the page looks at its own token to know which.
+  if (typeof p.name === 'string' && p.name && tokenHasName(conn.token())) takeFixedName(p.name);
   if (nameDecided && !removed) sendJoin();
+}
+
+// tokenHasName reports whether the JWT token carries a name claim. The
+// page only reads its own token here; the server verifies it.
+function tokenHasName(token) {
+  const part = token.split('.')[1];
+  if (!part) return false;
+  try {
+    const bytes = Uint8Array.from(atob(part.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return typeof claims?.name === 'string' && claims.name !== '';
+  } catch {
+    return false;
+  }
+}
+
+// takeFixedName uses the name of a signed identity (SPEC §10: a token's
+// name claim fixes it, and the server ignores any other): the page does not
+// ask for a name, nor offer to change it.
+function takeFixedName(name) {
+  const asking = el.nameDialog.open;
+  if (asking) el.nameDialog.close();
+  el.changeName.hidden = true;
+  me.name = name;
+  renderMyName();
+  nameDecided = true;
+  if (asking) el.input.focus();
 }
 
 // sendJoin joins (or re-joins) the room. fresh asks for recent history
@@ -382,6 +448,7 @@ function onJoined(id, p) {
   if (p.roomID !== roomID) return;
   const since = joinRequests.has(id) ? joinRequests.get(id) : null;
   joinRequests.delete(id);
+  typingRefused = false; // a reload of the policy may have turned typing on
 
   if (p.you) {
     me.userID = p.you.userID || me.userID;
@@ -420,6 +487,7 @@ function onJoined(id, p) {
   if (me.userID) members.set(me.userID, me.name);
   memberCount = Number.isInteger(p.count) ? p.count : members.size;
   renderMembers();
+  setPostRule(typeof p.post === 'string' ? p.post : '');
 
   joined = true;
   everJoined = true;
@@ -814,6 +882,12 @@ function onError(id, p) {
     onHistoryError(p);
     return;
   }
+  if (id && id.startsWith(TYPING_ID)) {
+    // A typing notice is a courtesy that the user did not ask for: never an
+    // error sentence. Where the room turns them off, stop sending them.
+    if (p.code === 'forbidden') typingRefused = true;
+    return;
+  }
   const sentence = errorSentence(p.code, p.message, p.field);
   const item = id && outbox.find((i) => i.cid === id);
   if (item) {
@@ -937,8 +1011,9 @@ function onInputKey(ev) {
 function onInput() {
   updateCharCount();
   const now = Date.now();
-  if (joined && el.input.value.trim() !== '' && now - lastTypingSent >= TYPING_SEND_MS) {
-    if (conn.send({ type: 'typing', payload: { roomID } })) lastTypingSent = now;
+  if (joined && !typingRefused && el.input.value.trim() !== '' && now - lastTypingSent >= TYPING_SEND_MS) {
+    // The id lets onError tell a refused typing notice from other errors.
+    if (conn.send({ type: 'typing', id: `${TYPING_ID}${newID(10)}`, payload: { roomID } })) lastTypingSent = now;
   }
 }
 
@@ -1228,6 +1303,7 @@ function setOwnerKey(k) {
     else if (!k) n.querySelector('.mod-remove')?.remove();
   }
   renderMembers();
+  setComposerEnabled();
 }
 
 // moderate sends a moderation frame; the reply is done or an error.
@@ -1268,6 +1344,15 @@ function memberMenu(userID, name) {
   menu.setAttribute('role', 'group');
   menu.setAttribute('aria-label', `Actions for ${name}`);
   menu.hidden = true;
+  // The reason goes with the action and is shown to the member (SPEC §11
+  // kick, ban, mute: reason?), so a banned guest learns why.
+  const reason = document.createElement('input');
+  reason.type = 'text';
+  reason.className = 'mod-reason';
+  reason.maxLength = MAX_REASON;
+  reason.placeholder = 'Reason (optional)';
+  reason.setAttribute('aria-label', `Reason, shown to ${name} (optional)`);
+  menu.append(reason);
   const actions = [
     ['Kick', 'kick', ''],
     ['Ban for 10 min', 'ban', '10m'],
@@ -1285,7 +1370,10 @@ function memberMenu(userID, name) {
     b.addEventListener('click', () => {
       const payload = { userID };
       if (dur) payload.for = dur;
+      const why = reason.value.trim();
+      if (why && type !== 'unmute') payload.reason = why;
       moderate(type, payload);
+      reason.value = '';
       closeMenus(true);
     });
     menu.append(b);
@@ -1296,7 +1384,7 @@ function memberMenu(userID, name) {
     if (open) {
       menu.hidden = false;
       toggle.setAttribute('aria-expanded', 'true');
-      menu.querySelector('button').focus();
+      reason.focus();
     }
   });
   wrap.append(toggle, menu);
@@ -1367,14 +1455,69 @@ function onMuted(p) {
   setComposerEnabled();
 }
 
+// onConfigured: a moderator changed the room's post rule (SPEC §11).
+function onConfigured(p) {
+  setPostRule(p.post);
+  if (ownerKey) {
+    const by = p.by && p.by.name ? p.by.name : 'A moderator';
+    el.modStatus.textContent = p.post === 'moderators' ? `${by} made posting moderators-only.` : `${by} let every member post.`;
+  }
+}
+
+function setPostRule(post) {
+  postRule = post === 'moderators' || post === 'members' || post === 'api' ? post : '';
+  if (postRule === 'moderators' || postRule === 'members') el.postPolicy.value = postRule;
+  setComposerEnabled();
+}
+
+// mayModerate: this page acts as a moderator or owner of the room, by its
+// owner key or its token's rooms claim.
+function mayModerate() {
+  const role = tokenRole();
+  return ownerKey !== '' || role === 'moderator' || role === 'owner';
+}
+
+// tokenRole is the role the stored token's rooms claim grants in this
+// room (SPEC §10: the exact room, else the longest matching prefix
+// ending in *), or '' without one. The server decides; this only says
+// whether our input would be refused.
+function tokenRole() {
+  const tok = conn.token();
+  if (!tok) return '';
+  let rooms;
+  try {
+    const part = tok.split('.')[1] || '';
+    rooms = JSON.parse(atob(part.replace(/-/g, '+').replace(/_/g, '/'))).rooms;
+  } catch {
+    return '';
+  }
+  if (!rooms || typeof rooms !== 'object') return '';
+  if (typeof rooms[roomID] === 'string') return rooms[roomID];
+  let best = '';
+  let bestLen = -1;
+  for (const [pattern, role] of Object.entries(rooms)) {
+    if (!pattern.endsWith('*') || typeof role !== 'string') continue;
+    const prefix = pattern.slice(0, -1);
+    if (prefix.length > bestLen && roomID.startsWith(prefix)) {
+      best = role;
+      bestLen = prefix.length;
+    }
+  }
+  return best;
+}
+
 function setComposerEnabled() {
-  const off = !!removed || mutedUntil !== null;
+  const apiOnly = postRule === 'api';
+  const locked = apiOnly || (postRule === 'moderators' && !mayModerate());
+  const off = !!removed || mutedUntil !== null || locked;
   el.input.disabled = off;
   el.send.disabled = off;
   let note = '';
   if (removed) note = removed.banned ? 'You are banned from this room.' : 'You were removed from this room.';
   else if (mutedUntil === true) note = 'A moderator muted you until further notice.';
   else if (mutedUntil) note = `A moderator muted you until ${formatTime(mutedUntil.toISOString()).long}.`;
+  else if (apiOnly) note = 'This room is read-only: its messages come from an application.';
+  else if (locked) note = 'Only moderators can post in this room right now.';
   el.mutedNote.textContent = note;
   el.mutedNote.hidden = note === '';
 }

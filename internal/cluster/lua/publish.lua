@@ -17,12 +17,16 @@
 -- no age retention) and ARGV[12] and ARGV[13] the age at which trimming
 -- starts (a little past the cutoff, so that it runs in batches), ARGV[14]
 -- the seq the message redacts ("0": it is not a redaction), ARGV[15] the
--- sender's user ID ("": none, never muted).
+-- sender's user ID ("": none, never muted), ARGV[16] "1" when the sender's
+-- role is below moderator (its message is refused while KEYS[7] is
+-- "moderators"), ARGV[17] Redis's stream-node-max-entries ("0": not
+-- known), which bounds what a redaction writes again.
 -- Returns {1, seq, epoch} for a new message, {0, seq, ID, JSON or false}
 -- for a retry (the JSON while the stream still holds the original), {-1}
 -- for a request past its time, {-2, untilMs} for a message of a user
--- muted in the room at Redis's clock (SPEC §11): nothing is stored and no
--- seq is taken.
+-- muted in the room at Redis's clock (SPEC §11), {-3} for a message of a
+-- member while the room's post rule is "moderators": nothing is stored
+-- and no seq is taken.
 local now = redis.call("time")
 local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if nowMs > tonumber(ARGV[8]) then
@@ -52,6 +56,9 @@ if ARGV[15] ~= "" and ARGV[14] == "0" then
       return {-2, untilMs}
     end
   end
+end
+if ARGV[16] == "1" and ARGV[14] == "0" and redis.call("get", KEYS[7]) == "moderators" then
+  return {-3}
 end
 local epoch = redis.call("hget", KEYS[2], "e")
 if not epoch then
@@ -92,12 +99,36 @@ if keep and ARGV[14] ~= "0" then
       '},"ts":' .. cjson.encode(o.ts) .. '}'
     redis.call("zadd", KEYS[4], target, tomb)
     -- XDEL only flags an entry: its bytes stay in the stream's node
-    -- (and in DUMP, RDB and replicas) until the whole node goes. So the
-    -- stream is rebuilt without it: O(entries kept), once per redaction.
-    local all = redis.call("xrange", KEYS[1], "-", "+")
+    -- (and in DUMP, RDB and replicas) until the whole node goes. A node
+    -- holds at most ARGV[17] entries (stream-node-max-entries), so the
+    -- entries from the ARGV[17] - 1 before the target on are deleted,
+    -- which empties and frees the target's node, and the others among
+    -- them are added again: O(ARGV[17] + entries after the target), a
+    -- handful for a recent message. With ARGV[17] "0" (not known) the
+    -- whole stream is written again.
+    local span = tonumber(ARGV[17])
+    local start = "-"
+    if span > 0 then
+      local before = redis.call("xrevrange", KEYS[1], "(" .. e[1], "-", "count", span - 1)
+      start = before[#before] and before[#before][1] or e[1]
+    end
+    local tail = redis.call("xrange", KEYS[1], start, "+")
     local ttl = redis.call("pttl", KEYS[1])
-    redis.call("del", KEYS[1])
-    for _, x in ipairs(all) do
+    if start == "-" then
+      redis.call("del", KEYS[1])
+    else
+      for i = 1, #tail, 1000 do
+        local ids = {}
+        for j = i, math.min(i + 999, #tail) do
+          ids[#ids + 1] = tail[j][1]
+        end
+        redis.call("xdel", KEYS[1], unpack(ids))
+      end
+      -- New entries may take IDs from the deleted ones' again.
+      local top = redis.call("xrevrange", KEYS[1], "+", "-", "count", 1)
+      redis.call("xsetid", KEYS[1], top[1] and top[1][1] or "0-0")
+    end
+    for _, x in ipairs(tail) do
       if x[1] ~= e[1] then
         redis.call("xadd", KEYS[1], x[1], unpack(x[2]))
       end

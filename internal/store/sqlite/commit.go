@@ -49,7 +49,7 @@ type result struct {
 	msg   protocol.Message
 	dup   bool
 	dupOf int   // index in the batch of the original when dup within the batch, else -1
-	err   error // a refusal of this message alone (a *store.MutedError)
+	err   error // a refusal of this message alone (a *store.MutedError or *store.PostRuleError)
 }
 
 // committer is the state of the goroutine that writes: everything in it is
@@ -86,6 +86,11 @@ type committer struct {
 	// the message, so it sees every mute queued before it.
 	mutes     map[muteKey]time.Time // end of each mute; zero: until lifted
 	muteBatch map[muteKey]mutePending
+	// modOnly holds the rooms whose run-time post rule is moderators,
+	// kept like mutes: the batch's changes in ruleBatch (room → rule,
+	// "" removed) until it commits.
+	modOnly   map[string]bool
+	ruleBatch map[string]string
 
 	// Reused between batches.
 	msgArgs, keyArgs, keyList []any
@@ -159,7 +164,7 @@ func (c *committer) init(ctx context.Context, s *Store) error {
 	c.existing = make(map[string]bool)
 	c.batchKeys = make(map[string]int)
 	c.batchRooms = make(map[*roomState]bool)
-	if err := c.loadMutes(ctx, s.opts.now()); err != nil {
+	if err := c.loadMod(ctx, s.opts.now()); err != nil {
 		return err
 	}
 	return c.trim.init(ctx, s, &c.tx)
@@ -278,7 +283,7 @@ func (c *committer) commit() {
 	now := c.s.opts.now()
 	c.results = c.results[:0]
 	touched, created, err := c.write(now)
-	c.settleMutes(err == nil)
+	c.settleMod(err == nil)
 	if err != nil {
 		// Nothing of the batch is stored: forget the seqs it took and the
 		// rooms it created, so the next batch reuses them (no gap).
@@ -424,10 +429,11 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 			}
 		}
 		if r.msg.Redacts <= 0 {
-			// A muted user's message is refused here, in the
+			// A muted user's message, or a member's under the
+			// moderators post rule, is refused here, in the
 			// transaction that would store it: nothing is written
-			// and no seq is taken (SPEC §11 mute).
-			if err := c.muted(r.msg.RoomID, r.msg.From.UserID, now); err != nil {
+			// and no seq is taken (SPEC §11 mute, configure).
+			if err := c.refused(&r.msg, now); err != nil {
 				c.results[i].err = err
 				continue
 			}
@@ -440,6 +446,7 @@ func (c *committer) writeTx(now time.Time) (touched []*roomState, created []stri
 			created = append(created, r.msg.RoomID)
 		}
 		m := r.msg
+		m.BelowModerator = false
 		m.Seq = rs.last + 1
 		rs.last = m.Seq
 		if !seen[rs] {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/roomchat/roomchat/internal/protocol"
 	"github.com/roomchat/roomchat/internal/store"
 )
 
@@ -56,6 +57,9 @@ WHERE room_id = ? AND kind = ? AND user_id = ? AND (until_ms = 0 OR until_ms > ?
 	// loadMutesSQL reads the mutes in force at Open into the committer.
 	loadMutesSQL = `SELECT room_id, user_id, until_ms FROM restrictions
 WHERE kind = 'mute' AND (until_ms = 0 OR until_ms > ?)`
+	// loadModOnlySQL reads the rooms whose run-time post rule is
+	// moderators at Open into the committer.
+	loadModOnlySQL = `SELECT room_id FROM post_rules WHERE rule = ?`
 )
 
 // toMs and fromMs store a time as Unix ms, the zero time as 0.
@@ -71,6 +75,30 @@ func fromMs(ms int64) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(ms).UTC()
+}
+
+// loadMod fills c.mutes with the mutes in force at now, and c.modOnly
+// with the rooms only moderators may post to, from the file.
+func (c *committer) loadMod(ctx context.Context, now time.Time) error {
+	c.modOnly = make(map[string]bool)
+	c.ruleBatch = make(map[string]string)
+	rows, err := c.s.wconn.QueryContext(ctx, loadModOnlySQL, store.ModeratorsOnly)
+	if err != nil {
+		return fmt.Errorf("read post rules: %w", err)
+	}
+	for rows.Next() {
+		var room string
+		if err := rows.Scan(&room); err != nil {
+			rows.Close()
+			return fmt.Errorf("read post rules: %w", err)
+		}
+		c.modOnly[room] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read post rules: %w", err)
+	}
+	return c.loadMutes(ctx, now)
 }
 
 // loadMutes fills c.mutes with the mutes in force at now, from the file.
@@ -118,9 +146,31 @@ func (c *committer) muted(room, userID string, now time.Time) error {
 	return &store.MutedError{Until: until}
 }
 
+// refused returns the error for m, a message (not a redaction) appended
+// at now, nil if its room takes it: a mute of its sender, or the room's
+// post rule (the batch's own change first, then the committed copy) when
+// the sender is below moderator.
+func (c *committer) refused(m *protocol.Message, now time.Time) error {
+	if err := c.muted(m.RoomID, m.From.UserID, now); err != nil {
+		return err
+	}
+	if !m.BelowModerator {
+		return nil
+	}
+	only := c.modOnly[m.RoomID]
+	if rule, pending := c.ruleBatch[m.RoomID]; pending {
+		only = rule == store.ModeratorsOnly
+	}
+	if only {
+		return &store.PostRuleError{Rule: store.ModeratorsOnly}
+	}
+	return nil
+}
+
 // writeMod runs a moderation write inside the batch's transaction and
-// notes what it does to mutes in c.muteBatch, which commit applies to
-// c.mutes once the transaction has committed.
+// notes what it does to mutes in c.muteBatch and to post rules in
+// c.ruleBatch, which commit applies to c.mutes and c.modOnly once the
+// transaction has committed.
 func (c *committer) writeMod(ctx context.Context, m *modReq) error {
 	switch {
 	case m.put != nil:
@@ -137,6 +187,9 @@ func (c *committer) writeMod(ctx context.Context, m *modReq) error {
 			_, err = c.delRule.ExecContext(ctx, m.room)
 		} else {
 			_, err = c.putRule.ExecContext(ctx, m.room, *m.rule)
+		}
+		if err == nil {
+			c.ruleBatch[m.room] = *m.rule
 		}
 		return err
 	default:
@@ -156,9 +209,9 @@ func (c *committer) writeMod(ctx context.Context, m *modReq) error {
 	return nil
 }
 
-// settleMutes applies the batch's mute changes to the committed copy
-// when the batch committed, and forgets them either way.
-func (c *committer) settleMutes(committed bool) {
+// settleMod applies the batch's mute and post rule changes to the
+// committed copies when the batch committed, and forgets them either way.
+func (c *committer) settleMod(committed bool) {
 	if committed {
 		for k, p := range c.muteBatch {
 			if p.set {
@@ -167,8 +220,16 @@ func (c *committer) settleMutes(committed bool) {
 				delete(c.mutes, k)
 			}
 		}
+		for room, rule := range c.ruleBatch {
+			if rule == store.ModeratorsOnly {
+				c.modOnly[room] = true
+			} else {
+				delete(c.modOnly, room)
+			}
+		}
 	}
 	clear(c.muteBatch)
+	clear(c.ruleBatch)
 }
 
 // modify queues m to the committer and waits for its outcome, or for ctx

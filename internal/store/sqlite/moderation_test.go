@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,6 +80,57 @@ func TestModerationAcrossRestart(t *testing.T) {
 	m.From.UserID = "brief"
 	if r := storetest.MustAppend(t, s, m, ""); r.Msg.Seq != 1 {
 		t.Fatalf("after an expired mute: seq %d, want 1", r.Msg.Seq)
+	}
+	// The post rule read at Open refuses a member's message.
+	m.BelowModerator = true
+	if r := storetest.Append(t, s, m, ""); !errors.Is(r.Err, store.ErrPostRule) {
+		t.Fatalf("a member's message after restart under moderators: %v; want ErrPostRule", r.Err)
+	}
+}
+
+// TestPostRuleOrderedWithAppends: a post rule change is ordered with the
+// Appends queued around it within one batch of the committer, like a
+// mute: a member's message queued after moderators is refused, one
+// queued after members again is stored.
+func TestPostRuleOrderedWithAppends(t *testing.T) {
+	s := openT(t, filepath.Join(t.TempDir(), "roomchat.db"), Options{})
+	release, held := make(chan struct{}), make(chan struct{})
+	s.mu.RLock()
+	s.queue <- request{do: func(*sql.Conn) { close(held); <-release }}
+	s.mu.RUnlock()
+	<-held
+	results := make(chan error, 3)
+	send := func(text string) {
+		m := storetest.Msg("r", text)
+		m.BelowModerator = true
+		s.Append(m, "", func(_ protocol.Message, _ bool, err error) { results <- err })
+	}
+	queue := func(rule string) chan error {
+		m := &modReq{room: "r", rule: &rule, reply: make(chan error, 1)}
+		s.mu.RLock()
+		s.queue <- request{mod: m}
+		s.mu.RUnlock()
+		return m.reply
+	}
+	send("before")
+	mods := queue(store.ModeratorsOnly)
+	send("refused")
+	members := queue("members")
+	send("after")
+	close(release)
+	for _, c := range []chan error{mods, members} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range []error{nil, store.ErrPostRule, nil} {
+		if err := <-results; !errors.Is(err, want) || (want == nil && err != nil) {
+			t.Fatalf("message %d: %v, want %v", i, err, want)
+		}
+	}
+	got := messages(t, s, "r")
+	if len(got) != 2 || got[0].Message != "before" || got[1].Message != "after" || got[1].Seq != 2 {
+		t.Fatalf("stored %+v; want before (1) and after (2)", got)
 	}
 }
 
@@ -186,5 +238,58 @@ func TestFailedModerationChangesNothing(t *testing.T) {
 	}
 	if rule, err := s.PostRule(ctx, "r"); err != nil || rule != "" {
 		t.Fatalf("post rule = %q, %v; want none", rule, err)
+	}
+}
+
+// TestPruneEndedRestrictions: the trimmer deletes the rows of bans and
+// mutes that have ended (reads skipped them already) and keeps those in
+// force, with or without an end.
+func TestPruneEndedRestrictions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "roomchat.db")
+	// The store's clock jumps ahead once the rows are in, past the wait
+	// between two prunes (pruneEvery) that the step at Open started.
+	var ahead atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	s := openT(t, path, Options{TrimInterval: 20 * time.Millisecond, now: clock})
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	for _, p := range []struct {
+		kind  store.Kind
+		user  string
+		until time.Time
+	}{
+		{store.Ban, "ended", now.Add(-time.Second)},
+		{store.Mute, "ended", now.Add(-time.Minute)},
+		{store.Ban, "forever", time.Time{}},
+		{store.Mute, "later", now.Add(time.Hour)},
+	} {
+		if err := s.PutRestriction(ctx, "r", p.kind, store.Restriction{UserID: p.user, Until: p.until, At: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ahead.Store(int64(2 * pruneEvery))
+	db := rawDB(t, path)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var users []string
+		rows, err := db.Query("SELECT kind || ':' || user_id FROM restrictions ORDER BY kind, user_id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				t.Fatal(err)
+			}
+			users = append(users, u)
+		}
+		rows.Close()
+		if strings.Join(users, " ") == "ban:forever mute:later" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restriction rows %v after 10s; want the ended ones pruned: ban:forever mute:later", users)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -23,6 +23,11 @@ const (
 	// fullPassEvery is how often, with a MaxAge, every room is visited
 	// (rooms without new messages also age).
 	fullPassEvery = time.Minute
+	// pruneEvery is how often bans and mutes that have ended are deleted
+	// (SPEC §11: every read skips them already, so this only bounds the
+	// rows they leave; the scan of restrictions is not worth doing at
+	// every step).
+	pruneEvery = time.Minute
 )
 
 // trimmer is owned by the committer goroutine.
@@ -46,8 +51,12 @@ type trimmer struct {
 	again    bool
 	nextFull time.Time
 
-	firstSeq, ageSeq, delMsgs, sweep, roomPage *sql.Stmt // on s.wconn
-	tx                                         *txStmts  // the committer's
+	// nextPrune is when the next step deletes ended restrictions; zero:
+	// the first step does.
+	nextPrune time.Time
+
+	firstSeq, ageSeq, delMsgs, sweep, roomPage, prune *sql.Stmt // on s.wconn
+	tx                                                *txStmts  // the committer's
 
 	log faultLog
 }
@@ -60,6 +69,10 @@ const (
 	// order, which is insertion (time) order.
 	sweepSQL    = `DELETE FROM dedup WHERE rowid IN (SELECT rowid FROM dedup ORDER BY rowid LIMIT ?) AND at <= ?`
 	roomPageSQL = `SELECT id, room_id, last_seq FROM rooms WHERE id > ? ORDER BY id LIMIT ?`
+	// pruneSQL deletes up to a chunk of bans and mutes that ended at or
+	// before a time (until_ms 0: until lifted, never).
+	pruneSQL = `DELETE FROM restrictions WHERE (room_id, kind, user_id) IN
+(SELECT room_id, kind, user_id FROM restrictions WHERE until_ms != 0 AND until_ms <= ? LIMIT ?)`
 )
 
 // dirtyRoom is a room to trim: its ID and last committed seq.
@@ -86,7 +99,7 @@ func (t *trimmer) init(ctx context.Context, s *Store, tx *txStmts) error {
 		sql  string
 	}{
 		{&t.firstSeq, firstSeqSQL}, {&t.ageSeq, ageSeqSQL}, {&t.delMsgs, delMsgsSQL},
-		{&t.sweep, sweepSQL}, {&t.roomPage, roomPageSQL},
+		{&t.sweep, sweepSQL}, {&t.roomPage, roomPageSQL}, {&t.prune, pruneSQL},
 	} {
 		var err error
 		if *p.stmt, err = s.wconn.PrepareContext(ctx, p.sql); err != nil {
@@ -98,7 +111,7 @@ func (t *trimmer) init(ctx context.Context, s *Store, tx *txStmts) error {
 
 func (t *trimmer) closeStmts() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{t.firstSeq, t.ageSeq, t.delMsgs, t.sweep, t.roomPage} {
+	for _, st := range []*sql.Stmt{t.firstSeq, t.ageSeq, t.delMsgs, t.sweep, t.roomPage, t.prune} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -169,6 +182,17 @@ func (t *trimmer) work(ctx context.Context, now time.Time) (more bool, cursor in
 	}
 	if n, _ := res.RowsAffected(); n == trimChunk {
 		more = true
+	}
+	if !now.Before(t.nextPrune) {
+		res, err := t.prune.ExecContext(ctx, now.UnixMilli(), trimChunk)
+		if err != nil {
+			return false, 0, nil, err
+		}
+		if n, _ := res.RowsAffected(); n == trimChunk {
+			more = true // the next step deletes more
+		} else {
+			t.nextPrune = now.Add(pruneEvery)
+		}
 	}
 	visited := 0
 	for id, d := range t.dirty {

@@ -24,6 +24,7 @@ func RunModeration(t *testing.T, newStore ModFactory) {
 	t.Run("Restrictions", func(t *testing.T) { testRestrictions(t, newStore) })
 	t.Run("MuteRefusesAppend", func(t *testing.T) { testMuteRefusesAppend(t, newStore) })
 	t.Run("PostRule", func(t *testing.T) { testPostRule(t, newStore) })
+	t.Run("PostRuleRefusesAppend", func(t *testing.T) { testPostRuleRefusesAppend(t, newStore) })
 }
 
 func testRestrictions(t *testing.T, f ModFactory) {
@@ -156,5 +157,73 @@ func testPostRule(t *testing.T, f ModFactory) {
 	}
 	if rule, err := s.PostRule(ctx, "room"); err != nil || rule != "" {
 		t.Fatalf("PostRule after removing = %q, %v", rule, err)
+	}
+}
+
+// testPostRuleRefusesAppend checks the post rule inside Append (SPEC §11
+// configure): while a room's rule is moderators, a message marked
+// BelowModerator is refused with a *PostRuleError, storing nothing and
+// taking no seq; the others, and every message once the rule is members
+// again, are stored at once.
+func testPostRuleRefusesAppend(t *testing.T, f ModFactory) {
+	s := f(t)
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	member := func(text string) protocol.Message {
+		m := Msg("room", text)
+		m.BelowModerator = true
+		return m
+	}
+	if got := MustAppend(t, s, member("before"), ""); got.Msg.Seq != 1 || got.Msg.BelowModerator {
+		t.Fatalf("a member's message under no rule: %+v; want seq 1, BelowModerator not kept", got.Msg)
+	}
+	if err := s.SetPostRule(ctx, "room", store.ModeratorsOnly); err != nil {
+		t.Fatal(err)
+	}
+	r := Append(t, s, member("under moderators"), store.DedupKey("u1", "room", "c1"))
+	var pe *store.PostRuleError
+	if !errors.Is(r.Err, store.ErrPostRule) || errors.Is(r.Err, store.ErrUnavailable) || !errors.As(r.Err, &pe) || pe.Rule != store.ModeratorsOnly {
+		t.Fatalf("a member's message under moderators: err = %v; want a PostRuleError naming %q, not ErrUnavailable", r.Err, store.ModeratorsOnly)
+	}
+	// A moderator's message, a redaction and another room's member go on;
+	// the refused message used no seq.
+	if got := MustAppend(t, s, Msg("room", "from a moderator"), ""); got.Msg.Seq != 2 {
+		t.Fatalf("a moderator's message: seq %d, want 2 (the refused one used none)", got.Msg.Seq)
+	}
+	red := Redaction("room", 1, protocol.User{UserID: "u1"})
+	red.BelowModerator = true
+	if got := Append(t, s, red, ""); got.Err != nil {
+		t.Fatalf("a member's redaction under moderators: %v; want it stored", got.Err)
+	}
+	other := member("elsewhere")
+	other.RoomID = "other"
+	if got := Append(t, s, other, ""); got.Err != nil {
+		t.Fatalf("a member in a room without a rule: %v", got.Err)
+	}
+	// Back to members: the next message, with the refused one's key, is
+	// new and stored.
+	if err := s.SetPostRule(ctx, "room", "members"); err != nil {
+		t.Fatal(err)
+	}
+	if got := MustAppend(t, s, member("under members"), store.DedupKey("u1", "room", "c1")); got.Dup || got.Msg.Seq != 4 {
+		t.Fatalf("after members: %+v dup=%v; want a new message with seq 4", got.Msg, got.Dup)
+	}
+	if err := s.SetPostRule(ctx, "room", store.ModeratorsOnly); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPostRule(ctx, "room", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := Append(t, s, member("rule removed"), ""); got.Err != nil {
+		t.Fatalf("after the rule is removed: %v", got.Err)
+	}
+	msgs, err := s.Messages(ctx, "room", store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if m.Message == "under moderators" || m.BelowModerator {
+			t.Fatalf("stored %+v: the refused message, or BelowModerator kept", m)
+		}
 	}
 }
