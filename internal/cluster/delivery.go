@@ -204,7 +204,7 @@ func (b *Broker) next(st *roomState, e event) bool {
 		// A repeat, unless Redis lost the message at st.last and
 		// this one took its seq (SPEC §8: loss is found by identity).
 		if id := messageID(e.body); st.lastID != "" && id != "" && id != st.lastID {
-			b.log.Warn("room's message at its last seq changed in Redis: acknowledged writes were lost", "room", e.room, "seq", st.last)
+			b.log.Warn("room's message at its last seq changed in Redis: messages delivered here were lost by Redis (a failover or a restart); the room starts a new epoch", "room", e.room, "seq", st.last)
 			b.rotate(e.room, st)
 		}
 		return false
@@ -314,14 +314,14 @@ func (b *Broker) verifyLast(room string, st *roomState, info store.RoomInfo, msg
 	switch {
 	case len(msgs) > 0 && msgs[0].Seq == st.last:
 		if msgs[0].ID != st.lastID {
-			b.log.Warn("room's message at the last seq delivered changed in Redis: acknowledged writes were lost", "room", room, "seq", st.last)
+			b.log.Warn("room's message at the last seq delivered changed in Redis: messages delivered here were lost by Redis (a failover or a restart); the room starts a new epoch", "room", room, "seq", st.last)
 			b.rotate(room, st)
 			return msgs, false
 		}
 		msgs = msgs[1:]
 	case info.FirstSeq > 0 && info.FirstSeq <= st.last:
 		// Retention keeps st.last, and it is gone.
-		b.log.Warn("room's message at the last seq delivered is gone from Redis: acknowledged writes were lost", "room", room, "seq", st.last)
+		b.log.Warn("room's message at the last seq delivered is gone from Redis: messages delivered here were lost by Redis (a failover or a restart); the room starts a new epoch", "room", room, "seq", st.last)
 		b.rotate(room, st)
 		return msgs, false
 	}
@@ -462,10 +462,10 @@ func (b *Broker) checkRooms(states map[string]*roomState, rooms []string) bool {
 				b.reset(room, st, p.epoch)
 				b.fill(room, st, 0)
 			case st.last > 0 && st.lastID != "" && p.id != "" && p.id != st.lastID:
-				b.log.Warn("room's message at the last seq delivered changed in Redis: acknowledged writes were lost", "room", room, "seq", st.last)
+				b.log.Warn("room's message at the last seq delivered changed in Redis: messages delivered here were lost by Redis (a failover or a restart); the room starts a new epoch", "room", room, "seq", st.last)
 				b.rotate(room, st)
 			case st.last > 0 && st.lastID != "" && p.id == "" && p.head > 0 && p.head <= st.last:
-				b.log.Warn("room's message at the last seq delivered is gone from Redis: acknowledged writes were lost", "room", room, "seq", st.last)
+				b.log.Warn("room's message at the last seq delivered is gone from Redis: messages delivered here were lost by Redis (a failover or a restart); the room starts a new epoch", "room", room, "seq", st.last)
 				b.rotate(room, st)
 			case p.last < st.last:
 				b.rotate(room, st)
