@@ -88,26 +88,36 @@ func TestJoinSkipsDeliveryOfSeqInHistory(t *testing.T) {
 	}
 }
 
+// joinHeldAtPage sets up a join caught in its history read, inside a
+// synctest bubble: a is a member of room "r", which holds seq 1, and b's
+// join (id "j") has registered, read the room's moderation state, and
+// waits on gate in the store's Page; its outcome goes to joinErr.
+func joinHeldAtPage(t *testing.T) (reg *room.Registry, a, b *peer, gate chan struct{}, joinErr chan error) {
+	t.Helper()
+	st := newHeldStore()
+	reg = newRegistry(t, st, room.Options{})
+	a = connect(t, reg)
+	a.join("r")
+	a.send("r", "one")
+
+	gate = make(chan struct{})
+	st.mu.Lock()
+	st.holdPage = gate
+	st.mu.Unlock()
+	b = connect(t, reg)
+	joinErr = make(chan error, 1)
+	go func() {
+		joinErr <- reg.Join(context.Background(), b.user, b.conn, "r", "", nil, "j")
+	}()
+	synctest.Wait()
+	return reg, a, b, gate, joinErr
+}
+
 // Messages delivered while a join reads an older snapshot follow joined,
 // in order, each once; joined comes first.
 func TestJoinMergesDeliveriesDuringRead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newHeldStore()
-		reg := newRegistry(t, st, room.Options{})
-		a := connect(t, reg)
-		a.join("r")
-		a.send("r", "one")
-
-		gate := make(chan struct{})
-		st.mu.Lock()
-		st.holdPage = gate
-		st.mu.Unlock()
-		b := connect(t, reg)
-		joinErr := make(chan error, 1)
-		go func() {
-			joinErr <- reg.Join(context.Background(), b.user, b.conn, "r", "", nil, "j")
-		}()
-		synctest.Wait() // b's join has read seq 1 and waits on the gate
+		_, a, b, gate, joinErr := joinHeldAtPage(t)
 		a.send("r", "two")
 		a.send("r", "three")
 		if got := b.conn.take(); len(got) != 0 {
@@ -1054,22 +1064,7 @@ func TestNewRoomID(t *testing.T) {
 // the rule read before the change is never the member's last word.
 func TestConfiguredDuringJoin(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newHeldStore()
-		reg := newRegistry(t, st, room.Options{})
-		a := connect(t, reg)
-		a.join("r")
-		a.send("r", "one")
-
-		gate := make(chan struct{})
-		st.mu.Lock()
-		st.holdPage = gate
-		st.mu.Unlock()
-		b := connect(t, reg)
-		joinErr := make(chan error, 1)
-		go func() {
-			joinErr <- reg.Join(context.Background(), b.user, b.conn, "r", "", nil, "j")
-		}()
-		synctest.Wait() // b's join has read the post rule and waits on the gate
+		reg, a, b, gate, joinErr := joinHeldAtPage(t)
 		owner := room.Actor{User: protocol.User{UserID: "o", Name: "owner"}, Role: policy.RoleOwner}
 		if err := reg.Configure(context.Background(), owner, "r", "moderators"); err != nil {
 			t.Fatal(err)
