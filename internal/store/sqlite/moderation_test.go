@@ -94,11 +94,7 @@ func TestModerationAcrossRestart(t *testing.T) {
 // queued after members again is stored.
 func TestPostRuleOrderedWithAppends(t *testing.T) {
 	s := openT(t, filepath.Join(t.TempDir(), "roomchat.db"), Options{})
-	release, held := make(chan struct{}), make(chan struct{})
-	s.mu.RLock()
-	s.queue <- request{do: func(*sql.Conn) { close(held); <-release }}
-	s.mu.RUnlock()
-	<-held
+	release := holdCommitter(s)
 	results := make(chan error, 3)
 	send := func(text string) {
 		m := storetest.Msg("r", text)
@@ -140,13 +136,7 @@ func TestPostRuleOrderedWithAppends(t *testing.T) {
 // unmute, and the refused message takes no seq.
 func TestMuteOrderedWithAppends(t *testing.T) {
 	s := openT(t, filepath.Join(t.TempDir(), "roomchat.db"), Options{})
-	// Hold the committer, so that everything below is queued before it
-	// collects its next batch.
-	release, held := make(chan struct{}), make(chan struct{})
-	s.mu.RLock()
-	s.queue <- request{do: func(*sql.Conn) { close(held); <-release }}
-	s.mu.RUnlock()
-	<-held
+	release := holdCommitter(s)
 	results := make(chan error, 3)
 	send := func(text string) {
 		m := storetest.Msg("r", text)
@@ -292,4 +282,15 @@ func TestPruneEndedRestrictions(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// holdCommitter holds s's committer until release is closed, so that
+// everything queued meanwhile is in its next batch.
+func holdCommitter(s *Store) (release chan struct{}) {
+	release, held := make(chan struct{}), make(chan struct{})
+	s.mu.RLock()
+	s.queue <- request{do: func(*sql.Conn) { close(held); <-release }}
+	s.mu.RUnlock()
+	<-held
+	return release
 }
