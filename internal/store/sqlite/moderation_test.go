@@ -189,11 +189,7 @@ func TestFailedModerationChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	maxPages(t, s, 1) // the file is full as it is
-	release, held := make(chan struct{}), make(chan struct{})
-	s.mu.RLock()
-	s.queue <- request{do: func(*sql.Conn) { close(held); <-release }}
-	s.mu.RUnlock()
-	<-held
+	release := holdCommitter(s)
 	queue := func(m *modReq) chan error {
 		m.reply = make(chan error, 1)
 		s.mu.RLock()
