@@ -175,8 +175,9 @@ type Welcome struct {
 	Resume string `json:"resume"`
 	Online int    `json:"online"`
 	Limits Limits `json:"limits"`
-	// Name and Exp are set for a signed identity (SPEC §10): the token's
-	// name claim, if any, and its exp (Unix seconds).
+	// Name and Exp are set for a signed identity (SPEC §10): the user's
+	// name (the token's name claim, which the user cannot change, or else
+	// the default name) and the token's exp (Unix seconds).
 	Name string `json:"name,omitempty"`
 	Exp  int64  `json:"exp,omitzero"`
 }
