@@ -4,10 +4,7 @@ package main
 // speak to it with chattest's raw client.
 
 import (
-	"io"
-	"net/http"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/go-json-experiment/json"
@@ -27,28 +24,9 @@ func getJSON(t *testing.T, u string, status int, v any) {
 // answers status, and decodes the body into v (if not nil).
 func httpJSON(t *testing.T, method, u, bearer, body string, status int, v any) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode != status {
-		t.Fatalf("%s %s: %d %s, want %d", method, u, res.StatusCode, b, status)
+	code, b := chattest.Request(t, method, u, bearer, body)
+	if code != status {
+		t.Fatalf("%s %s: %d %s, want %d", method, u, code, b, status)
 	}
 	if v != nil {
 		if err := json.Unmarshal(b, v); err != nil {

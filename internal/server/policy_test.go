@@ -7,7 +7,6 @@ package server_test
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -133,36 +132,14 @@ func dialToken(t *testing.T, base, tok string) *chattest.Client {
 // the answer is an error).
 func call(t *testing.T, method, u, bearer, body string) (int, protocol.Error, []byte) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	code, b := chattest.Request(t, method, u, bearer, body)
 	var e protocol.Error
-	if res.StatusCode >= 400 {
+	if code >= 400 {
 		if err := json.Unmarshal(b, &e); err != nil {
-			t.Fatalf("%s %s: %d with body %q: %v", method, u, res.StatusCode, b, err)
+			t.Fatalf("%s %s: %d with body %q: %v", method, u, code, b, err)
 		}
 	}
-	return res.StatusCode, e, b
+	return code, e, b
 }
 
 // awaitError reads c's events up to the next error, skipping the live
